@@ -1,0 +1,78 @@
+# Petrel build. `make` builds every binary into bin/; `make check` is the
+# full test run CI uses; `make demo` builds everything and boots a
+# unikernel through petreld.
+
+GO       ?= go
+GOBIN    ?= $(shell $(GO) env GOPATH)/bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
+BINARIES := petrel petreld petrel-shim petrel-plugin-hvt petrel-plugin-spt
+PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: all build test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
+
+all: build
+
+build: $(BINARIES)
+
+petrel petreld petrel-shim:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@
+
+petrel-plugin-hvt petrel-plugin-spt:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(subst petrel-plugin-,,$@)
+
+# Petrel's own Solo5 test unikernels (freestanding C).
+guests:
+	$(MAKE) -C contrib/guests OUT=$(CURDIR)/bin/guests
+
+# Unit and integration tests, with the race detector.
+test: build guests
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -race -count=1 -timeout 20m ./...
+
+lint:
+	$(GO) vet ./...
+	GOOS=freebsd $(GO) vet ./sdk/solo5/... ./sdk/proto/... ./core/name/... ./core/config/...
+	staticcheck ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Regenerate the committed gRPC code from the .proto files.
+proto:
+	protoc -I sdk/proto --go_out=. --go_opt=module=github.com/petrel-vmm/petrel \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/petrel-vmm/petrel $(PROTOS)
+
+# Fail when the committed generated code is not what `make proto` makes.
+proto-check:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	protoc -I sdk/proto --go_out=$$tmp --go_opt=module=github.com/petrel-vmm/petrel \
+	  --go-grpc_out=$$tmp --go-grpc_opt=module=github.com/petrel-vmm/petrel $(PROTOS); \
+	for f in $$(cd $$tmp && find . -name '*.go'); do \
+	  cmp -s $$tmp/$$f $$f || { echo "generated code is stale: $$f (run make proto)"; exit 1; }; \
+	done; echo "generated code is current"
+
+# Benchmarks: Go benchmarks plus the whole-process harness.
+bench: build guests
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./core/... ./sdk/... ./plugins/...
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run TestBenchReport -count=1 -v -timeout 30m ./core/integration/ | grep -E '^(BENCH|---|ok|FAIL)'
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 60s ./sdk/solo5/
+	$(GO) test -run '^$$' -fuzz FuzzParseTenderArgs -fuzztime 60s ./sdk/solo5/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./core/name/
+
+# Install what building and testing need (idempotent).
+deps:
+	contrib/scripts/deps.sh
+
+# What CI runs: dependencies, lint, generated-code check, tests.
+check: deps
+	$(MAKE) lint proto-check test
+
+# Build everything, start petreld with its defaults and boot the hello
+# unikernel with the built-in tender, showing its console.
+demo: deps build guests
+	contrib/scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,654 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/sdk/client"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// Exit codes, one per failure class, so scripts can react without parsing
+// messages. Documented in `petrel --help`.
+const (
+	exitOK          = 0
+	exitError       = 1 // anything not covered below
+	exitUsage       = 2 // bad flags or arguments
+	exitUnreachable = 3 // petreld not running or socket not accessible
+	exitNotFound    = 4 // no such VM
+	exitExists      = 5 // a VM of that name exists
+	exitInvalid     = 6 // the request can never work (name, image, memory...)
+	exitUnavailable = 7 // backend not usable on this host
+	exitDenied      = 8 // permission denied
+)
+
+const exitCodeHelp = `Exit codes:
+  0  success
+  1  other error
+  2  usage error (bad flags or arguments)
+  3  petreld unreachable (not running, or no access to its socket)
+  4  no such VM
+  5  a VM of that name already exists (use --force to replace it)
+  6  invalid request (name, image, manifest, memory, backend...)
+  7  backend not usable on this host (missing tender, no /dev/kvm...)
+  8  permission denied`
+
+// usageError marks mistakes in the command line itself.
+type usageError struct{ error }
+
+// version is set at build time with -ldflags.
+var version = "0.1.0-dev"
+
+type app struct {
+	socket string
+	out    io.Writer
+	errw   io.Writer
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	a := &app{out: stdout, errw: stderr}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	code, msg := classify(err, a.socketPath())
+	fmt.Fprintf(stderr, "petrel: %s\n", msg)
+	return code
+}
+
+func (a *app) socketPath() string { return client.SocketPath(a.socket) }
+
+// classify maps an error to an exit code and a one-line message.
+func classify(err error, socket string) (int, string) {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage, ue.Error()
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return exitInvalid, err.Error()
+		}
+		return exitError, err.Error()
+	}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.Unavailable:
+		if strings.Contains(msg, "permission denied") {
+			return exitDenied, fmt.Sprintf("cannot connect to petreld at %s: permission denied", socket)
+		}
+		return exitUnreachable, fmt.Sprintf("cannot connect to petreld at %s (is it running? set --socket or %s)", socket, client.SocketEnv)
+	case codes.NotFound:
+		return exitNotFound, msg
+	case codes.AlreadyExists:
+		return exitExists, msg
+	case codes.InvalidArgument, codes.ResourceExhausted:
+		return exitInvalid, msg
+	case codes.FailedPrecondition:
+		return exitUnavailable, msg
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return exitDenied, msg
+	}
+	return exitError, msg
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "petrel",
+		Short: "Deploy and manage unikernels through petreld",
+		Long: `petrel talks to petreld, Petrel's daemon, over its unix socket.
+
+Typical use:
+  petrel create web ./web.hvt --mem 64 --arg=--port=80   deploy a unikernel
+  petrel console web --follow                            watch its console
+  petrel info                                            list every VM
+  petrel destroy web                                     stop and remove it
+
+VM names are paths of labels ([a-z0-9.-], 1-63 characters) joined by ':',
+for example "team:web:frontend".
+
+` + exitCodeHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
+		a.eventsCmd(), a.versionCmd(), a.pluginsCmd())
+	return root
+}
+
+// args wraps cobra's positional-argument checks as usage errors.
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := check(cmd, a); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func (a *app) dial() (*client.Client, error) {
+	return client.Dial(a.socketPath())
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func (a *app) createCmd() *cobra.Command {
+	var (
+		backend, imageName string
+		mem                uint32
+		cpus               []uint
+		vmArgs             []string
+		restartOnFail      bool
+		exitCodes          []int
+		startup            int32
+		force              bool
+		jsonOut            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME IMAGE",
+		Short: "Deploy a unikernel image as a VM",
+		Long: `Upload IMAGE (a Solo5 unikernel) to petreld and start it as VM NAME.
+
+The image is checked before anything starts: it must be a Solo5 image for
+the chosen backend, and the devices its manifest declares must be exactly
+the ones given on the command line.
+
+Restart on failure (--restart-on-fail) never restarts after a signal or
+after exit code 1 or 60-64; otherwise on any exit code, or only on those
+given with --exit-code.`,
+		Example: `  petrel create hello ./hello.hvt
+  petrel create web ./web.hvt --mem 64 --cpu 1 --arg=--ipv4=10.0.0.2/24 --restart-on-fail
+  petrel create web ./web-v2.hvt --force`,
+		Args: args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ref, err := a.upload(ctx, c, pos[1])
+			if err != nil {
+				return err
+			}
+			req := &daemonv1.CreateRequest{
+				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: mem, Args: vmArgs,
+				Restart: &daemonv1.RestartPolicy{OnFailure: restartOnFail}, Startup: startup, Force: force,
+				ImageName: filepath.Base(pos[1]),
+			}
+			if imageName != "" {
+				req.ImageName = imageName
+			}
+			for _, c := range cpus {
+				req.Cpus = append(req.Cpus, uint32(c))
+			}
+			for _, e := range exitCodes {
+				req.Restart.ExitCodes = append(req.Restart.ExitCodes, int32(e))
+			}
+			vm, err := c.API.Create(ctx, req)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(a.out, vmJSON(vm))
+			}
+			fmt.Fprintf(a.out, "created %s (backend %s, pid %d)\n", vm.GetName(), vm.GetBackend(), vm.GetPid())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&backend, "backend", "", "hypervisor backend, e.g. hvt or spt (default: the host's default_backend)")
+	f.Uint32Var(&mem, "mem", 0, "memory in MB (default 32)")
+	f.UintSliceVar(&cpus, "cpu", nil, "pin the VM to this host CPU (repeatable)")
+	f.StringArrayVar(&vmArgs, "arg", nil, "argument passed to the unikernel (repeatable, in order)")
+	f.BoolVar(&restartOnFail, "restart-on-fail", false, "restart the VM when it fails")
+	f.IntSliceVar(&exitCodes, "exit-code", nil, "restart only on this exit code (repeatable; implies --restart-on-fail)")
+	f.Int32Var(&startup, "startup", 0, "startup priority when petreld boots (lower starts first)")
+	f.BoolVar(&force, "force", false, "replace an existing VM of the same name")
+	f.StringVar(&imageName, "image-name", "", "name to record for the image (default: the file name)")
+	f.BoolVar(&jsonOut, "json", false, "print the created VM as JSON")
+	return cmd
+}
+
+// upload sends an image file, with a progress line on a terminal.
+func (a *app) upload(ctx context.Context, c *client.Client, path string) (*daemonv1.ImageRef, error) {
+	var progress func(sent, total int64)
+	if isTerminal(a.errw) {
+		last := time.Time{}
+		progress = func(sent, total int64) {
+			if time.Since(last) < 100*time.Millisecond && sent < total {
+				return
+			}
+			last = time.Now()
+			pct := 100.0
+			if total > 0 {
+				pct = float64(sent) * 100 / float64(total)
+			}
+			fmt.Fprintf(a.errw, "\ruploading %s: %5.1f%% (%d/%d bytes)", filepath.Base(path), pct, sent, total)
+			if sent >= total {
+				fmt.Fprintln(a.errw)
+			}
+		}
+	}
+	ref, err := c.UploadImageFile(ctx, path, progress)
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, fmt.Errorf("image %s: %w", path, err)
+	}
+	return ref, nil
+}
+
+func (a *app) destroyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "destroy NAME",
+		Short:   "Stop a VM and remove it, whatever its state",
+		Example: "  petrel destroy web",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: pos[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "destroyed %s\n", pos[0])
+			return nil
+		},
+	}
+}
+
+func (a *app) restartCmd() *cobra.Command {
+	var vmArgs []string
+	cmd := &cobra.Command{
+		Use:   "restart NAME",
+		Short: "Stop a VM and start it again, optionally with new arguments",
+		Long: `Stop VM NAME (SIGTERM, then SIGKILL after the stop timeout) and start it
+again from the same image. With --arg, the given arguments replace the old
+ones; without, the VM keeps its arguments.`,
+		Example: "  petrel restart web\n  petrel restart web --arg=--verbose",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &daemonv1.RestartRequest{Name: pos[0]}
+			if cmd.Flags().Changed("arg") {
+				req.ReplaceArgs, req.Args = true, vmArgs
+			}
+			vm, err := c.API.Restart(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "restarted %s (pid %d)\n", vm.GetName(), vm.GetPid())
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&vmArgs, "arg", nil, "new argument for the unikernel (repeatable; replaces all old ones)")
+	return cmd
+}
+
+// vmView is the JSON shape of a VM in `petrel info --json`.
+type vmView struct {
+	Name       string   `json:"name"`
+	State      string   `json:"state"`
+	Backend    string   `json:"backend"`
+	Image      string   `json:"image,omitempty"`
+	ImageSHA   string   `json:"image_sha256"`
+	MemoryMB   uint32   `json:"memory_mb"`
+	CPUs       []uint32 `json:"cpus"`
+	Args       []string `json:"args"`
+	Pid        int64    `json:"pid,omitempty"`
+	ShimPid    int64    `json:"shim_pid,omitempty"`
+	ExitCode   *int32   `json:"exit_code,omitempty"`
+	ExitSignal *int32   `json:"exit_signal,omitempty"`
+	Restarts   uint32   `json:"restarts"`
+	RestartOn  bool     `json:"restart_on_fail"`
+	ExitCodes  []int32  `json:"restart_exit_codes,omitempty"`
+	Startup    int32    `json:"startup"`
+	CreatedAt  string   `json:"created_at"`
+	StartedAt  string   `json:"started_at,omitempty"`
+	ExitedAt   string   `json:"exited_at,omitempty"`
+	Message    string   `json:"message,omitempty"`
+	Command    []string `json:"command,omitempty"`
+}
+
+func ts(ns int64) string {
+	if ns == 0 {
+		return ""
+	}
+	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
+}
+
+func vmJSON(vm *daemonv1.VM) vmView {
+	v := vmView{
+		Name: vm.GetName(), State: vm.GetState(), Backend: vm.GetBackend(), Image: vm.GetImageName(),
+		ImageSHA: vm.GetImageSha256(), MemoryMB: vm.GetMemoryMb(), CPUs: vm.GetCpus(), Args: vm.GetArgs(),
+		Pid: vm.GetPid(), ShimPid: vm.GetShimPid(), Restarts: vm.GetRestarts(),
+		RestartOn: vm.GetRestart().GetOnFailure(), ExitCodes: vm.GetRestart().GetExitCodes(), Startup: vm.GetStartup(),
+		CreatedAt: ts(vm.GetCreatedAtNs()), StartedAt: ts(vm.GetStartedAtNs()), ExitedAt: ts(vm.GetExitedAtNs()),
+		Message: vm.GetMessage(), Command: vm.GetArgv(),
+	}
+	if v.CPUs == nil {
+		v.CPUs = []uint32{}
+	}
+	if v.Args == nil {
+		v.Args = []string{}
+	}
+	if vm.GetHasExit() {
+		code, sig := vm.GetExitCode(), vm.GetExitSignal()
+		v.ExitCode = &code
+		if sig != 0 {
+			v.ExitSignal = &sig
+		}
+	}
+	return v
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *app) infoCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "info [NAME|PATH]",
+		Short: "Show VMs: one by name, every VM under a path, or all",
+		Long: `Show VMs with their state (running, exited, restarting, failed), backend,
+memory, pinned CPUs, pid, last exit and restart count.
+
+With --json, prints a list of objects with at least name, state, backend,
+exit_code (once the VM has exited) and restarts.`,
+		Example: "  petrel info\n  petrel info team:web --json",
+		Args:    args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &daemonv1.InfoRequest{}
+			if len(pos) == 1 {
+				req.Name = pos[0]
+			}
+			res, err := c.API.Info(ctx, req)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				views := []vmView{}
+				for _, vm := range res.GetVms() {
+					views = append(views, vmJSON(vm))
+				}
+				return writeJSON(a.out, views)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tMEM\tCPUS\tPID\tEXIT\tRESTARTS\tIMAGE")
+			for _, vm := range res.GetVms() {
+				exit := "-"
+				if vm.GetHasExit() {
+					exit = fmt.Sprint(vm.GetExitCode())
+					if vm.GetExitSignal() != 0 {
+						exit = fmt.Sprintf("signal %d", vm.GetExitSignal())
+					}
+				}
+				pid := "-"
+				if vm.GetPid() != 0 {
+					pid = fmt.Sprint(vm.GetPid())
+				}
+				cpus := "-"
+				if len(vm.GetCpus()) > 0 {
+					cpus = strings.Trim(strings.ReplaceAll(fmt.Sprint(vm.GetCpus()), " ", ","), "[]")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%dM\t%s\t%s\t%s\t%d\t%s\n", vm.GetName(), vm.GetState(), vm.GetBackend(),
+					vm.GetMemoryMb(), cpus, pid, exit, vm.GetRestarts(), vm.GetImageName())
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) consoleCmd() *cobra.Command {
+	var (
+		since    string
+		count    int32
+		follow   bool
+		jsonOut  bool
+		noStamps bool
+	)
+	cmd := &cobra.Command{
+		Use:   "console NAME",
+		Short: "Show a VM's console output, optionally following it live",
+		Long: `Show the console lines petreld keeps for VM NAME (also after it exited),
+selected by time (--since) and/or number (--count, the last N lines), and
+with --follow keep printing new lines until the VM exits or Ctrl-C.`,
+		Example: "  petrel console web\n  petrel console web --count 20 --follow\n  petrel console web --since 2026-11-24T10:00:00Z",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count, Follow: follow}
+			if count < 0 {
+				return usageError{fmt.Errorf("--count must not be negative")}
+			}
+			if since != "" {
+				t, err := time.Parse(time.RFC3339Nano, since)
+				if err != nil {
+					return usageError{fmt.Errorf("--since %q is not an RFC 3339 time such as 2026-11-24T10:00:00Z", since)}
+				}
+				req.SinceNs = t.UnixNano()
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			stream, err := c.API.Console(ctx, req)
+			if err != nil {
+				return err
+			}
+			for {
+				l, err := stream.Recv()
+				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				switch {
+				case jsonOut:
+					if err := json.NewEncoder(a.out).Encode(map[string]any{"time": ts(l.GetTimeNs()), "text": l.GetText(), "truncated": l.GetTruncated(), "dropped": l.GetDropped()}); err != nil {
+						return err
+					}
+				case l.GetDropped() > 0:
+					fmt.Fprintf(a.errw, "petrel: %d console lines dropped (reading too slowly)\n", l.GetDropped())
+				case noStamps:
+					fmt.Fprintln(a.out, l.GetText())
+				default:
+					fmt.Fprintf(a.out, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&since, "since", "", "only lines at or after this RFC 3339 time")
+	f.Int32Var(&count, "count", 0, "only the last N lines (0: all kept lines)")
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
+	f.BoolVar(&jsonOut, "json", false, "print one JSON object per line")
+	f.BoolVar(&noStamps, "no-timestamps", false, "print the text only")
+	return cmd
+}
+
+func (a *app) eventsCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "events [PATH]",
+		Short: "Stream lifecycle events of VMs (under PATH) and plugins",
+		Long: `Print events as they happen until Ctrl-C: created, started, exited (with
+code or signal), restarted, destroyed, failed, plugin-crashed and
+plugin-restarted.`,
+		Example: "  petrel events\n  petrel events team:web --json",
+		Args:    args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &daemonv1.EventsRequest{}
+			if len(pos) == 1 {
+				req.Path = pos[0]
+			}
+			stream, err := c.API.Events(ctx, req)
+			if err != nil {
+				return err
+			}
+			for {
+				e, err := stream.Recv()
+				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if jsonOut {
+					if err := json.NewEncoder(a.out).Encode(map[string]any{"time": ts(e.GetTimeNs()), "type": e.GetType(), "name": e.GetName(),
+						"exit_code": e.GetExitCode(), "exit_signal": e.GetExitSignal(), "message": e.GetMessage()}); err != nil {
+						return err
+					}
+					continue
+				}
+				line := fmt.Sprintf("%s %-16s %s", time.Unix(0, e.GetTimeNs()).UTC().Format(time.RFC3339), e.GetType(), e.GetName())
+				if e.GetMessage() != "" {
+					line += "  " + e.GetMessage()
+				}
+				fmt.Fprintln(a.out, line)
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print one JSON object per event")
+	return cmd
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the client's and the daemon's versions",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(a.out, "petrel %s\n", version)
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			v, err := c.API.Version(ctx, &daemonv1.VersionRequest{})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "petreld %s (daemon API v%d)\n", v.GetVersion(), v.GetApiVersion())
+			return nil
+		},
+	}
+}
+
+func (a *app) pluginsCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "plugins",
+		Short: "List petreld's plugins and their health on this host",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.API.Plugins(ctx, &daemonv1.PluginsRequest{})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				list := []map[string]any{}
+				for _, p := range res.GetPlugins() {
+					list = append(list, map[string]any{"name": p.GetName(), "kind": p.GetKind(), "version": p.GetVersion(),
+						"path": p.GetPath(), "health": p.GetHealth(), "description": p.GetDescription(),
+						"attributes": p.GetAttributes(), "restarts": p.GetRestarts()})
+				}
+				return writeJSON(a.out, list)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKIND\tVERSION\tHEALTH\tRESTARTS\tDETAILS")
+			for _, p := range res.GetPlugins() {
+				var keys []string
+				for k := range p.GetAttributes() {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				details := p.GetDescription()
+				for _, k := range keys {
+					details += fmt.Sprintf(" %s=%s", k, p.GetAttributes()[k])
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.GetName(), p.GetKind(), p.GetVersion(), p.GetHealth(), p.GetRestarts(), strings.TrimSpace(details))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,213 @@
+// Package config reads petreld's HCL configuration. Embedded defaults come
+// first, then the operator's file, then command-line flags, so a daemon
+// started with no file at all still has a complete, documented setup.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// Defaults is the embedded default configuration, shown by
+// `petreld --print-defaults` as a starting point for a config file.
+//
+//go:embed defaults.hcl
+var Defaults string
+
+// Config is petreld's configuration.
+type Config struct {
+	DataDir              string `hcl:"data_dir,optional"`
+	RunDir               string `hcl:"run_dir,optional"`
+	PluginDir            string `hcl:"plugin_dir,optional"`
+	DefaultBackend       string `hcl:"default_backend,optional"`
+	SocketMode           string `hcl:"socket_mode,optional"`
+	ConsoleLines         int    `hcl:"console_lines,optional"`
+	ConsoleBytes         int    `hcl:"console_bytes,optional"`
+	StopTimeout          string `hcl:"stop_timeout,optional"`
+	RestartBackoffMin    string `hcl:"restart_backoff_min,optional"`
+	RestartBackoffMax    string `hcl:"restart_backoff_max,optional"`
+	RestartResetAfter    string `hcl:"restart_reset_after,optional"`
+	PluginHealthInterval string `hcl:"plugin_health_interval,optional"`
+
+	Backends []Backend `hcl:"backend,block"`
+}
+
+// Backend configures one hypervisor plugin, named by its block label,
+// which is also the plugin binary's suffix (petrel-plugin-NAME).
+type Backend struct {
+	Name     string            `hcl:"name,label"`
+	Enabled  *bool             `hcl:"enabled,optional"`
+	Settings map[string]string `hcl:"settings,optional"`
+}
+
+// IsEnabled reports whether the backend should be launched.
+func (b Backend) IsEnabled() bool { return b.Enabled == nil || *b.Enabled }
+
+// Load returns the defaults overlaid with the file at path (when path is
+// not empty). Errors carry the file position.
+func Load(path string) (*Config, error) {
+	cfg, err := parse([]byte(Defaults), "defaults.hcl", nil)
+	if err != nil {
+		return nil, fmt.Errorf("embedded defaults: %w", err)
+	}
+	if path != "" {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if cfg, err = parse(src, path, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// parse decodes src over base: attributes present in src win; backend
+// blocks are merged by name, settings key by key.
+func parse(src []byte, filename string, base *Config) (*Config, error) {
+	f, diags := hclparse.NewParser().ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return nil, diagError(diags)
+	}
+	var cfg Config
+	if base != nil {
+		cfg = *base
+		cfg.Backends = nil
+	}
+	if diags := gohcl.DecodeBody(f.Body, nil, &cfg); diags.HasErrors() {
+		return nil, diagError(diags)
+	}
+	if base == nil {
+		return &cfg, nil
+	}
+	merged := map[string]Backend{}
+	for _, b := range base.Backends {
+		merged[b.Name] = b
+	}
+	seen := map[string]bool{}
+	for _, b := range cfg.Backends {
+		if seen[b.Name] {
+			return nil, fmt.Errorf("%s: backend %q configured twice", filename, b.Name)
+		}
+		seen[b.Name] = true
+		old, ok := merged[b.Name]
+		if !ok {
+			merged[b.Name] = b
+			continue
+		}
+		if b.Enabled != nil {
+			old.Enabled = b.Enabled
+		}
+		settings := map[string]string{}
+		for k, v := range old.Settings {
+			settings[k] = v
+		}
+		for k, v := range b.Settings {
+			settings[k] = v
+		}
+		old.Settings = settings
+		merged[b.Name] = old
+	}
+	cfg.Backends = nil
+	for _, b := range merged {
+		cfg.Backends = append(cfg.Backends, b)
+	}
+	sort.Slice(cfg.Backends, func(i, j int) bool { return cfg.Backends[i].Name < cfg.Backends[j].Name })
+	return &cfg, nil
+}
+
+func diagError(diags hcl.Diagnostics) error {
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			if d.Subject != nil {
+				return fmt.Errorf("%s: %s: %s", d.Subject, d.Summary, d.Detail)
+			}
+			return fmt.Errorf("%s: %s", d.Summary, d.Detail)
+		}
+	}
+	return diags
+}
+
+// Validate checks values that HCL's types cannot.
+func (c *Config) Validate() error {
+	if c.DataDir == "" || c.RunDir == "" {
+		return fmt.Errorf("config: data_dir and run_dir must not be empty")
+	}
+	if _, err := c.SocketPerm(); err != nil {
+		return err
+	}
+	for _, d := range []struct{ name, v string }{
+		{"stop_timeout", c.StopTimeout},
+		{"restart_backoff_min", c.RestartBackoffMin},
+		{"restart_backoff_max", c.RestartBackoffMax},
+		{"restart_reset_after", c.RestartResetAfter},
+		{"plugin_health_interval", c.PluginHealthInterval},
+	} {
+		if _, err := parseDuration(d.name, d.v); err != nil {
+			return err
+		}
+	}
+	if c.ConsoleLines < 1 || c.ConsoleLines > 1000000 {
+		return fmt.Errorf("config: console_lines must be between 1 and 1000000, not %d", c.ConsoleLines)
+	}
+	if c.ConsoleBytes < 1024 || c.ConsoleBytes > 1<<30 {
+		return fmt.Errorf("config: console_bytes must be between 1024 and 1073741824, not %d", c.ConsoleBytes)
+	}
+	found := false
+	for _, b := range c.Backends {
+		if b.Name == c.DefaultBackend && b.IsEnabled() {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("config: default_backend %q is not an enabled backend", c.DefaultBackend)
+	}
+	return nil
+}
+
+// SocketPerm parses socket_mode as octal permission bits.
+func (c *Config) SocketPerm() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("config: socket_mode %q is not an octal mode such as \"0600\"", c.SocketMode)
+	}
+	return os.FileMode(m), nil
+}
+
+// Duration returns a validated duration setting by its HCL name.
+func (c *Config) Duration(name string) time.Duration {
+	var v string
+	switch name {
+	case "stop_timeout":
+		v = c.StopTimeout
+	case "restart_backoff_min":
+		v = c.RestartBackoffMin
+	case "restart_backoff_max":
+		v = c.RestartBackoffMax
+	case "restart_reset_after":
+		v = c.RestartResetAfter
+	case "plugin_health_interval":
+		v = c.PluginHealthInterval
+	}
+	d, _ := parseDuration(name, v)
+	return d
+}
+
+func parseDuration(name, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("config: %s %q is not a positive duration such as \"5s\"", name, v)
+	}
+	return d, nil
+}

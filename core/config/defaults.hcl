@@ -1,0 +1,54 @@
+# Petrel daemon defaults. Every setting here can be overridden in the file
+# given with `petreld --config FILE`, and the directories also by flags.
+
+# Persistent state: VM records and the image store.
+data_dir = "/var/lib/petrel"
+
+# Runtime files: the daemon socket and one directory per running VM.
+run_dir = "/run/petrel"
+
+# Where plugin binaries live. Empty: beside the petreld binary, then
+# /usr/libexec/petrel.
+plugin_dir = ""
+
+# Backend used when `petrel create` names none.
+default_backend = "hvt"
+
+# Permission bits of <run_dir>/petreld.sock: whoever can open it can manage
+# every VM on the host.
+socket_mode = "0600"
+
+# Console ring per VM, kept by its shim and by petreld.
+console_lines = 1000
+console_bytes = 1048576
+
+# How long a VM gets between SIGTERM and SIGKILL on destroy and restart.
+stop_timeout = "5s"
+
+# Restart-on-failure back-off: doubles from min to max; reset after a VM
+# has run for reset_after.
+restart_backoff_min = "1s"
+restart_backoff_max = "60s"
+restart_reset_after = "60s"
+
+# How often plugins are health-checked.
+plugin_health_interval = "5s"
+
+# Solo5 hvt (KVM). tender: the solo5-hvt path or name on PATH; engine:
+# "auto" (solo5-hvt when found, else the built-in tender), "builtin" or
+# "solo5-hvt".
+backend "hvt" {
+  enabled = true
+  settings = {
+    tender = "solo5-hvt"
+    engine = "auto"
+  }
+}
+
+# Solo5 spt (seccomp sandboxed process).
+backend "spt" {
+  enabled = true
+  settings = {
+    tender = "solo5-spt"
+  }
+}

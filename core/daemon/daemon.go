@@ -1,0 +1,257 @@
+// Package daemon wires petreld together: configuration, state store,
+// plugin host, supervisor and the daemon API on a unix socket whose file
+// permissions are the access control.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+
+	"github.com/petrel-vmm/petrel/core/config"
+	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/pluginhost"
+	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/core/supervisor"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// Version is petreld's version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// MaxImageBytes bounds one uploaded image.
+const MaxImageBytes = 1 << 30
+
+// SocketName is the daemon socket's file name inside the run directory.
+const SocketName = "petreld.sock"
+
+// uploadGrace keeps a freshly uploaded image safe from garbage collection
+// until the create that follows it.
+const uploadGrace = 10 * time.Minute
+
+// Daemon is a running petreld.
+type Daemon struct {
+	cfg     *config.Config
+	log     hclog.Logger
+	store   *store.Store
+	events  *events.Bus
+	plugins *pluginhost.Host
+	sup     *supervisor.Supervisor
+	grpc    *grpc.Server
+	lis     net.Listener
+	sock    string
+
+	mu      sync.Mutex
+	uploads map[string]time.Time
+	// imgMu keeps garbage collection out while uploads are stored.
+	imgMu sync.RWMutex
+}
+
+// PluginDir resolves where plugins live: the configured directory, else
+// beside the running binary when plugins are there, else
+// /usr/libexec/petrel.
+func PluginDir(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		if m, _ := filepath.Glob(filepath.Join(dir, pluginhost.BinaryPrefix+"*")); len(m) > 0 {
+			return dir
+		}
+	}
+	return "/usr/libexec/petrel"
+}
+
+// SocketPath is the daemon socket for a run directory.
+func SocketPath(runDir string) string { return filepath.Join(runDir, SocketName) }
+
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func hostMemoryMB() uint32 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return uint32(uint64(si.Totalram) * uint64(si.Unit) >> 20)
+}
+
+// Start brings petreld up: it recovers VMs and then serves the API. The
+// caller runs Serve and, to stop, Close.
+func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, events: events.New(), uploads: map[string]time.Time{}}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	vmsDir := filepath.Join(cfg.RunDir, "vms")
+	if err := os.MkdirAll(vmsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	st, err := store.Open(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	d.store = st
+	pluginDir := PluginDir(cfg.PluginDir)
+	d.plugins = pluginhost.New(pluginhost.Options{
+		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"),
+		HealthInterval: cfg.Duration("plugin_health_interval"),
+		OnEvent: func(typ, name, msg string) {
+			d.events.Publish(events.Event{Type: typ, Name: name, Message: msg})
+		},
+	})
+	for _, b := range cfg.Backends {
+		if !b.IsEnabled() {
+			continue
+		}
+		if err := d.plugins.AddHypervisor(b.Name, b.Settings); err != nil {
+			log.Error("backend not available; retrying in the background", "backend", b.Name, "error", err)
+		}
+	}
+	d.sup = supervisor.New(supervisor.Options{
+		Store: st, Backends: d.plugins, Events: d.events, Logger: log.Named("supervisor"),
+		DefaultBackend: cfg.DefaultBackend, ConsoleLines: cfg.ConsoleLines, ConsoleBytes: cfg.ConsoleBytes,
+		StopTimeout: cfg.Duration("stop_timeout"), BackoffMin: cfg.Duration("restart_backoff_min"),
+		BackoffMax: cfg.Duration("restart_backoff_max"), ResetAfter: cfg.Duration("restart_reset_after"),
+		BootID: bootID(), HostCPUs: runtime.NumCPU(), HostMemoryMB: hostMemoryMB(),
+		RunIDs: func(backend string) []string {
+			entries, _ := os.ReadDir(filepath.Join(vmsDir, backend))
+			var ids []string
+			for _, e := range entries {
+				if e.IsDir() {
+					ids = append(ids, e.Name())
+				}
+			}
+			return ids
+		},
+	})
+	reattached, started, err := d.sup.Recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("recovered VMs", "reattached", reattached, "started", started)
+	d.collectImages()
+	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return d, nil
+}
+
+// listen opens the daemon socket, refusing to steal one a live daemon
+// answers on.
+func (d *Daemon) listen() error {
+	d.sock = SocketPath(d.cfg.RunDir)
+	if c, err := net.DialTimeout("unix", d.sock, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another petreld is serving %s", d.sock)
+	}
+	if err := os.Remove(d.sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	perm, _ := d.cfg.SocketPerm()
+	old := unix.Umask(0o777 &^ int(perm))
+	lis, err := net.Listen("unix", d.sock)
+	unix.Umask(old)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", d.sock, err)
+	}
+	if err := os.Chmod(d.sock, perm); err != nil {
+		lis.Close()
+		return fmt.Errorf("chmod %s: %w", d.sock, err)
+	}
+	d.lis = lis
+	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	daemonv1.RegisterDaemonServer(d.grpc, &server{d: d})
+	return nil
+}
+
+// Socket is the path the daemon listens on.
+func (d *Daemon) Socket() string { return d.sock }
+
+// Serve answers API requests until Close.
+func (d *Daemon) Serve() error {
+	d.log.Info("petreld ready", "socket", d.sock, "version", Version)
+	if err := d.grpc.Serve(d.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Close stops serving and stops the plugins. VMs keep running: their
+// shims are independent, and the next petreld reattaches to them.
+func (d *Daemon) Close() {
+	if d.grpc != nil {
+		stopped := make(chan struct{})
+		go func() { d.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			d.grpc.Stop()
+		}
+	}
+	if d.sock != "" {
+		os.Remove(d.sock)
+	}
+	if d.sup != nil {
+		d.sup.Close()
+	}
+	if d.plugins != nil {
+		d.plugins.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
+}
+
+func (d *Daemon) noteUpload(sha string) {
+	d.mu.Lock()
+	d.uploads[sha] = time.Now()
+	d.mu.Unlock()
+}
+
+// collectImages removes images no VM uses, sparing recent uploads.
+func (d *Daemon) collectImages() {
+	if !d.imgMu.TryLock() {
+		return // an upload is being stored; the next collection catches up
+	}
+	defer d.imgMu.Unlock()
+	keep := d.sup.ImagesInUse()
+	d.mu.Lock()
+	for sha, t := range d.uploads {
+		if time.Since(t) < uploadGrace {
+			keep[sha] = true
+		} else {
+			delete(d.uploads, sha)
+		}
+	}
+	d.mu.Unlock()
+	if n, err := d.store.RemoveImagesExcept(keep); err != nil {
+		d.log.Warn("image garbage collection", "error", err)
+	} else if n > 0 {
+		d.log.Info("removed unused images", "count", n)
+	}
+}

@@ -1,0 +1,286 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/core/console"
+	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/supervisor"
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// APIVersion is the daemon API version served.
+const APIVersion = 1
+
+// server implements the daemon API on top of the supervisor.
+type server struct {
+	daemonv1.UnimplementedDaemonServer
+	d *Daemon
+}
+
+// grpcError maps internal error classes to status codes; the CLI maps
+// codes to its exit codes.
+func grpcError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, supervisor.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, supervisor.ErrExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, hypervisor.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, hypervisor.ErrUnavailable):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func (s *server) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.VersionResponse, error) {
+	return &daemonv1.VersionResponse{Version: Version, ApiVersion: APIVersion}, nil
+}
+
+func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
+	}
+	if first.GetSize() > MaxImageBytes {
+		return status.Errorf(codes.InvalidArgument, "image of %d bytes exceeds the limit of %d bytes", first.GetSize(), MaxImageBytes)
+	}
+	r := &chunkReader{stream: stream, buf: first.GetData()}
+	s.d.imgMu.RLock()
+	defer s.d.imgMu.RUnlock()
+	sha, size, err := s.d.store.PutImage(r, MaxImageBytes)
+	if err != nil {
+		if r.err != nil {
+			return status.Errorf(codes.Canceled, "upload interrupted: %v", r.err)
+		}
+		return status.Errorf(codes.InvalidArgument, "store image: %v", err)
+	}
+	s.d.noteUpload(sha)
+	return stream.SendAndClose(&daemonv1.ImageRef{Sha256: sha, Size: size})
+}
+
+// chunkReader turns an upload stream into an io.Reader.
+type chunkReader struct {
+	stream daemonv1.Daemon_UploadImageServer
+	buf    []byte
+	err    error
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		msg, err := c.stream.Recv()
+		if err == io.EOF {
+			return 0, io.EOF
+		}
+		if err != nil {
+			c.err = err
+			return 0, err
+		}
+		c.buf = msg.GetData()
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+func restartPolicy(p *daemonv1.RestartPolicy) supervisor.RestartPolicy {
+	return supervisor.RestartPolicy{OnFailure: p.GetOnFailure(), ExitCodes: p.GetExitCodes()}
+}
+
+func toVM(r supervisor.Record) *daemonv1.VM {
+	vm := &daemonv1.VM{
+		Name: r.Name, State: r.State, Backend: r.Backend, ImageSha256: r.ImageSHA256, ImageName: r.ImageName,
+		MemoryMb: r.MemoryMB, Cpus: r.CPUs, Args: r.Args,
+		Restart: &daemonv1.RestartPolicy{OnFailure: r.Restart.OnFailure, ExitCodes: r.Restart.ExitCodes},
+		Startup: r.Startup, Pid: r.Pid, ShimPid: r.ShimPid, HasExit: r.HasExit, ExitCode: r.ExitCode,
+		ExitSignal: r.ExitSignal, Restarts: r.Restarts, Message: r.Message, Argv: r.Argv,
+		CreatedAtNs: r.CreatedAt.UnixNano(),
+	}
+	if !r.StartedAt.IsZero() {
+		vm.StartedAtNs = r.StartedAt.UnixNano()
+	}
+	if !r.ExitedAt.IsZero() {
+		vm.ExitedAtNs = r.ExitedAt.UnixNano()
+	}
+	return vm
+}
+
+func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daemonv1.VM, error) {
+	rec, err := s.d.sup.Create(ctx, supervisor.CreateParams{
+		Name: req.GetName(), Backend: req.GetBackend(), ImageSHA256: req.GetImageSha256(), ImageName: req.GetImageName(),
+		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
+		Startup: req.GetStartup(), Force: req.GetForce(),
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return toVM(rec), nil
+}
+
+func (s *server) Destroy(ctx context.Context, req *daemonv1.DestroyRequest) (*daemonv1.DestroyResponse, error) {
+	if err := s.d.sup.Destroy(ctx, req.GetName()); err != nil {
+		return nil, grpcError(err)
+	}
+	s.d.collectImages()
+	return &daemonv1.DestroyResponse{}, nil
+}
+
+func (s *server) Restart(ctx context.Context, req *daemonv1.RestartRequest) (*daemonv1.VM, error) {
+	var args []string
+	if req.GetReplaceArgs() {
+		args = append([]string{}, req.GetArgs()...)
+	}
+	rec, err := s.d.sup.Restart(ctx, req.GetName(), args)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return toVM(rec), nil
+}
+
+func (s *server) Info(_ context.Context, req *daemonv1.InfoRequest) (*daemonv1.InfoResponse, error) {
+	recs, err := s.d.sup.Info(req.GetName())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	out := &daemonv1.InfoResponse{}
+	for _, r := range recs {
+		out.Vms = append(out.Vms, toVM(r))
+	}
+	return out, nil
+}
+
+func sendLine(stream daemonv1.Daemon_ConsoleServer, l console.Line) error {
+	return stream.Send(&daemonv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated, Dropped: l.Dropped})
+}
+
+func (s *server) Console(req *daemonv1.ConsoleRequest, stream daemonv1.Daemon_ConsoleServer) error {
+	if req.GetCount() < 0 {
+		return status.Errorf(codes.InvalidArgument, "console line count must not be negative, got %d", req.GetCount())
+	}
+	ring, err := s.d.sup.Console(req.GetName())
+	if err != nil {
+		return grpcError(err)
+	}
+	count := int(req.GetCount())
+	if count > ring.Capacity() {
+		return status.Errorf(codes.InvalidArgument, "console line count %d exceeds the %d lines kept per VM", count, ring.Capacity())
+	}
+	var since time.Time
+	if req.GetSinceNs() != 0 {
+		since = time.Unix(0, req.GetSinceNs())
+	}
+	if !req.GetFollow() {
+		lines, err := ring.History(since, count)
+		if err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		for _, l := range lines {
+			if err := sendLine(stream, l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	hist, f, err := ring.Follow(since, count)
+	if err != nil {
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	defer f.Close()
+	for _, l := range hist {
+		if err := sendLine(stream, l); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case l := <-f.Lines():
+			if err := sendLine(stream, l); err != nil {
+				return err
+			}
+		case <-f.Done():
+			for {
+				select {
+				case l := <-f.Lines():
+					if err := sendLine(stream, l); err != nil {
+						return err
+					}
+				default:
+					return nil
+				}
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (s *server) Events(req *daemonv1.EventsRequest, stream daemonv1.Daemon_EventsServer) error {
+	sub := s.d.events.Subscribe(req.GetPath())
+	defer sub.Close()
+	for {
+		select {
+		case e := <-sub.C():
+			if err := stream.Send(toEvent(e)); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+func toEvent(e events.Event) *daemonv1.Event {
+	return &daemonv1.Event{TimeNs: e.Time.UnixNano(), Type: e.Type, Name: e.Name, ExitCode: e.ExitCode, ExitSignal: e.ExitSignal, Message: e.Message}
+}
+
+func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
+	out := &daemonv1.PluginsResponse{}
+	for _, st := range s.d.plugins.Status() {
+		p := &daemonv1.Plugin{Name: st.Name, Path: st.Path, Restarts: uint32(st.Restarts), Kind: "hypervisor"}
+		if st.Info != nil {
+			p.Version = st.Info.GetVersion()
+		}
+		switch {
+		case !st.Running:
+			p.Health = "down"
+			p.Description = st.LastError
+		case st.Fingerprint != nil:
+			p.Health = healthName(st.Fingerprint.GetHealth().String())
+			p.Description = st.Fingerprint.GetDescription()
+			p.Attributes = st.Fingerprint.GetAttributes()
+		}
+		out.Plugins = append(out.Plugins, p)
+	}
+	return out, nil
+}
+
+func healthName(s string) string {
+	switch s {
+	case "HEALTH_HEALTHY":
+		return "healthy"
+	case "HEALTH_DEGRADED":
+		return "degraded"
+	case "HEALTH_UNHEALTHY":
+		return "unhealthy"
+	}
+	return fmt.Sprintf("unknown (%s)", s)
+}

@@ -1,0 +1,344 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
+)
+
+// binDir holds petreld, petrel, petrel-shim and the plugins: $PETREL_BIN
+// (make test sets it) or a fresh build in a temporary directory.
+var binDir string
+
+func TestMain(m *testing.M) {
+	faketender.MaybeRun()
+	code := func() int {
+		if d := os.Getenv("PETREL_BIN"); d != "" {
+			binDir = d
+			return m.Run()
+		}
+		tmp, err := os.MkdirTemp("", "petrel-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		for pkg, out := range map[string]string{
+			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim",
+			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt",
+		} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(tmp, out), pkg)
+			cmd.Dir = "../.."
+			if b, err := cmd.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+				return 1
+			}
+		}
+		binDir = tmp
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// env is one petreld installation in a temporary directory.
+type env struct {
+	t       *testing.T
+	dir     string
+	dataDir string
+	runDir  string
+	config  string
+	socket  string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (petreld manages processes and sockets under its run directory)")
+	}
+	dir, err := os.MkdirTemp("/tmp", "pt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, dataDir: filepath.Join(dir, "data"), runDir: filepath.Join(dir, "run")}
+	e.socket = filepath.Join(e.runDir, "petreld.sock")
+	hvt, err := faketender.WriteWrapper(dir, "solo5-hvt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spt, err := faketender.WriteWrapper(dir, "solo5-spt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.config = filepath.Join(dir, "petreld.hcl")
+	cfg := fmt.Sprintf(`
+data_dir = %q
+run_dir = %q
+plugin_dir = %q
+stop_timeout = "2s"
+restart_backoff_min = "100ms"
+restart_backoff_max = "400ms"
+plugin_health_interval = "1s"
+backend "hvt" {
+  settings = { tender = %q, engine = "external" }
+}
+backend "spt" {
+  settings = { tender = %q }
+}
+`, e.dataDir, e.runDir, binDir, hvt, spt)
+	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.cleanup)
+	return e
+}
+
+// start runs petreld and waits for its socket.
+func (e *env) start() {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.log = &bytes.Buffer{}
+	cmd := exec.Command(filepath.Join(binDir, "petreld"), "--config", e.config, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = e.log, e.log
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.cmd = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", e.socket); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("petreld did not come up:\n%s", e.log)
+}
+
+// kill9 kills petreld with SIGKILL.
+func (e *env) kill9() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd != nil {
+		e.cmd.Process.Kill()
+		e.cmd.Wait()
+		e.cmd = nil
+	}
+}
+
+// stop stops petreld gracefully.
+func (e *env) stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd != nil {
+		e.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { e.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			e.cmd.Process.Kill()
+			<-done
+		}
+		e.cmd = nil
+	}
+}
+
+func (e *env) pid() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd.Process.Pid
+}
+
+func (e *env) cleanup() {
+	if e.t.Failed() && e.log != nil {
+		e.t.Logf("petreld log:\n%s", e.log)
+	}
+	// Destroy whatever a failed test left, then stop the daemon.
+	if e.cmd != nil {
+		for _, vm := range e.infoAll() {
+			e.petrel("destroy", vm.Name)
+		}
+	}
+	e.stop()
+	for _, p := range processesUnder(e.dir) {
+		syscall.Kill(p, syscall.SIGKILL)
+	}
+	os.RemoveAll(e.dir)
+}
+
+// result is a CLI invocation's outcome.
+type result struct {
+	out, err string
+	code     int
+}
+
+func (e *env) petrel(args ...string) result {
+	cmd := exec.Command(filepath.Join(binDir, "petrel"), append([]string{"--socket", e.socket}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+	}
+	return result{out: out.String(), err: errb.String(), code: code}
+}
+
+func (e *env) mustPetrel(args ...string) string {
+	e.t.Helper()
+	r := e.petrel(args...)
+	if r.code != 0 {
+		e.t.Fatalf("petrel %v: exit %d: %s%s", args, r.code, r.out, r.err)
+	}
+	return r.out
+}
+
+type vmInfo struct {
+	Name     string   `json:"name"`
+	State    string   `json:"state"`
+	Backend  string   `json:"backend"`
+	Pid      int      `json:"pid"`
+	ShimPid  int      `json:"shim_pid"`
+	ExitCode *int     `json:"exit_code"`
+	Restarts int      `json:"restarts"`
+	Args     []string `json:"args"`
+	Message  string   `json:"message"`
+	Command  []string `json:"command"`
+}
+
+func (e *env) infoAll() []vmInfo {
+	r := e.petrel("info", "--json")
+	var vms []vmInfo
+	if r.code == 0 {
+		json.Unmarshal([]byte(r.out), &vms)
+	}
+	return vms
+}
+
+func (e *env) info(name string) vmInfo {
+	e.t.Helper()
+	out := e.mustPetrel("info", name, "--json")
+	var vms []vmInfo
+	if err := json.Unmarshal([]byte(out), &vms); err != nil || len(vms) != 1 {
+		e.t.Fatalf("info %s: %v: %s", name, err, out)
+	}
+	return vms[0]
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// image writes a Solo5 image for target with the given devices.
+func (e *env) image(name string, target solo5.Target, devices ...solo5.Device) string {
+	e.t.Helper()
+	b, err := solo5.Build(solo5.BuildSpec{Target: target, ABIVersion: faketender.ABIVersion, Devices: devices})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie is not alive.
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// processesUnder lists live processes whose command line mentions dir.
+func processesUnder(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(dir)) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// children lists live processes whose parent is ppid and whose command
+// line contains substr.
+func children(ppid int, substr string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", en.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(ppid) || f[0] == "Z" {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte(substr)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// runDirEntries lists what is left in the VM runtime directories.
+func (e *env) runDirEntries() []string {
+	var left []string
+	filepath.Walk(filepath.Join(e.runDir, "vms"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			left = append(left, p)
+		}
+		if err == nil && fi.IsDir() && strings.Count(strings.TrimPrefix(p, e.runDir), "/") >= 3 {
+			left = append(left, p+"/")
+		}
+		return nil
+	})
+	return left
+}

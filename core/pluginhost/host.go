@@ -1,0 +1,336 @@
+// Package pluginhost launches petreld's plugins, health-checks them and
+// restarts a crashed plugin with back-off, without touching VMs (their
+// shims run on their own). Callers get a Hypervisor per backend that stays
+// valid across plugin restarts: each call goes to whichever plugin process
+// is current, waiting briefly for one to come up.
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	"github.com/petrel-vmm/petrel/sdk/plugin"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// BinaryPrefix is the file name prefix of plugin binaries:
+// petrel-plugin-NAME serves the backend configured as NAME.
+const BinaryPrefix = "petrel-plugin-"
+
+// Options configure a Host.
+type Options struct {
+	// PluginDir holds the plugin binaries.
+	PluginDir string
+	// RunDir is the parent of each plugin's runtime directory
+	// (RunDir/NAME, handed to the plugin in Configure).
+	RunDir string
+	Logger hclog.Logger
+	// HealthInterval is how often a plugin is pinged.
+	HealthInterval time.Duration
+	// CallWait bounds how long a call waits for a restarting plugin.
+	CallWait time.Duration
+	// OnEvent reports plugin-crashed and plugin-restarted.
+	OnEvent func(typ, name, message string)
+}
+
+// Status describes one plugin for `petrel plugins` and health output.
+type Status struct {
+	Name, Path  string
+	Info        *pluginv1.PluginInfo
+	Fingerprint *pluginv1.FingerprintResponse
+	Running     bool
+	Restarts    int
+	LastError   string
+	Pid         int
+}
+
+// Host owns every plugin process.
+type Host struct {
+	opts    Options
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	plugins map[string]*managed
+}
+
+// New returns a Host; plugins are added with AddHypervisor.
+func New(opts Options) *Host {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 5 * time.Second
+	}
+	if opts.CallWait <= 0 {
+		opts.CallWait = 15 * time.Second
+	}
+	if opts.OnEvent == nil {
+		opts.OnEvent = func(string, string, string) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Host{opts: opts, ctx: ctx, cancel: cancel, plugins: map[string]*managed{}}
+}
+
+// managed is one plugin and its current process.
+type managed struct {
+	host     *Host
+	name     string
+	path     string
+	settings map[string]string
+	exited   chan struct{} // closed when Close stops the keeper
+
+	mu       sync.Mutex
+	client   *goplugin.Client
+	hv       hypervisor.Hypervisor
+	ready    chan struct{} // closed while hv is usable
+	info     *pluginv1.PluginInfo
+	fp       *pluginv1.FingerprintResponse
+	restarts int
+	lastErr  error
+}
+
+// BinaryPath is where the plugin for backend name is looked for.
+func BinaryPath(dir, name string) string { return filepath.Join(dir, BinaryPrefix+name) }
+
+// AddHypervisor launches the hypervisor plugin for backend name and keeps
+// it running. It returns the first launch's error (the Host keeps
+// retrying in the background, so a backend can come up later).
+func (h *Host) AddHypervisor(name string, settings map[string]string) error {
+	h.mu.Lock()
+	if _, dup := h.plugins[name]; dup {
+		h.mu.Unlock()
+		return fmt.Errorf("plugin %s added twice", name)
+	}
+	m := &managed{host: h, name: name, path: BinaryPath(h.opts.PluginDir, name), settings: settings,
+		ready: make(chan struct{}), exited: make(chan struct{})}
+	h.plugins[name] = m
+	h.mu.Unlock()
+	err := m.launch()
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer close(m.exited)
+		m.keep(err == nil)
+	}()
+	return err
+}
+
+// Hypervisor returns the restart-proof handle of backend name.
+func (h *Host) Hypervisor(name string) (hypervisor.Hypervisor, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.plugins[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: no backend %q is enabled on this host", hypervisor.ErrInvalid, name)
+	}
+	return &proxy{m: m}, nil
+}
+
+// Names lists the configured plugins.
+func (h *Host) Names() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var names []string
+	for n := range h.plugins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Status reports every plugin.
+func (h *Host) Status() []Status {
+	var out []Status
+	for _, n := range h.Names() {
+		h.mu.Lock()
+		m := h.plugins[n]
+		h.mu.Unlock()
+		m.mu.Lock()
+		s := Status{Name: m.name, Path: m.path, Info: m.info, Fingerprint: m.fp, Restarts: m.restarts}
+		if m.lastErr != nil {
+			s.LastError = m.lastErr.Error()
+		}
+		if m.client != nil && !m.client.Exited() {
+			s.Running = true
+			if rc := m.client.ReattachConfig(); rc != nil {
+				s.Pid = rc.Pid
+			}
+		}
+		m.mu.Unlock()
+		out = append(out, s)
+	}
+	return out
+}
+
+// Close stops every plugin process. VMs keep running.
+func (h *Host) Close() {
+	h.cancel()
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.plugins {
+		m.mu.Lock()
+		if m.client != nil {
+			m.client.Kill()
+			m.client = nil
+		}
+		m.mu.Unlock()
+	}
+}
+
+// launch starts a plugin process, checks it and configures it.
+func (m *managed) launch() error {
+	err := m.tryLaunch()
+	m.mu.Lock()
+	m.lastErr = err
+	m.mu.Unlock()
+	return err
+}
+
+func (m *managed) tryLaunch() error {
+	if _, err := os.Stat(m.path); err != nil {
+		return fmt.Errorf("plugin %s: %w", m.name, err)
+	}
+	logger := m.host.opts.Logger.Named(m.name)
+	c := goplugin.NewClient(plugin.ClientConfig(m.path, plugin.HypervisorPluginSets(nil), logger))
+	fail := func(err error) error {
+		c.Kill()
+		return fmt.Errorf("plugin %s: %w", m.name, err)
+	}
+	rpc, err := c.Client()
+	if err != nil {
+		return fail(err)
+	}
+	raw, err := rpc.Dispense(plugin.HypervisorService)
+	if err != nil {
+		return fail(err)
+	}
+	hv, ok := raw.(hypervisor.Hypervisor)
+	if !ok {
+		return fail(errors.New("does not serve the hypervisor service"))
+	}
+	ctx, cancel := context.WithTimeout(m.host.ctx, 30*time.Second)
+	defer cancel()
+	info, err := hv.Info(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("info: %w", err))
+	}
+	if info.GetKind() != pluginv1.Kind_KIND_HYPERVISOR {
+		return fail(fmt.Errorf("is a %s plugin, not a hypervisor", info.GetKind()))
+	}
+	runDir := filepath.Join(m.host.opts.RunDir, m.name)
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return fail(err)
+	}
+	if err := hv.Configure(ctx, &pluginv1.ConfigureRequest{Settings: m.settings, RunDir: runDir, PluginDir: m.host.opts.PluginDir}); err != nil {
+		return fail(fmt.Errorf("configure: %w", err))
+	}
+	fp, err := hv.Fingerprint(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("fingerprint: %w", err))
+	}
+	m.mu.Lock()
+	m.client, m.hv, m.info, m.fp = c, hv, info, fp
+	close(m.ready)
+	m.mu.Unlock()
+	return nil
+}
+
+// keep watches the plugin and relaunches it with back-off after a crash,
+// until the Host closes.
+func (m *managed) keep(up bool) {
+	backoff := 500 * time.Millisecond
+	check := time.NewTicker(200 * time.Millisecond)
+	defer check.Stop()
+	lastPing := time.Now()
+	for {
+		if up {
+			select {
+			case <-m.host.ctx.Done():
+				return
+			case <-check.C:
+			}
+			m.mu.Lock()
+			c, hv := m.client, m.hv
+			m.mu.Unlock()
+			crashed := c.Exited()
+			if !crashed && time.Since(lastPing) >= m.host.opts.HealthInterval {
+				lastPing = time.Now()
+				ctx, cancel := context.WithTimeout(m.host.ctx, 10*time.Second)
+				fp, err := hv.Fingerprint(ctx)
+				cancel()
+				if err != nil && m.host.ctx.Err() == nil {
+					crashed = true
+				} else if err == nil {
+					m.mu.Lock()
+					m.fp = fp
+					m.mu.Unlock()
+				}
+			}
+			if !crashed {
+				backoff = 500 * time.Millisecond
+				continue
+			}
+			m.mu.Lock()
+			m.ready = make(chan struct{})
+			m.client, m.hv = nil, nil
+			m.restarts++
+			m.mu.Unlock()
+			c.Kill()
+			m.host.opts.Logger.Warn("plugin crashed; restarting", "plugin", m.name)
+			m.host.opts.OnEvent("plugin-crashed", m.name, "plugin process exited or stopped answering")
+			up = false
+		}
+		select {
+		case <-m.host.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if err := m.launch(); err != nil {
+			m.host.opts.Logger.Error("plugin launch failed", "plugin", m.name, "error", err)
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		up = true
+		lastPing = time.Now()
+		m.host.opts.OnEvent("plugin-restarted", m.name, "")
+	}
+}
+
+// current returns the live Hypervisor, waiting up to CallWait for a
+// restarting plugin.
+func (m *managed) current(ctx context.Context) (hypervisor.Hypervisor, error) {
+	m.mu.Lock()
+	ready := m.ready
+	m.mu.Unlock()
+	t := time.NewTimer(m.host.opts.CallWait)
+	defer t.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+	case <-m.exited:
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hv == nil {
+		msg := "not running"
+		if m.lastErr != nil {
+			msg = m.lastErr.Error()
+		}
+		return nil, fmt.Errorf("%w: plugin %s: %s", hypervisor.ErrUnavailable, m.name, msg)
+	}
+	return m.hv, nil
+}

@@ -1,0 +1,99 @@
+package supervisor
+
+import (
+	"time"
+)
+
+// VM states, as shown by `petrel info`.
+const (
+	// StateStarting: the record is written and the backend is starting the
+	// VM. A daemon that finds a VM in this state at start-up starts it again.
+	StateStarting = "starting"
+	// StateRunning: the guest runs.
+	StateRunning = "running"
+	// StateExited: the guest exited and will not be restarted.
+	StateExited = "exited"
+	// StateRestarting: the guest exited and will be started again after a
+	// back-off delay.
+	StateRestarting = "restarting"
+	// StateFailed: the VM could not be started (again); Message says why.
+	StateFailed = "failed"
+)
+
+// RecordsCollection is the store collection holding VM records.
+const RecordsCollection = "vms"
+
+// RestartPolicy says when an exited VM is started again.
+type RestartPolicy struct {
+	OnFailure bool    `json:"on_failure,omitempty"`
+	ExitCodes []int32 `json:"exit_codes,omitempty"`
+}
+
+// Record is a VM as persisted in the state store: its configuration, and
+// enough runtime state to reattach after a daemon restart.
+type Record struct {
+	Name        string        `json:"name"`
+	Backend     string        `json:"backend"`
+	ImageSHA256 string        `json:"image_sha256"`
+	ImageName   string        `json:"image_name,omitempty"`
+	MemoryMB    uint32        `json:"memory_mb"`
+	CPUs        []uint32      `json:"cpus,omitempty"`
+	Args        []string      `json:"args,omitempty"`
+	Restart     RestartPolicy `json:"restart"`
+	Startup     int32         `json:"startup,omitempty"`
+
+	State string `json:"state"`
+	// RunID names the current (or last) run at the backend; every start
+	// gets a fresh one.
+	RunID string `json:"run_id"`
+	// Handle is the backend's opaque handle (protobuf bytes).
+	Handle  []byte   `json:"handle,omitempty"`
+	Pid     int64    `json:"pid,omitempty"`
+	ShimPid int64    `json:"shim_pid,omitempty"`
+	Argv    []string `json:"argv,omitempty"`
+	// BootID is the host's boot id when the VM was started: a record from
+	// an earlier boot describes a VM that no longer runs.
+	BootID string `json:"boot_id,omitempty"`
+
+	HasExit    bool      `json:"has_exit,omitempty"`
+	ExitCode   int32     `json:"exit_code,omitempty"`
+	ExitSignal int32     `json:"exit_signal,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	Restarts   uint32    `json:"restarts,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitempty"`
+	ExitedAt   time.Time `json:"exited_at,omitempty"`
+}
+
+// clone returns a deep copy, safe to hand to another goroutine.
+func (r Record) clone() Record {
+	c := r
+	c.CPUs = append([]uint32(nil), r.CPUs...)
+	c.Args = append([]string(nil), r.Args...)
+	c.Argv = append([]string(nil), r.Argv...)
+	c.Handle = append([]byte(nil), r.Handle...)
+	c.Restart.ExitCodes = append([]int32(nil), r.Restart.ExitCodes...)
+	return c
+}
+
+// ShouldRestart applies the restart-on-failure rules (as Albatross): never
+// after a signal, never after exit 1 (Solo5's failure to start) or 60–64
+// (argument and configuration errors, which a restart cannot fix); then
+// on any exit code, or only on the listed ones.
+func ShouldRestart(p RestartPolicy, code, signal int32, lost bool) bool {
+	if !p.OnFailure || lost || signal != 0 {
+		return false
+	}
+	if code == 1 || (code >= 60 && code <= 64) {
+		return false
+	}
+	if len(p.ExitCodes) == 0 {
+		return true
+	}
+	for _, c := range p.ExitCodes {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}

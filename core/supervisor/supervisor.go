@@ -1,0 +1,583 @@
+// Package supervisor owns the lifecycle of every VM: create, destroy,
+// restart, restart-on-failure with back-off, startup order at boot, and
+// recovery after a daemon restart. It persists each VM's record before
+// acknowledging a change, drives the backend plugins through the
+// hypervisor interface, and copies each VM's console into a ring that
+// outlives the VM.
+//
+// Concurrency: each VM has its own lock, held for the whole of an
+// operation on it, so requests on different VMs never wait for each other.
+// Each running VM has one monitor goroutine that waits for its exit and
+// restarts it when the policy says so; destroy and restart cancel it.
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/petrel-vmm/petrel/core/console"
+	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// Errors callers map to user-facing classes.
+var (
+	// ErrNotFound: no VM of that name.
+	ErrNotFound = errors.New("no such VM")
+	// ErrExists: a VM of that name exists and force was not given.
+	ErrExists = errors.New("VM already exists")
+)
+
+// Store is the persistence the supervisor needs (core/store implements it).
+type Store interface {
+	Put(collection, key string, v any) error
+	Delete(collection, key string) error
+	Walk(collection string, fn func(key string, raw json.RawMessage) error) error
+	ImagePath(sha string) (string, error)
+}
+
+// Backends resolves a backend name to its (restart-proof) plugin.
+type Backends interface {
+	Hypervisor(name string) (hypervisor.Hypervisor, error)
+}
+
+// Options configure a Supervisor.
+type Options struct {
+	Store    Store
+	Backends Backends
+	Events   *events.Bus
+	Logger   hclog.Logger
+	// DefaultBackend serves creates that name none.
+	DefaultBackend string
+	// ConsoleLines and ConsoleBytes bound each VM's console ring.
+	ConsoleLines, ConsoleBytes int
+	// MaxFollowers caps live console followers per VM.
+	MaxFollowers int
+	// StopTimeout is the grace period between SIGTERM and SIGKILL.
+	StopTimeout time.Duration
+	// BackoffMin, BackoffMax and ResetAfter shape restart-on-failure.
+	BackoffMin, BackoffMax, ResetAfter time.Duration
+	// BootID identifies the current host boot.
+	BootID string
+	// RunIDs lists the run ids that backend has runtime directories for,
+	// so that orphans can be removed at start-up.
+	RunIDs func(backend string) []string
+	// HostCPUs and HostMemoryMB bound what a VM may ask for.
+	HostCPUs     int
+	HostMemoryMB uint32
+}
+
+// CreateParams is a create request after parsing.
+type CreateParams struct {
+	Name        string
+	Backend     string
+	ImageSHA256 string
+	ImageName   string
+	MemoryMB    uint32
+	CPUs        []uint32
+	Args        []string
+	Restart     RestartPolicy
+	Startup     int32
+	Force       bool
+}
+
+// Supervisor manages every VM of one daemon.
+type Supervisor struct {
+	opts   Options
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu  sync.Mutex
+	vms map[string]*vm
+}
+
+// vm is one VM's live state.
+type vm struct {
+	mu   sync.Mutex // held during lifecycle operations on this VM
+	rec  Record     // guarded by mu
+	gone bool       // destroyed or never created; guarded by mu
+	run  *run       // current monitor, nil when none; guarded by mu
+
+	pubMu sync.Mutex // guards pub and ring
+	pub   Record     // snapshot for readers that must not wait for mu
+	ring  *console.Ring
+}
+
+// run is a monitor goroutine and how to stop it.
+type run struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a Supervisor. Call Recover before serving requests.
+func New(opts Options) *Supervisor {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Events == nil {
+		opts.Events = events.New()
+	}
+	if opts.MaxFollowers <= 0 {
+		opts.MaxFollowers = 32
+	}
+	if opts.HostCPUs <= 0 {
+		opts.HostCPUs = runtime.NumCPU()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Supervisor{opts: opts, ctx: ctx, cancel: cancel, vms: map[string]*vm{}}
+}
+
+// Close stops every monitor goroutine. VMs keep running; a later
+// daemon reattaches to them.
+func (s *Supervisor) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func (s *Supervisor) newRing() *console.Ring {
+	return console.NewRing(s.opts.ConsoleLines, s.opts.ConsoleBytes, s.opts.MaxFollowers)
+}
+
+func newRunID() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// invalid marks err as the user's mistake.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", hypervisor.ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// persist writes v.rec durably and refreshes the readers' snapshot.
+func (s *Supervisor) persist(v *vm) error {
+	if err := s.opts.Store.Put(RecordsCollection, recordKey(v.rec.Name), v.rec); err != nil {
+		return fmt.Errorf("save VM %s: %w", v.rec.Name, err)
+	}
+	s.publishRecord(v)
+	return nil
+}
+
+func (s *Supervisor) publishRecord(v *vm) {
+	v.pubMu.Lock()
+	v.pub = v.rec.clone()
+	v.pubMu.Unlock()
+}
+
+func recordKey(n string) string {
+	p, err := name.Parse(n)
+	if err != nil {
+		return n
+	}
+	return p.FileKey()
+}
+
+func (s *Supervisor) event(typ string, r Record, msg string) {
+	s.opts.Events.Publish(events.Event{Type: typ, Name: r.Name, ExitCode: r.ExitCode, ExitSignal: r.ExitSignal, Message: msg})
+}
+
+// checkParams validates what can be checked without the backend.
+func (s *Supervisor) checkParams(p *CreateParams) error {
+	n, err := name.ParseVM(p.Name)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	p.Name = n.String()
+	if len(n.FileKey()) > 250 {
+		return invalid("name %q is longer than 250 bytes", p.Name)
+	}
+	if p.Backend == "" {
+		p.Backend = s.opts.DefaultBackend
+	}
+	if p.MemoryMB == 0 {
+		p.MemoryMB = 32
+	}
+	if s.opts.HostMemoryMB > 0 && p.MemoryMB > s.opts.HostMemoryMB {
+		return invalid("%d MB of memory requested, the host has %d MB", p.MemoryMB, s.opts.HostMemoryMB)
+	}
+	seen := map[uint32]bool{}
+	for _, c := range p.CPUs {
+		if int(c) >= s.opts.HostCPUs {
+			return invalid("CPU %d does not exist (the host has CPUs 0-%d)", c, s.opts.HostCPUs-1)
+		}
+		if seen[c] {
+			return invalid("CPU %d given twice", c)
+		}
+		seen[c] = true
+	}
+	for _, c := range p.Restart.ExitCodes {
+		if c < 0 || c > 255 {
+			return invalid("exit code %d is outside 0-255", c)
+		}
+	}
+	if len(p.Restart.ExitCodes) > 0 {
+		p.Restart.OnFailure = true
+	}
+	return nil
+}
+
+// lockNew returns the VM entry for name locked, creating a placeholder
+// (gone=true) when there is none.
+func (s *Supervisor) lockEntry(n string, create bool) (*vm, error) {
+	for {
+		s.mu.Lock()
+		v := s.vms[n]
+		if v == nil {
+			if !create {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("%w: %s", ErrNotFound, n)
+			}
+			v = &vm{gone: true, ring: s.newRing()}
+			v.rec.Name = n
+			s.vms[n] = v
+		}
+		s.mu.Unlock()
+		v.mu.Lock()
+		s.mu.Lock()
+		current := s.vms[n] == v
+		s.mu.Unlock()
+		if current {
+			return v, nil
+		}
+		v.mu.Unlock() // removed while we waited: look again
+	}
+}
+
+// dropIfGone removes a placeholder that never became a VM. Caller holds v.mu.
+func (s *Supervisor) dropIfGone(v *vm) {
+	if !v.gone {
+		return
+	}
+	s.mu.Lock()
+	if s.vms[v.rec.Name] == v {
+		delete(s.vms, v.rec.Name)
+	}
+	s.mu.Unlock()
+}
+
+// Create deploys a VM and returns its record once the guest runs.
+func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error) {
+	if err := s.checkParams(&p); err != nil {
+		return Record{}, err
+	}
+	hv, err := s.opts.Backends.Hypervisor(p.Backend)
+	if err != nil {
+		return Record{}, err
+	}
+	imagePath, err := s.opts.Store.ImagePath(p.ImageSHA256)
+	if err != nil {
+		return Record{}, invalid("image %s: %v", p.ImageSHA256, err)
+	}
+	v, err := s.lockEntry(p.Name, true)
+	if err != nil {
+		return Record{}, err
+	}
+	defer v.mu.Unlock()
+	defer s.dropIfGone(v)
+	if !v.gone && !p.Force {
+		return Record{}, fmt.Errorf("%w: %s (use --force to replace it)", ErrExists, p.Name)
+	}
+	rec := Record{
+		Name: p.Name, Backend: p.Backend, ImageSHA256: p.ImageSHA256, ImageName: p.ImageName,
+		MemoryMB: p.MemoryMB, CPUs: p.CPUs, Args: p.Args, Restart: p.Restart, Startup: p.Startup,
+		CreatedAt: time.Now().UTC(),
+	}
+	spec := s.spec(rec, imagePath, newRunID())
+	if err := s.validate(ctx, hv, spec); err != nil {
+		return Record{}, err
+	}
+	if !v.gone {
+		// Force: the new spec is valid, so now replace the old VM.
+		if err := s.teardown(ctx, v); err != nil {
+			return Record{}, fmt.Errorf("replace %s: %w", p.Name, err)
+		}
+		v.ring.SetClosed(true)
+		v.pubMu.Lock()
+		v.ring = s.newRing()
+		v.pubMu.Unlock()
+		s.event(events.Destroyed, v.rec, "replaced")
+	}
+	v.rec = rec
+	if err := s.start(ctx, v, hv, spec); err != nil {
+		v.gone = true
+		if derr := s.opts.Store.Delete(RecordsCollection, recordKey(rec.Name)); derr != nil {
+			s.opts.Logger.Error("remove record of failed create", "vm", rec.Name, "error", derr)
+		}
+		return Record{}, err
+	}
+	v.gone = false
+	s.event(events.Created, v.rec, "")
+	s.event(events.Started, v.rec, "")
+	s.startMonitor(v, hv)
+	return v.rec.clone(), nil
+}
+
+func (s *Supervisor) spec(r Record, imagePath, runID string) *pluginv1.VMSpec {
+	return &pluginv1.VMSpec{
+		Id: runID, Name: r.Name, ImagePath: imagePath, MemoryMb: r.MemoryMB, Cpus: r.CPUs, Args: r.Args,
+		ConsoleLines: uint32(s.opts.ConsoleLines), ConsoleBytes: uint32(s.opts.ConsoleBytes),
+	}
+}
+
+func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
+	res, err := hv.Validate(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("validate %s: %w", spec.Name, err)
+	}
+	if !res.GetOk() {
+		return invalid("%s", res.GetReason())
+	}
+	return nil
+}
+
+// start runs spec for v: record first (state starting), then the backend,
+// then the record again (running). On failure nothing is left at the
+// backend. Caller holds v.mu.
+func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
+	v.rec.State = StateStarting
+	v.rec.RunID = spec.Id
+	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = nil, 0, 0, nil
+	v.rec.BootID = s.opts.BootID
+	if err := s.persist(v); err != nil {
+		return err
+	}
+	h, err := hv.Start(ctx, spec)
+	if err != nil {
+		s.cleanupRun(hv, spec.Id)
+		return fmt.Errorf("start %s: %w", v.rec.Name, err)
+	}
+	hb, err := proto.Marshal(h)
+	if err != nil {
+		s.cleanupRun(hv, spec.Id)
+		return fmt.Errorf("start %s: encode handle: %w", v.rec.Name, err)
+	}
+	v.rec.State = StateRunning
+	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = hb, h.GetPid(), h.GetShimPid(), h.GetArgv()
+	v.rec.StartedAt = time.Now().UTC()
+	v.rec.Message = ""
+	if err := s.persist(v); err != nil {
+		s.cleanupRun(hv, spec.Id)
+		return err
+	}
+	v.ring.SetClosed(false)
+	return nil
+}
+
+// cleanupRun removes a run at the backend on a failure path.
+func (s *Supervisor) cleanupRun(hv hypervisor.Hypervisor, runID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hv.Destroy(ctx, runID); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
+		s.opts.Logger.Error("clean up run", "run", runID, "error", err)
+	}
+}
+
+// teardown stops v's monitor and its guest and removes the run at the
+// backend. Caller holds v.mu.
+func (s *Supervisor) teardown(ctx context.Context, v *vm) error {
+	if v.run != nil {
+		v.run.cancel()
+		v.run = nil
+	}
+	if v.rec.RunID == "" {
+		return nil
+	}
+	hv, err := s.opts.Backends.Hypervisor(v.rec.Backend)
+	if err != nil {
+		if errors.Is(err, hypervisor.ErrInvalid) {
+			return nil // backend no longer configured: nothing to stop
+		}
+		return err
+	}
+	if v.rec.State == StateRunning || v.rec.State == StateStarting {
+		if err := hv.Stop(ctx, v.rec.RunID, s.opts.StopTimeout); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
+			return fmt.Errorf("stop %s: %w", v.rec.Name, err)
+		}
+		// The monitor no longer copies the console: keep the last words.
+		s.loadConsole(ctx, hv, v.rec.RunID, v.ring)
+	}
+	if err := hv.Destroy(ctx, v.rec.RunID); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
+		return fmt.Errorf("destroy %s: %w", v.rec.Name, err)
+	}
+	return nil
+}
+
+// Destroy stops and removes a VM in any state.
+func (s *Supervisor) Destroy(ctx context.Context, n string) error {
+	p, err := name.ParseVM(n)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	v, err := s.lockEntry(p.String(), false)
+	if err != nil {
+		return err
+	}
+	var done chan struct{}
+	if v.run != nil {
+		done = v.run.done
+	}
+	err = s.destroyLocked(ctx, v)
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if done != nil {
+		<-done
+	}
+	return nil
+}
+
+func (s *Supervisor) destroyLocked(ctx context.Context, v *vm) error {
+	if v.gone {
+		s.dropIfGone(v)
+		return fmt.Errorf("%w: %s", ErrNotFound, v.rec.Name)
+	}
+	if err := s.teardown(ctx, v); err != nil {
+		return err
+	}
+	if err := s.opts.Store.Delete(RecordsCollection, recordKey(v.rec.Name)); err != nil {
+		return fmt.Errorf("remove record of %s: %w", v.rec.Name, err)
+	}
+	v.gone = true
+	v.ring.SetClosed(true)
+	s.dropIfGone(v)
+	s.event(events.Destroyed, v.rec, "")
+	return nil
+}
+
+// Restart stops the VM (if it runs) and starts it again, with new
+// arguments when args is not nil.
+func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Record, error) {
+	p, err := name.ParseVM(n)
+	if err != nil {
+		return Record{}, invalid("%v", err)
+	}
+	v, err := s.lockEntry(p.String(), false)
+	if err != nil {
+		return Record{}, err
+	}
+	defer v.mu.Unlock()
+	if v.gone {
+		s.dropIfGone(v)
+		return Record{}, fmt.Errorf("%w: %s", ErrNotFound, n)
+	}
+	hv, err := s.opts.Backends.Hypervisor(v.rec.Backend)
+	if err != nil {
+		return Record{}, err
+	}
+	imagePath, err := s.opts.Store.ImagePath(v.rec.ImageSHA256)
+	if err != nil {
+		return Record{}, fmt.Errorf("image of %s: %w", n, err)
+	}
+	next := v.rec.clone()
+	if args != nil {
+		next.Args = args
+	}
+	spec := s.spec(next, imagePath, newRunID())
+	if err := s.validate(ctx, hv, spec); err != nil {
+		return Record{}, err
+	}
+	if err := s.teardown(ctx, v); err != nil {
+		return Record{}, err
+	}
+	v.rec.Args = next.Args
+	if err := s.start(ctx, v, hv, spec); err != nil {
+		s.markFailed(v, err)
+		return Record{}, err
+	}
+	s.event(events.Restarted, v.rec, "restarted on request")
+	s.startMonitor(v, hv)
+	return v.rec.clone(), nil
+}
+
+// markFailed records that v could not be started. Caller holds v.mu.
+func (s *Supervisor) markFailed(v *vm, cause error) {
+	v.rec.State = StateFailed
+	v.rec.Message = cause.Error()
+	v.rec.Handle, v.rec.Pid, v.rec.ShimPid = nil, 0, 0
+	if err := s.persist(v); err != nil {
+		s.opts.Logger.Error("save failed state", "vm", v.rec.Name, "error", err)
+	}
+	v.ring.SetClosed(true)
+	s.event(events.Failed, v.rec, cause.Error())
+}
+
+// Info returns the VM called n, or every VM under the path n ("" or ":"
+// for all), sorted by name.
+func (s *Supervisor) Info(n string) ([]Record, error) {
+	p, err := name.Parse(n)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	s.mu.Lock()
+	var out []Record
+	for _, v := range s.vms {
+		v.pubMu.Lock()
+		r := v.pub
+		v.pubMu.Unlock()
+		if r.State == "" {
+			continue // a create in progress
+		}
+		rp, err := name.Parse(r.Name)
+		if err == nil && p.IsPrefixOf(rp) {
+			out = append(out, r.clone())
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if len(out) == 0 && !p.IsRoot() {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	return out, nil
+}
+
+// ImagesInUse lists the image digests some VM refers to.
+func (s *Supervisor) ImagesInUse() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := map[string]bool{}
+	for _, v := range s.vms {
+		v.pubMu.Lock()
+		if v.pub.ImageSHA256 != "" {
+			in[v.pub.ImageSHA256] = true
+		}
+		v.pubMu.Unlock()
+	}
+	return in
+}
+
+// Console returns a VM's console ring.
+func (s *Supervisor) Console(n string) (*console.Ring, error) {
+	p, err := name.ParseVM(n)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	s.mu.Lock()
+	v := s.vms[p.String()]
+	s.mu.Unlock()
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	v.pubMu.Lock()
+	defer v.pubMu.Unlock()
+	if v.pub.State == "" {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	return v.ring, nil
+}

@@ -1,0 +1,191 @@
+package tender
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Guest-physical memory layout. Everything the tender writes for the guest
+// lives below GuestMinBase, where no PT_LOAD segment may be placed:
+//
+//	0x01000 GDT
+//	0x02000 PML4
+//	0x03000 PDPT
+//	0x04000 page directories (up to 4, covering 4 GiB)
+//	0x10000 struct hvt_boot_info
+//	0x11000 manifest copy (at most 8 + 64*104 bytes)
+//	0x13000 command line (8192 bytes)
+//	0x100000 lowest address of the unikernel image
+const (
+	gdtBase      = 0x1000
+	pml4Base     = 0x2000
+	pdptBase     = 0x3000
+	pdBase       = 0x4000
+	maxPD        = 4
+	bootInfoBase = 0x10000
+	bootInfoSize = 40
+	mftBase      = 0x11000
+	mftMaxSize   = 0x2000
+	cmdlineBase  = 0x13000
+
+	// CmdlineSize is HVT_CMDLINE_SIZE, the largest guest command line
+	// including its terminating NUL.
+	CmdlineSize = 8192
+
+	// GuestMinBase is HVT_GUEST_MIN_BASE: the lowest address a PT_LOAD
+	// segment may occupy.
+	GuestMinBase = 0x100000
+
+	// PageSize2M is the page size of the identity map; guest memory is a
+	// whole number of these pages.
+	PageSize2M = 0x200000
+
+	// DefaultMemMB and MaxMemMB bound --mem. MaxMemMB keeps every guest
+	// address representable in the 32-bit hypercall pointer.
+	DefaultMemMB = 512
+	MaxMemMB     = 4096
+)
+
+// Control register values for 64-bit long mode with paging, and the
+// x86 page table entry bits used by the identity map.
+const (
+	cr0PE      = 1 << 0
+	cr0NE      = 1 << 5
+	cr0PG      = 1 << 31
+	cr0Init    = cr0PE | cr0NE | cr0PG
+	cr4PAE     = 1 << 5
+	cr4OSFXSR  = 1 << 9
+	cr4OSXMM   = 1 << 10
+	cr4Init    = cr4PAE | cr4OSFXSR | cr4OSXMM
+	eferLME    = 1 << 8
+	eferLMA    = 1 << 10
+	eferInit   = eferLME | eferLMA
+	rflagsInit = 0x2
+
+	ptePresent  = 1 << 0
+	pteWritable = 1 << 1
+	ptePageSize = 1 << 7
+
+	gdtEntries = 3 // null, code, data
+	gdtLimit   = gdtEntries*8 - 1
+	selCode    = 1 * 8
+	selData    = 2 * 8
+)
+
+// segmentDesc describes a segment both as a GDT descriptor and as the
+// hidden part of a segment register, so the two always agree.
+type segmentDesc struct {
+	selector                       uint16
+	limit                          uint32 // bytes
+	typ                            uint8
+	present, s, l, db, g, unusable bool
+}
+
+var (
+	codeSegment     = segmentDesc{selector: selCode, limit: 0xffffffff, typ: 9, present: true, s: true, l: true, g: true}
+	dataSegment     = segmentDesc{selector: selData, limit: 0xffffffff, typ: 3, present: true, s: true, db: true, g: true}
+	taskSegment     = segmentDesc{typ: 11, present: true}
+	unusableSegment = segmentDesc{unusable: true}
+)
+
+// descriptor encodes s as an 8-byte GDT entry (base 0, 4 KiB granular limit).
+func (s segmentDesc) descriptor() uint64 {
+	bit := func(v bool, n uint) uint64 {
+		if v {
+			return 1 << n
+		}
+		return 0
+	}
+	limit := uint64(s.limit)
+	if s.g {
+		limit >>= 12
+	}
+	d := limit & 0xffff
+	d |= (limit >> 16 & 0xf) << 48
+	d |= uint64(s.typ&0xf) << 40
+	d |= bit(s.s, 44) | bit(s.present, 47)
+	d |= bit(s.l, 53) | bit(s.db, 54) | bit(s.g, 55)
+	return d
+}
+
+// memSizeFromMB converts a --mem value into a guest memory size: the value
+// in bytes rounded down to a whole 2 MiB page. It refuses sizes that leave no
+// room for a guest or exceed MaxMemMB.
+func memSizeFromMB(mb int) (uint64, error) {
+	if mb <= 0 || mb > MaxMemMB {
+		return 0, fmt.Errorf("guest memory of %d MB is out of range (1 to %d)", mb, MaxMemMB)
+	}
+	size := uint64(mb) << 20
+	size -= size % PageSize2M
+	if size < PageSize2M {
+		return 0, fmt.Errorf("guest memory of %d MB is less than one 2 MiB page", mb)
+	}
+	return size, nil
+}
+
+// setupGDT writes the null, code and data descriptors at gdtBase.
+func setupGDT(mem []byte) {
+	le := binary.LittleEndian
+	le.PutUint64(mem[gdtBase:], 0)
+	le.PutUint64(mem[gdtBase+selCode:], codeSegment.descriptor())
+	le.PutUint64(mem[gdtBase+selData:], dataSegment.descriptor())
+}
+
+// setupPageTables identity-maps all of mem with 2 MiB pages: one PML4
+// entry, one PDPT entry per GiB and one PD entry per 2 MiB page. Addresses at
+// or above len(mem) stay unmapped, so a guest touching them faults.
+func setupPageTables(mem []byte) error {
+	size := uint64(len(mem))
+	if size%PageSize2M != 0 || size == 0 || size > maxPD<<30 {
+		return fmt.Errorf("cannot map %d bytes of guest memory with 2 MiB pages", size)
+	}
+	le := binary.LittleEndian
+	clear(mem[pml4Base : pdBase+maxPD*0x1000])
+	le.PutUint64(mem[pml4Base:], pdptBase|ptePresent|pteWritable)
+	for addr := uint64(0); addr < size; addr += PageSize2M {
+		gib := addr >> 30
+		if addr&(1<<30-1) == 0 {
+			le.PutUint64(mem[pdptBase+gib*8:], (pdBase+gib*0x1000)|ptePresent|pteWritable)
+		}
+		pde := pdBase + addr/PageSize2M*8
+		le.PutUint64(mem[pde:], addr|ptePresent|pteWritable|ptePageSize)
+	}
+	return nil
+}
+
+// bootInfo is struct hvt_boot_info, the structure whose guest-physical
+// address the guest receives in RDI.
+type bootInfo struct {
+	memSize      uint64
+	kernelEnd    uint64
+	cpuCycleFreq uint64
+	cmdline      uint64
+	mft          uint64
+}
+
+// put writes b at bootInfoBase.
+func (b bootInfo) put(mem []byte) {
+	le := binary.LittleEndian
+	p := mem[bootInfoBase : bootInfoBase+bootInfoSize]
+	le.PutUint64(p[0:], b.memSize)
+	le.PutUint64(p[8:], b.kernelEnd)
+	le.PutUint64(p[16:], b.cpuCycleFreq)
+	le.PutUint64(p[24:], b.cmdline)
+	le.PutUint64(p[32:], b.mft)
+}
+
+// buildCmdline joins args with single spaces, as solo5-hvt does, and
+// checks that the result and its NUL fit in CmdlineSize bytes.
+func buildCmdline(args []string) ([]byte, error) {
+	var b []byte
+	for i, a := range args {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, a...)
+		if len(b) >= CmdlineSize {
+			return nil, fmt.Errorf("guest command line too long (max=%d characters)", CmdlineSize-1)
+		}
+	}
+	return append(b, 0), nil
+}

@@ -1,0 +1,13 @@
+//go:build !(linux && amd64)
+
+package tender
+
+import (
+	"errors"
+	"io"
+)
+
+// run refuses to start: the built-in tender drives Linux KVM on x86-64 only.
+func run(tenderArgs, io.Writer, io.Writer) error {
+	return errors.New("the built-in hvt tender needs Linux KVM on x86-64")
+}

@@ -1,0 +1,120 @@
+// Package client is the Go client of petreld's daemon API. The petrel CLI
+// uses it, and so can any program that manages VMs on a host.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// DefaultSocket is where petreld listens with its default configuration.
+const DefaultSocket = "/run/petrel/petreld.sock"
+
+// SocketEnv names the environment variable that overrides DefaultSocket.
+const SocketEnv = "PETREL_SOCKET"
+
+// SocketPath returns flagValue if set, else $PETREL_SOCKET, else
+// DefaultSocket.
+func SocketPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv(SocketEnv); env != "" {
+		return env
+	}
+	return DefaultSocket
+}
+
+// Client talks to one petreld.
+type Client struct {
+	conn *grpc.ClientConn
+	// API is the generated client, for calls without a helper here.
+	API daemonv1.DaemonClient
+}
+
+// ChunkSize is the size of each image upload message.
+const ChunkSize = 1 << 20
+
+// Dial connects to the daemon socket. The connection is made lazily; the
+// first call reports an unreachable daemon.
+func Dial(socket string) (*Client, error) {
+	conn, err := grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", socket, err)
+	}
+	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// UploadImage streams r (of size bytes, or -1 when unknown) to the
+// daemon's image store. progress, when not nil, is called after each chunk.
+func (c *Client) UploadImage(ctx context.Context, r io.Reader, size int64, progress func(sent int64)) (*daemonv1.ImageRef, error) {
+	stream, err := c.API.UploadImage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, ChunkSize)
+	var sent int64
+	first := true
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 || first {
+			msg := &daemonv1.ImageChunk{Data: buf[:n]}
+			if first && size >= 0 {
+				msg.Size = size
+			}
+			first = false
+			if err := stream.Send(msg); err != nil {
+				if errors.Is(err, io.EOF) {
+					_, err = stream.CloseAndRecv()
+				}
+				return nil, err
+			}
+			sent += int64(n)
+			if progress != nil {
+				progress(sent)
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			stream.CloseSend()
+			return nil, fmt.Errorf("read image: %w", rerr)
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// UploadImageFile uploads the file at path.
+func (c *Client) UploadImageFile(ctx context.Context, path string, progress func(sent, total int64)) (*daemonv1.ImageRef, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	var p func(int64)
+	if progress != nil {
+		p = func(sent int64) { progress(sent, fi.Size()) }
+	}
+	return c.UploadImage(ctx, f, fi.Size(), p)
+}

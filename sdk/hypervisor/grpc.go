@@ -1,0 +1,242 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// GRPCPlugin is the go-plugin glue for the hypervisor service. On the plugin
+// side Impl is the backend; on petreld's side Impl is unused and
+// GRPCClient returns a Hypervisor that forwards over the connection.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	// Impl is the backend served by the plugin process.
+	Impl Hypervisor
+}
+
+// GRPCServer registers the backend on the plugin's gRPC server.
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return errors.New("hypervisor plugin served without an implementation")
+	}
+	pluginv1.RegisterHypervisorServer(s, &server{impl: p.Impl})
+	return nil
+}
+
+// GRPCClient returns a Hypervisor backed by the plugin connection.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
+	return NewClient(c), nil
+}
+
+// NewClient returns a Hypervisor that calls a plugin over conn.
+func NewClient(conn grpc.ClientConnInterface) Hypervisor {
+	return &client{c: pluginv1.NewHypervisorClient(conn)}
+}
+
+// toStatus maps a backend error to a gRPC status so its class survives.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUnknownVM) && !errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrUnknownVM):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// classError carries a remote message while matching a local error class.
+type classError struct {
+	msg   string
+	class error
+}
+
+func (e *classError) Error() string { return e.msg }
+func (e *classError) Unwrap() error { return e.class }
+
+// fromStatus turns a gRPC status back into an error of the right class.
+func fromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return &classError{msg: st.Message(), class: ErrInvalid}
+	case codes.NotFound:
+		return &classError{msg: st.Message(), class: ErrUnknownVM}
+	case codes.FailedPrecondition:
+		return &classError{msg: st.Message(), class: ErrUnavailable}
+	case codes.Canceled:
+		return &classError{msg: st.Message(), class: context.Canceled}
+	case codes.DeadlineExceeded:
+		return &classError{msg: st.Message(), class: context.DeadlineExceeded}
+	case codes.Unknown:
+		return errors.New(st.Message())
+	}
+	return fmt.Errorf("plugin: %s", st.Message())
+}
+
+type server struct {
+	pluginv1.UnimplementedHypervisorServer
+	impl Hypervisor
+}
+
+func (s *server) Info(ctx context.Context, _ *pluginv1.InfoRequest) (*pluginv1.PluginInfo, error) {
+	r, err := s.impl.Info(ctx)
+	return r, toStatus(err)
+}
+
+func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
+	return &pluginv1.ConfigureResponse{}, toStatus(s.impl.Configure(ctx, req))
+}
+
+func (s *server) Fingerprint(ctx context.Context, _ *pluginv1.FingerprintRequest) (*pluginv1.FingerprintResponse, error) {
+	r, err := s.impl.Fingerprint(ctx)
+	return r, toStatus(err)
+}
+
+func (s *server) Capabilities(ctx context.Context, _ *pluginv1.CapabilitiesRequest) (*pluginv1.HypervisorCapabilities, error) {
+	r, err := s.impl.Capabilities(ctx)
+	return r, toStatus(err)
+}
+
+func (s *server) Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
+	r, err := s.impl.Validate(ctx, spec)
+	return r, toStatus(err)
+}
+
+func (s *server) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
+	r, err := s.impl.Start(ctx, spec)
+	return r, toStatus(err)
+}
+
+func (s *server) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
+	r, err := s.impl.Recover(ctx, h)
+	return r, toStatus(err)
+}
+
+func (s *server) Wait(ctx context.Context, ref *pluginv1.VMRef) (*pluginv1.ExitStatus, error) {
+	r, err := s.impl.Wait(ctx, ref.GetId())
+	return r, toStatus(err)
+}
+
+func (s *server) Stop(ctx context.Context, req *pluginv1.StopRequest) (*pluginv1.StopResponse, error) {
+	err := s.impl.Stop(ctx, req.GetId(), time.Duration(req.GetTimeoutMs())*time.Millisecond)
+	return &pluginv1.StopResponse{}, toStatus(err)
+}
+
+func (s *server) Destroy(ctx context.Context, ref *pluginv1.VMRef) (*pluginv1.DestroyResponse, error) {
+	return &pluginv1.DestroyResponse{}, toStatus(s.impl.Destroy(ctx, ref.GetId()))
+}
+
+func (s *server) Stats(ctx context.Context, ref *pluginv1.VMRef) (*pluginv1.VMStats, error) {
+	r, err := s.impl.Stats(ctx, ref.GetId())
+	return r, toStatus(err)
+}
+
+func (s *server) Console(req *pluginv1.ConsoleRequest, stream pluginv1.Hypervisor_ConsoleServer) error {
+	return toStatus(s.impl.Console(stream.Context(), req, stream.Send))
+}
+
+type client struct {
+	c pluginv1.HypervisorClient
+}
+
+func (c *client) Info(ctx context.Context) (*pluginv1.PluginInfo, error) {
+	r, err := c.c.Info(ctx, &pluginv1.InfoRequest{})
+	return r, fromStatus(err)
+}
+
+func (c *client) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
+	_, err := c.c.Configure(ctx, req)
+	return fromStatus(err)
+}
+
+func (c *client) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error) {
+	r, err := c.c.Fingerprint(ctx, &pluginv1.FingerprintRequest{})
+	return r, fromStatus(err)
+}
+
+func (c *client) Capabilities(ctx context.Context) (*pluginv1.HypervisorCapabilities, error) {
+	r, err := c.c.Capabilities(ctx, &pluginv1.CapabilitiesRequest{})
+	return r, fromStatus(err)
+}
+
+func (c *client) Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
+	r, err := c.c.Validate(ctx, spec)
+	return r, fromStatus(err)
+}
+
+func (c *client) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
+	r, err := c.c.Start(ctx, spec)
+	return r, fromStatus(err)
+}
+
+func (c *client) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
+	r, err := c.c.Recover(ctx, h)
+	return r, fromStatus(err)
+}
+
+func (c *client) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
+	r, err := c.c.Wait(ctx, &pluginv1.VMRef{Id: id})
+	return r, fromStatus(err)
+}
+
+func (c *client) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	_, err := c.c.Stop(ctx, &pluginv1.StopRequest{Id: id, TimeoutMs: uint32(timeout / time.Millisecond)})
+	return fromStatus(err)
+}
+
+func (c *client) Destroy(ctx context.Context, id string) error {
+	_, err := c.c.Destroy(ctx, &pluginv1.VMRef{Id: id})
+	return fromStatus(err)
+}
+
+func (c *client) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
+	r, err := c.c.Stats(ctx, &pluginv1.VMRef{Id: id})
+	return r, fromStatus(err)
+}
+
+func (c *client) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
+	stream, err := c.c.Console(ctx, req)
+	if err != nil {
+		return fromStatus(err)
+	}
+	for {
+		line, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fromStatus(err)
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+}

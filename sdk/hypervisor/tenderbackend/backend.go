@@ -1,0 +1,533 @@
+// Package tenderbackend is a complete hypervisor backend for Solo5
+// tenders (solo5-hvt, solo5-spt, or a built-in tender with the same
+// command line). Petrel's hvt and spt plugins are this package with a
+// different Config, and third parties can build backends for other
+// tenders the same way.
+//
+// The backend is stateless: every VM lives in its own directory
+// <run_dir>/<id> under a per-VM shim (sdk/shim), so any instance of the
+// plugin can serve any VM by its id, and a crashed or upgraded plugin
+// loses nothing.
+package tenderbackend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/shim"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
+)
+
+// Config describes one kind of tender.
+type Config struct {
+	// Name is the backend name, e.g. "hvt".
+	Name string
+	// Version is the plugin's version.
+	Version string
+	// Target is the Solo5 target the tender runs.
+	Target solo5.Target
+	// DefaultTender is the tender looked up on PATH when settings name
+	// none, e.g. "solo5-hvt".
+	DefaultTender string
+	// NeedKVM makes Fingerprint check /dev/kvm.
+	NeedKVM bool
+	// MinMemoryMB and MaxMemoryMB bound --mem.
+	MinMemoryMB, MaxMemoryMB uint32
+	// Builtin, when not nil, returns the command (argv prefix) of a
+	// built-in tender used with engine "builtin", or with "auto" when no
+	// external tender is found.
+	Builtin func() ([]string, error)
+}
+
+// HVT returns the Config of Solo5's hvt tender.
+func HVT(version string, builtin func() ([]string, error)) Config {
+	return Config{Name: "hvt", Version: version, Target: solo5.TargetHVT, DefaultTender: "solo5-hvt",
+		NeedKVM: true, MinMemoryMB: 4, MaxMemoryMB: 4096, Builtin: builtin}
+}
+
+// SPT returns the Config of Solo5's spt tender.
+func SPT(version string) Config {
+	return Config{Name: "spt", Version: version, Target: solo5.TargetSPT, DefaultTender: "solo5-spt",
+		MinMemoryMB: 4, MaxMemoryMB: 4096}
+}
+
+// Settings keys understood in the backend's configuration block.
+const (
+	// SettingTender is the external tender's path or name on PATH.
+	SettingTender = "tender"
+	// SettingEngine is "auto", "builtin" or "external" (also spelled as the
+	// default tender's name, e.g. "solo5-hvt").
+	SettingEngine = "engine"
+	// SettingShim is the petrel-shim path.
+	SettingShim = "shim"
+)
+
+// Backend implements hypervisor.Hypervisor for a Solo5 tender.
+type Backend struct {
+	cfg Config
+
+	mu        sync.Mutex
+	settings  map[string]string
+	runDir    string
+	pluginDir string
+	tender    []string // argv prefix of the tender
+	tenderErr error
+	abi       uint32
+	shimPath  string
+	shimErr   error
+}
+
+// New returns a backend for cfg; petreld configures it through Configure.
+func New(cfg Config) *Backend { return &Backend{cfg: cfg, settings: map[string]string{}} }
+
+var _ hypervisor.Hypervisor = (*Backend)(nil)
+
+// Info identifies the plugin.
+func (b *Backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: b.cfg.Name, Version: b.cfg.Version, ApiVersions: []uint32{1}}, nil
+}
+
+// Configure records settings and resolves the tender and the shim.
+func (b *Backend) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
+	if req.GetRunDir() == "" {
+		return fmt.Errorf("%w: configure: run_dir is required", hypervisor.ErrInvalid)
+	}
+	for k := range req.GetSettings() {
+		switch k {
+		case SettingTender, SettingEngine, SettingShim:
+		default:
+			return fmt.Errorf("%w: backend %s: unknown setting %q (known: tender, engine, shim)", hypervisor.ErrInvalid, b.cfg.Name, k)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.settings = req.GetSettings()
+	b.runDir = req.GetRunDir()
+	b.pluginDir = req.GetPluginDir()
+	if err := os.MkdirAll(b.runDir, 0o700); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	b.resolveLocked()
+	return nil
+}
+
+// resolveLocked finds the tender, its ABI version and the shim.
+func (b *Backend) resolveLocked() {
+	b.tender, b.abi, b.tenderErr = b.findTender()
+	b.shimPath, b.shimErr = b.findShim()
+}
+
+func (b *Backend) findTender() ([]string, uint32, error) {
+	engine := b.settings[SettingEngine]
+	if engine == "" {
+		engine = "auto"
+	}
+	name := b.settings[SettingTender]
+	if name == "" {
+		name = b.cfg.DefaultTender
+	}
+	var argv []string
+	switch engine {
+	case "builtin":
+		if b.cfg.Builtin == nil {
+			return nil, 0, fmt.Errorf("backend %s has no built-in tender", b.cfg.Name)
+		}
+		cmd, err := b.cfg.Builtin()
+		if err != nil {
+			return nil, 0, fmt.Errorf("built-in tender: %w", err)
+		}
+		argv = cmd
+	case "auto", "external", b.cfg.DefaultTender:
+		path, err := exec.LookPath(name)
+		switch {
+		case err == nil:
+			argv = []string{path}
+		case engine == "auto" && b.cfg.Builtin != nil:
+			cmd, berr := b.cfg.Builtin()
+			if berr != nil {
+				return nil, 0, fmt.Errorf("%s not found and built-in tender unusable: %w", name, berr)
+			}
+			argv = cmd
+		default:
+			return nil, 0, fmt.Errorf("tender %s not found (install Solo5's %s or set settings.tender in the %q backend block)", name, b.cfg.DefaultTender, b.cfg.Name)
+		}
+	default:
+		return nil, 0, fmt.Errorf("unknown engine %q (use auto, builtin or external)", engine)
+	}
+	abi, err := tenderABI(argv)
+	if err != nil {
+		return nil, 0, err
+	}
+	return argv, abi, nil
+}
+
+var abiRE = regexp.MustCompile(`ABI version (\d+)`)
+
+// tenderABI runs TENDER --version and reads "ABI version N" from its
+// output (Solo5 tenders print it on stderr).
+func tenderABI(argv []string) (uint32, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], "--version")...)
+	out, _ := cmd.CombinedOutput()
+	m := abiRE.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("%s --version did not report an ABI version (output %q)", strings.Join(argv, " "), strings.TrimSpace(string(out)))
+	}
+	v, err := strconv.ParseUint(string(m[1]), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("tender ABI version %q: %w", m[1], err)
+	}
+	return uint32(v), nil
+}
+
+func (b *Backend) findShim() (string, error) {
+	if p := b.settings[SettingShim]; p != "" {
+		return exec.LookPath(p)
+	}
+	var dirs []string
+	if b.pluginDir != "" {
+		dirs = append(dirs, b.pluginDir)
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "petrel-shim")
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("petrel-shim")
+	if err != nil {
+		return "", fmt.Errorf("petrel-shim not found beside the plugin or on PATH")
+	}
+	return p, nil
+}
+
+// Fingerprint reports whether VMs can run.
+func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tenderErr != nil || b.shimErr != nil {
+		b.resolveLocked() // the operator may have installed something since
+	}
+	attrs := map[string]string{"target": b.cfg.Target.String()}
+	var problems []string
+	if b.tenderErr != nil {
+		problems = append(problems, b.tenderErr.Error())
+	} else {
+		attrs["tender"] = strings.Join(b.tender, " ")
+		attrs["tender.abi_version"] = strconv.FormatUint(uint64(b.abi), 10)
+	}
+	if b.shimErr != nil {
+		problems = append(problems, b.shimErr.Error())
+	} else {
+		attrs["shim"] = b.shimPath
+	}
+	if b.cfg.NeedKVM {
+		if err := checkKVM(); err != nil {
+			problems = append(problems, err.Error())
+			attrs["kvm"] = "unusable"
+		} else {
+			attrs["kvm"] = "usable"
+		}
+	}
+	if len(problems) > 0 {
+		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(problems, "; "), Attributes: attrs}, nil
+	}
+	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: "ready", Attributes: attrs}, nil
+}
+
+func checkKVM() error {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("/dev/kvm unusable: %w", err)
+	}
+	return f.Close()
+}
+
+// Capabilities describes the backend.
+func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
+	return &pluginv1.HypervisorCapabilities{Targets: []string{b.cfg.Target.String()}, SupportsNet: true, SupportsBlock: true,
+		SupportsCpuPinning: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// dir returns the runtime directory of id.
+func (b *Backend) dir(id string) (string, error) {
+	if !idRE.MatchString(id) {
+		return "", fmt.Errorf("%w: VM id %q is not of the form [a-z0-9-]{1,64}", hypervisor.ErrInvalid, id)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.runDir == "" {
+		return "", fmt.Errorf("%w: backend not configured", hypervisor.ErrUnavailable)
+	}
+	return filepath.Join(b.runDir, id), nil
+}
+
+// existingDir is dir for a VM that must exist.
+func (b *Backend) existingDir(id string) (string, error) {
+	d, err := b.dir(id)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(d); err != nil {
+		return "", fmt.Errorf("%w: %s", hypervisor.ErrUnknownVM, id)
+	}
+	return d, nil
+}
+
+// Validate checks spec against the image and the tender.
+func (b *Backend) Validate(_ context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
+	res, _, err := b.validate(spec)
+	return res, err
+}
+
+func refuse(format string, args ...any) (*pluginv1.ValidateResponse, []string, error) {
+	return &pluginv1.ValidateResponse{Reason: fmt.Sprintf(format, args...)}, nil, nil
+}
+
+// validate returns the verdict and, when ok, the tender argv prefix.
+func (b *Backend) validate(spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, []string, error) {
+	if !idRE.MatchString(spec.GetId()) {
+		return refuse("VM id %q is not of the form [a-z0-9-]{1,64}", spec.GetId())
+	}
+	if m := spec.GetMemoryMb(); m < b.cfg.MinMemoryMB || m > b.cfg.MaxMemoryMB {
+		return refuse("memory %d MB is outside what %s accepts (%d-%d MB)", m, b.cfg.Name, b.cfg.MinMemoryMB, b.cfg.MaxMemoryMB)
+	}
+	im, err := solo5.ReadFile(spec.GetImagePath())
+	if err != nil {
+		return refuse("image: %v", err)
+	}
+	if im.Target != b.cfg.Target {
+		return refuse("image is a Solo5 %s unikernel, but backend %s runs %s unikernels", im.Target, b.cfg.Name, b.cfg.Target)
+	}
+	var nets, blocks []string
+	seen := map[string]bool{}
+	for _, n := range spec.GetNets() {
+		if seen[n.GetName()] {
+			return refuse("device %q configured twice", n.GetName())
+		}
+		seen[n.GetName()] = true
+		nets = append(nets, n.GetName())
+	}
+	for _, bl := range spec.GetBlocks() {
+		if seen[bl.GetName()] {
+			return refuse("device %q configured twice", bl.GetName())
+		}
+		seen[bl.GetName()] = true
+		blocks = append(blocks, bl.GetName())
+	}
+	if err := solo5.ValidateDevices(im, nets, blocks); err != nil {
+		return refuse("%v", err)
+	}
+	b.mu.Lock()
+	tender, abi, terr := b.tender, b.abi, b.tenderErr
+	if terr != nil {
+		b.resolveLocked()
+		tender, abi, terr = b.tender, b.abi, b.tenderErr
+	}
+	b.mu.Unlock()
+	if terr != nil {
+		return nil, nil, fmt.Errorf("%w: backend %s: %v", hypervisor.ErrUnavailable, b.cfg.Name, terr)
+	}
+	if im.ABIVersion != abi {
+		return refuse("image needs Solo5 ABI version %d, the %s tender provides version %d", im.ABIVersion, b.cfg.Name, abi)
+	}
+	return &pluginv1.ValidateResponse{Ok: true, Target: im.Target.String(), AbiVersion: im.ABIVersion}, tender, nil
+}
+
+// handleState is the backend's part of a Handle.
+type handleState struct {
+	Dir string `json:"dir"`
+}
+
+// Start launches the VM under a new shim.
+func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
+	res, tender, err := b.validate(spec)
+	if err != nil {
+		return nil, err
+	}
+	if !res.GetOk() {
+		return nil, fmt.Errorf("%w: %s", hypervisor.ErrInvalid, res.GetReason())
+	}
+	b.mu.Lock()
+	shimPath, shimErr := b.shimPath, b.shimErr
+	b.mu.Unlock()
+	if shimErr != nil {
+		return nil, fmt.Errorf("%w: %v", hypervisor.ErrUnavailable, shimErr)
+	}
+	dir, err := b.dir(spec.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("VM directory: %w", err)
+	}
+	ta := solo5.TenderArgs{MemMB: int(spec.GetMemoryMb()), Image: spec.GetImagePath(), Args: spec.GetArgs()}
+	for _, n := range spec.GetNets() {
+		ta.Nets = append(ta.Nets, solo5.NetArg{Name: n.GetName(), Iface: n.GetHostIf(), MAC: n.GetMac()})
+	}
+	for _, bl := range spec.GetBlocks() {
+		ta.Blocks = append(ta.Blocks, solo5.BlockArg{Name: bl.GetName(), Path: bl.GetPath(), SectorSize: int(bl.GetSectorSize())})
+	}
+	argv := append(append([]string{}, tender...), ta.Argv()...)
+	var cpus []int
+	for _, c := range spec.GetCpus() {
+		cpus = append(cpus, int(c))
+	}
+	p, err := shim.Launch(ctx, shim.Config{
+		ShimPath: shimPath, Dir: dir, CPUs: cpus, ConsoleLines: int(spec.GetConsoleLines()),
+		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: argv, Env: os.Environ(),
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+	}
+	state, _ := json.Marshal(handleState{Dir: dir})
+	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+}
+
+// Recover reports whether the VM of h still runs.
+func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
+	dir, err := b.existingDir(h.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if shim.Alive(dir) {
+		return &pluginv1.RecoverResponse{Running: true}, nil
+	}
+	if ex, err := shim.ReadExit(dir); err == nil && ex != nil {
+		return &pluginv1.RecoverResponse{}, nil
+	}
+	return &pluginv1.RecoverResponse{Lost: true}, nil
+}
+
+func exitStatus(e shim.Exit) *pluginv1.ExitStatus {
+	return &pluginv1.ExitStatus{
+		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(),
+		Rusage: &pluginv1.Rusage{UtimeNs: e.Rusage.UtimeNS, StimeNs: e.Rusage.StimeNS, MaxrssBytes: e.Rusage.MaxRSSBytes,
+			Minflt: e.Rusage.Minflt, Majflt: e.Rusage.Majflt, Nvcsw: e.Rusage.Nvcsw, Nivcsw: e.Rusage.Nivcsw},
+	}
+}
+
+// Wait blocks until the VM exits.
+func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
+	dir, err := b.existingDir(id)
+	if err != nil {
+		return nil, err
+	}
+	e, err := shim.Dial(dir).Wait(ctx)
+	if errors.Is(err, shim.ErrShimLost) {
+		return &pluginv1.ExitStatus{Lost: true, Message: err.Error(), ExitedAtNs: time.Now().UnixNano()}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wait for %s: %w", id, err)
+	}
+	return exitStatus(e), nil
+}
+
+// Stop sends SIGTERM and, after timeout, SIGKILL.
+func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	dir, err := b.existingDir(id)
+	if err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	c := shim.Dial(dir)
+	if err := c.Kill(ctx, syscall.SIGTERM); err != nil {
+		if errors.Is(err, shim.ErrExited) || errors.Is(err, shim.ErrShimLost) {
+			return nil
+		}
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	_, err = c.Wait(wctx)
+	cancel()
+	if err == nil || errors.Is(err, shim.ErrShimLost) {
+		return nil
+	}
+	return b.kill(ctx, c, id)
+}
+
+// kill sends SIGKILL and waits for the exit.
+func (b *Backend) kill(ctx context.Context, c *shim.Client, id string) error {
+	if err := c.Kill(ctx, syscall.SIGKILL); err != nil && !errors.Is(err, shim.ErrExited) && !errors.Is(err, shim.ErrShimLost) {
+		return fmt.Errorf("kill %s: %w", id, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.Wait(wctx); err != nil && !errors.Is(err, shim.ErrShimLost) {
+		return fmt.Errorf("wait for %s after SIGKILL: %w", id, err)
+	}
+	return nil
+}
+
+// Destroy kills the VM if it runs and removes its directory.
+func (b *Backend) Destroy(ctx context.Context, id string) error {
+	dir, err := b.dir(id)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if shim.Alive(dir) {
+		if err := b.kill(ctx, shim.Dial(dir), id); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Stats samples the VM's resource usage.
+func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
+	dir, err := b.existingDir(id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := shim.Dial(dir).Stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", id, err)
+	}
+	return &pluginv1.VMStats{UtimeNs: s.UtimeNS, StimeNs: s.StimeNS, RssBytes: s.RSSBytes, VsizeBytes: s.VSizeBytes,
+		Minflt: s.Minflt, Majflt: s.Majflt, Nvcsw: s.Nvcsw, Nivcsw: s.Nivcsw, Threads: s.Threads,
+		ShimRssBytes: s.ShimRSSBytes, StartedAtNs: s.StartedAt.UnixNano()}, nil
+}
+
+// Console streams console lines from the shim (or, after it exited, from
+// its saved history).
+func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
+	dir, err := b.existingDir(req.GetId())
+	if err != nil {
+		return err
+	}
+	var since time.Time
+	if req.GetSinceNs() != 0 {
+		since = time.Unix(0, req.GetSinceNs())
+	}
+	return shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
+		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
+	})
+}

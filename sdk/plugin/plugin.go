@@ -1,0 +1,96 @@
+// Package plugin holds what petreld and every plugin binary must agree on to
+// find each other: the go-plugin handshake, the protocol versions, the names
+// under which services are dispensed, and one-line Serve helpers so that a
+// backend's main function is a single call.
+package plugin
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+)
+
+// ProtocolVersion is the newest plugin protocol version this SDK speaks.
+// It changes only for breaking wire changes; petreld accepts this version
+// and the one before it, so plugins can be upgraded one at a time.
+const ProtocolVersion = 1
+
+// OldestProtocolVersion is the oldest plugin protocol version petreld still
+// accepts.
+const OldestProtocolVersion = 1
+
+// Service names under which go-plugin dispenses each plugin kind.
+const (
+	// HypervisorService is the dispense name of the hypervisor service.
+	HypervisorService = "hypervisor"
+)
+
+// Handshake is shared by petreld and plugins. The cookie is not security:
+// it stops a user from running a plugin binary by hand and getting
+// confusing output, and stops petreld from launching something that is
+// not a Petrel plugin.
+var Handshake = goplugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "PETREL_PLUGIN_MAGIC_COOKIE",
+	MagicCookieValue: "f3a1c0de-petrel-plugin-v1-7d2e9b4a61c5",
+}
+
+// HypervisorPluginSets maps each supported protocol version to the plugins
+// a hypervisor binary serves under it. impl is nil on petreld's side.
+func HypervisorPluginSets(impl hypervisor.Hypervisor) map[int]goplugin.PluginSet {
+	sets := map[int]goplugin.PluginSet{}
+	for v := OldestProtocolVersion; v <= ProtocolVersion; v++ {
+		sets[v] = goplugin.PluginSet{HypervisorService: &hypervisor.GRPCPlugin{Impl: impl}}
+	}
+	return sets
+}
+
+// ServeHypervisor serves a hypervisor backend and never returns normally.
+// It is the whole body of a backend's main function. When the parent
+// (petreld) dies, the plugin exits too, so no orphaned plugin lingers;
+// VMs are not affected because their shims run in their own sessions.
+func ServeHypervisor(impl hypervisor.Hypervisor) {
+	go exitWithParent(os.Getppid(), time.Second)
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: HypervisorPluginSets(impl),
+		GRPCServer:       goplugin.DefaultGRPCServer,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Level:      hclog.Info,
+			Output:     os.Stderr,
+			JSONFormat: true,
+		}),
+	})
+}
+
+// exitWithParent ends the process once its parent changes (the parent died
+// and the process was re-parented). It runs for the life of the process.
+func exitWithParent(parent int, every time.Duration) {
+	for range time.Tick(every) {
+		if os.Getppid() != parent {
+			os.Exit(0)
+		}
+	}
+}
+
+// ClientConfig returns the go-plugin client configuration petreld uses to
+// launch the plugin binary at path. The plugin gets SIGKILL if petreld's
+// launching thread dies, as a second line of defence after exitWithParent.
+func ClientConfig(path string, sets map[int]goplugin.PluginSet, logger hclog.Logger) *goplugin.ClientConfig {
+	cmd := exec.Command(path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return &goplugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: sets,
+		Cmd:              cmd,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		Logger:           logger,
+		StartTimeout:     20 * time.Second,
+	}
+}

@@ -1,0 +1,251 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultShimName is the program Launch looks up in PATH when
+// Config.ShimPath is empty.
+const DefaultShimName = "petrel-shim"
+
+// Launch timeouts.
+const (
+	// defaultReadyTimeout bounds the wait for the readiness report when
+	// ctx has no deadline of its own.
+	defaultReadyTimeout = 30 * time.Second
+	// failedExitTimeout is how long a shim that reported a failure gets to
+	// exit on its own before Launch kills it.
+	failedExitTimeout = 5 * time.Second
+)
+
+// Config describes one tender to run under a new shim.
+type Config struct {
+	// ShimPath is the petrel-shim binary; empty means DefaultShimName
+	// looked up in PATH.
+	ShimPath string
+	// Dir is the VM's runtime directory; it must exist (create it 0700).
+	// Its socket path must not exceed MaxSocketPath bytes.
+	Dir string
+	// CPUs pins the tender to these CPU ids; empty leaves it unpinned.
+	CPUs []int
+	// ConsoleLines, ConsoleBytes and LineMax bound the console ring;
+	// zero means the shim's default.
+	ConsoleLines, ConsoleBytes, LineMax int
+	// Argv is the tender's command line, Argv[0] being its path.
+	Argv []string
+	// Env is the environment of the shim and hence of the tender; nil
+	// means the caller's environment.
+	Env []string
+}
+
+// Process is a shim started by Launch.
+type Process struct {
+	ShimPID   int
+	TenderPID int
+	Dir       string
+	// Done is closed when the shim process exits. Only the launcher sees
+	// it: a plugin that reconnects after a restart uses Client.Wait.
+	Done <-chan struct{}
+}
+
+// Launch starts a shim for cfg in a session of its own (so that it and its
+// tender outlive the caller), waits for the shim's readiness report and
+// returns once the tender runs. The caller's process reaps the shim in a
+// goroutine of its own when it exits, so no zombie is left; if the caller
+// dies first, init adopts the shim.
+//
+// A tender that cannot be started (missing, not executable, bad CPU list)
+// is reported as an error, and then nothing is left behind: the shim has
+// exited and its socket is removed (DIR and shim.log stay for the caller).
+// If ctx ends before the shim reports, the shim and anything it started
+// are killed. Without a deadline in ctx, the shim gets 30 s to report.
+func Launch(ctx context.Context, cfg Config) (*Process, error) {
+	args, err := shimArgs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	shimPath := cfg.ShimPath
+	if shimPath == "" {
+		shimPath = DefaultShimName
+	}
+	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultReadyTimeout)
+		defer cancel()
+	}
+
+	logPath := filepath.Join(cfg.Dir, LogFile)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("launch shim: open log: %w", err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("launch shim: create readiness pipe: %w", err)
+	}
+	cmd := exec.Command(shimPath, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw} // becomes fd 3 in the shim
+	cmd.Env = cfg.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	_ = pw.Close()
+	_ = logf.Close()
+	if err != nil {
+		_ = pr.Close()
+		return nil, fmt.Errorf("launch shim %s: %w", shimPath, err)
+	}
+	r := newShimReaper(cmd)
+
+	rep, err := readReady(ctx, pr)
+	_ = pr.Close()
+	if err == nil && rep.Error != "" {
+		err = fmt.Errorf("launch %s: %s", cfg.Argv[0], rep.Error)
+		r.abandon(failedExitTimeout)
+	} else if err == nil && rep.TenderPID <= 0 {
+		err = fmt.Errorf("launch %s: shim reported no tender pid", cfg.Argv[0])
+		r.abandon(0)
+	} else if err != nil {
+		r.abandon(0)
+		err = fmt.Errorf("launch %s: %w (see %s)", cfg.Argv[0], err, logPath)
+	}
+	if err != nil {
+		// A shim that failed removes its socket itself; one that had to be
+		// killed may leave it stale. A socket that still answers belongs
+		// to another shim serving the same directory and is left alone.
+		if !Alive(cfg.Dir) {
+			if rerr := removeIfExists(filepath.Join(cfg.Dir, SocketName)); rerr != nil {
+				err = fmt.Errorf("%w; %w", err, rerr)
+			}
+		}
+		return nil, err
+	}
+	return &Process{ShimPID: cmd.Process.Pid, TenderPID: rep.TenderPID, Dir: cfg.Dir, Done: r.done}, nil
+}
+
+// shimArgs checks cfg and builds the shim's command line.
+func shimArgs(cfg Config) ([]string, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("launch shim: no directory")
+	}
+	if len(cfg.Argv) == 0 || cfg.Argv[0] == "" {
+		return nil, errors.New("launch shim: no tender command")
+	}
+	if err := checkSocketPath(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("launch shim: %w", err)
+	}
+	if fi, err := os.Stat(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("launch shim: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("launch shim: %s is not a directory", cfg.Dir)
+	}
+	for _, n := range []int{cfg.ConsoleLines, cfg.ConsoleBytes, cfg.LineMax} {
+		if n < 0 {
+			return nil, fmt.Errorf("launch shim: negative console bound %d", n)
+		}
+	}
+	args := []string{"--dir", cfg.Dir}
+	if len(cfg.CPUs) > 0 {
+		ids := make([]string, len(cfg.CPUs))
+		for i, c := range cfg.CPUs {
+			ids[i] = strconv.Itoa(c)
+		}
+		args = append(args, "--cpus", strings.Join(ids, ","))
+	}
+	if cfg.ConsoleLines > 0 {
+		args = append(args, "--console-lines", strconv.Itoa(cfg.ConsoleLines))
+	}
+	if cfg.ConsoleBytes > 0 {
+		args = append(args, "--console-bytes", strconv.Itoa(cfg.ConsoleBytes))
+	}
+	if cfg.LineMax > 0 {
+		args = append(args, "--line-max", strconv.Itoa(cfg.LineMax))
+	}
+	args = append(args, "--")
+	return append(args, cfg.Argv...), nil
+}
+
+// readReady reads the shim's readiness line, giving up when ctx ends.
+func readReady(ctx context.Context, pr *os.File) (readyReport, error) {
+	var rep readyReport
+	stop := context.AfterFunc(ctx, func() { _ = pr.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	data, err := io.ReadAll(io.LimitReader(pr, 64<<10))
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("waiting for shim readiness: %w", ctx.Err())
+	}
+	if err != nil {
+		return rep, fmt.Errorf("read shim readiness: %w", err)
+	}
+	if len(data) == 0 {
+		return rep, errors.New("shim exited without reporting readiness")
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return rep, fmt.Errorf("parse shim readiness %q: %w", data, err)
+	}
+	return rep, nil
+}
+
+// shimReaper owns a launched shim process: its goroutine reaps it, and
+// abandon can kill it without risking a recycled pid, because the pid is
+// only reaped after the exit has been noted under mu.
+type shimReaper struct {
+	pid    int
+	mu     sync.Mutex
+	exited bool
+	done   chan struct{}
+}
+
+func newShimReaper(cmd *exec.Cmd) *shimReaper {
+	r := &shimReaper{pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		var si unix.Siginfo
+		var err error = unix.EINTR
+		for err == unix.EINTR {
+			err = unix.Waitid(unix.P_PID, r.pid, &si, unix.WEXITED|unix.WNOWAIT, nil)
+		}
+		r.mu.Lock()
+		r.exited = true
+		r.mu.Unlock()
+		_ = cmd.Wait()
+	}()
+	return r
+}
+
+// abandon waits up to grace for the shim to exit, then kills its process
+// group (the shim and any tender it started) and waits for it.
+func (r *shimReaper) abandon(grace time.Duration) {
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+	}
+	r.mu.Lock()
+	if !r.exited {
+		// The shim leads its own session, so its pid is its process
+		// group id, shared with the tender.
+		_ = unix.Kill(-r.pid, unix.SIGKILL)
+	}
+	r.mu.Unlock()
+	<-r.done
+}

@@ -1,0 +1,236 @@
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// readyFD is the file descriptor on which a launcher passes the write end
+// of the readiness pipe.
+const readyFD = 3
+
+// shimGCPercent is the shim's garbage collection target (GOGC) unless the
+// environment sets one.
+const shimGCPercent = 20
+
+// options is the parsed command line of the shim.
+type options struct {
+	dir          string
+	cpus         []int
+	consoleLines int
+	consoleBytes int
+	lineMax      int
+	argv         []string
+}
+
+// Main runs the shim with its command-line arguments (without the program
+// name) and returns the process exit status: 0 once the tender has exited
+// and its exit has been recorded, 1 when the tender could not be started,
+// 2 on a usage error. It is the whole of cmd/petrel-shim, and tests re-exec
+// their own binary into it.
+func Main(args []string) int {
+	ready := readyPipe()
+	if os.Getenv("GOGC") == "" {
+		// The shim's live heap is small and its work is light, so trading
+		// a little CPU for memory is right: with the default the heap
+		// grows to 4 MB before the first collection, doubling the shim's
+		// footprint.
+		debug.SetGCPercent(shimGCPercent)
+	}
+	logger := log.New(os.Stderr, "petrel-shim: ", log.LstdFlags|log.Lmicroseconds)
+
+	// Catch signals before the tender exists, so that an early SIGTERM is
+	// forwarded rather than killing the shim and orphaning the tender.
+	// SIGHUP and SIGPIPE are caught and dropped instead of ignored, because
+	// an ignored disposition would be inherited by the tender.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
+
+	opts, err := parseArgs(args)
+	if err != nil {
+		logger.Print(err)
+		report(ready, readyReport{Error: err.Error()}, logger)
+		return 2
+	}
+	s, err := start(opts, logger)
+	if err != nil {
+		logger.Print(err)
+		report(ready, readyReport{Error: err.Error()}, logger)
+		return 1
+	}
+	logger.Printf("tender %d started: %q", s.pid, opts.argv)
+	report(ready, readyReport{TenderPID: s.pid}, logger)
+	return s.run(sigs)
+}
+
+// readyPipe returns the inherited readiness pipe, or nil when the shim was
+// started without one (e.g. by hand). The descriptor is made close-on-exec
+// so that the tender does not inherit it.
+func readyPipe() *os.File {
+	var st unix.Stat_t
+	if err := unix.Fstat(readyFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil
+	}
+	unix.CloseOnExec(readyFD)
+	return os.NewFile(readyFD, "ready")
+}
+
+// report writes the readiness line and closes the pipe.
+func report(ready *os.File, r readyReport, logger *log.Logger) {
+	if ready == nil {
+		return
+	}
+	data, err := json.Marshal(r)
+	if err == nil {
+		_, err = ready.Write(append(data, '\n'))
+	}
+	if err != nil {
+		logger.Printf("report readiness: %v", err)
+	}
+	_ = ready.Close()
+}
+
+// parseArgs parses and checks the shim's command line.
+func parseArgs(args []string) (options, error) {
+	fs := flag.NewFlagSet("petrel-shim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var o options
+	var cpus string
+	fs.StringVar(&o.dir, "dir", "", "directory for the socket and records (must exist)")
+	fs.StringVar(&cpus, "cpus", "", "CPUs to pin the tender to, e.g. 0,2-3")
+	fs.IntVar(&o.consoleLines, "console-lines", DefaultConsoleLines, "console lines kept")
+	fs.IntVar(&o.consoleBytes, "console-bytes", DefaultConsoleBytes, "console text bytes kept")
+	fs.IntVar(&o.lineMax, "line-max", DefaultLineMax, "longest console line kept, in bytes")
+	if err := fs.Parse(args); err != nil {
+		return o, fmt.Errorf("usage: %w", err)
+	}
+	o.argv = fs.Args()
+	switch {
+	case o.dir == "":
+		return o, errors.New("usage: --dir is required")
+	case len(o.argv) == 0:
+		return o, errors.New("usage: no tender command after --")
+	case o.argv[0] == "":
+		return o, errors.New("usage: empty tender path")
+	case o.consoleLines < 1:
+		return o, fmt.Errorf("usage: --console-lines must be at least 1, got %d", o.consoleLines)
+	case o.consoleBytes < 1:
+		return o, fmt.Errorf("usage: --console-bytes must be at least 1, got %d", o.consoleBytes)
+	case o.lineMax < 1 || o.lineMax > o.consoleBytes:
+		return o, fmt.Errorf("usage: --line-max must be between 1 and --console-bytes (%d), got %d", o.consoleBytes, o.lineMax)
+	}
+	if err := checkSocketPath(o.dir); err != nil {
+		return o, err
+	}
+	fi, err := os.Stat(o.dir)
+	if err != nil {
+		return o, fmt.Errorf("shim directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return o, fmt.Errorf("shim directory %s is not a directory", o.dir)
+	}
+	if cpus != "" {
+		if o.cpus, err = parseCPUs(cpus); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// checkSocketPath refuses a directory whose socket path the kernel could
+// not bind.
+func checkSocketPath(dir string) error {
+	if p := filepath.Join(dir, SocketName); len(p) > MaxSocketPath {
+		return fmt.Errorf("socket path %s is %d bytes, longer than the %d the kernel accepts; use a shorter directory", p, len(p), MaxSocketPath)
+	}
+	return nil
+}
+
+// parseCPUs parses a CPU list such as "0,2-3" and checks that every CPU is
+// one this process may run on, so that a typo fails the launch instead of
+// being silently narrowed by the kernel.
+func parseCPUs(s string) ([]int, error) {
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		return nil, fmt.Errorf("read own CPU affinity: %w", err)
+	}
+	seen := map[int]bool{}
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		first, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("invalid CPU list %q: bad CPU id %q", s, part)
+		}
+		last := first
+		if isRange {
+			if last, err = strconv.Atoi(hi); err != nil || last < first {
+				return nil, fmt.Errorf("invalid CPU list %q: bad range %q", s, part)
+			}
+		}
+		for c := first; c <= last; c++ {
+			if c < 0 || c >= 1024 || !allowed.IsSet(c) {
+				return nil, fmt.Errorf("invalid CPU list %q: CPU %d is not available (allowed: %s)", s, c, formatCPUs(&allowed))
+			}
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// formatCPUs renders a CPU set as a comma-separated list for messages.
+func formatCPUs(set *unix.CPUSet) string {
+	var ids []string
+	for c := 0; c < 1024; c++ {
+		if set.IsSet(c) {
+			ids = append(ids, strconv.Itoa(c))
+		}
+	}
+	return strings.Join(ids, ",")
+}
+
+// startPinned starts cmd, pinned to cpus when there are any. Affinity is a
+// per-thread attribute inherited by a forked child, so it is set on a
+// dedicated, locked OS thread that then forks the tender. That thread is
+// never unlocked: the runtime discards it when the goroutine returns
+// instead of reusing a pinned thread for the shim's own work.
+func startPinned(start func() error, cpus []int) error {
+	if len(cpus) == 0 {
+		return start()
+	}
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			errc <- fmt.Errorf("pin to CPUs %v: %w", cpus, err)
+			return
+		}
+		errc <- start()
+	}()
+	return <-errc
+}

@@ -1,0 +1,147 @@
+package shim
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// userHZ is the unit of the clock-tick fields of /proc/PID/stat. The kernel
+// exports it as 100 to user space on every architecture Petrel supports.
+const userHZ = 100
+
+// nsPerTick converts clock ticks to nanoseconds.
+const nsPerTick = int64(time.Second) / userHZ
+
+// readStats samples /proc for pid. The caller guarantees pid still names
+// the tender (not yet reaped).
+func readStats(pid int) (Stats, error) {
+	st := Stats{TenderPID: pid}
+	base := "/proc/" + strconv.Itoa(pid)
+
+	data, err := os.ReadFile(base + "/stat")
+	if err != nil {
+		return st, fmt.Errorf("read stats: %w", err)
+	}
+	// The command name (field 2) is in parentheses and may contain spaces
+	// and parentheses; fields after the last ')' are plain numbers.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return st, fmt.Errorf("parse %s/stat: no command name", base)
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	// fields[0] is stat field 3 (state); stat field n is fields[n-3].
+	if len(fields) < 22 {
+		return st, fmt.Errorf("parse %s/stat: %d fields", base, len(fields)+2)
+	}
+	num := func(field int) int64 {
+		v, perr := strconv.ParseInt(fields[field-3], 10, 64)
+		if perr != nil && err == nil {
+			err = fmt.Errorf("parse %s/stat field %d: %w", base, field, perr)
+		}
+		return v
+	}
+	st.Minflt = num(10)
+	st.Majflt = num(12)
+	st.UtimeNS = num(14) * nsPerTick
+	st.StimeNS = num(15) * nsPerTick
+	st.Threads = num(20)
+	startTicks := num(22)
+	st.VSizeBytes = num(23)
+	if err != nil {
+		return st, err
+	}
+	if boot, berr := bootTime(); berr == nil {
+		st.StartedAt = boot.Add(time.Duration(startTicks * nsPerTick)).UTC()
+	}
+
+	data, err = os.ReadFile(base + "/statm")
+	if err != nil {
+		return st, fmt.Errorf("read stats: %w", err)
+	}
+	sm := strings.Fields(string(data))
+	if len(sm) < 2 {
+		return st, fmt.Errorf("parse %s/statm: %d fields", base, len(sm))
+	}
+	pages, err := strconv.ParseInt(sm[1], 10, 64)
+	if err != nil {
+		return st, fmt.Errorf("parse %s/statm: %w", base, err)
+	}
+	st.RSSBytes = pages * int64(os.Getpagesize())
+
+	status, err := readStatus(base + "/status")
+	if err != nil {
+		return st, err
+	}
+	st.Nvcsw = status["voluntary_ctxt_switches"]
+	st.Nivcsw = status["nonvoluntary_ctxt_switches"]
+
+	self, err := readStatus("/proc/self/status")
+	if err != nil {
+		return st, err
+	}
+	st.ShimRSSBytes = self["VmRSS"]
+	return st, nil
+}
+
+// readStatus returns the numeric fields of a /proc/PID/status file; sizes
+// given in kB are converted to bytes. Non-numeric fields are skipped.
+func readStatus(path string) (map[string]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read stats: %w", err)
+	}
+	defer f.Close()
+	out := map[string]int64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		parts := strings.Fields(val)
+		if len(parts) == 0 {
+			continue
+		}
+		v, err := strconv.ParseInt(parts[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		if len(parts) == 2 && parts[1] == "kB" {
+			v *= 1024
+		}
+		out[key] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// bootTime reads the system boot time from /proc/stat.
+func bootTime() (time.Time, error) {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read boot time: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "btime "); ok {
+			secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("parse /proc/stat btime: %w", err)
+			}
+			return time.Unix(secs, 0), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return time.Time{}, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	return time.Time{}, fmt.Errorf("no btime in /proc/stat")
+}

@@ -1,0 +1,485 @@
+package shim
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Tunables of the shim's server side.
+const (
+	// maxClients bounds concurrent socket connections, and thereby the
+	// memory clients can make the shim use.
+	maxClients = 64
+	// requestTimeout bounds how long a client may take to send its request.
+	requestTimeout = 10 * time.Second
+	// writeTimeout bounds one response write, so a client that stops
+	// reading cannot pin a handler forever.
+	writeTimeout = 10 * time.Second
+	// drainTimeout is how long the console pipe may stay open after the
+	// tender exited (a descendant may hold it); the rest is abandoned.
+	drainTimeout = 2 * time.Second
+	// lingerTimeout is how long the shim waits after the exit for
+	// connected clients to go away before it removes the socket.
+	lingerTimeout = 2 * time.Second
+	// maxRequest is the longest request line accepted.
+	maxRequest = 4096
+)
+
+// server is a running shim: the tender, its console and the socket.
+type server struct {
+	opts    options
+	log     *log.Logger
+	pid     int
+	started time.Time
+	ring    *ring
+	pipe    *os.File // read end of the tender's stdout+stderr
+	ln      *listener
+
+	mu     sync.Mutex
+	exited bool          // the tender is dead (its pid may no longer be signalled)
+	exit   *Exit         // set just before done is closed
+	done   chan struct{} // closed once the exit is recorded
+
+	connMu  sync.Mutex
+	conns   map[*os.File]struct{}
+	closing bool
+	wg      sync.WaitGroup // accept loop and connection handlers
+}
+
+// start prepares DIR, opens the socket and starts the tender. On error
+// nothing is left running and the socket is removed.
+func start(o options, logger *log.Logger) (*server, error) {
+	sock := filepath.Join(o.dir, SocketName)
+	probe, cancel := context.WithTimeout(context.Background(), time.Second)
+	c, err := dialUnix(probe, sock)
+	cancel()
+	if err == nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("another shim is serving %s", sock)
+	}
+	for _, name := range []string{SocketName, ExitFile, ConsoleFile, ShimFile} {
+		if err := removeIfExists(filepath.Join(o.dir, name)); err != nil {
+			return nil, fmt.Errorf("clear stale files: %w", err)
+		}
+	}
+	ln, err := listenUnix(sock)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		_ = ln.close()
+		return nil, fmt.Errorf("create console pipe: %w", err)
+	}
+	cmd := exec.Command(o.argv[0], o.argv[1:]...)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	started := time.Now().Round(0).UTC()
+	err = startPinned(cmd.Start, o.cpus)
+	_ = pw.Close()
+	if err != nil {
+		_ = pr.Close()
+		_ = ln.close()
+		return nil, fmt.Errorf("start tender %s: %w", o.argv[0], err)
+	}
+	pid := cmd.Process.Pid
+	// The shim reaps the tender with wait4 itself; drop the os.Process
+	// handle (and its pidfd) so nothing else waits for it.
+	_ = cmd.Process.Release()
+
+	s := &server{
+		opts: o, log: logger, pid: pid, started: started,
+		ring: newRing(o.consoleLines, o.consoleBytes), pipe: pr, ln: ln,
+		done: make(chan struct{}), conns: map[*os.File]struct{}{},
+	}
+	rec := shimRecord{ShimPID: os.Getpid(), TenderPID: pid, StartedAt: started, Argv: o.argv}
+	if err := writeJSONFile(o.dir, ShimFile, rec); err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, 0, nil)
+		_ = pr.Close()
+		_ = ln.close()
+		return nil, fmt.Errorf("record shim: %w", err)
+	}
+	return s, nil
+}
+
+// run supervises the tender until it exits, records the exit, serves the
+// last clients and returns the shim's exit status.
+func (s *server) run(sigs <-chan os.Signal) int {
+	s.wg.Add(1)
+	go s.acceptLoop()
+
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		readConsole(s.pipe, s.ring, s.opts.lineMax)
+	}()
+
+	reaped := make(chan Exit, 1)
+	go func() { reaped <- s.reap() }()
+
+	var ex Exit
+	for waiting := true; waiting; {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				s.log.Printf("forwarding %v to tender %d", sig, s.pid)
+				if err := s.signal(sig.(syscall.Signal)); err != nil && !errors.Is(err, ErrExited) {
+					s.log.Print(err)
+				}
+			}
+		case ex = <-reaped:
+			waiting = false
+		}
+	}
+	s.log.Printf("tender %d exited: code %d signal %d", s.pid, ex.Code, ex.Signal)
+
+	select {
+	case <-readerDone:
+	case <-time.After(drainTimeout):
+		s.log.Printf("console pipe still open %v after the tender exited; closing it", drainTimeout)
+	}
+	_ = s.pipe.Close()
+	<-readerDone
+
+	if data, err := encodeConsole(s.ring.all()); err != nil {
+		s.log.Print(err)
+	} else if err := writeFileAtomic(s.opts.dir, ConsoleFile, data); err != nil {
+		s.log.Print(err)
+	}
+	if err := writeJSONFile(s.opts.dir, ExitFile, ex); err != nil {
+		s.log.Print(err)
+	}
+
+	s.mu.Lock()
+	s.exit = &ex
+	close(s.done)
+	s.mu.Unlock()
+	s.ring.close()
+
+	s.linger()
+	s.shutdown()
+	return 0
+}
+
+// reap waits for the tender to exit and returns its exit record. It first
+// waits without reaping, marks the tender exited under s.mu and only then
+// reaps it, so that a concurrent kill can never hit a recycled pid.
+func (s *server) reap() Exit {
+	var si unix.Siginfo
+	var err error = unix.EINTR
+	for err == unix.EINTR {
+		err = unix.Waitid(unix.P_PID, s.pid, &si, unix.WEXITED|unix.WNOWAIT, nil)
+	}
+	if err != nil {
+		s.log.Printf("waitid %d: %v", s.pid, err)
+	}
+	s.mu.Lock()
+	s.exited = true
+	s.mu.Unlock()
+
+	var ws unix.WaitStatus
+	var ru unix.Rusage
+	err = unix.EINTR
+	for err == unix.EINTR {
+		_, err = unix.Wait4(s.pid, &ws, 0, &ru)
+	}
+	ex := Exit{
+		StartedAt: s.started,
+		ExitedAt:  time.Now().Round(0).UTC(),
+		TenderPID: s.pid,
+		Rusage: Rusage{
+			UtimeNS:     ru.Utime.Nano(),
+			StimeNS:     ru.Stime.Nano(),
+			MaxRSSBytes: ru.Maxrss * 1024,
+			Minflt:      ru.Minflt,
+			Majflt:      ru.Majflt,
+			Nvcsw:       ru.Nvcsw,
+			Nivcsw:      ru.Nivcsw,
+		},
+	}
+	switch {
+	case err != nil:
+		s.log.Printf("wait4 %d: %v", s.pid, err)
+		ex.Code = -1
+	case ws.Signaled():
+		ex.Code, ex.Signal = -1, int(ws.Signal())
+	default:
+		ex.Code = ws.ExitStatus()
+	}
+	return ex
+}
+
+// signal sends sig to the tender unless it has exited.
+func (s *server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exited {
+		return ErrExited
+	}
+	if err := unix.Kill(s.pid, sig); err != nil {
+		return fmt.Errorf("signal tender %d: %w", s.pid, err)
+	}
+	return nil
+}
+
+// stats samples the tender unless it has exited. The lock keeps the pid
+// from being reaped (and recycled) while /proc is read.
+func (s *server) stats() (Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exited {
+		return Stats{}, ErrExited
+	}
+	return readStats(s.pid)
+}
+
+// linger waits until no client is connected, or lingerTimeout has passed,
+// so that clients that just got their answer can read it before the socket
+// goes away.
+func (s *server) linger() {
+	deadline := time.Now().Add(lingerTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		s.connMu.Lock()
+		n := len(s.conns)
+		s.connMu.Unlock()
+		if n == 0 {
+			return
+		}
+		<-tick.C
+	}
+}
+
+// shutdown closes the listener (removing the socket) and every connection,
+// and waits for their goroutines.
+func (s *server) shutdown() {
+	_ = s.ln.close()
+	s.connMu.Lock()
+	s.closing = true
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+	s.wg.Wait()
+}
+
+// acceptLoop serves connections until the listener is closed.
+func (s *server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.accept()
+		if err != nil {
+			if errors.Is(err, errListenerClosed) {
+				return
+			}
+			s.log.Printf("accept: %v", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if err := s.track(c); err != nil {
+			// A shim that is closing hangs up without a word, so the
+			// client falls back to the records already on disk.
+			if !errors.Is(err, errClosing) {
+				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = json.NewEncoder(c).Encode(response{Error: err.Error()})
+			}
+			_ = c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+// errClosing refuses connections while the shim shuts down.
+var errClosing = errors.New("shim is shutting down")
+
+// track registers a connection, refusing it when the shim is closing or
+// too many clients are connected.
+func (s *server) track(c *os.File) error {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.closing {
+		return errClosing
+	}
+	if len(s.conns) >= maxClients {
+		return fmt.Errorf("too many clients (limit %d)", maxClients)
+	}
+	s.conns[c] = struct{}{}
+	return nil
+}
+
+func (s *server) untrack(c *os.File) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	delete(s.conns, c)
+}
+
+// handle serves one connection: one request, its responses, then close.
+func (s *server) handle(c *os.File) {
+	defer s.wg.Done()
+	defer s.untrack(c)
+
+	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
+	br := bufio.NewReaderSize(c, maxRequest)
+	line, err := br.ReadSlice('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			s.write(c, response{Error: "request too long", ErrorCode: codeBadRequest})
+		}
+		_ = c.Close()
+		return
+	}
+	var req request
+	if err := json.Unmarshal(line, &req); err != nil {
+		s.write(c, response{Error: "malformed request: " + err.Error(), ErrorCode: codeBadRequest})
+		_ = c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+
+	// The client sends nothing after its request, so a read returning
+	// means it went away: cancel whatever the request is blocked on.
+	ctx, cancel := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		_, _ = io.Copy(io.Discard, br)
+		cancel()
+	}()
+
+	s.dispatch(ctx, c, req)
+	_ = c.Close()
+	<-watchDone
+	cancel()
+}
+
+// write sends one response line, reporting whether it went out.
+func (s *server) write(c *os.File, r response) bool {
+	data, err := json.Marshal(r)
+	if err != nil {
+		s.log.Printf("encode response: %v", err)
+		return false
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err = c.Write(append(data, '\n'))
+	return err == nil
+}
+
+// errorResponse turns an error into a response, classifying it.
+func errorResponse(err error) response {
+	r := response{Error: err.Error()}
+	if errors.Is(err, ErrExited) {
+		r.ErrorCode = codeExited
+	}
+	return r
+}
+
+// allowedSignals are the signals a client may send to the tender: the
+// ones that ask or force it to stop. Others (SIGSTOP, SIGUSR1, ...) could
+// wedge or confuse a tender and are refused.
+var allowedSignals = map[int]bool{
+	int(unix.SIGHUP): true, int(unix.SIGINT): true, int(unix.SIGQUIT): true,
+	int(unix.SIGKILL): true, int(unix.SIGTERM): true,
+}
+
+// dispatch answers one request.
+func (s *server) dispatch(ctx context.Context, c *os.File, req request) {
+	switch req.Op {
+	case "info":
+		s.mu.Lock()
+		info := Info{ShimPID: os.Getpid(), TenderPID: s.pid, StartedAt: s.started, Exited: s.exited}
+		s.mu.Unlock()
+		s.write(c, response{Info: &info})
+	case "wait":
+		select {
+		case <-s.done:
+			s.write(c, response{Exit: s.exit})
+		case <-ctx.Done():
+		}
+	case "kill":
+		if !allowedSignals[req.Signal] {
+			s.write(c, response{Error: fmt.Sprintf("signal %d not allowed (allowed: 1 HUP, 2 INT, 3 QUIT, 9 KILL, 15 TERM)", req.Signal), ErrorCode: codeBadRequest})
+			return
+		}
+		if err := s.signal(syscall.Signal(req.Signal)); err != nil {
+			s.write(c, errorResponse(err))
+			return
+		}
+		s.write(c, response{OK: true})
+	case "stats":
+		st, err := s.stats()
+		if err != nil {
+			s.write(c, errorResponse(err))
+			return
+		}
+		s.write(c, response{Stats: &st})
+	case "console":
+		s.console(ctx, c, req)
+	default:
+		s.write(c, response{Error: fmt.Sprintf("unknown op %q", req.Op), ErrorCode: codeBadRequest})
+	}
+}
+
+// console streams history and, with follow, new lines.
+func (s *server) console(ctx context.Context, c *os.File, req request) {
+	var since time.Time
+	if req.Since != "" {
+		var err error
+		if since, err = time.Parse(time.RFC3339Nano, req.Since); err != nil {
+			s.write(c, response{Error: "bad since: " + err.Error(), ErrorCode: codeBadRequest})
+			return
+		}
+	}
+	if req.Count < 0 {
+		s.write(c, response{Error: fmt.Sprintf("count must not be negative, got %d", req.Count), ErrorCode: codeBadRequest})
+		return
+	}
+	send := func(lines []Line) bool {
+		for i := range lines {
+			if !s.write(c, response{Line: &lines[i]}) {
+				return false
+			}
+		}
+		return true
+	}
+	lines, next := s.ring.history(since, req.Count)
+	if !send(lines) {
+		return
+	}
+	if !req.Follow {
+		s.write(c, response{End: true})
+		return
+	}
+	for {
+		lines, n, changed, closed := s.ring.after(next)
+		next = n
+		if !send(lines) {
+			return
+		}
+		if closed {
+			s.write(c, response{End: true})
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package shim
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors returned by Client, so that a plugin can tell a VM that
+// ended normally from one whose supervisor vanished.
+var (
+	// ErrShimLost reports that the shim is not reachable and left no
+	// exit.json behind (it was killed or crashed), so the tender's fate is
+	// unknown.
+	ErrShimLost = errors.New("shim lost: no socket and no exit record")
+	// ErrExited reports a request that needs a running tender (kill,
+	// stats) made after the tender exited.
+	ErrExited = errors.New("tender has exited")
+)
+
+// Names of the files the shim keeps in its directory. They are exported so
+// that plugins can clean up or inspect a VM directory without guessing.
+const (
+	SocketName  = "shim.sock"
+	ShimFile    = "shim.json"
+	ConsoleFile = "console.jsonl"
+	ExitFile    = "exit.json"
+	LogFile     = "shim.log"
+)
+
+// MaxSocketPath is the longest socket path the kernel accepts in a
+// sockaddr_un (108 bytes including the terminating NUL). Launch and the
+// shim refuse a directory whose socket path would be longer, because the
+// kernel would otherwise fail with an unhelpful error.
+const MaxSocketPath = 107
+
+// Defaults of the console ring, used when Config leaves a bound at zero.
+const (
+	DefaultConsoleLines = 1000
+	DefaultConsoleBytes = 1 << 20
+	DefaultLineMax      = 4096
+)
+
+// Exit is how a tender ended, as recorded by its shim in exit.json and
+// returned by Wait.
+type Exit struct {
+	// Code is the exit status when the tender exited normally, -1 when a
+	// signal killed it (as os.ProcessState.ExitCode reports).
+	Code int `json:"code"`
+	// Signal is the number of the signal that killed the tender, 0 when it
+	// exited normally.
+	Signal int `json:"signal"`
+	// StartedAt is when the shim started the tender.
+	StartedAt time.Time `json:"started_at"`
+	// ExitedAt is when the shim noticed the tender's exit.
+	ExitedAt time.Time `json:"exited_at"`
+	// TenderPID is the pid the tender had.
+	TenderPID int `json:"tender_pid"`
+	// Rusage is the tender's resource usage from wait4.
+	Rusage Rusage `json:"rusage"`
+}
+
+// Rusage is the resource usage of an exited tender (and of its reaped
+// descendants), as reported by wait4.
+type Rusage struct {
+	UtimeNS     int64 `json:"utime_ns"`
+	StimeNS     int64 `json:"stime_ns"`
+	MaxRSSBytes int64 `json:"maxrss_bytes"`
+	Minflt      int64 `json:"minflt"`
+	Majflt      int64 `json:"majflt"`
+	Nvcsw       int64 `json:"nvcsw"`
+	Nivcsw      int64 `json:"nivcsw"`
+}
+
+// Line is one console line of a tender.
+type Line struct {
+	// Time is when the first byte of the line was read, strictly
+	// increasing within one shim.
+	Time time.Time `json:"time"`
+	// Text is the line without its newline (and without a trailing
+	// carriage return).
+	Text string `json:"text"`
+	// Truncated is set when the line was longer than the shim's line-max
+	// and its tail was dropped.
+	Truncated bool `json:"truncated"`
+}
+
+// Stats is a sample of a running tender's resource usage, read from
+// /proc/PID/{stat,statm,status}. CPU times are converted from clock ticks
+// assuming USER_HZ is 100, which holds on every Linux architecture Petrel
+// runs on.
+type Stats struct {
+	TenderPID  int   `json:"tender_pid"`
+	UtimeNS    int64 `json:"utime_ns"`
+	StimeNS    int64 `json:"stime_ns"`
+	RSSBytes   int64 `json:"rss_bytes"`
+	VSizeBytes int64 `json:"vsize_bytes"`
+	Minflt     int64 `json:"minflt"`
+	Majflt     int64 `json:"majflt"`
+	Threads    int64 `json:"threads"`
+	Nvcsw      int64 `json:"nvcsw"`
+	Nivcsw     int64 `json:"nivcsw"`
+	// StartedAt is the tender's start time according to the kernel. The
+	// kernel gives it in clock ticks since boot and the boot time in whole
+	// seconds, so it is accurate to about a second; Exit.StartedAt and
+	// Info.StartedAt are the precise values.
+	StartedAt time.Time `json:"started_at"`
+	// ShimRSSBytes is the resident memory of the shim itself, so that the
+	// cost of supervision is visible.
+	ShimRSSBytes int64 `json:"shim_rss_bytes"`
+}
+
+// Info identifies a shim and its tender.
+type Info struct {
+	ShimPID   int       `json:"shim_pid"`
+	TenderPID int       `json:"tender_pid"`
+	StartedAt time.Time `json:"started_at"`
+	Exited    bool      `json:"exited"`
+}
+
+// shimRecord is the content of shim.json.
+type shimRecord struct {
+	ShimPID   int       `json:"shim_pid"`
+	TenderPID int       `json:"tender_pid"`
+	StartedAt time.Time `json:"started_at"`
+	Argv      []string  `json:"argv"`
+}
+
+// request is one client request on the socket.
+type request struct {
+	Op     string `json:"op"`
+	Signal int    `json:"signal,omitempty"`
+	Since  string `json:"since,omitempty"`
+	Count  int    `json:"count,omitempty"`
+	Follow bool   `json:"follow,omitempty"`
+}
+
+// Error codes in responses.
+const (
+	codeExited     = "exited"
+	codeBadRequest = "bad_request"
+)
+
+// response is one line sent by the shim. Exactly one group of fields is set;
+// the embedded Info flattens an info answer into the top level.
+type response struct {
+	*Info
+	Exit      *Exit  `json:"exit,omitempty"`
+	OK        bool   `json:"ok,omitempty"`
+	Stats     *Stats `json:"stats,omitempty"`
+	Line      *Line  `json:"line,omitempty"`
+	End       bool   `json:"end,omitempty"`
+	Error     string `json:"error,omitempty"`
+	ErrorCode string `json:"error_code,omitempty"`
+}
+
+// readyReport is the line written to the readiness pipe.
+type readyReport struct {
+	TenderPID int    `json:"tender_pid,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
