@@ -59,12 +59,12 @@ backend "spt" {
 
 func TestBadConfigs(t *testing.T) {
 	cases := map[string]string{
-		`data_dir = `:                         "defaults",
-		`stop_timeout = "soon"`:               "stop_timeout",
-		`socket_mode = "rw"`:                  "socket_mode",
-		`default_backend = "qemu"`:            "default_backend",
-		`console_lines = 0`:                   "console_lines",
-		`unknown_thing = 1`:                   "Unsupported argument",
+		`data_dir = `:                        "defaults",
+		`stop_timeout = "soon"`:              "stop_timeout",
+		`socket_mode = "rw"`:                 "socket_mode",
+		`default_backend = "qemu"`:           "default_backend",
+		`console_lines = 0`:                  "console_lines",
+		`unknown_thing = 1`:                  "Unsupported argument",
 		"backend \"x\" {}\nbackend \"x\" {}": "twice",
 	}
 	for src, want := range cases {

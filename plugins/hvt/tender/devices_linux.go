@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // ioctl issues an ioctl whose argument is a pointer or an integer.
@@ -27,10 +29,13 @@ func ioctl(fd int, req uintptr, arg uintptr) (uintptr, error) {
 
 // openBlock opens the file backing a block device and checks that its size
 // is a whole number of sectors.
-func openBlock(b blockArg) (*blockDevice, *os.File, error) {
+func openBlock(b solo5.BlockArg) (*blockDevice, *os.File, error) {
 	sector := uint64(b.SectorSize)
 	if sector == 0 {
 		sector = DefaultSectorSize
+	}
+	if sector < 512 || sector&(sector-1) != 0 || sector > maxSectorSize {
+		return nil, nil, fmt.Errorf("block device %q: sector size %d is not a power of two between 512 and %d", b.Name, sector, maxSectorSize)
 	}
 	f, err := os.OpenFile(b.Path, os.O_RDWR, 0)
 	if err != nil {
@@ -127,7 +132,7 @@ func openTap(iface string) (int, error) {
 
 // openNet attaches a network device and chooses its MAC address: the one
 // given, or a random locally administered unicast address.
-func openNet(n netArg) (*netDevice, int, error) {
+func openNet(n solo5.NetArg) (*netDevice, int, error) {
 	fd, err := openTap(n.Iface)
 	if err != nil {
 		return nil, -1, fmt.Errorf("net device %q: %w", n.Name, err)

@@ -12,9 +12,12 @@
 package tender
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // ABIVersion is the Solo5 hvt ABI version this tender implements; images
@@ -32,7 +35,8 @@ const progName = "solo5-hvt"
 //	[--block-sector-size:NAME=N] [--] IMAGE [ARGS...]
 //
 // plus --help and --version. It returns the process exit status: the
-// guest's exit status when the guest halts, 0 for --version, and 1 for a
+// guest's exit status when the guest halts, 0 for --help and --version, and
+// 1 for a
 // usage error, a refused image or device, a misbehaving guest, or
 // SIGINT/SIGTERM (which print "Exiting on signal N").
 func Main(args []string) int {
@@ -41,21 +45,15 @@ func Main(args []string) int {
 
 // mainWith is Main with explicit console and diagnostic streams.
 func mainWith(args []string, stdout, stderr io.Writer) int {
-	for _, a := range args {
-		if a == "--" || len(a) == 0 || a[0] != '-' {
-			break
-		}
-		switch a {
-		case "--help":
-			usage(stderr)
-			return 1
-		case "--version":
-			fmt.Fprintf(stderr, "petrel built-in hvt tender: ABI version %d\n", ABIVersion)
-			return 0
-		}
-	}
 	ta, err := parseArgs(args)
-	if err != nil {
+	switch {
+	case errors.Is(err, solo5.ErrHelp):
+		usage(stderr)
+		return 0
+	case errors.Is(err, solo5.ErrVersion):
+		fmt.Fprintf(stderr, "petrel built-in hvt tender: ABI version %d\n", ABIVersion)
+		return 0
+	case err != nil:
 		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
 		usage(stderr)
 		return 1

@@ -2,8 +2,6 @@ package tender
 
 import (
 	"fmt"
-	"sort"
-	"strings"
 
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
@@ -28,6 +26,10 @@ const DefaultMTU = 1500
 // DefaultSectorSize is the block size reported for a block device when
 // --block-sector-size is not given.
 const DefaultSectorSize = 512
+
+// maxSectorSize is the largest sector size the 16-bit block_size field of
+// the manifest can carry.
+const maxSectorSize = 1 << 15
 
 // attachment is what the tender attaches to one manifest entry.
 type attachment struct {
@@ -72,29 +74,4 @@ func buildManifest(devs []solo5.Device, att map[string]attachment) ([]byte, erro
 		e[mftAttachedOff] = 1
 	}
 	return b, nil
-}
-
-// checkUndeclared returns an error naming every configured device that the
-// manifest does not declare with the same type, as solo5-hvt refuses those.
-func checkUndeclared(devs []solo5.Device, blocks, nets []string) error {
-	declared := make(map[string]solo5.DeviceType, len(devs))
-	for _, d := range devs {
-		declared[d.Name] = d.Type
-	}
-	var bad []string
-	for _, n := range blocks {
-		if declared[n] != solo5.DeviceBlock {
-			bad = append(bad, fmt.Sprintf("block device %q", n))
-		}
-	}
-	for _, n := range nets {
-		if declared[n] != solo5.DeviceNet {
-			bad = append(bad, fmt.Sprintf("net device %q", n))
-		}
-	}
-	if len(bad) == 0 {
-		return nil
-	}
-	sort.Strings(bad)
-	return fmt.Errorf("resource not declared in manifest: %s", strings.Join(bad, ", "))
 }

@@ -36,7 +36,7 @@ var errStopped = errors.New("vCPU stopped")
 
 // run boots the unikernel described by ta and runs it to completion. The
 // returned error is an exitStatus when the guest halted.
-func run(ta tenderArgs, stdout, stderr io.Writer) error {
+func run(ta solo5.TenderArgs, stdout, stderr io.Writer) error {
 	// Install the handlers first so that a signal arriving during setup is
 	// reported the same way as one arriving while the guest runs.
 	sigs := make(chan os.Signal, 1)
@@ -65,15 +65,8 @@ func run(ta tenderArgs, stdout, stderr io.Writer) error {
 	if info.ABIVersion != ABIVersion {
 		return fmt.Errorf("%s: image uses hvt ABI version %d, this tender implements version %d", ta.Image, info.ABIVersion, ABIVersion)
 	}
-	var blockNames, netNames []string
-	for _, b := range ta.Blocks {
-		blockNames = append(blockNames, b.Name)
-	}
-	for _, n := range ta.Nets {
-		netNames = append(netNames, n.Name)
-	}
-	if err := checkUndeclared(info.Manifest, blockNames, netNames); err != nil {
-		return err
+	if err := solo5.ValidateDevices(info, ta.NetNames(), ta.BlockNames()); err != nil {
+		return fmt.Errorf("%s: %w", ta.Image, err)
 	}
 	cmdline, err := buildCmdline(ta.Args)
 	if err != nil {

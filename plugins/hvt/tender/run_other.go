@@ -5,9 +5,11 @@ package tender
 import (
 	"errors"
 	"io"
+
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // run refuses to start: the built-in tender drives Linux KVM on x86-64 only.
-func run(tenderArgs, io.Writer, io.Writer) error {
+func run(solo5.TenderArgs, io.Writer, io.Writer) error {
 	return errors.New("the built-in hvt tender needs Linux KVM on x86-64")
 }

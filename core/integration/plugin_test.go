@@ -1,0 +1,110 @@
+package integration
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/solo5"
+)
+
+// TestPluginCrashLeavesVMs: a plugin killed with SIGKILL is restarted, its
+// VMs keep running untouched, events report it, and the VM can still be
+// managed afterwards.
+func TestPluginCrashLeavesVMs(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	img := e.image("p.hvt", solo5.TargetHVT)
+
+	events := exec.Command(filepath.Join(binDir, "petrel"), "--socket", e.socket, "events")
+	pipe, _ := events.StdoutPipe()
+	if err := events.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { events.Process.Kill(); events.Wait() }()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	expect := func(what string) {
+		t.Helper()
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("event stream ended before %q", what)
+				}
+				if strings.Contains(l, what) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no event %q", what)
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the subscription register
+
+	e.mustPetrel("create", "vm", img, "--arg", "run=forever", "--arg", "lines=1")
+	expect("created")
+	expect("started")
+	vm := e.info("vm")
+	plugins := children(e.pid(), "petrel-plugin-hvt")
+	if len(plugins) != 1 {
+		t.Fatalf("hvt plugin processes: %v", plugins)
+	}
+	syscall.Kill(plugins[0], syscall.SIGKILL)
+	expect("plugin-crashed")
+	expect("plugin-restarted")
+	if !alive(vm.Pid) || !alive(vm.ShimPid) {
+		t.Fatal("VM died with its plugin")
+	}
+	if again := e.info("vm"); again.Pid != vm.Pid || again.State != "running" {
+		t.Fatalf("after plugin crash: %+v", again)
+	}
+	out := e.mustPetrel("plugins", "--json")
+	if !strings.Contains(out, `"restarts": 1`) {
+		t.Fatalf("plugin restart not counted: %s", out)
+	}
+	// The VM is still managed: its exit is seen through the new plugin.
+	syscall.Kill(vm.Pid, syscall.SIGTERM)
+	expect("exited")
+	waitFor(t, "exit recorded", 10*time.Second, func() bool { return e.info("vm").State == "exited" })
+	if got := e.info("vm"); got.ExitCode == nil || *got.ExitCode != 1 {
+		t.Fatalf("exit through restarted plugin: %+v", got)
+	}
+	e.mustPetrel("destroy", "vm")
+	expect("destroyed")
+}
+
+// TestMissingTender: a backend without its tender is reported, and a
+// create on it fails with the "backend unavailable" exit code and leaves
+// nothing behind.
+func TestMissingTender(t *testing.T) {
+	e := newEnv(t)
+	cfg, _ := os.ReadFile(e.config)
+	fixed := strings.Replace(string(cfg), filepath.Join(e.dir, "solo5-spt"), "/nonexistent/solo5-spt", 1)
+	os.WriteFile(e.config, []byte(fixed), 0o600)
+	e.start()
+	img := e.image("s.spt", solo5.TargetSPT)
+	r := e.petrel("create", "vm", img, "--backend", "spt")
+	if r.code != 7 || !strings.Contains(r.err, "solo5-spt") {
+		t.Fatalf("create without tender: exit %d %q", r.code, r.err)
+	}
+	out := e.mustPetrel("plugins")
+	if !strings.Contains(out, "unhealthy") || !strings.Contains(out, "not found") {
+		t.Fatalf("plugins listing does not explain the missing tender:\n%s", out)
+	}
+	if left := e.runDirEntries(); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
