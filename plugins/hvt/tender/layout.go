@@ -131,24 +131,40 @@ func setupGDT(mem []byte) {
 	le.PutUint64(mem[gdtBase+selData:], dataSegment.descriptor())
 }
 
-// setupPageTables identity-maps all of mem with 2 MiB pages: one PML4
-// entry, one PDPT entry per GiB and one PD entry per 2 MiB page. Addresses at
-// or above len(mem) stay unmapped, so a guest touching them faults.
+// pageTablesEnd is the end of the area holding the PML4, the PDPT and the
+// page directories.
+const pageTablesEnd = pdBase + maxPD*0x1000
+
+// setupPageTables identity-maps all of mem with 2 MiB pages; see
+// writePageTables.
 func setupPageTables(mem []byte) error {
-	size := uint64(len(mem))
-	if size%PageSize2M != 0 || size == 0 || size > maxPD<<30 {
-		return fmt.Errorf("cannot map %d bytes of guest memory with 2 MiB pages", size)
+	if len(mem) < pageTablesEnd {
+		return fmt.Errorf("guest memory of %d bytes cannot hold the page tables", len(mem))
+	}
+	return writePageTables(mem[:pageTablesEnd], uint64(len(mem)))
+}
+
+// writePageTables writes, into low (guest memory from address 0 up to
+// pageTablesEnd), page tables identity-mapping memSize bytes with 2 MiB
+// pages: one PML4 entry, one PDPT entry per GiB and one PD entry per 2 MiB
+// page, all present and writable. Addresses at or above memSize stay
+// unmapped, so a guest touching them faults.
+func writePageTables(low []byte, memSize uint64) error {
+	if memSize%PageSize2M != 0 || memSize == 0 || memSize > maxPD<<30 {
+		return fmt.Errorf("cannot map %d bytes of guest memory with 2 MiB pages", memSize)
+	}
+	if len(low) < pageTablesEnd {
+		return fmt.Errorf("page table area of %d bytes is too small", len(low))
 	}
 	le := binary.LittleEndian
-	clear(mem[pml4Base : pdBase+maxPD*0x1000])
-	le.PutUint64(mem[pml4Base:], pdptBase|ptePresent|pteWritable)
-	for addr := uint64(0); addr < size; addr += PageSize2M {
+	clear(low[pml4Base:pageTablesEnd])
+	le.PutUint64(low[pml4Base:], pdptBase|ptePresent|pteWritable)
+	for addr := uint64(0); addr < memSize; addr += PageSize2M {
 		gib := addr >> 30
 		if addr&(1<<30-1) == 0 {
-			le.PutUint64(mem[pdptBase+gib*8:], (pdBase+gib*0x1000)|ptePresent|pteWritable)
+			le.PutUint64(low[pdptBase+gib*8:], (pdBase+gib*0x1000)|ptePresent|pteWritable)
 		}
-		pde := pdBase + addr/PageSize2M*8
-		le.PutUint64(mem[pde:], addr|ptePresent|pteWritable|ptePageSize)
+		le.PutUint64(low[pdBase+addr/PageSize2M*8:], addr|ptePresent|pteWritable|ptePageSize)
 	}
 	return nil
 }
