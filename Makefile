@@ -51,10 +51,12 @@ proto-check:
 	  cmp -s $$tmp/$$f $$f || { echo "generated code is stale: $$f (run make proto)"; exit 1; }; \
 	done; echo "generated code is current"
 
-# Benchmarks: Go benchmarks plus the whole-process harness.
+# Benchmarks, reported as ratios against a baseline measured in the same
+# run (the bare tender) where there is one.
 bench: build guests
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./core/... ./sdk/... ./plugins/...
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run TestBenchReport -count=1 -v -timeout 30m ./core/integration/ | grep -E '^(BENCH|---|ok|FAIL)'
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Deploy|DaemonRPC' -benchtime 50x -timeout 30m ./core/integration/
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Density' -benchtime 1x -timeout 30m ./core/integration/
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench . -timeout 30m ./sdk/... ./plugins/... ./core/store/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 60s ./sdk/solo5/

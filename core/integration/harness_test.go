@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 
 // env is one petreld installation in a temporary directory.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	dataDir string
 	runDir  string
@@ -67,7 +67,9 @@ type env struct {
 	log *bytes.Buffer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvTB(t) }
+
+func newEnvTB(t testing.TB) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (petreld manages processes and sockets under its run directory)")
@@ -246,7 +248,7 @@ func (e *env) info(name string) vmInfo {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -44,6 +44,9 @@ type options struct {
 // 2 on a usage error. It is the whole of cmd/petrel-shim, and tests re-exec
 // their own binary into it.
 func Main(args []string) int {
+	// Heap profiling is of no use in the shim, and its first sample
+	// allocates a 1.4 MB hash table.
+	runtime.MemProfileRate = 0
 	ready := readyPipe()
 	if os.Getenv("GOGC") == "" {
 		// The shim's live heap is small and its work is light, so trading

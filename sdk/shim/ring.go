@@ -101,6 +101,14 @@ func (r *ring) after(next uint64) ([]Line, uint64, <-chan struct{}, bool) {
 	return out, end, r.notify, r.closed
 }
 
+// seq returns the sequence number the next line will get, which counts
+// every line ever added.
+func (r *ring) seq() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.first + uint64(len(r.lines))
+}
+
 // all returns a copy of every line in the ring.
 func (r *ring) all() []Line {
 	lines, _ := r.history(time.Time{}, 0)

@@ -1,0 +1,186 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/client"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
+)
+
+// benchEnv starts petreld for a benchmark and returns a client.
+func benchEnv(b *testing.B) (*env, *client.Client, string) {
+	e := newEnvTB(b)
+	e.start()
+	c, err := client.Dial(e.socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	img := e.image("bench.hvt", solo5.TargetHVT)
+	ref, err := c.UploadImageFile(context.Background(), img, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, c, ref.GetSha256()
+}
+
+// firstLine waits for the first console line of name through petreld.
+func firstLine(ctx context.Context, c *client.Client, name string) error {
+	stream, err := c.API.Console(ctx, &daemonv1.ConsoleRequest{Name: name, Follow: true})
+	if err != nil {
+		return err
+	}
+	_, err = stream.Recv()
+	return err
+}
+
+// bareFirstLine runs the tender directly and waits for its first line.
+func bareFirstLine(tender, image string) (time.Duration, error) {
+	start := time.Now()
+	cmd := exec.Command(tender, "--mem=32", "--", image, "lines=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(out)
+	sc.Scan()
+	d := time.Since(start)
+	for sc.Scan() {
+	}
+	return d, cmd.Wait()
+}
+
+// BenchmarkDeploy measures create → first console line through petreld
+// against running the same tender directly, alternating the two in one
+// run; it reports both, their ratio and the overhead.
+func BenchmarkDeploy(b *testing.B) {
+	e, c, sha := benchEnv(b)
+	tender := filepath.Join(e.dir, "solo5-hvt")
+	image := filepath.Join(e.dir, "bench.hvt")
+	ctx := context.Background()
+	var bare, viaPetreld time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, err := bareFirstLine(tender, image)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bare += d
+		name := fmt.Sprintf("bench%d", i)
+		start := time.Now()
+		if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 32, Args: []string{"lines=1", "run=forever"}}); err != nil {
+			b.Fatal(err)
+		}
+		if err := firstLine(ctx, c, name); err != nil {
+			b.Fatal(err)
+		}
+		viaPetreld += time.Since(start)
+		b.StopTimer()
+		if _, err := c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: name}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(bare.Microseconds())/n/1000, "bare-ms/op")
+	b.ReportMetric(float64(viaPetreld.Microseconds())/n/1000, "petreld-ms/op")
+	b.ReportMetric(float64(viaPetreld)/float64(bare), "ratio")
+	b.ReportMetric(float64((viaPetreld-bare).Microseconds())/n/1000, "overhead-ms/op")
+}
+
+// BenchmarkDaemonRPC measures a round trip that crosses petreld and the
+// plugin (Info of one VM is daemon-only; restart-free Stats would need
+// the metrics issue), reporting p50 and p99 of the daemon API round trip.
+func BenchmarkDaemonRPC(b *testing.B) {
+	_, c, sha := benchEnv(b)
+	ctx := context.Background()
+	if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: "rpc", ImageSha256: sha, MemoryMb: 32, Args: []string{"run=forever"}}); err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := c.API.Plugins(ctx, &daemonv1.PluginsRequest{}); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat, "rpc")
+	c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: "rpc"})
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration, what string) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) float64 {
+		return float64(lat[int(q*float64(len(lat)-1))].Microseconds())
+	}
+	b.ReportMetric(p(0.50), what+"-p50-us")
+	b.ReportMetric(p(0.99), what+"-p99-us")
+}
+
+// rssKB reads a process's resident set size.
+func rssKB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkDensity runs 200 VMs (fake tender) and reports petreld's and
+// the plugins' RSS, and the mean shim RSS per VM.
+func BenchmarkDensity(b *testing.B) {
+	const vms = 200
+	for i := 0; i < b.N; i++ {
+		e, c, sha := benchEnv(b)
+		ctx := context.Background()
+		for j := 0; j < vms; j++ {
+			if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("d%d", j), ImageSha256: sha, MemoryMb: 32, Args: []string{"run=forever"}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		res, err := c.API.Info(ctx, &daemonv1.InfoRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		shimTotal := 0
+		for _, vm := range res.GetVms() {
+			shimTotal += rssKB(int(vm.GetShimPid()))
+		}
+		daemonKB := rssKB(e.pid())
+		pluginKB := 0
+		for _, p := range children(e.pid(), "petrel-plugin-") {
+			pluginKB += rssKB(p)
+		}
+		b.ReportMetric(float64(daemonKB)/1024, "petreld-MB")
+		b.ReportMetric(float64(pluginKB)/1024, "plugins-MB")
+		b.ReportMetric(float64(daemonKB+pluginKB)/1024, "petreld+plugins-MB")
+		b.ReportMetric(float64(shimTotal)/float64(len(res.GetVms()))/1024, "shim-MB/VM")
+		for j := 0; j < vms; j++ {
+			c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: fmt.Sprintf("d%d", j)})
+		}
+	}
+}
