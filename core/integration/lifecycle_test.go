@@ -136,6 +136,10 @@ func TestRestartAndSignals(t *testing.T) {
 	img := e.image("r.hvt", solo5.TargetHVT)
 	e.mustPetrel("create", "svc", img, "--arg", "run=forever", "--restart-on-fail")
 	first := e.info("svc")
+	// The guest handles SIGTERM once it has booted (printed its banner).
+	waitFor(t, "guest booted", 10*time.Second, func() bool {
+		return strings.Contains(e.petrel("console", "svc").out, "fake tender")
+	})
 	e.mustPetrel("restart", "svc", "--arg", "run=forever", "--arg", "lines=2")
 	second := e.info("svc")
 	if second.Pid == first.Pid || second.State != "running" || len(second.Args) != 2 {

@@ -21,10 +21,10 @@ func ServeHypervisor(t testing.TB, impl hypervisor.Hypervisor) hypervisor.Hyperv
 	client, server := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{
 		plugin.HypervisorService: &hypervisor.GRPCPlugin{Impl: impl},
 	})
-	t.Cleanup(func() {
-		client.Close()
-		server.Stop()
-	})
+	// Closing the client shuts the server down through go-plugin's
+	// controller service; stopping it here as well would race with that.
+	_ = server
+	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense(plugin.HypervisorService)
 	if err != nil {
 		t.Fatalf("dispense hypervisor: %v", err)

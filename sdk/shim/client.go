@@ -189,8 +189,9 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 //
 // If the shim is gone, lines are served from console.jsonl (follow then
 // ends at once), provided the shim recorded the exit; otherwise the error
-// wraps ErrShimLost. A shim lost in the middle of a stream also yields
-// ErrShimLost, after the lines already delivered.
+// wraps ErrShimLost. If the shim goes away in the middle of a stream, the
+// rest is served from console.jsonl in the same way (or ErrShimLost is
+// returned after the lines already delivered).
 func (c *Client) Console(ctx context.Context, since time.Time, count int, follow bool, fn func(Line) error) error {
 	if count < 0 {
 		return fmt.Errorf("console: count must not be negative, got %d", count)
@@ -199,13 +200,13 @@ func (c *Client) Console(ctx context.Context, since time.Time, count int, follow
 	if !since.IsZero() {
 		req.Since = since.Format(time.RFC3339Nano)
 	}
-	delivered := false
+	var last time.Time // time of the last line delivered, zero if none
 	err := c.call(ctx, req, func(r response) (bool, error) {
 		switch {
 		case r.End:
 			return true, nil
 		case r.Line != nil:
-			delivered = true
+			last = r.Line.Time
 			return false, fn(*r.Line)
 		default:
 			return true, fmt.Errorf("shim %s: console: unexpected response", c.dir)
@@ -217,14 +218,16 @@ func (c *Client) Console(ctx context.Context, since time.Time, count int, follow
 	if _, ferr := c.exitFromFile(err); ferr != nil {
 		return ferr
 	}
-	if delivered {
-		return fmt.Errorf("console stream of %s broke: %w", c.dir, err)
-	}
 	lines, ferr := ReadConsole(c.dir)
 	if ferr != nil {
 		return fmt.Errorf("console of %s: %w", c.dir, ferr)
 	}
-	for _, l := range selectLines(lines, since, count) {
+	lines = selectLines(lines, since, count)
+	if !last.IsZero() {
+		// The stream broke after some lines: deliver only the rest.
+		lines = selectLines(lines, last.Add(time.Nanosecond), 0)
+	}
+	for _, l := range lines {
 		if err := fn(l); err != nil {
 			return err
 		}

@@ -54,9 +54,12 @@ type Config struct {
 
 // Process is a shim started by Launch.
 type Process struct {
-	ShimPID   int
+	// ShimPID is the shim, leader of its own session and process group.
+	ShimPID int
+	// TenderPID is the tender, the shim's child.
 	TenderPID int
-	Dir       string
+	// Dir is the runtime directory, for Dial, ReadExit and ReadConsole.
+	Dir string
 	// Done is closed when the shim process exits. Only the launcher sees
 	// it: a plugin that reconnects after a restart uses Client.Wait.
 	Done <-chan struct{}

@@ -91,15 +91,13 @@ func readStats(pid int) (Stats, error) {
 // readStatus returns the numeric fields of a /proc/PID/status file; sizes
 // given in kB are converted to bytes. Non-numeric fields are skipped.
 func readStatus(path string) (map[string]int64, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read stats: %w", err)
 	}
-	defer f.Close()
 	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
+	for _, line := range strings.Split(string(data), "\n") {
+		key, val, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
@@ -115,9 +113,6 @@ func readStatus(path string) (map[string]int64, error) {
 			v *= 1024
 		}
 		out[key] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return out, nil
 }

@@ -37,10 +37,10 @@ const (
 	// connected clients to go away before it removes the socket.
 	lingerTimeout = 2 * time.Second
 	// maxRequest is the longest request line accepted.
-	maxRequest = 4096
+	maxRequest = 1024
 	// trimInterval is how often the shim returns memory freed since its
 	// last look to the kernel, when it did any work in between.
-	trimInterval = 2 * time.Second
+	trimInterval = time.Second
 )
 
 // server is a running shim: the tender, its console and the socket.
@@ -73,9 +73,14 @@ func start(o options, logger *log.Logger) (*server, error) {
 	probe, cancel := context.WithTimeout(context.Background(), time.Second)
 	c, err := dialUnix(probe, sock)
 	cancel()
-	if err == nil {
+	switch {
+	case err == nil:
 		_ = c.Close()
 		return nil, fmt.Errorf("another shim is serving %s", sock)
+	case !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ECONNREFUSED):
+		// Anything but "nobody there" (e.g. a full backlog) may hide a
+		// live shim, whose socket must not be taken over.
+		return nil, fmt.Errorf("probe %s for another shim: %w", sock, err)
 	}
 	for _, name := range []string{SocketName, ExitFile, ConsoleFile, ShimFile} {
 		if err := removeIfExists(filepath.Join(o.dir, name)); err != nil {
@@ -149,9 +154,9 @@ func (s *server) run(sigs <-chan os.Signal) int {
 	for waiting := true; waiting; {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-				s.log.Printf("forwarding %v to tender %d", sig, s.pid)
-				if err := s.signal(sig.(syscall.Signal)); err != nil && !errors.Is(err, ErrExited) {
+			if ss, ok := sig.(syscall.Signal); ok && (ss == syscall.SIGTERM || ss == syscall.SIGINT) {
+				s.log.Printf("forwarding %v to tender %d", ss, s.pid)
+				if err := s.signal(ss); err != nil && !errors.Is(err, ErrExited) {
 					s.log.Print(err)
 				}
 			}
@@ -380,14 +385,14 @@ func (s *server) handle(c *os.File) {
 	line, err := br.ReadSlice('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			s.write(c, response{Error: "request too long", ErrorCode: codeBadRequest})
+			newReplier(c).reply(response{Error: "request too long", ErrorCode: codeBadRequest})
 		}
 		_ = c.Close()
 		return
 	}
 	var req request
 	if err := json.Unmarshal(line, &req); err != nil {
-		s.write(c, response{Error: "malformed request: " + err.Error(), ErrorCode: codeBadRequest})
+		newReplier(c).reply(response{Error: "malformed request: " + err.Error(), ErrorCode: codeBadRequest})
 		_ = c.Close()
 		return
 	}
@@ -403,22 +408,48 @@ func (s *server) handle(c *os.File) {
 		cancel()
 	}()
 
-	s.dispatch(ctx, c, req)
+	s.dispatch(ctx, newReplier(c), req)
 	_ = c.Close()
 	<-watchDone
 	cancel()
 }
 
-// write sends one response line, reporting whether it went out.
-func (s *server) write(c *os.File, r response) bool {
-	data, err := json.Marshal(r)
-	if err != nil {
-		s.log.Printf("encode response: %v", err)
-		return false
+// replier writes response lines to one client through a buffer, so that
+// a burst of console lines costs one system call rather than one each.
+type replier struct {
+	f   *os.File
+	w   *bufio.Writer
+	enc *json.Encoder
+	err error // first write error; later writes are skipped
+}
+
+func newReplier(f *os.File) *replier {
+	w := bufio.NewWriterSize(f, 4096)
+	return &replier{f: f, w: w, enc: json.NewEncoder(w)}
+}
+
+// send queues one response line (flushing when the buffer fills) and
+// reports whether the client is still reachable.
+func (r *replier) send(resp response) bool {
+	if r.err == nil {
+		_ = r.f.SetWriteDeadline(time.Now().Add(writeTimeout))
+		r.err = r.enc.Encode(resp)
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err = c.Write(append(data, '\n'))
-	return err == nil
+	return r.err == nil
+}
+
+// flush writes out what is queued.
+func (r *replier) flush() bool {
+	if r.err == nil {
+		_ = r.f.SetWriteDeadline(time.Now().Add(writeTimeout))
+		r.err = r.w.Flush()
+	}
+	return r.err == nil
+}
+
+// reply sends one response line at once.
+func (r *replier) reply(resp response) bool {
+	return r.send(resp) && r.flush()
 }
 
 // errorResponse turns an error into a response, classifying it.
@@ -439,71 +470,71 @@ var allowedSignals = map[int]bool{
 }
 
 // dispatch answers one request.
-func (s *server) dispatch(ctx context.Context, c *os.File, req request) {
+func (s *server) dispatch(ctx context.Context, c *replier, req request) {
 	switch req.Op {
 	case "info":
 		s.mu.Lock()
 		info := Info{ShimPID: os.Getpid(), TenderPID: s.pid, StartedAt: s.started, Exited: s.exited}
 		s.mu.Unlock()
-		s.write(c, response{Info: &info})
+		c.reply(response{Info: &info})
 	case "wait":
 		select {
 		case <-s.done:
-			s.write(c, response{Exit: s.exit})
+			c.reply(response{Exit: s.exit})
 		case <-ctx.Done():
 		}
 	case "kill":
 		if !allowedSignals[req.Signal] {
-			s.write(c, response{Error: fmt.Sprintf("signal %d not allowed (allowed: 1 HUP, 2 INT, 3 QUIT, 9 KILL, 15 TERM)", req.Signal), ErrorCode: codeBadRequest})
+			c.reply(response{Error: fmt.Sprintf("signal %d not allowed (allowed: 1 HUP, 2 INT, 3 QUIT, 9 KILL, 15 TERM)", req.Signal), ErrorCode: codeBadRequest})
 			return
 		}
 		if err := s.signal(syscall.Signal(req.Signal)); err != nil {
-			s.write(c, errorResponse(err))
+			c.reply(errorResponse(err))
 			return
 		}
-		s.write(c, response{OK: true})
+		c.reply(response{OK: true})
 	case "stats":
 		st, err := s.stats()
 		if err != nil {
-			s.write(c, errorResponse(err))
+			c.reply(errorResponse(err))
 			return
 		}
-		s.write(c, response{Stats: &st})
+		c.reply(response{Stats: &st})
 	case "console":
 		s.console(ctx, c, req)
 	default:
-		s.write(c, response{Error: fmt.Sprintf("unknown op %q", req.Op), ErrorCode: codeBadRequest})
+		c.reply(response{Error: fmt.Sprintf("unknown op %q", req.Op), ErrorCode: codeBadRequest})
 	}
 }
 
 // console streams history and, with follow, new lines.
-func (s *server) console(ctx context.Context, c *os.File, req request) {
+func (s *server) console(ctx context.Context, c *replier, req request) {
 	var since time.Time
 	if req.Since != "" {
 		var err error
 		if since, err = time.Parse(time.RFC3339Nano, req.Since); err != nil {
-			s.write(c, response{Error: "bad since: " + err.Error(), ErrorCode: codeBadRequest})
+			c.reply(response{Error: "bad since: " + err.Error(), ErrorCode: codeBadRequest})
 			return
 		}
 	}
 	if req.Count < 0 {
-		s.write(c, response{Error: fmt.Sprintf("count must not be negative, got %d", req.Count), ErrorCode: codeBadRequest})
+		c.reply(response{Error: fmt.Sprintf("count must not be negative, got %d", req.Count), ErrorCode: codeBadRequest})
 		return
 	}
 	send := func(lines []Line) bool {
 		for i := range lines {
-			if !s.write(c, response{Line: &lines[i]}) {
+			if !c.send(response{Line: &lines[i]}) {
 				return false
 			}
 		}
-		return true
+		return c.flush()
 	}
 	lines, next := s.ring.history(since, req.Count)
 	if !send(lines) {
 		return
 	}
 	if !req.Follow {
-		s.write(c, response{End: true})
+		c.reply(response{End: true})
 		return
 	}
 	for {
@@ -513,7 +544,7 @@ func (s *server) console(ctx context.Context, c *os.File, req request) {
 			return
 		}
 		if closed {
-			s.write(c, response{End: true})
+			c.reply(response{End: true})
 			return
 		}
 		select {

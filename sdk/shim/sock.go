@@ -37,6 +37,13 @@ func listenUnix(path string) (*listener, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", path, err)
 	}
+	// DIR is private already; the socket itself is too, in case DIR is
+	// not.
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = unix.Close(fd)
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("restrict %s: %w", path, err)
+	}
 	if err := unix.Listen(fd, maxClients); err != nil {
 		_ = unix.Close(fd)
 		_ = os.Remove(path)

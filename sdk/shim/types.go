@@ -20,11 +20,16 @@ var (
 // Names of the files the shim keeps in its directory. They are exported so
 // that plugins can clean up or inspect a VM directory without guessing.
 const (
-	SocketName  = "shim.sock"
-	ShimFile    = "shim.json"
+	// SocketName is the shim's control socket.
+	SocketName = "shim.sock"
+	// ShimFile records the shim and tender pids and the tender's argv.
+	ShimFile = "shim.json"
+	// ConsoleFile holds the console ring at exit, one Line per line.
 	ConsoleFile = "console.jsonl"
-	ExitFile    = "exit.json"
-	LogFile     = "shim.log"
+	// ExitFile holds the Exit record; it is written last.
+	ExitFile = "exit.json"
+	// LogFile receives the shim's own diagnostics (set up by Launch).
+	LogFile = "shim.log"
 )
 
 // MaxSocketPath is the longest socket path the kernel accepts in a
@@ -35,9 +40,16 @@ const MaxSocketPath = 107
 
 // Defaults of the console ring, used when Config leaves a bound at zero.
 const (
+	// DefaultConsoleLines is the number of console lines kept.
 	DefaultConsoleLines = 1000
+	// DefaultConsoleBytes bounds the console text kept (line overhead
+	// not counted).
 	DefaultConsoleBytes = 1 << 20
-	DefaultLineMax      = 4096
+	// DefaultLineMax is the longest console line kept whole, in bytes.
+	DefaultLineMax = 4096
+	// MaxLineMax is the largest line-max accepted, so that one line always
+	// fits the buffers readers of console.jsonl and the socket use.
+	MaxLineMax = 1 << 20
 )
 
 // Exit is how a tender ended, as recorded by its shim in exit.json and
@@ -62,13 +74,17 @@ type Exit struct {
 // Rusage is the resource usage of an exited tender (and of its reaped
 // descendants), as reported by wait4.
 type Rusage struct {
-	UtimeNS     int64 `json:"utime_ns"`
-	StimeNS     int64 `json:"stime_ns"`
+	// UtimeNS and StimeNS are user and system CPU time.
+	UtimeNS int64 `json:"utime_ns"`
+	StimeNS int64 `json:"stime_ns"`
+	// MaxRSSBytes is the peak resident memory of the tender.
 	MaxRSSBytes int64 `json:"maxrss_bytes"`
-	Minflt      int64 `json:"minflt"`
-	Majflt      int64 `json:"majflt"`
-	Nvcsw       int64 `json:"nvcsw"`
-	Nivcsw      int64 `json:"nivcsw"`
+	// Minflt and Majflt count page faults without and with I/O.
+	Minflt int64 `json:"minflt"`
+	Majflt int64 `json:"majflt"`
+	// Nvcsw and Nivcsw count voluntary and involuntary context switches.
+	Nvcsw  int64 `json:"nvcsw"`
+	Nivcsw int64 `json:"nivcsw"`
 }
 
 // Line is one console line of a tender.
@@ -89,16 +105,23 @@ type Line struct {
 // assuming USER_HZ is 100, which holds on every Linux architecture Petrel
 // runs on.
 type Stats struct {
-	TenderPID  int   `json:"tender_pid"`
-	UtimeNS    int64 `json:"utime_ns"`
-	StimeNS    int64 `json:"stime_ns"`
+	// TenderPID is the process sampled.
+	TenderPID int `json:"tender_pid"`
+	// UtimeNS and StimeNS are user and system CPU time so far.
+	UtimeNS int64 `json:"utime_ns"`
+	StimeNS int64 `json:"stime_ns"`
+	// RSSBytes and VSizeBytes are resident and virtual memory.
 	RSSBytes   int64 `json:"rss_bytes"`
 	VSizeBytes int64 `json:"vsize_bytes"`
-	Minflt     int64 `json:"minflt"`
-	Majflt     int64 `json:"majflt"`
-	Threads    int64 `json:"threads"`
-	Nvcsw      int64 `json:"nvcsw"`
-	Nivcsw     int64 `json:"nivcsw"`
+	// Minflt and Majflt count page faults without and with I/O.
+	Minflt int64 `json:"minflt"`
+	Majflt int64 `json:"majflt"`
+	// Threads is the tender's thread count.
+	Threads int64 `json:"threads"`
+	// Nvcsw and Nivcsw count voluntary and involuntary context switches
+	// of the tender's main thread.
+	Nvcsw  int64 `json:"nvcsw"`
+	Nivcsw int64 `json:"nivcsw"`
 	// StartedAt is the tender's start time according to the kernel. The
 	// kernel gives it in clock ticks since boot and the boot time in whole
 	// seconds, so it is accurate to about a second; Exit.StartedAt and
@@ -111,10 +134,14 @@ type Stats struct {
 
 // Info identifies a shim and its tender.
 type Info struct {
-	ShimPID   int       `json:"shim_pid"`
-	TenderPID int       `json:"tender_pid"`
+	// ShimPID and TenderPID identify the two processes.
+	ShimPID   int `json:"shim_pid"`
+	TenderPID int `json:"tender_pid"`
+	// StartedAt is when the shim started the tender.
 	StartedAt time.Time `json:"started_at"`
-	Exited    bool      `json:"exited"`
+	// Exited is set once the tender has exited (its exit record may
+	// still be being written; Wait returns it).
+	Exited bool `json:"exited"`
 }
 
 // shimRecord is the content of shim.json.

@@ -32,7 +32,7 @@ func ioctl(fd int, req uintptr, arg uintptr) (uintptr, error) {
 func openBlock(b solo5.BlockArg) (*blockDevice, *os.File, error) {
 	sector := uint64(b.SectorSize)
 	if sector == 0 {
-		sector = DefaultSectorSize
+		sector = defaultSectorSize
 	}
 	if sector < 512 || sector&(sector-1) != 0 || sector > maxSectorSize {
 		return nil, nil, fmt.Errorf("block device %q: sector size %d is not a power of two between 512 and %d", b.Name, sector, maxSectorSize)
@@ -69,7 +69,7 @@ func (t tapIO) Read(p []byte) (int, error) {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EAGAIN):
-			return 0, ErrWouldBlock
+			return 0, errWouldBlock
 		case err != nil:
 			return 0, err
 		}
@@ -137,7 +137,7 @@ func openNet(n solo5.NetArg) (*netDevice, int, error) {
 	if err != nil {
 		return nil, -1, fmt.Errorf("net device %q: %w", n.Name, err)
 	}
-	dev := &netDevice{name: n.Name, io: tapIO{fd: fd}, mtu: DefaultMTU}
+	dev := &netDevice{name: n.Name, io: tapIO{fd: fd}, mtu: defaultMTU}
 	if n.MAC != "" {
 		hw, err := net.ParseMAC(n.MAC)
 		if err != nil || len(hw) != 6 {

@@ -7,9 +7,9 @@ import (
 	"sort"
 )
 
-// ErrBadELF is wrapped by every error loadELF returns for an image it
+// errBadELF is wrapped by every error loadELF returns for an image it
 // refuses, so callers can tell a bad unikernel from a tender failure.
-var ErrBadELF = errors.New("invalid ELF image")
+var errBadELF = errors.New("invalid ELF image")
 
 const (
 	elfHeaderSize  = 64
@@ -22,15 +22,15 @@ const (
 	loadAlign      = 0x1000
 )
 
-// segment is one PT_LOAD program header.
+// loadSegment is one PT_LOAD program header.
 type loadSegment struct {
 	offset, paddr, filesz, memsz uint64
 	exec                         bool
 }
 
-// badELF builds an ErrBadELF error.
+// badELF builds an errBadELF error.
 func badELF(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadELF, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", errBadELF, fmt.Sprintf(format, args...))
 }
 
 // loadELF copies the PT_LOAD segments of the static ELF64 x86-64 executable
@@ -39,7 +39,7 @@ func badELF(format string, args ...any) error {
 // guest uses as the start of its heap.
 //
 // It refuses anything it cannot load exactly: a truncated header or segment,
-// a segment below GuestMinBase or extending beyond guest memory, overlapping
+// a segment below guestMinBase or extending beyond guest memory, overlapping
 // segments, a file size larger than the memory size and an entry point
 // outside every executable segment. Every offset and size is checked for
 // overflow before use, so hostile input yields an error, never a panic.
@@ -123,8 +123,8 @@ func parseELF(img []byte) ([]loadSegment, uint64, error) {
 		if s.offset > size || size-s.offset < s.filesz {
 			return nil, 0, badELF("segment %d: %d bytes at offset %d extend past the end of the file (%d bytes)", i, s.filesz, s.offset, size)
 		}
-		if s.paddr < GuestMinBase {
-			return nil, 0, badELF("segment %d: address %#x is below the minimum load address %#x", i, s.paddr, GuestMinBase)
+		if s.paddr < guestMinBase {
+			return nil, 0, badELF("segment %d: address %#x is below the minimum load address %#x", i, s.paddr, guestMinBase)
 		}
 		if s.paddr >= MaxMemMB<<20 || s.memsz > MaxMemMB<<20-s.paddr {
 			return nil, 0, badELF("segment %d: %d bytes at %#x extend beyond the largest guest memory (%d MB)", i, s.memsz, s.paddr, MaxMemMB)

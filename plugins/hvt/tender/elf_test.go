@@ -147,8 +147,8 @@ func TestLoadELFRefuses(t *testing.T) {
 			if err == nil {
 				t.Fatalf("loadELF accepted the image")
 			}
-			if !errors.Is(err, ErrBadELF) || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %q does not wrap ErrBadELF or lacks %q", err, c.want)
+			if !errors.Is(err, errBadELF) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not wrap errBadELF or lacks %q", err, c.want)
 			}
 		})
 	}
@@ -161,10 +161,10 @@ func FuzzLoadELF(f *testing.F) {
 	}
 	f.Add(img)
 	f.Add(makeELF(0x100000, []testSeg{{paddr: 0x100000, memsz: 0x10, data: []byte{1}, exec: true}}))
-	mem := make([]byte, 2<<20+PageSize2M)
+	mem := make([]byte, 2<<20+pageSize2M)
 	f.Fuzz(func(t *testing.T, img []byte) {
 		entry, end, err := loadELF(img, mem)
-		if err == nil && (entry < GuestMinBase || end > uint64(len(mem))) {
+		if err == nil && (entry < guestMinBase || end > uint64(len(mem))) {
 			t.Fatalf("accepted image with entry %#x end %#x", entry, end)
 		}
 	})

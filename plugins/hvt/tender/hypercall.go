@@ -11,9 +11,9 @@ import (
 
 // Hypercall numbers (enum hvt_hypercall). On x86-64 the guest issues
 // hypercall nr by writing the 32-bit guest-physical address of its argument
-// structure to I/O port HypercallPIOBase+nr.
+// structure to I/O port hypercallPIOBase+nr.
 const (
-	HypercallPIOBase = 0x500
+	hypercallPIOBase = 0x500
 
 	hcWalltime   = 1
 	hcPuts       = 2
@@ -45,13 +45,14 @@ const (
 	resultEUnspc = 3
 )
 
-// ErrWouldBlock is returned by a netIO Read when no frame is waiting.
-var ErrWouldBlock = errors.New("no frame available")
+// errWouldBlock is returned by a netIO Read when no frame is waiting.
+var errWouldBlock = errors.New("no frame available")
 
 // guestError reports guest behaviour that ends the guest: a pointer or
 // length outside guest memory, an unknown hypercall, a malformed access.
 type guestError struct{ msg string }
 
+// Error implements error.
 func (e *guestError) Error() string { return e.msg }
 
 // guestErr builds a guestError.
@@ -76,7 +77,7 @@ func (m guestMem) region(gpa, n uint64, what string) ([]byte, error) {
 // netIO is the host side of a network device: a non-blocking frame reader
 // and writer (a tap device in production, a fake in tests).
 type netIO interface {
-	// Read reads one frame into p, returning ErrWouldBlock if none waits.
+	// Read reads one frame into p, returning errWouldBlock if none waits.
 	Read(p []byte) (int, error)
 	// Write writes one frame.
 	Write(p []byte) (int, error)
@@ -154,8 +155,11 @@ func (h *hypervisor) hypercall(nr int, gpa uint64) (*halt, error) {
 	return nil, guestErr("invalid guest hypercall: num=%d", nr)
 }
 
+// le is the byte order of every structure shared with the guest.
 var le = binary.LittleEndian
 
+// walltime stores the host's wall clock time in nanoseconds since the
+// Unix epoch.
 func (h *hypervisor) walltime(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizeWalltime, "WALLTIME argument")
 	if err != nil {
@@ -165,6 +169,7 @@ func (h *hypervisor) walltime(gpa uint64) error {
 	return nil
 }
 
+// puts writes the guest's buffer to the console, unchanged.
 func (h *hypervisor) puts(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizePuts, "PUTS argument")
 	if err != nil {
@@ -184,6 +189,8 @@ func (h *hypervisor) puts(gpa uint64) error {
 // overflow time.Duration.
 const maxPollTimeout = time.Duration(math.MaxInt64)
 
+// poll waits up to the guest's timeout for network input and reports
+// which network handles are readable.
 func (h *hypervisor) poll(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizePoll, "POLL argument")
 	if err != nil {
@@ -207,6 +214,9 @@ func (h *hypervisor) poll(gpa uint64) error {
 	return nil
 }
 
+// block performs a BLOCK_WRITE or BLOCK_READ of whole sectors within the
+// device. Requests the device cannot satisfy get SOLO5_R_EINVAL; a buffer
+// outside guest memory ends the guest.
 func (h *hypervisor) block(write bool, gpa uint64) error {
 	what := "BLOCK_READ"
 	if write {
@@ -248,6 +258,7 @@ func (h *hypervisor) block(write bool, gpa uint64) error {
 	return ret(resultOK)
 }
 
+// netWrite sends one frame of at most MTU plus Ethernet header bytes.
 func (h *hypervisor) netWrite(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizeNet, "NET_WRITE argument")
 	if err != nil {
@@ -275,6 +286,9 @@ func (h *hypervisor) netWrite(gpa uint64) error {
 	return ret(resultOK)
 }
 
+// netRead receives one frame into a buffer of at least MTU plus Ethernet
+// header bytes, storing its length in the len field, or SOLO5_R_AGAIN when
+// none is waiting.
 func (h *hypervisor) netRead(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizeNet, "NET_READ argument")
 	if err != nil {
@@ -297,7 +311,7 @@ func (h *hypervisor) netRead(gpa uint64) error {
 		return ret(resultEInval)
 	}
 	got, err := dev.io.Read(buf)
-	if errors.Is(err, ErrWouldBlock) {
+	if errors.Is(err, errWouldBlock) {
 		return ret(resultAgain)
 	}
 	if err != nil || got < 0 || got > len(buf) {
@@ -307,6 +321,9 @@ func (h *hypervisor) netRead(gpa uint64) error {
 	return ret(resultOK)
 }
 
+// halt ends the guest with its exit status, truncated to 8 bits as by
+// exit(3). A non-zero cookie must point at HVT_HALT_COOKIE_MAX bytes of
+// guest memory.
 func (h *hypervisor) halt(gpa uint64) (*halt, error) {
 	a, err := h.mem.region(gpa, sizeHalt, "HALT argument")
 	if err != nil {

@@ -33,7 +33,7 @@ func (f *fakeNet) Read(p []byte) (int, error) {
 		return 0, errors.New("broken")
 	}
 	if len(f.in) == 0 {
-		return 0, ErrWouldBlock
+		return 0, errWouldBlock
 	}
 	n := copy(p, f.in[0])
 	f.in = f.in[1:]
@@ -364,7 +364,6 @@ func FuzzHypercall(f *testing.F) {
 	f.Fuzz(func(t *testing.T, nr uint8, gpa uint32, args []byte) {
 		th := newTestHV()
 		th.mem = th.mem[:64<<10]
-		th.hypervisor.mem = th.mem
 		th.nic.in = [][]byte{bytes.Repeat([]byte{1}, 2000)}
 		copy(th.mem[0x100:], args)
 		_, err := th.hypercall(int(nr), uint64(gpa))

@@ -6,7 +6,7 @@ import (
 )
 
 // Guest-physical memory layout. Everything the tender writes for the guest
-// lives below GuestMinBase, where no PT_LOAD segment may be placed:
+// lives below guestMinBase, where no PT_LOAD segment may be placed:
 //
 //	0x01000 GDT
 //	0x02000 PML4
@@ -28,20 +28,23 @@ const (
 	mftMaxSize   = 0x2000
 	cmdlineBase  = 0x13000
 
-	// CmdlineSize is HVT_CMDLINE_SIZE, the largest guest command line
+	// cmdlineSize is HVT_CMDLINE_SIZE, the largest guest command line
 	// including its terminating NUL.
-	CmdlineSize = 8192
+	cmdlineSize = 8192
 
-	// GuestMinBase is HVT_GUEST_MIN_BASE: the lowest address a PT_LOAD
+	// guestMinBase is HVT_GUEST_MIN_BASE: the lowest address a PT_LOAD
 	// segment may occupy.
-	GuestMinBase = 0x100000
+	guestMinBase = 0x100000
 
-	// PageSize2M is the page size of the identity map; guest memory is a
+	// pageSize2M is the page size of the identity map; guest memory is a
 	// whole number of these pages.
-	PageSize2M = 0x200000
+	pageSize2M = 0x200000
+)
 
-	// DefaultMemMB and MaxMemMB bound --mem. MaxMemMB keeps every guest
-	// address representable in the 32-bit hypercall pointer.
+// Guest memory sizes accepted by --mem, in MB. DefaultMemMB is solo5-hvt's
+// default; MaxMemMB keeps every guest-physical address representable in the
+// 32-bit pointer a hypercall passes.
+const (
 	DefaultMemMB = 512
 	MaxMemMB     = 4096
 )
@@ -81,6 +84,8 @@ type segmentDesc struct {
 	present, s, l, db, g, unusable bool
 }
 
+// The segments the vCPU starts with: flat 64-bit code and data, a null
+// task register and no LDT, as Solo5 sets them up.
 var (
 	codeSegment     = segmentDesc{selector: selCode, limit: 0xffffffff, typ: 9, present: true, s: true, l: true, g: true}
 	dataSegment     = segmentDesc{selector: selData, limit: 0xffffffff, typ: 3, present: true, s: true, db: true, g: true}
@@ -116,8 +121,8 @@ func memSizeFromMB(mb int) (uint64, error) {
 		return 0, fmt.Errorf("guest memory of %d MB is out of range (1 to %d)", mb, MaxMemMB)
 	}
 	size := uint64(mb) << 20
-	size -= size % PageSize2M
-	if size < PageSize2M {
+	size -= size % pageSize2M
+	if size < pageSize2M {
 		return 0, fmt.Errorf("guest memory of %d MB is less than one 2 MiB page", mb)
 	}
 	return size, nil
@@ -150,7 +155,7 @@ func setupPageTables(mem []byte) error {
 // page, all present and writable. Addresses at or above memSize stay
 // unmapped, so a guest touching them faults.
 func writePageTables(low []byte, memSize uint64) error {
-	if memSize%PageSize2M != 0 || memSize == 0 || memSize > maxPD<<30 {
+	if memSize%pageSize2M != 0 || memSize == 0 || memSize > maxPD<<30 {
 		return fmt.Errorf("cannot map %d bytes of guest memory with 2 MiB pages", memSize)
 	}
 	if len(low) < pageTablesEnd {
@@ -159,12 +164,12 @@ func writePageTables(low []byte, memSize uint64) error {
 	le := binary.LittleEndian
 	clear(low[pml4Base:pageTablesEnd])
 	le.PutUint64(low[pml4Base:], pdptBase|ptePresent|pteWritable)
-	for addr := uint64(0); addr < memSize; addr += PageSize2M {
+	for addr := uint64(0); addr < memSize; addr += pageSize2M {
 		gib := addr >> 30
 		if addr&(1<<30-1) == 0 {
 			le.PutUint64(low[pdptBase+gib*8:], (pdBase+gib*0x1000)|ptePresent|pteWritable)
 		}
-		le.PutUint64(low[pdBase+addr/PageSize2M*8:], addr|ptePresent|pteWritable|ptePageSize)
+		le.PutUint64(low[pdBase+addr/pageSize2M*8:], addr|ptePresent|pteWritable|ptePageSize)
 	}
 	return nil
 }
@@ -191,7 +196,7 @@ func (b bootInfo) put(mem []byte) {
 }
 
 // buildCmdline joins args with single spaces, as solo5-hvt does, and
-// checks that the result and its NUL fit in CmdlineSize bytes.
+// checks that the result and its NUL fit in cmdlineSize bytes.
 func buildCmdline(args []string) ([]byte, error) {
 	var b []byte
 	for i, a := range args {
@@ -199,8 +204,8 @@ func buildCmdline(args []string) ([]byte, error) {
 			b = append(b, ' ')
 		}
 		b = append(b, a...)
-		if len(b) >= CmdlineSize {
-			return nil, fmt.Errorf("guest command line too long (max=%d characters)", CmdlineSize-1)
+		if len(b) >= cmdlineSize {
+			return nil, fmt.Errorf("guest command line too long (max=%d characters)", cmdlineSize-1)
 		}
 	}
 	return append(b, 0), nil

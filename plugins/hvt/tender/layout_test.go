@@ -29,11 +29,11 @@ func translate(low []byte, virt uint64) (uint64, bool) {
 	if !ok || pde&ptePageSize == 0 {
 		return 0, false
 	}
-	return pde&^(PageSize2M-1) | virt&(PageSize2M-1), true
+	return pde&^(pageSize2M-1) | virt&(pageSize2M-1), true
 }
 
 func TestPageTables(t *testing.T) {
-	for _, size := range []uint64{PageSize2M, 32 << 20, 1 << 30, 1<<30 + PageSize2M, 3<<30 + 6*PageSize2M, 4 << 30} {
+	for _, size := range []uint64{pageSize2M, 32 << 20, 1 << 30, 1<<30 + pageSize2M, 3<<30 + 6*pageSize2M, 4 << 30} {
 		low := make([]byte, pageTablesEnd)
 		for i := range low {
 			low[i] = 0xff
@@ -41,7 +41,7 @@ func TestPageTables(t *testing.T) {
 		if err := writePageTables(low, size); err != nil {
 			t.Fatalf("size %#x: %v", size, err)
 		}
-		probes := []uint64{0, 0x1234, GuestMinBase, size/2 + 17, size - 8, size - 1, size, size + PageSize2M, 4 << 30, 1 << 39}
+		probes := []uint64{0, 0x1234, guestMinBase, size/2 + 17, size - 8, size - 1, size, size + pageSize2M, 4 << 30, 1 << 39}
 		for _, va := range probes {
 			pa, ok := translate(low, va)
 			if va < size && (!ok || pa != va) {
@@ -56,7 +56,7 @@ func TestPageTables(t *testing.T) {
 
 func TestPageTablesRefuse(t *testing.T) {
 	low := make([]byte, pageTablesEnd)
-	for _, size := range []uint64{0, PageSize2M + 4096, 4<<30 + PageSize2M} {
+	for _, size := range []uint64{0, pageSize2M + 4096, 4<<30 + pageSize2M} {
 		if err := writePageTables(low, size); err == nil {
 			t.Errorf("size %#x accepted", size)
 		}
@@ -89,7 +89,7 @@ func TestControlRegisters(t *testing.T) {
 
 func TestLayoutFitsBelowImage(t *testing.T) {
 	if pageTablesEnd > bootInfoBase || bootInfoBase+bootInfoSize > mftBase ||
-		mftBase+mftMaxSize > cmdlineBase || cmdlineBase+CmdlineSize > GuestMinBase {
+		mftBase+mftMaxSize > cmdlineBase || cmdlineBase+cmdlineSize > guestMinBase {
 		t.Fatalf("tender data areas overlap each other or the image")
 	}
 	if mftHeaderSize+mftMaxEntries*mftEntrySize > mftMaxSize {
@@ -140,10 +140,10 @@ func TestBuildCmdline(t *testing.T) {
 	if err != nil || string(got) != "\x00" {
 		t.Errorf("empty buildCmdline = %q, %v", got, err)
 	}
-	if _, err := buildCmdline([]string{strings.Repeat("x", CmdlineSize-1)}); err != nil {
+	if _, err := buildCmdline([]string{strings.Repeat("x", cmdlineSize-1)}); err != nil {
 		t.Errorf("longest command line refused: %v", err)
 	}
-	if _, err := buildCmdline([]string{strings.Repeat("x", CmdlineSize-2), "y"}); err == nil {
+	if _, err := buildCmdline([]string{strings.Repeat("x", cmdlineSize-2), "y"}); err == nil {
 		t.Errorf("too long command line accepted")
 	}
 }

@@ -58,7 +58,7 @@ func mainWith(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 1
 	}
-	if err := run(ta, stdout, stderr); err != nil {
+	if err := run(ta, stdout); err != nil {
 		if es, ok := err.(exitStatus); ok {
 			return int(es)
 		}
@@ -71,6 +71,7 @@ func mainWith(args []string, stdout, stderr io.Writer) int {
 // exitStatus is returned by run when the guest halted with a status.
 type exitStatus int
 
+// Error implements error.
 func (e exitStatus) Error() string { return fmt.Sprintf("guest exited with status %d", int(e)) }
 
 // usage prints the solo5-hvt usage text.
@@ -85,5 +86,5 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "Compiled-in modules: net block\n")
 	fmt.Fprintf(w, "Compiled-in module options:\n")
 	fmt.Fprintf(w, "    [ --net:NAME=IFACE | @NN ] [ --net-mac:NAME=HWADDR ]\n")
-	fmt.Fprintf(w, "    [ --block:NAME=PATH ] [ --block-sector-size:NAME=%d ]\n", DefaultSectorSize)
+	fmt.Fprintf(w, "    [ --block:NAME=PATH ] [ --block-sector-size:NAME=%d ]\n", defaultSectorSize)
 }

@@ -20,12 +20,12 @@ const (
 	mftReservedFirst = 1 << 30
 )
 
-// DefaultMTU is the MTU reported for every network device.
-const DefaultMTU = 1500
+// defaultMTU is the MTU reported for every network device.
+const defaultMTU = 1500
 
-// DefaultSectorSize is the block size reported for a block device when
+// defaultSectorSize is the block size reported for a block device when
 // --block-sector-size is not given.
-const DefaultSectorSize = 512
+const defaultSectorSize = 512
 
 // maxSectorSize is the largest sector size the 16-bit block_size field of
 // the manifest can carry.

@@ -36,7 +36,7 @@ var errStopped = errors.New("vCPU stopped")
 
 // run boots the unikernel described by ta and runs it to completion. The
 // returned error is an exitStatus when the guest halted.
-func run(ta solo5.TenderArgs, stdout, stderr io.Writer) error {
+func run(ta solo5.TenderArgs, stdout io.Writer) error {
 	// Install the handlers first so that a signal arriving during setup is
 	// reported the same way as one arriving while the guest runs.
 	sigs := make(chan os.Signal, 1)
@@ -174,6 +174,7 @@ func run(ta solo5.TenderArgs, stdout, stderr io.Writer) error {
 // signalExit is returned by run when SIGINT or SIGTERM ended the guest.
 type signalExit struct{ sig os.Signal }
 
+// Error implements error; the text is solo5-hvt's message.
 func (s signalExit) Error() string {
 	if n, ok := s.sig.(syscall.Signal); ok {
 		return fmt.Sprintf("Exiting on signal %d", int(n))
@@ -272,10 +273,10 @@ func (v *vcpu) runGuest() error {
 			if err != nil {
 				return err
 			}
-			if !out || size != 4 || port < HypercallPIOBase || port >= HypercallPIOBase+hcMax {
+			if !out || size != 4 || port < hypercallPIOBase || port >= hypercallPIOBase+hcMax {
 				return fmt.Errorf("invalid guest port access: port=%#x rip=%#x", port, m.rip())
 			}
-			h, err := v.hv.hypercall(int(port-HypercallPIOBase), uint64(value))
+			h, err := v.hv.hypercall(int(port-hypercallPIOBase), uint64(value))
 			if err != nil {
 				return err
 			}

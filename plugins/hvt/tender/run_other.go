@@ -10,6 +10,6 @@ import (
 )
 
 // run refuses to start: the built-in tender drives Linux KVM on x86-64 only.
-func run(solo5.TenderArgs, io.Writer, io.Writer) error {
+func run(solo5.TenderArgs, io.Writer) error {
 	return errors.New("the built-in hvt tender needs Linux KVM on x86-64")
 }
