@@ -69,6 +69,69 @@ type env struct {
 
 func newEnv(t *testing.T) *env { return newEnvTB(t) }
 
+// newBuiltinEnv is an installation whose hvt backend uses the built-in
+// tender on /dev/kvm.
+func newBuiltinEnv(t *testing.T) *env {
+	e := newEnvTB(t)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hvtBlock := fmt.Sprintf("settings = { tender = %q, engine = \"external\" }", filepath.Join(e.dir, "solo5-hvt"))
+	fixed := strings.Replace(string(cfg), hvtBlock, `settings = { engine = "builtin" }`, 1)
+	if fixed == string(cfg) {
+		t.Fatal("could not switch the hvt backend to the built-in tender")
+	}
+	if err := os.WriteFile(e.config, []byte(fixed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// guest returns the path of one of Petrel's test unikernels, built once
+// per test binary ($PETREL_GUESTS when make built them already).
+func guest(t *testing.T, name string) string {
+	t.Helper()
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skip("needs /dev/kvm for real unikernels:", err)
+	}
+	guestsOnce.Do(func() {
+		if d := os.Getenv("PETREL_GUESTS"); d != "" {
+			guestsDir = d
+			return
+		}
+		if _, err := exec.LookPath("gcc"); err != nil {
+			guestsErr = fmt.Errorf("needs gcc to build the test unikernels: %w", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "petrel-guests-")
+		if err != nil {
+			guestsErr = err
+			return
+		}
+		out, err := exec.Command("make", "-s", "-C", "../../contrib/guests", "OUT="+dir).CombinedOutput()
+		if err != nil {
+			guestsErr = fmt.Errorf("build guests: %v\n%s", err, out)
+			return
+		}
+		guestsDir = dir
+	})
+	if guestsErr != nil {
+		t.Fatal(guestsErr)
+	}
+	p := filepath.Join(guestsDir, name+".hvt")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var (
+	guestsOnce sync.Once
+	guestsDir  string
+	guestsErr  error
+)
+
 func newEnvTB(t testing.TB) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {

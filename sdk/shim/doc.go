@@ -14,8 +14,13 @@
 // status on disk before it leaves, so the outcome of a VM is never lost just
 // because nobody was listening at the moment it ended.
 //
-// The shim uses only the standard library and golang.org/x/sys so that it
-// stays within a few megabytes of resident memory per VM.
+// The shim uses only the standard library and golang.org/x/sys (not even
+// package net, which would link the C library) so that it stays within a
+// few megabytes of resident memory per VM: about 3.5 MB idle and 4.5 MB
+// after serving clients on x86-64. For the same reason it runs with
+// GOMAXPROCS=1 and GOGC=20 unless the environment sets them, disables heap
+// profiling, and hands memory freed by a burst of activity back to the
+// kernel within a second.
 //
 // # Command line
 //

@@ -34,7 +34,19 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envTender) == "1" {
 		os.Exit(testTender(os.Args[1:]))
 	}
+	// Orphaned processes that some tests create on purpose are
+	// re-parented to the test process, which reaps them, rather than to
+	// an init that may not.
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	os.Exit(m.Run())
+}
+
+// reapOrphan kills and reaps a process that was re-parented to the test
+// process.
+func reapOrphan(pid int) {
+	_ = unix.Kill(pid, unix.SIGKILL)
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(pid, &ws, 0, nil)
 }
 
 // testTender imitates a tender. Its arguments are actions run in order:
@@ -121,10 +133,23 @@ func launch(t testing.TB, cfg Config) *Process {
 	t.Cleanup(func() {
 		select {
 		case <-p.Done:
+			return
 		default:
-			_ = unix.Kill(-p.ShimPID, unix.SIGKILL)
-			<-p.Done
 		}
+		// Let the shim kill and reap its tender; kill both only if the
+		// shim does not manage to.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := Dial(p.Dir).Kill(ctx, syscall.SIGKILL); err == nil {
+			select {
+			case <-p.Done:
+				return
+			case <-time.After(10 * time.Second):
+			}
+		}
+		_ = unix.Kill(-p.ShimPID, unix.SIGKILL)
+		<-p.Done
+		reapOrphan(p.TenderPID)
 	})
 	return p
 }
@@ -510,19 +535,10 @@ func TestOwnSession(t *testing.T) {
 }
 
 func TestShimKilled(t *testing.T) {
-	// Become a subreaper so the orphaned tender is re-parented to the
-	// test process and can be reaped here instead of by init.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Skipf("PR_SET_CHILD_SUBREAPER unavailable: %v", err)
-	}
 	p := launch(t, testConfig(t, "print:1", "hang"))
 	c := Dial(p.Dir)
 	waitLines(t, c, 1)
-	t.Cleanup(func() {
-		_ = unix.Kill(p.TenderPID, unix.SIGKILL)
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(p.TenderPID, &ws, 0, nil)
-	})
+	t.Cleanup(func() { reapOrphan(p.TenderPID) })
 
 	pending := make(chan error, 1)
 	go func() {
@@ -734,7 +750,7 @@ func TestDescendantHoldsConsole(t *testing.T) {
 		t.Fatalf("console = %v, %v", lines, err)
 	}
 	if pid, err := strconv.Atoi(lines[0].Text); err == nil && pid > 0 {
-		_ = unix.Kill(pid, unix.SIGKILL)
+		reapOrphan(pid)
 	}
 	ex, err := ReadExit(p.Dir)
 	if err != nil || ex.Code != 4 {
