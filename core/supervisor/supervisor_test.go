@@ -1,0 +1,358 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// fakeHV is an in-memory backend: VMs run until Stop/Destroy or exit(id).
+type fakeHV struct {
+	mu        sync.Mutex
+	running   map[string]chan *pluginv1.ExitStatus
+	started   []string // names, in start order
+	destroyed []string // run ids
+	block     map[string]chan struct{}
+}
+
+func newFake() *fakeHV {
+	return &fakeHV{running: map[string]chan *pluginv1.ExitStatus{}, block: map[string]chan struct{}{}}
+}
+
+func (f *fakeHV) Info(context.Context) (*pluginv1.PluginInfo, error) {
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: "fake"}, nil
+}
+func (f *fakeHV) Configure(context.Context, *pluginv1.ConfigureRequest) error { return nil }
+func (f *fakeHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, error) {
+	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY}, nil
+}
+func (f *fakeHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
+	return &pluginv1.HypervisorCapabilities{}, nil
+}
+func (f *fakeHV) Validate(_ context.Context, s *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
+	if s.GetMemoryMb() > 4096 {
+		return &pluginv1.ValidateResponse{Reason: "too much memory"}, nil
+	}
+	return &pluginv1.ValidateResponse{Ok: true}, nil
+}
+func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handle, error) {
+	f.mu.Lock()
+	b := f.block[s.GetName()]
+	f.mu.Unlock()
+	if b != nil {
+		select {
+		case <-b:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.running[s.GetId()] = make(chan *pluginv1.ExitStatus, 1)
+	f.started = append(f.started, s.GetName())
+	return &pluginv1.Handle{Id: s.GetId(), Pid: 4242}, nil
+}
+func (f *fakeHV) Recover(_ context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.running[h.GetId()]
+	return &pluginv1.RecoverResponse{Running: ok, Lost: !ok}, nil
+}
+func (f *fakeHV) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
+	f.mu.Lock()
+	ch, ok := f.running[id]
+	f.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", hypervisor.ErrUnknownVM, id)
+	}
+	select {
+	case st := <-ch:
+		ch <- st
+		return st, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+func (f *fakeHV) exit(id string, code, sig int32) {
+	f.mu.Lock()
+	ch := f.running[id]
+	f.mu.Unlock()
+	ch <- &pluginv1.ExitStatus{Code: code, Signal: sig, ExitedAtNs: time.Now().UnixNano()}
+}
+func (f *fakeHV) Stop(_ context.Context, id string, _ time.Duration) error {
+	f.mu.Lock()
+	ch, ok := f.running[id]
+	f.mu.Unlock()
+	if ok {
+		select {
+		case ch <- &pluginv1.ExitStatus{Code: 1}:
+		default:
+		}
+	}
+	return nil
+}
+func (f *fakeHV) Destroy(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.running, id)
+	f.destroyed = append(f.destroyed, id)
+	return nil
+}
+func (f *fakeHV) Stats(context.Context, string) (*pluginv1.VMStats, error) { return &pluginv1.VMStats{}, nil }
+func (f *fakeHV) Console(ctx context.Context, r *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
+	return nil
+}
+
+type backends struct{ hv hypervisor.Hypervisor }
+
+func (b backends) Hypervisor(name string) (hypervisor.Hypervisor, error) {
+	if name != "fake" {
+		return nil, fmt.Errorf("%w: no backend %q", hypervisor.ErrInvalid, name)
+	}
+	return b.hv, nil
+}
+
+type fixture struct {
+	t   *testing.T
+	dir string
+	st  *store.Store
+	hv  *fakeHV
+	sha string
+	sup *Supervisor
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, dir: t.TempDir(), hv: newFake()}
+	f.open("boot-1", nil)
+	sha, _, err := f.st.PutImage(bytes.NewReader([]byte("image")), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sha = sha
+	return f
+}
+
+func (f *fixture) open(boot string, runIDs []string) {
+	st, err := store.Open(f.dir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.st = st
+	f.sup = New(Options{Store: st, Backends: backends{f.hv}, Events: events.New(), DefaultBackend: "fake",
+		ConsoleLines: 100, ConsoleBytes: 1 << 16, StopTimeout: time.Second, BackoffMin: 10 * time.Millisecond,
+		BackoffMax: 40 * time.Millisecond, ResetAfter: time.Minute, BootID: boot, HostCPUs: 2,
+		RunIDs: func(string) []string { return runIDs }})
+	f.t.Cleanup(f.close)
+}
+
+func (f *fixture) close() {
+	if f.sup != nil {
+		f.sup.Close()
+		f.st.Close()
+		f.sup = nil
+	}
+}
+
+func (f *fixture) create(name string, startup int32, restart bool) Record {
+	f.t.Helper()
+	r, err := f.sup.Create(context.Background(), CreateParams{Name: name, ImageSHA256: f.sha, MemoryMB: 16, Startup: startup, Restart: RestartPolicy{OnFailure: restart}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return r
+}
+
+func (f *fixture) state(name string) Record {
+	recs, err := f.sup.Info(name)
+	if err != nil || len(recs) != 1 {
+		f.t.Fatalf("info %s: %v %v", name, recs, err)
+	}
+	return recs[0]
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestShouldRestart(t *testing.T) {
+	on := RestartPolicy{OnFailure: true}
+	cases := []struct {
+		p           RestartPolicy
+		code, sig   int32
+		lost, want  bool
+	}{
+		{RestartPolicy{}, 3, 0, false, false},
+		{on, 0, 0, false, true},
+		{on, 3, 0, false, true},
+		{on, 1, 0, false, false},
+		{on, 60, 0, false, false},
+		{on, 64, 0, false, false},
+		{on, 65, 0, false, true},
+		{on, 0, 9, false, false},
+		{on, 3, 0, true, false},
+		{RestartPolicy{OnFailure: true, ExitCodes: []int32{4}}, 4, 0, false, true},
+		{RestartPolicy{OnFailure: true, ExitCodes: []int32{4}}, 3, 0, false, false},
+		{RestartPolicy{OnFailure: true, ExitCodes: []int32{1}}, 1, 0, false, false},
+	}
+	for _, c := range cases {
+		if got := ShouldRestart(c.p, c.code, c.sig, c.lost); got != c.want {
+			t.Errorf("ShouldRestart(%+v, code %d, sig %d, lost %v) = %v", c.p, c.code, c.sig, c.lost, got)
+		}
+	}
+}
+
+// TestIndependentVMs: a create stuck at the backend blocks neither info
+// nor operations on other VMs.
+func TestIndependentVMs(t *testing.T) {
+	f := newFixture(t)
+	release := make(chan struct{})
+	f.hv.mu.Lock()
+	f.hv.block["slow"] = release
+	f.hv.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.sup.Create(context.Background(), CreateParams{Name: "slow", ImageSHA256: f.sha, MemoryMB: 16})
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	fast := make(chan struct{})
+	go func() {
+		f.create("fast", 0, false)
+		f.sup.Info("")
+		if err := f.sup.Destroy(context.Background(), "fast"); err != nil {
+			t.Error(err)
+		}
+		close(fast)
+	}()
+	select {
+	case <-fast:
+	case <-time.After(3 * time.Second):
+		t.Fatal("operations on another VM waited for a slow create")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f.state("slow").State != StateRunning {
+		t.Fatal("slow VM not running")
+	}
+}
+
+func TestRestartBackoffAndDestroyInLoop(t *testing.T) {
+	f := newFixture(t)
+	r := f.create("loop", 0, true)
+	run := r.RunID
+	for i := 0; i < 3; i++ {
+		f.hv.exit(run, 3, 0)
+		eventually(t, "restart", func() bool { s := f.state("loop"); return s.RunID != run && s.State == StateRunning })
+		run = f.state("loop").RunID
+	}
+	if got := f.state("loop").Restarts; got != 3 {
+		t.Fatalf("restarts = %d", got)
+	}
+	if err := f.sup.Destroy(context.Background(), "loop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sup.Info("loop"); err == nil {
+		t.Fatal("destroyed VM still listed")
+	}
+}
+
+// TestRecoverAfterReboot: VMs recorded under another boot are started
+// again in startup order; orphaned runs are removed; exited VMs stay
+// exited.
+func TestRecoverAfterReboot(t *testing.T) {
+	f := newFixture(t)
+	f.create("late", 5, false)
+	f.create("early", -1, false)
+	f.create("mid", 0, false)
+	done := f.create("done", 0, false)
+	f.hv.exit(done.RunID, 0, 0)
+	eventually(t, "exit", func() bool { return f.state("done").State == StateExited })
+	f.close()
+
+	f.hv = newFake() // the reboot: nothing runs
+	f.open("boot-2", []string{"orphan1"})
+	if _, started, err := f.sup.Recover(context.Background()); err != nil || started != 3 {
+		t.Fatalf("Recover started %d: %v", started, err)
+	}
+	if got := fmt.Sprint(f.hv.started); got != "[early mid late]" {
+		t.Fatalf("start order %s", got)
+	}
+	if f.state("done").State != StateExited {
+		t.Fatal("exited VM was started again")
+	}
+	found := false
+	for _, id := range f.hv.destroyed {
+		found = found || id == "orphan1"
+	}
+	if !found {
+		t.Fatalf("orphan not removed: %v", f.hv.destroyed)
+	}
+}
+
+// TestRecoverSameBoot: a running VM is reattached, not restarted; one
+// whose run vanished is recorded as exited.
+func TestRecoverSameBoot(t *testing.T) {
+	f := newFixture(t)
+	keep := f.create("keep", 0, false)
+	lost := f.create("lost", 0, true)
+	f.close()
+	f.hv.mu.Lock()
+	delete(f.hv.running, lost.RunID)
+	f.hv.started = nil
+	f.hv.mu.Unlock()
+	f.open("boot-1", nil)
+	reattached, started, err := f.sup.Recover(context.Background())
+	if err != nil || reattached != 1 || started != 0 {
+		t.Fatalf("Recover: %d reattached, %d started, %v", reattached, started, err)
+	}
+	if s := f.state("keep"); s.State != StateRunning || s.RunID != keep.RunID {
+		t.Fatalf("keep: %+v", s)
+	}
+	eventually(t, "lost VM recorded", func() bool { return f.state("lost").State == StateExited })
+	if len(f.hv.started) != 0 {
+		t.Fatalf("VMs restarted: %v", f.hv.started)
+	}
+}
+
+func TestCreateErrors(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	bad := []CreateParams{
+		{Name: "UPPER_case", ImageSHA256: f.sha},
+		{Name: "vm", ImageSHA256: f.sha, Backend: "nope"},
+		{Name: "vm", ImageSHA256: "00"},
+		{Name: "vm", ImageSHA256: f.sha, MemoryMB: 5000},
+		{Name: "vm", ImageSHA256: f.sha, CPUs: []uint32{7}},
+		{Name: "vm", ImageSHA256: f.sha, CPUs: []uint32{1, 1}},
+		{Name: "vm", ImageSHA256: f.sha, Restart: RestartPolicy{ExitCodes: []int32{300}}},
+	}
+	for _, p := range bad {
+		if _, err := f.sup.Create(ctx, p); err == nil {
+			t.Errorf("accepted %+v", p)
+		}
+	}
+	if recs, _ := f.sup.Info(""); len(recs) != 0 {
+		t.Fatalf("failed creates left records: %v", recs)
+	}
+	keys, _ := f.st.List(RecordsCollection)
+	if len(keys) != 0 {
+		t.Fatalf("failed creates left stored records: %v", keys)
+	}
+}
