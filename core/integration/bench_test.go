@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-vmm/petrel/core/pluginhost"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -21,6 +22,7 @@ import (
 // benchEnv starts petreld for a benchmark and returns a client.
 func benchEnv(b *testing.B) (*env, *client.Client, string) {
 	e := newEnvTB(b)
+	tmpfsRunDir(b, e)
 	e.start()
 	c, err := client.Dial(e.socket)
 	if err != nil {
@@ -33,6 +35,30 @@ func benchEnv(b *testing.B) (*env, *client.Client, string) {
 		b.Fatal(err)
 	}
 	return e, c, ref.GetSha256()
+}
+
+// tmpfsRunDir moves the runtime directory to tmpfs, as /run is on a
+// standard host (the state store stays on disk, with real fsyncs).
+func tmpfsRunDir(b *testing.B, e *env) {
+	if fi, err := os.Stat("/dev/shm"); err != nil || !fi.IsDir() {
+		b.Log("no /dev/shm: the runtime directory stays on disk")
+		return
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "pt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	old := e.runDir
+	e.runDir = filepath.Join(dir, "run")
+	e.socket = filepath.Join(e.runDir, "petreld.sock")
+	if err := os.WriteFile(e.config, []byte(strings.Replace(string(cfg), fmt.Sprintf("run_dir = %q", old), fmt.Sprintf("run_dir = %q", e.runDir), 1)), 0o600); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // firstLine waits for the first console line of name through petreld.
@@ -85,11 +111,13 @@ func BenchmarkDeploy(b *testing.B) {
 		if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 32, Args: []string{"lines=1", "run=forever"}}); err != nil {
 			b.Fatal(err)
 		}
+
 		if err := firstLine(ctx, c, name); err != nil {
 			b.Fatal(err)
 		}
 		viaPetreld += time.Since(start)
 		b.StopTimer()
+
 		if _, err := c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: name}); err != nil {
 			b.Fatal(err)
 		}
@@ -183,4 +211,32 @@ func BenchmarkDensity(b *testing.B) {
 			c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: fmt.Sprintf("d%d", j)})
 		}
 	}
+}
+
+// BenchmarkPluginRPC measures petreld's calls into a real plugin process
+// over go-plugin's gRPC connection (Capabilities, which does no work in
+// the plugin), reporting p50 and p99.
+func BenchmarkPluginRPC(b *testing.B) {
+	dir := b.TempDir()
+	host := pluginhost.New(pluginhost.Options{PluginDir: binDir, RunDir: dir})
+	defer host.Close()
+	if err := host.AddHypervisor("spt", map[string]string{"tender": "/bin/true"}); err != nil {
+		b.Fatal(err)
+	}
+	hv, err := host.Hypervisor("spt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := hv.Capabilities(ctx); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat, "plugin-rpc")
 }

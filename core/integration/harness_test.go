@@ -233,7 +233,7 @@ func (e *env) pid() int {
 }
 
 func (e *env) cleanup() {
-	if e.t.Failed() && e.log != nil {
+	if (e.t.Failed() || os.Getenv("PETREL_SHOW_LOG") != "") && e.log != nil {
 		e.t.Logf("petreld log:\n%s", e.log)
 	}
 	// Destroy whatever a failed test left, then stop the daemon.

@@ -192,7 +192,7 @@ func (s *Supervisor) restartAfterFailure(ctx context.Context, v *vm, hv hypervis
 		s.markFailed(v, fmt.Errorf("restart: image: %w", err))
 		return false
 	}
-	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, nextRun)); err != nil {
+	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, nextRun), false); err != nil {
 		s.markFailed(v, fmt.Errorf("restart: %w", err))
 		return false
 	}

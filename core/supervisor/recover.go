@@ -112,7 +112,7 @@ func (s *Supervisor) startRecovered(ctx context.Context, v *vm) bool {
 		s.markFailed(v, fmt.Errorf("image: %w", err))
 		return false
 	}
-	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, newRunID())); err != nil {
+	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, newRunID()), false); err != nil {
 		s.markFailed(v, err)
 		return false
 	}

@@ -299,11 +299,13 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 		CreatedAt: time.Now().UTC(),
 	}
 	spec := s.spec(rec, imagePath, newRunID())
-	if err := s.validate(ctx, hv, spec); err != nil {
-		return Record{}, err
-	}
 	if !v.gone {
-		// Force: the new spec is valid, so now replace the old VM.
+		// Force: replace the old VM only once the new spec is known to be
+		// valid. (A fresh create leaves validation to Start, which refuses
+		// an invalid spec before anything runs.)
+		if err := s.validate(ctx, hv, spec); err != nil {
+			return Record{}, err
+		}
 		if err := s.teardown(ctx, v); err != nil {
 			return Record{}, fmt.Errorf("replace %s: %w", p.Name, err)
 		}
@@ -314,7 +316,7 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 		s.event(events.Destroyed, v.rec, "replaced")
 	}
 	v.rec = rec
-	if err := s.start(ctx, v, hv, spec); err != nil {
+	if err := s.start(ctx, v, hv, spec, true); err != nil {
 		v.gone = true
 		if derr := s.opts.Store.Delete(RecordsCollection, recordKey(rec.Name)); derr != nil {
 			s.opts.Logger.Error("remove record of failed create", "vm", rec.Name, "error", derr)
@@ -346,16 +348,21 @@ func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spe
 	return nil
 }
 
-// start runs spec for v: record first (state starting), then the backend,
-// then the record again (running). On failure nothing is left at the
+// start runs spec for v and records it as running. A VM that already has
+// a record is first recorded as starting, so that a daemon killed
+// mid-start starts it again; a fresh create needs no such step, because
+// until it is acknowledged a crash may forget it (the half-started run is
+// then an orphan, removed at recovery). On failure nothing is left at the
 // backend. Caller holds v.mu.
-func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
+func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, fresh bool) error {
 	v.rec.State = StateStarting
 	v.rec.RunID = spec.Id
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = nil, 0, 0, nil
 	v.rec.BootID = s.opts.BootID
-	if err := s.persist(v); err != nil {
-		return err
+	if !fresh {
+		if err := s.persist(v); err != nil {
+			return err
+		}
 	}
 	h, err := hv.Start(ctx, spec)
 	if err != nil {
@@ -497,7 +504,7 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 		return Record{}, err
 	}
 	v.rec.Args = next.Args
-	if err := s.start(ctx, v, hv, spec); err != nil {
+	if err := s.start(ctx, v, hv, spec, false); err != nil {
 		s.markFailed(v, err)
 		return Record{}, err
 	}
