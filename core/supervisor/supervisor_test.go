@@ -106,7 +106,9 @@ func (f *fakeHV) Destroy(_ context.Context, id string) error {
 	f.destroyed = append(f.destroyed, id)
 	return nil
 }
-func (f *fakeHV) Stats(context.Context, string) (*pluginv1.VMStats, error) { return &pluginv1.VMStats{}, nil }
+func (f *fakeHV) Stats(context.Context, string) (*pluginv1.VMStats, error) {
+	return &pluginv1.VMStats{}, nil
+}
 func (f *fakeHV) Console(ctx context.Context, r *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
 	return nil
 }
@@ -192,9 +194,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestShouldRestart(t *testing.T) {
 	on := RestartPolicy{OnFailure: true}
 	cases := []struct {
-		p           RestartPolicy
-		code, sig   int32
-		lost, want  bool
+		p          RestartPolicy
+		code, sig  int32
+		lost, want bool
 	}{
 		{RestartPolicy{}, 3, 0, false, false},
 		{on, 0, 0, false, true},
