@@ -289,8 +289,13 @@ type VMSpec struct {
 	Nets      []*NetDevice   `protobuf:"bytes,7,rep,name=nets,proto3" json:"nets,omitempty"`
 	Blocks    []*BlockDevice `protobuf:"bytes,8,rep,name=blocks,proto3" json:"blocks,omitempty"`
 	// Console ring bounds for the shim.
-	ConsoleLines  uint32 `protobuf:"varint,9,opt,name=console_lines,json=consoleLines,proto3" json:"console_lines,omitempty"`
-	ConsoleBytes  uint32 `protobuf:"varint,10,opt,name=console_bytes,json=consoleBytes,proto3" json:"console_bytes,omitempty"`
+	ConsoleLines uint32 `protobuf:"varint,9,opt,name=console_lines,json=consoleLines,proto3" json:"console_lines,omitempty"`
+	ConsoleBytes uint32 `protobuf:"varint,10,opt,name=console_bytes,json=consoleBytes,proto3" json:"console_bytes,omitempty"`
+	// Initial ramdisk for kernels that take one (Linux guests under QEMU);
+	// empty for unikernels.
+	InitrdPath string `protobuf:"bytes,11,opt,name=initrd_path,json=initrdPath,proto3" json:"initrd_path,omitempty"`
+	// Kernel command line for Linux guests; unikernels take args instead.
+	KernelCmdline string `protobuf:"bytes,12,opt,name=kernel_cmdline,json=kernelCmdline,proto3" json:"kernel_cmdline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +398,20 @@ func (x *VMSpec) GetConsoleBytes() uint32 {
 		return x.ConsoleBytes
 	}
 	return 0
+}
+
+func (x *VMSpec) GetInitrdPath() string {
+	if x != nil {
+		return x.InitrdPath
+	}
+	return ""
+}
+
+func (x *VMSpec) GetKernelCmdline() string {
+	if x != nil {
+		return x.KernelCmdline
+	}
+	return ""
 }
 
 // ValidateResponse reports problems; ok is false with a one-line reason.
@@ -1234,7 +1253,7 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1f\n" +
 	"\vsector_size\x18\x03 \x01(\rR\n" +
-	"sectorSize\"\xc2\x02\n" +
+	"sectorSize\"\x8a\x03\n" +
 	"\x06VMSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -1247,7 +1266,10 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x06blocks\x18\b \x03(\v2\x1d.petrel.plugin.v1.BlockDeviceR\x06blocks\x12#\n" +
 	"\rconsole_lines\x18\t \x01(\rR\fconsoleLines\x12#\n" +
 	"\rconsole_bytes\x18\n" +
-	" \x01(\rR\fconsoleBytes\"s\n" +
+	" \x01(\rR\fconsoleBytes\x12\x1f\n" +
+	"\vinitrd_path\x18\v \x01(\tR\n" +
+	"initrdPath\x12%\n" +
+	"\x0ekernel_cmdline\x18\f \x01(\tR\rkernelCmdline\"s\n" +
 	"\x10ValidateResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
