@@ -1,0 +1,268 @@
+// Package policy implements resource policies attached to paths of the
+// name tree, so that a host's owner can hand part of its resources to
+// others, who can hand part of theirs on in turn, without any of them
+// being able to exceed what they were given.
+//
+// A Policy bounds the number of VMs, the total memory and block storage,
+// and the sets of CPU ids and bridges that VMs governed by it may use. A
+// policy at path P governs every VM whose name has P as a proper
+// ancestor: the policy at "a" governs "a:vm" and "a:b:vm", but not a VM
+// named "a" itself (Albatross's rule: a VM is governed by its domain).
+//
+// Two rules keep delegation sound:
+//
+//   - A child policy is never larger than its parent in any field, checked
+//     against every ancestor when it is inserted (Tree.Set).
+//   - At every deploy the VM is checked against the policy of every
+//     ancestor path, with the usage of all VMs under that path summed
+//     (Tree.CheckDeploy). A parent allowing 2 VMs whose two children each
+//     allow 2 therefore admits 2 VMs in total, not 4. Albatross checks only
+//     the nearest policy at deploy time, so its delegated sub-policies can
+//     together exceed their parent; Petrel does not repeat that.
+//
+// CPUs and bridges are not counted: a VM may use a CPU or bridge only if
+// every governing policy allows it, and any number of VMs may share them.
+//
+// The root policy is discovered from the host (HostPolicy) rather than
+// configured, so that a policy never promises resources the machine does
+// not have.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Limits on policy fields. They keep sums of usage far from integer
+// overflow and bound the size of a policy when it travels in a
+// certificate extension; all are well above what any real host offers.
+const (
+	// MaxVMs bounds Policy.VMs.
+	MaxVMs = 1 << 20
+	// MaxMemoryMB bounds Policy.MemoryMB (1 EiB).
+	MaxMemoryMB = 1 << 40
+	// MaxBlockMB bounds Policy.BlockMB (1 EiB).
+	MaxBlockMB = 1 << 40
+	// MaxCPUID is the largest CPU id accepted; Linux supports at most
+	// 8192 CPUs (NR_CPUS).
+	MaxCPUID = 8191
+	// MaxBridges bounds the number of bridges in a policy.
+	MaxBridges = 256
+	// MaxBridgeName is the longest interface name Linux accepts
+	// (IFNAMSIZ - 1).
+	MaxBridgeName = 15
+)
+
+// ErrExceeded is wrapped by every error that reports a policy being
+// exceeded, whether by a child policy, by current usage or by a deploy,
+// so that callers can map it to a "permission denied" or "resource
+// exhausted" status with errors.Is.
+var ErrExceeded = errors.New("policy exceeded")
+
+// Policy is a set of resource limits for the VMs under one path. The
+// JSON form is what petreld stores and what `petrel policy --json` shows.
+type Policy struct {
+	// VMs is the largest number of VMs that may exist under the path.
+	VMs int `json:"vms"`
+	// CPUs lists the CPU ids VMs under the path may be pinned to.
+	CPUs []int `json:"cpus"`
+	// MemoryMB is the total memory, in MiB, of all VMs under the path.
+	MemoryMB int `json:"memory_mb"`
+	// BlockMB is the total size, in MiB, of the block devices of all VMs
+	// under the path. Nil means the policy states no block allowance,
+	// which allows no block devices at all, exactly like a pointer to 0;
+	// the distinction is kept only so that a policy round-trips through
+	// storage and certificates unchanged.
+	BlockMB *int `json:"block_mb,omitempty"`
+	// Bridges lists the host bridges VMs under the path may attach to.
+	Bridges []string `json:"bridges"`
+}
+
+// Block returns the block allowance in MiB, treating nil as 0, so that
+// callers need not repeat the rule that an absent allowance allows none.
+func (p Policy) Block() int {
+	if p.BlockMB == nil {
+		return 0
+	}
+	return *p.BlockMB
+}
+
+// Clone returns a deep copy, so that a Policy handed out by a Tree
+// cannot be used to modify the Tree.
+func (p Policy) Clone() Policy {
+	q := p
+	q.CPUs = slices.Clone(p.CPUs)
+	q.Bridges = slices.Clone(p.Bridges)
+	if p.BlockMB != nil {
+		b := *p.BlockMB
+		q.BlockMB = &b
+	}
+	return q
+}
+
+// Canonical returns a copy with CPUs and bridges sorted and duplicates
+// removed, the form stored and encoded, so that two equal policies have
+// one representation.
+func (p Policy) Canonical() Policy {
+	q := p.Clone()
+	slices.Sort(q.CPUs)
+	q.CPUs = slices.Compact(q.CPUs)
+	slices.Sort(q.Bridges)
+	q.Bridges = slices.Compact(q.Bridges)
+	if q.CPUs == nil {
+		q.CPUs = []int{}
+	}
+	if q.Bridges == nil {
+		q.Bridges = []string{}
+	}
+	return q
+}
+
+// Equal reports whether p and q allow exactly the same resources, treating
+// CPU and bridge lists as sets but keeping nil and zero BlockMB distinct.
+func (p Policy) Equal(q Policy) bool {
+	a, b := p.Canonical(), q.Canonical()
+	if a.VMs != b.VMs || a.MemoryMB != b.MemoryMB || !slices.Equal(a.CPUs, b.CPUs) || !slices.Equal(a.Bridges, b.Bridges) {
+		return false
+	}
+	if (a.BlockMB == nil) != (b.BlockMB == nil) {
+		return false
+	}
+	return a.BlockMB == nil || *a.BlockMB == *b.BlockMB
+}
+
+// String renders p on one line for logs and error messages.
+func (p Policy) String() string {
+	block := "none"
+	if p.BlockMB != nil {
+		block = fmt.Sprintf("%d MB", *p.BlockMB)
+	}
+	return fmt.Sprintf("vms %d, cpus %v, memory %d MB, block %s, bridges %v", p.VMs, p.CPUs, p.MemoryMB, block, p.Bridges)
+}
+
+// Validate checks that every field is in range: counts and sizes
+// non-negative and below the package limits, CPU ids unique and
+// non-negative, bridge names unique valid Linux interface names. All
+// problems are reported, on one line.
+func (p Policy) Validate() error {
+	var probs []string
+	if p.VMs < 0 || p.VMs > MaxVMs {
+		probs = append(probs, fmt.Sprintf("vms %d is outside 0..%d", p.VMs, MaxVMs))
+	}
+	if p.MemoryMB < 0 || p.MemoryMB > MaxMemoryMB {
+		probs = append(probs, fmt.Sprintf("memory %d MB is outside 0..%d", p.MemoryMB, MaxMemoryMB))
+	}
+	if p.BlockMB != nil && (*p.BlockMB < 0 || *p.BlockMB > MaxBlockMB) {
+		probs = append(probs, fmt.Sprintf("block %d MB is outside 0..%d", *p.BlockMB, MaxBlockMB))
+	}
+	seenCPU := make(map[int]bool, len(p.CPUs))
+	for _, c := range p.CPUs {
+		switch {
+		case c < 0 || c > MaxCPUID:
+			probs = append(probs, fmt.Sprintf("cpu id %d is outside 0..%d", c, MaxCPUID))
+		case seenCPU[c]:
+			probs = append(probs, fmt.Sprintf("cpu id %d is listed twice", c))
+		}
+		seenCPU[c] = true
+	}
+	if len(p.Bridges) > MaxBridges {
+		probs = append(probs, fmt.Sprintf("%d bridges, the limit is %d", len(p.Bridges), MaxBridges))
+	}
+	seenBr := make(map[string]bool, len(p.Bridges))
+	for _, b := range p.Bridges {
+		if err := CheckBridgeName(b); err != nil {
+			probs = append(probs, err.Error())
+		} else if seenBr[b] {
+			probs = append(probs, fmt.Sprintf("bridge %q is listed twice", b))
+		}
+		seenBr[b] = true
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("invalid policy: %s", strings.Join(probs, "; "))
+	}
+	return nil
+}
+
+// CheckBridgeName reports whether s is a name the Linux kernel accepts
+// for a network interface (dev_valid_name): 1–15 bytes, not "." or "..",
+// without '/', ':', NUL or white space. Bridges are checked when a
+// policy is written rather than when a VM first attaches, so a typo is
+// caught by the person who made it.
+func CheckBridgeName(s string) error {
+	if s == "" {
+		return errors.New("bridge name is empty")
+	}
+	if len(s) > MaxBridgeName {
+		return fmt.Errorf("bridge name %.20q is %d bytes long, the limit is %d", s, len(s), MaxBridgeName)
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("bridge name %q is not allowed", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '/' || c == ':' || c <= ' ' || c == 0x7f || c >= 0x80 {
+			return fmt.Errorf("bridge name %q contains %q, which interface names cannot contain", s, rune(c))
+		}
+	}
+	return nil
+}
+
+// Within reports whether p is no larger than parent in any field: VMs,
+// memory and block no greater, CPUs and bridges subsets. A parent without
+// a block allowance admits only children without one (or with 0). The
+// error names every field that exceeds, on one line, and wraps
+// ErrExceeded.
+func (p Policy) Within(parent Policy) error {
+	var probs []string
+	if p.VMs > parent.VMs {
+		probs = append(probs, fmt.Sprintf("vms %d > %d", p.VMs, parent.VMs))
+	}
+	if p.MemoryMB > parent.MemoryMB {
+		probs = append(probs, fmt.Sprintf("memory %d MB > %d MB", p.MemoryMB, parent.MemoryMB))
+	}
+	if p.Block() > parent.Block() {
+		if parent.BlockMB == nil {
+			probs = append(probs, fmt.Sprintf("block %d MB > none", p.Block()))
+		} else {
+			probs = append(probs, fmt.Sprintf("block %d MB > %d MB", p.Block(), parent.Block()))
+		}
+	}
+	if extra := missing(p.CPUs, parent.CPUs); len(extra) > 0 {
+		probs = append(probs, fmt.Sprintf("cpus %v not in %v", extra, parent.CPUs))
+	}
+	if extra := missing(p.Bridges, parent.Bridges); len(extra) > 0 {
+		probs = append(probs, fmt.Sprintf("bridges %q not in %q", extra, parent.Bridges))
+	}
+	if len(probs) > 0 {
+		return &exceededError{msg: strings.Join(probs, ", ")}
+	}
+	return nil
+}
+
+// exceededError carries a one-line message and matches ErrExceeded.
+type exceededError struct{ msg string }
+
+func (e *exceededError) Error() string        { return e.msg }
+func (e *exceededError) Is(target error) bool { return target == ErrExceeded }
+
+// missing returns the elements of have that are not in allowed, in order
+// and without duplicates, in time linear in the lengths of both.
+func missing[T comparable](have, allowed []T) []T {
+	if len(have) == 0 {
+		return nil
+	}
+	ok := make(map[T]bool, len(allowed))
+	for _, x := range allowed {
+		ok[x] = true
+	}
+	var out []T
+	for _, x := range have {
+		if !ok[x] {
+			out = append(out, x)
+			ok[x] = true
+		}
+	}
+	return out
+}

@@ -1,0 +1,325 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/petrel-vmm/petrel/core/name"
+)
+
+// ErrNotFound is wrapped by errors about paths that have no policy, so
+// callers can tell "nothing to remove" from a refusal.
+var ErrNotFound = errors.New("no policy")
+
+// Entry is a policy together with the path it is attached to; it is the
+// unit the daemon persists and lists.
+type Entry struct {
+	// Path is where the policy is attached.
+	Path name.Path `json:"path"`
+	// Policy is the policy itself, in canonical form.
+	Policy Policy `json:"policy"`
+}
+
+// Tree holds the policies of one host, keyed by path, and enforces the
+// delegation rules of the package on every change and every deploy. It
+// is safe for concurrent use.
+//
+// The root policy always exists; it comes from the host (HostPolicy) and
+// is replaced only through SetRoot, never persisted. Every other policy
+// is set, removed, saved (Entries) and restored (Load) by the daemon.
+//
+// Callbacks named usageUnder return the usage of every VM governed by the
+// policy at the given path (see Sum). They are called with the Tree
+// locked and must not call back into it. CheckDeploy is a check, not a
+// reservation: the daemon must serialise deploys (check, then record the
+// new VM's allocation) so that two concurrent deploys cannot both fit.
+type Tree struct {
+	mu   sync.RWMutex
+	root Policy
+	m    map[string]Entry
+}
+
+// NewTree returns a Tree whose root policy is root and which has no other
+// policy.
+func NewTree(root Policy) (*Tree, error) {
+	if err := root.Validate(); err != nil {
+		return nil, fmt.Errorf("root policy: %w", err)
+	}
+	return &Tree{root: root.Canonical(), m: map[string]Entry{}}, nil
+}
+
+// SetRoot replaces the root policy, as discovered from the host at
+// start-up. It is accepted even if existing policies are now larger (the
+// host may have lost memory or disk): deploys stay bounded because they
+// are checked against the root too, and Conflicts reports what no longer
+// nests so the daemon can warn the owner.
+func (t *Tree) SetRoot(p Policy) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("root policy: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.root = p.Canonical()
+	return nil
+}
+
+// Set attaches p to path, replacing any policy there. It refuses the root
+// (see SetRoot), an invalid policy, a policy larger than that of any
+// ancestor (every one, not only the nearest), a policy smaller than that
+// of any existing descendant, and a policy that the VMs already under
+// path would not fit. usageUnder may be nil when no VM exists yet.
+func (t *Tree) Set(path name.Path, p Policy, usageUnder func(name.Path) Usage) error {
+	if path.IsRoot() {
+		return errors.New(`policy for ":": the root policy is discovered from the host and cannot be set`)
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("policy for %q: %w", path, err)
+	}
+	p = p.Canonical()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range path.Ancestors() {
+		pa, ok := t.get(a)
+		if !ok {
+			continue
+		}
+		if err := p.Within(pa); err != nil {
+			return fmt.Errorf("policy for %q exceeds the policy of %q: %w", path, a, err)
+		}
+	}
+	for _, e := range t.sorted() {
+		if e.Path.Equal(path) || !path.IsPrefixOf(e.Path) {
+			continue
+		}
+		if err := e.Policy.Within(p); err != nil {
+			return fmt.Errorf("policy for %q is smaller than the existing policy of %q: %w", path, e.Path, err)
+		}
+	}
+	if usageUnder != nil {
+		if probs := exceeds(usageUnder(path), p); len(probs) > 0 {
+			return fmt.Errorf("policy for %q is below the current usage under it: %w", path,
+				&exceededError{msg: strings.Join(probs, ", ")})
+		}
+	}
+	t.m[path.String()] = Entry{Path: path, Policy: p}
+	return nil
+}
+
+// Remove detaches the policy at path. VMs under path stay governed by the
+// remaining ancestors' policies, and descendants' policies remain valid
+// because they were within path's, which was within its ancestors'.
+func (t *Tree) Remove(path name.Path) error {
+	if path.IsRoot() {
+		return errors.New(`policy for ":": the root policy is discovered from the host and cannot be removed`)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := path.String()
+	if _, ok := t.m[k]; !ok {
+		return fmt.Errorf("policy for %q: %w", path, ErrNotFound)
+	}
+	delete(t.m, k)
+	return nil
+}
+
+// Get returns a copy of the policy attached to path; the root always has
+// one.
+func (t *Tree) Get(path name.Path) (Policy, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	p, ok := t.get(path)
+	if !ok {
+		return Policy{}, false
+	}
+	return p.Clone(), true
+}
+
+// get returns the stored policy at path without copying; t.mu must be
+// held.
+func (t *Tree) get(path name.Path) (Policy, bool) {
+	if path.IsRoot() {
+		return t.root, true
+	}
+	e, ok := t.m[path.String()]
+	return e.Policy, ok
+}
+
+// List returns the policies attached to under and to every path below
+// it, including the root when under is the root, parents before their
+// children.
+func (t *Tree) List(under name.Path) []Entry {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []Entry
+	if under.IsRoot() {
+		out = append(out, Entry{Path: name.Root, Policy: t.root.Clone()})
+	}
+	for _, e := range t.sorted() {
+		if under.IsPrefixOf(e.Path) {
+			out = append(out, Entry{Path: e.Path, Policy: e.Policy.Clone()})
+		}
+	}
+	return out
+}
+
+// Governing returns the policies that govern a VM named vm, that is those
+// of its proper ancestors, root first. It is what CheckDeploy checks and
+// what `petrel info` can show to explain a refusal.
+func (t *Tree) Governing(vm name.Path) []Entry {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []Entry
+	for _, a := range vm.Ancestors() {
+		if p, ok := t.get(a); ok {
+			out = append(out, Entry{Path: a, Policy: p.Clone()})
+		}
+	}
+	return out
+}
+
+// Entries returns every policy except the root's, parents before
+// children, for the daemon to persist.
+func (t *Tree) Entries() []Entry {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := t.sorted()
+	for i := range out {
+		out[i].Policy = out[i].Policy.Clone()
+	}
+	return out
+}
+
+// Load replaces every policy except the root's with entries, as read back
+// from the daemon's store. It is all or nothing: it refuses the root,
+// duplicate paths, invalid policies and policies larger than a loaded
+// ancestor's. Policies larger than the root are accepted (the host may
+// have shrunk since they were set) and reported by Conflicts.
+func (t *Tree) Load(entries []Entry) error {
+	m := make(map[string]Entry, len(entries))
+	for _, e := range entries {
+		if e.Path.IsRoot() {
+			return errors.New(`load policies: the root policy is discovered from the host and cannot be loaded`)
+		}
+		k := e.Path.String()
+		if _, dup := m[k]; dup {
+			return fmt.Errorf("load policies: %q appears twice", k)
+		}
+		if err := e.Policy.Validate(); err != nil {
+			return fmt.Errorf("load policies: policy for %q: %w", k, err)
+		}
+		m[k] = Entry{Path: e.Path, Policy: e.Policy.Canonical()}
+	}
+	for _, e := range m {
+		for _, a := range e.Path.Ancestors() {
+			pa, ok := m[a.String()]
+			if !ok {
+				continue
+			}
+			if err := e.Policy.Within(pa.Policy); err != nil {
+				return fmt.Errorf("load policies: policy for %q exceeds the policy of %q: %w", e.Path, a, err)
+			}
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m = m
+	return nil
+}
+
+// Conflicts describes, one line each, every policy that is not within
+// the policy of one of its ancestors. Set and Load keep the tree free of
+// them except against the root, so they appear only when the host has
+// shrunk; the daemon logs them at start-up so the owner can shrink the
+// delegations.
+func (t *Tree) Conflicts() []string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []string
+	for _, e := range t.sorted() {
+		for _, a := range e.Path.Ancestors() {
+			pa, ok := t.get(a)
+			if !ok {
+				continue
+			}
+			if err := e.Policy.Within(pa); err != nil {
+				out = append(out, fmt.Sprintf("policy for %q exceeds the policy of %q: %v", e.Path, a, err))
+			}
+		}
+	}
+	return out
+}
+
+// CheckDeploy decides whether a VM named vm, taking want, may be
+// deployed. It checks the policy of every ancestor of vm that has one,
+// root first, against the usage of all VMs already under that ancestor
+// plus want (counted as one VM, whatever want.VMs says): so sibling
+// delegations together can never exceed their parent. CPUs and bridges
+// must be allowed by every one of those policies. A resource the VM does
+// not take (no block devices, say) is not checked, so a VM that adds
+// nothing of it is not refused because the host has shrunk.
+//
+// usageUnder must not include the VM itself: for a force-create or a
+// restart with new parameters, leave its old allocation out. Every
+// problem is reported, on one line, and the error wraps ErrExceeded.
+func (t *Tree) CheckDeploy(vm name.Path, want Usage, usageUnder func(name.Path) Usage) error {
+	if vm.IsRoot() {
+		return errors.New(`deploy: a VM name needs at least one label`)
+	}
+	if want.MemoryMB < 0 || want.BlockMB < 0 {
+		return fmt.Errorf("deploy %q: negative memory or block size requested", vm)
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var probs []string
+	for _, a := range vm.Ancestors() {
+		p, ok := t.get(a)
+		if !ok {
+			continue
+		}
+		var used Usage
+		if usageUnder != nil {
+			used = usageUnder(a)
+		}
+		where := fmt.Sprintf("policy of %q: ", a)
+		if n := used.VMs + 1; n > p.VMs {
+			probs = append(probs, fmt.Sprintf("%s%d VMs would exceed the limit of %d", where, n, p.VMs))
+		}
+		if n := used.MemoryMB + want.MemoryMB; want.MemoryMB > 0 && n > p.MemoryMB {
+			probs = append(probs, fmt.Sprintf("%s%d MB of memory would exceed the limit of %d MB", where, n, p.MemoryMB))
+		}
+		if n := used.BlockMB + want.BlockMB; want.BlockMB > 0 && n > p.Block() {
+			if p.BlockMB == nil {
+				probs = append(probs, fmt.Sprintf("%sno block storage allowed, %d MB requested", where, want.BlockMB))
+			} else {
+				probs = append(probs, fmt.Sprintf("%s%d MB of block storage would exceed the limit of %d MB", where, n, p.Block()))
+			}
+		}
+		if extra := missing(want.CPUs, p.CPUs); len(extra) > 0 {
+			probs = append(probs, fmt.Sprintf("%scpus %v are not among the allowed %v", where, extra, p.CPUs))
+		}
+		if extra := missing(want.Bridges, p.Bridges); len(extra) > 0 {
+			probs = append(probs, fmt.Sprintf("%sbridges %q are not among the allowed %q", where, extra, p.Bridges))
+		}
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("deploy %q: %w", vm, &exceededError{msg: strings.Join(probs, "; ")})
+	}
+	return nil
+}
+
+// sorted returns the non-root entries ordered label by label, so that a
+// parent precedes its children; t.mu must be held. The policies are not
+// copied.
+func (t *Tree) sorted() []Entry {
+	out := make([]Entry, 0, len(t.m))
+	for _, e := range t.m {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Entry) int {
+		return slices.Compare(a.Path.Labels(), b.Path.Labels())
+	})
+	return out
+}
