@@ -36,6 +36,7 @@ const (
 	exitInvalid     = 6 // the request can never work (name, image, memory...)
 	exitUnavailable = 7 // backend not usable on this host
 	exitDenied      = 8 // permission denied
+	exitBusy        = 9 // a block device is in use
 )
 
 const exitCodeHelp = `Exit codes:
@@ -43,11 +44,12 @@ const exitCodeHelp = `Exit codes:
   1  other error
   2  usage error (bad flags or arguments)
   3  petreld unreachable (not running, or no access to its socket)
-  4  no such VM
+  4  no such VM or block device
   5  a VM of that name already exists (use --force to replace it)
   6  invalid request (name, image, manifest, memory, backend...)
   7  backend not usable on this host (missing tender, no /dev/kvm...)
-  8  permission denied`
+  8  permission denied
+  9  block device in use (by a VM or a transfer)`
 
 // usageError marks mistakes in the command line itself.
 type usageError struct{ error }
@@ -108,6 +110,8 @@ func classify(err error, socket string) (int, string) {
 		return exitUnavailable, msg
 	case codes.PermissionDenied, codes.Unauthenticated:
 		return exitDenied, msg
+	case codes.Aborted:
+		return exitBusy, msg
 	}
 	return exitError, msg
 }
@@ -134,7 +138,7 @@ for example "team:web:frontend".
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
-		a.eventsCmd(), a.versionCmd(), a.pluginsCmd())
+		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd())
 	return root
 }
 
@@ -176,6 +180,7 @@ func (a *app) createCmd() *cobra.Command {
 		startup            int32
 		force              bool
 		jsonOut            bool
+		blocks             []string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME IMAGE",
@@ -194,6 +199,14 @@ given with --exit-code.`,
   petrel create web ./web-v2.hvt --force`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
+			var atts []*daemonv1.BlockAttachment
+			for _, b := range blocks {
+				att, err := parseBlockFlag(b)
+				if err != nil {
+					return usageError{err}
+				}
+				atts = append(atts, att)
+			}
 			ctx, cancel := signalContext()
 			defer cancel()
 			c, err := a.dial()
@@ -219,6 +232,7 @@ given with --exit-code.`,
 			for _, e := range exitCodes {
 				req.Restart.ExitCodes = append(req.Restart.ExitCodes, int32(e))
 			}
+			req.Blocks = atts
 			vm, err := c.API.Create(ctx, req)
 			if err != nil {
 				return err
@@ -239,6 +253,7 @@ given with --exit-code.`,
 	f.IntSliceVar(&exitCodes, "exit-code", nil, "restart only on this exit code (repeatable; implies --restart-on-fail)")
 	f.Int32Var(&startup, "startup", 0, "startup priority when petreld boots (lower starts first)")
 	f.BoolVar(&force, "force", false, "replace an existing VM of the same name")
+	f.StringArrayVar(&blocks, "block", nil, "attach a block device: NAME[:DEVICE][@SECTOR] (repeatable; NAME from the image's manifest, DEVICE a device label in the VM's path)")
 	f.StringVar(&imageName, "image-name", "", "name to record for the image (default: the file name)")
 	f.BoolVar(&jsonOut, "json", false, "print the created VM as JSON")
 	return cmd

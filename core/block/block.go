@@ -420,7 +420,7 @@ func (m *Manager) Download(n string, w io.Writer) (string, int64, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	n64, err := io.Copy(io.MultiWriter(w, h), f)
+	n64, err := io.CopyBuffer(io.MultiWriter(w, h), f, make([]byte, 1<<20))
 	if err != nil {
 		return "", n64, fmt.Errorf("download %s: %w", d.Name, err)
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
+	"github.com/petrel-vmm/petrel/core/block"
 	"github.com/petrel-vmm/petrel/core/config"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/pluginhost"
@@ -45,6 +46,7 @@ type Daemon struct {
 	cfg     *config.Config
 	log     hclog.Logger
 	store   *store.Store
+	blocks  *block.Manager
 	events  *events.Bus
 	plugins *pluginhost.Host
 	sup     *supervisor.Supervisor
@@ -115,6 +117,12 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	d.store = st
+	if d.blocks, err = block.Open(filepath.Join(cfg.DataDir, "block")); err != nil {
+		return nil, err
+	}
+	if orphans, err := d.blocks.Orphans(); err == nil && len(orphans) > 0 {
+		log.Warn("files in the block directory that are not block devices (left alone)", "files", orphans)
+	}
 	pluginDir := PluginDir(cfg.PluginDir)
 	d.plugins = pluginhost.New(pluginhost.Options{
 		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"),
@@ -136,6 +144,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		DefaultBackend: cfg.DefaultBackend, ConsoleLines: cfg.ConsoleLines, ConsoleBytes: cfg.ConsoleBytes,
 		StopTimeout: cfg.Duration("stop_timeout"), BackoffMin: cfg.Duration("restart_backoff_min"),
 		BackoffMax: cfg.Duration("restart_backoff_max"), ResetAfter: cfg.Duration("restart_reset_after"),
+		Blocks: blockAdapter{d.blocks},
 		BootID: bootID(), HostCPUs: runtime.NumCPU(), HostMemoryMB: hostMemoryMB(),
 		RunIDs: func(backend string) []string {
 			entries, _ := os.ReadDir(filepath.Join(vmsDir, backend))
@@ -184,7 +193,10 @@ func (d *Daemon) listen() error {
 		return fmt.Errorf("chmod %s: %w", d.sock, err)
 	}
 	d.lis = lis
-	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	// Large flow-control windows: image and block transfers stream
+	// megabytes over a local socket, where the default 64 KiB window
+	// stalls the sender.
+	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20))
 	daemonv1.RegisterDaemonServer(d.grpc, &server{d: d})
 	return nil
 }
@@ -232,6 +244,16 @@ func (d *Daemon) noteUpload(sha string) {
 	d.uploads[sha] = time.Now()
 	d.mu.Unlock()
 }
+
+// blockAdapter gives the supervisor block devices.
+type blockAdapter struct{ m *block.Manager }
+
+func (b blockAdapter) Acquire(dev, vm string) (string, int64, error) {
+	d, err := b.m.Acquire(dev, vm)
+	return d.Path, d.SizeMB, err
+}
+
+func (b blockAdapter) Release(dev, vm string) { b.m.Release(dev, vm) }
 
 // collectImages removes images no VM uses, sparing recent uploads.
 func (d *Daemon) collectImages() {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/core/block"
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/supervisor"
@@ -36,6 +37,14 @@ func grpcError(err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, block.ErrBusy):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, block.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, block.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, block.ErrExists):
+		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, supervisor.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, supervisor.ErrExists):
@@ -115,6 +124,9 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 		ExitSignal: r.ExitSignal, Restarts: r.Restarts, Message: r.Message, Argv: r.Argv,
 		CreatedAtNs: r.CreatedAt.UnixNano(),
 	}
+	for _, b := range r.Blocks {
+		vm.Blocks = append(vm.Blocks, &daemonv1.BlockAttachment{Name: b.Name, Device: b.Device, SectorSize: b.SectorSize})
+	}
 	if !r.StartedAt.IsZero() {
 		vm.StartedAtNs = r.StartedAt.UnixNano()
 	}
@@ -128,12 +140,20 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 	rec, err := s.d.sup.Create(ctx, supervisor.CreateParams{
 		Name: req.GetName(), Backend: req.GetBackend(), ImageSHA256: req.GetImageSha256(), ImageName: req.GetImageName(),
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
-		Startup: req.GetStartup(), Force: req.GetForce(),
+		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
 	})
 	if err != nil {
 		return nil, grpcError(err)
 	}
 	return toVM(rec), nil
+}
+
+func blockParams(in []*daemonv1.BlockAttachment) []supervisor.BlockParam {
+	var out []supervisor.BlockParam
+	for _, b := range in {
+		out = append(out, supervisor.BlockParam{Name: b.GetName(), Device: b.GetDevice(), SectorSize: b.GetSectorSize()})
+	}
+	return out
 }
 
 func (s *server) Destroy(ctx context.Context, req *daemonv1.DestroyRequest) (*daemonv1.DestroyResponse, error) {

@@ -160,6 +160,7 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, hv hypervisor.Hyperv
 	s.event(events.Exited, v.rec, v.rec.Message)
 	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), st.GetLost()) {
 		v.rec.State = StateExited
+		s.releaseBlocks(v)
 		if err := s.persist(v); err != nil {
 			s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
 		}

@@ -29,6 +29,16 @@ type RestartPolicy struct {
 	ExitCodes []int32 `json:"exit_codes,omitempty"`
 }
 
+// BlockParam attaches a block device to a VM.
+type BlockParam struct {
+	// Name is the device name in the image's manifest.
+	Name string `json:"name"`
+	// Device is the block device's full name (a path).
+	Device string `json:"device"`
+	// SectorSize in bytes; 0 for the backend's default.
+	SectorSize uint32 `json:"sector_size,omitempty"`
+}
+
 // Record is a VM as persisted in the state store: its configuration, and
 // enough runtime state to reattach after a daemon restart.
 type Record struct {
@@ -41,6 +51,7 @@ type Record struct {
 	Args        []string      `json:"args,omitempty"`
 	Restart     RestartPolicy `json:"restart"`
 	Startup     int32         `json:"startup,omitempty"`
+	Blocks      []BlockParam  `json:"blocks,omitempty"`
 
 	State string `json:"state"`
 	// RunID names the current (or last) run at the backend; every start
@@ -73,6 +84,7 @@ func (r Record) clone() Record {
 	c.Argv = append([]string(nil), r.Argv...)
 	c.Handle = append([]byte(nil), r.Handle...)
 	c.Restart.ExitCodes = append([]int32(nil), r.Restart.ExitCodes...)
+	c.Blocks = append([]BlockParam(nil), r.Blocks...)
 	return c
 }
 

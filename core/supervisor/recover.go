@@ -85,6 +85,15 @@ func (s *Supervisor) reattach(ctx context.Context, v *vm, hv hypervisor.Hypervis
 	if err := proto.Unmarshal(v.rec.Handle, h); err != nil || h.GetId() == "" {
 		h = &pluginv1.Handle{Id: v.rec.RunID}
 	}
+	// The VM still holds its block devices.
+	for _, b := range v.rec.Blocks {
+		if s.opts.Blocks == nil {
+			break
+		}
+		if _, _, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name); err != nil {
+			s.opts.Logger.Warn("reclaim block device", "vm", v.rec.Name, "device", b.Device, "error", err)
+		}
+	}
 	res, err := hv.Recover(ctx, h)
 	if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		s.opts.Logger.Warn("recover VM", "vm", v.rec.Name, "error", err)

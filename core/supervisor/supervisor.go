@@ -54,6 +54,15 @@ type Backends interface {
 	Hypervisor(name string) (hypervisor.Hypervisor, error)
 }
 
+// BlockDevices hands block devices to VMs, one VM at a time.
+type BlockDevices interface {
+	// Acquire reserves device dev for vm (again, harmlessly, if vm holds
+	// it already) and returns its file and size.
+	Acquire(dev, vm string) (path string, sizeMB int64, err error)
+	// Release returns a device vm holds.
+	Release(dev, vm string)
+}
+
 // Options configure a Supervisor.
 type Options struct {
 	Store    Store
@@ -75,6 +84,8 @@ type Options struct {
 	// RunIDs lists the run ids that backend has runtime directories for,
 	// so that orphans can be removed at start-up.
 	RunIDs func(backend string) []string
+	// Blocks provides block devices; nil when the host has none.
+	Blocks BlockDevices
 	// HostCPUs and HostMemoryMB bound what a VM may ask for.
 	HostCPUs     int
 	HostMemoryMB uint32
@@ -92,6 +103,9 @@ type CreateParams struct {
 	Restart     RestartPolicy
 	Startup     int32
 	Force       bool
+	// Blocks attach block devices; Device is a label in the VM's path
+	// (default: the manifest name).
+	Blocks []BlockParam
 }
 
 // Supervisor manages every VM of one daemon.
@@ -229,7 +243,71 @@ func (s *Supervisor) checkParams(p *CreateParams) error {
 	if len(p.Restart.ExitCodes) > 0 {
 		p.Restart.OnFailure = true
 	}
+	names := map[string]bool{}
+	devices := map[string]bool{}
+	for i, b := range p.Blocks {
+		if b.Name == "" {
+			return invalid("block attachment %d has no manifest device name", i+1)
+		}
+		if names[b.Name] {
+			return invalid("block device %q attached twice", b.Name)
+		}
+		names[b.Name] = true
+		label := b.Device
+		if label == "" {
+			label = b.Name
+		}
+		dev, err := n.Parent().Child(label)
+		if err != nil {
+			return invalid("block device %q: %v (give a label; it is looked up in the VM's path %s)", label, err, n.Parent())
+		}
+		if devices[dev.String()] {
+			return invalid("block device %s attached twice", dev)
+		}
+		devices[dev.String()] = true
+		if s := b.SectorSize; s != 0 && (s < 512 || s&(s-1) != 0) {
+			return invalid("sector size %d of %q is not a power of two of at least 512", s, b.Name)
+		}
+		p.Blocks[i].Device = dev.String()
+	}
+	if len(p.Blocks) > 0 && s.opts.Blocks == nil {
+		return invalid("this host has no block device storage")
+	}
 	return nil
+}
+
+// acquireBlocks reserves v's block devices and fills spec. On failure it
+// releases what it took. Caller holds v.mu.
+func (s *Supervisor) acquireBlocks(v *vm, spec *pluginv1.VMSpec) error {
+	spec.Blocks = nil
+	if len(v.rec.Blocks) > 0 && s.opts.Blocks == nil {
+		return invalid("this host has no block device storage")
+	}
+	for i, b := range v.rec.Blocks {
+		path, sizeMB, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name)
+		if err == nil && b.SectorSize != 0 && (sizeMB<<20)%int64(b.SectorSize) != 0 {
+			s.opts.Blocks.Release(b.Device, v.rec.Name)
+			err = invalid("sector size %d does not divide the %d MB of %s", b.SectorSize, sizeMB, b.Device)
+		}
+		if err != nil {
+			for _, taken := range v.rec.Blocks[:i] {
+				s.opts.Blocks.Release(taken.Device, v.rec.Name)
+			}
+			return fmt.Errorf("block device %s: %w", b.Device, err)
+		}
+		spec.Blocks = append(spec.Blocks, &pluginv1.BlockDevice{Name: b.Name, Path: path, SectorSize: b.SectorSize})
+	}
+	return nil
+}
+
+// releaseBlocks returns v's block devices. Caller holds v.mu.
+func (s *Supervisor) releaseBlocks(v *vm) {
+	if s.opts.Blocks == nil {
+		return
+	}
+	for _, b := range v.rec.Blocks {
+		s.opts.Blocks.Release(b.Device, v.rec.Name)
+	}
 }
 
 // lockNew returns the VM entry for name locked, creating a placeholder
@@ -296,7 +374,7 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	rec := Record{
 		Name: p.Name, Backend: p.Backend, ImageSHA256: p.ImageSHA256, ImageName: p.ImageName,
 		MemoryMB: p.MemoryMB, CPUs: p.CPUs, Args: p.Args, Restart: p.Restart, Startup: p.Startup,
-		CreatedAt: time.Now().UTC(),
+		Blocks: p.Blocks, CreatedAt: time.Now().UTC(),
 	}
 	spec := s.spec(rec, imagePath, newRunID())
 	if !v.gone {
@@ -364,13 +442,18 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 			return err
 		}
 	}
+	if err := s.acquireBlocks(v, spec); err != nil {
+		return err
+	}
 	h, err := hv.Start(ctx, spec)
 	if err != nil {
+		s.releaseBlocks(v)
 		s.cleanupRun(hv, spec.Id)
 		return fmt.Errorf("start %s: %w", v.rec.Name, err)
 	}
 	hb, err := proto.Marshal(h)
 	if err != nil {
+		s.releaseBlocks(v)
 		s.cleanupRun(hv, spec.Id)
 		return fmt.Errorf("start %s: encode handle: %w", v.rec.Name, err)
 	}
@@ -379,6 +462,7 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	v.rec.StartedAt = time.Now().UTC()
 	v.rec.Message = ""
 	if err := s.persist(v); err != nil {
+		s.releaseBlocks(v)
 		s.cleanupRun(hv, spec.Id)
 		return err
 	}
@@ -422,6 +506,7 @@ func (s *Supervisor) teardown(ctx context.Context, v *vm) error {
 	if err := hv.Destroy(ctx, v.rec.RunID); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		return fmt.Errorf("destroy %s: %w", v.rec.Name, err)
 	}
+	s.releaseBlocks(v)
 	return nil
 }
 
@@ -517,6 +602,7 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 func (s *Supervisor) markFailed(v *vm, cause error) {
 	v.rec.State = StateFailed
 	v.rec.Message = cause.Error()
+	s.releaseBlocks(v)
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid = nil, 0, 0
 	if err := s.persist(v); err != nil {
 		s.opts.Logger.Error("save failed state", "vm", v.rec.Name, "error", err)

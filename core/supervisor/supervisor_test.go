@@ -44,6 +44,9 @@ func (f *fakeHV) Validate(_ context.Context, s *pluginv1.VMSpec) (*pluginv1.Vali
 	return &pluginv1.ValidateResponse{Ok: true}, nil
 }
 func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handle, error) {
+	if res, _ := f.Validate(ctx, s); !res.GetOk() {
+		return nil, fmt.Errorf("%w: %s", hypervisor.ErrInvalid, res.GetReason())
+	}
 	f.mu.Lock()
 	b := f.block[s.GetName()]
 	f.mu.Unlock()

@@ -26,6 +26,513 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BlockInfo describes a block device.
+type BlockInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeMb int64                  `protobuf:"varint,2,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
+	// VM using the device, if any.
+	InUseBy string `protobuf:"bytes,3,opt,name=in_use_by,json=inUseBy,proto3" json:"in_use_by,omitempty"`
+	// SHA-256 of the content, after an upload.
+	Sha256        string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockInfo) Reset() {
+	*x = BlockInfo{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockInfo) ProtoMessage() {}
+
+func (x *BlockInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockInfo.ProtoReflect.Descriptor instead.
+func (*BlockInfo) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BlockInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlockInfo) GetSizeMb() int64 {
+	if x != nil {
+		return x.SizeMb
+	}
+	return 0
+}
+
+func (x *BlockInfo) GetInUseBy() string {
+	if x != nil {
+		return x.InUseBy
+	}
+	return ""
+}
+
+func (x *BlockInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// BlockListRequest selects devices under a path ("" for all).
+type BlockListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockListRequest) Reset() {
+	*x = BlockListRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockListRequest) ProtoMessage() {}
+
+func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockListRequest.ProtoReflect.Descriptor instead.
+func (*BlockListRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BlockListRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// BlockListResponse lists devices, and files in the block directory that
+// are not devices (reported, never deleted).
+type BlockListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*BlockInfo           `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	Orphans       []string               `protobuf:"bytes,2,rep,name=orphans,proto3" json:"orphans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockListResponse) Reset() {
+	*x = BlockListResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockListResponse) ProtoMessage() {}
+
+func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockListResponse.ProtoReflect.Descriptor instead.
+func (*BlockListResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BlockListResponse) GetDevices() []*BlockInfo {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *BlockListResponse) GetOrphans() []string {
+	if x != nil {
+		return x.Orphans
+	}
+	return nil
+}
+
+// BlockCreateRequest makes a device.
+type BlockCreateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeMb        int64                  `protobuf:"varint,2,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockCreateRequest) Reset() {
+	*x = BlockCreateRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockCreateRequest) ProtoMessage() {}
+
+func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockCreateRequest.ProtoReflect.Descriptor instead.
+func (*BlockCreateRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BlockCreateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlockCreateRequest) GetSizeMb() int64 {
+	if x != nil {
+		return x.SizeMb
+	}
+	return 0
+}
+
+// BlockChunk is one piece of a block device transfer.
+type BlockChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Device name (first upload chunk).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Data is gzip-compressed (first upload chunk; every download chunk).
+	Gzip bool   `protobuf:"varint,2,opt,name=gzip,proto3" json:"gzip,omitempty"`
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// SHA-256 (hex) of the uncompressed content (last chunk).
+	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Uncompressed size, when known (first chunk), for early refusal and
+	// progress.
+	Total         int64 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockChunk) Reset() {
+	*x = BlockChunk{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockChunk) ProtoMessage() {}
+
+func (x *BlockChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockChunk.ProtoReflect.Descriptor instead.
+func (*BlockChunk) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BlockChunk) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlockChunk) GetGzip() bool {
+	if x != nil {
+		return x.Gzip
+	}
+	return false
+}
+
+func (x *BlockChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BlockChunk) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *BlockChunk) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+// BlockDownloadRequest asks for a device's content.
+type BlockDownloadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Compress the stream with gzip.
+	Gzip          bool `protobuf:"varint,2,opt,name=gzip,proto3" json:"gzip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockDownloadRequest) Reset() {
+	*x = BlockDownloadRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockDownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockDownloadRequest) ProtoMessage() {}
+
+func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockDownloadRequest.ProtoReflect.Descriptor instead.
+func (*BlockDownloadRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BlockDownloadRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlockDownloadRequest) GetGzip() bool {
+	if x != nil {
+		return x.Gzip
+	}
+	return false
+}
+
+// BlockDestroyRequest removes a device.
+type BlockDestroyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockDestroyRequest) Reset() {
+	*x = BlockDestroyRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockDestroyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockDestroyRequest) ProtoMessage() {}
+
+func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockDestroyRequest.ProtoReflect.Descriptor instead.
+func (*BlockDestroyRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BlockDestroyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// BlockDestroyResponse is empty.
+type BlockDestroyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockDestroyResponse) Reset() {
+	*x = BlockDestroyResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockDestroyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockDestroyResponse) ProtoMessage() {}
+
+func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockDestroyResponse.ProtoReflect.Descriptor instead.
+func (*BlockDestroyResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+}
+
+// BlockAttachment connects a manifest block device to a Petrel block
+// device.
+type BlockAttachment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Device name in the image's manifest.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Block device label in the VM's path (default: name).
+	Device string `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	// Sector size in bytes: a power of two, at least 512, dividing the
+	// device size; 0 for the backend's default.
+	SectorSize    uint32 `protobuf:"varint,3,opt,name=sector_size,json=sectorSize,proto3" json:"sector_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockAttachment) Reset() {
+	*x = BlockAttachment{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockAttachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockAttachment) ProtoMessage() {}
+
+func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockAttachment.ProtoReflect.Descriptor instead.
+func (*BlockAttachment) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BlockAttachment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlockAttachment) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *BlockAttachment) GetSectorSize() uint32 {
+	if x != nil {
+		return x.SectorSize
+	}
+	return 0
+}
+
 // VersionRequest is empty.
 type VersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +542,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +554,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +567,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 // VersionResponse reports the daemon's version and API versions.
@@ -74,7 +581,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -86,7 +593,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -99,7 +606,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -129,7 +636,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +648,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +661,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -182,7 +689,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +701,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +714,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -237,7 +744,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +756,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +769,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -296,14 +803,15 @@ type CreateRequest struct {
 	// Replace an existing VM of the same name.
 	Force bool `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
 	// Original file name of the image, for display.
-	ImageName     string `protobuf:"bytes,10,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
+	ImageName     string             `protobuf:"bytes,10,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
+	Blocks        []*BlockAttachment `protobuf:"bytes,11,rep,name=blocks,proto3" json:"blocks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +823,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +836,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -401,6 +909,13 @@ func (x *CreateRequest) GetImageName() string {
 	return ""
 }
 
+func (x *CreateRequest) GetBlocks() []*BlockAttachment {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
 // DestroyRequest removes a VM in whatever state it is.
 type DestroyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -411,7 +926,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +938,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +951,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -455,7 +970,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +982,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +995,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -496,7 +1011,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +1023,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +1036,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -555,7 +1070,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +1082,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +1095,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -600,7 +1115,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +1127,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +1140,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -661,15 +1176,16 @@ type VM struct {
 	StartedAtNs int64  `protobuf:"varint,18,opt,name=started_at_ns,json=startedAtNs,proto3" json:"started_at_ns,omitempty"`
 	ExitedAtNs  int64  `protobuf:"varint,19,opt,name=exited_at_ns,json=exitedAtNs,proto3" json:"exited_at_ns,omitempty"`
 	// Why the VM is failed, or what the last exit was.
-	Message       string   `protobuf:"bytes,20,opt,name=message,proto3" json:"message,omitempty"`
-	Argv          []string `protobuf:"bytes,21,rep,name=argv,proto3" json:"argv,omitempty"`
+	Message       string             `protobuf:"bytes,20,opt,name=message,proto3" json:"message,omitempty"`
+	Argv          []string           `protobuf:"bytes,21,rep,name=argv,proto3" json:"argv,omitempty"`
+	Blocks        []*BlockAttachment `protobuf:"bytes,22,rep,name=blocks,proto3" json:"blocks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +1197,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +1210,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VM) GetName() string {
@@ -844,6 +1360,13 @@ func (x *VM) GetArgv() []string {
 	return nil
 }
 
+func (x *VM) GetBlocks() []*BlockAttachment {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
 // ConsoleRequest selects console history and live lines.
 type ConsoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -859,7 +1382,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1394,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1407,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -929,7 +1452,7 @@ type ConsoleLine struct {
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1464,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1477,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -995,7 +1518,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1530,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1543,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -1048,7 +1571,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1583,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1596,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -1127,7 +1650,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1662,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1675,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -1165,7 +1688,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1700,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1713,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -1217,7 +1740,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1752,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1765,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Plugin) GetName() string {
@@ -1305,7 +1828,38 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\"\x10\n" +
+	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\"l\n" +
+	"\tBlockInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\x12\x1a\n" +
+	"\tin_use_by\x18\x03 \x01(\tR\ainUseBy\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"&\n" +
+	"\x10BlockListRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"d\n" +
+	"\x11BlockListResponse\x125\n" +
+	"\adevices\x18\x01 \x03(\v2\x1b.petrel.daemon.v1.BlockInfoR\adevices\x12\x18\n" +
+	"\aorphans\x18\x02 \x03(\tR\aorphans\"A\n" +
+	"\x12BlockCreateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"v\n" +
+	"\n" +
+	"BlockChunk\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04gzip\x18\x02 \x01(\bR\x04gzip\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x14\n" +
+	"\x05total\x18\x05 \x01(\x03R\x05total\">\n" +
+	"\x14BlockDownloadRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04gzip\x18\x02 \x01(\bR\x04gzip\")\n" +
+	"\x13BlockDestroyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14BlockDestroyResponse\"^\n" +
+	"\x0fBlockAttachment\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06device\x18\x02 \x01(\tR\x06device\x12\x1f\n" +
+	"\vsector_size\x18\x03 \x01(\rR\n" +
+	"sectorSize\"\x10\n" +
 	"\x0eVersionRequest\"L\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
@@ -1322,7 +1876,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"on_failure\x18\x01 \x01(\bR\tonFailure\x12\x1d\n" +
 	"\n" +
-	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\xaf\x02\n" +
+	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\xea\x02\n" +
 	"\rCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fimage_sha256\x18\x02 \x01(\tR\vimageSha256\x12\x18\n" +
@@ -1335,7 +1889,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x05force\x18\t \x01(\bR\x05force\x12\x1d\n" +
 	"\n" +
 	"image_name\x18\n" +
-	" \x01(\tR\timageName\"$\n" +
+	" \x01(\tR\timageName\x129\n" +
+	"\x06blocks\x18\v \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\"$\n" +
 	"\x0eDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
 	"\x0fDestroyResponse\"[\n" +
@@ -1346,7 +1901,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vInfoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
 	"\fInfoResponse\x12&\n" +
-	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\xde\x04\n" +
+	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\x99\x05\n" +
 	"\x02VM\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -1372,7 +1927,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\fexited_at_ns\x18\x13 \x01(\x03R\n" +
 	"exitedAtNs\x12\x18\n" +
 	"\amessage\x18\x14 \x01(\tR\amessage\x12\x12\n" +
-	"\x04argv\x18\x15 \x03(\tR\x04argv\"m\n" +
+	"\x04argv\x18\x15 \x03(\tR\x04argv\x129\n" +
+	"\x06blocks\x18\x16 \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\"m\n" +
 	"\x0eConsoleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
@@ -1409,7 +1965,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\brestarts\x18\b \x01(\rR\brestarts\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xa2\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xce\b\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
@@ -1419,7 +1975,12 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x04Info\x12\x1d.petrel.daemon.v1.InfoRequest\x1a\x1e.petrel.daemon.v1.InfoResponse\x12L\n" +
 	"\aConsole\x12 .petrel.daemon.v1.ConsoleRequest\x1a\x1d.petrel.daemon.v1.ConsoleLine0\x01\x12D\n" +
 	"\x06Events\x12\x1f.petrel.daemon.v1.EventsRequest\x1a\x17.petrel.daemon.v1.Event0\x01\x12N\n" +
-	"\aPlugins\x12 .petrel.daemon.v1.PluginsRequest\x1a!.petrel.daemon.v1.PluginsResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
+	"\aPlugins\x12 .petrel.daemon.v1.PluginsRequest\x1a!.petrel.daemon.v1.PluginsResponse\x12T\n" +
+	"\tBlockList\x12\".petrel.daemon.v1.BlockListRequest\x1a#.petrel.daemon.v1.BlockListResponse\x12P\n" +
+	"\vBlockCreate\x12$.petrel.daemon.v1.BlockCreateRequest\x1a\x1b.petrel.daemon.v1.BlockInfo\x12J\n" +
+	"\vBlockUpload\x12\x1c.petrel.daemon.v1.BlockChunk\x1a\x1b.petrel.daemon.v1.BlockInfo(\x01\x12W\n" +
+	"\rBlockDownload\x12&.petrel.daemon.v1.BlockDownloadRequest\x1a\x1c.petrel.daemon.v1.BlockChunk0\x01\x12]\n" +
+	"\fBlockDestroy\x12%.petrel.daemon.v1.BlockDestroyRequest\x1a&.petrel.daemon.v1.BlockDestroyResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -1433,58 +1994,80 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*VersionRequest)(nil),  // 0: petrel.daemon.v1.VersionRequest
-	(*VersionResponse)(nil), // 1: petrel.daemon.v1.VersionResponse
-	(*ImageChunk)(nil),      // 2: petrel.daemon.v1.ImageChunk
-	(*ImageRef)(nil),        // 3: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),   // 4: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),   // 5: petrel.daemon.v1.CreateRequest
-	(*DestroyRequest)(nil),  // 6: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil), // 7: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),  // 8: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),     // 9: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),    // 10: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),              // 11: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),  // 12: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),     // 13: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),   // 14: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),           // 15: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),  // 16: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil), // 17: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),          // 18: petrel.daemon.v1.Plugin
-	nil,                     // 19: petrel.daemon.v1.Plugin.AttributesEntry
+	(*BlockInfo)(nil),            // 0: petrel.daemon.v1.BlockInfo
+	(*BlockListRequest)(nil),     // 1: petrel.daemon.v1.BlockListRequest
+	(*BlockListResponse)(nil),    // 2: petrel.daemon.v1.BlockListResponse
+	(*BlockCreateRequest)(nil),   // 3: petrel.daemon.v1.BlockCreateRequest
+	(*BlockChunk)(nil),           // 4: petrel.daemon.v1.BlockChunk
+	(*BlockDownloadRequest)(nil), // 5: petrel.daemon.v1.BlockDownloadRequest
+	(*BlockDestroyRequest)(nil),  // 6: petrel.daemon.v1.BlockDestroyRequest
+	(*BlockDestroyResponse)(nil), // 7: petrel.daemon.v1.BlockDestroyResponse
+	(*BlockAttachment)(nil),      // 8: petrel.daemon.v1.BlockAttachment
+	(*VersionRequest)(nil),       // 9: petrel.daemon.v1.VersionRequest
+	(*VersionResponse)(nil),      // 10: petrel.daemon.v1.VersionResponse
+	(*ImageChunk)(nil),           // 11: petrel.daemon.v1.ImageChunk
+	(*ImageRef)(nil),             // 12: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 13: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 14: petrel.daemon.v1.CreateRequest
+	(*DestroyRequest)(nil),       // 15: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 16: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 17: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 18: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 19: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 20: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 21: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 22: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 23: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 24: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 25: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 26: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 27: petrel.daemon.v1.Plugin
+	nil,                          // 28: petrel.daemon.v1.Plugin.AttributesEntry
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	4,  // 0: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	11, // 1: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	4,  // 2: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	18, // 3: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	19, // 4: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	0,  // 5: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	2,  // 6: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	5,  // 7: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	6,  // 8: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	8,  // 9: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	9,  // 10: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	12, // 11: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	14, // 12: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	16, // 13: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	1,  // 14: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	3,  // 15: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	11, // 16: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	7,  // 17: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	11, // 18: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	10, // 19: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	13, // 20: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	15, // 21: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	17, // 22: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	14, // [14:23] is the sub-list for method output_type
-	5,  // [5:14] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	0,  // 0: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	13, // 1: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	8,  // 2: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	20, // 3: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	13, // 4: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	8,  // 5: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	27, // 6: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	28, // 7: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	9,  // 8: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	11, // 9: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	14, // 10: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	15, // 11: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	17, // 12: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	18, // 13: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	21, // 14: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	23, // 15: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	25, // 16: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	1,  // 17: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	3,  // 18: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	4,  // 19: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	5,  // 20: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	6,  // 21: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	10, // 22: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	12, // 23: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	20, // 24: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	16, // 25: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	20, // 26: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	19, // 27: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	22, // 28: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	24, // 29: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	26, // 30: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	2,  // 31: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	0,  // 32: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	0,  // 33: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	4,  // 34: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	7,  // 35: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	22, // [22:36] is the sub-list for method output_type
+	8,  // [8:22] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -1498,7 +2081,7 @@ func file_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,15 +24,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Daemon_Version_FullMethodName     = "/petrel.daemon.v1.Daemon/Version"
-	Daemon_UploadImage_FullMethodName = "/petrel.daemon.v1.Daemon/UploadImage"
-	Daemon_Create_FullMethodName      = "/petrel.daemon.v1.Daemon/Create"
-	Daemon_Destroy_FullMethodName     = "/petrel.daemon.v1.Daemon/Destroy"
-	Daemon_Restart_FullMethodName     = "/petrel.daemon.v1.Daemon/Restart"
-	Daemon_Info_FullMethodName        = "/petrel.daemon.v1.Daemon/Info"
-	Daemon_Console_FullMethodName     = "/petrel.daemon.v1.Daemon/Console"
-	Daemon_Events_FullMethodName      = "/petrel.daemon.v1.Daemon/Events"
-	Daemon_Plugins_FullMethodName     = "/petrel.daemon.v1.Daemon/Plugins"
+	Daemon_Version_FullMethodName       = "/petrel.daemon.v1.Daemon/Version"
+	Daemon_UploadImage_FullMethodName   = "/petrel.daemon.v1.Daemon/UploadImage"
+	Daemon_Create_FullMethodName        = "/petrel.daemon.v1.Daemon/Create"
+	Daemon_Destroy_FullMethodName       = "/petrel.daemon.v1.Daemon/Destroy"
+	Daemon_Restart_FullMethodName       = "/petrel.daemon.v1.Daemon/Restart"
+	Daemon_Info_FullMethodName          = "/petrel.daemon.v1.Daemon/Info"
+	Daemon_Console_FullMethodName       = "/petrel.daemon.v1.Daemon/Console"
+	Daemon_Events_FullMethodName        = "/petrel.daemon.v1.Daemon/Events"
+	Daemon_Plugins_FullMethodName       = "/petrel.daemon.v1.Daemon/Plugins"
+	Daemon_BlockList_FullMethodName     = "/petrel.daemon.v1.Daemon/BlockList"
+	Daemon_BlockCreate_FullMethodName   = "/petrel.daemon.v1.Daemon/BlockCreate"
+	Daemon_BlockUpload_FullMethodName   = "/petrel.daemon.v1.Daemon/BlockUpload"
+	Daemon_BlockDownload_FullMethodName = "/petrel.daemon.v1.Daemon/BlockDownload"
+	Daemon_BlockDestroy_FullMethodName  = "/petrel.daemon.v1.Daemon/BlockDestroy"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -53,6 +58,18 @@ type DaemonClient interface {
 	Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleLine], error)
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	Plugins(ctx context.Context, in *PluginsRequest, opts ...grpc.CallOption) (*PluginsResponse, error)
+	// BlockList lists block devices under a path.
+	BlockList(ctx context.Context, in *BlockListRequest, opts ...grpc.CallOption) (*BlockListResponse, error)
+	// BlockCreate makes an empty (sparse) block device.
+	BlockCreate(ctx context.Context, in *BlockCreateRequest, opts ...grpc.CallOption) (*BlockInfo, error)
+	// BlockUpload replaces a device's content; the first chunk names the
+	// device, the last carries the SHA-256 of the (uncompressed) content,
+	// and the device changes only once that checksum matches.
+	BlockUpload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[BlockChunk, BlockInfo], error)
+	// BlockDownload streams a device's content; the last chunk carries its
+	// SHA-256.
+	BlockDownload(ctx context.Context, in *BlockDownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlockChunk], error)
+	BlockDestroy(ctx context.Context, in *BlockDestroyRequest, opts ...grpc.CallOption) (*BlockDestroyResponse, error)
 }
 
 type daemonClient struct {
@@ -174,6 +191,68 @@ func (c *daemonClient) Plugins(ctx context.Context, in *PluginsRequest, opts ...
 	return out, nil
 }
 
+func (c *daemonClient) BlockList(ctx context.Context, in *BlockListRequest, opts ...grpc.CallOption) (*BlockListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlockListResponse)
+	err := c.cc.Invoke(ctx, Daemon_BlockList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) BlockCreate(ctx context.Context, in *BlockCreateRequest, opts ...grpc.CallOption) (*BlockInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlockInfo)
+	err := c.cc.Invoke(ctx, Daemon_BlockCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) BlockUpload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[BlockChunk, BlockInfo], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[3], Daemon_BlockUpload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BlockChunk, BlockInfo]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_BlockUploadClient = grpc.ClientStreamingClient[BlockChunk, BlockInfo]
+
+func (c *daemonClient) BlockDownload(ctx context.Context, in *BlockDownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlockChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[4], Daemon_BlockDownload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BlockDownloadRequest, BlockChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_BlockDownloadClient = grpc.ServerStreamingClient[BlockChunk]
+
+func (c *daemonClient) BlockDestroy(ctx context.Context, in *BlockDestroyRequest, opts ...grpc.CallOption) (*BlockDestroyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlockDestroyResponse)
+	err := c.cc.Invoke(ctx, Daemon_BlockDestroy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -192,6 +271,18 @@ type DaemonServer interface {
 	Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleLine]) error
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	Plugins(context.Context, *PluginsRequest) (*PluginsResponse, error)
+	// BlockList lists block devices under a path.
+	BlockList(context.Context, *BlockListRequest) (*BlockListResponse, error)
+	// BlockCreate makes an empty (sparse) block device.
+	BlockCreate(context.Context, *BlockCreateRequest) (*BlockInfo, error)
+	// BlockUpload replaces a device's content; the first chunk names the
+	// device, the last carries the SHA-256 of the (uncompressed) content,
+	// and the device changes only once that checksum matches.
+	BlockUpload(grpc.ClientStreamingServer[BlockChunk, BlockInfo]) error
+	// BlockDownload streams a device's content; the last chunk carries its
+	// SHA-256.
+	BlockDownload(*BlockDownloadRequest, grpc.ServerStreamingServer[BlockChunk]) error
+	BlockDestroy(context.Context, *BlockDestroyRequest) (*BlockDestroyResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -228,6 +319,21 @@ func (UnimplementedDaemonServer) Events(*EventsRequest, grpc.ServerStreamingServ
 }
 func (UnimplementedDaemonServer) Plugins(context.Context, *PluginsRequest) (*PluginsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Plugins not implemented")
+}
+func (UnimplementedDaemonServer) BlockList(context.Context, *BlockListRequest) (*BlockListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BlockList not implemented")
+}
+func (UnimplementedDaemonServer) BlockCreate(context.Context, *BlockCreateRequest) (*BlockInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method BlockCreate not implemented")
+}
+func (UnimplementedDaemonServer) BlockUpload(grpc.ClientStreamingServer[BlockChunk, BlockInfo]) error {
+	return status.Error(codes.Unimplemented, "method BlockUpload not implemented")
+}
+func (UnimplementedDaemonServer) BlockDownload(*BlockDownloadRequest, grpc.ServerStreamingServer[BlockChunk]) error {
+	return status.Error(codes.Unimplemented, "method BlockDownload not implemented")
+}
+func (UnimplementedDaemonServer) BlockDestroy(context.Context, *BlockDestroyRequest) (*BlockDestroyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BlockDestroy not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -387,6 +493,78 @@ func _Daemon_Plugins_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_BlockList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).BlockList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_BlockList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).BlockList(ctx, req.(*BlockListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_BlockCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).BlockCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_BlockCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).BlockCreate(ctx, req.(*BlockCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_BlockUpload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DaemonServer).BlockUpload(&grpc.GenericServerStream[BlockChunk, BlockInfo]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_BlockUploadServer = grpc.ClientStreamingServer[BlockChunk, BlockInfo]
+
+func _Daemon_BlockDownload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BlockDownloadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DaemonServer).BlockDownload(m, &grpc.GenericServerStream[BlockDownloadRequest, BlockChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_BlockDownloadServer = grpc.ServerStreamingServer[BlockChunk]
+
+func _Daemon_BlockDestroy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockDestroyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).BlockDestroy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_BlockDestroy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).BlockDestroy(ctx, req.(*BlockDestroyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -418,6 +596,18 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Plugins",
 			Handler:    _Daemon_Plugins_Handler,
 		},
+		{
+			MethodName: "BlockList",
+			Handler:    _Daemon_BlockList_Handler,
+		},
+		{
+			MethodName: "BlockCreate",
+			Handler:    _Daemon_BlockCreate_Handler,
+		},
+		{
+			MethodName: "BlockDestroy",
+			Handler:    _Daemon_BlockDestroy_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -433,6 +623,16 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Events",
 			Handler:       _Daemon_Events_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "BlockUpload",
+			Handler:       _Daemon_BlockUpload_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "BlockDownload",
+			Handler:       _Daemon_BlockDownload_Handler,
 			ServerStreams: true,
 		},
 	},

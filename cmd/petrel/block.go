@@ -1,0 +1,255 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/petrel-vmm/petrel/sdk/client"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// progressBar returns a progress callback drawing on stderr when it is a
+// terminal, or nil.
+func (a *app) progressBar(what string) client.Progress {
+	if !isTerminal(a.errw) {
+		return nil
+	}
+	var last time.Time
+	start := time.Now()
+	return func(done, total int64) {
+		if time.Since(last) < 100*time.Millisecond && done < total {
+			return
+		}
+		last = time.Now()
+		rate := float64(done) / time.Since(start).Seconds() / (1 << 20)
+		if total > 0 {
+			const width = 30
+			filled := int(float64(width) * float64(done) / float64(total))
+			fmt.Fprintf(a.errw, "\r%s [%s%s] %5.1f%% %.1f MB/s", what, strings.Repeat("=", filled), strings.Repeat(" ", width-filled),
+				float64(done)*100/float64(total), rate)
+		} else {
+			fmt.Fprintf(a.errw, "\r%s %d bytes %.1f MB/s", what, done, rate)
+		}
+		if total > 0 && done >= total {
+			fmt.Fprintln(a.errw)
+		}
+	}
+}
+
+// parseBlockFlag parses NAME[:DEVICE][@SECTOR].
+func parseBlockFlag(s string) (*daemonv1.BlockAttachment, error) {
+	b := &daemonv1.BlockAttachment{}
+	rest := s
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		n, err := strconv.ParseUint(rest[i+1:], 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--block %q: sector size %q is not a number", s, rest[i+1:])
+		}
+		b.SectorSize = uint32(n)
+		rest = rest[:i]
+	}
+	name, dev, _ := strings.Cut(rest, ":")
+	if name == "" {
+		return nil, fmt.Errorf("--block %q: expected NAME[:DEVICE][@SECTOR]", s)
+	}
+	b.Name, b.Device = name, dev
+	return b, nil
+}
+
+func (a *app) blockCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "block [PATH]",
+		Short: "List block devices (with subcommands to create, upload, download and destroy them)",
+		Long: `Block devices are sparse files kept by petreld, named like VMs
+(team:web:disk). A VM uses them with
+  petrel create NAME IMAGE --block MANIFEST-NAME[:DEVICE][@SECTOR]
+where DEVICE is a device label in the VM's path (default: the manifest
+name) and SECTOR a sector size (a power of two, at least 512, dividing
+the device size). A device serves one running VM at a time; uploads,
+downloads and destroy are refused while it is in use.`,
+		Example: "  petrel block\n  petrel block create team:disk 64\n  petrel block upload team:disk ./disk.img --gzip",
+		Args:    args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &daemonv1.BlockListRequest{}
+			if len(pos) == 1 {
+				req.Path = pos[0]
+			}
+			res, err := c.API.BlockList(ctx, req)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				list := []map[string]any{}
+				for _, d := range res.GetDevices() {
+					list = append(list, map[string]any{"name": d.GetName(), "size_mb": d.GetSizeMb(), "in_use_by": d.GetInUseBy()})
+				}
+				return writeJSON(a.out, list)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSIZE\tIN USE BY")
+			for _, d := range res.GetDevices() {
+				user := d.GetInUseBy()
+				if user == "" {
+					user = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%dM\t%s\n", d.GetName(), d.GetSizeMb(), user)
+			}
+			tw.Flush()
+			for _, o := range res.GetOrphans() {
+				fmt.Fprintf(a.errw, "petrel: %s in the block directory is not a block device (left alone)\n", o)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.AddCommand(a.blockCreateCmd(), a.blockUploadCmd(), a.blockDownloadCmd(), a.blockDestroyCmd())
+	return cmd
+}
+
+func parseSize(s string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSuffix(strings.ToUpper(s), "M"), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, usageError{fmt.Errorf("size %q is not a positive number of MB", s)}
+	}
+	return n, nil
+}
+
+func (a *app) blockCreateCmd() *cobra.Command {
+	var data string
+	var gz bool
+	cmd := &cobra.Command{
+		Use:     "create NAME SIZE_MB",
+		Short:   "Create a block device of SIZE_MB megabytes, empty or from a file",
+		Example: "  petrel block create team:disk 64\n  petrel block create team:disk 64 --data ./disk.img --gzip",
+		Args:    args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			size, err := parseSize(pos[1])
+			if err != nil {
+				return err
+			}
+			if data != "" {
+				fi, err := os.Stat(data)
+				if err != nil {
+					return err
+				}
+				if fi.Size() > size<<20 {
+					return fmt.Errorf("%s (%d bytes) does not fit in %d MB", data, fi.Size(), size)
+				}
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.API.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: pos[0], SizeMb: size})
+			if err != nil {
+				return err
+			}
+			if data != "" {
+				if _, err := c.UploadBlockFile(ctx, info.GetName(), data, gz, a.progressBar("uploading "+filepath.Base(data))); err != nil {
+					c.API.BlockDestroy(cmd.Context(), &daemonv1.BlockDestroyRequest{Name: info.GetName()})
+					return err
+				}
+			}
+			fmt.Fprintf(a.out, "created block device %s (%d MB)\n", info.GetName(), info.GetSizeMb())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "initial content")
+	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer")
+	return cmd
+}
+
+func (a *app) blockUploadCmd() *cobra.Command {
+	var gz bool
+	cmd := &cobra.Command{
+		Use:   "upload NAME FILE",
+		Short: "Replace a block device's content with FILE (atomically, checksum verified)",
+		Long: `Stream FILE into block device NAME. The daemon writes a new copy and
+switches to it only when the SHA-256 of what it received matches FILE's,
+so an interrupted or corrupted upload leaves the old content.`,
+		Args: args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.UploadBlockFile(ctx, pos[0], pos[1], gz, a.progressBar("uploading "+filepath.Base(pos[1])))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "uploaded %s to %s (sha256 %s)\n", pos[1], info.GetName(), info.GetSha256())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer")
+	return cmd
+}
+
+func (a *app) blockDownloadCmd() *cobra.Command {
+	var gz bool
+	cmd := &cobra.Command{
+		Use:   "download NAME FILE",
+		Short: "Write a block device's content to FILE (checksum verified)",
+		Args:  args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			n, err := c.DownloadBlockFile(ctx, pos[0], pos[1], gz, a.progressBar("downloading "+pos[0]))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "downloaded %s to %s (%d bytes)\n", pos[0], pos[1], n)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer")
+	return cmd
+}
+
+func (a *app) blockDestroyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "destroy NAME",
+		Short: "Remove a block device no VM uses",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.API.BlockDestroy(ctx, &daemonv1.BlockDestroyRequest{Name: pos[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "destroyed block device %s\n", pos[0])
+			return nil
+		},
+	}
+}

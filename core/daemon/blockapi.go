@@ -1,0 +1,175 @@
+package daemon
+
+import (
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/core/block"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// blockChunkSize is the size of each download message.
+const blockChunkSize = 1 << 20
+
+func blockInfo(d block.Device) *daemonv1.BlockInfo {
+	return &daemonv1.BlockInfo{Name: d.Name, SizeMb: d.SizeMB, InUseBy: d.InUseBy}
+}
+
+func (s *server) BlockList(_ context.Context, req *daemonv1.BlockListRequest) (*daemonv1.BlockListResponse, error) {
+	devs, err := s.d.blocks.List(req.GetPath())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	out := &daemonv1.BlockListResponse{}
+	for _, d := range devs {
+		out.Devices = append(out.Devices, blockInfo(d))
+	}
+	out.Orphans, _ = s.d.blocks.Orphans()
+	return out, nil
+}
+
+func (s *server) BlockCreate(_ context.Context, req *daemonv1.BlockCreateRequest) (*daemonv1.BlockInfo, error) {
+	d, err := s.d.blocks.Create(req.GetName(), req.GetSizeMb())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return blockInfo(d), nil
+}
+
+func (s *server) BlockDestroy(_ context.Context, req *daemonv1.BlockDestroyRequest) (*daemonv1.BlockDestroyResponse, error) {
+	if err := s.d.blocks.Destroy(req.GetName()); err != nil {
+		return nil, grpcError(err)
+	}
+	return &daemonv1.BlockDestroyResponse{}, nil
+}
+
+// blockStreamReader turns upload chunks into a reader and remembers the
+// checksum the last chunk carries.
+type blockStreamReader struct {
+	stream daemonv1.Daemon_BlockUploadServer
+	buf    []byte
+	sha    string
+	err    error
+}
+
+func (r *blockStreamReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err == io.EOF {
+			return 0, io.EOF
+		}
+		if err != nil {
+			r.err = err
+			return 0, err
+		}
+		if msg.GetSha256() != "" {
+			r.sha = msg.GetSha256()
+		}
+		r.buf = msg.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
+	}
+	d, err := s.d.blocks.Get(first.GetName())
+	if err != nil {
+		return grpcError(err)
+	}
+	if first.GetTotal() > d.SizeMB*block.MB {
+		return status.Errorf(codes.InvalidArgument, "%d bytes do not fit in block device %s (%d MB)", first.GetTotal(), d.Name, d.SizeMB)
+	}
+	u, err := s.d.blocks.BeginUpload(d.Name)
+	if err != nil {
+		return grpcError(err)
+	}
+	defer u.Abort()
+	r := &blockStreamReader{stream: stream, buf: first.GetData(), sha: first.GetSha256()}
+	var src io.Reader = r
+	if first.GetGzip() {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "upload to %s: gzip: %v", d.Name, err)
+		}
+		defer zr.Close()
+		src = zr
+	}
+	if _, err := io.CopyBuffer(u, src, make([]byte, blockChunkSize)); err != nil {
+		if r.err != nil {
+			return status.Errorf(codes.Canceled, "upload to %s interrupted (the device is unchanged): %v", d.Name, r.err)
+		}
+		return grpcError(fmt.Errorf("upload to %s (the device is unchanged): %w", d.Name, err))
+	}
+	if first.GetGzip() {
+		// Drain what follows the gzip stream to collect the checksum.
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return status.Errorf(codes.Canceled, "upload to %s interrupted: %v", d.Name, err)
+		}
+	}
+	if r.sha == "" {
+		return status.Errorf(codes.InvalidArgument, "upload to %s carried no checksum; the device is unchanged", d.Name)
+	}
+	sum, err := u.Commit(r.sha)
+	if err != nil {
+		return grpcError(err)
+	}
+	info := blockInfo(d)
+	info.Sha256 = sum
+	return stream.SendAndClose(info)
+}
+
+// chunkWriter sends written bytes as download chunks.
+type chunkWriter struct {
+	stream daemonv1.Daemon_BlockDownloadServer
+	gzip   bool
+}
+
+func (w chunkWriter) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += blockChunkSize {
+		end := min(off+blockChunkSize, len(p))
+		if err := w.stream.Send(&daemonv1.BlockChunk{Data: p[off:end], Gzip: w.gzip}); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
+	d, err := s.d.blocks.Get(req.GetName())
+	if err != nil {
+		return grpcError(err)
+	}
+	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Gzip: req.GetGzip(), Total: d.SizeMB * block.MB}); err != nil {
+		return err
+	}
+	var w io.Writer = chunkWriter{stream: stream, gzip: req.GetGzip()}
+	var zw *gzip.Writer
+	if req.GetGzip() {
+		zw = gzip.NewWriter(w)
+		w = zw
+	}
+	sum, _, err := s.d.blocks.Download(d.Name, w)
+	if err != nil {
+		if errors.Is(err, block.ErrBusy) || errors.Is(err, block.ErrNotFound) {
+			return grpcError(err)
+		}
+		return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
+		}
+	}
+	return stream.Send(&daemonv1.BlockChunk{Sha256: sum, Gzip: req.GetGzip()})
+}

@@ -1,0 +1,182 @@
+package client
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// Progress is called as a transfer advances, with the bytes of content
+// done and the total (0 when unknown).
+type Progress func(done, total int64)
+
+// countingReader counts what passes through it.
+type countingReader struct {
+	r        io.Reader
+	n        int64
+	total    int64
+	progress Progress
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.progress != nil && n > 0 {
+		c.progress(c.n, c.total)
+	}
+	return n, err
+}
+
+// streamWriter sends written bytes as upload chunks.
+type streamWriter struct {
+	stream daemonv1.Daemon_BlockUploadClient
+	first  *daemonv1.BlockChunk
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += ChunkSize {
+		end := min(off+ChunkSize, len(p))
+		msg := &daemonv1.BlockChunk{Data: p[off:end]}
+		if w.first != nil {
+			msg, w.first = w.first, nil
+			msg.Data = p[off:end]
+		}
+		if err := w.stream.Send(msg); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+// UploadBlock replaces block device name's content with r (total bytes,
+// or 0 when unknown), optionally compressing it on the wire. The daemon
+// changes the device only once the SHA-256 computed here matches what it
+// received.
+func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, total int64, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
+	stream, err := c.API.BlockUpload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	src := &countingReader{r: io.TeeReader(r, h), total: total, progress: progress}
+	w := &streamWriter{stream: stream, first: &daemonv1.BlockChunk{Name: name, Gzip: compress, Total: total}}
+	var copyErr error
+	buf := make([]byte, ChunkSize)
+	if compress {
+		zw := gzip.NewWriter(w)
+		if _, copyErr = io.CopyBuffer(zw, src, buf); copyErr == nil {
+			copyErr = zw.Close()
+		}
+	} else {
+		_, copyErr = io.CopyBuffer(w, src, buf)
+	}
+	if w.first != nil && copyErr == nil { // empty content: still name the device
+		copyErr = stream.Send(w.first)
+	}
+	if copyErr == nil {
+		copyErr = stream.Send(&daemonv1.BlockChunk{Sha256: hex.EncodeToString(h.Sum(nil))})
+	}
+	if copyErr != nil && !errors.Is(copyErr, io.EOF) {
+		stream.CloseSend()
+		return nil, fmt.Errorf("upload to %s: %w", name, copyErr)
+	}
+	return stream.CloseAndRecv()
+}
+
+// UploadBlockFile uploads the file at path.
+func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return c.UploadBlock(ctx, name, f, fi.Size(), compress, progress)
+}
+
+// downloadReader turns download chunks into a reader.
+type downloadReader struct {
+	stream daemonv1.Daemon_BlockDownloadClient
+	buf    []byte
+	sha    string
+}
+
+func (r *downloadReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err
+		}
+		if msg.GetSha256() != "" {
+			r.sha = msg.GetSha256()
+		}
+		r.buf = msg.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// DownloadBlockFile writes block device name's content to path, verifying
+// the daemon's SHA-256; path appears only once the content is complete
+// and verified.
+func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (int64, error) {
+	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, Gzip: compress})
+	if err != nil {
+		return 0, err
+	}
+	head, err := stream.Recv()
+	if err != nil {
+		return 0, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.part")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	r := &downloadReader{stream: stream}
+	var src io.Reader = r
+	if compress {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return 0, fmt.Errorf("download %s: %w", name, err)
+		}
+		src = zr
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), &countingReader{r: src, total: head.GetTotal(), progress: progress}, make([]byte, ChunkSize))
+	if err != nil {
+		return n, fmt.Errorf("download %s: %w", name, err)
+	}
+	for r.sha == "" { // the checksum follows the content
+		if _, err := r.Read(make([]byte, 1)); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return n, fmt.Errorf("download %s: %w", name, err)
+		}
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if r.sha == "" || r.sha != got {
+		return n, fmt.Errorf("download %s: checksum mismatch (daemon %q, received %s); %s not written", name, r.sha, got, path)
+	}
+	if err := tmp.Sync(); err != nil {
+		return n, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return n, err
+	}
+	return n, nil
+}
