@@ -16,6 +16,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
 // APIVersion is the daemon API version served.
@@ -275,7 +276,7 @@ func toEvent(e events.Event) *daemonv1.Event {
 func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
 	out := &daemonv1.PluginsResponse{}
 	for _, st := range s.d.plugins.Status() {
-		p := &daemonv1.Plugin{Name: st.Name, Path: st.Path, Restarts: uint32(st.Restarts), Kind: "hypervisor"}
+		p := &daemonv1.Plugin{Name: st.Name, Path: st.Path, Restarts: uint32(st.Restarts), Kind: kindName(st.Kind)}
 		if st.Info != nil {
 			p.Version = st.Info.GetVersion()
 		}
@@ -291,6 +292,18 @@ func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.P
 		out.Plugins = append(out.Plugins, p)
 	}
 	return out, nil
+}
+
+func kindName(k pluginv1.Kind) string {
+	switch k {
+	case pluginv1.Kind_KIND_HYPERVISOR:
+		return "hypervisor"
+	case pluginv1.Kind_KIND_NETWORK:
+		return "network"
+	case pluginv1.Kind_KIND_METRICS:
+		return "metrics"
+	}
+	return "unknown"
 }
 
 func healthName(s string) string {

@@ -7,7 +7,6 @@ package pluginhost
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -46,6 +45,7 @@ type Options struct {
 // Status describes one plugin for `petrel plugins` and health output.
 type Status struct {
 	Name, Path  string
+	Kind        pluginv1.Kind
 	Info        *pluginv1.PluginInfo
 	Fingerprint *pluginv1.FingerprintResponse
 	Running     bool
@@ -82,9 +82,30 @@ func New(opts Options) *Host {
 	return &Host{opts: opts, ctx: ctx, cancel: cancel, plugins: map[string]*managed{}}
 }
 
+// Common is what every plugin kind serves, whatever else it does.
+type Common interface {
+	Info(ctx context.Context) (*pluginv1.PluginInfo, error)
+	Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error
+	Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error)
+}
+
+// Kind describes how to launch and talk to one kind of plugin.
+type Kind struct {
+	// Kind is the plugin kind the binary must report.
+	Kind pluginv1.Kind
+	// Service is the go-plugin dispense name.
+	Service string
+	// Sets are the versioned plugin sets (with nil implementations).
+	Sets map[int]goplugin.PluginSet
+}
+
+// HypervisorKind launches hypervisor backends.
+var HypervisorKind = Kind{Kind: pluginv1.Kind_KIND_HYPERVISOR, Service: plugin.HypervisorService, Sets: plugin.HypervisorPluginSets(nil)}
+
 // managed is one plugin and its current process.
 type managed struct {
 	host     *Host
+	kind     Kind
 	name     string
 	path     string
 	settings map[string]string
@@ -92,7 +113,7 @@ type managed struct {
 
 	mu       sync.Mutex
 	client   *goplugin.Client
-	hv       hypervisor.Hypervisor
+	hv       Common
 	ready    chan struct{} // closed while hv is usable
 	info     *pluginv1.PluginInfo
 	fp       *pluginv1.FingerprintResponse
@@ -107,12 +128,18 @@ func BinaryPath(dir, name string) string { return filepath.Join(dir, BinaryPrefi
 // it running. It returns the first launch's error (the Host keeps
 // retrying in the background, so a backend can come up later).
 func (h *Host) AddHypervisor(name string, settings map[string]string) error {
+	return h.Add(HypervisorKind, name, settings)
+}
+
+// Add launches the plugin petrel-plugin-NAME of the given kind and keeps
+// it running, like AddHypervisor.
+func (h *Host) Add(kind Kind, name string, settings map[string]string) error {
 	h.mu.Lock()
 	if _, dup := h.plugins[name]; dup {
 		h.mu.Unlock()
 		return fmt.Errorf("plugin %s added twice", name)
 	}
-	m := &managed{host: h, name: name, path: BinaryPath(h.opts.PluginDir, name), settings: settings,
+	m := &managed{host: h, kind: kind, name: name, path: BinaryPath(h.opts.PluginDir, name), settings: settings,
 		ready: make(chan struct{}), exited: make(chan struct{})}
 	h.plugins[name] = m
 	h.mu.Unlock()
@@ -128,17 +155,43 @@ func (h *Host) AddHypervisor(name string, settings map[string]string) error {
 
 // Hypervisor returns the restart-proof handle of backend name.
 func (h *Host) Hypervisor(name string) (hypervisor.Hypervisor, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	m, ok := h.plugins[name]
+	m, ok := h.lookup(name, pluginv1.Kind_KIND_HYPERVISOR)
 	if !ok {
 		return nil, fmt.Errorf("%w: no backend %q is enabled on this host", hypervisor.ErrInvalid, name)
 	}
 	return &proxy{m: m}, nil
 }
 
-// Names lists the configured plugins.
-func (h *Host) Names() []string {
+// lookup finds a plugin of a kind.
+func (h *Host) lookup(name string, kind pluginv1.Kind) (*managed, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.plugins[name]
+	if !ok || m.kind.Kind != kind {
+		return nil, false
+	}
+	return m, true
+}
+
+// NamesOf lists the plugins of one kind.
+func (h *Host) NamesOf(kind pluginv1.Kind) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var names []string
+	for n, m := range h.plugins {
+		if m.kind.Kind == kind {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Names lists the hypervisor backends.
+func (h *Host) Names() []string { return h.NamesOf(pluginv1.Kind_KIND_HYPERVISOR) }
+
+// all lists every plugin name.
+func (h *Host) all() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var names []string
@@ -152,12 +205,12 @@ func (h *Host) Names() []string {
 // Status reports every plugin.
 func (h *Host) Status() []Status {
 	var out []Status
-	for _, n := range h.Names() {
+	for _, n := range h.all() {
 		h.mu.Lock()
 		m := h.plugins[n]
 		h.mu.Unlock()
 		m.mu.Lock()
-		s := Status{Name: m.name, Path: m.path, Info: m.info, Fingerprint: m.fp, Restarts: m.restarts}
+		s := Status{Name: m.name, Kind: m.kind.Kind, Path: m.path, Info: m.info, Fingerprint: m.fp, Restarts: m.restarts}
 		if m.lastErr != nil {
 			s.LastError = m.lastErr.Error()
 		}
@@ -203,7 +256,7 @@ func (m *managed) tryLaunch() error {
 		return fmt.Errorf("plugin %s: %w", m.name, err)
 	}
 	logger := m.host.opts.Logger.Named(m.name)
-	c := goplugin.NewClient(plugin.ClientConfig(m.path, plugin.HypervisorPluginSets(nil), logger))
+	c := goplugin.NewClient(plugin.ClientConfig(m.path, m.kind.Sets, logger))
 	fail := func(err error) error {
 		c.Kill()
 		return fmt.Errorf("plugin %s: %w", m.name, err)
@@ -212,13 +265,13 @@ func (m *managed) tryLaunch() error {
 	if err != nil {
 		return fail(err)
 	}
-	raw, err := rpc.Dispense(plugin.HypervisorService)
+	raw, err := rpc.Dispense(m.kind.Service)
 	if err != nil {
 		return fail(err)
 	}
-	hv, ok := raw.(hypervisor.Hypervisor)
+	hv, ok := raw.(Common)
 	if !ok {
-		return fail(errors.New("does not serve the hypervisor service"))
+		return fail(fmt.Errorf("does not serve the %s service", m.kind.Service))
 	}
 	ctx, cancel := context.WithTimeout(m.host.ctx, 30*time.Second)
 	defer cancel()
@@ -226,8 +279,8 @@ func (m *managed) tryLaunch() error {
 	if err != nil {
 		return fail(fmt.Errorf("info: %w", err))
 	}
-	if info.GetKind() != pluginv1.Kind_KIND_HYPERVISOR {
-		return fail(fmt.Errorf("is a %s plugin, not a hypervisor", info.GetKind()))
+	if info.GetKind() != m.kind.Kind {
+		return fail(fmt.Errorf("is a %s plugin, not %s", info.GetKind(), m.kind.Kind))
 	}
 	runDir := filepath.Join(m.host.opts.RunDir, m.name)
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
@@ -308,9 +361,9 @@ func (m *managed) keep(up bool) {
 	}
 }
 
-// current returns the live Hypervisor, waiting up to CallWait for a
+// current returns the live plugin, waiting up to CallWait for a
 // restarting plugin.
-func (m *managed) current(ctx context.Context) (hypervisor.Hypervisor, error) {
+func (m *managed) current(ctx context.Context) (Common, error) {
 	m.mu.Lock()
 	ready := m.ready
 	m.mu.Unlock()

@@ -2,16 +2,32 @@ package pluginhost
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
-// proxy forwards each call to the plugin's current process.
+// proxy forwards each call to the hypervisor plugin's current process.
 type proxy struct{ m *managed }
 
+// hv returns the current process as a Hypervisor.
+func (p *proxy) current(ctx context.Context) (hypervisor.Hypervisor, error) {
+	c, err := p.m.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hv, ok := c.(hypervisor.Hypervisor)
+	if !ok {
+		return nil, fmt.Errorf("%w: plugin %s is not a hypervisor", hypervisor.ErrUnavailable, p.m.name)
+	}
+	return hv, nil
+}
+
 func (p *proxy) Info(ctx context.Context) (*pluginv1.PluginInfo, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -19,7 +35,7 @@ func (p *proxy) Info(ctx context.Context) (*pluginv1.PluginInfo, error) {
 }
 
 func (p *proxy) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return err
 	}
@@ -27,7 +43,7 @@ func (p *proxy) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) e
 }
 
 func (p *proxy) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +51,7 @@ func (p *proxy) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse,
 }
 
 func (p *proxy) Capabilities(ctx context.Context) (*pluginv1.HypervisorCapabilities, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +59,7 @@ func (p *proxy) Capabilities(ctx context.Context) (*pluginv1.HypervisorCapabilit
 }
 
 func (p *proxy) Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +67,7 @@ func (p *proxy) Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.
 }
 
 func (p *proxy) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +75,7 @@ func (p *proxy) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Han
 }
 
 func (p *proxy) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +83,7 @@ func (p *proxy) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.Reco
 }
 
 func (p *proxy) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +91,7 @@ func (p *proxy) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, erro
 }
 
 func (p *proxy) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return err
 	}
@@ -83,7 +99,7 @@ func (p *proxy) Stop(ctx context.Context, id string, timeout time.Duration) erro
 }
 
 func (p *proxy) Destroy(ctx context.Context, id string) error {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return err
 	}
@@ -91,7 +107,7 @@ func (p *proxy) Destroy(ctx context.Context, id string) error {
 }
 
 func (p *proxy) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +115,7 @@ func (p *proxy) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error)
 }
 
 func (p *proxy) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
-	hv, err := p.m.current(ctx)
+	hv, err := p.current(ctx)
 	if err != nil {
 		return err
 	}
