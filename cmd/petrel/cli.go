@@ -138,7 +138,7 @@ for example "team:web:frontend".
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
-		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd())
+		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd())
 	return root
 }
 
@@ -181,6 +181,7 @@ func (a *app) createCmd() *cobra.Command {
 		force              bool
 		jsonOut            bool
 		blocks             []string
+		nets               []string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME IMAGE",
@@ -199,6 +200,14 @@ given with --exit-code.`,
   petrel create web ./web-v2.hvt --force`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
+			var netAtts []*daemonv1.NetAttachment
+			for _, n := range nets {
+				att, err := parseNetFlag(n)
+				if err != nil {
+					return usageError{err}
+				}
+				netAtts = append(netAtts, att)
+			}
 			var atts []*daemonv1.BlockAttachment
 			for _, b := range blocks {
 				att, err := parseBlockFlag(b)
@@ -233,6 +242,7 @@ given with --exit-code.`,
 				req.Restart.ExitCodes = append(req.Restart.ExitCodes, int32(e))
 			}
 			req.Blocks = atts
+			req.Nets = netAtts
 			vm, err := c.API.Create(ctx, req)
 			if err != nil {
 				return err
@@ -253,6 +263,7 @@ given with --exit-code.`,
 	f.IntSliceVar(&exitCodes, "exit-code", nil, "restart only on this exit code (repeatable; implies --restart-on-fail)")
 	f.Int32Var(&startup, "startup", 0, "startup priority when petreld boots (lower starts first)")
 	f.BoolVar(&force, "force", false, "replace an existing VM of the same name")
+	f.StringArrayVar(&nets, "net", nil, "attach a network device to a host bridge: NAME:BRIDGE[@MAC] (repeatable; NAME from the image's manifest; MAC derived from the VM and device names when not given)")
 	f.StringArrayVar(&blocks, "block", nil, "attach a block device: NAME[:DEVICE][@SECTOR] (repeatable; NAME from the image's manifest, DEVICE a device label in the VM's path)")
 	f.StringVar(&imageName, "image-name", "", "name to record for the image (default: the file name)")
 	f.BoolVar(&jsonOut, "json", false, "print the created VM as JSON")
@@ -348,27 +359,44 @@ ones; without, the VM keeps its arguments.`,
 
 // vmView is the JSON shape of a VM in `petrel info --json`.
 type vmView struct {
-	Name       string   `json:"name"`
-	State      string   `json:"state"`
-	Backend    string   `json:"backend"`
-	Image      string   `json:"image,omitempty"`
-	ImageSHA   string   `json:"image_sha256"`
-	MemoryMB   uint32   `json:"memory_mb"`
-	CPUs       []uint32 `json:"cpus"`
-	Args       []string `json:"args"`
-	Pid        int64    `json:"pid,omitempty"`
-	ShimPid    int64    `json:"shim_pid,omitempty"`
-	ExitCode   *int32   `json:"exit_code,omitempty"`
-	ExitSignal *int32   `json:"exit_signal,omitempty"`
-	Restarts   uint32   `json:"restarts"`
-	RestartOn  bool     `json:"restart_on_fail"`
-	ExitCodes  []int32  `json:"restart_exit_codes,omitempty"`
-	Startup    int32    `json:"startup"`
-	CreatedAt  string   `json:"created_at"`
-	StartedAt  string   `json:"started_at,omitempty"`
-	ExitedAt   string   `json:"exited_at,omitempty"`
-	Message    string   `json:"message,omitempty"`
-	Command    []string `json:"command,omitempty"`
+	Name       string      `json:"name"`
+	State      string      `json:"state"`
+	Backend    string      `json:"backend"`
+	Image      string      `json:"image,omitempty"`
+	ImageSHA   string      `json:"image_sha256"`
+	MemoryMB   uint32      `json:"memory_mb"`
+	CPUs       []uint32    `json:"cpus"`
+	Args       []string    `json:"args"`
+	Pid        int64       `json:"pid,omitempty"`
+	ShimPid    int64       `json:"shim_pid,omitempty"`
+	ExitCode   *int32      `json:"exit_code,omitempty"`
+	ExitSignal *int32      `json:"exit_signal,omitempty"`
+	Restarts   uint32      `json:"restarts"`
+	RestartOn  bool        `json:"restart_on_fail"`
+	ExitCodes  []int32     `json:"restart_exit_codes,omitempty"`
+	Startup    int32       `json:"startup"`
+	CreatedAt  string      `json:"created_at"`
+	StartedAt  string      `json:"started_at,omitempty"`
+	ExitedAt   string      `json:"exited_at,omitempty"`
+	Message    string      `json:"message,omitempty"`
+	Command    []string    `json:"command,omitempty"`
+	Nets       []netView   `json:"nets"`
+	Blocks     []blockView `json:"blocks"`
+}
+
+// netView is a VM network device in JSON output.
+type netView struct {
+	Name   string `json:"name"`
+	Bridge string `json:"bridge"`
+	MAC    string `json:"mac"`
+	Tap    string `json:"tap"`
+}
+
+// blockView is a VM block device in JSON output.
+type blockView struct {
+	Name       string `json:"name"`
+	Device     string `json:"device"`
+	SectorSize uint32 `json:"sector_size,omitempty"`
 }
 
 func ts(ns int64) string {
@@ -392,6 +420,13 @@ func vmJSON(vm *daemonv1.VM) vmView {
 	}
 	if v.Args == nil {
 		v.Args = []string{}
+	}
+	v.Nets, v.Blocks = []netView{}, []blockView{}
+	for _, n := range vm.GetNets() {
+		v.Nets = append(v.Nets, netView{Name: n.GetName(), Bridge: n.GetBridge(), MAC: n.GetMac(), Tap: n.GetHostIf()})
+	}
+	for _, b := range vm.GetBlocks() {
+		v.Blocks = append(v.Blocks, blockView{Name: b.GetName(), Device: b.GetDevice(), SectorSize: b.GetSectorSize()})
 	}
 	if vm.GetHasExit() {
 		code, sig := vm.GetExitCode(), vm.GetExitSignal()
@@ -465,7 +500,21 @@ exit_code (once the VM has exited) and restarts.`,
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%dM\t%s\t%s\t%s\t%d\t%s\n", vm.GetName(), vm.GetState(), vm.GetBackend(),
 					vm.GetMemoryMb(), cpus, pid, exit, vm.GetRestarts(), vm.GetImageName())
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, vm := range res.GetVms() {
+				for _, n := range vm.GetNets() {
+					fmt.Fprintf(a.out, "  %s: net %s on bridge %s, tap %s, mac %s\n", vm.GetName(), n.GetName(), n.GetBridge(), n.GetHostIf(), n.GetMac())
+				}
+				for _, b := range vm.GetBlocks() {
+					fmt.Fprintf(a.out, "  %s: block %s on device %s\n", vm.GetName(), b.GetName(), b.GetDevice())
+				}
+				if vm.GetMessage() != "" && vm.GetState() != "running" {
+					fmt.Fprintf(a.out, "  %s: %s\n", vm.GetName(), vm.GetMessage())
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

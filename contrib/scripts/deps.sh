@@ -5,7 +5,7 @@ set -eu
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go)/bin:$PATH"
 
 need=""
-for pkg in protobuf-compiler gcc make iproute2 binutils; do
+for pkg in protobuf-compiler gcc make iproute2 iputils-ping binutils; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

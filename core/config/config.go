@@ -38,6 +38,9 @@ type Config struct {
 	PluginHealthInterval string `hcl:"plugin_health_interval,optional"`
 
 	Backends []Backend `hcl:"backend,block"`
+	// Networks configures network plugins (petrel-plugin-NAME); VMs get
+	// their taps from the first enabled one.
+	Networks []Backend `hcl:"network,block"`
 }
 
 // Backend configures one hypervisor plugin, named by its block label,
@@ -83,7 +86,7 @@ func parse(src []byte, filename string, base *Config) (*Config, error) {
 	var cfg Config
 	if base != nil {
 		cfg = *base
-		cfg.Backends = nil
+		cfg.Backends, cfg.Networks = nil, nil
 	}
 	if diags := gohcl.DecodeBody(f.Body, nil, &cfg); diags.HasErrors() {
 		return nil, diagError(diags)
@@ -91,14 +94,26 @@ func parse(src []byte, filename string, base *Config) (*Config, error) {
 	if base == nil {
 		return &cfg, nil
 	}
+	var err error
+	if cfg.Backends, err = mergeBlocks(filename, "backend", base.Backends, cfg.Backends); err != nil {
+		return nil, err
+	}
+	if cfg.Networks, err = mergeBlocks(filename, "network", base.Networks, cfg.Networks); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// mergeBlocks overlays labelled plugin blocks by name, settings key by key.
+func mergeBlocks(filename, kind string, base, over []Backend) ([]Backend, error) {
 	merged := map[string]Backend{}
-	for _, b := range base.Backends {
+	for _, b := range base {
 		merged[b.Name] = b
 	}
 	seen := map[string]bool{}
-	for _, b := range cfg.Backends {
+	for _, b := range over {
 		if seen[b.Name] {
-			return nil, fmt.Errorf("%s: backend %q configured twice", filename, b.Name)
+			return nil, fmt.Errorf("%s: %s %q configured twice", filename, kind, b.Name)
 		}
 		seen[b.Name] = true
 		old, ok := merged[b.Name]
@@ -119,12 +134,12 @@ func parse(src []byte, filename string, base *Config) (*Config, error) {
 		old.Settings = settings
 		merged[b.Name] = old
 	}
-	cfg.Backends = nil
+	var out []Backend
 	for _, b := range merged {
-		cfg.Backends = append(cfg.Backends, b)
+		out = append(out, b)
 	}
-	sort.Slice(cfg.Backends, func(i, j int) bool { return cfg.Backends[i].Name < cfg.Backends[j].Name })
-	return &cfg, nil
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 func diagError(diags hcl.Diagnostics) error {
@@ -174,6 +189,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: default_backend %q is not an enabled backend", c.DefaultBackend)
 	}
 	return nil
+}
+
+// Network returns the network plugin VMs use, if any is enabled.
+func (c *Config) Network() (Backend, bool) {
+	for _, n := range c.Networks {
+		if n.IsEnabled() {
+			return n, true
+		}
+	}
+	return Backend{}, false
 }
 
 // SocketPerm parses socket_mode as octal permission bits.

@@ -52,3 +52,9 @@ backend "spt" {
     tender = "solo5-spt"
   }
 }
+
+# Taps for VM network devices, on existing bridges (vishvananda/netlink on
+# Linux, ifconfig on FreeBSD).
+network "bridge" {
+  enabled = true
+}

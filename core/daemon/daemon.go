@@ -25,6 +25,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/pluginhost"
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/supervisor"
+	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -47,6 +48,7 @@ type Daemon struct {
 	log     hclog.Logger
 	store   *store.Store
 	blocks  *block.Manager
+	network network.Network
 	events  *events.Bus
 	plugins *pluginhost.Host
 	sup     *supervisor.Supervisor
@@ -139,12 +141,24 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 			log.Error("backend not available; retrying in the background", "backend", b.Name, "error", err)
 		}
 	}
+	var netw supervisor.Network
+	if nb, ok := cfg.Network(); ok {
+		if err := d.plugins.Add(pluginhost.NetworkKind, nb.Name, nb.Settings); err != nil {
+			log.Error("network plugin not available; retrying in the background", "plugin", nb.Name, "error", err)
+		}
+		n, err := d.plugins.Network(nb.Name)
+		if err != nil {
+			return nil, err
+		}
+		d.network = n
+		netw = netAdapter{n}
+	}
 	d.sup = supervisor.New(supervisor.Options{
 		Store: st, Backends: d.plugins, Events: d.events, Logger: log.Named("supervisor"),
 		DefaultBackend: cfg.DefaultBackend, ConsoleLines: cfg.ConsoleLines, ConsoleBytes: cfg.ConsoleBytes,
 		StopTimeout: cfg.Duration("stop_timeout"), BackoffMin: cfg.Duration("restart_backoff_min"),
 		BackoffMax: cfg.Duration("restart_backoff_max"), ResetAfter: cfg.Duration("restart_reset_after"),
-		Blocks: blockAdapter{d.blocks},
+		Blocks: blockAdapter{d.blocks}, Network: netw,
 		BootID: bootID(), HostCPUs: runtime.NumCPU(), HostMemoryMB: hostMemoryMB(),
 		RunIDs: func(backend string) []string {
 			entries, _ := os.ReadDir(filepath.Join(vmsDir, backend))

@@ -15,6 +15,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -46,6 +47,10 @@ func grpcError(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, block.ErrExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, network.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, network.ErrUnavailable):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, supervisor.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, supervisor.ErrExists):
@@ -128,6 +133,9 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 	for _, b := range r.Blocks {
 		vm.Blocks = append(vm.Blocks, &daemonv1.BlockAttachment{Name: b.Name, Device: b.Device, SectorSize: b.SectorSize})
 	}
+	for _, n := range r.Nets {
+		vm.Nets = append(vm.Nets, &daemonv1.NetAttachment{Name: n.Name, Bridge: n.Bridge, Mac: n.MAC, HostIf: n.HostIf})
+	}
 	if !r.StartedAt.IsZero() {
 		vm.StartedAtNs = r.StartedAt.UnixNano()
 	}
@@ -142,6 +150,7 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 		Name: req.GetName(), Backend: req.GetBackend(), ImageSHA256: req.GetImageSha256(), ImageName: req.GetImageName(),
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
 		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
+		Nets: netParams(req.GetNets()),
 	})
 	if err != nil {
 		return nil, grpcError(err)
@@ -155,6 +164,29 @@ func blockParams(in []*daemonv1.BlockAttachment) []supervisor.BlockParam {
 		out = append(out, supervisor.BlockParam{Name: b.GetName(), Device: b.GetDevice(), SectorSize: b.GetSectorSize()})
 	}
 	return out
+}
+
+func netParams(in []*daemonv1.NetAttachment) []supervisor.NetParam {
+	var out []supervisor.NetParam
+	for _, n := range in {
+		out = append(out, supervisor.NetParam{Name: n.GetName(), Bridge: n.GetBridge(), MAC: n.GetMac()})
+	}
+	return out
+}
+
+func (s *server) Bridges(ctx context.Context, _ *daemonv1.BridgesRequest) (*daemonv1.BridgesResponse, error) {
+	if s.d.network == nil {
+		return nil, status.Error(codes.FailedPrecondition, "no network plugin is configured on this host")
+	}
+	bridges, err := s.d.network.Bridges(ctx)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	out := &daemonv1.BridgesResponse{}
+	for _, b := range bridges {
+		out.Bridges = append(out.Bridges, &daemonv1.HostBridge{Name: b.GetName(), Mtu: b.GetMtu(), Mac: b.GetMac(), Up: b.GetUp(), Members: b.GetMembers()})
+	}
+	return out, nil
 }
 
 func (s *server) Destroy(ctx context.Context, req *daemonv1.DestroyRequest) (*daemonv1.DestroyResponse, error) {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-vmm/petrel/sdk/client"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
@@ -38,7 +41,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(tmp)
 		for pkg, out := range map[string]string{
 			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim",
-			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt",
+			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge",
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(tmp, out), pkg)
 			cmd.Dir = "../.."
@@ -61,6 +64,9 @@ type env struct {
 	runDir  string
 	config  string
 	socket  string
+
+	// netns, when set, is the network namespace petreld runs in.
+	netns string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -174,6 +180,38 @@ backend "spt" {
 	return e
 }
 
+// inNetns makes petreld run in a fresh network namespace with a bridge
+// br0 (MTU 1400, address 10.77.0.1/24), removed when the test ends.
+func (e *env) inNetns() {
+	e.t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil {
+		e.t.Skip("needs ip (iproute2) to set up a network namespace")
+	}
+	e.netns = "petrel-it-" + filepath.Base(e.dir)
+	e.sh("ip", "netns", "add", e.netns)
+	e.t.Cleanup(func() { exec.Command("ip", "netns", "delete", e.netns).Run() })
+	e.sh("ip", "-n", e.netns, "link", "set", "lo", "up")
+	e.sh("ip", "-n", e.netns, "link", "add", "br0", "type", "bridge")
+	e.sh("ip", "-n", e.netns, "link", "set", "br0", "mtu", "1400", "up")
+	e.sh("ip", "-n", e.netns, "addr", "add", "10.77.0.1/24", "dev", "br0")
+}
+
+// sh runs a setup command and fails the test if it fails.
+func (e *env) sh(name string, args ...string) string {
+	e.t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// links lists the interfaces in the namespace, with their details.
+func (e *env) links() string {
+	out, _ := exec.Command("ip", "-n", e.netns, "-d", "link", "show").CombinedOutput()
+	return string(out)
+}
+
 // start runs petreld and waits for its socket.
 func (e *env) start() {
 	e.t.Helper()
@@ -181,6 +219,9 @@ func (e *env) start() {
 	defer e.mu.Unlock()
 	e.log = &bytes.Buffer{}
 	cmd := exec.Command(filepath.Join(binDir, "petreld"), "--config", e.config, "--log-level", "debug")
+	if e.netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", e.netns}, cmd.Args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = e.log, e.log
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -406,4 +447,47 @@ func (e *env) runDirEntries() []string {
 		return nil
 	})
 	return left
+}
+
+// apiClient drives petreld through the Go client, for loops where
+// starting the CLI each time would dominate.
+type apiClient struct {
+	c      *client.Client
+	images map[string]string
+}
+
+func (e *env) client() *apiClient {
+	e.t.Helper()
+	c, err := client.Dial(e.socket)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return &apiClient{c: c, images: map[string]string{}}
+}
+
+// create deploys image as name, with NAME:BRIDGE network attachments.
+func (a *apiClient) create(name, image string, nets ...string) error {
+	ctx := context.Background()
+	sha, ok := a.images[image]
+	if !ok {
+		ref, err := a.c.UploadImageFile(ctx, image, nil)
+		if err != nil {
+			return err
+		}
+		sha = ref.GetSha256()
+		a.images[image] = sha
+	}
+	req := &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 16, Args: []string{"run=forever"}}
+	for _, n := range nets {
+		nm, br, _ := strings.Cut(n, ":")
+		req.Nets = append(req.Nets, &daemonv1.NetAttachment{Name: nm, Bridge: br})
+	}
+	_, err := a.c.API.Create(ctx, req)
+	return err
+}
+
+func (a *apiClient) destroy(name string) error {
+	_, err := a.c.API.Destroy(context.Background(), &daemonv1.DestroyRequest{Name: name})
+	return err
 }

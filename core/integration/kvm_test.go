@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,29 @@ func TestRealUnikernels(t *testing.T) {
 	}
 	if left := e.runDirEntries(); len(left) != 0 {
 		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestRealNetworkPing: the net guest, booted through petreld with a tap on
+// a bridge inside a throwaway namespace, answers ping from that namespace.
+func TestRealNetworkPing(t *testing.T) {
+	netGuest := guest(t, "net")
+	e := newBuiltinEnv(t)
+	e.inNetns()
+	e.start()
+	e.mustPetrel("create", "pinged", netGuest, "--net", "service0:br0", "--arg", "10.77.0.2", "--mem", "16")
+	waitFor(t, "guest up", 30*time.Second, func() bool {
+		return strings.Contains(e.petrel("console", "pinged").out, "10.77.0.2")
+	})
+	out, err := exec.Command("ip", "netns", "exec", e.netns, "ping", "-c", "3", "-W", "5", "10.77.0.2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ping from the namespace: %v\n%s\nconsole:\n%s", err, out, e.petrel("console", "pinged").out)
+	}
+	if !strings.Contains(string(out), "3 received") {
+		t.Fatalf("ping: %s", out)
+	}
+	e.mustPetrel("destroy", "pinged")
+	if strings.Contains(e.links(), "master br0") {
+		t.Fatalf("tap left:\n%s", e.links())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"os"
 	"sync"
 	"syscall"
@@ -24,7 +25,8 @@ const maxRevocationFile = 64 << 20
 // its distinguished name, which is what is matched when there is no key
 // identifier.
 type Revoked struct {
-	// Serial is the certificate's serial number in lower-case hex.
+	// Serial is the certificate's serial number in lower-case hex,
+	// without leading zeros.
 	Serial string `json:"serial"`
 	// IssuerKeyID is the certificate's authority key identifier in
 	// lower-case hex, or empty.
@@ -102,8 +104,8 @@ func readRevocationFile(path string) ([]Revoked, error) {
 		return nil, fmt.Errorf("revocation list %s: version %d is not supported (this build reads version %d)", path, doc.Version, revocationVersion)
 	}
 	for i, r := range doc.Revoked {
-		if _, err := hex.DecodeString(r.Serial); err != nil || r.Serial == "" {
-			return nil, fmt.Errorf("revocation list %s: entry %d: serial %q is not hex", path, i+1, r.Serial)
+		if n, ok := new(big.Int).SetString(r.Serial, 16); !ok || n.Sign() < 0 || n.Text(16) != r.Serial {
+			return nil, fmt.Errorf("revocation list %s: entry %d: serial %q is not a serial number in lower-case hex", path, i+1, r.Serial)
 		}
 		if r.IssuerKeyID == "" && r.Issuer == "" {
 			return nil, fmt.Errorf("revocation list %s: entry %d: no issuer", path, i+1)

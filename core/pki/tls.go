@@ -55,9 +55,9 @@ func (v *Verifier) VerifyConn(cs tls.ConnectionState) (*Identity, error) {
 
 // ClientTLSConfig returns the CLI's TLS configuration: TLS 1.3 only,
 // chain (leaf first) and key presented as the client certificate, and the
-// server's certificate checked against serverRoots and serverName (a
-// host name or IP address; if empty, tls.Dial fills it in from the
-// address dialled). The server check is done here rather than by
+// server's certificate checked against serverRoots and serverName (the
+// host name or IP address dialled, which is required: the check cannot
+// rely on the TLS state, which omits IP addresses). The server check is done here rather than by
 // crypto/tls because the roots may carry Petrel's critical policy
 // extension, which crypto/tls would refuse.
 func ClientTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverRoots []*x509.Certificate, serverName string) (*tls.Config, error) {
@@ -67,6 +67,9 @@ func ClientTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverRoots [
 	}
 	if len(serverRoots) == 0 {
 		return nil, errors.New("client TLS: no server root CA")
+	}
+	if serverName == "" {
+		return nil, errors.New("client TLS: no server name to check the server's certificate against")
 	}
 	roots := x509.NewCertPool()
 	for _, r := range serverRoots {
@@ -83,19 +86,16 @@ func ClientTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverRoots [
 		// checks crypto/tls would make plus the extension handling.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyServer(cs, roots)
+			return verifyServer(cs, roots, serverName)
 		},
 	}, nil
 }
 
 // verifyServer checks the server's chain against roots and the name the
 // client dialled.
-func verifyServer(cs tls.ConnectionState, roots *x509.CertPool) error {
+func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, serverName string) error {
 	if len(cs.PeerCertificates) == 0 {
-		return errors.New("verify server: no certificate presented")
-	}
-	if cs.ServerName == "" {
-		return errors.New("verify server: no server name to check the certificate against")
+		return fmt.Errorf("verify server %s: no certificate presented", serverName)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
@@ -103,16 +103,16 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool) error {
 	}
 	leaf := cs.PeerCertificates[0]
 	if err := CheckPublicKey(leaf.PublicKey); err != nil {
-		return fmt.Errorf("verify server %s: %w", cs.ServerName, err)
+		return fmt.Errorf("verify server %s: %w", serverName, err)
 	}
 	_, err := handled(leaf).Verify(x509.VerifyOptions{
-		DNSName:       cs.ServerName,
+		DNSName:       serverName,
 		Roots:         roots,
 		Intermediates: inter,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
-		return fmt.Errorf("verify server %s: %w", cs.ServerName, err)
+		return fmt.Errorf("verify server %s: %w", serverName, err)
 	}
 	return nil
 }

@@ -160,7 +160,7 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, hv hypervisor.Hyperv
 	s.event(events.Exited, v.rec, v.rec.Message)
 	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), st.GetLost()) {
 		v.rec.State = StateExited
-		s.releaseBlocks(v)
+		s.releaseDevices(v)
 		if err := s.persist(v); err != nil {
 			s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
 		}
@@ -193,13 +193,10 @@ func (s *Supervisor) restartAfterFailure(ctx context.Context, v *vm, hv hypervis
 		s.markFailed(v, fmt.Errorf("restart: image: %w", err))
 		return false
 	}
+	v.rec.Restarts++
 	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, nextRun), false); err != nil {
 		s.markFailed(v, fmt.Errorf("restart: %w", err))
 		return false
-	}
-	v.rec.Restarts++
-	if err := s.persist(v); err != nil {
-		s.opts.Logger.Error("save restart count", "vm", v.rec.Name, "error", err)
 	}
 	s.event(events.Restarted, v.rec, fmt.Sprintf("restart %d after failure", v.rec.Restarts))
 	return true

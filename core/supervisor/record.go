@@ -39,6 +39,19 @@ type BlockParam struct {
 	SectorSize uint32 `json:"sector_size,omitempty"`
 }
 
+// NetParam attaches a VM network device to a host bridge.
+type NetParam struct {
+	// Name is the device name in the image's manifest.
+	Name string `json:"name"`
+	// Bridge is the existing host bridge.
+	Bridge string `json:"bridge"`
+	// MAC is the guest's address (given, or derived from the VM and
+	// device names).
+	MAC string `json:"mac"`
+	// HostIf is the tap on the host.
+	HostIf string `json:"host_if,omitempty"`
+}
+
 // Record is a VM as persisted in the state store: its configuration, and
 // enough runtime state to reattach after a daemon restart.
 type Record struct {
@@ -52,6 +65,7 @@ type Record struct {
 	Restart     RestartPolicy `json:"restart"`
 	Startup     int32         `json:"startup,omitempty"`
 	Blocks      []BlockParam  `json:"blocks,omitempty"`
+	Nets        []NetParam    `json:"nets,omitempty"`
 
 	State string `json:"state"`
 	// RunID names the current (or last) run at the backend; every start
@@ -85,6 +99,7 @@ func (r Record) clone() Record {
 	c.Handle = append([]byte(nil), r.Handle...)
 	c.Restart.ExitCodes = append([]int32(nil), r.Restart.ExitCodes...)
 	c.Blocks = append([]BlockParam(nil), r.Blocks...)
+	c.Nets = append([]NetParam(nil), r.Nets...)
 	return c
 }
 

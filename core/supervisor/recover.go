@@ -68,6 +68,7 @@ func (s *Supervisor) Recover(ctx context.Context) (reattached, started int, err 
 		return reattached, 0, fmt.Errorf("load VM records: %w", err)
 	}
 	s.removeOrphans(ctx, known)
+	s.reconcileNets(ctx)
 	sort.SliceStable(toStart, func(i, j int) bool { return toStart[i].rec.Startup < toStart[j].rec.Startup })
 	for _, v := range toStart {
 		if s.startRecovered(ctx, v) {
@@ -147,6 +148,36 @@ func (s *Supervisor) loadConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 	})
 	if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		s.opts.Logger.Debug("console history of exited VM", "run", runID, "error", err)
+	}
+}
+
+// reconcileNets removes taps that belong to no VM that runs or is about
+// to (left by a daemon killed mid-create, or by VMs destroyed meanwhile).
+func (s *Supervisor) reconcileNets(ctx context.Context) {
+	if s.opts.Network == nil {
+		return
+	}
+	var keep []string
+	s.mu.Lock()
+	for _, v := range s.vms {
+		v.pubMu.Lock()
+		r := v.pub
+		v.pubMu.Unlock()
+		if r.State == StateExited || r.State == StateFailed {
+			continue
+		}
+		for _, nt := range r.Nets {
+			keep = append(keep, nt.HostIf)
+		}
+	}
+	s.mu.Unlock()
+	removed, err := s.opts.Network.Reconcile(ctx, keep)
+	if err != nil {
+		s.opts.Logger.Error("reconcile taps", "error", err)
+		return
+	}
+	if len(removed) > 0 {
+		s.opts.Logger.Info("removed orphaned taps", "taps", removed)
 	}
 }
 

@@ -63,6 +63,25 @@ type BlockDevices interface {
 	Release(dev, vm string)
 }
 
+// Network gives VMs taps on host bridges.
+type Network interface {
+	// TapName and DeriveMAC are the deterministic names and addresses of
+	// a VM's devices.
+	TapName(vm, netName string) string
+	DeriveMAC(vm, netName string) string
+	// ParseMAC normalises a MAC given by a user.
+	ParseMAC(mac string) (string, error)
+	// BridgeExists reports whether bridge exists on the host.
+	BridgeExists(ctx context.Context, bridge string) (bool, error)
+	// Attach creates (or, if it is already there, reuses) hostIf on
+	// bridge, up; it returns the MTU.
+	Attach(ctx context.Context, vm, netName, bridge, mac, hostIf string) error
+	// Detach removes hostIf; a missing one is not an error.
+	Detach(ctx context.Context, hostIf string) error
+	// Reconcile removes every tap not in keep and returns what it removed.
+	Reconcile(ctx context.Context, keep []string) ([]string, error)
+}
+
 // Options configure a Supervisor.
 type Options struct {
 	Store    Store
@@ -86,6 +105,8 @@ type Options struct {
 	RunIDs func(backend string) []string
 	// Blocks provides block devices; nil when the host has none.
 	Blocks BlockDevices
+	// Network provides taps; nil when no network plugin is configured.
+	Network Network
 	// HostCPUs and HostMemoryMB bound what a VM may ask for.
 	HostCPUs     int
 	HostMemoryMB uint32
@@ -106,6 +127,8 @@ type CreateParams struct {
 	// Blocks attach block devices; Device is a label in the VM's path
 	// (default: the manifest name).
 	Blocks []BlockParam
+	// Nets attach network devices to bridges.
+	Nets []NetParam
 }
 
 // Supervisor manages every VM of one daemon.
@@ -273,7 +296,110 @@ func (s *Supervisor) checkParams(p *CreateParams) error {
 	if len(p.Blocks) > 0 && s.opts.Blocks == nil {
 		return invalid("this host has no block device storage")
 	}
+	if len(p.Nets) > 0 && s.opts.Network == nil {
+		return invalid("no network plugin is configured on this host")
+	}
+	for i, nt := range p.Nets {
+		if nt.Name == "" || nt.Bridge == "" {
+			return invalid("network attachment %d needs NAME:BRIDGE", i+1)
+		}
+		if names[nt.Name] {
+			return invalid("device %q configured twice", nt.Name)
+		}
+		names[nt.Name] = true
+		if nt.MAC == "" {
+			p.Nets[i].MAC = s.opts.Network.DeriveMAC(p.Name, nt.Name)
+		} else {
+			mac, err := s.opts.Network.ParseMAC(nt.MAC)
+			if err != nil {
+				return invalid("device %q: %v", nt.Name, err)
+			}
+			p.Nets[i].MAC = mac
+		}
+		p.Nets[i].HostIf = s.opts.Network.TapName(p.Name, nt.Name)
+	}
 	return nil
+}
+
+// checkNets verifies that the bridges exist and that no other VM uses
+// the MACs. Caller holds v.mu.
+func (s *Supervisor) checkNets(ctx context.Context, v *vm, nets []NetParam) error {
+	if len(nets) == 0 {
+		return nil
+	}
+	mine := map[string]bool{}
+	for _, nt := range nets {
+		if mine[nt.MAC] {
+			return invalid("MAC %s given to two devices", nt.MAC)
+		}
+		mine[nt.MAC] = true
+		ok, err := s.opts.Network.BridgeExists(ctx, nt.Bridge)
+		if err != nil {
+			return fmt.Errorf("look up bridge %s: %w", nt.Bridge, err)
+		}
+		if !ok {
+			return invalid("bridge %s does not exist on this host (see petrel bridges)", nt.Bridge)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, other := range s.vms {
+		if other == v {
+			continue
+		}
+		other.pubMu.Lock()
+		r := other.pub
+		other.pubMu.Unlock()
+		if r.State == StateExited || r.State == StateFailed {
+			continue
+		}
+		for _, nt := range r.Nets {
+			if mine[nt.MAC] {
+				return invalid("MAC %s is already used by VM %s", nt.MAC, r.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// attachNets creates v's taps and fills spec. On failure it removes the
+// taps it made. Caller holds v.mu.
+func (s *Supervisor) attachNets(ctx context.Context, v *vm, spec *pluginv1.VMSpec) error {
+	spec.Nets = nil
+	for i, nt := range v.rec.Nets {
+		if err := s.opts.Network.Attach(ctx, v.rec.Name, nt.Name, nt.Bridge, nt.MAC, nt.HostIf); err != nil {
+			for _, made := range v.rec.Nets[:i] {
+				s.detachOne(made.HostIf)
+			}
+			return fmt.Errorf("attach %s to %s: %w", nt.HostIf, nt.Bridge, err)
+		}
+		spec.Nets = append(spec.Nets, &pluginv1.NetDevice{Name: nt.Name, HostIf: nt.HostIf, Mac: nt.MAC})
+	}
+	return nil
+}
+
+func (s *Supervisor) detachOne(hostIf string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.opts.Network.Detach(ctx, hostIf); err != nil {
+		s.opts.Logger.Error("remove tap", "tap", hostIf, "error", err)
+	}
+}
+
+// detachNets removes v's taps. Caller holds v.mu.
+func (s *Supervisor) detachNets(v *vm) {
+	if s.opts.Network == nil {
+		return
+	}
+	for _, nt := range v.rec.Nets {
+		s.detachOne(nt.HostIf)
+	}
+}
+
+// releaseDevices gives back what a VM that no longer runs held.
+func (s *Supervisor) releaseDevices(v *vm) {
+	s.releaseBlocks(v)
+	s.detachNets(v)
 }
 
 // acquireBlocks reserves v's block devices and fills spec. On failure it
@@ -374,16 +500,27 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	rec := Record{
 		Name: p.Name, Backend: p.Backend, ImageSHA256: p.ImageSHA256, ImageName: p.ImageName,
 		MemoryMB: p.MemoryMB, CPUs: p.CPUs, Args: p.Args, Restart: p.Restart, Startup: p.Startup,
-		Blocks: p.Blocks, CreatedAt: time.Now().UTC(),
+		Blocks: p.Blocks, Nets: p.Nets, CreatedAt: time.Now().UTC(),
 	}
 	spec := s.spec(rec, imagePath, newRunID())
-	if !v.gone {
-		// Force: replace the old VM only once the new spec is known to be
-		// valid. (A fresh create leaves validation to Start, which refuses
-		// an invalid spec before anything runs.)
+	if !v.gone || len(rec.Nets) > 0 || len(rec.Blocks) > 0 {
+		// Check everything before anything is created or replaced. (A
+		// plain fresh create leaves validation to Start, which refuses an
+		// invalid spec before anything runs.)
+		for _, nt := range rec.Nets {
+			spec.Nets = append(spec.Nets, &pluginv1.NetDevice{Name: nt.Name, HostIf: nt.HostIf, Mac: nt.MAC})
+		}
+		for _, b := range rec.Blocks {
+			spec.Blocks = append(spec.Blocks, &pluginv1.BlockDevice{Name: b.Name, SectorSize: b.SectorSize})
+		}
 		if err := s.validate(ctx, hv, spec); err != nil {
 			return Record{}, err
 		}
+		if err := s.checkNets(ctx, v, rec.Nets); err != nil {
+			return Record{}, err
+		}
+	}
+	if !v.gone {
 		if err := s.teardown(ctx, v); err != nil {
 			return Record{}, fmt.Errorf("replace %s: %w", p.Name, err)
 		}
@@ -445,15 +582,19 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	if err := s.acquireBlocks(v, spec); err != nil {
 		return err
 	}
+	if err := s.attachNets(ctx, v, spec); err != nil {
+		s.releaseBlocks(v)
+		return err
+	}
 	h, err := hv.Start(ctx, spec)
 	if err != nil {
-		s.releaseBlocks(v)
+		s.releaseDevices(v)
 		s.cleanupRun(hv, spec.Id)
 		return fmt.Errorf("start %s: %w", v.rec.Name, err)
 	}
 	hb, err := proto.Marshal(h)
 	if err != nil {
-		s.releaseBlocks(v)
+		s.releaseDevices(v)
 		s.cleanupRun(hv, spec.Id)
 		return fmt.Errorf("start %s: encode handle: %w", v.rec.Name, err)
 	}
@@ -462,7 +603,7 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	v.rec.StartedAt = time.Now().UTC()
 	v.rec.Message = ""
 	if err := s.persist(v); err != nil {
-		s.releaseBlocks(v)
+		s.releaseDevices(v)
 		s.cleanupRun(hv, spec.Id)
 		return err
 	}
@@ -506,7 +647,7 @@ func (s *Supervisor) teardown(ctx context.Context, v *vm) error {
 	if err := hv.Destroy(ctx, v.rec.RunID); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		return fmt.Errorf("destroy %s: %w", v.rec.Name, err)
 	}
-	s.releaseBlocks(v)
+	s.releaseDevices(v)
 	return nil
 }
 
@@ -602,7 +743,7 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 func (s *Supervisor) markFailed(v *vm, cause error) {
 	v.rec.State = StateFailed
 	v.rec.Message = cause.Error()
-	s.releaseBlocks(v)
+	s.releaseDevices(v)
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid = nil, 0, 0
 	if err := s.persist(v); err != nil {
 		s.opts.Logger.Error("save failed state", "vm", v.rec.Name, "error", err)

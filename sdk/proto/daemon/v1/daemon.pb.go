@@ -26,6 +26,238 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// NetAttachment connects a manifest net device to a host bridge.
+type NetAttachment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Device name in the image's manifest.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Existing host bridge.
+	Bridge string `protobuf:"bytes,2,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	// Guest MAC; empty to derive one from the VM and device names.
+	Mac string `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	// Host interface (tap), filled in by the daemon.
+	HostIf        string `protobuf:"bytes,4,opt,name=host_if,json=hostIf,proto3" json:"host_if,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetAttachment) Reset() {
+	*x = NetAttachment{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetAttachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetAttachment) ProtoMessage() {}
+
+func (x *NetAttachment) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetAttachment.ProtoReflect.Descriptor instead.
+func (*NetAttachment) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *NetAttachment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetAttachment) GetBridge() string {
+	if x != nil {
+		return x.Bridge
+	}
+	return ""
+}
+
+func (x *NetAttachment) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetAttachment) GetHostIf() string {
+	if x != nil {
+		return x.HostIf
+	}
+	return ""
+}
+
+// BridgesRequest is empty.
+type BridgesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BridgesRequest) Reset() {
+	*x = BridgesRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BridgesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BridgesRequest) ProtoMessage() {}
+
+func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BridgesRequest.ProtoReflect.Descriptor instead.
+func (*BridgesRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+// HostBridge is one host bridge.
+type HostBridge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mtu           uint32                 `protobuf:"varint,2,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Mac           string                 `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	Up            bool                   `protobuf:"varint,4,opt,name=up,proto3" json:"up,omitempty"`
+	Members       []string               `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostBridge) Reset() {
+	*x = HostBridge{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostBridge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostBridge) ProtoMessage() {}
+
+func (x *HostBridge) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostBridge.ProtoReflect.Descriptor instead.
+func (*HostBridge) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HostBridge) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HostBridge) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *HostBridge) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *HostBridge) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+func (x *HostBridge) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// BridgesResponse lists bridges.
+type BridgesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bridges       []*HostBridge          `protobuf:"bytes,1,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BridgesResponse) Reset() {
+	*x = BridgesResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BridgesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BridgesResponse) ProtoMessage() {}
+
+func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BridgesResponse.ProtoReflect.Descriptor instead.
+func (*BridgesResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BridgesResponse) GetBridges() []*HostBridge {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
+}
+
 // BlockInfo describes a block device.
 type BlockInfo struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +273,7 @@ type BlockInfo struct {
 
 func (x *BlockInfo) Reset() {
 	*x = BlockInfo{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +285,7 @@ func (x *BlockInfo) String() string {
 func (*BlockInfo) ProtoMessage() {}
 
 func (x *BlockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +298,7 @@ func (x *BlockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockInfo.ProtoReflect.Descriptor instead.
 func (*BlockInfo) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BlockInfo) GetName() string {
@@ -107,7 +339,7 @@ type BlockListRequest struct {
 
 func (x *BlockListRequest) Reset() {
 	*x = BlockListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -119,7 +351,7 @@ func (x *BlockListRequest) String() string {
 func (*BlockListRequest) ProtoMessage() {}
 
 func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -132,7 +364,7 @@ func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListRequest.ProtoReflect.Descriptor instead.
 func (*BlockListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BlockListRequest) GetPath() string {
@@ -154,7 +386,7 @@ type BlockListResponse struct {
 
 func (x *BlockListResponse) Reset() {
 	*x = BlockListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -166,7 +398,7 @@ func (x *BlockListResponse) String() string {
 func (*BlockListResponse) ProtoMessage() {}
 
 func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -179,7 +411,7 @@ func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListResponse.ProtoReflect.Descriptor instead.
 func (*BlockListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BlockListResponse) GetDevices() []*BlockInfo {
@@ -207,7 +439,7 @@ type BlockCreateRequest struct {
 
 func (x *BlockCreateRequest) Reset() {
 	*x = BlockCreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +451,7 @@ func (x *BlockCreateRequest) String() string {
 func (*BlockCreateRequest) ProtoMessage() {}
 
 func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +464,7 @@ func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockCreateRequest.ProtoReflect.Descriptor instead.
 func (*BlockCreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BlockCreateRequest) GetName() string {
@@ -268,7 +500,7 @@ type BlockChunk struct {
 
 func (x *BlockChunk) Reset() {
 	*x = BlockChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +512,7 @@ func (x *BlockChunk) String() string {
 func (*BlockChunk) ProtoMessage() {}
 
 func (x *BlockChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +525,7 @@ func (x *BlockChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChunk.ProtoReflect.Descriptor instead.
 func (*BlockChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BlockChunk) GetName() string {
@@ -343,7 +575,7 @@ type BlockDownloadRequest struct {
 
 func (x *BlockDownloadRequest) Reset() {
 	*x = BlockDownloadRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +587,7 @@ func (x *BlockDownloadRequest) String() string {
 func (*BlockDownloadRequest) ProtoMessage() {}
 
 func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +600,7 @@ func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDownloadRequest.ProtoReflect.Descriptor instead.
 func (*BlockDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BlockDownloadRequest) GetName() string {
@@ -395,7 +627,7 @@ type BlockDestroyRequest struct {
 
 func (x *BlockDestroyRequest) Reset() {
 	*x = BlockDestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +639,7 @@ func (x *BlockDestroyRequest) String() string {
 func (*BlockDestroyRequest) ProtoMessage() {}
 
 func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +652,7 @@ func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyRequest.ProtoReflect.Descriptor instead.
 func (*BlockDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BlockDestroyRequest) GetName() string {
@@ -439,7 +671,7 @@ type BlockDestroyResponse struct {
 
 func (x *BlockDestroyResponse) Reset() {
 	*x = BlockDestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +683,7 @@ func (x *BlockDestroyResponse) String() string {
 func (*BlockDestroyResponse) ProtoMessage() {}
 
 func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +696,7 @@ func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyResponse.ProtoReflect.Descriptor instead.
 func (*BlockDestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 // BlockAttachment connects a manifest block device to a Petrel block
@@ -484,7 +716,7 @@ type BlockAttachment struct {
 
 func (x *BlockAttachment) Reset() {
 	*x = BlockAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +728,7 @@ func (x *BlockAttachment) String() string {
 func (*BlockAttachment) ProtoMessage() {}
 
 func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +741,7 @@ func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockAttachment.ProtoReflect.Descriptor instead.
 func (*BlockAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BlockAttachment) GetName() string {
@@ -542,7 +774,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +786,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +799,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 // VersionResponse reports the daemon's version and API versions.
@@ -581,7 +813,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +825,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +838,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -636,7 +868,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +880,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +893,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -689,7 +921,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +933,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +946,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -744,7 +976,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +988,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +1001,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -805,13 +1037,14 @@ type CreateRequest struct {
 	// Original file name of the image, for display.
 	ImageName     string             `protobuf:"bytes,10,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
 	Blocks        []*BlockAttachment `protobuf:"bytes,11,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	Nets          []*NetAttachment   `protobuf:"bytes,12,rep,name=nets,proto3" json:"nets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +1056,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1069,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -916,6 +1149,13 @@ func (x *CreateRequest) GetBlocks() []*BlockAttachment {
 	return nil
 }
 
+func (x *CreateRequest) GetNets() []*NetAttachment {
+	if x != nil {
+		return x.Nets
+	}
+	return nil
+}
+
 // DestroyRequest removes a VM in whatever state it is.
 type DestroyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -926,7 +1166,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1178,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1191,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -970,7 +1210,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1222,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1235,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -1011,7 +1251,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1263,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1276,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -1070,7 +1310,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1322,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1335,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -1115,7 +1355,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1367,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1380,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -1179,13 +1419,14 @@ type VM struct {
 	Message       string             `protobuf:"bytes,20,opt,name=message,proto3" json:"message,omitempty"`
 	Argv          []string           `protobuf:"bytes,21,rep,name=argv,proto3" json:"argv,omitempty"`
 	Blocks        []*BlockAttachment `protobuf:"bytes,22,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	Nets          []*NetAttachment   `protobuf:"bytes,23,rep,name=nets,proto3" json:"nets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1438,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1451,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VM) GetName() string {
@@ -1367,6 +1608,13 @@ func (x *VM) GetBlocks() []*BlockAttachment {
 	return nil
 }
 
+func (x *VM) GetNets() []*NetAttachment {
+	if x != nil {
+		return x.Nets
+	}
+	return nil
+}
+
 // ConsoleRequest selects console history and live lines.
 type ConsoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1382,7 +1630,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1642,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1655,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -1452,7 +1700,7 @@ type ConsoleLine struct {
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1712,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1725,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -1518,7 +1766,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1778,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1791,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -1571,7 +1819,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1831,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1844,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -1650,7 +1898,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1910,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1923,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -1688,7 +1936,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1948,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1961,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -1740,7 +1988,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2000,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2013,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Plugin) GetName() string {
@@ -1828,7 +2076,22 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\"l\n" +
+	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\"f\n" +
+	"\rNetAttachment\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06bridge\x18\x02 \x01(\tR\x06bridge\x12\x10\n" +
+	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x17\n" +
+	"\ahost_if\x18\x04 \x01(\tR\x06hostIf\"\x10\n" +
+	"\x0eBridgesRequest\"n\n" +
+	"\n" +
+	"HostBridge\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03mtu\x18\x02 \x01(\rR\x03mtu\x12\x10\n" +
+	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x0e\n" +
+	"\x02up\x18\x04 \x01(\bR\x02up\x12\x18\n" +
+	"\amembers\x18\x05 \x03(\tR\amembers\"I\n" +
+	"\x0fBridgesResponse\x126\n" +
+	"\abridges\x18\x01 \x03(\v2\x1c.petrel.daemon.v1.HostBridgeR\abridges\"l\n" +
 	"\tBlockInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\x12\x1a\n" +
@@ -1876,7 +2139,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"on_failure\x18\x01 \x01(\bR\tonFailure\x12\x1d\n" +
 	"\n" +
-	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\xea\x02\n" +
+	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\x9f\x03\n" +
 	"\rCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fimage_sha256\x18\x02 \x01(\tR\vimageSha256\x12\x18\n" +
@@ -1890,7 +2153,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"image_name\x18\n" +
 	" \x01(\tR\timageName\x129\n" +
-	"\x06blocks\x18\v \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\"$\n" +
+	"\x06blocks\x18\v \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
+	"\x04nets\x18\f \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\"$\n" +
 	"\x0eDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
 	"\x0fDestroyResponse\"[\n" +
@@ -1901,7 +2165,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vInfoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
 	"\fInfoResponse\x12&\n" +
-	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\x99\x05\n" +
+	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\xce\x05\n" +
 	"\x02VM\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -1928,7 +2192,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"exitedAtNs\x12\x18\n" +
 	"\amessage\x18\x14 \x01(\tR\amessage\x12\x12\n" +
 	"\x04argv\x18\x15 \x03(\tR\x04argv\x129\n" +
-	"\x06blocks\x18\x16 \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\"m\n" +
+	"\x06blocks\x18\x16 \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
+	"\x04nets\x18\x17 \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\"m\n" +
 	"\x0eConsoleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
@@ -1965,7 +2230,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\brestarts\x18\b \x01(\rR\brestarts\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xce\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x9e\t\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
@@ -1980,7 +2245,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vBlockCreate\x12$.petrel.daemon.v1.BlockCreateRequest\x1a\x1b.petrel.daemon.v1.BlockInfo\x12J\n" +
 	"\vBlockUpload\x12\x1c.petrel.daemon.v1.BlockChunk\x1a\x1b.petrel.daemon.v1.BlockInfo(\x01\x12W\n" +
 	"\rBlockDownload\x12&.petrel.daemon.v1.BlockDownloadRequest\x1a\x1c.petrel.daemon.v1.BlockChunk0\x01\x12]\n" +
-	"\fBlockDestroy\x12%.petrel.daemon.v1.BlockDestroyRequest\x1a&.petrel.daemon.v1.BlockDestroyResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
+	"\fBlockDestroy\x12%.petrel.daemon.v1.BlockDestroyRequest\x1a&.petrel.daemon.v1.BlockDestroyResponse\x12N\n" +
+	"\aBridges\x12 .petrel.daemon.v1.BridgesRequest\x1a!.petrel.daemon.v1.BridgesResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -1994,80 +2260,89 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*BlockInfo)(nil),            // 0: petrel.daemon.v1.BlockInfo
-	(*BlockListRequest)(nil),     // 1: petrel.daemon.v1.BlockListRequest
-	(*BlockListResponse)(nil),    // 2: petrel.daemon.v1.BlockListResponse
-	(*BlockCreateRequest)(nil),   // 3: petrel.daemon.v1.BlockCreateRequest
-	(*BlockChunk)(nil),           // 4: petrel.daemon.v1.BlockChunk
-	(*BlockDownloadRequest)(nil), // 5: petrel.daemon.v1.BlockDownloadRequest
-	(*BlockDestroyRequest)(nil),  // 6: petrel.daemon.v1.BlockDestroyRequest
-	(*BlockDestroyResponse)(nil), // 7: petrel.daemon.v1.BlockDestroyResponse
-	(*BlockAttachment)(nil),      // 8: petrel.daemon.v1.BlockAttachment
-	(*VersionRequest)(nil),       // 9: petrel.daemon.v1.VersionRequest
-	(*VersionResponse)(nil),      // 10: petrel.daemon.v1.VersionResponse
-	(*ImageChunk)(nil),           // 11: petrel.daemon.v1.ImageChunk
-	(*ImageRef)(nil),             // 12: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),        // 13: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),        // 14: petrel.daemon.v1.CreateRequest
-	(*DestroyRequest)(nil),       // 15: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil),      // 16: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),       // 17: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),          // 18: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),         // 19: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),                   // 20: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),       // 21: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),          // 22: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 23: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 24: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 25: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 26: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 27: petrel.daemon.v1.Plugin
-	nil,                          // 28: petrel.daemon.v1.Plugin.AttributesEntry
+	(*NetAttachment)(nil),        // 0: petrel.daemon.v1.NetAttachment
+	(*BridgesRequest)(nil),       // 1: petrel.daemon.v1.BridgesRequest
+	(*HostBridge)(nil),           // 2: petrel.daemon.v1.HostBridge
+	(*BridgesResponse)(nil),      // 3: petrel.daemon.v1.BridgesResponse
+	(*BlockInfo)(nil),            // 4: petrel.daemon.v1.BlockInfo
+	(*BlockListRequest)(nil),     // 5: petrel.daemon.v1.BlockListRequest
+	(*BlockListResponse)(nil),    // 6: petrel.daemon.v1.BlockListResponse
+	(*BlockCreateRequest)(nil),   // 7: petrel.daemon.v1.BlockCreateRequest
+	(*BlockChunk)(nil),           // 8: petrel.daemon.v1.BlockChunk
+	(*BlockDownloadRequest)(nil), // 9: petrel.daemon.v1.BlockDownloadRequest
+	(*BlockDestroyRequest)(nil),  // 10: petrel.daemon.v1.BlockDestroyRequest
+	(*BlockDestroyResponse)(nil), // 11: petrel.daemon.v1.BlockDestroyResponse
+	(*BlockAttachment)(nil),      // 12: petrel.daemon.v1.BlockAttachment
+	(*VersionRequest)(nil),       // 13: petrel.daemon.v1.VersionRequest
+	(*VersionResponse)(nil),      // 14: petrel.daemon.v1.VersionResponse
+	(*ImageChunk)(nil),           // 15: petrel.daemon.v1.ImageChunk
+	(*ImageRef)(nil),             // 16: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 17: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 18: petrel.daemon.v1.CreateRequest
+	(*DestroyRequest)(nil),       // 19: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 20: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 21: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 22: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 23: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 24: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 25: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 26: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 27: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 28: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 29: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 30: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 31: petrel.daemon.v1.Plugin
+	nil,                          // 32: petrel.daemon.v1.Plugin.AttributesEntry
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	0,  // 0: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	13, // 1: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	8,  // 2: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	20, // 3: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	13, // 4: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	8,  // 5: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	27, // 6: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	28, // 7: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	9,  // 8: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	11, // 9: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	14, // 10: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	15, // 11: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	17, // 12: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	18, // 13: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	21, // 14: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	23, // 15: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	25, // 16: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	1,  // 17: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	3,  // 18: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	4,  // 19: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	5,  // 20: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	6,  // 21: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	10, // 22: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	12, // 23: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	20, // 24: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	16, // 25: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	20, // 26: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	19, // 27: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	22, // 28: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	24, // 29: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	26, // 30: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	2,  // 31: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	0,  // 32: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	0,  // 33: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	4,  // 34: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	7,  // 35: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	22, // [22:36] is the sub-list for method output_type
-	8,  // [8:22] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	2,  // 0: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
+	4,  // 1: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	17, // 2: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	12, // 3: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	0,  // 4: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
+	24, // 5: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	17, // 6: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	12, // 7: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	0,  // 8: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	31, // 9: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	32, // 10: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	13, // 11: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	15, // 12: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	18, // 13: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	19, // 14: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	21, // 15: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	22, // 16: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	25, // 17: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	27, // 18: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	29, // 19: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	5,  // 20: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	7,  // 21: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	8,  // 22: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	9,  // 23: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	10, // 24: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	1,  // 25: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	14, // 26: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	16, // 27: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	24, // 28: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	20, // 29: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	24, // 30: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	23, // 31: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	26, // 32: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	28, // 33: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	30, // 34: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	6,  // 35: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	4,  // 36: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	4,  // 37: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	8,  // 38: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	11, // 39: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	3,  // 40: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	26, // [26:41] is the sub-list for method output_type
+	11, // [11:26] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -2081,7 +2356,7 @@ func file_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,7 @@ const (
 	Daemon_BlockUpload_FullMethodName   = "/petrel.daemon.v1.Daemon/BlockUpload"
 	Daemon_BlockDownload_FullMethodName = "/petrel.daemon.v1.Daemon/BlockDownload"
 	Daemon_BlockDestroy_FullMethodName  = "/petrel.daemon.v1.Daemon/BlockDestroy"
+	Daemon_Bridges_FullMethodName       = "/petrel.daemon.v1.Daemon/Bridges"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -70,6 +71,8 @@ type DaemonClient interface {
 	// SHA-256.
 	BlockDownload(ctx context.Context, in *BlockDownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlockChunk], error)
 	BlockDestroy(ctx context.Context, in *BlockDestroyRequest, opts ...grpc.CallOption) (*BlockDestroyResponse, error)
+	// Bridges lists the host's bridges (from the network plugin).
+	Bridges(ctx context.Context, in *BridgesRequest, opts ...grpc.CallOption) (*BridgesResponse, error)
 }
 
 type daemonClient struct {
@@ -253,6 +256,16 @@ func (c *daemonClient) BlockDestroy(ctx context.Context, in *BlockDestroyRequest
 	return out, nil
 }
 
+func (c *daemonClient) Bridges(ctx context.Context, in *BridgesRequest, opts ...grpc.CallOption) (*BridgesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BridgesResponse)
+	err := c.cc.Invoke(ctx, Daemon_Bridges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -283,6 +296,8 @@ type DaemonServer interface {
 	// SHA-256.
 	BlockDownload(*BlockDownloadRequest, grpc.ServerStreamingServer[BlockChunk]) error
 	BlockDestroy(context.Context, *BlockDestroyRequest) (*BlockDestroyResponse, error)
+	// Bridges lists the host's bridges (from the network plugin).
+	Bridges(context.Context, *BridgesRequest) (*BridgesResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -334,6 +349,9 @@ func (UnimplementedDaemonServer) BlockDownload(*BlockDownloadRequest, grpc.Serve
 }
 func (UnimplementedDaemonServer) BlockDestroy(context.Context, *BlockDestroyRequest) (*BlockDestroyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BlockDestroy not implemented")
+}
+func (UnimplementedDaemonServer) Bridges(context.Context, *BridgesRequest) (*BridgesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Bridges not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -565,6 +583,24 @@ func _Daemon_BlockDestroy_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Bridges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BridgesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Bridges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Bridges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Bridges(ctx, req.(*BridgesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -607,6 +643,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BlockDestroy",
 			Handler:    _Daemon_BlockDestroy_Handler,
+		},
+		{
+			MethodName: "Bridges",
+			Handler:    _Daemon_Bridges_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

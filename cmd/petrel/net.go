@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// parseNetFlag parses NAME:BRIDGE[@MAC].
+func parseNetFlag(s string) (*daemonv1.NetAttachment, error) {
+	rest, mac, _ := strings.Cut(s, "@")
+	name, bridge, ok := strings.Cut(rest, ":")
+	if !ok || name == "" || bridge == "" {
+		return nil, fmt.Errorf("--net %q: expected NAME:BRIDGE[@MAC]", s)
+	}
+	return &daemonv1.NetAttachment{Name: name, Bridge: bridge, Mac: mac}, nil
+}
+
+func (a *app) bridgesCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "bridges",
+		Short: "List the host's bridges, which VMs attach to with --net NAME:BRIDGE",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.API.Bridges(ctx, &daemonv1.BridgesRequest{})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				list := []map[string]any{}
+				for _, b := range res.GetBridges() {
+					members := b.GetMembers()
+					if members == nil {
+						members = []string{}
+					}
+					list = append(list, map[string]any{"name": b.GetName(), "mtu": b.GetMtu(), "mac": b.GetMac(), "up": b.GetUp(), "members": members})
+				}
+				return writeJSON(a.out, list)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tMTU\tSTATE\tMAC\tMEMBERS")
+			for _, b := range res.GetBridges() {
+				state := "down"
+				if b.GetUp() {
+					state = "up"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", b.GetName(), b.GetMtu(), state, b.GetMac(), strings.Join(b.GetMembers(), ","))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}

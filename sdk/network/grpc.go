@@ -1,0 +1,185 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// GRPCPlugin is the go-plugin glue for the network service. On the plugin
+// side Impl is the plugin; on petreld's side Impl is unused and GRPCClient
+// returns a Network that forwards over the connection.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	// Impl is the network plugin served by the plugin process.
+	Impl Network
+}
+
+// GRPCServer registers the plugin on the plugin's gRPC server.
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return errors.New("network plugin served without an implementation")
+	}
+	pluginv1.RegisterNetworkServer(s, &server{impl: p.Impl})
+	return nil
+}
+
+// GRPCClient returns a Network backed by the plugin connection.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
+	return NewClient(c), nil
+}
+
+// NewClient returns a Network that calls a plugin over conn.
+func NewClient(conn grpc.ClientConnInterface) Network {
+	return &client{c: pluginv1.NewNetworkClient(conn)}
+}
+
+// toStatus maps a plugin error to a gRPC status so its class survives.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// classError carries a remote message while matching a local error class.
+type classError struct {
+	msg   string
+	class error
+}
+
+func (e *classError) Error() string { return e.msg }
+func (e *classError) Unwrap() error { return e.class }
+
+// fromStatus turns a gRPC status back into an error of the right class.
+func fromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return &classError{msg: st.Message(), class: ErrInvalid}
+	case codes.FailedPrecondition:
+		return &classError{msg: st.Message(), class: ErrUnavailable}
+	case codes.Canceled:
+		return &classError{msg: st.Message(), class: context.Canceled}
+	case codes.DeadlineExceeded:
+		return &classError{msg: st.Message(), class: context.DeadlineExceeded}
+	case codes.Unknown:
+		return errors.New(st.Message())
+	}
+	return fmt.Errorf("network plugin: %s", st.Message())
+}
+
+type server struct {
+	pluginv1.UnimplementedNetworkServer
+	impl Network
+}
+
+func (s *server) Info(ctx context.Context, _ *pluginv1.InfoRequest) (*pluginv1.PluginInfo, error) {
+	r, err := s.impl.Info(ctx)
+	return r, toStatus(err)
+}
+
+func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
+	return &pluginv1.ConfigureResponse{}, toStatus(s.impl.Configure(ctx, req))
+}
+
+func (s *server) Fingerprint(ctx context.Context, _ *pluginv1.FingerprintRequest) (*pluginv1.FingerprintResponse, error) {
+	r, err := s.impl.Fingerprint(ctx)
+	return r, toStatus(err)
+}
+
+func (s *server) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*pluginv1.AttachResponse, error) {
+	r, err := s.impl.Attach(ctx, req)
+	return r, toStatus(err)
+}
+
+func (s *server) Detach(ctx context.Context, req *pluginv1.DetachRequest) (*pluginv1.DetachResponse, error) {
+	return &pluginv1.DetachResponse{}, toStatus(s.impl.Detach(ctx, req.GetHostIf()))
+}
+
+func (s *server) Reconcile(ctx context.Context, req *pluginv1.ReconcileRequest) (*pluginv1.ReconcileResponse, error) {
+	removed, err := s.impl.Reconcile(ctx, req.GetKeep())
+	return &pluginv1.ReconcileResponse{Removed: removed}, toStatus(err)
+}
+
+func (s *server) Stats(ctx context.Context, req *pluginv1.NetStatsRequest) (*pluginv1.NetStatsResponse, error) {
+	st, err := s.impl.Stats(ctx, req.GetHostIfs())
+	return &pluginv1.NetStatsResponse{Stats: st}, toStatus(err)
+}
+
+func (s *server) Bridges(ctx context.Context, _ *pluginv1.BridgesRequest) (*pluginv1.BridgesResponse, error) {
+	b, err := s.impl.Bridges(ctx)
+	return &pluginv1.BridgesResponse{Bridges: b}, toStatus(err)
+}
+
+type client struct {
+	c pluginv1.NetworkClient
+}
+
+func (c *client) Info(ctx context.Context) (*pluginv1.PluginInfo, error) {
+	r, err := c.c.Info(ctx, &pluginv1.InfoRequest{})
+	return r, fromStatus(err)
+}
+
+func (c *client) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
+	_, err := c.c.Configure(ctx, req)
+	return fromStatus(err)
+}
+
+func (c *client) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error) {
+	r, err := c.c.Fingerprint(ctx, &pluginv1.FingerprintRequest{})
+	return r, fromStatus(err)
+}
+
+func (c *client) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*pluginv1.AttachResponse, error) {
+	r, err := c.c.Attach(ctx, req)
+	return r, fromStatus(err)
+}
+
+func (c *client) Detach(ctx context.Context, hostIf string) error {
+	_, err := c.c.Detach(ctx, &pluginv1.DetachRequest{HostIf: hostIf})
+	return fromStatus(err)
+}
+
+func (c *client) Reconcile(ctx context.Context, keep []string) ([]string, error) {
+	r, err := c.c.Reconcile(ctx, &pluginv1.ReconcileRequest{Keep: keep})
+	return r.GetRemoved(), fromStatus(err)
+}
+
+func (c *client) Stats(ctx context.Context, hostIfs []string) ([]*pluginv1.InterfaceStats, error) {
+	r, err := c.c.Stats(ctx, &pluginv1.NetStatsRequest{HostIfs: hostIfs})
+	return r.GetStats(), fromStatus(err)
+}
+
+func (c *client) Bridges(ctx context.Context) ([]*pluginv1.Bridge, error) {
+	r, err := c.c.Bridges(ctx, &pluginv1.BridgesRequest{})
+	return r.GetBridges(), fromStatus(err)
+}

@@ -1,0 +1,42 @@
+package plugin
+
+import (
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/petrel-vmm/petrel/sdk/network"
+)
+
+// NetworkService is the dispense name of the network service.
+const NetworkService = "network"
+
+// NetworkPluginSets maps each supported protocol version to the plugins a
+// network plugin binary serves under it. impl is nil on petreld's side.
+func NetworkPluginSets(impl network.Network) map[int]goplugin.PluginSet {
+	sets := map[int]goplugin.PluginSet{}
+	for v := OldestProtocolVersion; v <= ProtocolVersion; v++ {
+		sets[v] = goplugin.PluginSet{NetworkService: &network.GRPCPlugin{Impl: impl}}
+	}
+	return sets
+}
+
+// ServeNetwork serves a network plugin and never returns normally. It is
+// the whole body of a network plugin's main function. When the parent
+// (petreld) dies the plugin exits too, so no orphaned plugin lingers; the
+// interfaces it created stay, tagged, for the next petreld to reconcile.
+func ServeNetwork(impl network.Network) {
+	go exitWithParent(os.Getppid(), time.Second)
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: NetworkPluginSets(impl),
+		GRPCServer:       goplugin.DefaultGRPCServer,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Level:      hclog.Info,
+			Output:     os.Stderr,
+			JSONFormat: true,
+		}),
+	})
+}
