@@ -52,9 +52,11 @@ type Daemon struct {
 	events  *events.Bus
 	plugins *pluginhost.Host
 	sup     *supervisor.Supervisor
-	grpc    *grpc.Server
-	lis     net.Listener
-	sock    string
+	// supReady is closed once sup is set, for plugin event callbacks.
+	supReady chan struct{}
+	grpc     *grpc.Server
+	lis      net.Listener
+	sock     string
 
 	mu      sync.Mutex
 	uploads map[string]time.Time
@@ -100,7 +102,7 @@ func hostMemoryMB() uint32 {
 // Start brings petreld up: it recovers VMs and then serves the API. The
 // caller runs Serve and, to stop, Close.
 func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, events: events.New(), uploads: map[string]time.Time{}}
+	d := &Daemon{cfg: cfg, log: log, events: events.New(), uploads: map[string]time.Time{}, supReady: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -131,6 +133,14 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		HealthInterval: cfg.Duration("plugin_health_interval"),
 		OnEvent: func(typ, name, msg string) {
 			d.events.Publish(events.Event{Type: typ, Name: name, Message: msg})
+			if nb, ok := cfg.Network(); ok && typ == events.PluginRestarted && name == nb.Name {
+				select {
+				case <-d.supReady:
+					// A crash may have interrupted a create or destroy.
+					go d.sup.ReconcileNets(context.Background())
+				default:
+				}
+			}
 		},
 	})
 	for _, b := range cfg.Backends {
@@ -171,6 +181,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 			return ids
 		},
 	})
+	close(d.supReady)
 	reattached, started, err := d.sup.Recover(ctx)
 	if err != nil {
 		return nil, err

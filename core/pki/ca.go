@@ -98,20 +98,27 @@ func InitCA(dir string, opts CAOptions) error {
 	if err != nil {
 		return fmt.Errorf("init CA: %w", err)
 	}
-	if err := WriteKeyFile(filepath.Join(dir, CAKeyFile), caKey); err != nil {
-		return fmt.Errorf("init CA: %w", err)
+	var written []string
+	steps := []struct {
+		file  string
+		write func(path string) error
+	}{
+		{CAKeyFile, func(p string) error { return WriteKeyFile(p, caKey) }},
+		{CACertFile, func(p string) error { return WriteCertsFile(p, root) }},
+		{ServerKeyFile, func(p string) error { return WriteKeyFile(p, srvKey) }},
+		{ServerCertFile, func(p string) error { return WriteCertsFile(p, srv, root) }},
+		{RevokedFile, func(p string) error { return (&RevocationList{}).Save(p) }},
 	}
-	if err := WriteCertsFile(filepath.Join(dir, CACertFile), root); err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	if err := WriteKeyFile(filepath.Join(dir, ServerKeyFile), srvKey); err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	if err := WriteCertsFile(filepath.Join(dir, ServerCertFile), srv, root); err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	if err := (&RevocationList{}).Save(filepath.Join(dir, RevokedFile)); err != nil {
-		return fmt.Errorf("init CA: %w", err)
+	for _, st := range steps {
+		path := filepath.Join(dir, st.file)
+		if err := st.write(path); err != nil {
+			// Leave no half-made CA behind, so that InitCA can be rerun.
+			for _, w := range written {
+				_ = os.Remove(w)
+			}
+			return fmt.Errorf("init CA: %w", err)
+		}
+		written = append(written, path)
 	}
 	return nil
 }

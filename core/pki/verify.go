@@ -42,14 +42,11 @@ type Verifier struct {
 }
 
 // PathPolicy is a policy that applies to a path of the name tree because
-// a CA certificate of the chain carries it.
-type PathPolicy struct {
-	// Path is the domain the CA's certificate stands for (the root for
-	// the root CA).
-	Path name.Path
-	// Policy is what the CA's certificate carries.
-	Policy policy.Policy
-}
+// a CA certificate of the chain carries it: Path is the domain the CA's
+// certificate stands for (the root for the root CA). It is a
+// policy.Entry, so a chain's policies can be checked at deploy with
+// policy.CheckDeployAgainst or inserted into a policy.Tree directly.
+type PathPolicy = policy.Entry
 
 // Identity is what a verified chain says about its holder.
 type Identity struct {

@@ -265,18 +265,32 @@ func (t *Tree) Conflicts() []string {
 // restart with new parameters, leave its old allocation out. Every
 // problem is reported, on one line, and the error wraps ErrExceeded.
 func (t *Tree) CheckDeploy(vm name.Path, want Usage, usageUnder func(name.Path) Usage) error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var governing []Entry
+	for _, a := range vm.Ancestors() {
+		if p, ok := t.get(a); ok {
+			governing = append(governing, Entry{Path: a, Policy: p})
+		}
+	}
+	return CheckDeployAgainst(governing, vm, want, usageUnder)
+}
+
+// CheckDeployAgainst is CheckDeploy for policies that are not in a Tree,
+// such as those a client's certificate chain carries: it applies every
+// entry whose path is a proper ancestor of vm, in the order given, and
+// ignores the others.
+func CheckDeployAgainst(policies []Entry, vm name.Path, want Usage, usageUnder func(name.Path) Usage) error {
 	if vm.IsRoot() {
 		return errors.New(`deploy: a VM name needs at least one label`)
 	}
 	if want.MemoryMB < 0 || want.BlockMB < 0 {
 		return fmt.Errorf("deploy %q: negative memory or block size requested", vm)
 	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
 	var probs []string
-	for _, a := range vm.Ancestors() {
-		p, ok := t.get(a)
-		if !ok {
+	for _, e := range policies {
+		a, p := e.Path, e.Policy
+		if a.Equal(vm) || !a.IsPrefixOf(vm) {
 			continue
 		}
 		var used Usage

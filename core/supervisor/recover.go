@@ -151,6 +151,11 @@ func (s *Supervisor) loadConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 	}
 }
 
+// ReconcileNets removes taps that belong to no VM that runs or is about
+// to. petreld calls it at start-up and whenever the network plugin comes
+// back after a crash, which may have interrupted a create or destroy.
+func (s *Supervisor) ReconcileNets(ctx context.Context) { s.reconcileNets(ctx) }
+
 // reconcileNets removes taps that belong to no VM that runs or is about
 // to (left by a daemon killed mid-create, or by VMs destroyed meanwhile).
 func (s *Supervisor) reconcileNets(ctx context.Context) {
