@@ -78,13 +78,11 @@ downloads and destroy are refused while it is in use.`,
 		Example: "  petrel block\n  petrel block create team:disk 64\n  petrel block upload team:disk ./disk.img --gzip",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			req := &daemonv1.BlockListRequest{}
 			if len(pos) == 1 {
 				req.Path = pos[0]
@@ -151,13 +149,11 @@ func (a *app) blockCreateCmd() *cobra.Command {
 					return fmt.Errorf("%s (%d bytes) does not fit in %d MB", data, fi.Size(), size)
 				}
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			info, err := c.API.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: pos[0], SizeMb: size})
 			if err != nil {
 				return err
@@ -187,13 +183,11 @@ switches to it only when the SHA-256 of what it received matches FILE's,
 so an interrupted or corrupted upload leaves the old content.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			info, err := c.UploadBlockFile(ctx, pos[0], pos[1], gz, a.progressBar("uploading "+filepath.Base(pos[1])))
 			if err != nil {
 				return err
@@ -213,13 +207,11 @@ func (a *app) blockDownloadCmd() *cobra.Command {
 		Short: "Write a block device's content to FILE (checksum verified)",
 		Args:  args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			n, err := c.DownloadBlockFile(ctx, pos[0], pos[1], gz, a.progressBar("downloading "+pos[0]))
 			if err != nil {
 				return err
@@ -238,13 +230,11 @@ func (a *app) blockDestroyCmd() *cobra.Command {
 		Short: "Remove a block device no VM uses",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			if _, err := c.API.BlockDestroy(ctx, &daemonv1.BlockDestroyRequest{Name: pos[0]}); err != nil {
 				return err
 			}

@@ -156,6 +156,18 @@ func (a *app) dial() (*client.Client, error) {
 	return client.Dial(a.socketPath())
 }
 
+// session is what most commands start with: a context cancelled by Ctrl-C
+// and a client of the daemon; done releases both.
+func (a *app) session() (context.Context, *client.Client, func(), error) {
+	ctx, cancel := signalContext()
+	c, err := a.dial()
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, c, func() { c.Close(); cancel() }, nil
+}
+
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
@@ -216,13 +228,11 @@ given with --exit-code.`,
 				}
 				atts = append(atts, att)
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			ref, err := a.upload(ctx, c, pos[1])
 			if err != nil {
 				return err
@@ -307,13 +317,11 @@ func (a *app) destroyCmd() *cobra.Command {
 		Example: "  petrel destroy web",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			if _, err := c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: pos[0]}); err != nil {
 				return err
 			}
@@ -334,13 +342,11 @@ ones; without, the VM keeps its arguments.`,
 		Example: "  petrel restart web\n  petrel restart web --arg=--verbose",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			req := &daemonv1.RestartRequest{Name: pos[0]}
 			if cmd.Flags().Changed("arg") {
 				req.ReplaceArgs, req.Args = true, vmArgs
@@ -457,13 +463,11 @@ exit_code (once the VM has exited) and restarts.`,
 		Example: "  petrel info\n  petrel info team:web --json",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			req := &daemonv1.InfoRequest{}
 			if len(pos) == 1 {
 				req.Name = pos[0]
@@ -549,13 +553,11 @@ with --follow keep printing new lines until the VM exits or Ctrl-C.`,
 				}
 				req.SinceNs = t.UnixNano()
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			stream, err := c.API.Console(ctx, req)
 			if err != nil {
 				return err
@@ -603,13 +605,11 @@ plugin-restarted.`,
 		Example: "  petrel events\n  petrel events team:web --json",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			req := &daemonv1.EventsRequest{}
 			if len(pos) == 1 {
 				req.Path = pos[0]
@@ -676,13 +676,11 @@ func (a *app) pluginsCmd() *cobra.Command {
 		Short: "List petreld's plugins and their health on this host",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			res, err := c.API.Plugins(ctx, &daemonv1.PluginsRequest{})
 			if err != nil {
 				return err

@@ -27,13 +27,11 @@ func (a *app) bridgesCmd() *cobra.Command {
 		Short: "List the host's bridges, which VMs attach to with --net NAME:BRIDGE",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			c, err := a.dial()
+			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			res, err := c.API.Bridges(ctx, &daemonv1.BridgesRequest{})
 			if err != nil {
 				return err

@@ -21,10 +21,15 @@ import (
 // on the fly for each remote command and are not worth revoking; CAs
 // live long because re-issuing them means re-issuing everything below.
 const (
-	DefaultRootValidity   = 10 * 365 * 24 * time.Hour
-	DefaultCAValidity     = 365 * 24 * time.Hour
+	// DefaultRootValidity is the root CA's lifetime: ten years.
+	DefaultRootValidity = 10 * 365 * 24 * time.Hour
+	// DefaultCAValidity is a sub-CA's lifetime: one year.
+	DefaultCAValidity = 365 * 24 * time.Hour
+	// DefaultServerValidity is the endpoint certificate's lifetime.
 	DefaultServerValidity = 365 * 24 * time.Hour
-	DefaultLeafValidity   = 10 * time.Minute
+	// DefaultLeafValidity is a client leaf's lifetime: long enough for
+	// one command and its console or event stream to start.
+	DefaultLeafValidity = 10 * time.Minute
 	// Backdate is subtracted from NotBefore of every certificate issued,
 	// so that a peer whose clock is slightly behind accepts a leaf made a
 	// moment ago.
@@ -33,11 +38,17 @@ const (
 
 // Files InitCA writes into its directory.
 const (
-	CAKeyFile      = "ca.key"
-	CACertFile     = "ca.pem"
-	ServerKeyFile  = "server.key"
+	// CAKeyFile holds the root CA's private key (mode 0600).
+	CAKeyFile = "ca.key"
+	// CACertFile holds the root CA's certificate, the file clients pass
+	// as --server-ca and petreld trusts.
+	CACertFile = "ca.pem"
+	// ServerKeyFile holds the endpoint's private key (mode 0600).
+	ServerKeyFile = "server.key"
+	// ServerCertFile holds the endpoint's certificate chain.
 	ServerCertFile = "server.pem"
-	RevokedFile    = "revoked.json"
+	// RevokedFile is the revocation list (see RevocationList).
+	RevokedFile = "revoked.json"
 )
 
 // CAOptions parameterises InitCA. The zero value makes an Ed25519 root

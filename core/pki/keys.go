@@ -34,8 +34,11 @@ const (
 // MaxRSABits only slows every handshake (and is a cheap denial of service
 // when a client presents one).
 const (
-	MinRSABits     = 2048
-	MaxRSABits     = 8192
+	// MinRSABits is the smallest RSA key accepted anywhere in a chain.
+	MinRSABits = 2048
+	// MaxRSABits is the largest RSA key accepted anywhere in a chain.
+	MaxRSABits = 8192
+	// DefaultRSABits is the size GenerateKey uses when given 0 bits.
 	DefaultRSABits = 3072
 )
 

@@ -11,9 +11,9 @@ import (
 	"github.com/petrel-vmm/petrel/core/policy"
 )
 
-// DefaultMaxChain is the longest chain accepted, root and leaf included,
-// as in Albatross: deep enough for any real delegation, short enough that
-// a hostile client cannot make the server check many signatures.
+// DefaultMaxChain is the longest chain accepted, root and leaf included:
+// deep enough for any real delegation, short enough that a hostile
+// client cannot make the server check many signatures.
 const DefaultMaxChain = 9
 
 // ErrRevoked is wrapped by Verify's error when a certificate of the chain

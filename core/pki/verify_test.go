@@ -102,6 +102,11 @@ func TestIdentity(t *testing.T) {
 	if id.Command == nil || id.Command.Name != "destroy" || len(id.Command.Args) != 0 {
 		t.Errorf("Command = %+v", id.Command)
 	}
+	if err := policy.CheckDeployAgainst(id.Policies, full, policy.Usage{CPUs: []int{1}, MemoryMB: 1024, Bridges: []string{"br1"}}, nil); err != nil {
+		t.Errorf("deploy within the chain's policies: %v", err)
+	}
+	err = policy.CheckDeployAgainst(id.Policies, full, policy.Usage{CPUs: []int{0}, MemoryMB: 64}, nil)
+	wantErr(t, err, `policy of "a:b": cpus [0] are not among the allowed [1]`)
 	if len(id.Chain) != 4 || id.Chain[3] != root.cert {
 		t.Errorf("Chain has %d certificates", len(id.Chain))
 	}

@@ -207,6 +207,21 @@ func TestCheckDeploy(t *testing.T) {
 	wantErr(t, tr.CheckDeploy(p("a:vm"), Usage{MemoryMB: -1}, nil), "negative")
 }
 
+func TestCheckDeployAgainst(t *testing.T) {
+	entries := []Entry{
+		{Path: name.Root, Policy: Policy{VMs: 10, CPUs: []int{0, 1}, MemoryMB: 1000}},
+		{Path: p("a"), Policy: Policy{VMs: 1, CPUs: []int{1}, MemoryMB: 100}},
+		{Path: p("b"), Policy: Policy{}},      // not an ancestor
+		{Path: p("a:vm"), Policy: Policy{}},   // the VM's own path
+		{Path: p("a:vm:x"), Policy: Policy{}}, // below the VM
+	}
+	if err := CheckDeployAgainst(entries, p("a:vm"), Usage{CPUs: []int{1}, MemoryMB: 100}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, CheckDeployAgainst(entries, p("a:vm"), Usage{CPUs: []int{0}, MemoryMB: 101}, nil),
+		`policy of "a": 101 MB of memory would exceed the limit of 100 MB; policy of "a": cpus [0] are not among the allowed [1]`)
+}
+
 func TestCheckDeployRootOnly(t *testing.T) {
 	tr, err := NewTree(Policy{VMs: 1, MemoryMB: 100})
 	if err != nil {

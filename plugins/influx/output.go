@@ -9,8 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
@@ -228,15 +228,27 @@ func (o *tcpOutput) send(ctx context.Context, lines []byte) error {
 }
 
 // peerClosed reports whether the other end closed or reset conn. The
-// receivers never send anything, so any outcome of a read other than
-// "nothing yet" means the connection is gone; without this check the
-// first batch after a receiver restart would vanish into a dead socket.
+// receivers never send anything, so a zero-byte peek (end of stream) or an
+// error other than "nothing to read" means the connection is gone; without
+// this check the first batch after a receiver restart would vanish into a
+// dead socket.
 func peerClosed(conn net.Conn) bool {
-	conn.SetReadDeadline(time.Now())
-	var b [1]byte
-	_, err := conn.Read(b[:])
-	conn.SetReadDeadline(time.Time{})
-	return err == nil || !errors.Is(err, os.ErrDeadlineExceeded)
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	err = raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = (n == 0 && err == nil) || (err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR))
+		return true
+	})
+	return closed || err != nil
 }
 
 func (o *tcpOutput) probe(ctx context.Context) (string, map[string]string, error) {
