@@ -28,15 +28,16 @@ import (
 // messages. Documented in `petrel --help`.
 const (
 	exitOK          = 0
-	exitError       = 1 // anything not covered below
-	exitUsage       = 2 // bad flags or arguments
-	exitUnreachable = 3 // petreld not running or socket not accessible
-	exitNotFound    = 4 // no such VM
-	exitExists      = 5 // a VM of that name exists
-	exitInvalid     = 6 // the request can never work (name, image, memory...)
-	exitUnavailable = 7 // backend not usable on this host
-	exitDenied      = 8 // permission denied
-	exitBusy        = 9 // a block device is in use
+	exitError       = 1  // anything not covered below
+	exitUsage       = 2  // bad flags or arguments
+	exitUnreachable = 3  // petreld not running or socket not accessible
+	exitNotFound    = 4  // no such VM
+	exitExists      = 5  // a VM of that name exists
+	exitInvalid     = 6  // the request can never work (name, image, memory...)
+	exitUnavailable = 7  // backend not usable on this host
+	exitDenied      = 8  // permission denied
+	exitBusy        = 9  // a block device is in use
+	exitLimit       = 10 // refused by a resource policy or another limit
 )
 
 const exitCodeHelp = `Exit codes:
@@ -49,7 +50,8 @@ const exitCodeHelp = `Exit codes:
   6  invalid request (name, image, manifest, memory, backend...)
   7  backend not usable on this host (missing tender, no /dev/kvm...)
   8  permission denied
-  9  block device in use (by a VM or a transfer)`
+  9  block device in use (by a VM or a transfer)
+  10 refused by a resource policy (or another limit, such as console followers)`
 
 // usageError marks mistakes in the command line itself.
 type usageError struct{ error }
@@ -104,8 +106,10 @@ func classify(err error, socket string) (int, string) {
 		return exitNotFound, msg
 	case codes.AlreadyExists:
 		return exitExists, msg
-	case codes.InvalidArgument, codes.ResourceExhausted:
+	case codes.InvalidArgument:
 		return exitInvalid, msg
+	case codes.ResourceExhausted:
+		return exitLimit, msg
 	case codes.FailedPrecondition:
 		return exitUnavailable, msg
 	case codes.PermissionDenied, codes.Unauthenticated:
@@ -138,7 +142,7 @@ for example "team:web:frontend".
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
-		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd())
+		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd())
 	return root
 }
 

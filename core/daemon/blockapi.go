@@ -35,6 +35,11 @@ func (s *server) BlockList(_ context.Context, req *daemonv1.BlockListRequest) (*
 }
 
 func (s *server) BlockCreate(_ context.Context, req *daemonv1.BlockCreateRequest) (*daemonv1.BlockInfo, error) {
+	s.d.policyMu.Lock()
+	defer s.d.policyMu.Unlock()
+	if err := s.d.checkBlockQuota(req.GetName(), req.GetSizeMb()); err != nil {
+		return nil, grpcError(err)
+	}
 	d, err := s.d.blocks.Create(req.GetName(), req.GetSizeMb())
 	if err != nil {
 		return nil, grpcError(err)

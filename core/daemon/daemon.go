@@ -23,6 +23,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/config"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/pluginhost"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
@@ -52,6 +53,10 @@ type Daemon struct {
 	events  *events.Bus
 	plugins *pluginhost.Host
 	sup     *supervisor.Supervisor
+	// policies bound what VMs and block devices under each path may take.
+	policies *policy.Tree
+	// policyMu serialises policy changes with their persistence.
+	policyMu sync.Mutex
 	// supReady is closed once sup is set, for plugin event callbacks.
 	supReady chan struct{}
 	grpc     *grpc.Server
@@ -127,6 +132,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	if orphans, err := d.blocks.Orphans(); err == nil && len(orphans) > 0 {
 		log.Warn("files in the block directory that are not block devices (left alone)", "files", orphans)
 	}
+	if err := d.loadPolicies(); err != nil {
+		return nil, err
+	}
 	pluginDir := PluginDir(cfg.PluginDir)
 	d.plugins = pluginhost.New(pluginhost.Options{
 		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"),
@@ -168,7 +176,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		DefaultBackend: cfg.DefaultBackend, ConsoleLines: cfg.ConsoleLines, ConsoleBytes: cfg.ConsoleBytes,
 		StopTimeout: cfg.Duration("stop_timeout"), BackoffMin: cfg.Duration("restart_backoff_min"),
 		BackoffMax: cfg.Duration("restart_backoff_max"), ResetAfter: cfg.Duration("restart_reset_after"),
-		Blocks: blockAdapter{d.blocks}, Network: netw,
+		Blocks: blockAdapter{d.blocks}, Network: netw, Policies: d.policies, BeforeAdmit: d.refreshRoot,
 		BootID: bootID(), HostCPUs: runtime.NumCPU(), HostMemoryMB: hostMemoryMB(),
 		RunIDs: func(backend string) []string {
 			entries, _ := os.ReadDir(filepath.Join(vmsDir, backend))

@@ -13,6 +13,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/block"
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
@@ -51,6 +52,10 @@ func grpcError(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, network.ErrUnavailable):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, policy.ErrExceeded):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, policy.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, supervisor.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, supervisor.ErrExists):

@@ -54,12 +54,13 @@ func (v *Verifier) VerifyConn(cs tls.ConnectionState) (*Identity, error) {
 }
 
 // ClientTLSConfig returns the CLI's TLS configuration: TLS 1.3 only,
-// chain (leaf first) and key presented as the client certificate, and the
-// server's certificate checked against serverRoots and serverName (the
-// host name or IP address dialled, which is required: the check cannot
-// rely on the TLS state, which omits IP addresses). The server check is done here rather than by
-// crypto/tls because the roots may carry Petrel's critical policy
-// extension, which crypto/tls would refuse.
+// chain (leaf first) and key presented as the client certificate, and
+// the server's certificate checked against serverRoots and serverName
+// (the host name or IP address dialled, which is required: the check
+// cannot rely on the TLS state, which omits IP addresses). The server
+// check is done here rather than by crypto/tls because the roots may
+// carry Petrel's critical policy extension, which crypto/tls would
+// refuse.
 func ClientTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverRoots []*x509.Certificate, serverName string) (*tls.Config, error) {
 	cert, err := tlsCertificate(chain, key)
 	if err != nil {

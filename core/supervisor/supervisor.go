@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -107,6 +108,12 @@ type Options struct {
 	Blocks BlockDevices
 	// Network provides taps; nil when no network plugin is configured.
 	Network Network
+	// Policies, when set, bound what VMs under each path may take; every
+	// create is checked against the policy of every ancestor.
+	Policies *policy.Tree
+	// BeforeAdmit, when set, runs before each policy check (petreld
+	// re-reads the host's resources, as bridges come and go).
+	BeforeAdmit func()
 	// HostCPUs and HostMemoryMB bound what a VM may ask for.
 	HostCPUs     int
 	HostMemoryMB uint32
@@ -138,8 +145,11 @@ type Supervisor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu  sync.Mutex
-	vms map[string]*vm
+	mu       sync.Mutex
+	vms      map[string]*vm
+	reserved map[string]policy.Usage // creates being admitted; guarded by mu
+
+	admitMu sync.Mutex // serialises policy checks with their reservations
 }
 
 // vm is one VM's live state.
@@ -175,7 +185,7 @@ func New(opts Options) *Supervisor {
 		opts.HostCPUs = runtime.NumCPU()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Supervisor{opts: opts, ctx: ctx, cancel: cancel, vms: map[string]*vm{}}
+	return &Supervisor{opts: opts, ctx: ctx, cancel: cancel, vms: map[string]*vm{}, reserved: map[string]policy.Usage{}}
 }
 
 // Close stops every monitor goroutine. VMs keep running; a later
@@ -520,6 +530,11 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 			return Record{}, err
 		}
 	}
+	release, err := s.admit(rec)
+	if err != nil {
+		return Record{}, err
+	}
+	defer release()
 	if !v.gone {
 		if err := s.teardown(ctx, v); err != nil {
 			return Record{}, fmt.Errorf("replace %s: %w", p.Name, err)

@@ -101,7 +101,7 @@ func Points(b *pluginv1.Batch) []Point {
 		pts = append(pts, Point{Measurement: m, Tags: tagSet(append(tags, Tag{"host", host})), Fields: fields, Time: t})
 	}
 	for _, vm := range b.GetVms() {
-		path := parentPath(vm.GetName())
+		path := ParentPath(vm.GetName())
 		add(MeasurementVM,
 			[]Tag{{"vm", vm.GetName()}, {"path", path}, {"backend", vm.GetBackend()}, {"state", vm.GetState()}},
 			fieldSet(
@@ -164,9 +164,10 @@ func Points(b *pluginv1.Batch) []Point {
 	return pts
 }
 
-// parentPath returns the path a VM lives under: "a:b" for "a:b:vm", and
-// the root ":" for a VM with a single label.
-func parentPath(name string) string {
+// ParentPath returns the path a VM lives under: "a:b" for "a:b:vm", and
+// the root ":" for a VM with a single label. Sinks that tag by path use it
+// so that every sink agrees on the value.
+func ParentPath(name string) string {
 	i := strings.LastIndexByte(name, ':')
 	if i <= 0 {
 		return ":"

@@ -26,6 +26,387 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Policy bounds the resources of every VM under a path.
+type Policy struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Vms      int32                  `protobuf:"varint,1,opt,name=vms,proto3" json:"vms,omitempty"`
+	Cpus     []int32                `protobuf:"varint,2,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMb int64                  `protobuf:"varint,3,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
+	// Block storage in MB; absent means none may be used.
+	BlockMb       *int64   `protobuf:"varint,4,opt,name=block_mb,json=blockMb,proto3,oneof" json:"block_mb,omitempty"`
+	Bridges       []string `protobuf:"bytes,5,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Policy) Reset() {
+	*x = Policy{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Policy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Policy) ProtoMessage() {}
+
+func (x *Policy) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Policy.ProtoReflect.Descriptor instead.
+func (*Policy) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Policy) GetVms() int32 {
+	if x != nil {
+		return x.Vms
+	}
+	return 0
+}
+
+func (x *Policy) GetCpus() []int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
+}
+
+func (x *Policy) GetMemoryMb() int64 {
+	if x != nil {
+		return x.MemoryMb
+	}
+	return 0
+}
+
+func (x *Policy) GetBlockMb() int64 {
+	if x != nil && x.BlockMb != nil {
+		return *x.BlockMb
+	}
+	return 0
+}
+
+func (x *Policy) GetBridges() []string {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
+}
+
+// PolicyEntry is a policy at a path, with what is in use under it.
+type PolicyEntry struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Path   string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Policy *Policy                `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Current usage under the path.
+	UsedVms       int32 `protobuf:"varint,3,opt,name=used_vms,json=usedVms,proto3" json:"used_vms,omitempty"`
+	UsedMemoryMb  int64 `protobuf:"varint,4,opt,name=used_memory_mb,json=usedMemoryMb,proto3" json:"used_memory_mb,omitempty"`
+	UsedBlockMb   int64 `protobuf:"varint,5,opt,name=used_block_mb,json=usedBlockMb,proto3" json:"used_block_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyEntry) Reset() {
+	*x = PolicyEntry{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyEntry) ProtoMessage() {}
+
+func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyEntry.ProtoReflect.Descriptor instead.
+func (*PolicyEntry) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PolicyEntry) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PolicyEntry) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *PolicyEntry) GetUsedVms() int32 {
+	if x != nil {
+		return x.UsedVms
+	}
+	return 0
+}
+
+func (x *PolicyEntry) GetUsedMemoryMb() int64 {
+	if x != nil {
+		return x.UsedMemoryMb
+	}
+	return 0
+}
+
+func (x *PolicyEntry) GetUsedBlockMb() int64 {
+	if x != nil {
+		return x.UsedBlockMb
+	}
+	return 0
+}
+
+// PolicyListRequest selects policies under a path ("" for all).
+type PolicyListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyListRequest) Reset() {
+	*x = PolicyListRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyListRequest) ProtoMessage() {}
+
+func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyListRequest.ProtoReflect.Descriptor instead.
+func (*PolicyListRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PolicyListRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// PolicyListResponse lists policies, parents first.
+type PolicyListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policies      []*PolicyEntry         `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyListResponse) Reset() {
+	*x = PolicyListResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyListResponse) ProtoMessage() {}
+
+func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyListResponse.ProtoReflect.Descriptor instead.
+func (*PolicyListResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PolicyListResponse) GetPolicies() []*PolicyEntry {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+// PolicyAddRequest sets a policy.
+type PolicyAddRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Policy        *Policy                `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyAddRequest) Reset() {
+	*x = PolicyAddRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyAddRequest) ProtoMessage() {}
+
+func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyAddRequest.ProtoReflect.Descriptor instead.
+func (*PolicyAddRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PolicyAddRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PolicyAddRequest) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// PolicyRemoveRequest removes a policy.
+type PolicyRemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRemoveRequest) Reset() {
+	*x = PolicyRemoveRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRemoveRequest) ProtoMessage() {}
+
+func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRemoveRequest.ProtoReflect.Descriptor instead.
+func (*PolicyRemoveRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PolicyRemoveRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// PolicyRemoveResponse is empty.
+type PolicyRemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRemoveResponse) Reset() {
+	*x = PolicyRemoveResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRemoveResponse) ProtoMessage() {}
+
+func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRemoveResponse.ProtoReflect.Descriptor instead.
+func (*PolicyRemoveResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+}
+
 // NetAttachment connects a manifest net device to a host bridge.
 type NetAttachment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -43,7 +424,7 @@ type NetAttachment struct {
 
 func (x *NetAttachment) Reset() {
 	*x = NetAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +436,7 @@ func (x *NetAttachment) String() string {
 func (*NetAttachment) ProtoMessage() {}
 
 func (x *NetAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +449,7 @@ func (x *NetAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetAttachment.ProtoReflect.Descriptor instead.
 func (*NetAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NetAttachment) GetName() string {
@@ -108,7 +489,7 @@ type BridgesRequest struct {
 
 func (x *BridgesRequest) Reset() {
 	*x = BridgesRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +501,7 @@ func (x *BridgesRequest) String() string {
 func (*BridgesRequest) ProtoMessage() {}
 
 func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +514,7 @@ func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesRequest.ProtoReflect.Descriptor instead.
 func (*BridgesRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 // HostBridge is one host bridge.
@@ -150,7 +531,7 @@ type HostBridge struct {
 
 func (x *HostBridge) Reset() {
 	*x = HostBridge{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +543,7 @@ func (x *HostBridge) String() string {
 func (*HostBridge) ProtoMessage() {}
 
 func (x *HostBridge) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +556,7 @@ func (x *HostBridge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostBridge.ProtoReflect.Descriptor instead.
 func (*HostBridge) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HostBridge) GetName() string {
@@ -223,7 +604,7 @@ type BridgesResponse struct {
 
 func (x *BridgesResponse) Reset() {
 	*x = BridgesResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +616,7 @@ func (x *BridgesResponse) String() string {
 func (*BridgesResponse) ProtoMessage() {}
 
 func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +629,7 @@ func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesResponse.ProtoReflect.Descriptor instead.
 func (*BridgesResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BridgesResponse) GetBridges() []*HostBridge {
@@ -273,7 +654,7 @@ type BlockInfo struct {
 
 func (x *BlockInfo) Reset() {
 	*x = BlockInfo{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +666,7 @@ func (x *BlockInfo) String() string {
 func (*BlockInfo) ProtoMessage() {}
 
 func (x *BlockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +679,7 @@ func (x *BlockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockInfo.ProtoReflect.Descriptor instead.
 func (*BlockInfo) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BlockInfo) GetName() string {
@@ -339,7 +720,7 @@ type BlockListRequest struct {
 
 func (x *BlockListRequest) Reset() {
 	*x = BlockListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +732,7 @@ func (x *BlockListRequest) String() string {
 func (*BlockListRequest) ProtoMessage() {}
 
 func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +745,7 @@ func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListRequest.ProtoReflect.Descriptor instead.
 func (*BlockListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BlockListRequest) GetPath() string {
@@ -386,7 +767,7 @@ type BlockListResponse struct {
 
 func (x *BlockListResponse) Reset() {
 	*x = BlockListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +779,7 @@ func (x *BlockListResponse) String() string {
 func (*BlockListResponse) ProtoMessage() {}
 
 func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +792,7 @@ func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListResponse.ProtoReflect.Descriptor instead.
 func (*BlockListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BlockListResponse) GetDevices() []*BlockInfo {
@@ -439,7 +820,7 @@ type BlockCreateRequest struct {
 
 func (x *BlockCreateRequest) Reset() {
 	*x = BlockCreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +832,7 @@ func (x *BlockCreateRequest) String() string {
 func (*BlockCreateRequest) ProtoMessage() {}
 
 func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +845,7 @@ func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockCreateRequest.ProtoReflect.Descriptor instead.
 func (*BlockCreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlockCreateRequest) GetName() string {
@@ -500,7 +881,7 @@ type BlockChunk struct {
 
 func (x *BlockChunk) Reset() {
 	*x = BlockChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +893,7 @@ func (x *BlockChunk) String() string {
 func (*BlockChunk) ProtoMessage() {}
 
 func (x *BlockChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +906,7 @@ func (x *BlockChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChunk.ProtoReflect.Descriptor instead.
 func (*BlockChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BlockChunk) GetName() string {
@@ -575,7 +956,7 @@ type BlockDownloadRequest struct {
 
 func (x *BlockDownloadRequest) Reset() {
 	*x = BlockDownloadRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +968,7 @@ func (x *BlockDownloadRequest) String() string {
 func (*BlockDownloadRequest) ProtoMessage() {}
 
 func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +981,7 @@ func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDownloadRequest.ProtoReflect.Descriptor instead.
 func (*BlockDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BlockDownloadRequest) GetName() string {
@@ -627,7 +1008,7 @@ type BlockDestroyRequest struct {
 
 func (x *BlockDestroyRequest) Reset() {
 	*x = BlockDestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +1020,7 @@ func (x *BlockDestroyRequest) String() string {
 func (*BlockDestroyRequest) ProtoMessage() {}
 
 func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +1033,7 @@ func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyRequest.ProtoReflect.Descriptor instead.
 func (*BlockDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlockDestroyRequest) GetName() string {
@@ -671,7 +1052,7 @@ type BlockDestroyResponse struct {
 
 func (x *BlockDestroyResponse) Reset() {
 	*x = BlockDestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +1064,7 @@ func (x *BlockDestroyResponse) String() string {
 func (*BlockDestroyResponse) ProtoMessage() {}
 
 func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +1077,7 @@ func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyResponse.ProtoReflect.Descriptor instead.
 func (*BlockDestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
 }
 
 // BlockAttachment connects a manifest block device to a Petrel block
@@ -716,7 +1097,7 @@ type BlockAttachment struct {
 
 func (x *BlockAttachment) Reset() {
 	*x = BlockAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +1109,7 @@ func (x *BlockAttachment) String() string {
 func (*BlockAttachment) ProtoMessage() {}
 
 func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +1122,7 @@ func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockAttachment.ProtoReflect.Descriptor instead.
 func (*BlockAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlockAttachment) GetName() string {
@@ -774,7 +1155,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1167,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1180,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
 }
 
 // VersionResponse reports the daemon's version and API versions.
@@ -813,7 +1194,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1206,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1219,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -868,7 +1249,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1261,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1274,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -921,7 +1302,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1314,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1327,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -976,7 +1357,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1369,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1382,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -1044,7 +1425,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1437,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1450,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -1166,7 +1547,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1559,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1572,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -1210,7 +1591,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1603,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1616,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -1251,7 +1632,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1644,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1657,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -1310,7 +1691,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1703,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1716,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -1355,7 +1736,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1748,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1761,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -1426,7 +1807,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1819,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1832,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VM) GetName() string {
@@ -1630,7 +2011,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +2023,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +2036,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -1700,7 +2081,7 @@ type ConsoleLine struct {
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2093,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2106,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -1766,7 +2147,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +2159,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +2172,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -1819,7 +2200,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2212,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2225,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -1898,7 +2279,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2291,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2304,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -1936,7 +2317,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2329,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2342,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -1988,7 +2369,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2381,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2394,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Plugin) GetName() string {
@@ -2076,7 +2457,30 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\"f\n" +
+	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\"\x92\x01\n" +
+	"\x06Policy\x12\x10\n" +
+	"\x03vms\x18\x01 \x01(\x05R\x03vms\x12\x12\n" +
+	"\x04cpus\x18\x02 \x03(\x05R\x04cpus\x12\x1b\n" +
+	"\tmemory_mb\x18\x03 \x01(\x03R\bmemoryMb\x12\x1e\n" +
+	"\bblock_mb\x18\x04 \x01(\x03H\x00R\ablockMb\x88\x01\x01\x12\x18\n" +
+	"\abridges\x18\x05 \x03(\tR\abridgesB\v\n" +
+	"\t_block_mb\"\xb8\x01\n" +
+	"\vPolicyEntry\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
+	"\x06policy\x18\x02 \x01(\v2\x18.petrel.daemon.v1.PolicyR\x06policy\x12\x19\n" +
+	"\bused_vms\x18\x03 \x01(\x05R\ausedVms\x12$\n" +
+	"\x0eused_memory_mb\x18\x04 \x01(\x03R\fusedMemoryMb\x12\"\n" +
+	"\rused_block_mb\x18\x05 \x01(\x03R\vusedBlockMb\"'\n" +
+	"\x11PolicyListRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"O\n" +
+	"\x12PolicyListResponse\x129\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x1d.petrel.daemon.v1.PolicyEntryR\bpolicies\"X\n" +
+	"\x10PolicyAddRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
+	"\x06policy\x18\x02 \x01(\v2\x18.petrel.daemon.v1.PolicyR\x06policy\")\n" +
+	"\x13PolicyRemoveRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"\x16\n" +
+	"\x14PolicyRemoveResponse\"f\n" +
 	"\rNetAttachment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06bridge\x18\x02 \x01(\tR\x06bridge\x12\x10\n" +
@@ -2230,7 +2634,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\brestarts\x18\b \x01(\rR\brestarts\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x9e\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xa6\v\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
@@ -2246,7 +2650,11 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vBlockUpload\x12\x1c.petrel.daemon.v1.BlockChunk\x1a\x1b.petrel.daemon.v1.BlockInfo(\x01\x12W\n" +
 	"\rBlockDownload\x12&.petrel.daemon.v1.BlockDownloadRequest\x1a\x1c.petrel.daemon.v1.BlockChunk0\x01\x12]\n" +
 	"\fBlockDestroy\x12%.petrel.daemon.v1.BlockDestroyRequest\x1a&.petrel.daemon.v1.BlockDestroyResponse\x12N\n" +
-	"\aBridges\x12 .petrel.daemon.v1.BridgesRequest\x1a!.petrel.daemon.v1.BridgesResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
+	"\aBridges\x12 .petrel.daemon.v1.BridgesRequest\x1a!.petrel.daemon.v1.BridgesResponse\x12W\n" +
+	"\n" +
+	"PolicyList\x12#.petrel.daemon.v1.PolicyListRequest\x1a$.petrel.daemon.v1.PolicyListResponse\x12N\n" +
+	"\tPolicyAdd\x12\".petrel.daemon.v1.PolicyAddRequest\x1a\x1d.petrel.daemon.v1.PolicyEntry\x12]\n" +
+	"\fPolicyRemove\x12%.petrel.daemon.v1.PolicyRemoveRequest\x1a&.petrel.daemon.v1.PolicyRemoveResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -2260,89 +2668,105 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*NetAttachment)(nil),        // 0: petrel.daemon.v1.NetAttachment
-	(*BridgesRequest)(nil),       // 1: petrel.daemon.v1.BridgesRequest
-	(*HostBridge)(nil),           // 2: petrel.daemon.v1.HostBridge
-	(*BridgesResponse)(nil),      // 3: petrel.daemon.v1.BridgesResponse
-	(*BlockInfo)(nil),            // 4: petrel.daemon.v1.BlockInfo
-	(*BlockListRequest)(nil),     // 5: petrel.daemon.v1.BlockListRequest
-	(*BlockListResponse)(nil),    // 6: petrel.daemon.v1.BlockListResponse
-	(*BlockCreateRequest)(nil),   // 7: petrel.daemon.v1.BlockCreateRequest
-	(*BlockChunk)(nil),           // 8: petrel.daemon.v1.BlockChunk
-	(*BlockDownloadRequest)(nil), // 9: petrel.daemon.v1.BlockDownloadRequest
-	(*BlockDestroyRequest)(nil),  // 10: petrel.daemon.v1.BlockDestroyRequest
-	(*BlockDestroyResponse)(nil), // 11: petrel.daemon.v1.BlockDestroyResponse
-	(*BlockAttachment)(nil),      // 12: petrel.daemon.v1.BlockAttachment
-	(*VersionRequest)(nil),       // 13: petrel.daemon.v1.VersionRequest
-	(*VersionResponse)(nil),      // 14: petrel.daemon.v1.VersionResponse
-	(*ImageChunk)(nil),           // 15: petrel.daemon.v1.ImageChunk
-	(*ImageRef)(nil),             // 16: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),        // 17: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),        // 18: petrel.daemon.v1.CreateRequest
-	(*DestroyRequest)(nil),       // 19: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil),      // 20: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),       // 21: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),          // 22: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),         // 23: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),                   // 24: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),       // 25: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),          // 26: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 27: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 28: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 29: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 30: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 31: petrel.daemon.v1.Plugin
-	nil,                          // 32: petrel.daemon.v1.Plugin.AttributesEntry
+	(*Policy)(nil),               // 0: petrel.daemon.v1.Policy
+	(*PolicyEntry)(nil),          // 1: petrel.daemon.v1.PolicyEntry
+	(*PolicyListRequest)(nil),    // 2: petrel.daemon.v1.PolicyListRequest
+	(*PolicyListResponse)(nil),   // 3: petrel.daemon.v1.PolicyListResponse
+	(*PolicyAddRequest)(nil),     // 4: petrel.daemon.v1.PolicyAddRequest
+	(*PolicyRemoveRequest)(nil),  // 5: petrel.daemon.v1.PolicyRemoveRequest
+	(*PolicyRemoveResponse)(nil), // 6: petrel.daemon.v1.PolicyRemoveResponse
+	(*NetAttachment)(nil),        // 7: petrel.daemon.v1.NetAttachment
+	(*BridgesRequest)(nil),       // 8: petrel.daemon.v1.BridgesRequest
+	(*HostBridge)(nil),           // 9: petrel.daemon.v1.HostBridge
+	(*BridgesResponse)(nil),      // 10: petrel.daemon.v1.BridgesResponse
+	(*BlockInfo)(nil),            // 11: petrel.daemon.v1.BlockInfo
+	(*BlockListRequest)(nil),     // 12: petrel.daemon.v1.BlockListRequest
+	(*BlockListResponse)(nil),    // 13: petrel.daemon.v1.BlockListResponse
+	(*BlockCreateRequest)(nil),   // 14: petrel.daemon.v1.BlockCreateRequest
+	(*BlockChunk)(nil),           // 15: petrel.daemon.v1.BlockChunk
+	(*BlockDownloadRequest)(nil), // 16: petrel.daemon.v1.BlockDownloadRequest
+	(*BlockDestroyRequest)(nil),  // 17: petrel.daemon.v1.BlockDestroyRequest
+	(*BlockDestroyResponse)(nil), // 18: petrel.daemon.v1.BlockDestroyResponse
+	(*BlockAttachment)(nil),      // 19: petrel.daemon.v1.BlockAttachment
+	(*VersionRequest)(nil),       // 20: petrel.daemon.v1.VersionRequest
+	(*VersionResponse)(nil),      // 21: petrel.daemon.v1.VersionResponse
+	(*ImageChunk)(nil),           // 22: petrel.daemon.v1.ImageChunk
+	(*ImageRef)(nil),             // 23: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 24: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 25: petrel.daemon.v1.CreateRequest
+	(*DestroyRequest)(nil),       // 26: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 27: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 28: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 29: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 30: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 31: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 32: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 33: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 34: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 35: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 36: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 37: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 38: petrel.daemon.v1.Plugin
+	nil,                          // 39: petrel.daemon.v1.Plugin.AttributesEntry
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	2,  // 0: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
-	4,  // 1: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	17, // 2: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	12, // 3: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	0,  // 4: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
-	24, // 5: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	17, // 6: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	12, // 7: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	0,  // 8: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	31, // 9: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	32, // 10: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	13, // 11: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	15, // 12: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	18, // 13: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	19, // 14: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	21, // 15: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	22, // 16: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	25, // 17: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	27, // 18: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	29, // 19: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	5,  // 20: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	7,  // 21: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	8,  // 22: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	9,  // 23: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	10, // 24: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	1,  // 25: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	14, // 26: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	16, // 27: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	24, // 28: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	20, // 29: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	24, // 30: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	23, // 31: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	26, // 32: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	28, // 33: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	30, // 34: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	6,  // 35: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	4,  // 36: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	4,  // 37: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	8,  // 38: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	11, // 39: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	3,  // 40: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	26, // [26:41] is the sub-list for method output_type
-	11, // [11:26] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
+	1,  // 1: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
+	0,  // 2: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
+	9,  // 3: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
+	11, // 4: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	24, // 5: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	19, // 6: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	7,  // 7: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
+	31, // 8: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	24, // 9: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	19, // 10: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	7,  // 11: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	38, // 12: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	39, // 13: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	20, // 14: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	22, // 15: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	25, // 16: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	26, // 17: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	28, // 18: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	29, // 19: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	32, // 20: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	34, // 21: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	36, // 22: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	12, // 23: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	14, // 24: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	15, // 25: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	16, // 26: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	17, // 27: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	8,  // 28: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	2,  // 29: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	4,  // 30: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	5,  // 31: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	21, // 32: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	23, // 33: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	31, // 34: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	27, // 35: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	31, // 36: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	30, // 37: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	33, // 38: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	35, // 39: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	37, // 40: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	13, // 41: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	11, // 42: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	11, // 43: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	15, // 44: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	18, // 45: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	10, // 46: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	3,  // 47: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	1,  // 48: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	6,  // 49: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	32, // [32:50] is the sub-list for method output_type
+	14, // [14:32] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -2350,13 +2774,14 @@ func file_daemon_v1_daemon_proto_init() {
 	if File_daemon_v1_daemon_proto != nil {
 		return
 	}
+	file_daemon_v1_daemon_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

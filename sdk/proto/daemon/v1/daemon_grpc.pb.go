@@ -39,6 +39,9 @@ const (
 	Daemon_BlockDownload_FullMethodName = "/petrel.daemon.v1.Daemon/BlockDownload"
 	Daemon_BlockDestroy_FullMethodName  = "/petrel.daemon.v1.Daemon/BlockDestroy"
 	Daemon_Bridges_FullMethodName       = "/petrel.daemon.v1.Daemon/Bridges"
+	Daemon_PolicyList_FullMethodName    = "/petrel.daemon.v1.Daemon/PolicyList"
+	Daemon_PolicyAdd_FullMethodName     = "/petrel.daemon.v1.Daemon/PolicyAdd"
+	Daemon_PolicyRemove_FullMethodName  = "/petrel.daemon.v1.Daemon/PolicyRemove"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -73,6 +76,14 @@ type DaemonClient interface {
 	BlockDestroy(ctx context.Context, in *BlockDestroyRequest, opts ...grpc.CallOption) (*BlockDestroyResponse, error)
 	// Bridges lists the host's bridges (from the network plugin).
 	Bridges(ctx context.Context, in *BridgesRequest, opts ...grpc.CallOption) (*BridgesResponse, error)
+	// PolicyList lists resource policies under a path.
+	PolicyList(ctx context.Context, in *PolicyListRequest, opts ...grpc.CallOption) (*PolicyListResponse, error)
+	// PolicyAdd inserts or replaces the policy of a path; it must fit within
+	// every ancestor's policy, above every descendant's, and above current
+	// usage.
+	PolicyAdd(ctx context.Context, in *PolicyAddRequest, opts ...grpc.CallOption) (*PolicyEntry, error)
+	// PolicyRemove removes the policy of a path (not the root's).
+	PolicyRemove(ctx context.Context, in *PolicyRemoveRequest, opts ...grpc.CallOption) (*PolicyRemoveResponse, error)
 }
 
 type daemonClient struct {
@@ -266,6 +277,36 @@ func (c *daemonClient) Bridges(ctx context.Context, in *BridgesRequest, opts ...
 	return out, nil
 }
 
+func (c *daemonClient) PolicyList(ctx context.Context, in *PolicyListRequest, opts ...grpc.CallOption) (*PolicyListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyListResponse)
+	err := c.cc.Invoke(ctx, Daemon_PolicyList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) PolicyAdd(ctx context.Context, in *PolicyAddRequest, opts ...grpc.CallOption) (*PolicyEntry, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyEntry)
+	err := c.cc.Invoke(ctx, Daemon_PolicyAdd_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) PolicyRemove(ctx context.Context, in *PolicyRemoveRequest, opts ...grpc.CallOption) (*PolicyRemoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyRemoveResponse)
+	err := c.cc.Invoke(ctx, Daemon_PolicyRemove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -298,6 +339,14 @@ type DaemonServer interface {
 	BlockDestroy(context.Context, *BlockDestroyRequest) (*BlockDestroyResponse, error)
 	// Bridges lists the host's bridges (from the network plugin).
 	Bridges(context.Context, *BridgesRequest) (*BridgesResponse, error)
+	// PolicyList lists resource policies under a path.
+	PolicyList(context.Context, *PolicyListRequest) (*PolicyListResponse, error)
+	// PolicyAdd inserts or replaces the policy of a path; it must fit within
+	// every ancestor's policy, above every descendant's, and above current
+	// usage.
+	PolicyAdd(context.Context, *PolicyAddRequest) (*PolicyEntry, error)
+	// PolicyRemove removes the policy of a path (not the root's).
+	PolicyRemove(context.Context, *PolicyRemoveRequest) (*PolicyRemoveResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -352,6 +401,15 @@ func (UnimplementedDaemonServer) BlockDestroy(context.Context, *BlockDestroyRequ
 }
 func (UnimplementedDaemonServer) Bridges(context.Context, *BridgesRequest) (*BridgesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Bridges not implemented")
+}
+func (UnimplementedDaemonServer) PolicyList(context.Context, *PolicyListRequest) (*PolicyListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyList not implemented")
+}
+func (UnimplementedDaemonServer) PolicyAdd(context.Context, *PolicyAddRequest) (*PolicyEntry, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyAdd not implemented")
+}
+func (UnimplementedDaemonServer) PolicyRemove(context.Context, *PolicyRemoveRequest) (*PolicyRemoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyRemove not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -601,6 +659,60 @@ func _Daemon_Bridges_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_PolicyList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).PolicyList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_PolicyList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).PolicyList(ctx, req.(*PolicyListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_PolicyAdd_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyAddRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).PolicyAdd(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_PolicyAdd_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).PolicyAdd(ctx, req.(*PolicyAddRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_PolicyRemove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyRemoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).PolicyRemove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_PolicyRemove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).PolicyRemove(ctx, req.(*PolicyRemoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -647,6 +759,18 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Bridges",
 			Handler:    _Daemon_Bridges_Handler,
+		},
+		{
+			MethodName: "PolicyList",
+			Handler:    _Daemon_PolicyList_Handler,
+		},
+		{
+			MethodName: "PolicyAdd",
+			Handler:    _Daemon_PolicyAdd_Handler,
+		},
+		{
+			MethodName: "PolicyRemove",
+			Handler:    _Daemon_PolicyRemove_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+func (a *app) policyCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "policy [PATH]",
+		Short: "Show resource policies (with subcommands to add and remove them)",
+		Long: `A policy bounds what every VM below a path may take together: number of
+VMs, memory, CPUs they may be pinned to, block storage and bridges. A
+policy is never larger than any ancestor's, and every deploy is checked
+against the policy of every ancestor, so delegated sub-policies can never
+together exceed their parent. The root policy (":") is what the host has.`,
+		Example: "  petrel policy\n  petrel policy add team --vms 4 --mem 512 --cpu 0 --cpu 1 --block 1024 --bridge br0\n  petrel policy remove team",
+		Args:    args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, c, done, err := a.session()
+			if err != nil {
+				return err
+			}
+			defer done()
+			req := &daemonv1.PolicyListRequest{}
+			if len(pos) == 1 {
+				req.Path = pos[0]
+			}
+			res, err := c.API.PolicyList(ctx, req)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				list := []map[string]any{}
+				for _, e := range res.GetPolicies() {
+					p := e.GetPolicy()
+					m := map[string]any{"path": e.GetPath(), "vms": p.GetVms(), "memory_mb": p.GetMemoryMb(), "cpus": p.GetCpus(),
+						"bridges": p.GetBridges(), "used_vms": e.GetUsedVms(), "used_memory_mb": e.GetUsedMemoryMb(), "used_block_mb": e.GetUsedBlockMb()}
+					if p.BlockMb != nil {
+						m["block_mb"] = p.GetBlockMb()
+					}
+					list = append(list, m)
+				}
+				return writeJSON(a.out, list)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tBRIDGES")
+			for _, e := range res.GetPolicies() {
+				p := e.GetPolicy()
+				block := "none"
+				if p.BlockMb != nil {
+					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
+				}
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
+					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, strings.Join(p.GetBridges(), ","))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.AddCommand(a.policyAddCmd(), a.policyRemoveCmd())
+	return cmd
+}
+
+func (a *app) policyAddCmd() *cobra.Command {
+	var (
+		vms     int32
+		mem     int64
+		cpus    []int32
+		block   int64
+		bridges []string
+	)
+	cmd := &cobra.Command{
+		Use:     "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--bridge B]...",
+		Short:   "Set the resource policy of a path",
+		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --bridge br0",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			if !cmd.Flags().Changed("vms") || !cmd.Flags().Changed("mem") {
+				return usageError{fmt.Errorf("--vms and --mem are required")}
+			}
+			p := &daemonv1.Policy{Vms: vms, MemoryMb: mem, Cpus: cpus, Bridges: bridges}
+			if cmd.Flags().Changed("block") {
+				p.BlockMb = &block
+			}
+			ctx, c, done, err := a.session()
+			if err != nil {
+				return err
+			}
+			defer done()
+			e, err := c.API.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: pos[0], Policy: p})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "policy of %s set\n", e.GetPath())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.Int32Var(&vms, "vms", 0, "number of VMs")
+	f.Int64Var(&mem, "mem", 0, "memory in MB, in total")
+	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may be pinned to (repeatable)")
+	f.Int64Var(&block, "block", 0, "block storage in MB, in total (default: none)")
+	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
+	return cmd
+}
+
+func (a *app) policyRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove PATH",
+		Short: "Remove the resource policy of a path",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			ctx, c, done, err := a.session()
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := c.API.PolicyRemove(ctx, &daemonv1.PolicyRemoveRequest{Path: pos[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "policy of %s removed\n", pos[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,196 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/policy"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// PoliciesCollection is the store collection of policies (not the
+// root's, which is discovered from the host).
+const PoliciesCollection = "policies"
+
+// hostPolicy is the root policy: what the host has, with the block
+// devices that already exist counted as available to them.
+func (d *Daemon) hostPolicy() (policy.Policy, error) {
+	p, err := policy.HostPolicy(d.cfg.DataDir)
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	if used, err := d.blocks.TotalMB(""); err == nil {
+		b := p.Block() + int(used)
+		p.BlockMB = &b
+	}
+	return p, nil
+}
+
+// loadPolicies builds the policy tree from the host and the store.
+func (d *Daemon) loadPolicies() error {
+	root, err := d.hostPolicy()
+	if err != nil {
+		return err
+	}
+	tree, err := policy.NewTree(root)
+	if err != nil {
+		return err
+	}
+	var entries []policy.Entry
+	err = d.store.Walk(PoliciesCollection, func(key string, raw json.RawMessage) error {
+		var e policy.Entry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("policy %s: %w", key, err)
+		}
+		entries = append(entries, e)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load policies: %w", err)
+	}
+	if err := tree.Load(entries); err != nil {
+		return err
+	}
+	for _, c := range tree.Conflicts() {
+		d.log.Warn("policy no longer fits the host", "conflict", c)
+	}
+	d.policies = tree
+	return nil
+}
+
+// refreshRoot re-reads the host (bridges come and go) before a deploy.
+func (d *Daemon) refreshRoot() {
+	root, err := d.hostPolicy()
+	if err != nil {
+		d.log.Warn("refresh host policy", "error", err)
+		return
+	}
+	if err := d.policies.SetRoot(root); err != nil {
+		d.log.Warn("refresh host policy", "error", err)
+	}
+}
+
+func toPolicyMsg(p policy.Policy) *daemonv1.Policy {
+	m := &daemonv1.Policy{Vms: int32(p.VMs), MemoryMb: int64(p.MemoryMB), Bridges: p.Bridges}
+	for _, c := range p.CPUs {
+		m.Cpus = append(m.Cpus, int32(c))
+	}
+	if p.BlockMB != nil {
+		b := int64(*p.BlockMB)
+		m.BlockMb = &b
+	}
+	return m
+}
+
+func fromPolicyMsg(m *daemonv1.Policy) policy.Policy {
+	p := policy.Policy{VMs: int(m.GetVms()), MemoryMB: int(m.GetMemoryMb()), Bridges: m.GetBridges()}
+	for _, c := range m.GetCpus() {
+		p.CPUs = append(p.CPUs, int(c))
+	}
+	if m.BlockMb != nil {
+		b := int(m.GetBlockMb())
+		p.BlockMB = &b
+	}
+	return p
+}
+
+func (s *server) policyEntry(path name.Path, p policy.Policy) *daemonv1.PolicyEntry {
+	u := s.d.sup.UsageUnder(path, "")
+	blockMB, _ := s.d.blocks.TotalMB(path.String())
+	return &daemonv1.PolicyEntry{Path: path.String(), Policy: toPolicyMsg(p), UsedVms: int32(u.VMs),
+		UsedMemoryMb: int64(u.MemoryMB), UsedBlockMb: blockMB}
+}
+
+func (s *server) PolicyList(_ context.Context, req *daemonv1.PolicyListRequest) (*daemonv1.PolicyListResponse, error) {
+	under, err := name.Parse(req.GetPath())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	s.d.refreshRoot()
+	out := &daemonv1.PolicyListResponse{}
+	for _, e := range s.d.policies.List(under) {
+		out.Policies = append(out.Policies, s.policyEntry(e.Path, e.Policy))
+	}
+	return out, nil
+}
+
+func (s *server) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*daemonv1.PolicyEntry, error) {
+	path, err := name.Parse(req.GetPath())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if path.IsRoot() {
+		return nil, status.Error(codes.InvalidArgument, "the root policy is what the host has; add policies for paths below it")
+	}
+	p := fromPolicyMsg(req.GetPolicy())
+	s.d.policyMu.Lock()
+	defer s.d.policyMu.Unlock()
+	old, hadOld := s.d.policies.Get(path)
+	usage := func(q name.Path) policy.Usage {
+		u := s.d.sup.UsageUnder(q, "")
+		if b, err := s.d.blocks.TotalMB(q.String()); err == nil {
+			u.BlockMB = int(b)
+		}
+		return u
+	}
+	if err := s.d.policies.Set(path, p, usage); err != nil {
+		return nil, grpcError(err)
+	}
+	if err := s.d.store.Put(PoliciesCollection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
+		if hadOld {
+			s.d.policies.Set(path, old, nil)
+		} else {
+			s.d.policies.Remove(path)
+		}
+		return nil, status.Errorf(codes.Internal, "save policy: %v", err)
+	}
+	return s.policyEntry(path, p), nil
+}
+
+func (s *server) PolicyRemove(_ context.Context, req *daemonv1.PolicyRemoveRequest) (*daemonv1.PolicyRemoveResponse, error) {
+	path, err := name.Parse(req.GetPath())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	s.d.policyMu.Lock()
+	defer s.d.policyMu.Unlock()
+	if err := s.d.policies.Remove(path); err != nil {
+		return nil, grpcError(err)
+	}
+	if err := s.d.store.Delete(PoliciesCollection, path.FileKey()); err != nil {
+		return nil, status.Errorf(codes.Internal, "remove policy: %v", err)
+	}
+	return &daemonv1.PolicyRemoveResponse{}, nil
+}
+
+// checkBlockQuota refuses a new device of sizeMB at dev when the devices
+// under any ancestor would exceed that ancestor's block allowance.
+func (d *Daemon) checkBlockQuota(dev string, sizeMB int64) error {
+	p, err := name.ParseVM(dev)
+	if err != nil {
+		return nil // the block manager reports bad names
+	}
+	d.refreshRoot()
+	for _, a := range p.Ancestors() {
+		pol, ok := d.policies.Get(a)
+		if !ok {
+			continue
+		}
+		used, err := d.blocks.TotalMB(a.String())
+		if err != nil {
+			return err
+		}
+		if used+sizeMB > int64(pol.Block()) {
+			if pol.BlockMB == nil {
+				return fmt.Errorf("%w: policy of %q allows no block storage", policy.ErrExceeded, a)
+			}
+			return fmt.Errorf("%w: policy of %q: %d MB of block storage would exceed the limit of %d MB", policy.ErrExceeded, a, used+sizeMB, pol.Block())
+		}
+	}
+	return nil
+}
