@@ -18,8 +18,7 @@ import (
 
 func main() { plugin.ServeMetrics(&sink{}) }
 
-// sink holds the open file; the mutex orders concurrent writes so lines
-// never interleave.
+// sink holds the open file; the mutex keeps concurrent batches apart.
 type sink struct {
 	mu   sync.Mutex
 	file *os.File
@@ -34,17 +33,15 @@ func (s *sink) Info(context.Context) (*pluginv1.PluginInfo, error) {
 func (s *sink) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
 	path := req.GetSettings()["path"]
 	if path == "" {
-		return fmt.Errorf("setting path (the file to append to) is required: %w", metrics.ErrInvalid)
+		return fmt.Errorf("jsonl: setting path (the file to append to) is required: %w", metrics.ErrInvalid)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
-		return fmt.Errorf("open %s: %v: %w", path, err, metrics.ErrInvalid)
+		return fmt.Errorf("jsonl: %v: %w", err, metrics.ErrInvalid)
 	}
+	s.Close(context.Background())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.file != nil {
-		s.file.Close()
-	}
 	s.file = f
 	return nil
 }
@@ -58,23 +55,23 @@ func (s *sink) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, erro
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: "appending to " + s.file.Name()}, nil
 }
 
-// Write appends the batch in one write call, so a reader never sees half
-// a batch unless the disk fills up.
+// Write appends the whole batch with one write call, so that readers do
+// not see half a batch.
 func (s *sink) Write(_ context.Context, batch *pluginv1.Batch) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.file == nil {
-		return metrics.ErrNotConfigured
-	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	for _, p := range metrics.Points(batch) {
 		if err := enc.Encode(p); err != nil {
-			return fmt.Errorf("encode %s: %w", p.Measurement, err)
+			return fmt.Errorf("jsonl: encode %s: %w", p.Measurement, err)
 		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return fmt.Errorf("jsonl: write: %w", metrics.ErrNotConfigured)
+	}
 	if _, err := s.file.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("append to %s: %w", s.file.Name(), err)
+		return fmt.Errorf("jsonl: append to %s: %w", s.file.Name(), err)
 	}
 	return nil
 }

@@ -36,11 +36,15 @@ type Config struct {
 	RestartBackoffMax    string `hcl:"restart_backoff_max,optional"`
 	RestartResetAfter    string `hcl:"restart_reset_after,optional"`
 	PluginHealthInterval string `hcl:"plugin_health_interval,optional"`
+	StatsInterval        string `hcl:"stats_interval,optional"`
 
 	Backends []Backend `hcl:"backend,block"`
 	// Networks configures network plugins (petrel-plugin-NAME); VMs get
 	// their taps from the first enabled one.
 	Networks []Backend `hcl:"network,block"`
+	// Metrics configures metrics sinks (petrel-plugin-NAME); each gets
+	// every statistics batch.
+	Metrics []Backend `hcl:"metrics,block"`
 }
 
 // Backend configures one hypervisor plugin, named by its block label,
@@ -86,7 +90,7 @@ func parse(src []byte, filename string, base *Config) (*Config, error) {
 	var cfg Config
 	if base != nil {
 		cfg = *base
-		cfg.Backends, cfg.Networks = nil, nil
+		cfg.Backends, cfg.Networks, cfg.Metrics = nil, nil, nil
 	}
 	if diags := gohcl.DecodeBody(f.Body, nil, &cfg); diags.HasErrors() {
 		return nil, diagError(diags)
@@ -99,6 +103,9 @@ func parse(src []byte, filename string, base *Config) (*Config, error) {
 		return nil, err
 	}
 	if cfg.Networks, err = mergeBlocks(filename, "network", base.Networks, cfg.Networks); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics, err = mergeBlocks(filename, "metrics", base.Metrics, cfg.Metrics); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -168,6 +175,7 @@ func (c *Config) Validate() error {
 		{"restart_backoff_max", c.RestartBackoffMax},
 		{"restart_reset_after", c.RestartResetAfter},
 		{"plugin_health_interval", c.PluginHealthInterval},
+		{"stats_interval", c.StatsInterval},
 	} {
 		if _, err := parseDuration(d.name, d.v); err != nil {
 			return err
@@ -224,6 +232,8 @@ func (c *Config) Duration(name string) time.Duration {
 		v = c.RestartResetAfter
 	case "plugin_health_interval":
 		v = c.PluginHealthInterval
+	case "stats_interval":
+		v = c.StatsInterval
 	}
 	d, _ := parseDuration(name, v)
 	return d

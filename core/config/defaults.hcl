@@ -34,6 +34,10 @@ restart_reset_after = "60s"
 # How often plugins are health-checked.
 plugin_health_interval = "5s"
 
+# How often VM, host and daemon statistics are collected (and written to
+# every metrics sink, one batch per interval).
+stats_interval = "10s"
+
 # Solo5 hvt (KVM). tender: the solo5-hvt path or name on PATH; engine:
 # "auto" (solo5-hvt when found, else the built-in tender), "builtin" or
 # "solo5-hvt".
@@ -58,3 +62,13 @@ backend "spt" {
 network "bridge" {
   enabled = true
 }
+
+# Metrics sinks, each a plugin (petrel-plugin-NAME) receiving one batch per
+# stats_interval. None is enabled by default; for example:
+#
+#   metrics "influx" {
+#     settings = { protocol = "http", url = "http://127.0.0.1:8086", db = "petrel" }
+#   }
+#   metrics "prometheus" {
+#     settings = { address = "127.0.0.1:9464" }
+#   }

@@ -24,10 +24,12 @@ import (
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/pluginhost"
 	"github.com/petrel-vmm/petrel/core/policy"
+	"github.com/petrel-vmm/petrel/core/stats"
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
 // Version is petreld's version, set at build time with -ldflags.
@@ -59,9 +61,12 @@ type Daemon struct {
 	policyMu sync.Mutex
 	// supReady is closed once sup is set, for plugin event callbacks.
 	supReady chan struct{}
-	grpc     *grpc.Server
-	lis      net.Listener
-	sock     string
+	stats    *stats.Collector
+	// stopStats ends the statistics loop and waits for it.
+	stopStats func()
+	grpc      *grpc.Server
+	lis       net.Listener
+	sock      string
 
 	mu      sync.Mutex
 	uploads map[string]time.Time
@@ -195,6 +200,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		return nil, err
 	}
 	log.Info("recovered VMs", "reattached", reattached, "started", started)
+	if err := d.startStats(); err != nil {
+		return nil, err
+	}
 	d.collectImages()
 	if err := d.listen(); err != nil {
 		return nil, err
@@ -261,6 +269,9 @@ func (d *Daemon) Close() {
 	if d.sock != "" {
 		os.Remove(d.sock)
 	}
+	if d.stopStats != nil {
+		d.stopStats()
+	}
 	if d.sup != nil {
 		d.sup.Close()
 	}
@@ -276,6 +287,47 @@ func (d *Daemon) noteUpload(sha string) {
 	d.mu.Lock()
 	d.uploads[sha] = time.Now()
 	d.mu.Unlock()
+}
+
+// startStats starts the statistics loop and the metrics sinks.
+func (d *Daemon) startStats() error {
+	opts := stats.Options{
+		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Duration("stats_interval"), Logger: d.log.Named("stats"),
+		Daemon: func(ds *pluginv1.DaemonSample) {
+			ds.PluginRestarts = map[string]uint32{}
+			for _, p := range d.plugins.Status() {
+				ds.PluginRestarts[p.Name] = uint32(p.Restarts)
+			}
+		},
+	}
+	if d.network != nil {
+		opts.Interfaces = d.network
+	}
+	d.stats = stats.New(opts)
+	for _, m := range d.cfg.Metrics {
+		if !m.IsEnabled() {
+			continue
+		}
+		if err := d.plugins.Add(pluginhost.MetricsKind, m.Name, m.Settings); err != nil {
+			d.log.Error("metrics plugin not available; retrying in the background", "plugin", m.Name, "error", err)
+		}
+		sink, err := d.plugins.Sink(m.Name)
+		if err != nil {
+			return err
+		}
+		d.stats.AddSink(m.Name, sink)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.stats.Run(ctx)
+	}()
+	d.stopStats = func() {
+		cancel()
+		<-done
+	}
+	return nil
 }
 
 // blockAdapter gives the supervisor block devices.

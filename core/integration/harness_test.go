@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 		for pkg, out := range map[string]string{
 			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim",
 			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge",
+			"./contrib/metrics-plugin-example": "petrel-plugin-jsonl",
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(tmp, out), pkg)
 			cmd.Dir = "../.."

@@ -266,9 +266,11 @@ func (r *lineReceiver) waitFor(t *testing.T, ns int64) {
 func TestSinkSuiteTCP(t *testing.T) {
 	recv := newLineReceiver(t)
 	sdktest.SinkSuite{
-		New:      func(*testing.T) metrics.Sink { return newSink() },
-		Settings: func(*testing.T) map[string]string { return map[string]string{"protocol": "tcp", "address": recv.l.Addr().String()} },
-		Invalid:  invalidSettings,
+		New: func(*testing.T) metrics.Sink { return newSink() },
+		Settings: func(*testing.T) map[string]string {
+			return map[string]string{"protocol": "tcp", "address": recv.l.Addr().String()}
+		},
+		Invalid: invalidSettings,
 		Delivered: func(t *testing.T, _ map[string]string, b *pluginv1.Batch) {
 			recv.waitFor(t, b.GetTimeNs())
 		},

@@ -158,11 +158,11 @@ func TestPrometheusServer(t *testing.T) {
 	}
 	t.Logf("first scraped sample queryable %s after Prometheus was ready", time.Since(start).Round(time.Millisecond))
 	checks := map[string]float64{
-		`petrel_vm_cpu_user_seconds_total{vm="web:app"}`:                                    1.5,
-		`petrel_vm_interface_transmit_bytes_total{vm="web:app",interface="service"}`:        20_480,
-		`petrel_vm_restarts_total{vm="db"}`:                                                 3,
-		`petrel_vms{state="running"}`:                                                       1,
-		`petrel_vm_interface_info{vm="web:app",bridge="br0",host_if="tap0"}`:                1,
+		`petrel_vm_cpu_user_seconds_total{vm="web:app"}`:                                   1.5,
+		`petrel_vm_interface_transmit_bytes_total{vm="web:app",interface="service"}`:       20_480,
+		`petrel_vm_restarts_total{vm="db"}`:                                                3,
+		`petrel_vms{state="running"}`:                                                      1,
+		`petrel_vm_interface_info{vm="web:app",bridge="br0",host_if="tap0"}`:               1,
 		`petrel_vm_memory_size_bytes * on(vm) group_left(backend) petrel_vm_info{vm="db"}`: 32 << 20,
 		`up{job="petrel"}`: 1,
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
@@ -70,9 +72,11 @@ var invalidSettings = []map[string]string{
 
 func TestSinkSuite(t *testing.T) {
 	sdktest.SinkSuite{
-		New:      func(*testing.T) metrics.Sink { return newSink() },
-		Settings: func(t *testing.T) map[string]string { return map[string]string{"address": freeAddr(t), "path": "/custom"} },
-		Invalid:  invalidSettings,
+		New: func(*testing.T) metrics.Sink { return newSink() },
+		Settings: func(t *testing.T) map[string]string {
+			return map[string]string{"address": freeAddr(t), "path": "/custom"}
+		},
+		Invalid: invalidSettings,
 		Delivered: func(t *testing.T, settings map[string]string, b *pluginv1.Batch) {
 			page := scrape(t, "http://"+settings["address"]+"/custom")
 			for _, want := range []string{
@@ -139,9 +143,9 @@ func TestSnapshotReplaced(t *testing.T) {
 
 func TestDuplicatesKeepFirst(t *testing.T) {
 	b := sdktest.SampleBatch(time.Now())
-	dup := *b.Vms[0]
+	dup := proto.Clone(b.Vms[0]).(*pluginv1.VMSample)
 	dup.RssBytes = 1
-	b.Vms = append(b.Vms, &dup)
+	b.Vms = append(b.Vms, dup)
 	snap := buildSnapshot(b)
 	if snap.skipped != 1 {
 		t.Fatalf("skipped %d; want the duplicate VM", snap.skipped)

@@ -13,6 +13,7 @@ package daemonv1
 
 import (
 	context "context"
+	v1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -42,6 +43,7 @@ const (
 	Daemon_PolicyList_FullMethodName    = "/petrel.daemon.v1.Daemon/PolicyList"
 	Daemon_PolicyAdd_FullMethodName     = "/petrel.daemon.v1.Daemon/PolicyAdd"
 	Daemon_PolicyRemove_FullMethodName  = "/petrel.daemon.v1.Daemon/PolicyRemove"
+	Daemon_Stats_FullMethodName         = "/petrel.daemon.v1.Daemon/Stats"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -84,6 +86,9 @@ type DaemonClient interface {
 	PolicyAdd(ctx context.Context, in *PolicyAddRequest, opts ...grpc.CallOption) (*PolicyEntry, error)
 	// PolicyRemove removes the policy of a path (not the root's).
 	PolicyRemove(ctx context.Context, in *PolicyRemoveRequest, opts ...grpc.CallOption) (*PolicyRemoveResponse, error)
+	// Stats returns the newest statistics of VMs under a path (the same
+	// batch metrics sinks receive), then, with follow, each new one.
+	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.Batch], error)
 }
 
 type daemonClient struct {
@@ -307,6 +312,25 @@ func (c *daemonClient) PolicyRemove(ctx context.Context, in *PolicyRemoveRequest
 	return out, nil
 }
 
+func (c *daemonClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.Batch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[5], Daemon_Stats_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StatsRequest, v1.Batch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_StatsClient = grpc.ServerStreamingClient[v1.Batch]
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -347,6 +371,9 @@ type DaemonServer interface {
 	PolicyAdd(context.Context, *PolicyAddRequest) (*PolicyEntry, error)
 	// PolicyRemove removes the policy of a path (not the root's).
 	PolicyRemove(context.Context, *PolicyRemoveRequest) (*PolicyRemoveResponse, error)
+	// Stats returns the newest statistics of VMs under a path (the same
+	// batch metrics sinks receive), then, with follow, each new one.
+	Stats(*StatsRequest, grpc.ServerStreamingServer[v1.Batch]) error
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -410,6 +437,9 @@ func (UnimplementedDaemonServer) PolicyAdd(context.Context, *PolicyAddRequest) (
 }
 func (UnimplementedDaemonServer) PolicyRemove(context.Context, *PolicyRemoveRequest) (*PolicyRemoveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PolicyRemove not implemented")
+}
+func (UnimplementedDaemonServer) Stats(*StatsRequest, grpc.ServerStreamingServer[v1.Batch]) error {
+	return status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -713,6 +743,17 @@ func _Daemon_PolicyRemove_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Stats_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StatsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DaemonServer).Stats(m, &grpc.GenericServerStream[StatsRequest, v1.Batch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_StatsServer = grpc.ServerStreamingServer[v1.Batch]
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -797,6 +838,11 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "BlockDownload",
 			Handler:       _Daemon_BlockDownload_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Stats",
+			Handler:       _Daemon_Stats_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,55 @@
+package daemon
+
+import (
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/petrel-vmm/petrel/core/name"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// filterBatch keeps the VMs under path.
+func filterBatch(b *pluginv1.Batch, under name.Path) *pluginv1.Batch {
+	out := proto.Clone(b).(*pluginv1.Batch)
+	if under.IsRoot() {
+		return out
+	}
+	out.Vms = nil
+	for _, vm := range b.GetVms() {
+		if p, err := name.Parse(vm.GetName()); err == nil && under.IsPrefixOf(p) {
+			out.Vms = append(out.Vms, vm)
+		}
+	}
+	return out
+}
+
+func (s *server) Stats(req *daemonv1.StatsRequest, stream daemonv1.Daemon_StatsServer) error {
+	under, err := name.Parse(req.GetPath())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	var follow <-chan *pluginv1.Batch
+	if req.GetFollow() {
+		ch, stop := s.d.stats.Follow()
+		defer stop()
+		follow = ch
+	}
+	if err := stream.Send(filterBatch(s.d.stats.Latest(stream.Context()), under)); err != nil {
+		return err
+	}
+	if follow == nil {
+		return nil
+	}
+	for {
+		select {
+		case b := <-follow:
+			if err := stream.Send(filterBatch(b, under)); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}

@@ -1,0 +1,371 @@
+// Package stats is petreld's statistics loop: every interval it samples
+// each VM (through its hypervisor plugin and the network plugin), the host
+// and petreld itself, keeps the newest batch for `petrel stats`, and hands
+// the batch to every metrics sink through a bounded queue of its own, so
+// a sink that fails or hangs never slows VMs, the loop or other sinks.
+package stats
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// VM is what the loop needs to know about one VM.
+type VM struct {
+	Name, Backend, State, RunID string
+	MemoryMB                    uint32
+	Restarts                    uint32
+	StartedAt                   time.Time
+	Nets                        []Net
+}
+
+// Net is one VM network interface.
+type Net struct{ Name, HostIf, Bridge string }
+
+// Source lists the VMs to sample.
+type Source interface {
+	StatsVMs() []VM
+}
+
+// Backends resolves hypervisor plugins.
+type Backends interface {
+	Hypervisor(name string) (hypervisor.Hypervisor, error)
+}
+
+// Interfaces reads tap counters (the network plugin).
+type Interfaces interface {
+	Stats(ctx context.Context, hostIfs []string) ([]*pluginv1.InterfaceStats, error)
+}
+
+// Sink receives batches (sdk/metrics.Sink satisfies it).
+type Sink interface {
+	Write(ctx context.Context, b *pluginv1.Batch) error
+}
+
+// Options configure a Collector.
+type Options struct {
+	Source   Source
+	Backends Backends
+	// Interfaces is nil when there is no network plugin.
+	Interfaces Interfaces
+	Interval   time.Duration
+	Logger     hclog.Logger
+	// Daemon adds petreld's own health (VMs by state, plugin restarts).
+	Daemon func(*pluginv1.DaemonSample)
+	// QueueLen bounds each sink's queue (batches).
+	QueueLen int
+	// WriteTimeout bounds one Write.
+	WriteTimeout time.Duration
+}
+
+// Collector runs the loop.
+type Collector struct {
+	opts Options
+
+	mu    sync.Mutex
+	last  *pluginv1.Batch
+	subs  map[chan *pluginv1.Batch]struct{}
+	sinks map[string]*queue
+}
+
+// New returns a Collector; Run starts it.
+func New(opts Options) *Collector {
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 8
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	return &Collector{opts: opts, subs: map[chan *pluginv1.Batch]struct{}{}, sinks: map[string]*queue{}}
+}
+
+// queue is one sink's bounded queue and its writer goroutine.
+type queue struct {
+	name    string
+	sink    Sink
+	ch      chan *pluginv1.Batch
+	dropped atomic.Uint64
+	written atomic.Uint64
+	failed  atomic.Uint64
+}
+
+// AddSink registers a sink. Call before Run.
+func (c *Collector) AddSink(name string, s Sink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sinks[name] = &queue{name: name, sink: s, ch: make(chan *pluginv1.Batch, c.opts.QueueLen)}
+}
+
+// SinkStatus reports a sink's counters.
+type SinkStatus struct {
+	Name                     string
+	Written, Failed, Dropped uint64
+}
+
+// Sinks reports every sink's counters.
+func (c *Collector) Sinks() []SinkStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []SinkStatus
+	for _, q := range c.sinks {
+		out = append(out, SinkStatus{Name: q.name, Written: q.written.Load(), Failed: q.failed.Load(), Dropped: q.dropped.Load()})
+	}
+	return out
+}
+
+// Run collects every interval until ctx ends, and drives the sinks'
+// writers; it returns once they have stopped.
+func (c *Collector) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	c.mu.Lock()
+	for _, q := range c.sinks {
+		wg.Add(1)
+		go func(q *queue) {
+			defer wg.Done()
+			c.write(ctx, q)
+		}(q)
+	}
+	c.mu.Unlock()
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	for {
+		c.publish(c.Collect(ctx))
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// write feeds one sink until ctx ends.
+func (c *Collector) write(ctx context.Context, q *queue) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-q.ch:
+			wctx, cancel := context.WithTimeout(ctx, c.opts.WriteTimeout)
+			err := q.sink.Write(wctx, b)
+			cancel()
+			if err != nil {
+				q.failed.Add(1)
+				c.opts.Logger.Warn("metrics sink write failed", "sink", q.name, "error", err)
+				continue
+			}
+			q.written.Add(1)
+		}
+	}
+}
+
+// publish stores b as the newest batch and offers it to followers and
+// sinks without blocking.
+func (c *Collector) publish(b *pluginv1.Batch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = b
+	for ch := range c.subs {
+		select {
+		case ch <- b:
+		default:
+		}
+	}
+	for _, q := range c.sinks {
+		sb := proto.Clone(b).(*pluginv1.Batch)
+		if sb.Daemon == nil {
+			sb.Daemon = &pluginv1.DaemonSample{}
+		}
+		sb.Daemon.DroppedBatches = q.dropped.Load()
+		select {
+		case q.ch <- sb:
+		default:
+			q.dropped.Add(1)
+		}
+	}
+}
+
+// Latest returns the newest batch, collecting one if there is none yet.
+func (c *Collector) Latest(ctx context.Context) *pluginv1.Batch {
+	c.mu.Lock()
+	b := c.last
+	c.mu.Unlock()
+	if b == nil {
+		b = c.Collect(ctx)
+	}
+	return b
+}
+
+// Follow delivers each new batch until the returned stop is called.
+func (c *Collector) Follow() (<-chan *pluginv1.Batch, func()) {
+	ch := make(chan *pluginv1.Batch, 2)
+	c.mu.Lock()
+	c.subs[ch] = struct{}{}
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.subs, ch)
+		c.mu.Unlock()
+	}
+}
+
+// Collect samples everything once.
+func (c *Collector) Collect(ctx context.Context) *pluginv1.Batch {
+	start := time.Now()
+	host, _ := os.Hostname()
+	b := &pluginv1.Batch{TimeNs: start.UnixNano(), Host: host}
+	vms := c.opts.Source.StatsVMs()
+	samples := make([]*pluginv1.VMSample, len(vms))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	var vmMemory uint64
+	for i, vm := range vms {
+		s := &pluginv1.VMSample{Name: vm.Name, Backend: vm.Backend, State: vm.State, Restarts: vm.Restarts, MemoryMb: vm.MemoryMB}
+		samples[i] = s
+		if vm.State != "running" || vm.RunID == "" {
+			continue
+		}
+		vmMemory += uint64(vm.MemoryMB) << 20
+		s.UptimeSeconds = time.Since(vm.StartedAt).Seconds()
+		wg.Add(1)
+		go func(vm VM, s *pluginv1.VMSample) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			c.sampleVM(ctx, vm, s)
+		}(vm, s)
+	}
+	wg.Wait()
+	c.sampleInterfaces(ctx, vms, samples)
+	b.Vms = samples
+	b.HostSample = hostSample()
+	b.HostSample.VmMemoryBytes = vmMemory
+	b.Daemon = &pluginv1.DaemonSample{VmsByState: map[string]uint32{}, RssBytes: selfRSS()}
+	for _, vm := range vms {
+		b.Daemon.VmsByState[vm.State]++
+	}
+	if c.opts.Daemon != nil {
+		c.opts.Daemon(b.Daemon)
+	}
+	b.Daemon.CollectNs = time.Since(start).Nanoseconds()
+	return b
+}
+
+func (c *Collector) sampleVM(ctx context.Context, vm VM, s *pluginv1.VMSample) {
+	hv, err := c.opts.Backends.Hypervisor(vm.Backend)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := hv.Stats(ctx, vm.RunID)
+	if err != nil {
+		c.opts.Logger.Debug("sample VM", "vm", vm.Name, "error", err)
+		return
+	}
+	s.CpuUserNs, s.CpuSystemNs = st.GetUtimeNs(), st.GetStimeNs()
+	s.RssBytes, s.VsizeBytes, s.ShimRssBytes = st.GetRssBytes(), st.GetVsizeBytes(), st.GetShimRssBytes()
+	s.Minflt, s.Majflt = st.GetMinflt(), st.GetMajflt()
+	s.Nvcsw, s.Nivcsw, s.Threads = st.GetNvcsw(), st.GetNivcsw(), st.GetThreads()
+}
+
+// sampleInterfaces reads every tap in one call and turns host-side
+// counters into the guest's view (what the tap sends, the guest receives).
+func (c *Collector) sampleInterfaces(ctx context.Context, vms []VM, samples []*pluginv1.VMSample) {
+	if c.opts.Interfaces == nil {
+		return
+	}
+	var ifs []string
+	for _, vm := range vms {
+		if vm.State != "running" {
+			continue
+		}
+		for _, n := range vm.Nets {
+			ifs = append(ifs, n.HostIf)
+		}
+	}
+	if len(ifs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stats, err := c.opts.Interfaces.Stats(ctx, ifs)
+	if err != nil {
+		c.opts.Logger.Debug("sample interfaces", "error", err)
+		return
+	}
+	byIf := map[string]*pluginv1.InterfaceStats{}
+	for _, st := range stats {
+		byIf[st.GetHostIf()] = st
+	}
+	for i, vm := range vms {
+		for _, n := range vm.Nets {
+			st, ok := byIf[n.HostIf]
+			if !ok {
+				continue
+			}
+			samples[i].Interfaces = append(samples[i].Interfaces, &pluginv1.InterfaceSample{
+				Name: n.Name, HostIf: n.HostIf, Bridge: n.Bridge,
+				RxBytes: st.GetTxBytes(), RxPackets: st.GetTxPackets(), RxErrors: st.GetTxErrors(), RxDropped: st.GetTxDropped(),
+				TxBytes: st.GetRxBytes(), TxPackets: st.GetRxPackets(), TxErrors: st.GetRxErrors(), TxDropped: st.GetRxDropped(),
+			})
+		}
+	}
+}
+
+func hostSample() *pluginv1.HostSample {
+	h := &pluginv1.HostSample{}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err == nil {
+		unit := uint64(si.Unit)
+		if unit == 0 {
+			unit = 1
+		}
+		h.MemoryTotalBytes = uint64(si.Totalram) * unit
+		h.Load1 = float64(si.Loads[0]) / 65536
+	}
+	var set unix.CPUSet
+	if unix.SchedGetaffinity(0, &set) == nil {
+		h.Cpus = uint32(set.Count())
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if f := bytes.Fields(line); len(f) >= 2 && string(f[0]) == "MemAvailable:" {
+				kb, _ := strconv.ParseUint(string(f[1]), 10, 64)
+				h.MemoryAvailableBytes = kb << 10
+			}
+		}
+	}
+	return h
+}
+
+func selfRSS() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b)
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(string(f[1]), 10, 64)
+	return pages * int64(os.Getpagesize())
+}
