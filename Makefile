@@ -10,7 +10,7 @@ BINARIES := petrel petreld petrel-shim petrel-plugin-hvt petrel-plugin-spt petre
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
+.PHONY: all build examples test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
 
 all: build
 
@@ -22,12 +22,16 @@ petrel petreld petrel-shim:
 petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(subst petrel-plugin-,,$@)
 
+# The example third-party metrics plugin (contrib/metrics-plugin-example).
+examples:
+	$(GO) build -trimpath -o bin/petrel-plugin-jsonl ./contrib/metrics-plugin-example
+
 # Petrel's own Solo5 test unikernels (freestanding C).
 guests:
 	$(MAKE) -C contrib/guests OUT=$(CURDIR)/bin/guests
 
 # Unit and integration tests, with the race detector.
-test: build guests
+test: build guests examples
 	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -race -count=1 -timeout 20m ./...
 
 lint:
