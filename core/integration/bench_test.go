@@ -301,3 +301,81 @@ func copyFileSync(src, dst string) error {
 	}
 	return out.Sync()
 }
+
+// cpuTime is the user+system CPU time of pids, from /proc.
+func cpuTime(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+// BenchmarkStatsCost runs 500 VMs (fake tender) and measures the CPU time
+// petreld, its plugins and the shims spend per statistics collection,
+// per VM: CPU over a window with collections every 500 ms, minus the
+// same window with collection effectively off (the baseline, measured in
+// the same run on the same VMs).
+func BenchmarkStatsCost(b *testing.B) {
+	const vms = 500
+	const window = 5 * time.Second
+	e := newEnvTB(b)
+	tmpfsRunDir(b, e)
+	base, _ := os.ReadFile(e.config)
+	setInterval := func(d string) {
+		os.WriteFile(e.config, append(append([]byte{}, base...), []byte(fmt.Sprintf("stats_interval = %q\n", d))...), 0o600)
+	}
+	setInterval("1h")
+	e.start()
+	c, err := client.Dial(e.socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	img := e.image("s.hvt", solo5.TargetHVT)
+	ref, err := c.UploadImageFile(ctx, img, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var shims []int
+	for i := 0; i < vms; i++ {
+		vm, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("s%d", i), ImageSha256: ref.GetSha256(), MemoryMb: 16, Args: []string{"run=forever"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		shims = append(shims, int(vm.GetShimPid()))
+	}
+	measure := func() time.Duration {
+		pids := append([]int{e.pid()}, children(e.pid(), "petrel-plugin-")...)
+		pids = append(pids, shims...)
+		before := cpuTime(pids)
+		time.Sleep(window)
+		return cpuTime(pids) - before
+	}
+	b.ResetTimer()
+	idle := measure()
+	e.stop() // VMs keep running; the next petreld reattaches
+	setInterval("500ms")
+	e.start()
+	time.Sleep(time.Second) // let reattachment settle
+	busy := measure()
+	b.StopTimer()
+	collections := float64(window / (500 * time.Millisecond))
+	perVM := float64((busy - idle).Microseconds()) / collections / vms
+	b.ReportMetric(float64(idle.Milliseconds()), "idle-cpu-ms/5s")
+	b.ReportMetric(float64(busy.Milliseconds()), "collecting-cpu-ms/5s")
+	b.ReportMetric(perVM, "cpu-us/VM/collection")
+	for i := 0; i < vms; i++ {
+		c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: fmt.Sprintf("s%d", i)})
+	}
+}

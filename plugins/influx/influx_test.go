@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -392,5 +393,21 @@ func TestWriteReportsInfluxError(t *testing.T) {
 	err := s.Write(ctx, sdktest.SampleBatch(time.Now()))
 	if err == nil || errors.Is(err, metrics.ErrUnavailable) || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "database not found") {
 		t.Fatalf("Write = %v; want InfluxDB's message", err)
+	}
+}
+
+// BenchmarkEncode500 measures turning a 500-VM batch into line protocol,
+// the plugin's share of each interval's work.
+func BenchmarkEncode500(b *testing.B) {
+	batch := sdktest.SampleBatch(time.Now())
+	for len(batch.Vms) < 500 {
+		vm := proto.Clone(batch.Vms[0]).(*pluginv1.VMSample)
+		vm.Name = "bench:vm" + strconv.Itoa(len(batch.Vms))
+		batch.Vms = append(batch.Vms, vm)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		lines, _, _ := encode(metrics.Points(batch), lineprotocol.Nanosecond)
+		b.SetBytes(int64(len(lines)))
 	}
 }

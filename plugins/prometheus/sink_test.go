@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,4 +171,30 @@ func TestDefaults(t *testing.T) {
 	if err != nil || addr != defaultAddress || path != defaultPath {
 		t.Fatalf("defaults %q %q %v", addr, path, err)
 	}
+}
+
+// BenchmarkSnapshot500 measures building the snapshot of a 500-VM batch
+// (done once per Write) and serving it (once per scrape).
+func BenchmarkSnapshot500(b *testing.B) {
+	batch := sdktest.SampleBatch(time.Now())
+	for len(batch.Vms) < 500 {
+		vm := proto.Clone(batch.Vms[0]).(*pluginv1.VMSample)
+		vm.Name = "bench:vm" + strconv.Itoa(len(batch.Vms))
+		batch.Vms = append(batch.Vms, vm)
+	}
+	s := newSink()
+	b.Run("Write", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			s.current.Store(buildSnapshot(batch))
+		}
+	})
+	b.Run("Gather", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.reg.Gather(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

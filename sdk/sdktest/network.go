@@ -1,6 +1,7 @@
 package sdktest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -72,7 +73,7 @@ func (s NetworkSuite) bridge(ctx context.Context, t *testing.T, n network.Networ
 	if err != nil {
 		t.Fatalf("Bridges: %v", err)
 	}
-	if !slices.IsSortedFunc(bs, func(a, b *pluginv1.Bridge) int { return compareStrings(a.GetName(), b.GetName()) }) {
+	if !slices.IsSortedFunc(bs, func(a, b *pluginv1.Bridge) int { return cmp.Compare(a.GetName(), b.GetName()) }) {
 		t.Fatalf("Bridges not sorted by name: %v", bs)
 	}
 	for _, b := range bs {
@@ -82,16 +83,6 @@ func (s NetworkSuite) bridge(ctx context.Context, t *testing.T, n network.Networ
 	}
 	t.Fatalf("Bridges %v lacks %s", bs, s.Bridge)
 	return nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // noLeaks fails the test if the plugin still has interfaces of its own.

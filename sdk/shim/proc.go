@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -17,9 +18,54 @@ const userHZ = 100
 // nsPerTick converts clock ticks to nanoseconds.
 const nsPerTick = int64(time.Second) / userHZ
 
-// readStats samples /proc for pid. The caller guarantees pid still names
-// the tender (not yet reaped).
-func readStats(pid int) (Stats, error) {
+// ReadStats samples a running VM's statistics from /proc without waking
+// its shim, so that collecting statistics of many VMs costs little: the
+// tender's and the shim's pids come from shim.json in dir. It returns
+// ErrExited once the tender has exited (exit.json exists, or the pid no
+// longer names a child of the shim, which also guards against pid reuse)
+// and ErrShimLost when dir holds no shim record.
+func ReadStats(dir string) (Stats, error) {
+	rec, err := readShimRecord(dir)
+	if err != nil {
+		return Stats{}, fmt.Errorf("%w: %v", ErrShimLost, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ExitFile)); err == nil {
+		return Stats{}, ErrExited
+	}
+	if ppid, err := parentOf(rec.TenderPID); err != nil || ppid != rec.ShimPID {
+		return Stats{}, ErrExited
+	}
+	st, err := statsOf(rec.TenderPID, "/proc/"+strconv.Itoa(rec.ShimPID)+"/status")
+	if err != nil {
+		return Stats{}, err
+	}
+	return st, nil
+}
+
+// parentOf reads a process's parent pid.
+func parentOf(pid int) (int, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 || f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("process %d is gone", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// readStats samples /proc for pid from inside the shim. The caller
+// guarantees pid still names the tender (not yet reaped).
+func readStats(pid int) (Stats, error) { return statsOf(pid, "/proc/self/status") }
+
+// statsOf samples /proc for the tender pid, and the shim's memory from
+// shimStatus.
+func statsOf(pid int, shimStatus string) (Stats, error) {
 	st := Stats{TenderPID: pid}
 	base := "/proc/" + strconv.Itoa(pid)
 
@@ -80,7 +126,7 @@ func readStats(pid int) (Stats, error) {
 	st.Nvcsw = status["voluntary_ctxt_switches"]
 	st.Nivcsw = status["nonvoluntary_ctxt_switches"]
 
-	self, err := readStatus("/proc/self/status")
+	self, err := readStatus(shimStatus)
 	if err != nil {
 		return st, err
 	}

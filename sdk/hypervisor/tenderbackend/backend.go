@@ -507,7 +507,7 @@ func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, erro
 	if err != nil {
 		return nil, err
 	}
-	s, err := shim.Dial(dir).Stats(ctx)
+	s, err := shim.ReadStats(dir)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", id, err)
 	}
