@@ -198,6 +198,7 @@ func (a *app) createCmd() *cobra.Command {
 		jsonOut            bool
 		blocks             []string
 		nets               []string
+		initrd, cmdline    string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME IMAGE",
@@ -213,7 +214,9 @@ after exit code 1 or 60-64; otherwise on any exit code, or only on those
 given with --exit-code.`,
 		Example: `  petrel create hello ./hello.hvt
   petrel create web ./web.hvt --mem 64 --cpu 1 --arg=--ipv4=10.0.0.2/24 --restart-on-fail
-  petrel create web ./web-v2.hvt --force`,
+  petrel create web ./web.hvt --net service0:br0 --block storage:disk
+  petrel create web ./web-v2.hvt --force
+  petrel create linux ./vmlinuz --backend qemu --initrd ./initrd.cpio --cmdline "console=ttyS0" --mem 256`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			var netAtts []*daemonv1.NetAttachment
@@ -241,6 +244,14 @@ given with --exit-code.`,
 			if err != nil {
 				return err
 			}
+			var initrdSHA string
+			if initrd != "" {
+				iref, err := a.upload(ctx, c, initrd)
+				if err != nil {
+					return err
+				}
+				initrdSHA = iref.GetSha256()
+			}
 			req := &daemonv1.CreateRequest{
 				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: mem, Args: vmArgs,
 				Restart: &daemonv1.RestartPolicy{OnFailure: restartOnFail}, Startup: startup, Force: force,
@@ -257,6 +268,7 @@ given with --exit-code.`,
 			}
 			req.Blocks = atts
 			req.Nets = netAtts
+			req.InitrdSha256, req.KernelCmdline = initrdSHA, cmdline
 			vm, err := c.API.Create(ctx, req)
 			if err != nil {
 				return err
@@ -277,6 +289,8 @@ given with --exit-code.`,
 	f.IntSliceVar(&exitCodes, "exit-code", nil, "restart only on this exit code (repeatable; implies --restart-on-fail)")
 	f.Int32Var(&startup, "startup", 0, "startup priority when petreld boots (lower starts first)")
 	f.BoolVar(&force, "force", false, "replace an existing VM of the same name")
+	f.StringVar(&initrd, "initrd", "", "initial ramdisk, for Linux guests (backend qemu)")
+	f.StringVar(&cmdline, "cmdline", "", "kernel command line, for Linux guests (backend qemu)")
 	f.StringArrayVar(&nets, "net", nil, "attach a network device to a host bridge: NAME:BRIDGE[@MAC] (repeatable; NAME from the image's manifest; MAC derived from the VM and device names when not given)")
 	f.StringArrayVar(&blocks, "block", nil, "attach a block device: NAME[:DEVICE][@SECTOR] (repeatable; NAME from the image's manifest, DEVICE a device label in the VM's path)")
 	f.StringVar(&imageName, "image-name", "", "name to record for the image (default: the file name)")

@@ -141,6 +141,7 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 	for _, n := range r.Nets {
 		vm.Nets = append(vm.Nets, &daemonv1.NetAttachment{Name: n.Name, Bridge: n.Bridge, Mac: n.MAC, HostIf: n.HostIf})
 	}
+	vm.InitrdSha256, vm.KernelCmdline = r.InitrdSHA256, r.KernelCmdline
 	if !r.StartedAt.IsZero() {
 		vm.StartedAtNs = r.StartedAt.UnixNano()
 	}
@@ -155,7 +156,7 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 		Name: req.GetName(), Backend: req.GetBackend(), ImageSHA256: req.GetImageSha256(), ImageName: req.GetImageName(),
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
 		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
-		Nets: netParams(req.GetNets()),
+		Nets: netParams(req.GetNets()), InitrdSHA256: req.GetInitrdSha256(), KernelCmdline: req.GetKernelCmdline(),
 	})
 	if err != nil {
 		return nil, grpcError(err)

@@ -66,6 +66,9 @@ type Record struct {
 	Startup     int32         `json:"startup,omitempty"`
 	Blocks      []BlockParam  `json:"blocks,omitempty"`
 	Nets        []NetParam    `json:"nets,omitempty"`
+	// InitrdSHA256 and KernelCmdline are for Linux guests.
+	InitrdSHA256  string `json:"initrd_sha256,omitempty"`
+	KernelCmdline string `json:"kernel_cmdline,omitempty"`
 
 	State string `json:"state"`
 	// RunID names the current (or last) run at the backend; every start

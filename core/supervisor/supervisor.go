@@ -136,6 +136,9 @@ type CreateParams struct {
 	Blocks []BlockParam
 	// Nets attach network devices to bridges.
 	Nets []NetParam
+	// InitrdSHA256 and KernelCmdline are for Linux guests.
+	InitrdSHA256  string
+	KernelCmdline string
 }
 
 // Supervisor manages every VM of one daemon.
@@ -498,6 +501,11 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	if err != nil {
 		return Record{}, invalid("image %s: %v", p.ImageSHA256, err)
 	}
+	if p.InitrdSHA256 != "" {
+		if _, err := s.opts.Store.ImagePath(p.InitrdSHA256); err != nil {
+			return Record{}, invalid("initrd %s: %v", p.InitrdSHA256, err)
+		}
+	}
 	v, err := s.lockEntry(p.Name, true)
 	if err != nil {
 		return Record{}, err
@@ -510,7 +518,8 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	rec := Record{
 		Name: p.Name, Backend: p.Backend, ImageSHA256: p.ImageSHA256, ImageName: p.ImageName,
 		MemoryMB: p.MemoryMB, CPUs: p.CPUs, Args: p.Args, Restart: p.Restart, Startup: p.Startup,
-		Blocks: p.Blocks, Nets: p.Nets, CreatedAt: time.Now().UTC(),
+		Blocks: p.Blocks, Nets: p.Nets, InitrdSHA256: p.InitrdSHA256, KernelCmdline: p.KernelCmdline,
+		CreatedAt: time.Now().UTC(),
 	}
 	spec := s.spec(rec, imagePath, newRunID())
 	if !v.gone || len(rec.Nets) > 0 || len(rec.Blocks) > 0 {
@@ -561,10 +570,16 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 }
 
 func (s *Supervisor) spec(r Record, imagePath, runID string) *pluginv1.VMSpec {
-	return &pluginv1.VMSpec{
+	spec := &pluginv1.VMSpec{
 		Id: runID, Name: r.Name, ImagePath: imagePath, MemoryMb: r.MemoryMB, Cpus: r.CPUs, Args: r.Args,
 		ConsoleLines: uint32(s.opts.ConsoleLines), ConsoleBytes: uint32(s.opts.ConsoleBytes),
+		KernelCmdline: r.KernelCmdline,
 	}
+	if r.InitrdSHA256 != "" {
+		// Checked at create; a vanished initrd makes Start fail clearly.
+		spec.InitrdPath, _ = s.opts.Store.ImagePath(r.InitrdSHA256)
+	}
+	return spec
 }
 
 func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
@@ -796,7 +811,7 @@ func (s *Supervisor) Info(n string) ([]Record, error) {
 	return out, nil
 }
 
-// ImagesInUse lists the image digests some VM refers to.
+// ImagesInUse lists the image (and initrd) digests some VM refers to.
 func (s *Supervisor) ImagesInUse() map[string]bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -805,6 +820,9 @@ func (s *Supervisor) ImagesInUse() map[string]bool {
 		v.pubMu.Lock()
 		if v.pub.ImageSHA256 != "" {
 			in[v.pub.ImageSHA256] = true
+		}
+		if v.pub.InitrdSHA256 != "" {
+			in[v.pub.InitrdSHA256] = true
 		}
 		v.pubMu.Unlock()
 	}

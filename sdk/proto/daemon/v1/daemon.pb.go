@@ -1470,9 +1470,14 @@ type CreateRequest struct {
 	// Replace an existing VM of the same name.
 	Force bool `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
 	// Original file name of the image, for display.
-	ImageName     string             `protobuf:"bytes,10,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
-	Blocks        []*BlockAttachment `protobuf:"bytes,11,rep,name=blocks,proto3" json:"blocks,omitempty"`
-	Nets          []*NetAttachment   `protobuf:"bytes,12,rep,name=nets,proto3" json:"nets,omitempty"`
+	ImageName string             `protobuf:"bytes,10,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
+	Blocks    []*BlockAttachment `protobuf:"bytes,11,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	Nets      []*NetAttachment   `protobuf:"bytes,12,rep,name=nets,proto3" json:"nets,omitempty"`
+	// Initial ramdisk (digest from UploadImage) for kernels that take one,
+	// such as Linux guests under QEMU.
+	InitrdSha256 string `protobuf:"bytes,13,opt,name=initrd_sha256,json=initrdSha256,proto3" json:"initrd_sha256,omitempty"`
+	// Kernel command line for Linux guests.
+	KernelCmdline string `protobuf:"bytes,14,opt,name=kernel_cmdline,json=kernelCmdline,proto3" json:"kernel_cmdline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1589,6 +1594,20 @@ func (x *CreateRequest) GetNets() []*NetAttachment {
 		return x.Nets
 	}
 	return nil
+}
+
+func (x *CreateRequest) GetInitrdSha256() string {
+	if x != nil {
+		return x.InitrdSha256
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetKernelCmdline() string {
+	if x != nil {
+		return x.KernelCmdline
+	}
+	return ""
 }
 
 // DestroyRequest removes a VM in whatever state it is.
@@ -1855,6 +1874,8 @@ type VM struct {
 	Argv          []string           `protobuf:"bytes,21,rep,name=argv,proto3" json:"argv,omitempty"`
 	Blocks        []*BlockAttachment `protobuf:"bytes,22,rep,name=blocks,proto3" json:"blocks,omitempty"`
 	Nets          []*NetAttachment   `protobuf:"bytes,23,rep,name=nets,proto3" json:"nets,omitempty"`
+	InitrdSha256  string             `protobuf:"bytes,24,opt,name=initrd_sha256,json=initrdSha256,proto3" json:"initrd_sha256,omitempty"`
+	KernelCmdline string             `protobuf:"bytes,25,opt,name=kernel_cmdline,json=kernelCmdline,proto3" json:"kernel_cmdline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2048,6 +2069,20 @@ func (x *VM) GetNets() []*NetAttachment {
 		return x.Nets
 	}
 	return nil
+}
+
+func (x *VM) GetInitrdSha256() string {
+	if x != nil {
+		return x.InitrdSha256
+	}
+	return ""
+}
+
+func (x *VM) GetKernelCmdline() string {
+	if x != nil {
+		return x.KernelCmdline
+	}
+	return ""
 }
 
 // ConsoleRequest selects console history and live lines.
@@ -2600,7 +2635,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"on_failure\x18\x01 \x01(\bR\tonFailure\x12\x1d\n" +
 	"\n" +
-	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\x9f\x03\n" +
+	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\xeb\x03\n" +
 	"\rCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fimage_sha256\x18\x02 \x01(\tR\vimageSha256\x12\x18\n" +
@@ -2615,7 +2650,9 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"image_name\x18\n" +
 	" \x01(\tR\timageName\x129\n" +
 	"\x06blocks\x18\v \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
-	"\x04nets\x18\f \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\"$\n" +
+	"\x04nets\x18\f \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\x12#\n" +
+	"\rinitrd_sha256\x18\r \x01(\tR\finitrdSha256\x12%\n" +
+	"\x0ekernel_cmdline\x18\x0e \x01(\tR\rkernelCmdline\"$\n" +
 	"\x0eDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
 	"\x0fDestroyResponse\"[\n" +
@@ -2626,7 +2663,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vInfoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
 	"\fInfoResponse\x12&\n" +
-	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\xce\x05\n" +
+	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\x9a\x06\n" +
 	"\x02VM\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -2654,7 +2691,9 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\amessage\x18\x14 \x01(\tR\amessage\x12\x12\n" +
 	"\x04argv\x18\x15 \x03(\tR\x04argv\x129\n" +
 	"\x06blocks\x18\x16 \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
-	"\x04nets\x18\x17 \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\"m\n" +
+	"\x04nets\x18\x17 \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\x12#\n" +
+	"\rinitrd_sha256\x18\x18 \x01(\tR\finitrdSha256\x12%\n" +
+	"\x0ekernel_cmdline\x18\x19 \x01(\tR\rkernelCmdline\"m\n" +
 	"\x0eConsoleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
