@@ -3,16 +3,15 @@ package hypervisor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // GRPCPlugin is the go-plugin glue for the hypervisor service. On the plugin
@@ -38,67 +37,19 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 	return NewClient(c), nil
 }
 
+// classes carry the hypervisor error classes across gRPC.
+var classes = rpcerr.Classes{
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrUnknownVM, Code: codes.NotFound},
+	{Err: ErrUnavailable, Code: codes.FailedPrecondition},
+}
+
+func toStatus(err error) error   { return classes.ToStatus(err) }
+func fromStatus(err error) error { return classes.FromStatus(err, "hypervisor plugin") }
+
 // NewClient returns a Hypervisor that calls a plugin over conn.
 func NewClient(conn grpc.ClientConnInterface) Hypervisor {
 	return &client{c: pluginv1.NewHypervisorClient(conn)}
-}
-
-// toStatus maps a backend error to a gRPC status so its class survives.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUnknownVM) && !errors.Is(err, ErrUnavailable) {
-		return err
-	}
-	switch {
-	case errors.Is(err, ErrInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrUnknownVM):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrUnavailable):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Unknown, err.Error())
-}
-
-// classError carries a remote message while matching a local error class.
-type classError struct {
-	msg   string
-	class error
-}
-
-func (e *classError) Error() string { return e.msg }
-func (e *classError) Unwrap() error { return e.class }
-
-// fromStatus turns a gRPC status back into an error of the right class.
-func fromStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	switch st.Code() {
-	case codes.InvalidArgument:
-		return &classError{msg: st.Message(), class: ErrInvalid}
-	case codes.NotFound:
-		return &classError{msg: st.Message(), class: ErrUnknownVM}
-	case codes.FailedPrecondition:
-		return &classError{msg: st.Message(), class: ErrUnavailable}
-	case codes.Canceled:
-		return &classError{msg: st.Message(), class: context.Canceled}
-	case codes.DeadlineExceeded:
-		return &classError{msg: st.Message(), class: context.DeadlineExceeded}
-	case codes.Unknown:
-		return errors.New(st.Message())
-	}
-	return fmt.Errorf("plugin: %s", st.Message())
 }
 
 type server struct {

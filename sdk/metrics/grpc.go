@@ -8,9 +8,9 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // GRPCPlugin is the go-plugin glue for the metrics sink service. On the
@@ -36,68 +36,21 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 	return NewClient(c), nil
 }
 
+// classes carry the sink error classes across gRPC. A broken plugin
+// connection arrives as Unavailable too, which is what petreld should make
+// of it: the batch did not arrive, try again later.
+var classes = rpcerr.Classes{
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrUnavailable, Code: codes.Unavailable},
+	{Err: ErrNotConfigured, Code: codes.FailedPrecondition},
+}
+
+func toStatus(err error) error   { return classes.ToStatus(err) }
+func fromStatus(err error) error { return classes.FromStatus(err, "metrics plugin") }
+
 // NewClient returns a Sink that calls a plugin over conn.
 func NewClient(conn grpc.ClientConnInterface) Sink {
 	return &client{c: pluginv1.NewMetricsSinkClient(conn)}
-}
-
-// classes pairs each error class with the status code that carries it.
-var classes = []struct {
-	class error
-	code  codes.Code
-}{
-	{ErrInvalid, codes.InvalidArgument},
-	{ErrUnavailable, codes.Unavailable},
-	{ErrNotConfigured, codes.FailedPrecondition},
-	{context.Canceled, codes.Canceled},
-	{context.DeadlineExceeded, codes.DeadlineExceeded},
-}
-
-// toStatus maps a sink error to a gRPC status so its class survives.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	for _, c := range classes {
-		if errors.Is(err, c.class) {
-			return status.Error(c.code, err.Error())
-		}
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Unknown, err.Error())
-}
-
-// classError carries a remote message while matching a local error class.
-type classError struct {
-	msg   string
-	class error
-}
-
-func (e *classError) Error() string { return e.msg }
-func (e *classError) Unwrap() error { return e.class }
-
-// fromStatus turns a gRPC status back into an error of the right class.
-// A broken plugin connection arrives as Unavailable too, which is what
-// petreld should make of it: the batch did not arrive, try again later.
-func fromStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	for _, c := range classes {
-		if st.Code() == c.code {
-			return &classError{msg: st.Message(), class: c.class}
-		}
-	}
-	if st.Code() == codes.Unknown {
-		return errors.New(st.Message())
-	}
-	return fmt.Errorf("plugin: %s: %s", st.Code(), st.Message())
 }
 
 type server struct {

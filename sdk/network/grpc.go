@@ -3,14 +3,13 @@ package network
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // GRPCPlugin is the go-plugin glue for the network service. On the plugin
@@ -41,61 +40,17 @@ func NewClient(conn grpc.ClientConnInterface) Network {
 	return &client{c: pluginv1.NewNetworkClient(conn)}
 }
 
+// classes carries the network error classes across the gRPC boundary.
+var classes = rpcerr.Classes{
+	{Err: ErrInvalid, Code: codes.InvalidArgument},
+	{Err: ErrUnavailable, Code: codes.FailedPrecondition},
+}
+
 // toStatus maps a plugin error to a gRPC status so its class survives.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	switch {
-	case errors.Is(err, ErrInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrUnavailable):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Unknown, err.Error())
-}
-
-// classError carries a remote message while matching a local error class.
-type classError struct {
-	msg   string
-	class error
-}
-
-func (e *classError) Error() string { return e.msg }
-func (e *classError) Unwrap() error { return e.class }
+func toStatus(err error) error { return classes.ToStatus(err) }
 
 // fromStatus turns a gRPC status back into an error of the right class.
-func fromStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	switch st.Code() {
-	case codes.InvalidArgument:
-		return &classError{msg: st.Message(), class: ErrInvalid}
-	case codes.FailedPrecondition:
-		return &classError{msg: st.Message(), class: ErrUnavailable}
-	case codes.Canceled:
-		return &classError{msg: st.Message(), class: context.Canceled}
-	case codes.DeadlineExceeded:
-		return &classError{msg: st.Message(), class: context.DeadlineExceeded}
-	case codes.Unknown:
-		return errors.New(st.Message())
-	}
-	return fmt.Errorf("network plugin: %s", st.Message())
-}
+func fromStatus(err error) error { return classes.FromStatus(err, "network plugin") }
 
 type server struct {
 	pluginv1.UnimplementedNetworkServer

@@ -160,6 +160,12 @@ func (p *Plugin) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*plug
 	if err != nil {
 		return nil, err
 	}
+	return p.attachTo(a, br)
+}
+
+// attachTo makes or adopts the tap for a and puts it on br, removing it
+// again if any step fails.
+func (p *Plugin) attachTo(a attachment, br netlink.Link) (*pluginv1.AttachResponse, error) {
 	link, err := p.h.LinkByName(a.name)
 	switch {
 	case err == nil:

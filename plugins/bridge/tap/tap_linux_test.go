@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,10 +189,10 @@ func TestAttachRefusalsLeaveNothing(t *testing.T) {
 	ctx := context.Background()
 	e.addBridge(t, "br1", 1500)
 	cases := map[string]*pluginv1.AttachRequest{
-		"missing bridge": {Vm: "v", NetName: "n", Bridge: "nosuchbr"},
-		"not a bridge":   {Vm: "v", NetName: "n", Bridge: "lo"},
-		"multicast MAC":  {Vm: "v", NetName: "n", Bridge: "br0", Mac: "03:00:00:00:00:01"},
-		"bad name":       {Vm: "v", NetName: "n", Bridge: "br0", HostIf: "a b"},
+		"missing bridge":    {Vm: "v", NetName: "n", Bridge: "nosuchbr"},
+		"not a bridge":      {Vm: "v", NetName: "n", Bridge: "lo"},
+		"multicast MAC":     {Vm: "v", NetName: "n", Bridge: "br0", Mac: "03:00:00:00:00:01"},
+		"bad name":          {Vm: "v", NetName: "n", Bridge: "br0", HostIf: "a b"},
 		"taken by a bridge": {Vm: "v", NetName: "n", Bridge: "br0", HostIf: "br1"},
 	}
 	for name, req := range cases {
@@ -200,11 +201,11 @@ func TestAttachRefusalsLeaveNothing(t *testing.T) {
 		}
 	}
 	_, err := e.p.Attach(ctx, cases["missing bridge"])
-	if want := "bridge nosuchbr does not exist"; err == nil || !contains(err.Error(), want) {
+	if want := "bridge nosuchbr does not exist"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("missing bridge error %v; want it to say %q", err, want)
 	}
 	_, err = e.p.Attach(ctx, cases["not a bridge"])
-	if want := "lo is not a bridge"; err == nil || !contains(err.Error(), want) {
+	if want := "lo is not a bridge"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("not-a-bridge error %v; want it to say %q", err, want)
 	}
 	if taps := e.taps(t); len(taps) != 0 {
@@ -213,50 +214,20 @@ func TestAttachRefusalsLeaveNothing(t *testing.T) {
 	e.link(t, "br1")
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || slices.ContainsFunc([]int{0}, func(int) bool { return indexOf(s, sub) >= 0 }) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
-}
-
 func TestAttachFailureRemovesTap(t *testing.T) {
 	e := newEnv(t)
-	// A bridge MTU no tap accepts makes the MTU step fail after the tap
-	// was created; the tap must go again.
-	br := e.link(t, "br0")
-	if err := e.h.LinkSetMTU(br, 68); err != nil {
-		t.Fatalf("set bridge MTU: %v", err)
-	}
-	req := attachReq("vm", "service0")
-	e.p.settings.owner = 0
-	if err := e.h.LinkSetMTU(br, 1400); err != nil {
+	a, err := parseAttach(attachReq("vm", "service0"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Force a failing step: enslaving to a bridge that vanished between
-	// the lookup and the enslaving is emulated by a stale bridge link.
+	// A bridge that vanished between its lookup and the enslaving makes
+	// a step fail after the tap was created; the tap must go again.
 	stale := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gone0", Index: 99999, MTU: 1400}}
-	a, err := parseAttach(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := e.p.create(a.name)
-	if err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	if err := e.p.setup(link, stale, a); err == nil {
-		t.Fatal("setup with a stale bridge succeeded")
-	}
-	// Attach's own cleanup path: the same failure through Attach.
-	if err := e.p.remove(link); err != nil {
-		t.Fatal(err)
+	if _, err := e.p.attachTo(a, stale); err == nil {
+		t.Fatal("attach to a vanished bridge succeeded")
 	}
 	if taps := e.taps(t); len(taps) != 0 {
-		t.Fatalf("taps left: %v", taps)
+		t.Fatalf("failed attach left taps %v", taps)
 	}
 }
 
@@ -308,7 +279,7 @@ func TestAttachIdempotentAndAdopts(t *testing.T) {
 	e.addForeignTap(t, "usertap0", "")
 	for _, r := range []*pluginv1.AttachRequest{other, {Vm: "x", NetName: "y", Bridge: "br0", HostIf: "usertap0"}} {
 		_, err := e.p.Attach(ctx, r)
-		if !errors.Is(err, network.ErrInvalid) || !contains(err.Error(), "exists and is not ours") {
+		if !errors.Is(err, network.ErrInvalid) || !strings.Contains(err.Error(), "exists and is not ours") {
 			t.Fatalf("Attach over a foreign tap = %v; want ErrInvalid saying it is not ours", err)
 		}
 	}
