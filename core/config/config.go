@@ -37,6 +37,12 @@ type Config struct {
 	RestartResetAfter    string `hcl:"restart_reset_after,optional"`
 	PluginHealthInterval string `hcl:"plugin_health_interval,optional"`
 	StatsInterval        string `hcl:"stats_interval,optional"`
+	// CAFile is the root CA certificate that remote callers' chains must
+	// lead to; empty refuses every request forwarded by petrel-endpoint.
+	CAFile string `hcl:"ca_file,optional"`
+	// RevocationFile is the revocation list (`petrel ca revoke`), re-read
+	// when it changes; empty means no certificate is revoked.
+	RevocationFile string `hcl:"revocation_file,optional"`
 
 	Backends []Backend `hcl:"backend,block"`
 	// Networks configures network plugins (petrel-plugin-NAME); VMs get

@@ -38,6 +38,15 @@ plugin_health_interval = "5s"
 # every metrics sink, one batch per interval).
 stats_interval = "10s"
 
+# Remote management through petrel-endpoint: the root CA certificate
+# (ca.pem from `petrel ca init`) that remote callers' chains must lead to,
+# and the revocation list kept with `petrel ca revoke` (re-read when it
+# changes). Empty: requests forwarded by the endpoint are refused.
+#   ca_file = "/etc/petrel/ca/ca.pem"
+#   revocation_file = "/etc/petrel/ca/revoked.json"
+ca_file = ""
+revocation_file = ""
+
 # Solo5 hvt (KVM). tender: the solo5-hvt path or name on PATH; engine:
 # "auto" (solo5-hvt when found, else the built-in tender), "builtin" or
 # "solo5-hvt".

@@ -233,11 +233,17 @@ func (d *Daemon) listen() error {
 		lis.Close()
 		return fmt.Errorf("chmod %s: %w", d.sock, err)
 	}
+	unary, stream, err := d.authInterceptors()
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	d.lis = lis
 	// Large flow-control windows: image and block transfers stream
 	// megabytes over a local socket, where the default 64 KiB window
 	// stalls the sender.
-	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20))
+	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
+		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
 	daemonv1.RegisterDaemonServer(d.grpc, &server{d: d})
 	return nil
 }

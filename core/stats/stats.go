@@ -194,7 +194,9 @@ func (c *Collector) publish(b *pluginv1.Batch) {
 		if sb.Daemon == nil {
 			sb.Daemon = &pluginv1.DaemonSample{}
 		}
-		sb.Daemon.DroppedBatches = q.dropped.Load()
+		// Batches lost to this sink: refused by a full queue, or written
+		// without success.
+		sb.Daemon.DroppedBatches = q.dropped.Load() + q.failed.Load()
 		select {
 		case q.ch <- sb:
 		default:

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-vmm/petrel/sdk/sdktest/servers"
+
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
@@ -28,9 +30,9 @@ func num(t *testing.T, v any) float64 {
 }
 
 // checkStored checks that InfluxDB holds the sample batch written at ns.
-func checkStored(t *testing.T, d *influxd, db string, ns int64, within time.Duration) {
+func checkStored(t *testing.T, d *servers.Influxd, db string, ns int64, within time.Duration) {
 	t.Helper()
-	rows := d.waitRows(t, db, fmt.Sprintf(`SELECT "rss_bytes", "cpu_user_seconds", "memory_bytes", "uptime_seconds" FROM "petrel_vm" WHERE "vm" = 'web:app' AND "path" = 'web' AND "backend" = 'hvt' AND time = %d`, ns), within)
+	rows := d.WaitRows(t, db, fmt.Sprintf(`SELECT "rss_bytes", "cpu_user_seconds", "memory_bytes", "uptime_seconds" FROM "petrel_vm" WHERE "vm" = 'web:app' AND "path" = 'web' AND "backend" = 'hvt' AND time = %d`, ns), within)
 	if len(rows) != 1 {
 		t.Fatalf("petrel_vm for web:app at %d: %v", ns, rows)
 	}
@@ -38,23 +40,23 @@ func checkStored(t *testing.T, d *influxd, db string, ns int64, within time.Dura
 	if num(t, r[1]) != 12_345_678 || num(t, r[2]) != 1.5 || num(t, r[3]) != 64<<20 || num(t, r[4]) != 42.5 {
 		t.Fatalf("petrel_vm row %v", r)
 	}
-	rows = d.waitRows(t, db, fmt.Sprintf(`SELECT "rx_bytes", "tx_bytes" FROM "petrel_vm_interface" WHERE "vm" = 'web:app' AND "interface" = 'service' AND "bridge" = 'br0' AND "host_if" = 'tap0' AND time = %d`, ns), within)
+	rows = d.WaitRows(t, db, fmt.Sprintf(`SELECT "rx_bytes", "tx_bytes" FROM "petrel_vm_interface" WHERE "vm" = 'web:app' AND "interface" = 'service' AND "bridge" = 'br0' AND "host_if" = 'tap0' AND time = %d`, ns), within)
 	if len(rows) != 1 || num(t, rows[0][1]) != 10_240 || num(t, rows[0][2]) != 20_480 {
 		t.Fatalf("petrel_vm_interface rows %v", rows)
 	}
-	rows = d.waitRows(t, db, fmt.Sprintf(`SELECT "count" FROM "petrel_vms" WHERE "state" = 'running' AND time = %d`, ns), within)
+	rows = d.WaitRows(t, db, fmt.Sprintf(`SELECT "count" FROM "petrel_vms" WHERE "state" = 'running' AND time = %d`, ns), within)
 	if len(rows) != 1 || num(t, rows[0][1]) != 1 {
 		t.Fatalf("petrel_vms rows %v", rows)
 	}
 }
 
 func TestSinkSuiteInfluxDB(t *testing.T) {
-	d := startInfluxd(t, "udp")
-	d.createDB("petrel")
+	d := servers.StartInfluxd(t, "udp")
+	d.CreateDB("petrel")
 	sdktest.SinkSuite{
 		New: func(*testing.T) metrics.Sink { return newSink() },
 		Settings: func(*testing.T) map[string]string {
-			return map[string]string{"url": "http://" + d.httpAddr, "db": "petrel"}
+			return map[string]string{"url": "http://" + d.HTTPAddr, "db": "petrel"}
 		},
 		Invalid: invalidSettings,
 		Delivered: func(t *testing.T, _ map[string]string, b *pluginv1.Batch) {
@@ -66,14 +68,14 @@ func TestSinkSuiteInfluxDB(t *testing.T) {
 // TestInfluxDB writes over HTTP and UDP to a real InfluxDB, then stops it
 // mid-run and starts it again.
 func TestInfluxDB(t *testing.T) {
-	d := startInfluxd(t, "petrel_udp")
-	d.createDB("petrel")
-	d.createDB("petrel_udp")
+	d := servers.StartInfluxd(t, "petrel_udp")
+	d.CreateDB("petrel")
+	d.CreateDB("petrel_udp")
 	ctx := context.Background()
 
 	httpSink := sdktest.ServeMetrics(t, newSink())
 	if err := httpSink.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{
-		"url": "http://" + d.httpAddr, "db": "petrel", "rp": "autogen", "timeout": "2s"}}); err != nil {
+		"url": "http://" + d.HTTPAddr, "db": "petrel", "rp": "autogen", "timeout": "2s"}}); err != nil {
 		t.Fatal(err)
 	}
 	defer httpSink.Close(ctx)
@@ -90,7 +92,7 @@ func TestInfluxDB(t *testing.T) {
 	}
 	t.Logf("http Write of %d points took %s", len(metrics.Points(b)), time.Since(start).Round(time.Microsecond))
 	checkStored(t, d, "petrel", b.GetTimeNs(), 0)
-	rows := d.waitRows(t, "petrel", `SHOW MEASUREMENTS`, 0)
+	rows := d.WaitRows(t, "petrel", `SHOW MEASUREMENTS`, 0)
 	if len(rows) != 6 {
 		t.Fatalf("measurements %v; want the six of sdk/metrics", rows)
 	}
@@ -98,7 +100,7 @@ func TestInfluxDB(t *testing.T) {
 	t.Run("UDP", func(t *testing.T) {
 		udpSink := sdktest.ServeMetrics(t, newSink())
 		if err := udpSink.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{
-			"protocol": "udp", "address": d.udpAddr, "udp_payload": "512"}}); err != nil {
+			"protocol": "udp", "address": d.UDPAddr, "udp_payload": "512"}}); err != nil {
 			t.Fatal(err)
 		}
 		defer udpSink.Close(ctx)
@@ -110,7 +112,7 @@ func TestInfluxDB(t *testing.T) {
 	})
 
 	t.Run("StopAndRestart", func(t *testing.T) {
-		d.stop()
+		d.Stop()
 		start := time.Now()
 		err := httpSink.Write(ctx, sdktest.SampleBatch(time.Now()))
 		took := time.Since(start)
@@ -121,7 +123,7 @@ func TestInfluxDB(t *testing.T) {
 		if fp, _ := httpSink.Fingerprint(ctx); fp.GetHealth() != pluginv1.Health_HEALTH_DEGRADED {
 			t.Fatalf("Fingerprint with InfluxDB down = %v", fp)
 		}
-		d.start()
+		d.Start()
 		restarted := time.Now()
 		var last *pluginv1.Batch
 		for {

@@ -13,23 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-vmm/petrel/sdk/sdktest/servers"
+
 	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 )
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("reserve a port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // scrape fetches the metrics page in Prometheus's text format.
 func scrape(t *testing.T, url string) string {
@@ -75,7 +66,7 @@ func TestSinkSuite(t *testing.T) {
 	sdktest.SinkSuite{
 		New: func(*testing.T) metrics.Sink { return newSink() },
 		Settings: func(t *testing.T) map[string]string {
-			return map[string]string{"address": freeAddr(t), "path": "/custom"}
+			return map[string]string{"address": servers.FreeAddr(t), "path": "/custom"}
 		},
 		Invalid: invalidSettings,
 		Delivered: func(t *testing.T, settings map[string]string, b *pluginv1.Batch) {
@@ -100,7 +91,7 @@ func TestSinkSuite(t *testing.T) {
 func serve(t *testing.T) (metrics.Sink, string) {
 	t.Helper()
 	sk := sdktest.ServeMetrics(t, newSink())
-	addr := freeAddr(t)
+	addr := servers.FreeAddr(t)
 	ctx := context.Background()
 	if err := sk.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"address": addr}}); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,8 @@ const TapPrefix = "pt"
 
 // TapName returns the host interface name for device netName of VM vm:
 // TapPrefix followed by the first 12 lower-case hex digits of
-// SHA-256(vm + "/" + netName), 14 bytes in all. The name depends only on
+// SHA-256(vm + "/" + netName), 14 bytes in all (device names never hold
+// '/', so distinct pairs hash distinct strings). The name depends only on
 // its inputs, so petreld, a restarted plugin and an operator all compute
 // the same name for the same VM device, and it always fits IFNAMSIZ
 // whatever the length of the VM name. The 48-bit hash makes collisions

@@ -1,0 +1,209 @@
+package daemon
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/core/authz"
+	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/core/policy"
+)
+
+// errRemoteOff is the refusal of every remote request while ca_file is
+// not set: without a trust anchor no chain can be checked.
+var errRemoteOff = status.Error(codes.Unauthenticated, "remote management is not configured: set ca_file (and revocation_file) in petreld's configuration")
+
+// errSavePolicy marks a policy that fits but could not be persisted.
+var errSavePolicy = errors.New("save policy")
+
+// trust is petreld's view of remote management: the root CAs from
+// ca_file and the revocation list from revocation_file. The list is
+// re-read when the file changes, which is checked on each remote request
+// (one stat), so a revocation applies to the very next request without a
+// background goroutine whose life would have to follow the daemon's.
+type trust struct {
+	roots   []*x509.Certificate
+	revPath string
+	log     hclog.Logger
+
+	mu      sync.Mutex
+	revoked *pki.RevocationList
+	stamp   revStamp
+	failing bool
+}
+
+// revStamp is what changes when the revocation file does.
+type revStamp struct {
+	mtime time.Time
+	size  int64
+	ino   uint64
+}
+
+func statRevocations(path string) (revStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return revStamp{}, err
+	}
+	s := revStamp{mtime: fi.ModTime(), size: fi.Size()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.ino = st.Ino
+	}
+	return s, nil
+}
+
+// loadTrust reads ca_file and revocation_file. Both empty: remote
+// management is off (nil, nil). A configured file that cannot be read is
+// an error, so petreld does not start trusting less or revoking less
+// than its owner wrote.
+func loadTrust(caFile, revFile string, log hclog.Logger) (*trust, error) {
+	if caFile == "" {
+		if revFile != "" {
+			return nil, errors.New("revocation_file is set but ca_file is not; set both to enable remote management")
+		}
+		return nil, nil
+	}
+	roots, err := pki.ReadCertsFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	t := &trust{roots: roots, revPath: revFile, log: log}
+	if revFile == "" {
+		log.Warn("remote management enabled without a revocation_file: certificates cannot be revoked", "ca_file", caFile)
+		return t, nil
+	}
+	if t.stamp, err = statRevocations(revFile); err != nil {
+		return nil, fmt.Errorf("revocation_file: %w", err)
+	}
+	if t.revoked, err = pki.LoadRevocationList(revFile); err != nil {
+		return nil, fmt.Errorf("revocation_file: %w", err)
+	}
+	return t, nil
+}
+
+// verifier returns a Verifier over the current revocation list,
+// reloading it first if the file changed. An unreadable or invalid file
+// keeps the last good list (and is logged once), as pki.Watcher does.
+func (t *trust) verifier() *pki.Verifier {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.revPath != "" {
+		s, err := statRevocations(t.revPath)
+		if err == nil && s != t.stamp {
+			var l *pki.RevocationList
+			if l, err = pki.LoadRevocationList(t.revPath); err == nil {
+				t.revoked, t.stamp = l, s
+			}
+		}
+		if err != nil && !t.failing {
+			t.log.Error("revocation list unreadable; keeping the last good one", "file", t.revPath, "error", err)
+		}
+		t.failing = err != nil
+	}
+	return &pki.Verifier{Roots: t.roots, Revoked: t.revoked}
+}
+
+// identify returns the verified identity of a request carrying a chain,
+// nil for a local request.
+func (t *trust) identify(ctx context.Context) (*pki.Identity, error) {
+	chain, err := authz.ChainFromMetadata(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unauthenticated, "client chain: %v", err)
+	}
+	if chain == nil {
+		return nil, nil
+	}
+	if t == nil {
+		return nil, errRemoteOff
+	}
+	id, err := t.verifier().Verify(chain)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return id, nil
+}
+
+// authInterceptors returns the interceptors that apply remote
+// authorization (package authz) to requests forwarded by
+// petrel-endpoint, using ca_file and revocation_file from the
+// configuration. Requests without a chain come from the local socket,
+// whose file permissions are the access control, and pass unchanged.
+func (d *Daemon) authInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor, error) {
+	t, err := loadTrust(d.cfg.CAFile, d.cfg.RevocationFile, d.log.Named("auth"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if t != nil {
+		d.log.Info("remote management enabled", "ca_file", d.cfg.CAFile, "revocation_file", d.cfg.RevocationFile)
+	}
+	unary, stream := authz.Interceptors(t.identify, d.installPolicies)
+	return unary, stream, nil
+}
+
+// installPolicies makes the policies of a caller's chain part of the
+// daemon's policy tree before a deploy, as Albatross does: each sub-CA's
+// policy is set at its domain path when absent or different, so that the
+// deploy's admission (which checks every ancestor, with the usage of all
+// VMs under it) enforces them. A policy that does not fit (larger than
+// an ancestor's, smaller than a descendant's or than current usage) is
+// refused. The root certificate's policy, if any, is not installed: the
+// root of the tree is what the host has.
+func (d *Daemon) installPolicies(_ context.Context, id *pki.Identity) error {
+	d.policyMu.Lock()
+	defer d.policyMu.Unlock()
+	for _, e := range id.Policies {
+		if e.Path.IsRoot() {
+			continue
+		}
+		if cur, ok := d.policies.Get(e.Path); ok && cur.Equal(e.Policy) {
+			continue
+		}
+		if err := d.setPolicyLocked(e.Path, e.Policy); err != nil {
+			if errors.Is(err, errSavePolicy) {
+				return status.Error(codes.Internal, err.Error())
+			}
+			if errors.Is(err, policy.ErrExceeded) {
+				return status.Errorf(codes.ResourceExhausted, "the policy of %q in the certificate chain does not fit this host: %v", e.Path, err)
+			}
+			return status.Errorf(codes.PermissionDenied, "the policy of %q in the certificate chain does not fit this host: %v", e.Path, err)
+		}
+		d.log.Info("installed policy from a certificate chain", "path", e.Path.String(), "policy", e.Policy.String())
+	}
+	return nil
+}
+
+// setPolicyLocked sets and persists the policy of path, undoing the set
+// when it cannot be saved; d.policyMu must be held.
+func (d *Daemon) setPolicyLocked(path name.Path, p policy.Policy) error {
+	old, hadOld := d.policies.Get(path)
+	usage := func(q name.Path) policy.Usage {
+		u := d.sup.UsageUnder(q, "")
+		if b, err := d.blocks.TotalMB(q.String()); err == nil {
+			u.BlockMB = int(b)
+		}
+		return u
+	}
+	if err := d.policies.Set(path, p, usage); err != nil {
+		return err
+	}
+	if err := d.store.Put(PoliciesCollection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
+		if hadOld {
+			_ = d.policies.Set(path, old, nil)
+		} else {
+			_ = d.policies.Remove(path)
+		}
+		return fmt.Errorf("%w of %q: %v", errSavePolicy, path, err)
+	}
+	return nil
+}

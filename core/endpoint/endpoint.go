@@ -1,0 +1,216 @@
+// Package endpoint is petrel-endpoint's server: the network-facing,
+// unprivileged half of remote management. It terminates TLS 1.3 with
+// mutual X.509 authentication against the owner's root CA (package pki),
+// authorizes each call with the rules of package authz, and forwards it
+// to petreld's unix socket together with the caller's certificate chain
+// (authz.ChainMetadata), which petreld verifies again before acting.
+//
+// Every method of the daemon API is relayed, streams included: image and
+// block uploads stream through without a size limit of their own
+// (petreld applies its limits), and console, events and statistics
+// follow live. Errors keep their gRPC codes.
+package endpoint
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/core/authz"
+	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/sdk/client"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// DefaultListen is the default listen address: port 1025 on every
+// interface, like Albatross's endpoint.
+const DefaultListen = ":1025"
+
+// handshakeTimeout bounds a TLS handshake, so that idle connections
+// cannot pile up before authenticating.
+const handshakeTimeout = 10 * time.Second
+
+// Options configures a Server. CAFile, CertFile, KeyFile and Socket are
+// required.
+type Options struct {
+	// Listen is the TCP address to listen on; empty means DefaultListen.
+	Listen string
+	// Socket is petreld's unix socket.
+	Socket string
+	// CAFile holds the root CA certificate(s) client chains must lead to.
+	CAFile string
+	// CertFile and KeyFile are the endpoint's certificate chain (leaf
+	// first) and private key, as `petrel ca init` writes them
+	// (server.pem, server.key).
+	CertFile string
+	KeyFile  string
+	// RevocationFile is the revocation list, reloaded while running;
+	// empty means no certificate is revoked.
+	RevocationFile string
+	// MaxChain bounds client chains, root included; 0 means
+	// pki.DefaultMaxChain.
+	MaxChain int
+	// Logger receives refusals and errors; nil discards them.
+	Logger hclog.Logger
+}
+
+// Server is a running endpoint. New binds the listening socket, so a
+// caller that drops privileges does so between New and Serve.
+type Server struct {
+	log      hclog.Logger
+	verifier *pki.Verifier
+	watcher  *pki.Watcher
+	lis      net.Listener
+	grpc     *grpc.Server
+	up       *client.Client
+
+	closeOnce sync.Once
+}
+
+// New loads the certificates, starts watching the revocation list,
+// listens on opts.Listen and prepares the connection to petreld (made
+// on first use, so petreld may start later or restart).
+func New(opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	for _, f := range []struct{ v, flag string }{{opts.Socket, "petreld socket"}, {opts.CAFile, "CA certificate"}, {opts.CertFile, "server certificate"}, {opts.KeyFile, "server key"}} {
+		if f.v == "" {
+			return nil, fmt.Errorf("endpoint: no %s given", f.flag)
+		}
+	}
+	roots, err := pki.ReadCertsFile(opts.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: CA: %w", err)
+	}
+	chain, err := pki.ReadCertsFile(opts.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: server certificate: %w", err)
+	}
+	key, err := pki.ReadKeyFile(opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: server key: %w", err)
+	}
+	s := &Server{log: log, verifier: &pki.Verifier{Roots: roots, MaxChain: opts.MaxChain}}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if opts.RevocationFile != "" {
+		list, err := pki.LoadRevocationList(opts.RevocationFile)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint: %w", err)
+		}
+		s.verifier.Revoked = list
+		s.watcher = pki.WatchRevocations(opts.RevocationFile, list, 0, func(err error) {
+			log.Error("revocation list unreadable; keeping the last good one", "error", err)
+		})
+	} else {
+		log.Warn("no revocation list: certificates cannot be revoked")
+	}
+	tlsCfg, err := pki.ServerTLSConfig(chain, key, s.verifier)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: %w", err)
+	}
+	verify := tlsCfg.VerifyConnection
+	tlsCfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verify(cs)
+		if err != nil {
+			log.Warn("refused client", "error", err)
+		}
+		return err
+	}
+	if s.up, err = client.Dial(opts.Socket); err != nil {
+		return nil, fmt.Errorf("endpoint: %w", err)
+	}
+	addr := opts.Listen
+	if addr == "" {
+		addr = DefaultListen
+	}
+	if s.lis, err = net.Listen("tcp", addr); err != nil {
+		return nil, fmt.Errorf("endpoint: listen: %w", err)
+	}
+	unary, stream := authz.Interceptors(s.identify, nil)
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: s.up.API})
+	ok = true
+	return s, nil
+}
+
+// Addr is the address the endpoint listens on.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// Serve answers calls until Close.
+func (s *Server) Serve() error {
+	s.log.Info("petrel-endpoint listening", "address", s.lis.Addr().String())
+	if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Close stops serving (letting calls in flight finish for a few
+// seconds), stops the revocation watcher and closes the connection to
+// petreld. It may be called more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.grpc != nil {
+			stopped := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(3 * time.Second):
+				s.grpc.Stop()
+				<-stopped
+			}
+		} else if s.lis != nil {
+			s.lis.Close()
+		}
+		if s.watcher != nil {
+			s.watcher.Stop()
+		}
+		if s.up != nil {
+			s.up.Close()
+		}
+	})
+}
+
+// identify returns the verified identity of the caller of a call. The
+// handshake has verified the chain already; verifying it again per call
+// applies revocations and expiries to long-lived connections too.
+func (s *Server) identify(ctx context.Context) (*pki.Identity, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "not a TLS connection")
+	}
+	id, err := s.verifier.VerifyConn(info.State)
+	if err != nil {
+		s.log.Warn("refused call", "peer", p.Addr.String(), "error", err)
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return id, nil
+}
