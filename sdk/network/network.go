@@ -45,7 +45,8 @@ type Network interface {
 	// Reconcile removes every interface the plugin created whose name is
 	// not in keep, and returns the names removed. petreld calls it at
 	// start-up with the interfaces of its live VMs to clear the orphans of
-	// crashes and failed creates.
+	// crashes and failed creates, before attaching anything new: an
+	// interface attached meanwhile and missing from keep is removed too.
 	Reconcile(ctx context.Context, keep []string) ([]string, error)
 	// Stats reads the counters of the named interfaces. Interfaces that do
 	// not exist are left out of the result rather than failing the call,
