@@ -6,7 +6,7 @@ GO       ?= go
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
-BINARIES := petrel petreld petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
+BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
             petrel-plugin-influx petrel-plugin-prometheus
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(GOBIN):$(PATH)
@@ -17,7 +17,7 @@ all: build
 
 build: $(BINARIES)
 
-petrel petreld petrel-shim:
+petrel petreld petrel-endpoint petrel-shim:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@
 
 petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus:

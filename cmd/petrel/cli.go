@@ -63,6 +63,7 @@ type app struct {
 	socket string
 	out    io.Writer
 	errw   io.Writer
+	remote remoteFlags
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -80,7 +81,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func (a *app) socketPath() string { return client.SocketPath(a.socket) }
+func (a *app) socketPath() string {
+	if a.remote.destination != "" {
+		return a.remote.destination
+	}
+	return client.SocketPath(a.socket)
+}
 
 // classify maps an error to an exit code and a one-line message.
 func classify(err error, socket string) (int, string) {
@@ -142,7 +148,8 @@ for example "team:web:frontend".
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
-		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd())
+		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
+	a.addRemote(root)
 	return root
 }
 
@@ -157,6 +164,9 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 }
 
 func (a *app) dial() (*client.Client, error) {
+	if a.remote.destination != "" {
+		return a.remoteDial()
+	}
 	return client.Dial(a.socketPath())
 }
 

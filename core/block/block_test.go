@@ -46,7 +46,7 @@ func TestCreateListDestroy(t *testing.T) {
 	for _, bad := range []struct {
 		n    string
 		size int64
-	}{{"a:b:disk2", 0}, {"a:b:disk2", -1}, {"../etc", 1}, {"a/b", 1}, {":", 1}, {"x", 1 << 40}} {
+	}{{"a:b:disk2", 0}, {"a:b:disk2", -1}, {"../etc", 1}, {"a/b", 1}, {":", 1}, {"x", 1 << 40}, {"x", MaxSizeMB}} {
 		if _, err := m.Create(bad.n, bad.size); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Create(%q, %d) = %v, want ErrInvalid", bad.n, bad.size, err)
 		}

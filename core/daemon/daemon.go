@@ -67,6 +67,8 @@ type Daemon struct {
 	grpc      *grpc.Server
 	lis       net.Listener
 	sock      string
+	// pluginDir is where plugin binaries are found.
+	pluginDir string
 
 	mu      sync.Mutex
 	uploads map[string]time.Time
@@ -141,6 +143,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		return nil, err
 	}
 	pluginDir := PluginDir(cfg.PluginDir)
+	d.pluginDir = pluginDir
 	d.plugins = pluginhost.New(pluginhost.Options{
 		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"),
 		HealthInterval: cfg.Duration("plugin_health_interval"),

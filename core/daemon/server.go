@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -13,6 +15,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/block"
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/pluginhost"
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
@@ -328,6 +331,20 @@ func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.P
 			p.Attributes = st.Fingerprint.GetAttributes()
 		}
 		out.Plugins = append(out.Plugins, p)
+	}
+	// Binaries in the plugin directory that no configuration block enables.
+	known := map[string]bool{}
+	for _, p := range out.Plugins {
+		known[p.GetName()] = true
+	}
+	found, _ := filepath.Glob(filepath.Join(s.d.pluginDir, pluginhost.BinaryPrefix+"*"))
+	for _, path := range found {
+		n := strings.TrimPrefix(filepath.Base(path), pluginhost.BinaryPrefix)
+		if known[n] {
+			continue
+		}
+		out.Plugins = append(out.Plugins, &daemonv1.Plugin{Name: n, Path: path, Health: "not enabled",
+			Description: fmt.Sprintf("found in %s; enable it with a backend, network or metrics block named %q", s.d.pluginDir, n)})
 	}
 	return out, nil
 }

@@ -108,6 +108,10 @@ func TestBlockDevices(t *testing.T) {
 		tmps, _ := filepath.Glob(filepath.Join(e.dataDir, "block", "*.tmp"))
 		return len(tmps) == 1
 	})
+	// Meanwhile the device is busy: a VM cannot take it.
+	if r := e.petrel("create", "team:racer", blk, "--block", "storage:disk"); r.code != 9 {
+		t.Fatalf("create during an upload: exit %d (%s)", r.code, r.err)
+	}
 	up.Process.Kill()
 	up.Wait()
 	w.Close()

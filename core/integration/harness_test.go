@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(tmp)
 		for pkg, out := range map[string]string{
-			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim",
+			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim", "./cmd/petrel-endpoint": "petrel-endpoint",
 			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge",
 			"./contrib/metrics-plugin-example": "petrel-plugin-jsonl",
 		} {

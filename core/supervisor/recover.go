@@ -162,6 +162,8 @@ func (s *Supervisor) reconcileNets(ctx context.Context) {
 	if s.opts.Network == nil {
 		return
 	}
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
 	var keep []string
 	s.mu.Lock()
 	for _, v := range s.vms {

@@ -153,6 +153,9 @@ type Supervisor struct {
 	reserved map[string]policy.Usage // creates being admitted; guarded by mu
 
 	admitMu sync.Mutex // serialises policy checks with their reservations
+	// netMu keeps tap reconciliation out while a start attaches taps and
+	// records them (reconciliation removes every tap not recorded).
+	netMu sync.RWMutex
 }
 
 // vm is one VM's live state.
@@ -600,6 +603,8 @@ func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spe
 // then an orphan, removed at recovery). On failure nothing is left at the
 // backend. Caller holds v.mu.
 func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, fresh bool) error {
+	s.netMu.RLock()
+	defer s.netMu.RUnlock()
 	v.rec.State = StateStarting
 	v.rec.RunID = spec.Id
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = nil, 0, 0, nil
