@@ -103,14 +103,6 @@ func bootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-func hostMemoryMB() uint32 {
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil {
-		return 0
-	}
-	return uint32(uint64(si.Totalram) * uint64(si.Unit) >> 20)
-}
-
 // Start brings petreld up: it recovers VMs and then serves the API. The
 // caller runs Serve and, to stop, Close.
 func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {

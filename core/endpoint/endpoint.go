@@ -16,8 +16,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -147,7 +149,7 @@ func New(opts Options) (*Server, error) {
 	}
 	unary, stream := authz.Interceptors(s.identify, nil)
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg)}),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -213,4 +215,56 @@ func (s *Server) identify(ctx context.Context) (*pki.Identity, error) {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	return id, nil
+}
+
+// refusalDrain bounds how long and how much the endpoint reads from a
+// client whose certificate it refused.
+const (
+	refusalDrainTime  = time.Second
+	refusalDrainBytes = 64 << 10
+)
+
+// lingeringCreds is the server's TLS credentials with one change: when a
+// handshake fails (a refused client certificate, typically), the
+// connection is half-closed and what the client already sent is read
+// before closing. Closing with unread data makes the kernel send a reset,
+// which discards the TLS alert before the client reads it; the client
+// would then see "broken pipe" instead of a refusal.
+type lingeringCreds struct {
+	credentials.TransportCredentials
+}
+
+func (c lingeringCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	// The TLS credentials close the connection on failure; holding that
+	// close back lets the refusal drain it first.
+	conn := &heldConn{Conn: raw}
+	conn.hold.Store(true)
+	out, info, err := c.TransportCredentials.ServerHandshake(conn)
+	conn.hold.Store(false)
+	if err != nil {
+		if hc, ok := raw.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite()
+		}
+		_ = raw.SetReadDeadline(time.Now().Add(refusalDrainTime))
+		_, _ = io.Copy(io.Discard, io.LimitReader(raw, refusalDrainBytes))
+		raw.Close()
+	}
+	return out, info, err
+}
+
+// heldConn ignores Close while hold is set.
+type heldConn struct {
+	net.Conn
+	hold atomic.Bool
+}
+
+func (h *heldConn) Close() error {
+	if h.hold.Load() {
+		return nil
+	}
+	return h.Conn.Close()
+}
+
+func (c lingeringCreds) Clone() credentials.TransportCredentials {
+	return lingeringCreds{c.TransportCredentials.Clone()}
 }

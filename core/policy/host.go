@@ -1,22 +1,11 @@
 package policy
 
-import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-
-	"golang.org/x/sys/unix"
-)
+import "sort"
 
 // DefaultHostVMs is the root policy's VM count. The host has no natural
 // limit on the number of VMs (memory and CPUs run out first), so the root
 // allows many; owners delegate smaller numbers.
 const DefaultHostVMs = 1024
-
-// sysClassNet is where Linux lists network interfaces; a variable so
-// tests can point it at a fixture.
-var sysClassNet = "/sys/class/net"
 
 // HostPolicy discovers the root policy from the host: the CPUs petreld
 // may run on (its affinity mask, so a daemon confined by a cpuset offers
@@ -29,31 +18,23 @@ func HostPolicy(dataDir string) (Policy, error) {
 	var p Policy
 	p.VMs = DefaultHostVMs
 
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return Policy{}, fmt.Errorf("host policy: sched_getaffinity: %w", err)
+	cpus, err := hostCPUs()
+	if err != nil {
+		return Policy{}, err
 	}
-	for id := 0; id <= MaxCPUID; id++ {
-		if set.IsSet(id) {
-			p.CPUs = append(p.CPUs, id)
-		}
-	}
+	p.CPUs = cpus
 
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil {
-		return Policy{}, fmt.Errorf("host policy: sysinfo: %w", err)
+	mem, err := hostMemoryBytes()
+	if err != nil {
+		return Policy{}, err
 	}
-	unit := uint64(si.Unit)
-	if unit == 0 {
-		unit = 1
-	}
-	p.MemoryMB = clampMB(uint64(si.Totalram)*unit/(1<<20), MaxMemoryMB)
+	p.MemoryMB = clampMB(mem/(1<<20), MaxMemoryMB)
 
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dataDir, &fs); err != nil {
-		return Policy{}, fmt.Errorf("host policy: statfs %s: %w", dataDir, err)
+	free, err := freeBytes(dataDir)
+	if err != nil {
+		return Policy{}, err
 	}
-	block := clampMB(fs.Bavail*uint64(fs.Bsize)/(1<<20), MaxBlockMB)
+	block := clampMB(free/(1<<20), MaxBlockMB)
 	p.BlockMB = &block
 
 	bridges, err := hostBridges()
@@ -64,28 +45,21 @@ func HostPolicy(dataDir string) (Policy, error) {
 	return p.Canonical(), nil
 }
 
-// hostBridges lists the interfaces that are bridges, recognised by the
-// "bridge" directory the kernel creates for them in sysfs. Names the
-// policy cannot hold are skipped rather than failing start-up.
-func hostBridges() ([]string, error) {
-	ents, err := os.ReadDir(sysClassNet)
-	if err != nil {
-		return nil, fmt.Errorf("host policy: list bridges: %w", err)
-	}
+// bridgeList turns the host's bridge names into the policy's list: names
+// the policy cannot hold are skipped rather than failing start-up, and the
+// rest are sorted and capped at MaxBridges.
+func bridgeList(names []string) []string {
 	var out []string
-	for _, e := range ents {
-		if CheckBridgeName(e.Name()) != nil {
-			continue
-		}
-		if fi, err := os.Stat(filepath.Join(sysClassNet, e.Name(), "bridge")); err == nil && fi.IsDir() {
-			out = append(out, e.Name())
+	for _, name := range names {
+		if CheckBridgeName(name) == nil {
+			out = append(out, name)
 		}
 	}
 	sort.Strings(out)
 	if len(out) > MaxBridges {
 		out = out[:MaxBridges]
 	}
-	return out, nil
+	return out
 }
 
 // clampMB converts a size in MiB to int, capped at limit so an exotic

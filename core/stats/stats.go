@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
@@ -331,32 +330,6 @@ func (c *Collector) sampleInterfaces(ctx context.Context, vms []VM, samples []*p
 			})
 		}
 	}
-}
-
-func hostSample() *pluginv1.HostSample {
-	h := &pluginv1.HostSample{}
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err == nil {
-		unit := uint64(si.Unit)
-		if unit == 0 {
-			unit = 1
-		}
-		h.MemoryTotalBytes = uint64(si.Totalram) * unit
-		h.Load1 = float64(si.Loads[0]) / 65536
-	}
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) == nil {
-		h.Cpus = uint32(set.Count())
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, line := range bytes.Split(b, []byte("\n")) {
-			if f := bytes.Fields(line); len(f) >= 2 && string(f[0]) == "MemAvailable:" {
-				kb, _ := strconv.ParseUint(string(f[1]), 10, 64)
-				h.MemoryAvailableBytes = kb << 10
-			}
-		}
-	}
-	return h
 }
 
 func selfRSS() int64 {

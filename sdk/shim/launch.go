@@ -218,11 +218,7 @@ func newShimReaper(cmd *exec.Cmd) *shimReaper {
 	r := &shimReaper{pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		var si unix.Siginfo
-		var err error = unix.EINTR
-		for err == unix.EINTR {
-			err = unix.Waitid(unix.P_PID, r.pid, &si, unix.WEXITED|unix.WNOWAIT, nil)
-		}
+		_ = waitExited(r.pid)
 		r.mu.Lock()
 		r.exited = true
 		r.mu.Unlock()

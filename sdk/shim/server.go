@@ -223,11 +223,7 @@ func (s *server) trimLoop(stop <-chan struct{}, done chan<- struct{}) {
 // waits without reaping, marks the tender exited under s.mu and only then
 // reaps it, so that a concurrent kill can never hit a recycled pid.
 func (s *server) reap() Exit {
-	var si unix.Siginfo
-	var err error = unix.EINTR
-	for err == unix.EINTR {
-		err = unix.Waitid(unix.P_PID, s.pid, &si, unix.WEXITED|unix.WNOWAIT, nil)
-	}
+	err := waitExited(s.pid)
 	if err != nil {
 		s.log.Printf("waitid %d: %v", s.pid, err)
 	}
@@ -248,11 +244,11 @@ func (s *server) reap() Exit {
 		Rusage: Rusage{
 			UtimeNS:     ru.Utime.Nano(),
 			StimeNS:     ru.Stime.Nano(),
-			MaxRSSBytes: ru.Maxrss * 1024,
-			Minflt:      ru.Minflt,
-			Majflt:      ru.Majflt,
-			Nvcsw:       ru.Nvcsw,
-			Nivcsw:      ru.Nivcsw,
+			MaxRSSBytes: int64(ru.Maxrss) * 1024,
+			Minflt:      int64(ru.Minflt),
+			Majflt:      int64(ru.Majflt),
+			Nvcsw:       int64(ru.Nvcsw),
+			Nivcsw:      int64(ru.Nivcsw),
 		},
 	}
 	switch {

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	// Orphaned processes that some tests create on purpose are
 	// re-parented to the test process, which reaps them, rather than to
 	// an init that may not.
-	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	_ = becomeSubreaper()
 	os.Exit(m.Run())
 }
 

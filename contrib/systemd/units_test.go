@@ -1,0 +1,153 @@
+// Package systemd_test checks Petrel's systemd units, tmpfiles.d and
+// sysusers.d entries with systemd's own tools.
+package systemd_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+var units = []string{"petreld.service", "petrel-endpoint.socket", "petrel-endpoint.service"}
+
+// binaries are the absolute ExecStart paths the units name; verify
+// insists they exist and are executable.
+var binaries = []string{"/usr/bin/petreld", "/usr/bin/petrel-endpoint"}
+
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not found (apt-get install systemd): cannot check the units", name)
+	}
+	return p
+}
+
+// TestVerify runs `systemd-analyze verify` on the units. It fails on any
+// output, not only on a non-zero exit: verify exits 0 for unknown or
+// unparsable directives that systemd would ignore. The units' absolute
+// binary paths are pointed at fake executables in a copy, because the
+// binaries are not installed here and `verify --root` needs a complete
+// unit tree (sysinit.target and friends) under the root.
+func TestVerify(t *testing.T) {
+	analyze := tool(t, "systemd-analyze")
+	dir := t.TempDir()
+	fakeBin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(fakeBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range binaries {
+		if err := os.WriteFile(filepath.Join(fakeBin, filepath.Base(b)), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var paths []string
+	for _, u := range units {
+		src, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range binaries {
+			src = bytes.ReplaceAll(src, []byte("="+b+" "), []byte("="+filepath.Join(fakeBin, filepath.Base(b))+" "))
+		}
+		if bytes.Contains(src, []byte("=/usr/bin/")) {
+			t.Fatalf("%s runs a binary this test does not know: add it to binaries", u)
+		}
+		p := filepath.Join(dir, u)
+		if err := os.WriteFile(p, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	out, err := exec.Command(analyze, append([]string{"verify", "--man=no"}, paths...)...).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestVerifyCatchesMistakes makes sure TestVerify would notice a broken
+// unit, since verify's exit status alone would not.
+func TestVerifyCatchesMistakes(t *testing.T) {
+	analyze := tool(t, "systemd-analyze")
+	p := filepath.Join(t.TempDir(), "broken.service")
+	if err := os.WriteFile(p, []byte("[Service]\nExecStart=/bin/true\nKillMode=sometimes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command(analyze, "verify", "--man=no", p).CombinedOutput()
+	if !strings.Contains(string(out), "sometimes") {
+		t.Fatalf("verify said nothing about a bad KillMode: %q", out)
+	}
+}
+
+// TestSysusersAndTmpfiles applies the sysusers.d and tmpfiles.d entries
+// to an empty root and checks the users, groups and directories made.
+func TestSysusersAndTmpfiles(t *testing.T) {
+	sysusers := tool(t, "systemd-sysusers")
+	tmpfiles := tool(t, "systemd-tmpfiles")
+	if os.Geteuid() != 0 {
+		t.Skip("not root: systemd-tmpfiles cannot give /run/petrel its group")
+	}
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs := func(name string) string {
+		p, err := filepath.Abs(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if out, err := exec.Command(sysusers, "--root="+root, abs("petrel.sysusers")).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v\n%s", err, out)
+	}
+	group, err := os.ReadFile(filepath.Join(root, "etc/group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	petrelGID := -1
+	for _, line := range strings.Split(string(group), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) == 4 && f[0] == "petrel" {
+			petrelGID, _ = strconv.Atoi(f[2])
+			if f[3] != "petrel-endpoint" {
+				t.Errorf("members of petrel: %q, want petrel-endpoint", f[3])
+			}
+		}
+	}
+	if petrelGID < 0 {
+		t.Fatalf("no petrel group in %s", group)
+	}
+	passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(passwd), "petrel-endpoint:x:") || !strings.Contains(string(passwd), ":/usr/sbin/nologin") {
+		t.Errorf("petrel-endpoint user missing or has a shell:\n%s", passwd)
+	}
+	if out, err := exec.Command(tmpfiles, "--create", "--root="+root, abs("petrel.tmpfiles")).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-tmpfiles: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+		gid  int
+	}{
+		{"run/petrel", 0o755, petrelGID},
+		{"var/lib/petrel", 0o700, 0},
+	} {
+		fi, err := os.Stat(filepath.Join(root, c.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != c.mode || st.Uid != 0 || int(st.Gid) != c.gid {
+			t.Errorf("/%s: mode %o uid %d gid %d, want %o 0 %d", c.path, fi.Mode().Perm(), st.Uid, st.Gid, c.mode, c.gid)
+		}
+	}
+}
