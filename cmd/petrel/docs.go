@@ -130,7 +130,7 @@ func roffBlock(w io.Writer, text string) {
 // writeManPage renders one command as a man page.
 func writeManPage(w io.Writer, c *cobra.Command, version string) {
 	title := strings.ToUpper(manName(c))
-	fmt.Fprintf(w, ".TH \"%s\" \"1\" \"\" \"%s\" \"Petrel Manual\"\n", title, roffEscape("petrel "+version))
+	fmt.Fprintf(w, ".TH \"%s\" \"1\" \"\" \"%s\" \"Petrel Manual\"\n", roffEscape(title), roffEscape("petrel "+version))
 	fmt.Fprintln(w, ".SH NAME")
 	fmt.Fprintf(w, "%s \\- %s\n", roffEscape(manName(c)), roffEscape(c.Short))
 
