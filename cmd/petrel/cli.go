@@ -107,6 +107,9 @@ func classify(err error, socket string) (int, string) {
 		if strings.Contains(msg, "permission denied") {
 			return exitDenied, fmt.Sprintf("cannot connect to petreld at %s: permission denied", socket)
 		}
+		if strings.Contains(socket, ":") && !strings.HasPrefix(socket, "/") {
+			return exitUnreachable, fmt.Sprintf("cannot connect to the petrel endpoint at %s (is petrel-endpoint running and reachable?)", socket)
+		}
 		return exitUnreachable, fmt.Sprintf("cannot connect to petreld at %s (is it running? set --socket or %s)", socket, client.SocketEnv)
 	case codes.NotFound:
 		return exitNotFound, msg

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/petrel-vmm/petrel/sdk/client"
 )
 
 // Key kinds accepted by GenerateKey and the CLI's --key-type flags.
@@ -92,23 +94,7 @@ func genECDSA(c elliptic.Curve) (crypto.Signer, error) {
 // CheckPublicKey refuses key types and sizes Petrel does not accept, so a
 // weak key is refused wherever it appears in a chain, not only when this
 // package generated it.
-func CheckPublicKey(pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case ed25519.PublicKey:
-		return nil
-	case *ecdsa.PublicKey:
-		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
-			return nil
-		}
-		return fmt.Errorf("ecdsa key on curve %s: only P-256 and P-384 are accepted", k.Curve.Params().Name)
-	case *rsa.PublicKey:
-		if n := k.N.BitLen(); n < MinRSABits || n > MaxRSABits {
-			return fmt.Errorf("rsa key of %d bits: must be %d to %d", n, MinRSABits, MaxRSABits)
-		}
-		return nil
-	}
-	return fmt.Errorf("public key of type %T is not accepted", pub)
-}
+func CheckPublicKey(pub crypto.PublicKey) error { return client.CheckPublicKey(pub) }
 
 // KeyKind names the kind of a key as GenerateKey spells it, for listings
 // and log lines.

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/sdk/client"
 )
 
 // ServerTLSConfig returns the endpoint's TLS configuration: TLS 1.3 only,
@@ -62,60 +64,7 @@ func (v *Verifier) VerifyConn(cs tls.ConnectionState) (*Identity, error) {
 // carry Petrel's critical policy extension, which crypto/tls would
 // refuse.
 func ClientTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverRoots []*x509.Certificate, serverName string) (*tls.Config, error) {
-	cert, err := tlsCertificate(chain, key)
-	if err != nil {
-		return nil, fmt.Errorf("client TLS: %w", err)
-	}
-	if len(serverRoots) == 0 {
-		return nil, errors.New("client TLS: no server root CA")
-	}
-	if serverName == "" {
-		return nil, errors.New("client TLS: no server name to check the server's certificate against")
-	}
-	roots := x509.NewCertPool()
-	for _, r := range serverRoots {
-		roots.AddCert(handled(r))
-	}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		MaxVersion: tls.VersionTLS13,
-		ServerName: serverName,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return &cert, nil
-		},
-		// Verification happens in VerifyConnection, with the same
-		// checks crypto/tls would make plus the extension handling.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyServer(cs, roots, serverName)
-		},
-	}, nil
-}
-
-// verifyServer checks the server's chain against roots and the name the
-// client dialled.
-func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, serverName string) error {
-	if len(cs.PeerCertificates) == 0 {
-		return fmt.Errorf("verify server %s: no certificate presented", serverName)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(handled(c))
-	}
-	leaf := cs.PeerCertificates[0]
-	if err := CheckPublicKey(leaf.PublicKey); err != nil {
-		return fmt.Errorf("verify server %s: %w", serverName, err)
-	}
-	_, err := handled(leaf).Verify(x509.VerifyOptions{
-		DNSName:       serverName,
-		Roots:         roots,
-		Intermediates: inter,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	if err != nil {
-		return fmt.Errorf("verify server %s: %w", serverName, err)
-	}
-	return nil
+	return client.TLSConfig(chain, key, serverRoots, serverName)
 }
 
 // tlsCertificate pairs a chain with its key, checking that they match so

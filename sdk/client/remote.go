@@ -54,7 +54,7 @@ func DialTLS(addr string, chain []*x509.Certificate, key crypto.Signer, serverCA
 	if serverName == "" {
 		serverName, _, _ = net.SplitHostPort(addr)
 	}
-	cfg, err := remoteTLSConfig(chain, key, serverCA, serverName)
+	cfg, err := TLSConfig(chain, key, []*x509.Certificate{serverCA}, serverName)
 	if err != nil {
 		return nil, err
 	}
@@ -69,10 +69,13 @@ func DialTLS(addr string, chain []*x509.Certificate, key crypto.Signer, serverCA
 	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn)}, nil
 }
 
-// remoteTLSConfig is the client side of the endpoint's mutual TLS 1.3:
-// the same checks crypto/tls would make of the server's chain, with
-// Petrel's extensions marked as handled.
-func remoteTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverCA *x509.Certificate, serverName string) (*tls.Config, error) {
+// TLSConfig is the client side of the endpoint's mutual TLS 1.3: chain
+// (leaf first) and key are presented as the client certificate, and the
+// server's certificate is checked as crypto/tls would check it against
+// serverCAs and serverName (required: the TLS state omits IP addresses),
+// with Petrel's extensions marked as handled, since crypto/tls would
+// refuse a root carrying the critical policy extension.
+func TLSConfig(chain []*x509.Certificate, key crypto.Signer, serverCAs []*x509.Certificate, serverName string) (*tls.Config, error) {
 	if len(chain) == 0 || chain[0] == nil {
 		return nil, errors.New("remote: no client certificate")
 	}
@@ -83,7 +86,7 @@ func remoteTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverCA *x50
 	if pub, ok := key.Public().(equaler); !ok || !pub.Equal(chain[0].PublicKey) {
 		return nil, fmt.Errorf("remote: the private key does not match certificate %q", chain[0].Subject.CommonName)
 	}
-	if serverCA == nil {
+	if len(serverCAs) == 0 || serverCAs[0] == nil {
 		return nil, errors.New("remote: no server CA certificate")
 	}
 	if serverName == "" {
@@ -94,7 +97,9 @@ func remoteTLSConfig(chain []*x509.Certificate, key crypto.Signer, serverCA *x50
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(handled(serverCA))
+	for _, ca := range serverCAs {
+		roots.AddCert(handled(ca))
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
@@ -122,7 +127,7 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, serverName strin
 		inter.AddCert(handled(c))
 	}
 	leaf := cs.PeerCertificates[0]
-	if err := checkKey(leaf.PublicKey); err != nil {
+	if err := CheckPublicKey(leaf.PublicKey); err != nil {
 		return fmt.Errorf("verify server %s: %w", serverName, err)
 	}
 	if _, err := handled(leaf).Verify(x509.VerifyOptions{
@@ -153,9 +158,9 @@ func handled(c *x509.Certificate) *x509.Certificate {
 	return &cp
 }
 
-// checkKey accepts the key types Petrel accepts everywhere: Ed25519,
-// ECDSA P-256 and P-384, RSA of 2048 to 8192 bits.
-func checkKey(pub crypto.PublicKey) error {
+// CheckPublicKey accepts the key types Petrel accepts everywhere:
+// Ed25519, ECDSA P-256 and P-384, RSA of 2048 to 8192 bits.
+func CheckPublicKey(pub crypto.PublicKey) error {
 	switch k := pub.(type) {
 	case ed25519.PublicKey:
 		return nil
@@ -163,14 +168,14 @@ func checkKey(pub crypto.PublicKey) error {
 		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
 			return nil
 		}
-		return fmt.Errorf("ECDSA key on curve %s is not accepted (P-256 or P-384)", k.Curve.Params().Name)
+		return fmt.Errorf("ecdsa key on curve %s: only P-256 and P-384 are accepted", k.Curve.Params().Name)
 	case *rsa.PublicKey:
 		if n := k.N.BitLen(); n < 2048 || n > 8192 {
-			return fmt.Errorf("RSA key of %d bits is not accepted (2048 to 8192)", n)
+			return fmt.Errorf("rsa key of %d bits: must be 2048 to 8192", n)
 		}
 		return nil
 	}
-	return fmt.Errorf("key type %T is not accepted", pub)
+	return fmt.Errorf("public key of type %T is not accepted", pub)
 }
 
 // tlsRefusal turns the transport error of a handshake the endpoint

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Builds Petrel's Debian package with nfpm (contrib/packaging/nfpm.yaml):
+#
+#   contrib/packaging/build-deb.sh [BIN_DIR [OUT_DIR]]
+#
+# BIN_DIR holds the built binaries (default bin/, as `make build` leaves
+# them); the .deb is written to OUT_DIR (default BIN_DIR). It generates the
+# example configuration (/etc/petrel/petreld.hcl: petreld's defaults, with
+# the socket open to the group petrel), man pages and shell completions
+# (`petrel gen-docs`) into a temporary directory first.
+#
+# Environment: VERSION (a Debian version; default from `git describe`),
+# ARCH (default: dpkg's architecture), NFPM (the nfpm binary; default nfpm
+# on PATH, then in GOPATH/bin; `make deps` installs it).
+set -eu
+
+cd "$(dirname "$0")/../.."
+BIN=$(cd "${1:-bin}" && pwd)
+OUT=$(mkdir -p "${2:-$BIN}" && cd "${2:-$BIN}" && pwd)
+
+for b in petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt \
+	petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus; do
+	[ -x "$BIN/$b" ] || { echo "build-deb: $BIN/$b is missing (run make build)" >&2; exit 1; }
+done
+
+NFPM=${NFPM:-$(command -v nfpm || true)}
+if [ -z "$NFPM" ]; then
+	gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+	[ -x "$gobin/nfpm" ] && NFPM="$gobin/nfpm"
+fi
+[ -n "$NFPM" ] || { echo "build-deb: nfpm not found (make deps installs it)" >&2; exit 1; }
+
+if [ -z "${VERSION:-}" ]; then
+	# Debian versions must start with a digit: v1.2.3-4-gabc -> 1.2.3+4.gabc;
+	# without a release tag: 0.0.0~git<commit>.
+	VERSION=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null | sed 's/^v//; s/-/+/; s/-/./g' || true)
+	if [ -z "$VERSION" ]; then
+		VERSION="0.0.0~git$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+		git diff --quiet HEAD 2>/dev/null || VERSION="$VERSION.dirty"
+	fi
+fi
+ARCH=${ARCH:-$(dpkg --print-architecture 2>/dev/null || go env GOARCH)}
+
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT INT TERM
+
+{
+	echo "# petreld's configuration (petreld --config /etc/petrel/petreld.hcl)."
+	echo "# It starts as a copy of the embedded defaults; only what differs from"
+	echo "# them matters. The packaged service runs petreld with the group petrel,"
+	echo "# and socket_mode below lets members of that group (and petrel-endpoint)"
+	echo "# manage VMs. The reference is /usr/share/doc/petrel/configuration.md."
+	echo
+	"$BIN/petreld" --print-defaults | sed 's/^socket_mode = "0600"$/socket_mode = "0660"/'
+} > "$STAGE/petreld.hcl"
+grep -q '^socket_mode = "0660"$' "$STAGE/petreld.hcl" || { echo "build-deb: could not set socket_mode in the example configuration" >&2; exit 1; }
+
+"$BIN/petrel" gen-docs "$STAGE" >/dev/null
+gzip -9n "$STAGE"/man/*.1
+
+export BIN STAGE VERSION ARCH
+"$NFPM" package --config contrib/packaging/nfpm.yaml --packager deb --target "$OUT/petrel_${VERSION}_${ARCH}.deb" >&2
+echo "$OUT/petrel_${VERSION}_${ARCH}.deb"
