@@ -11,7 +11,7 @@ BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build examples test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
+.PHONY: all build examples deb docs config-reference test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
 
 all: build
 
@@ -37,7 +37,7 @@ test: build guests examples
 
 lint:
 	$(GO) vet ./...
-	GOOS=freebsd $(GO) vet ./sdk/solo5/... ./sdk/proto/... ./core/name/... ./core/config/...
+	GOOS=freebsd $(GO) vet ./...
 	staticcheck ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -80,6 +80,18 @@ check: deps
 # unikernel with the built-in tender, showing its console.
 demo: deps build guests
 	contrib/scripts/demo.sh
+
+# Debian package (nfpm) of everything, with units and example config.
+deb: build
+	contrib/packaging/build-deb.sh bin bin
+
+# Man pages and shell completions, generated from the CLI into bin/docs.
+docs: petrel
+	bin/petrel gen-docs bin/docs
+
+# Regenerate contrib/docs/configuration.md from the config schema.
+config-reference:
+	$(GO) run ./contrib/gendocs
 
 clean:
 	rm -rf bin

@@ -60,7 +60,7 @@ func run(args []string) int {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	listen := fs.String("listen", endpoint.DefaultListen, "TCP address to listen on (Albatross's port by default)")
+	listen := fs.String("listen", endpoint.DefaultListen, "TCP address to listen on (Albatross's port by default), or \"systemd\" for the socket systemd passes (petrel-endpoint.socket)")
 	socket := fs.String("socket", "", "petreld's socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
 	caFile := fs.String("ca", "", "root CA certificate that client chains must lead to (ca.pem of 'petrel ca init')")
 	certFile := fs.String("cert", "", "the endpoint's certificate chain (server.pem of 'petrel ca init')")

@@ -8,7 +8,7 @@ export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go)/bin
 
 need=""
 for pkg in protobuf-compiler gcc make iproute2 iputils-ping binutils influxdb prometheus \
-	qemu-system-x86 busybox-static linux-image-cloud-amd64; do
+	qemu-system-x86 busybox-static linux-image-cloud-amd64 systemd groff-base; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
@@ -34,3 +34,4 @@ install_tool() { # binary module@version
 install_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 install_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 install_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+install_tool nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2

@@ -4,6 +4,7 @@ package systemd_test
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/petrel-vmm/petrel/core/activation"
+	"github.com/petrel-vmm/petrel/core/config"
+	"github.com/petrel-vmm/petrel/core/endpoint"
+	"github.com/petrel-vmm/petrel/sdk/client"
 )
 
 var units = []string{"petreld.service", "petrel-endpoint.socket", "petrel-endpoint.service"}
@@ -149,5 +155,50 @@ func TestSysusersAndTmpfiles(t *testing.T) {
 		if fi.Mode().Perm() != c.mode || st.Uid != 0 || int(st.Gid) != c.gid {
 			t.Errorf("/%s: mode %o uid %d gid %d, want %o 0 %d", c.path, fi.Mode().Perm(), st.Uid, st.Gid, c.mode, c.gid)
 		}
+	}
+}
+
+// TestUnitsMatchDefaults keeps the units' paths and port in step with
+// petreld's defaults, the CLI's default socket and the endpoint's port.
+func TestUnitsMatchDefaults(t *testing.T) {
+	cfg, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	daemon, endpointUnit, socket := read("petreld.service"), read("petrel-endpoint.service"), read("petrel-endpoint.socket")
+	for _, want := range []string{
+		"ReadWritePaths=" + cfg.DataDir + " " + cfg.RunDir + "\n",
+		"RuntimeDirectory=" + filepath.Base(cfg.RunDir) + "\n",
+		"StateDirectory=" + filepath.Base(cfg.DataDir) + "\n",
+		"KillMode=process\n",
+		"RuntimeDirectoryPreserve=yes\n",
+	} {
+		if !strings.Contains(daemon, want) {
+			t.Errorf("petreld.service lacks %q", want)
+		}
+	}
+	if !strings.Contains(endpointUnit, "--socket "+client.DefaultSocket+" ") {
+		t.Errorf("petrel-endpoint.service does not use %s", client.DefaultSocket)
+	}
+	if !strings.Contains(endpointUnit, "--listen "+activation.Systemd+" ") {
+		t.Errorf("petrel-endpoint.service does not take its socket from systemd")
+	}
+	_, port, err := net.SplitHostPort(endpoint.DefaultListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(socket, "ListenStream="+port+"\n") {
+		t.Errorf("petrel-endpoint.socket does not listen on the endpoint's port %s", port)
+	}
+	tmpfiles := read("petrel.tmpfiles")
+	if !strings.Contains(tmpfiles, "d "+cfg.RunDir+" ") || !strings.Contains(tmpfiles, "d "+cfg.DataDir+" 0700 ") {
+		t.Errorf("petrel.tmpfiles does not create %s and %s (0700)", cfg.RunDir, cfg.DataDir)
 	}
 }

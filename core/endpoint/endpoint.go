@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/core/activation"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
@@ -144,7 +145,7 @@ func New(opts Options) (*Server, error) {
 	if addr == "" {
 		addr = DefaultListen
 	}
-	if s.lis, err = net.Listen("tcp", addr); err != nil {
+	if s.lis, err = activation.Listener(addr); err != nil {
 		return nil, fmt.Errorf("endpoint: listen: %w", err)
 	}
 	unary, stream := authz.Interceptors(s.identify, nil)

@@ -32,10 +32,14 @@ func (u usage) String() string {
 // TestChurn: many create/destroy cycles (fake tender, through the Go
 // client) leave petreld's and the hvt plugin's memory, file descriptors
 // and threads where they were after a warm-up, and leave nothing behind.
-// PETREL_CHURN_CYCLES sets the number of cycles (default 1000; the
-// reliability target is 10000).
+// PETREL_CHURN_CYCLES sets the number of cycles (default 1000, 200 with
+// -short; the reliability target is 10000).
 func TestChurn(t *testing.T) {
-	cycles := int(envInt(t, "PETREL_CHURN_CYCLES", 1000))
+	def := int64(1000)
+	if testing.Short() {
+		def = 200
+	}
+	cycles := int(envInt(t, "PETREL_CHURN_CYCLES", def))
 	const warmup = 100
 	const maxRSSGrowthKB = 20 << 10
 	const fdMargin, threadMargin = 3, 4

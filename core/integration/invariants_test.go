@@ -66,14 +66,6 @@ func (m *model) destroyed(name string, code int) {
 	}
 }
 
-// touched records an operation that may have changed a VM's existence in
-// a way the test cannot tell (one interrupted by a crash).
-func (m *model) touched(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.vms[name] = unknown
-}
-
 // observe pins unknown names to what a consistent daemon reported, so
 // later checks hold it to that.
 func (m *model) observe(present map[string]bool) {

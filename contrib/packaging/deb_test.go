@@ -1,0 +1,171 @@
+// Package packaging_test builds Petrel's Debian package with
+// build-deb.sh and nfpm, and inspects what it would install.
+package packaging_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/core/config"
+)
+
+// realBinaries are run while packaging; the others are only copied, so
+// small stand-ins keep the test fast.
+var realBinaries = map[string]string{"petrel": "./cmd/petrel", "petreld": "./cmd/petreld"}
+
+var stubBinaries = []string{"petrel-endpoint", "petrel-shim", "petrel-plugin-hvt", "petrel-plugin-spt",
+	"petrel-plugin-bridge", "petrel-plugin-influx", "petrel-plugin-prometheus"}
+
+func findNfpm(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("nfpm"); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "nfpm")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skip("nfpm not found on PATH or in GOPATH/bin (make deps installs it)")
+	return ""
+}
+
+func TestBuildDeb(t *testing.T) {
+	nfpm := findNfpm(t)
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("dpkg-deb not found: cannot inspect the package")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the Debian package is for Linux")
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	for name, pkg := range realBinaries {
+		// `make test` has built them already (PETREL_BIN); building
+		// them here otherwise.
+		if built := filepath.Join(os.Getenv("PETREL_BIN"), name); os.Getenv("PETREL_BIN") != "" {
+			b, err := os.ReadFile(built)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
+		cmd.Dir = repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	if err := exec.Command(filepath.Join(bin, "petrel"), "gen-docs", "--help").Run(); err != nil {
+		t.Skip("petrel has no gen-docs command (add genDocsCmd to the root command): the package needs its man pages")
+	}
+	for _, name := range stubBinaries {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := t.TempDir()
+	cmd := exec.Command(filepath.Join(repo, "contrib", "packaging", "build-deb.sh"), bin, out)
+	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "VERSION=1.2.3~test", "ARCH=amd64")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build-deb.sh: %v\n%s", err, stderr.String())
+	}
+	deb := strings.TrimSpace(string(stdout))
+	if deb != filepath.Join(out, "petrel_1.2.3~test_amd64.deb") {
+		t.Fatalf("build-deb.sh printed %q", deb)
+	}
+
+	list, err := exec.Command("dpkg-deb", "-c", deb).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -c: %v", err)
+	}
+	modes := map[string]string{}
+	for _, line := range strings.Split(string(list), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 {
+			modes[strings.TrimPrefix(f[5], ".")] = f[0] + " " + f[1]
+		}
+	}
+	want := map[string]string{
+		"/usr/bin/petrel":                                  "-rwxr-xr-x root/root",
+		"/usr/bin/petreld":                                 "-rwxr-xr-x root/root",
+		"/usr/bin/petrel-endpoint":                         "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-shim":                  "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-plugin-hvt":            "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-plugin-spt":            "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-plugin-bridge":         "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-plugin-influx":         "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-plugin-prometheus":     "-rwxr-xr-x root/root",
+		"/usr/lib/systemd/system/petreld.service":          "-rw-r--r-- root/root",
+		"/usr/lib/systemd/system/petrel-endpoint.service":  "-rw-r--r-- root/root",
+		"/usr/lib/systemd/system/petrel-endpoint.socket":   "-rw-r--r-- root/root",
+		"/usr/lib/tmpfiles.d/petrel.conf":                  "-rw-r--r-- root/root",
+		"/usr/lib/sysusers.d/petrel.conf":                  "-rw-r--r-- root/root",
+		"/etc/petrel/petreld.hcl":                          "-rw-r--r-- root/root",
+		"/usr/share/doc/petrel/configuration.md":           "-rw-r--r-- root/root",
+		"/usr/share/man/man1/petrel.1.gz":                  "-rw-r--r-- root/root",
+		"/usr/share/man/man1/petrel-create.1.gz":           "-rw-r--r-- root/root",
+		"/usr/share/bash-completion/completions/petrel":    "-rw-r--r-- root/root",
+		"/usr/share/zsh/vendor-completions/_petrel":        "-rw-r--r-- root/root",
+		"/usr/share/fish/vendor_completions.d/petrel.fish": "-rw-r--r-- root/root",
+	}
+	for path, mode := range want {
+		if got, ok := modes[path]; !ok {
+			t.Errorf("package lacks %s", path)
+		} else if got != mode {
+			t.Errorf("%s: %s, want %s", path, got, mode)
+		}
+	}
+
+	info, err := exec.Command("dpkg-deb", "-I", deb).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -I: %v", err)
+	}
+	for _, w := range []string{"Package: petrel", "Version: 1.2.3~test", "Architecture: amd64", "conffiles", "postinst", "prerm", "postrm"} {
+		if !bytes.Contains(info, []byte(w)) {
+			t.Errorf("control information lacks %q:\n%s", w, info)
+		}
+	}
+	ctrl := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-e", deb, ctrl).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -e: %v\n%s", err, out)
+	}
+	conffiles, err := os.ReadFile(filepath.Join(ctrl, "conffiles"))
+	if err != nil || strings.TrimSpace(string(conffiles)) != "/etc/petrel/petreld.hcl" {
+		t.Errorf("conffiles: %q %v", conffiles, err)
+	}
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		if out, err := exec.Command("sh", "-n", filepath.Join(ctrl, s)).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", s, err, out)
+		}
+	}
+
+	// The packaged configuration is valid and opens the socket to the
+	// group petrel, which petrel-endpoint needs.
+	root := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	cfg, err := config.Load(filepath.Join(root, "etc", "petrel", "petreld.hcl"))
+	if err != nil {
+		t.Fatalf("packaged petreld.hcl: %v", err)
+	}
+	if cfg.SocketMode != "0660" || cfg.DataDir != "/var/lib/petrel" || cfg.RunDir != "/run/petrel" {
+		t.Errorf("packaged configuration: socket_mode %q data_dir %q run_dir %q", cfg.SocketMode, cfg.DataDir, cfg.RunDir)
+	}
+}

@@ -1,0 +1,132 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// host is what Configure learns about the machine: the QEMU binary, its
+// version, whether KVM works with it and whether that KVM is kvm_pvm.
+type host struct {
+	qemu    string // absolute path
+	qemuErr error
+	version string
+	kvmErr  error // nil when KVM works with this QEMU
+	pvm     bool  // /dev/kvm is provided by kvm_pvm
+	qboot   string
+	shim    string
+	shimErr error
+}
+
+var versionRE = regexp.MustCompile(`QEMU emulator version ([0-9][^\s]*)`)
+
+// qemuVersion runs QEMU --version and returns the version it prints.
+func qemuVersion(ctx context.Context, qemu string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, qemu, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w (output %q)", qemu, err, firstLine(out))
+	}
+	m := versionRE.FindSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("%s --version printed no QEMU version (output %q)", qemu, firstLine(out))
+	}
+	return string(m[1]), nil
+}
+
+// probeKVM starts QEMU with KVM and no machine, and quits it through QMP
+// on stdin. It fails when /dev/kvm is missing or unusable, or when this
+// QEMU cannot use it, which a mere open of /dev/kvm would not show.
+func probeKVM(ctx context.Context, qemu string) error {
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
+		return fmt.Errorf("/dev/kvm unusable: %w", err)
+	} else {
+		_ = f.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu, "-machine", "none", "-accel", "kvm", "-nodefaults", "-no-user-config",
+		"-display", "none", "-monitor", "none", "-serial", "none", "-qmp", "stdio")
+	cmd.Stdin = strings.NewReader(`{"execute":"qmp_capabilities"}` + "\n" + `{"execute":"quit"}` + "\n")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := out.String()
+		if i := strings.Index(msg, "failed to initialize kvm"); i >= 0 {
+			msg = msg[i:]
+		}
+		return fmt.Errorf("QEMU cannot use KVM: %w (%s)", err, firstLine([]byte(msg)))
+	}
+	return nil
+}
+
+// kvmPVM reports whether KVM on this host is kvm_pvm, a software KVM that
+// runs small guests but pauses Linux kernels with internal errors.
+func kvmPVM() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err == nil
+}
+
+// qemuDataDirs are where QEMU's firmware files are installed.
+var qemuDataDirs = []string{"/usr/share/qemu", "/usr/local/share/qemu", "/usr/share/seabios"}
+
+// findQboot returns the path of QEMU's qboot firmware, which boots -kernel
+// guests in a fraction of SeaBIOS's time, or "" when it is not installed.
+func findQboot() string {
+	for _, d := range qemuDataDirs {
+		p := filepath.Join(d, "qboot.rom")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}
+
+// findShim looks for petrel-shim as the setting says, beside the plugin
+// or on PATH.
+func findShim(setting, pluginDir string) (string, error) {
+	if setting != "" {
+		p, err := exec.LookPath(setting)
+		if err != nil {
+			return "", fmt.Errorf("shim %s: %w", setting, err)
+		}
+		return p, nil
+	}
+	var dirs []string
+	if pluginDir != "" {
+		dirs = append(dirs, pluginDir)
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "petrel-shim")
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("petrel-shim")
+	if err != nil {
+		return "", errors.New("petrel-shim not found beside the plugin or on PATH")
+	}
+	return p, nil
+}
+
+// firstLine returns the first non-empty line of b, trimmed.
+func firstLine(b []byte) string {
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			return l
+		}
+	}
+	return ""
+}
