@@ -217,9 +217,10 @@ func (c *chaos) pickOp() (func(), string) {
 		return func() { e.petrel("restart", vm, "--arg", "run=forever") }, "restart " + vm
 	case r < 87:
 		c.ops["block"]++
+		remove := c.rng.Intn(3) == 0
 		return func() {
 			if e.petrel("block", "create", disk, "1", "--data", c.small).code == 5 {
-				if c.rng.Intn(3) == 0 {
+				if remove {
 					e.petrel("block", "destroy", disk)
 				} else {
 					e.petrel("block", "upload", disk, c.small)

@@ -43,28 +43,43 @@ func qemuVersion(ctx context.Context, qemu string) (string, error) {
 	return string(m[1]), nil
 }
 
-// probeKVM starts QEMU with KVM and no machine, and quits it through QMP
-// on stdin. It fails when /dev/kvm is missing or unusable, or when this
-// QEMU cannot use it, which a mere open of /dev/kvm would not show.
+// probeKVM checks that this QEMU can use KVM: /dev/kvm must open, and
+// QEMU must start with it. The second check catches what the first cannot
+// (a KVM this QEMU cannot initialise, missing permissions on its ioctls).
 func probeKVM(ctx context.Context, qemu string) error {
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
 		return fmt.Errorf("/dev/kvm unusable: %w", err)
-	} else {
-		_ = f.Close()
 	}
+	_ = f.Close()
+	if err := probeQEMU(ctx, qemu, "-accel", "kvm"); err != nil {
+		return fmt.Errorf("QEMU cannot use KVM: %w", err)
+	}
+	return nil
+}
+
+// probeSandbox checks that this QEMU has a working seccomp sandbox.
+func probeSandbox(ctx context.Context, qemu string) error {
+	return probeQEMU(ctx, qemu, "-accel", "tcg", "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+}
+
+// probeQEMU starts QEMU without a machine and with args, and quits it
+// through QMP on its stdin; it fails when QEMU does not start.
+func probeQEMU(ctx context.Context, qemu string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu, "-machine", "none", "-accel", "kvm", "-nodefaults", "-no-user-config",
-		"-display", "none", "-monitor", "none", "-serial", "none", "-qmp", "stdio")
+	argv := append([]string{"-machine", "none", "-nodefaults", "-no-user-config",
+		"-display", "none", "-monitor", "none", "-serial", "none", "-qmp", "stdio"}, args...)
+	cmd := exec.CommandContext(ctx, qemu, argv...)
 	cmd.Stdin = strings.NewReader(`{"execute":"qmp_capabilities"}` + "\n" + `{"execute":"quit"}` + "\n")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		msg := out.String()
-		if i := strings.Index(msg, "failed to initialize kvm"); i >= 0 {
+		if i := strings.Index(msg, filepath.Base(qemu)+": "); i >= 0 {
 			msg = msg[i:]
 		}
-		return fmt.Errorf("QEMU cannot use KVM: %w (%s)", err, firstLine([]byte(msg)))
+		return fmt.Errorf("%w (%s)", err, firstLine([]byte(msg)))
 	}
 	return nil
 }

@@ -27,6 +27,9 @@ const (
 	// LinuxNetUp is printed, followed by the address, once eth0 is
 	// configured.
 	LinuxNetUp = "PETREL-NET-UP"
+	// LinuxBlock starts one line per virtio disk, printed before
+	// LinuxReady: "PETREL-BLOCK vda SERIAL LOGICAL_BLOCK_SIZE SECTORS".
+	LinuxBlock = "PETREL-BLOCK"
 )
 
 // Kernel command-line parameters read by /init.
@@ -73,6 +76,9 @@ net=$(arg ` + ParamIP + `)
 if [ -n "$net" ]; then
 	ip link set eth0 up && ip addr add "$net" dev eth0 && echo "` + LinuxNetUp + ` $net"
 fi
+for d in /sys/block/vd*; do
+	[ -e "$d" ] && echo "` + LinuxBlock + ` ${d##*/} $(cat $d/serial) $(cat $d/queue/logical_block_size) $(cat $d/size)"
+done
 code=$(arg ` + ParamExit + `)
 if [ -n "$code" ]; then
 	echo "petrel-init: exit $code"
@@ -81,7 +87,9 @@ fi
 if [ "$(arg ` + ParamPowerButton + `)" != ignore ]; then
 	for e in /sys/class/input/event*; do
 		if [ "$(cat $e/device/name 2>/dev/null)" = "Power Button" ]; then
-			(head -c 24 /dev/input/${e##*/} >/dev/null; echo ` + LinuxPowerButton + `; poweroff -f) &
+			# Opened now, so that a press right after READY is queued.
+			exec 3</dev/input/${e##*/}
+			(head -c 24 <&3 >/dev/null; echo ` + LinuxPowerButton + `; poweroff -f) &
 		fi
 	done
 fi

@@ -1,0 +1,384 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/shim"
+)
+
+// VMFile records, in a VM directory, what kind of guest runs there and
+// how, so that any plugin instance can serve the VM.
+const VMFile = "qemu.json"
+
+// vmRecord is the content of VMFile.
+type vmRecord struct {
+	// Target is TargetVirtio or TargetLinux.
+	Target string `json:"target"`
+	// Accel is "kvm" or "tcg".
+	Accel string `json:"accel"`
+	// Warning is the warning printed on the console, if any.
+	Warning string `json:"warning,omitempty"`
+	// QEMU is QEMU's command line.
+	QEMU []string `json:"qemu"`
+}
+
+// handleState is the backend's part of a Handle.
+type handleState struct {
+	Dir    string `json:"dir"`
+	Target string `json:"target"`
+	Accel  string `json:"accel"`
+}
+
+// Timeouts of the lifecycle.
+const (
+	// readyTimeout bounds how long Start waits for QEMU's QMP socket to
+	// answer, i.e. for QEMU to have opened every device.
+	readyTimeout = 15 * time.Second
+	// defaultStopTimeout is Stop's grace period when the caller gives none.
+	defaultStopTimeout = 10 * time.Second
+)
+
+// warningScript prints its first argument on stderr (the console) and
+// executes the rest, so that QEMU keeps the pid the shim reports.
+const warningScript = `printf 'petrel: %s\n' "$1" >&2; shift; exec "$@"`
+
+// Start launches QEMU for spec under a new shim and returns once QEMU has
+// opened its devices and answers on QMP (or has already exited: a guest
+// may finish quickly).
+func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
+	res, p, err := b.validate(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if !res.GetOk() {
+		return nil, fmt.Errorf("%w: %s", hypervisor.ErrInvalid, res.GetReason())
+	}
+	v, err := b.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if v.host.shimErr != nil {
+		return nil, fmt.Errorf("%w: %v", hypervisor.ErrUnavailable, v.host.shimErr)
+	}
+	dir, err := b.dir(spec.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("VM directory: %w", err)
+	}
+	p.dir = dir
+	argv := p.argv()
+	_, warning, _ := chooseAccel(v.cfg, v.host, p.image.target)
+	launch := argv
+	if warning != "" {
+		launch = append([]string{"/bin/sh", "-c", warningScript, "petrel-qemu", warning}, argv...)
+	}
+	if err := writeJSON(dir, VMFile, vmRecord{Target: p.image.target, Accel: p.accel, Warning: warning, QEMU: argv}); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+	}
+	cpus := make([]int, 0, len(spec.GetCpus()))
+	for _, c := range spec.GetCpus() {
+		cpus = append(cpus, int(c))
+	}
+	proc, err := shim.Launch(ctx, shim.Config{
+		ShimPath: v.host.shim, Dir: dir, CPUs: cpus, ConsoleLines: int(spec.GetConsoleLines()),
+		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: launch, Env: os.Environ(),
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+	}
+	if err := b.awaitReady(ctx, dir, filepath.Base(p.qemu)); err != nil {
+		b.discard(dir)
+		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+	}
+	b.watch(spec.GetId(), dir)
+	state, _ := json.Marshal(handleState{Dir: dir, Target: p.image.target, Accel: p.accel})
+	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
+}
+
+// awaitReady waits until QEMU answers on QMP or exits. An exit with
+// status 1 and an error message from QEMU itself is a failed start (a
+// missing tap, an unreadable file); any other exit is the guest's and is
+// left for Wait.
+func (b *Backend) awaitReady(ctx context.Context, dir, prog string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	sock := filepath.Join(dir, QMPSocket)
+	c := shim.Dial(dir)
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := queryStatus(qctx, sock)
+		qcancel()
+		if err == nil {
+			return nil
+		}
+		info, ierr := c.Info(ctx)
+		if ierr == nil && info.Exited || errors.Is(ierr, shim.ErrShimLost) {
+			e, werr := c.Wait(ctx)
+			if werr != nil {
+				return fmt.Errorf("QEMU exited during start-up: %w", werr)
+			}
+			if msgs := qemuErrors(consoleOf(ctx, c), prog); e.Code == 1 && len(msgs) > 0 {
+				return fmt.Errorf("QEMU failed to start: %s", strings.Join(msgs, "; "))
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			// QEMU runs but is slow to answer; the monitor keeps watching.
+			if ctx.Err() == context.DeadlineExceeded {
+				return nil
+			}
+			return fmt.Errorf("waiting for QEMU: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// discard kills a VM that failed to start and removes its directory.
+func (b *Backend) discard(dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if shim.Alive(dir) {
+		_ = killAndWait(ctx, shim.Dial(dir))
+	}
+	_ = os.RemoveAll(dir)
+}
+
+// consoleOf returns the console lines a shim holds (or saved at exit).
+func consoleOf(ctx context.Context, c *shim.Client) []string {
+	var lines []string
+	_ = c.Console(ctx, time.Time{}, 0, false, func(l shim.Line) error {
+		lines = append(lines, l.Text)
+		return nil
+	})
+	return lines
+}
+
+// qemuErrors returns QEMU's own error messages among console lines:
+// lines that start with its program name, other than its warnings and
+// its note that a signal ended it.
+func qemuErrors(lines []string, prog string) []string {
+	var out []string
+	for _, l := range lines {
+		msg, ok := strings.CutPrefix(l, prog+": ")
+		if !ok || strings.HasPrefix(msg, "warning:") || strings.HasPrefix(msg, "terminating on signal") {
+			continue
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+// readRecord returns the VM record of dir.
+func readRecord(dir string) (*vmRecord, error) {
+	data, err := os.ReadFile(filepath.Join(dir, VMFile))
+	if err != nil {
+		return nil, fmt.Errorf("read VM record: %w", err)
+	}
+	var r vmRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("parse VM record %s: %w", filepath.Join(dir, VMFile), err)
+	}
+	return &r, nil
+}
+
+// Recover reports whether the VM of h still runs, and watches it again.
+func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
+	dir, err := b.existingDir(h.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if shim.Alive(dir) {
+		if info, err := shim.Dial(dir).Info(ctx); err == nil && !info.Exited {
+			b.watch(h.GetId(), dir)
+		}
+		return &pluginv1.RecoverResponse{Running: true}, nil
+	}
+	if ex, err := shim.ReadExit(dir); err == nil && ex != nil {
+		return &pluginv1.RecoverResponse{}, nil
+	}
+	return &pluginv1.RecoverResponse{Lost: true}, nil
+}
+
+// Wait blocks until QEMU exits and reports how the guest ended: a failure
+// the monitor recorded becomes exit code 1 with its reason.
+func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
+	dir, err := b.existingDir(id)
+	if err != nil {
+		return nil, err
+	}
+	c := shim.Dial(dir)
+	if info, err := c.Info(ctx); err == nil && !info.Exited {
+		b.watch(id, dir)
+	}
+	e, err := c.Wait(ctx)
+	if errors.Is(err, shim.ErrShimLost) {
+		return &pluginv1.ExitStatus{Lost: true, Message: err.Error(), ExitedAtNs: time.Now().UnixNano()}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wait for %s: %w", id, err)
+	}
+	st := exitStatus(e)
+	if f := readFailure(dir); f != nil {
+		st.Code, st.Signal, st.Message = 1, 0, f.Reason
+		return st, nil
+	}
+	st.Message = b.exitMessage(ctx, c, dir, e)
+	return st, nil
+}
+
+// exitStatus converts a shim exit record.
+func exitStatus(e shim.Exit) *pluginv1.ExitStatus {
+	return &pluginv1.ExitStatus{
+		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(),
+		Rusage: &pluginv1.Rusage{UtimeNs: e.Rusage.UtimeNS, StimeNs: e.Rusage.StimeNS, MaxrssBytes: e.Rusage.MaxRSSBytes,
+			Minflt: e.Rusage.Minflt, Majflt: e.Rusage.Majflt, Nvcsw: e.Rusage.Nvcsw, Nivcsw: e.Rusage.Nivcsw},
+	}
+}
+
+// solo5VirtioExit is QEMU's status when a Solo5 virtio guest calls
+// solo5_exit: the binding writes 41 to isa-debug-exit whatever the
+// guest's status.
+const solo5VirtioExit = 83
+
+// exitMessage explains an exit status in words.
+func (b *Backend) exitMessage(ctx context.Context, c *shim.Client, dir string, e shim.Exit) string {
+	rec, _ := readRecord(dir)
+	switch {
+	case e.Signal != 0:
+		return fmt.Sprintf("QEMU killed by signal %d", e.Signal)
+	case e.Code == 0:
+		return "guest powered off"
+	case e.Code == 1:
+		if rec != nil && len(rec.QEMU) > 0 {
+			if msgs := qemuErrors(consoleOf(ctx, c), filepath.Base(rec.QEMU[0])); len(msgs) > 0 {
+				return "QEMU failed: " + strings.Join(msgs, "; ")
+			}
+		}
+		return "guest wrote 0 to isa-debug-exit, or QEMU failed"
+	case e.Code == solo5VirtioExit && rec != nil && rec.Target == TargetVirtio:
+		return "Solo5 guest exited (the virtio binding reports every exit as status 83)"
+	}
+	return fmt.Sprintf("guest exited through isa-debug-exit with status %d", e.Code)
+}
+
+// Stop presses the guest's ACPI power button through QMP and kills QEMU
+// once timeout has passed. When QMP does not answer, QEMU gets SIGTERM
+// (it then quits at once, without the guest's cooperation).
+func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	dir, err := b.existingDir(id)
+	if err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		timeout = defaultStopTimeout
+	}
+	c := shim.Dial(dir)
+	info, err := c.Info(ctx)
+	if errors.Is(err, shim.ErrShimLost) || err == nil && info.Exited {
+		return nil
+	}
+	qctx, qcancel := context.WithTimeout(ctx, qmpTimeout)
+	_, qerr := qmpCall(qctx, filepath.Join(dir, QMPSocket), "system_powerdown", nil)
+	qcancel()
+	if qerr != nil {
+		if err := c.Kill(ctx, syscall.SIGTERM); err != nil {
+			if errors.Is(err, shim.ErrExited) || errors.Is(err, shim.ErrShimLost) {
+				return nil
+			}
+			return fmt.Errorf("stop %s: %w", id, err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	_, err = c.Wait(wctx)
+	cancel()
+	if err == nil || errors.Is(err, shim.ErrShimLost) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("stop %s: %w", id, ctx.Err())
+	}
+	if err := killAndWait(ctx, c); err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	return nil
+}
+
+// killAndWait sends SIGKILL to QEMU and waits for the shim to record it.
+func killAndWait(ctx context.Context, c *shim.Client) error {
+	if err := c.Kill(ctx, syscall.SIGKILL); err != nil && !errors.Is(err, shim.ErrExited) && !errors.Is(err, shim.ErrShimLost) {
+		return fmt.Errorf("kill: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.Wait(wctx); err != nil && !errors.Is(err, shim.ErrShimLost) {
+		return fmt.Errorf("wait after SIGKILL: %w", err)
+	}
+	return nil
+}
+
+// Destroy kills the VM if it runs and removes its directory.
+func (b *Backend) Destroy(ctx context.Context, id string) error {
+	dir, err := b.dir(id)
+	if err != nil {
+		return err
+	}
+	b.unwatch(id)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if shim.Alive(dir) {
+		if err := killAndWait(ctx, shim.Dial(dir)); err != nil {
+			return fmt.Errorf("destroy %s: %w", id, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Stats samples QEMU's resource usage through the shim.
+func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
+	dir, err := b.existingDir(id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := shim.Dial(dir).Stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", id, err)
+	}
+	return &pluginv1.VMStats{UtimeNs: s.UtimeNS, StimeNs: s.StimeNS, RssBytes: s.RSSBytes, VsizeBytes: s.VSizeBytes,
+		Minflt: s.Minflt, Majflt: s.Majflt, Nvcsw: s.Nvcsw, Nivcsw: s.Nivcsw, Threads: s.Threads,
+		ShimRssBytes: s.ShimRSSBytes, StartedAtNs: s.StartedAt.UnixNano()}, nil
+}
+
+// Console streams the serial console (and QEMU's own messages) from the
+// shim, or after the VM exited from its saved history.
+func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
+	dir, err := b.existingDir(req.GetId())
+	if err != nil {
+		return err
+	}
+	var since time.Time
+	if req.GetSinceNs() != 0 {
+		since = time.Unix(0, req.GetSinceNs())
+	}
+	return shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
+		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
+	})
+}
