@@ -11,7 +11,7 @@ BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build examples deb docs config-reference test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
+.PHONY: all build examples deb docs config-reference chaos test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
 
 all: build
 
@@ -33,6 +33,7 @@ guests:
 
 # Unit and integration tests, with the race detector.
 test: build guests examples
+	$(MAKE) fuzz FUZZTIME=5s
 	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -race -count=1 -timeout 20m ./...
 
 lint:
@@ -59,14 +60,28 @@ proto-check:
 # Benchmarks, reported as ratios against a baseline measured in the same
 # run (the bare tender) where there is one.
 bench: build guests
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Deploy|DaemonRPC|PluginRPC' -benchtime 200x -timeout 30m ./core/integration/
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Density' -benchtime 1x -timeout 30m ./core/integration/
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench . -timeout 30m ./sdk/... ./plugins/... ./core/store/
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Deploy|DaemonRPC|PluginRPC|RemoteCreate' -benchtime 200x -timeout 30m ./core/integration/
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Density$$|BlockUpload|StatsCost' -benchtime 1x -timeout 30m ./core/integration/
+	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench . -timeout 30m ./sdk/... ./plugins/... ./core/store/ ./core/pki/
 
+FUZZTIME ?= 60s
+FUZZ_TARGETS := sdk/solo5:FuzzRead sdk/solo5:FuzzParseTenderArgs core/name:FuzzParse \
+                core/pki:FuzzUnmarshalPolicy core/pki:FuzzUnmarshalCommand \
+                plugins/hvt/tender:FuzzHypercall plugins/hvt/tender:FuzzLoadELF \
+                core/supervisor:FuzzCreateParams core/authz:FuzzDecodeChain
+
+# Every fuzz target for FUZZTIME each (make test runs them briefly).
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 60s ./sdk/solo5/
-	$(GO) test -run '^$$' -fuzz FuzzParseTenderArgs -fuzztime 60s ./sdk/solo5/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./core/name/
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn in ./$$pkg ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg/; done
+
+# Hundreds of chaos iterations (new seed each run, printed) and 10 000
+# churn cycles.
+chaos: build
+	PETREL_BIN=$(CURDIR)/bin PETREL_CHAOS_ITERATIONS=$${PETREL_CHAOS_ITERATIONS:-500} \
+	PETREL_CHAOS_SEED=$${PETREL_CHAOS_SEED:-$$(date +%s)} PETREL_CHURN_CYCLES=$${PETREL_CHURN_CYCLES:-10000} \
+	  $(GO) test -count=1 -timeout 60m -run '^(TestChaos.*|TestChurn)$$' -v ./core/integration/
 
 # Install what building and testing need (idempotent).
 deps:

@@ -141,13 +141,20 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		HealthInterval: cfg.Duration("plugin_health_interval"),
 		OnEvent: func(typ, name, msg string) {
 			d.events.Publish(events.Event{Type: typ, Name: name, Message: msg})
-			if nb, ok := cfg.Network(); ok && typ == events.PluginRestarted && name == nb.Name {
-				select {
-				case <-d.supReady:
-					// A crash may have interrupted a create or destroy.
-					go d.sup.ReconcileNets(context.Background())
-				default:
-				}
+			if typ != events.PluginRestarted {
+				return
+			}
+			select {
+			case <-d.supReady:
+			default:
+				return
+			}
+			// A crash may have interrupted a create or destroy, leaving a
+			// tap or a run that nothing records.
+			if nb, ok := cfg.Network(); ok && name == nb.Name {
+				go d.sup.ReconcileNets(context.Background())
+			} else {
+				go d.sup.RemoveOrphans(context.Background())
 			}
 		},
 	})

@@ -162,8 +162,8 @@ func (s *Supervisor) reconcileNets(ctx context.Context) {
 	if s.opts.Network == nil {
 		return
 	}
-	s.netMu.Lock()
-	defer s.netMu.Unlock()
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
 	var keep []string
 	s.mu.Lock()
 	for _, v := range s.vms {
@@ -186,6 +186,27 @@ func (s *Supervisor) reconcileNets(ctx context.Context) {
 	if len(removed) > 0 {
 		s.opts.Logger.Info("removed orphaned taps", "taps", removed)
 	}
+}
+
+// RemoveOrphans destroys runs no record names. petreld calls it when a
+// hypervisor plugin comes back after a crash, which may have left a run
+// behind that a create could not clean up.
+func (s *Supervisor) RemoveOrphans(ctx context.Context) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	known := map[string]map[string]bool{}
+	s.mu.Lock()
+	for _, v := range s.vms {
+		v.pubMu.Lock()
+		r := v.pub
+		v.pubMu.Unlock()
+		if known[r.Backend] == nil {
+			known[r.Backend] = map[string]bool{}
+		}
+		known[r.Backend][r.RunID] = true
+	}
+	s.mu.Unlock()
+	s.removeOrphans(ctx, known)
 }
 
 // removeOrphans destroys runs that no record refers to (a daemon killed

@@ -153,9 +153,10 @@ type Supervisor struct {
 	reserved map[string]policy.Usage // creates being admitted; guarded by mu
 
 	admitMu sync.Mutex // serialises policy checks with their reservations
-	// netMu keeps tap reconciliation out while a start attaches taps and
-	// records them (reconciliation removes every tap not recorded).
-	netMu sync.RWMutex
+	// startMu keeps reconciliation (of taps and of runtime directories)
+	// out while a start creates them and records them: reconciliation
+	// removes whatever no record names.
+	startMu sync.RWMutex
 }
 
 // vm is one VM's live state.
@@ -603,8 +604,8 @@ func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spe
 // then an orphan, removed at recovery). On failure nothing is left at the
 // backend. Caller holds v.mu.
 func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, fresh bool) error {
-	s.netMu.RLock()
-	defer s.netMu.RUnlock()
+	s.startMu.RLock()
+	defer s.startMu.RUnlock()
 	v.rec.State = StateStarting
 	v.rec.RunID = spec.Id
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = nil, 0, 0, nil
@@ -648,16 +649,37 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 
 // cleanupRun removes a run at the backend on a failure path.
 func (s *Supervisor) cleanupRun(hv hypervisor.Hypervisor, runID string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := hv.Destroy(ctx, runID); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
+	err := retryPlugin(context.Background(), func(ctx context.Context) error { return hv.Destroy(ctx, runID) })
+	if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		s.opts.Logger.Error("clean up run", "run", runID, "error", err)
+	}
+}
+
+// pluginRetryFor bounds how long a call is retried while a plugin that
+// crashed mid-call restarts.
+const pluginRetryFor = 30 * time.Second
+
+// retryPlugin calls f until it succeeds, fails for a reason a retry
+// cannot change (unknown VM, invalid request), or pluginRetryFor passes:
+// a plugin that crashed mid-call is restarted within that time, and the
+// call then reaches the new process.
+func retryPlugin(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, pluginRetryFor)
+	defer cancel()
+	for {
+		err := f(ctx)
+		if err == nil || errors.Is(err, hypervisor.ErrUnknownVM) || errors.Is(err, hypervisor.ErrInvalid) || ctx.Err() != nil {
+			return err
+		}
+		if !sleep(ctx, retryDelay) {
+			return err
+		}
 	}
 }
 
 // teardown stops v's monitor and its guest and removes the run at the
 // backend. Caller holds v.mu.
-func (s *Supervisor) teardown(ctx context.Context, v *vm) error {
+func (s *Supervisor) teardown(ctx context.Context, v *vm) (err error) {
 	if v.run != nil {
 		v.run.cancel()
 		v.run = nil
@@ -672,14 +694,22 @@ func (s *Supervisor) teardown(ctx context.Context, v *vm) error {
 		}
 		return err
 	}
+	defer func() {
+		// The VM may still run: keep following it, so its state stays true.
+		if err != nil && holdsResources(v.rec.State) {
+			s.startMonitor(v, hv)
+		}
+	}()
+	runID := v.rec.RunID
 	if v.rec.State == StateRunning || v.rec.State == StateStarting {
-		if err := hv.Stop(ctx, v.rec.RunID, s.opts.StopTimeout); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
+		err := retryPlugin(ctx, func(ctx context.Context) error { return hv.Stop(ctx, runID, s.opts.StopTimeout) })
+		if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 			return fmt.Errorf("stop %s: %w", v.rec.Name, err)
 		}
 		// The monitor no longer copies the console: keep the last words.
-		s.loadConsole(ctx, hv, v.rec.RunID, v.ring)
+		s.loadConsole(ctx, hv, runID, v.ring)
 	}
-	if err := hv.Destroy(ctx, v.rec.RunID); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
+	if err := retryPlugin(ctx, func(ctx context.Context) error { return hv.Destroy(ctx, runID) }); err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		return fmt.Errorf("destroy %s: %w", v.rec.Name, err)
 	}
 	s.releaseDevices(v)

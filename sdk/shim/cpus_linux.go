@@ -61,8 +61,9 @@ func formatCPUs(set *unix.CPUSet) string {
 // startPinned starts cmd, pinned to cpus when there are any. Affinity is a
 // per-thread attribute inherited by a forked child, so it is set on a
 // dedicated, locked OS thread that then forks the tender. That thread is
-// never unlocked: the runtime discards it when the goroutine returns
-// instead of reusing a pinned thread for the shim's own work.
+// never unlocked, so the runtime never reuses a pinned thread for the
+// shim's own work, and it stays parked for the shim's life, because the
+// tender's parent-death signal follows the thread that forked it.
 func startPinned(start func() error, cpus []int) error {
 	if len(cpus) == 0 {
 		return start()
@@ -78,7 +79,13 @@ func startPinned(start func() error, cpus []int) error {
 			errc <- fmt.Errorf("pin to CPUs %v: %w", cpus, err)
 			return
 		}
-		errc <- start()
+		err := start()
+		errc <- err
+		if err == nil {
+			// The tender dies with the thread that forked it (it has
+			// Pdeathsig set), so this thread lives as long as the shim.
+			select {}
+		}
 	}()
 	return <-errc
 }

@@ -98,6 +98,9 @@ func start(o options, logger *log.Logger) (*server, error) {
 	}
 	cmd := exec.Command(o.argv[0], o.argv[1:]...)
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// A shim killed outright takes its tender with it, so no guest runs
+	// unsupervised (the VM is then recorded as exited, its shim lost).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started := time.Now().Round(0).UTC()
 	err = startPinned(cmd.Start, o.cpus)
 	_ = pw.Close()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -319,11 +320,22 @@ func (p *Plugin) Detach(ctx context.Context, hostIf string) error {
 	return p.remove(link)
 }
 
-// ours reports whether link is a tap tagged by Petrel.
+// ours reports whether link is a tap Petrel made: tagged, or untagged
+// with a name Petrel derives.
 func ours(link netlink.Link) bool {
-	_, ok := network.ParseAlias(link.Attrs().Alias)
-	return ok && link.Type() == "tuntap"
+	if link.Type() != "tuntap" {
+		return false
+	}
+	if _, ok := network.ParseAlias(link.Attrs().Alias); ok {
+		return true
+	}
+	// A tap with a derived name and no tag yet was left by a crash
+	// between its creation and its tagging.
+	return link.Attrs().Alias == "" && derivedName.MatchString(link.Attrs().Name)
 }
+
+// derivedName matches the names network.TapName derives.
+var derivedName = regexp.MustCompile(`^` + network.TapPrefix + `[0-9a-f]{12}$`)
 
 // remove deletes a link; one that vanished meanwhile is not an error.
 func (p *Plugin) remove(link netlink.Link) error {

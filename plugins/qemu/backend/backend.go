@@ -60,8 +60,10 @@ const (
 	// guest's devices are PCI devices.
 	SettingMachine = "machine"
 	// SettingFirmware is "auto" (default: qboot when installed, which
-	// boots -kernel guests much faster than SeaBIOS, else QEMU's
-	// default), "qboot", "seabios" (QEMU's default) or a firmware path.
+	// boots -kernel guests much faster than SeaBIOS, except for Solo5
+	// unikernels with devices, which need the PCI resources SeaBIOS
+	// assigns and qboot does not), "qboot", "seabios" (QEMU's default)
+	// or a firmware path.
 	SettingFirmware = "firmware"
 	// SettingKVMCPU is the -cpu model under KVM (default "host", with
 	// "-arch-capabilities" added on kvm_pvm, where QEMU aborts setting

@@ -203,9 +203,11 @@ func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.Re
 		return nil, err
 	}
 	if shim.Alive(dir) {
-		if info, err := shim.Dial(dir).Info(ctx); err == nil && !info.Exited {
-			b.watch(h.GetId(), dir)
+		info, err := shim.Dial(dir).Info(ctx)
+		if err == nil && info.Exited {
+			return &pluginv1.RecoverResponse{}, nil
 		}
+		b.watch(h.GetId(), dir)
 		return &pluginv1.RecoverResponse{Running: true}, nil
 	}
 	if ex, err := shim.ReadExit(dir); err == nil && ex != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -409,5 +410,46 @@ func TestLinuxGuestWarnsAboutTCG(t *testing.T) {
 	}
 	if ex := wait(t, hv, spec.GetId(), 60*time.Second); ex.GetCode() != 3 {
 		t.Fatalf("exit %v; want 3", ex)
+	}
+}
+
+// TestVirtioDevicesAndPinning runs the virtio guest with a block device
+// declared in its manifest (so it gets SeaBIOS, which assigns PCI
+// resources) and pinned to one host CPU.
+func TestVirtioDevicesAndPinning(t *testing.T) {
+	needQEMU(t)
+	if runtime.NumCPU() < 2 {
+		t.Skip("the pinning check needs a second CPU")
+	}
+	hv, _ := served(t, runDir(t), map[string]string{SettingUnikernelAccel: "tcg"})
+	img := filepath.Join(t.TempDir(), "storage.virtio")
+	if err := testguest.WriteVirtioImage(img, solo5.Device{Name: "storage", Type: solo5.DeviceBlock}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := virtioSpec(testguest.VirtioRunForever)
+	spec.ImagePath = img
+	spec.Blocks = []*pluginv1.BlockDevice{{Name: "storage", Path: disk}}
+	spec.Cpus = []uint32{1}
+	ctx := context.Background()
+	h, err := hv.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	destroyLater(t, hv, spec.GetId())
+	argv := strings.Join(h.GetArgv(), " ")
+	if strings.Contains(argv, "-bios") || !strings.Contains(argv, "virtio-blk-pci,drive=blk0,serial=storage") || !strings.Contains(argv, "-smp 1") {
+		t.Fatalf("argv %s", argv)
+	}
+	awaitLine(t, hv, spec.GetId(), testguest.VirtioMarker, 30*time.Second)
+	status, err := os.ReadFile("/proc/" + strconv.FormatInt(h.GetPid(), 10) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(status), "Cpus_allowed_list:\t1\n") {
+		t.Fatalf("QEMU not pinned to CPU 1:\n%s", status)
 	}
 }

@@ -48,8 +48,20 @@ func (b *Backend) validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv
 		return nil, nil, fmt.Errorf("%w: backend %s: %v", hypervisor.ErrUnavailable, Name, err)
 	}
 	p := &plan{qemu: v.host.qemu, image: im, accel: accel, cpuModel: cpuModel(v.cfg, v.host, accel),
-		machine: v.cfg.machine, firmware: v.firmware, sandbox: v.sandbox, extra: v.cfg.extra, spec: spec}
+		machine: v.cfg.machine, firmware: firmwareFor(v, im.target, len(spec.GetNets())+len(spec.GetBlocks())), sandbox: v.sandbox,
+		extra: v.cfg.extra, spec: spec}
 	return res, p, nil
+}
+
+// firmwareFor is the -bios file for a guest. With firmware "auto", qboot
+// boots guests much faster than SeaBIOS, but it assigns no PCI resources:
+// Linux assigns them itself, Solo5's virtio binding expects the firmware
+// to have done it, so a unikernel with devices gets SeaBIOS.
+func firmwareFor(v view, target string, devices int) string {
+	if v.cfg.firmware == "auto" && target == TargetVirtio && devices > 0 {
+		return ""
+	}
+	return v.firmware
 }
 
 // checkSpec checks everything about spec that does not depend on the

@@ -435,6 +435,8 @@ func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, er
 	}
 	e, err := shim.Dial(dir).Wait(ctx)
 	if errors.Is(err, shim.ErrShimLost) {
+		// A killed shim leaves its socket; its tender died with it.
+		os.Remove(filepath.Join(dir, shim.SocketName))
 		return &pluginv1.ExitStatus{Lost: true, Message: err.Error(), ExitedAtNs: time.Now().UnixNano()}, nil
 	}
 	if err != nil {
