@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/petrel-vmm/petrel/core/console"
@@ -54,28 +53,14 @@ func (s *Supervisor) monitor(ctx context.Context, v *vm, hv hypervisor.Hyperviso
 		v.pubMu.Lock()
 		ring := v.ring
 		v.pubMu.Unlock()
-		var pumpWG sync.WaitGroup
-		pumpCtx, stopPump := context.WithCancel(ctx)
-		pumpWG.Add(1)
-		go func() {
-			defer pumpWG.Done()
-			s.pumpConsole(pumpCtx, hv, runID, ring)
-		}()
+		// The console stream ends when the guest's output does, that is
+		// when it exits; only then is the exit asked for. One stream per
+		// VM at a time keeps the plugins small with many VMs.
+		s.pumpConsole(ctx, hv, runID, ring)
 		st := s.waitExit(ctx, hv, runID)
 		if st == nil {
-			stopPump()
-			pumpWG.Wait()
 			return
 		}
-		// Give the console copy a moment to drain the guest's last lines.
-		drained := make(chan struct{})
-		go func() { pumpWG.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(2 * time.Second):
-		}
-		stopPump()
-		pumpWG.Wait()
 
 		next, delay, ok := s.recordExit(ctx, v, hv, runID, st, &backoff)
 		if !ok {
@@ -112,16 +97,22 @@ func (s *Supervisor) waitExit(ctx context.Context, hv hypervisor.Hypervisor, run
 	}
 }
 
+// consoleRetries bounds consecutive failed attempts to follow a console;
+// past it the monitor goes on to wait for the exit, which tells a lost VM
+// from a plugin that is restarting.
+const consoleRetries = 30
+
 // pumpConsole copies runID's console into ring until the run's output
 // ends, resuming after plugin restarts from the last line seen.
 func (s *Supervisor) pumpConsole(ctx context.Context, hv hypervisor.Hypervisor, runID string, ring *console.Ring) {
-	for ctx.Err() == nil {
+	for failures := 0; ctx.Err() == nil && failures < consoleRetries; failures++ {
 		var since int64
 		if t := ring.LastTime(); !t.IsZero() {
 			since = t.UnixNano()
 		}
 		err := hv.Console(ctx, &pluginv1.ConsoleRequest{Id: runID, SinceNs: since, Follow: true}, func(l *pluginv1.ConsoleLine) error {
 			ring.Append(console.Line{Time: time.Unix(0, l.GetTimeNs()), Text: l.GetText(), Truncated: l.GetTruncated()})
+			failures = 0 // the stream worked: count failures afresh
 			return nil
 		})
 		if err == nil || errors.Is(err, hypervisor.ErrUnknownVM) {

@@ -30,8 +30,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -378,19 +376,6 @@ func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintRespons
 		desc = "ready; " + strings.Join(warnings, "; ")
 	}
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: desc, Attributes: attrs}, nil
-}
-
-// maxMemoryMB is the host's RAM, the most a guest can sensibly get.
-func maxMemoryMB() uint32 {
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil {
-		return 1 << 20
-	}
-	mb := uint64(si.Totalram) * uint64(si.Unit) >> 20
-	if mb > 1<<31 {
-		mb = 1 << 31
-	}
-	return uint32(mb)
 }
 
 // Capabilities describes the backend.

@@ -31,6 +31,7 @@ type plan struct {
 	dir      string
 	image    guestImage
 	accel    string
+	warning  string // printed on the console before QEMU starts
 	cpuModel string // empty for QEMU's default
 	machine  string
 	firmware string // -bios file, empty for QEMU's default

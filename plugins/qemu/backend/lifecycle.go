@@ -79,12 +79,11 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	}
 	p.dir = dir
 	argv := p.argv()
-	_, warning, _ := chooseAccel(v.cfg, v.host, p.image.target)
 	launch := argv
-	if warning != "" {
-		launch = append([]string{"/bin/sh", "-c", warningScript, "petrel-qemu", warning}, argv...)
+	if p.warning != "" {
+		launch = append([]string{"/bin/sh", "-c", warningScript, "petrel-qemu", p.warning}, argv...)
 	}
-	if err := writeJSON(dir, VMFile, vmRecord{Target: p.image.target, Accel: p.accel, Warning: warning, QEMU: argv}); err != nil {
+	if err := writeJSON(dir, VMFile, vmRecord{Target: p.image.target, Accel: p.accel, Warning: p.warning, QEMU: argv}); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
@@ -260,16 +259,23 @@ const solo5VirtioExit = 83
 // exitMessage explains an exit status in words.
 func (b *Backend) exitMessage(ctx context.Context, c *shim.Client, dir string, e shim.Exit) string {
 	rec, _ := readRecord(dir)
+	prog := "qemu-system-x86_64"
+	if rec != nil && len(rec.QEMU) > 0 {
+		prog = filepath.Base(rec.QEMU[0])
+	}
 	switch {
 	case e.Signal != 0:
 		return fmt.Sprintf("QEMU killed by signal %d", e.Signal)
 	case e.Code == 0:
+		for _, l := range consoleOf(ctx, c) {
+			if strings.HasPrefix(l, prog+": terminating on signal") {
+				return "QEMU terminated by a signal before the guest powered off"
+			}
+		}
 		return "guest powered off"
 	case e.Code == 1:
-		if rec != nil && len(rec.QEMU) > 0 {
-			if msgs := qemuErrors(consoleOf(ctx, c), filepath.Base(rec.QEMU[0])); len(msgs) > 0 {
-				return "QEMU failed: " + strings.Join(msgs, "; ")
-			}
+		if msgs := qemuErrors(consoleOf(ctx, c), prog); len(msgs) > 0 {
+			return "QEMU failed: " + strings.Join(msgs, "; ")
 		}
 		return "guest wrote 0 to isa-debug-exit, or QEMU failed"
 	case e.Code == solo5VirtioExit && rec != nil && rec.Target == TargetVirtio:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/plugins/qemu/testguest"
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/shim"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -489,14 +490,18 @@ func TestQMPCall(t *testing.T) {
 }
 
 // fakeVM starts a shim whose "QEMU" is a shell printing lines and then
-// sleeping, beside a fake QMP socket, in a VM directory of b's run dir.
+// sleeping, beside a fake QMP socket answering with status (none when
+// status is empty), in a VM directory of b's run dir.
 func fakeVM(t *testing.T, b *Backend, runDir, id, status string, lines ...string) *fakeQMP {
 	t.Helper()
 	dir := filepath.Join(runDir, id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	f := newFakeQMP(t, filepath.Join(dir, QMPSocket), status)
+	var f *fakeQMP
+	if status != "" {
+		f = newFakeQMP(t, filepath.Join(dir, QMPSocket), status)
+	}
 	script := ""
 	for _, l := range lines {
 		script += fmt.Sprintf("echo %q >&2; ", l)
@@ -595,6 +600,37 @@ func TestPausedIsNotFailure(t *testing.T) {
 	st, err := b.Wait(ctx, "paused")
 	if err != nil || st.GetSignal() != 9 || st.GetMessage() != "QEMU killed by signal 9" {
 		t.Fatalf("Wait = %v, %v", st, err)
+	}
+}
+
+// TestStopWithoutQMP stops a VM whose QMP socket does not answer: QEMU
+// gets SIGTERM at once.
+func TestStopWithoutQMP(t *testing.T) {
+	setup(t)
+	rd := runDir(t)
+	b := New("test")
+	t.Cleanup(b.Close)
+	ctx := context.Background()
+	if err := b.Configure(ctx, &pluginv1.ConfigureRequest{RunDir: rd, PluginDir: shared.dir}); err != nil {
+		t.Fatal(err)
+	}
+	fakeVM(t, b, rd, "mute", "")
+	start := time.Now()
+	if err := b.Stop(ctx, "mute", 20*time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("Stop took %v; SIGTERM should end it at once", took)
+	}
+	st, err := b.Wait(ctx, "mute")
+	if err != nil || st.GetSignal() != 15 {
+		t.Fatalf("Wait = %v, %v; want SIGTERM", st, err)
+	}
+	if err := b.Stop(ctx, "mute", time.Second); err != nil {
+		t.Fatalf("Stop of a stopped VM: %v", err)
+	}
+	if _, err := b.Wait(ctx, "nonexistent"); !errors.Is(err, hypervisor.ErrUnknownVM) {
+		t.Fatalf("Wait(unknown) = %v", err)
 	}
 }
 

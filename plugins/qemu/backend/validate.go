@@ -43,11 +43,11 @@ func (b *Backend) validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv
 	case v.fwErr != nil:
 		return nil, nil, fmt.Errorf("%w: backend %s: %v", hypervisor.ErrUnavailable, Name, v.fwErr)
 	}
-	accel, _, err := chooseAccel(v.cfg, v.host, im.target)
+	accel, warning, err := chooseAccel(v.cfg, v.host, im.target)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: backend %s: %v", hypervisor.ErrUnavailable, Name, err)
 	}
-	p := &plan{qemu: v.host.qemu, image: im, accel: accel, cpuModel: cpuModel(v.cfg, v.host, accel),
+	p := &plan{qemu: v.host.qemu, image: im, accel: accel, warning: warning, cpuModel: cpuModel(v.cfg, v.host, accel),
 		machine: v.cfg.machine, firmware: firmwareFor(v, im.target, len(spec.GetNets())+len(spec.GetBlocks())), sandbox: v.sandbox,
 		extra: v.cfg.extra, spec: spec}
 	return res, p, nil

@@ -529,7 +529,11 @@ func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn 
 	if req.GetSinceNs() != 0 {
 		since = time.Unix(0, req.GetSinceNs())
 	}
-	return shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
+	err = shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
 		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
 	})
+	if errors.Is(err, shim.ErrShimLost) {
+		return nil // a killed shim's output is over, and was not saved
+	}
+	return err
 }
