@@ -54,6 +54,7 @@ func netns(t *testing.T) string {
 // guest configures its address from the command line and answers ping
 // from the namespace with the MAC the spec gave it.
 func TestLinuxNetworkPing(t *testing.T) {
+	t.Parallel()
 	needLinux(t)
 	ns := netns(t)
 	exe, err := os.Executable()

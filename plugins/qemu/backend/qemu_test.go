@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,20 +110,19 @@ func runDir(t testing.TB) string {
 	return d
 }
 
-var seq int
+// seq numbers VM ids within the test binary.
+var seq atomic.Int64
 
 // linuxSpec is a spec for the Linux guest with extra command-line words.
 func linuxSpec(args ...string) *pluginv1.VMSpec {
-	seq++
-	return &pluginv1.VMSpec{Id: "lx-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(seq), Name: "test:linux",
+	return &pluginv1.VMSpec{Id: "lx-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(seq.Add(1), 10), Name: "test:linux",
 		ImagePath: shared.linux.Kernel, InitrdPath: shared.initrd, KernelCmdline: "quiet", Args: args,
 		MemoryMb: 192, ConsoleLines: 2000, ConsoleBytes: 1 << 20}
 }
 
 // virtioSpec is a spec for the virtio guest.
 func virtioSpec(args ...string) *pluginv1.VMSpec {
-	seq++
-	return &pluginv1.VMSpec{Id: "uk-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(seq), Name: "test:virtio",
+	return &pluginv1.VMSpec{Id: "uk-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(seq.Add(1), 10), Name: "test:virtio",
 		ImagePath: shared.virtio, Args: args, MemoryMb: 32, ConsoleLines: 200, ConsoleBytes: 1 << 16}
 }
 
@@ -212,6 +212,7 @@ func TestConformanceVirtio(t *testing.T) {
 // TestLinuxMarkerAndExit boots the Linux guest, sees its marker and gets
 // the exit code it reports through isa-debug-exit.
 func TestLinuxMarkerAndExit(t *testing.T) {
+	t.Parallel()
 	needLinux(t)
 	hv, _ := served(t, runDir(t), nil)
 	spec := linuxSpec(testguest.ParamExit + "=7")
@@ -240,6 +241,7 @@ func TestLinuxMarkerAndExit(t *testing.T) {
 // The guest also has a block device, whose serial and sector size it
 // reports.
 func TestLinuxGracefulStop(t *testing.T) {
+	t.Parallel()
 	needLinux(t)
 	hv, _ := served(t, runDir(t), nil)
 	disk := filepath.Join(t.TempDir(), "disk.img")
@@ -293,6 +295,7 @@ func TestLinuxGracefulStop(t *testing.T) {
 // TestLinuxStopFallsBackToKill stops a guest that ignores the power button:
 // Stop kills QEMU once the timeout has passed.
 func TestLinuxStopFallsBackToKill(t *testing.T) {
+	t.Parallel()
 	needLinux(t)
 	hv, _ := served(t, runDir(t), nil)
 	spec := linuxSpec(testguest.ParamPowerButton + "=ignore")
@@ -318,6 +321,7 @@ func TestLinuxStopFallsBackToKill(t *testing.T) {
 // TestLinuxPanicReported makes the guest kernel panic: pvpanic pauses it,
 // and the monitor reports the panic as a failure with the kernel's reason.
 func TestLinuxPanicReported(t *testing.T) {
+	t.Parallel()
 	needLinux(t)
 	hv, _ := served(t, runDir(t), nil)
 	spec := linuxSpec(testguest.ParamPanic + "=1")
@@ -397,6 +401,7 @@ func TestFingerprint(t *testing.T) {
 // TestLinuxGuestWarnsAboutTCG checks the console warning of a guest
 // running under TCG.
 func TestLinuxGuestWarnsAboutTCG(t *testing.T) {
+	t.Parallel()
 	needLinux(t)
 	hv, _ := served(t, runDir(t), map[string]string{SettingLinuxAccel: "tcg"})
 	spec := linuxSpec(testguest.ParamExit + "=3")
