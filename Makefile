@@ -7,7 +7,7 @@ GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
 BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
-            petrel-plugin-influx petrel-plugin-prometheus
+            petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(GOBIN):$(PATH)
 
@@ -20,7 +20,7 @@ build: $(BINARIES)
 petrel petreld petrel-endpoint petrel-shim:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@
 
-petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus:
+petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(subst petrel-plugin-,,$@)
 
 # The example third-party metrics plugin (contrib/metrics-plugin-example).

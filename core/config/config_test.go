@@ -16,7 +16,7 @@ func TestDefaults(t *testing.T) {
 	if cfg.DataDir != "/var/lib/petrel" || cfg.RunDir != "/run/petrel" || cfg.DefaultBackend != "hvt" {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
-	if len(cfg.Backends) != 2 || cfg.Backends[0].Name != "hvt" || cfg.Backends[1].Name != "spt" {
+	if len(cfg.Backends) != 3 || cfg.Backends[0].Name != "hvt" || cfg.Backends[1].Name != "qemu" || cfg.Backends[2].Name != "spt" {
 		t.Fatalf("backends: %+v", cfg.Backends)
 	}
 	if cfg.Duration("stop_timeout") != 5*time.Second {
@@ -48,7 +48,7 @@ backend "spt" {
 	if cfg.DataDir != "/srv/petrel" || cfg.RunDir != "/run/petrel" {
 		t.Fatalf("dirs: %s %s", cfg.DataDir, cfg.RunDir)
 	}
-	hvt, spt := cfg.Backends[0], cfg.Backends[1]
+	hvt, spt := cfg.Backends[0], cfg.Backends[2]
 	if hvt.Settings["tender"] != "/opt/solo5/bin/solo5-hvt" || hvt.Settings["engine"] != "auto" {
 		t.Fatalf("hvt settings not merged: %v", hvt.Settings)
 	}
@@ -62,7 +62,7 @@ func TestBadConfigs(t *testing.T) {
 		`data_dir = `:                        "defaults",
 		`stop_timeout = "soon"`:              "stop_timeout",
 		`socket_mode = "rw"`:                 "socket_mode",
-		`default_backend = "qemu"`:           "default_backend",
+		`default_backend = "bhyve"`:          "default_backend",
 		`console_lines = 0`:                  "console_lines",
 		`unknown_thing = 1`:                  "Unsupported argument",
 		"backend \"x\" {}\nbackend \"x\" {}": "twice",

@@ -58,6 +58,18 @@ backend "hvt" {
   }
 }
 
+# QEMU: Solo5 virtio unikernels and Linux guests (create with --initrd
+# and --cmdline). linux_accel and unikernel_accel: "auto" (KVM where it
+# can run the guest, else TCG with a warning on the console), "kvm" or
+# "tcg". Set enabled = false on hosts without qemu-system-x86_64.
+backend "qemu" {
+  enabled = true
+  settings = {
+    qemu        = "qemu-system-x86_64"
+    linux_accel = "auto"
+  }
+}
+
 # Solo5 spt (seccomp sandboxed process).
 backend "spt" {
   enabled = true
