@@ -248,3 +248,26 @@ func (r *shimReaper) abandon(grace time.Duration) {
 	r.mu.Unlock()
 	<-r.done
 }
+
+// Find locates the petrel-shim binary for a plugin: in pluginDir (where
+// petreld found the plugin), beside the running binary, then on PATH.
+func Find(pluginDir string) (string, error) {
+	var dirs []string
+	if pluginDir != "" {
+		dirs = append(dirs, pluginDir)
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, DefaultShimName)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(DefaultShimName)
+	if err != nil {
+		return "", fmt.Errorf("%s not found beside the plugin or on PATH", DefaultShimName)
+	}
+	return p, nil
+}

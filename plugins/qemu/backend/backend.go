@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -384,29 +383,16 @@ func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilitie
 		SupportsCpuPinning: true, MinMemoryMb: MinMemoryMB, MaxMemoryMb: maxMemoryMB()}, nil
 }
 
-var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
-
 // dir returns the runtime directory of id.
 func (b *Backend) dir(id string) (string, error) {
-	if !idRE.MatchString(id) {
-		return "", fmt.Errorf("%w: VM id %q is not of the form [a-z0-9-]{1,64}", hypervisor.ErrInvalid, id)
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.runDir == "" {
-		return "", fmt.Errorf("%w: backend not configured", hypervisor.ErrUnavailable)
-	}
-	return filepath.Join(b.runDir, id), nil
+	return hypervisor.RunDir(b.runDir, id)
 }
 
 // existingDir is dir for a VM that must exist.
 func (b *Backend) existingDir(id string) (string, error) {
-	d, err := b.dir(id)
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(d); err != nil {
-		return "", fmt.Errorf("%w: %s", hypervisor.ErrUnknownVM, id)
-	}
-	return d, nil
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return hypervisor.ExistingRunDir(b.runDir, id)
 }

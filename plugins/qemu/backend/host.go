@@ -3,7 +3,6 @@ package backend
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/shim"
 )
 
 // host is what Configure learns about the machine: the QEMU binary, its
@@ -116,24 +117,7 @@ func findShim(setting, pluginDir string) (string, error) {
 		}
 		return p, nil
 	}
-	var dirs []string
-	if pluginDir != "" {
-		dirs = append(dirs, pluginDir)
-	}
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, "petrel-shim")
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath("petrel-shim")
-	if err != nil {
-		return "", errors.New("petrel-shim not found beside the plugin or on PATH")
-	}
-	return p, nil
+	return shim.Find(pluginDir)
 }
 
 // firstLine returns the first non-empty line of b, trimmed.

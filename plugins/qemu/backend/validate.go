@@ -67,7 +67,7 @@ func firmwareFor(v view, target string, devices int) string {
 // checkSpec checks everything about spec that does not depend on the
 // host's QEMU; refusals wrap errRefused.
 func checkSpec(spec *pluginv1.VMSpec, maxMB uint32) (guestImage, error) {
-	if !idRE.MatchString(spec.GetId()) {
+	if !hypervisor.ValidID(spec.GetId()) {
 		return guestImage{}, refusedf("VM id %q is not of the form [a-z0-9-]{1,64}", spec.GetId())
 	}
 	im, err := inspectImage(spec.GetImagePath())

@@ -198,24 +198,7 @@ func (b *Backend) findShim() (string, error) {
 	if p := b.settings[SettingShim]; p != "" {
 		return exec.LookPath(p)
 	}
-	var dirs []string
-	if b.pluginDir != "" {
-		dirs = append(dirs, b.pluginDir)
-	}
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, "petrel-shim")
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath("petrel-shim")
-	if err != nil {
-		return "", fmt.Errorf("petrel-shim not found beside the plugin or on PATH")
-	}
-	return p, nil
+	return shim.Find(b.pluginDir)
 }
 
 // Fingerprint reports whether VMs can run.
@@ -266,31 +249,18 @@ func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilitie
 		SupportsCpuPinning: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
 }
 
-var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
-
 // dir returns the runtime directory of id.
 func (b *Backend) dir(id string) (string, error) {
-	if !idRE.MatchString(id) {
-		return "", fmt.Errorf("%w: VM id %q is not of the form [a-z0-9-]{1,64}", hypervisor.ErrInvalid, id)
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.runDir == "" {
-		return "", fmt.Errorf("%w: backend not configured", hypervisor.ErrUnavailable)
-	}
-	return filepath.Join(b.runDir, id), nil
+	return hypervisor.RunDir(b.runDir, id)
 }
 
 // existingDir is dir for a VM that must exist.
 func (b *Backend) existingDir(id string) (string, error) {
-	d, err := b.dir(id)
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(d); err != nil {
-		return "", fmt.Errorf("%w: %s", hypervisor.ErrUnknownVM, id)
-	}
-	return d, nil
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return hypervisor.ExistingRunDir(b.runDir, id)
 }
 
 // Validate checks spec against the image and the tender.
@@ -305,7 +275,7 @@ func refuse(format string, args ...any) (*pluginv1.ValidateResponse, []string, e
 
 // validate returns the verdict and, when ok, the tender argv prefix.
 func (b *Backend) validate(spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, []string, error) {
-	if !idRE.MatchString(spec.GetId()) {
+	if !hypervisor.ValidID(spec.GetId()) {
 		return refuse("VM id %q is not of the form [a-z0-9-]{1,64}", spec.GetId())
 	}
 	if m := spec.GetMemoryMb(); m < b.cfg.MinMemoryMB || m > b.cfg.MaxMemoryMB {
