@@ -60,9 +60,7 @@ proto-check:
 # Benchmarks, reported as ratios against a baseline measured in the same
 # run (the bare tender) where there is one.
 bench: build guests
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Deploy|DaemonRPC|PluginRPC|RemoteCreate' -benchtime 200x -timeout 30m ./core/integration/
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench 'Density$$|BlockUpload|StatsCost' -benchtime 1x -timeout 30m ./core/integration/
-	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -run '^$$' -bench . -timeout 30m ./sdk/... ./plugins/... ./core/store/ ./core/pki/
+	contrib/scripts/bench.sh
 
 FUZZTIME ?= 60s
 FUZZ_TARGETS := sdk/solo5:FuzzRead sdk/solo5:FuzzParseTenderArgs core/name:FuzzParse \

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Runs Petrel's benchmarks and prints one table: benchmark, figure, value.
+# Figures with a baseline measured in the same run (the bare tender, a
+# plain copy, the local socket, plain TCP) come with their ratio. The raw
+# `go test -bench` output is kept in bin/bench.txt.
+set -eu
+cd "$(dirname "$0")/../.."
+export PETREL_BIN="$PWD/bin" PETREL_GUESTS="$PWD/bin/guests"
+out=bin/bench.txt
+: > "$out"
+run() { go test -run '^$' "$@" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|FAIL|---)' >&2 || true; }
+run -bench 'Deploy|DaemonRPC|PluginRPC|RemoteCreate' -benchtime 200x -timeout 30m ./core/integration/
+run -bench 'Density$|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
+run -bench 'Hello' ./plugins/hvt/tender/
+run -bench 'Handshake|LoopbackTCP' ./core/pki/
+run -bench 'Launch' ./sdk/shim/
+run -bench 'CreateToMarker' -timeout 20m ./plugins/qemu/backend/
+if grep -q '^FAIL' "$out"; then
+	echo "bench: a benchmark failed; see $out" >&2
+	exit 1
+fi
+echo
+printf '%-40s %-28s %s\n' BENCHMARK FIGURE VALUE
+awk '/^Benchmark/ {
+	name = $1; sub(/-[0-9]+$/, "", name)
+	printf "%-40s %-28s %s\n", name, "ns/op", $3
+	for (i = 5; i < NF; i += 2) printf "%-40s %-28s %s\n", "", $(i+1), $i
+}' "$out"
