@@ -10,7 +10,7 @@ out=bin/bench.txt
 : > "$out"
 run() { go test -run '^$' "$@" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|FAIL|---)' >&2 || true; }
 run -bench 'Deploy|DaemonRPC|PluginRPC|RemoteCreate' -benchtime 200x -timeout 30m ./core/integration/
-run -bench 'Density$|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
+run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
 run -bench 'Hello' ./plugins/hvt/tender/
 run -bench 'Handshake|LoopbackTCP' ./core/pki/

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"os"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
@@ -28,7 +27,7 @@ func MetricsPluginSets(impl metrics.Sink) map[int]goplugin.PluginSet {
 // third-party ones alike. The plugin exits when petreld dies, so no sink
 // keeps a listener or connection open on its own.
 func ServeMetrics(impl metrics.Sink) {
-	go exitWithParent(os.Getppid(), time.Second)
+	startPlugin()
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: MetricsPluginSets(impl),

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"os"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
@@ -28,7 +27,7 @@ func NetworkPluginSets(impl network.Network) map[int]goplugin.PluginSet {
 // (petreld) dies the plugin exits too, so no orphaned plugin lingers; the
 // interfaces it created stay, tagged, for the next petreld to reconcile.
 func ServeNetwork(impl network.Network) {
-	go exitWithParent(os.Getppid(), time.Second)
+	startPlugin()
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: NetworkPluginSets(impl),
