@@ -32,13 +32,5 @@ type Writer interface {
 type sinkProxy struct{ m *managed }
 
 func (p *sinkProxy) Write(ctx context.Context, b *pluginv1.Batch) error {
-	c, err := p.m.current(ctx)
-	if err != nil {
-		return err
-	}
-	s, ok := c.(metrics.Sink)
-	if !ok {
-		return fmt.Errorf("%w: plugin %s is not a metrics sink", hypervisor.ErrUnavailable, p.m.name)
-	}
-	return s.Write(ctx, b)
+	return do(ctx, p.m, func(s metrics.Sink) error { return s.Write(ctx, b) })
 }

@@ -25,78 +25,34 @@ func (h *Host) Network(name string) (network.Network, error) {
 // netProxy forwards each call to the network plugin's current process.
 type netProxy struct{ m *managed }
 
-func (p *netProxy) current(ctx context.Context) (network.Network, error) {
-	c, err := p.m.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	n, ok := c.(network.Network)
-	if !ok {
-		return nil, fmt.Errorf("%w: plugin %s is not a network plugin", hypervisor.ErrUnavailable, p.m.name)
-	}
-	return n, nil
-}
-
 func (p *netProxy) Info(ctx context.Context) (*pluginv1.PluginInfo, error) {
-	n, err := p.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return n.Info(ctx)
+	return call(ctx, p.m, func(x network.Network) (*pluginv1.PluginInfo, error) { return x.Info(ctx) })
 }
 
 func (p *netProxy) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
-	n, err := p.current(ctx)
-	if err != nil {
-		return err
-	}
-	return n.Configure(ctx, req)
+	return do(ctx, p.m, func(x network.Network) error { return x.Configure(ctx, req) })
 }
 
 func (p *netProxy) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error) {
-	n, err := p.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return n.Fingerprint(ctx)
+	return call(ctx, p.m, func(x network.Network) (*pluginv1.FingerprintResponse, error) { return x.Fingerprint(ctx) })
 }
 
 func (p *netProxy) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*pluginv1.AttachResponse, error) {
-	n, err := p.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return n.Attach(ctx, req)
+	return call(ctx, p.m, func(x network.Network) (*pluginv1.AttachResponse, error) { return x.Attach(ctx, req) })
 }
 
 func (p *netProxy) Detach(ctx context.Context, hostIf string) error {
-	n, err := p.current(ctx)
-	if err != nil {
-		return err
-	}
-	return n.Detach(ctx, hostIf)
+	return do(ctx, p.m, func(x network.Network) error { return x.Detach(ctx, hostIf) })
 }
 
 func (p *netProxy) Reconcile(ctx context.Context, keep []string) ([]string, error) {
-	n, err := p.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return n.Reconcile(ctx, keep)
+	return call(ctx, p.m, func(x network.Network) ([]string, error) { return x.Reconcile(ctx, keep) })
 }
 
 func (p *netProxy) Stats(ctx context.Context, hostIfs []string) ([]*pluginv1.InterfaceStats, error) {
-	n, err := p.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return n.Stats(ctx, hostIfs)
+	return call(ctx, p.m, func(x network.Network) ([]*pluginv1.InterfaceStats, error) { return x.Stats(ctx, hostIfs) })
 }
 
 func (p *netProxy) Bridges(ctx context.Context) ([]*pluginv1.Bridge, error) {
-	n, err := p.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return n.Bridges(ctx)
+	return call(ctx, p.m, func(x network.Network) ([]*pluginv1.Bridge, error) { return x.Bridges(ctx) })
 }

@@ -6,35 +6,22 @@ import (
 	"io"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/petrel-vmm/petrel/sdk/pluginglue"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
-// GRPCPlugin is the go-plugin glue for the hypervisor service. On the plugin
-// side Impl is the backend; on petreld's side Impl is unused and
-// GRPCClient returns a Hypervisor that forwards over the connection.
-type GRPCPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	// Impl is the backend served by the plugin process.
-	Impl Hypervisor
-}
+// GRPCPlugin is the go-plugin glue for the hypervisor service.
+type GRPCPlugin = pluginglue.Plugin[Hypervisor]
 
-// GRPCServer registers the backend on the plugin's gRPC server.
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if p.Impl == nil {
-		return errors.New("hypervisor plugin served without an implementation")
-	}
-	pluginv1.RegisterHypervisorServer(s, &server{impl: p.Impl})
-	return nil
-}
-
-// GRPCClient returns a Hypervisor backed by the plugin connection.
-func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
-	return NewClient(c), nil
+// NewGRPCPlugin returns the glue serving impl (nil on petreld's side,
+// where only the client is used).
+func NewGRPCPlugin(impl Hypervisor) *GRPCPlugin {
+	return &GRPCPlugin{Impl: impl, Service: "hypervisor", NewClient: NewClient,
+		Register: func(s *grpc.Server, impl Hypervisor) { pluginv1.RegisterHypervisorServer(s, &server{impl: impl}) }}
 }
 
 // classes carry the hypervisor error classes across gRPC.

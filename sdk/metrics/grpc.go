@@ -2,38 +2,24 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
-	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/petrel-vmm/petrel/sdk/pluginglue"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
-// GRPCPlugin is the go-plugin glue for the metrics sink service. On the
-// plugin side Impl is the sink; on petreld's side Impl is unused and
-// GRPCClient returns a Sink that forwards over the connection.
-type GRPCPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	// Impl is the sink served by the plugin process.
-	Impl Sink
-}
+// GRPCPlugin is the go-plugin glue for the metrics service.
+type GRPCPlugin = pluginglue.Plugin[Sink]
 
-// GRPCServer registers the sink on the plugin's gRPC server.
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if p.Impl == nil {
-		return errors.New("metrics plugin served without an implementation")
-	}
-	pluginv1.RegisterMetricsSinkServer(s, &server{impl: p.Impl})
-	return nil
-}
-
-// GRPCClient returns a Sink backed by the plugin connection.
-func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
-	return NewClient(c), nil
+// NewGRPCPlugin returns the glue serving impl (nil on petreld's side,
+// where only the client is used).
+func NewGRPCPlugin(impl Sink) *GRPCPlugin {
+	return &GRPCPlugin{Impl: impl, Service: "metrics", NewClient: NewClient,
+		Register: func(s *grpc.Server, impl Sink) { pluginv1.RegisterMetricsSinkServer(s, &server{impl: impl}) }}
 }
 
 // classes carry the sink error classes across gRPC. A broken plugin

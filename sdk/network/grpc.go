@@ -2,37 +2,23 @@ package network
 
 import (
 	"context"
-	"errors"
 
-	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/petrel-vmm/petrel/sdk/pluginglue"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
-// GRPCPlugin is the go-plugin glue for the network service. On the plugin
-// side Impl is the plugin; on petreld's side Impl is unused and GRPCClient
-// returns a Network that forwards over the connection.
-type GRPCPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	// Impl is the network plugin served by the plugin process.
-	Impl Network
-}
+// GRPCPlugin is the go-plugin glue for the network service.
+type GRPCPlugin = pluginglue.Plugin[Network]
 
-// GRPCServer registers the plugin on the plugin's gRPC server.
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if p.Impl == nil {
-		return errors.New("network plugin served without an implementation")
-	}
-	pluginv1.RegisterNetworkServer(s, &server{impl: p.Impl})
-	return nil
-}
-
-// GRPCClient returns a Network backed by the plugin connection.
-func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
-	return NewClient(c), nil
+// NewGRPCPlugin returns the glue serving impl (nil on petreld's side,
+// where only the client is used).
+func NewGRPCPlugin(impl Network) *GRPCPlugin {
+	return &GRPCPlugin{Impl: impl, Service: "network", NewClient: NewClient,
+		Register: func(s *grpc.Server, impl Network) { pluginv1.RegisterNetworkServer(s, &server{impl: impl}) }}
 }
 
 // NewClient returns a Network that calls a plugin over conn.

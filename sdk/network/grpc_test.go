@@ -50,7 +50,7 @@ func (f *fake) Bridges(context.Context) ([]*pluginv1.Bridge, error) {
 
 func serve(t *testing.T, impl Network) Network {
 	t.Helper()
-	client, _ := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{"network": &GRPCPlugin{Impl: impl}})
+	client, _ := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{"network": NewGRPCPlugin(impl)})
 	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense("network")
 	if err != nil {

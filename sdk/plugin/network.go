@@ -1,9 +1,6 @@
 package plugin
 
 import (
-	"os"
-
-	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/petrel-vmm/petrel/sdk/network"
@@ -15,27 +12,11 @@ const NetworkService = "network"
 // NetworkPluginSets maps each supported protocol version to the plugins a
 // network plugin binary serves under it. impl is nil on petreld's side.
 func NetworkPluginSets(impl network.Network) map[int]goplugin.PluginSet {
-	sets := map[int]goplugin.PluginSet{}
-	for v := OldestProtocolVersion; v <= ProtocolVersion; v++ {
-		sets[v] = goplugin.PluginSet{NetworkService: &network.GRPCPlugin{Impl: impl}}
-	}
-	return sets
+	return pluginSets(NetworkService, network.NewGRPCPlugin(impl))
 }
 
 // ServeNetwork serves a network plugin and never returns normally. It is
 // the whole body of a network plugin's main function. When the parent
 // (petreld) dies the plugin exits too, so no orphaned plugin lingers; the
 // interfaces it created stay, tagged, for the next petreld to reconcile.
-func ServeNetwork(impl network.Network) {
-	startPlugin()
-	goplugin.Serve(&goplugin.ServeConfig{
-		HandshakeConfig:  Handshake,
-		VersionedPlugins: NetworkPluginSets(impl),
-		GRPCServer:       goplugin.DefaultGRPCServer,
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Level:      hclog.Info,
-			Output:     os.Stderr,
-			JSONFormat: true,
-		}),
-	})
-}
+func ServeNetwork(impl network.Network) { serve(NetworkPluginSets(impl)) }

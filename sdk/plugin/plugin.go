@@ -45,22 +45,24 @@ var Handshake = goplugin.HandshakeConfig{
 // HypervisorPluginSets maps each supported protocol version to the plugins
 // a hypervisor binary serves under it. impl is nil on petreld's side.
 func HypervisorPluginSets(impl hypervisor.Hypervisor) map[int]goplugin.PluginSet {
+	return pluginSets(HypervisorService, hypervisor.NewGRPCPlugin(impl))
+}
+
+// pluginSets offers one service under every supported protocol version.
+func pluginSets(service string, p goplugin.Plugin) map[int]goplugin.PluginSet {
 	sets := map[int]goplugin.PluginSet{}
 	for v := OldestProtocolVersion; v <= ProtocolVersion; v++ {
-		sets[v] = goplugin.PluginSet{HypervisorService: &hypervisor.GRPCPlugin{Impl: impl}}
+		sets[v] = goplugin.PluginSet{service: p}
 	}
 	return sets
 }
 
-// ServeHypervisor serves a hypervisor backend and never returns normally.
-// It is the whole body of a backend's main function. When the parent
-// (petreld) dies, the plugin exits too, so no orphaned plugin lingers;
-// VMs are not affected because their shims run in their own sessions.
-func ServeHypervisor(impl hypervisor.Hypervisor) {
+// serve runs a plugin process serving sets; it never returns normally.
+func serve(sets map[int]goplugin.PluginSet) {
 	startPlugin()
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  Handshake,
-		VersionedPlugins: HypervisorPluginSets(impl),
+		VersionedPlugins: sets,
 		GRPCServer:       goplugin.DefaultGRPCServer,
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Level:      hclog.Info,
@@ -69,6 +71,12 @@ func ServeHypervisor(impl hypervisor.Hypervisor) {
 		}),
 	})
 }
+
+// ServeHypervisor serves a hypervisor backend and never returns normally.
+// It is the whole body of a backend's main function. When the parent
+// (petreld) dies, the plugin exits too, so no orphaned plugin lingers;
+// VMs are not affected because their shims run in their own sessions.
+func ServeHypervisor(impl hypervisor.Hypervisor) { serve(HypervisorPluginSets(impl)) }
 
 // pluginGCPercent is the garbage collector's target for plugin processes
 // unless GOGC says otherwise: plugins hold little live data but one

@@ -18,20 +18,24 @@ import (
 // the test ends.
 func ServeHypervisor(t testing.TB, impl hypervisor.Hypervisor) hypervisor.Hypervisor {
 	t.Helper()
-	client, server := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{
-		plugin.HypervisorService: &hypervisor.GRPCPlugin{Impl: impl},
-	})
+	return serve[hypervisor.Hypervisor](t, plugin.HypervisorService, hypervisor.NewGRPCPlugin(impl))
+}
+
+// serve puts p behind an in-process go-plugin gRPC connection and returns
+// the client side of service as a T.
+func serve[T any](t testing.TB, service string, p goplugin.Plugin) T {
+	t.Helper()
 	// Closing the client shuts the server down through go-plugin's
-	// controller service; stopping it here as well would race with that.
-	_ = server
+	// controller service; stopping the server as well would race with it.
+	client, _ := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{service: p})
 	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(plugin.HypervisorService)
+	raw, err := client.Dispense(service)
 	if err != nil {
-		t.Fatalf("dispense hypervisor: %v", err)
+		t.Fatalf("dispense %s: %v", service, err)
 	}
-	hv, ok := raw.(hypervisor.Hypervisor)
+	v, ok := raw.(T)
 	if !ok {
-		t.Fatalf("dispensed %T, not a hypervisor", raw)
+		t.Fatalf("dispensed %T, not a %s plugin", raw, service)
 	}
-	return hv
+	return v
 }

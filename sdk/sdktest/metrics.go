@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	goplugin "github.com/hashicorp/go-plugin"
-
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -19,19 +17,7 @@ import (
 // the Sink petreld would see. Everything is torn down when the test ends.
 func ServeMetrics(t testing.TB, impl metrics.Sink) metrics.Sink {
 	t.Helper()
-	client, _ := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{
-		plugin.MetricsService: &metrics.GRPCPlugin{Impl: impl},
-	})
-	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(plugin.MetricsService)
-	if err != nil {
-		t.Fatalf("dispense metrics sink: %v", err)
-	}
-	s, ok := raw.(metrics.Sink)
-	if !ok {
-		t.Fatalf("dispensed %T, not a metrics sink", raw)
-	}
-	return s
+	return serve[metrics.Sink](t, plugin.MetricsService, metrics.NewGRPCPlugin(impl))
 }
 
 // SampleBatch returns a batch like the ones petreld sends: a running VM

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	goplugin "github.com/hashicorp/go-plugin"
-
 	"github.com/petrel-vmm/petrel/sdk/network"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -20,22 +18,7 @@ import (
 // ends.
 func ServeNetwork(t testing.TB, impl network.Network) network.Network {
 	t.Helper()
-	client, server := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{
-		plugin.NetworkService: &network.GRPCPlugin{Impl: impl},
-	})
-	// Closing the client shuts the server down through go-plugin's
-	// controller service; stopping it here as well would race with that.
-	_ = server
-	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(plugin.NetworkService)
-	if err != nil {
-		t.Fatalf("dispense network: %v", err)
-	}
-	n, ok := raw.(network.Network)
-	if !ok {
-		t.Fatalf("dispensed %T, not a network plugin", raw)
-	}
-	return n
+	return serve[network.Network](t, plugin.NetworkService, network.NewGRPCPlugin(impl))
 }
 
 // NetworkSuite describes a network plugin under test. The suite drives it
