@@ -2,14 +2,15 @@
 # full test run CI uses; `make demo` builds everything and boots a
 # unikernel through petreld.
 
-GO       ?= go
+# Go from PATH, else Debian's usual /usr/local/go, so a fresh shell works.
+GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
 BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
             petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
-export PATH := $(GOBIN):$(PATH)
+export PATH := $(dir $(GO)):$(GOBIN):$(PATH)
 
 .PHONY: all build examples deb docs config-reference chaos test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
 

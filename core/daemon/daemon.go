@@ -59,6 +59,9 @@ type Daemon struct {
 	policies *policy.Tree
 	// policyMu serialises policy changes with their persistence.
 	policyMu sync.Mutex
+	// rootMu guards rootAt, when the root policy was last read off the host.
+	rootMu sync.Mutex
+	rootAt time.Time
 	// supReady is closed once sup is set, for plugin event callbacks.
 	supReady chan struct{}
 	stats    *stats.Collector

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -63,8 +64,19 @@ func (d *Daemon) loadPolicies() error {
 	return nil
 }
 
-// refreshRoot re-reads the host (bridges come and go) before a deploy.
+// rootRefreshEvery bounds how often the host is re-read: creates are
+// frequent, host resources change rarely.
+const rootRefreshEvery = time.Second
+
+// refreshRoot re-reads the host (bridges come and go, block devices are
+// made) before a deploy or a listing, at most once per rootRefreshEvery.
 func (d *Daemon) refreshRoot() {
+	d.rootMu.Lock()
+	defer d.rootMu.Unlock()
+	if time.Since(d.rootAt) < rootRefreshEvery {
+		return
+	}
+	d.rootAt = time.Now()
 	root, err := d.hostPolicy()
 	if err != nil {
 		d.log.Warn("refresh host policy", "error", err)

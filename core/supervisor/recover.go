@@ -68,7 +68,7 @@ func (s *Supervisor) Recover(ctx context.Context) (reattached, started int, err 
 		return reattached, 0, fmt.Errorf("load VM records: %w", err)
 	}
 	s.removeOrphans(ctx, known)
-	s.reconcileNets(ctx)
+	s.ReconcileNets(ctx)
 	sort.SliceStable(toStart, func(i, j int) bool { return toStart[i].rec.Startup < toStart[j].rec.Startup })
 	for _, v := range toStart {
 		if s.startRecovered(ctx, v) {
@@ -152,13 +152,10 @@ func (s *Supervisor) loadConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 }
 
 // ReconcileNets removes taps that belong to no VM that runs or is about
-// to. petreld calls it at start-up and whenever the network plugin comes
-// back after a crash, which may have interrupted a create or destroy.
-func (s *Supervisor) ReconcileNets(ctx context.Context) { s.reconcileNets(ctx) }
-
-// reconcileNets removes taps that belong to no VM that runs or is about
 // to (left by a daemon killed mid-create, or by VMs destroyed meanwhile).
-func (s *Supervisor) reconcileNets(ctx context.Context) {
+// Recover calls it at start-up, and petreld whenever the network plugin
+// comes back after a crash, which may have interrupted a create or destroy.
+func (s *Supervisor) ReconcileNets(ctx context.Context) {
 	if s.opts.Network == nil {
 		return
 	}

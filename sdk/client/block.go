@@ -61,6 +61,10 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 // changes the device only once the SHA-256 computed here matches what it
 // received.
 func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, total int64, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
+	// Cancelling on return ends the stream on every path: an upload
+	// abandoned on an error is discarded by the daemon at once.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := c.API.BlockUpload(ctx)
 	if err != nil {
 		return nil, err
@@ -132,6 +136,8 @@ func (r *downloadReader) Read(p []byte) (int, error) {
 // the daemon's SHA-256; path appears only once the content is complete
 // and verified.
 func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream, and frees the device, on every path
 	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, Gzip: compress})
 	if err != nil {
 		return 0, err

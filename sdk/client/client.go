@@ -64,6 +64,10 @@ func (c *Client) Close() error { return c.conn.Close() }
 // UploadImage streams r (of size bytes, or -1 when unknown) to the
 // daemon's image store. progress, when not nil, is called after each chunk.
 func (c *Client) UploadImage(ctx context.Context, r io.Reader, size int64, progress func(sent int64)) (*daemonv1.ImageRef, error) {
+	// Cancelling on return ends the stream on every path, so an upload
+	// abandoned on an error neither lingers nor is stored.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := c.API.UploadImage(ctx)
 	if err != nil {
 		return nil, err
