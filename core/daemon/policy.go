@@ -68,12 +68,17 @@ func (d *Daemon) loadPolicies() error {
 // frequent, host resources change rarely.
 const rootRefreshEvery = time.Second
 
-// refreshRoot re-reads the host (bridges come and go, block devices are
-// made) before a deploy or a listing, at most once per rootRefreshEvery.
-func (d *Daemon) refreshRoot() {
+// refreshRoot re-reads the host (bridges come and go) before a deploy or
+// a listing, at most once per rootRefreshEvery.
+func (d *Daemon) refreshRoot() { d.readRoot(false) }
+
+// readRoot re-reads the host into the root policy; without force, only
+// when the last reading is older than rootRefreshEvery. Block device
+// creation forces it: free space is what it checks, and it is rare.
+func (d *Daemon) readRoot(force bool) {
 	d.rootMu.Lock()
 	defer d.rootMu.Unlock()
-	if time.Since(d.rootAt) < rootRefreshEvery {
+	if !force && time.Since(d.rootAt) < rootRefreshEvery {
 		return
 	}
 	d.rootAt = time.Now()
@@ -187,7 +192,7 @@ func (d *Daemon) checkBlockQuota(dev string, sizeMB int64) error {
 	if err != nil {
 		return nil // the block manager reports bad names
 	}
-	d.refreshRoot()
+	d.readRoot(true)
 	for _, a := range p.Ancestors() {
 		pol, ok := d.policies.Get(a)
 		if !ok {
