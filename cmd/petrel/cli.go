@@ -152,7 +152,7 @@ for example "team:web:frontend".
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
-	root.AddCommand(a.doctorCmd(), a.genDocsCmd())
+	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
 	a.addRemote(root)
 	return root
 }

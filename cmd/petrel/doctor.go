@@ -152,7 +152,7 @@ when nothing FAILed, 1 otherwise.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&jsonOut, "json", false, "print JSON")
-	f.StringVar(&dataDir, "data-dir", "/var/lib/petrel", "petreld's state directory")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory")
 	f.StringVar(&pluginDir, "plugin-dir", "", "petreld's plugin directory (default: beside petrel, then /usr/libexec/petrel)")
 	f.StringVar(&cgroups, "cgroup-root", "/sys/fs/cgroup", "where the cgroup file system is mounted")
 	return cmd

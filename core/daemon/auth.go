@@ -197,7 +197,7 @@ func (d *Daemon) setPolicyLocked(path name.Path, p policy.Policy) error {
 	if err := d.policies.Set(path, p, usage); err != nil {
 		return err
 	}
-	if err := d.store.Put(PoliciesCollection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
+	if err := d.store.Put(policy.Collection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
 		if hadOld {
 			_ = d.policies.Set(path, old, nil)
 		} else {

@@ -128,7 +128,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	d.store = st
-	if d.blocks, err = block.Open(filepath.Join(cfg.DataDir, "block")); err != nil {
+	if d.blocks, err = block.Open(filepath.Join(cfg.DataDir, store.BlockDir)); err != nil {
 		return nil, err
 	}
 	if orphans, err := d.blocks.Orphans(); err == nil && len(orphans) > 0 {

@@ -14,10 +14,6 @@ import (
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
-// PoliciesCollection is the store collection of policies (not the
-// root's, which is discovered from the host).
-const PoliciesCollection = "policies"
-
 // hostPolicy is the root policy: what the host has, with the block
 // devices that already exist counted as available to them.
 func (d *Daemon) hostPolicy() (policy.Policy, error) {
@@ -43,7 +39,7 @@ func (d *Daemon) loadPolicies() error {
 		return err
 	}
 	var entries []policy.Entry
-	err = d.store.Walk(PoliciesCollection, func(key string, raw json.RawMessage) error {
+	err = d.store.Walk(policy.Collection, func(key string, raw json.RawMessage) error {
 		var e policy.Entry
 		if err := json.Unmarshal(raw, &e); err != nil {
 			return fmt.Errorf("policy %s: %w", key, err)
@@ -158,7 +154,7 @@ func (s *server) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*
 	if err := s.d.policies.Set(path, p, usage); err != nil {
 		return nil, grpcError(err)
 	}
-	if err := s.d.store.Put(PoliciesCollection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
+	if err := s.d.store.Put(policy.Collection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
 		if hadOld {
 			s.d.policies.Set(path, old, nil)
 		} else {
@@ -179,7 +175,7 @@ func (s *server) PolicyRemove(_ context.Context, req *daemonv1.PolicyRemoveReque
 	if err := s.d.policies.Remove(path); err != nil {
 		return nil, grpcError(err)
 	}
-	if err := s.d.store.Delete(PoliciesCollection, path.FileKey()); err != nil {
+	if err := s.d.store.Delete(policy.Collection, path.FileKey()); err != nil {
 		return nil, status.Errorf(codes.Internal, "remove policy: %v", err)
 	}
 	return &daemonv1.PolicyRemoveResponse{}, nil

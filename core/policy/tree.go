@@ -16,12 +16,19 @@ var ErrNotFound = errors.New("no policy")
 
 // Entry is a policy together with the path it is attached to; it is the
 // unit the daemon persists and lists.
+//
+// petreld stores one Entry per delegated policy in its state store's
+// Collection; the root policy is never stored, it is discovered from the
+// host.
 type Entry struct {
 	// Path is where the policy is attached.
 	Path name.Path `json:"path"`
 	// Policy is the policy itself, in canonical form.
 	Policy Policy `json:"policy"`
 }
+
+// Collection is the state store collection of policy entries.
+const Collection = "policies"
 
 // Tree holds the policies of one host, keyed by path, and enforces the
 // delegation rules of the package on every change and every deploy. It

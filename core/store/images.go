@@ -70,7 +70,7 @@ func (s *Store) PutImage(r io.Reader, maxBytes int64) (sha string, size int64, e
 		return "", 0, fmt.Errorf("put image: %w", err)
 	}
 	defer end()
-	dst := filepath.Join(dir, sha)
+	dst := filepath.Join(dir, imageAlgoDir, sha)
 	if _, err := os.Stat(dst); err == nil {
 		return sha, n, nil
 	}
@@ -78,7 +78,7 @@ func (s *Store) PutImage(r io.Reader, maxBytes int64) (sha string, size int64, e
 		return "", 0, fmt.Errorf("put image: rename %s to %s: %w", tmp, dst, err)
 	}
 	committed = true
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return "", 0, fmt.Errorf("put image: %w", err)
 	}
 	return sha, n, nil
@@ -98,7 +98,7 @@ func (s *Store) ImagePath(sha string) (string, error) {
 		return "", fmt.Errorf("image %s: %w", sha, err)
 	}
 	defer end()
-	path := filepath.Join(s.dir, imagesDir, sha)
+	path := filepath.Join(s.dir, imagesDir, imageAlgoDir, sha)
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("image %s: %w", sha, ErrNotFound)
@@ -123,7 +123,7 @@ func (s *Store) RemoveImagesExcept(keep map[string]bool) (removed int, err error
 		return 0, fmt.Errorf("remove images: %w", err)
 	}
 	defer end()
-	dir := filepath.Join(s.dir, imagesDir)
+	dir := filepath.Join(s.dir, imagesDir, imageAlgoDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, fmt.Errorf("remove images: %w", err)

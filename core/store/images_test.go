@@ -37,7 +37,7 @@ func TestPutImage(t *testing.T) {
 		t.Fatalf("PutImage = %s, %d", got, size)
 	}
 	path, err := s.ImagePath(got)
-	if err != nil || path != filepath.Join(dir, "images", got) {
+	if err != nil || path != filepath.Join(dir, "images", "sha256", got) {
 		t.Fatalf("ImagePath = %q, %v", path, err)
 	}
 	fi, err := os.Stat(path)
@@ -60,7 +60,7 @@ func TestPutImage(t *testing.T) {
 	if tmps := imageTemps(t, s); len(tmps) != 0 {
 		t.Fatalf("temporary files left: %q", tmps)
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "images"))
+	entries, _ := os.ReadDir(filepath.Join(dir, "images", "sha256"))
 	if len(entries) != 1 {
 		t.Fatalf("images dir holds %d entries, want 1", len(entries))
 	}
@@ -80,7 +80,7 @@ func TestPutImageLimit(t *testing.T) {
 	if tmps := imageTemps(t, s); len(tmps) != 0 {
 		t.Fatalf("oversize upload left %q", tmps)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(dir, "images")); len(entries) != 0 {
+	if entries, _ := os.ReadDir(filepath.Join(dir, "images", "sha256")); len(entries) != 0 {
 		t.Fatalf("oversize upload left %d files", len(entries))
 	}
 	if _, _, err := s.PutImage(strings.NewReader("x"), 0); err == nil {
@@ -172,7 +172,7 @@ func TestRemoveImagesExcept(t *testing.T) {
 	if err := os.WriteFile(upload, []byte("partial"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	other := filepath.Join(dir, "images", "README")
+	other := filepath.Join(dir, "images", "sha256", "README")
 	if err := os.WriteFile(other, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}

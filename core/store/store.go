@@ -8,15 +8,26 @@
 // can inspect and repair state with ordinary tools, and so that petreld
 // has no storage dependency beyond the kernel.
 //
+// # Schema versions
+//
+// Schema 1 kept images directly in DIR/images/<sha256hex>. Schema 2 moved
+// them to DIR/images/sha256/; Open migrates a schema 1 directory in place.
+// Every earlier schema has a fixture under testdata/ that the tests
+// migrate.
+//
 // # On-disk layout
 //
 //	DIR/                      0700, created by Open
-//	DIR/meta.json             {"schema":1,"created_at":"2006-01-02T15:04:05Z"}
+//	DIR/meta.json             {"schema":2,"created_at":"2006-01-02T15:04:05Z"}
 //	DIR/lock                  flock(2)ed by the open Store; holds its pid
 //	DIR/<collection>/<key>.json
 //	                          one JSON document per key, 0600
-//	DIR/images/<sha256hex>    unikernel images, named by the SHA-256 of
-//	                          their content, 0600
+//	DIR/images/sha256/<hex>   unikernel images, named by the SHA-256 of
+//	                          their content, 0600; the directory names
+//	                          the digest algorithm so that another one can
+//	                          sit beside it, and uploads in progress
+//	                          (DIR/images/*.tmp) never share a directory
+//	                          with finished images
 //	DIR/quarantine/<collection>/<key>.json
 //	                          records moved aside because they could not be
 //	                          used; a later quarantine of the same key
@@ -29,7 +40,8 @@
 // the directory, so the rename itself is durable before the call returns.
 //
 // Collection names match [a-z0-9_-]+ (at most 64 bytes) and must not be
-// "images", "quarantine" or "lock". Keys are arbitrary file names: not
+// "images", "quarantine", "lock" or "block" (petreld's block devices live
+// in DIR/block, beside the store). Keys are arbitrary file names: not
 // empty, not "." or "..", no '/' or NUL, at most MaxKeyLength bytes.
 // name.Path.FileKey produces suitable keys for VM and policy names.
 package store
@@ -54,7 +66,7 @@ import (
 // SchemaVersion is the on-disk layout version this code reads and writes.
 // It is bumped, with a Migration from the previous version, whenever the
 // layout or a record format changes incompatibly.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // MaxKeyLength is the longest key accepted. It is the Linux file name
 // limit (255 bytes) minus the ".json" suffix, so any name.Path file key up
@@ -65,6 +77,8 @@ const (
 	metaFile      = "meta.json"
 	lockFile      = "lock"
 	imagesDir     = "images"
+	imageAlgoDir  = "sha256"
+	blockDir      = "block"
 	quarantineDir = "quarantine"
 	recordSuffix  = ".json"
 	tmpSuffix     = ".tmp"
@@ -95,9 +109,62 @@ type Migration struct {
 	Apply func(dir string) error
 }
 
-// migrations are the built-in upgrades Open applies. Schema 1 is the
-// first released layout, so there are none yet.
-var migrations []Migration
+// migrations are the built-in upgrades Open applies, one per earlier
+// schema version.
+var migrations = []Migration{
+	{From: 1, Apply: migrateImagesToAlgoDir},
+}
+
+// migrateImagesToAlgoDir moves schema 1's images/<sha256hex> files to
+// images/sha256/<sha256hex>. Each move is a rename, so an image is always
+// in one place or the other; re-running after a crash finishes the moves
+// that remain, and an image found in both places (a crash between a
+// rename and the directory sync cannot cause that, but a hand-made copy
+// can) keeps the copy already in the new place.
+func migrateImagesToAlgoDir(dir string) error {
+	old := filepath.Join(dir, imagesDir)
+	entries, err := os.ReadDir(old)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("move images: %w", err)
+	}
+	dst := filepath.Join(old, imageAlgoDir)
+	if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("move images: %w", err)
+	}
+	if err := syncDir(old); err != nil {
+		return fmt.Errorf("move images: %w", err)
+	}
+	moved := false
+	for _, e := range entries {
+		name := e.Name()
+		if !validSHA(name) || !e.Type().IsRegular() {
+			continue
+		}
+		from, to := filepath.Join(old, name), filepath.Join(dst, name)
+		if _, err := os.Stat(to); err == nil {
+			if err := os.Remove(from); err != nil {
+				return fmt.Errorf("move images: %w", err)
+			}
+			continue
+		}
+		if err := os.Rename(from, to); err != nil {
+			return fmt.Errorf("move images: %w", err)
+		}
+		moved = true
+	}
+	if moved {
+		if err := syncDir(dst); err != nil {
+			return fmt.Errorf("move images: %w", err)
+		}
+		if err := syncDir(old); err != nil {
+			return fmt.Errorf("move images: %w", err)
+		}
+	}
+	return nil
+}
 
 // Options adjust OpenWith. The zero value gives the same behaviour as
 // Open except that no migrations are available.
@@ -235,7 +302,7 @@ func (s *Store) init(opts Options) error {
 			return err
 		}
 	}
-	for _, d := range []string{imagesDir, quarantineDir} {
+	for _, d := range []string{imagesDir, filepath.Join(imagesDir, imageAlgoDir), quarantineDir} {
 		if err := s.ensureDir(filepath.Join(s.dir, d)); err != nil {
 			return err
 		}
@@ -383,7 +450,7 @@ func checkCollection(c string) error {
 		return fmt.Errorf("invalid collection name %q: want 1-64 characters from [a-z0-9_-]", c)
 	}
 	switch c {
-	case imagesDir, quarantineDir, lockFile:
+	case imagesDir, quarantineDir, lockFile, blockDir:
 		return fmt.Errorf("invalid collection name %q: reserved", c)
 	}
 	return nil

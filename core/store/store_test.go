@@ -38,7 +38,7 @@ func TestOpenLayout(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("data dir mode %v, %v", fi.Mode(), err)
 	}
-	for _, d := range []string{"images", "quarantine"} {
+	for _, d := range []string{"images", "images/sha256", "quarantine"} {
 		if fi, err := os.Stat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
 			t.Errorf("subdirectory %s: %v", d, err)
 		}
@@ -51,7 +51,7 @@ func TestOpenLayout(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("meta.json: %v", err)
 	}
-	if m["schema"] != float64(1) || m["created_at"] == nil {
+	if m["schema"] != float64(SchemaVersion) || m["created_at"] == nil {
 		t.Fatalf("meta.json = %s", b)
 	}
 	pid, _ := os.ReadFile(filepath.Join(dir, "lock"))
@@ -371,7 +371,8 @@ func TestCorruptRecordAndQuarantine(t *testing.T) {
 
 func TestNewerSchemaRefused(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "meta.json"), []byte(`{"schema":2,"created_at":"2024-01-01T00:00:00Z"}`), 0o600); err != nil {
+	newer := fmt.Sprintf(`{"schema":%d,"created_at":"2024-01-01T00:00:00Z"}`, SchemaVersion+1)
+	if err := os.WriteFile(filepath.Join(dir, "meta.json"), []byte(newer), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tmp := filepath.Join(dir, "x.tmp")
@@ -379,14 +380,14 @@ func TestNewerSchemaRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Open(dir)
-	if err == nil || !strings.Contains(err.Error(), "schema version 2, newer than the 1") {
+	if want := fmt.Sprintf("schema version %d, newer than the %d", SchemaVersion+1, SchemaVersion); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Open of a newer schema = %v", err)
 	}
 	if _, err := os.Stat(tmp); err != nil {
 		t.Fatalf("Open touched a newer store: %v", err)
 	}
 	// The lock must have been released.
-	if err := os.WriteFile(filepath.Join(dir, "meta.json"), []byte(`{"schema":1}`), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "meta.json"), []byte(fmt.Sprintf(`{"schema":%d}`, SchemaVersion)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Open(dir)
@@ -458,6 +459,7 @@ func TestMigration(t *testing.T) {
 		return os.Remove(old)
 	}}
 
+	all := append([]Migration{v0to1}, migrations...)
 	if _, err := OpenWith(dir, Options{}); err == nil || !strings.Contains(err.Error(), "no migration") {
 		t.Fatalf("Open without a migration = %v", err)
 	}
@@ -469,7 +471,7 @@ func TestMigration(t *testing.T) {
 		t.Fatalf("failed migration changed meta.json: %s", b)
 	}
 
-	s, err := OpenWith(dir, Options{Migrations: []Migration{v0to1}})
+	s, err := OpenWith(dir, Options{Migrations: all})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,10 +482,10 @@ func TestMigration(t *testing.T) {
 	s.Close()
 	b, _ := os.ReadFile(filepath.Join(dir, "meta.json"))
 	var m meta
-	if err := json.Unmarshal(b, &m); err != nil || m.Schema != 1 || m.CreatedAt.Year() != 2020 {
+	if err := json.Unmarshal(b, &m); err != nil || m.Schema != SchemaVersion || m.CreatedAt.Year() != 2020 {
 		t.Fatalf("meta after migration = %s, %v", b, err)
 	}
-	s, err = OpenWith(dir, Options{Migrations: []Migration{v0to1}})
+	s, err = OpenWith(dir, Options{Migrations: all})
 	if err != nil {
 		t.Fatal(err)
 	}

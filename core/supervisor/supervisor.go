@@ -230,7 +230,7 @@ func (s *Supervisor) persist(v *vm) error {
 
 func (s *Supervisor) publishRecord(v *vm) {
 	v.pubMu.Lock()
-	v.pub = v.rec.clone()
+	v.pub = v.rec.Clone()
 	v.pubMu.Unlock()
 }
 
@@ -570,7 +570,7 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	s.event(events.Created, v.rec, "")
 	s.event(events.Started, v.rec, "")
 	s.startMonitor(v, hv)
-	return v.rec.clone(), nil
+	return v.rec.Clone(), nil
 }
 
 func (s *Supervisor) spec(r Record, imagePath, runID string) *pluginv1.VMSpec {
@@ -783,7 +783,7 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	if err != nil {
 		return Record{}, fmt.Errorf("image of %s: %w", n, err)
 	}
-	next := v.rec.clone()
+	next := v.rec.Clone()
 	if args != nil {
 		next.Args = args
 	}
@@ -801,7 +801,7 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	}
 	s.event(events.Restarted, v.rec, "restarted on request")
 	s.startMonitor(v, hv)
-	return v.rec.clone(), nil
+	return v.rec.Clone(), nil
 }
 
 // markFailed records that v could not be started. Caller holds v.mu.
@@ -835,7 +835,7 @@ func (s *Supervisor) Info(n string) ([]Record, error) {
 		}
 		rp, err := name.Parse(r.Name)
 		if err == nil && p.IsPrefixOf(rp) {
-			out = append(out, r.clone())
+			out = append(out, r.Clone())
 		}
 	}
 	s.mu.Unlock()

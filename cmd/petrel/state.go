@@ -1,0 +1,401 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/petrel-vmm/petrel/core/statedump"
+)
+
+// defaultDataDir is petreld's default state directory, for the commands
+// that read it directly.
+const defaultDataDir = "/var/lib/petrel"
+
+func (a *app) stateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "state",
+		Short: "Inspect, export and import petreld's state directory",
+		Long: `Work on petreld's data directory directly, on the host, without petreld:
+the VM records, delegated policies, unikernel images and block devices.
+
+  petrel state inspect                         what /var/lib/petrel holds, and what is wrong with it
+  petrel state export -o host1.tar.gz          stop petreld first (or add --live)
+  petrel state import host1.tar.gz --data-dir /var/lib/petrel
+                                               into a new or empty directory, then start petreld
+
+An export keeps the schema it was written with; import (like petreld
+itself) migrates state from every earlier schema version. Block device
+contents are exported only with --blocks. Imported VMs start when petreld
+next starts, in --startup order, as after a host reboot.`,
+		Args: args(cobra.NoArgs),
+	}
+	cmd.AddCommand(a.stateInspectCmd(), a.stateExportCmd(), a.stateImportCmd())
+	return cmd
+}
+
+func (a *app) stateInspectCmd() *cobra.Command {
+	var dataDir string
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "inspect [DIR | EXPORT]",
+		Short: "Show what a data directory or an export holds",
+		Long: `Show the schema version, VMs, policies, images, block devices and
+quarantined records of a data directory (default --data-dir) or of an
+archive written by "petrel state export", and list problems: damaged
+records or images, VMs whose image or block device is missing.
+
+It reads without locking or changing anything, so it is safe while
+petreld runs. Exits 1 when it finds problems.`,
+		Example: `  petrel state inspect
+  petrel state inspect --json /srv/backup/host1.tar.gz`,
+		Args: args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			src := dataDir
+			if len(pos) == 1 {
+				src = pos[0]
+			}
+			rep, err := inspectSource(src)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printReport(a.out, rep)
+			}
+			if len(rep.Problems) > 0 {
+				return fmt.Errorf("%s: %d problem(s) found", src, len(rep.Problems))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON (every record in full)")
+	return cmd
+}
+
+// inspectSource inspects a directory, or an archive file ("-" is
+// standard input).
+func inspectSource(src string) (*statedump.Report, error) {
+	if src == "-" {
+		return statedump.InspectArchive(os.Stdin, "standard input")
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return statedump.InspectDir(src)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return statedump.InspectArchive(f, src)
+}
+
+func printReport(w io.Writer, r *statedump.Report) {
+	kind := "data directory"
+	if r.Export != nil {
+		kind = "export"
+	}
+	fmt.Fprintf(w, "%s %s: schema %d, created %s\n", kind, r.Source, r.Schema, r.CreatedAt.Format(time.RFC3339))
+	if r.Export != nil {
+		fmt.Fprintf(w, "  exported %s from %s:%s", r.Export.ExportedAt.Format(time.RFC3339), r.Export.Hostname, r.Export.Source)
+		if r.Export.Live {
+			fmt.Fprint(w, " (live)")
+		}
+		if !r.Export.Blocks {
+			fmt.Fprint(w, "; block device contents not included")
+		}
+		fmt.Fprintln(w)
+	}
+	if r.Schema < r.CurrentSchema {
+		fmt.Fprintf(w, "  older schema: petreld (or petrel state import) migrates it to schema %d\n", r.CurrentSchema)
+	}
+	if r.InUse {
+		fmt.Fprintf(w, "  in use by petreld (pid %d)\n", r.HolderPID)
+	}
+
+	fmt.Fprintf(w, "\nVMs (%d):\n", len(r.VMs))
+	if len(r.VMs) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tSTATE\tBACKEND\tMEM\tIMAGE\tRESTART\tBLOCKS\tNETS")
+		for _, v := range r.VMs {
+			img := v.ImageName
+			if img == "" {
+				img = short(v.ImageSHA256)
+			}
+			if !v.ImagePresent {
+				img += " (missing)"
+			}
+			restart := "no"
+			if v.Restart.OnFailure {
+				restart = "on failure"
+				if len(v.Restart.ExitCodes) > 0 {
+					restart += fmt.Sprintf(" %v", v.Restart.ExitCodes)
+				}
+			}
+			var blocks, nets []string
+			for _, b := range v.Blocks {
+				blocks = append(blocks, b.Name+"="+b.Device)
+			}
+			for _, n := range v.Nets {
+				nets = append(nets, n.Name+"="+n.Bridge)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%dM\t%s\t%s\t%s\t%s\n", v.Name, v.State, v.Backend, v.MemoryMB, img, restart, dash(blocks), dash(nets))
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\nPolicies (%d):\n", len(r.Policies))
+	if len(r.Policies) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  PATH\tVMS\tMEM\tCPUS\tBLOCK\tBRIDGES")
+		for _, e := range r.Policies {
+			p := e.Policy
+			fmt.Fprintf(tw, "  %s\t%d\t%dM\t%v\t%dM\t%s\n", e.Path, p.VMs, p.MemoryMB, p.CPUs, p.Block(), dash(p.Bridges))
+		}
+		tw.Flush()
+	}
+
+	var total int64
+	for _, img := range r.Images {
+		total += img.Size
+	}
+	fmt.Fprintf(w, "\nImages (%d, %s):\n", len(r.Images), humanBytes(total))
+	for _, img := range r.Images {
+		used := "unused (petreld removes it)"
+		if len(img.UsedBy) > 0 {
+			used = "used by " + strings.Join(img.UsedBy, ", ")
+		}
+		fmt.Fprintf(w, "  %s  %8s  %s\n", short(img.SHA256), humanBytes(img.Size), used)
+	}
+
+	fmt.Fprintf(w, "\nBlock devices (%d):\n", len(r.Blocks))
+	for _, b := range r.Blocks {
+		fmt.Fprintf(w, "  %s  %s (%s on disk)  %s\n", b.Name, humanBytes(b.SizeBytes), humanBytes(b.AllocatedBytes), dash(b.UsedBy))
+	}
+	if len(r.Quarantined) > 0 {
+		fmt.Fprintf(w, "\nQuarantined records (%d): %s\n", len(r.Quarantined), strings.Join(r.Quarantined, ", "))
+	}
+	for c, n := range r.OtherCollections {
+		fmt.Fprintf(w, "\nCollection %s: %d records this petrel does not know\n", c, n)
+	}
+	if len(r.Problems) > 0 {
+		fmt.Fprintf(w, "\nProblems (%d):\n", len(r.Problems))
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
+	} else {
+		fmt.Fprintln(w, "\nNo problems found.")
+	}
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func dash(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func (a *app) stateExportCmd() *cobra.Command {
+	var dataDir, out string
+	var blocks, live bool
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Write the state directory to an archive",
+		Long: `Write petreld's data directory (VM records, policies, images, and with
+--blocks the block devices' contents) to a gzip-compressed tar archive
+that "petrel state import" restores, on this host or another.
+
+The export takes the directory's lock, so petreld must be stopped
+(systemctl stop petreld); VMs keep running meanwhile. With --live it reads
+a running petreld's directory instead: every record is read whole, but a
+change made during the export may be missing. The archive is written to a
+temporary file and renamed when complete.`,
+		Example: `  systemctl stop petreld && petrel state export -o /srv/backup/host1.tar.gz && systemctl start petreld
+  petrel state export --live --blocks -o - | ssh backup 'cat > host1.tar.gz'`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return usageError{errors.New("give the archive's path with -o FILE (or -o - for standard output)")}
+			}
+			opts := statedump.ExportOptions{Blocks: blocks, Live: live}
+			if out == "-" {
+				if isTerminal(a.out) {
+					return usageError{errors.New("refusing to write an archive to a terminal; redirect standard output")}
+				}
+				sum, err := statedump.Export(dataDir, a.out, opts)
+				a.reportExport(sum, "standard output")
+				return err
+			}
+			if p := a.progressBar("exporting"); p != nil {
+				opts.Progress = func(done, total int64) { p(done, total) }
+			}
+			sum, err := writeAtomic(out, func(w io.Writer) (statedump.Summary, error) {
+				return statedump.Export(dataDir, w, opts)
+			})
+			if err != nil {
+				return err
+			}
+			a.reportExport(sum, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory")
+	f.StringVarP(&out, "output", "o", "", "archive to write (- for standard output)")
+	f.BoolVar(&blocks, "blocks", false, "include the block devices' contents")
+	f.BoolVar(&live, "live", false, "export while petreld runs (not one instant's state)")
+	return cmd
+}
+
+func (a *app) reportExport(sum statedump.Summary, where string) {
+	if sum.Files == 0 && sum.Bytes == 0 {
+		return
+	}
+	fmt.Fprintf(a.errw, "exported %d files (%s, schema %d) to %s\n", sum.Files, humanBytes(sum.Bytes), sum.Schema, where)
+	for _, s := range sum.Skipped {
+		fmt.Fprintf(a.errw, "  skipped %s\n", s)
+	}
+}
+
+// writeAtomic writes a file through fn into a temporary file beside
+// path and renames it into place only when fn succeeds, so a failed or
+// interrupted export never leaves a truncated archive under its name.
+func writeAtomic(path string, fn func(io.Writer) (statedump.Summary, error)) (statedump.Summary, error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return statedump.Summary{}, err
+	}
+	done := false
+	defer func() {
+		if !done {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	sum, err := fn(f)
+	if err != nil {
+		return sum, err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		return sum, err
+	}
+	if err := f.Sync(); err != nil {
+		return sum, fmt.Errorf("fsync %s: %w", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		return sum, err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return sum, err
+	}
+	done = true
+	return sum, nil
+}
+
+func (a *app) stateImportCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "import ARCHIVE",
+		Short: "Restore a state directory from an export",
+		Long: `Restore an archive written by "petrel state export" into --data-dir, which
+must not exist, be empty, or hold no state yet (petreld stopped). The
+archive is unpacked, checked (image digests, record formats) and migrated
+to the current schema beside the directory, then moved into place, so a
+failed import changes nothing. Start petreld afterwards: it starts the
+imported VMs as after a host reboot. ARCHIVE "-" reads standard input.`,
+		Example: `  systemctl stop petreld
+  petrel state import /srv/backup/host1.tar.gz --data-dir /var/lib/petrel
+  systemctl start petreld`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			var in io.Reader = os.Stdin
+			var size int64
+			if pos[0] != "-" {
+				f, err := os.Open(pos[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if fi, err := f.Stat(); err == nil {
+					size = fi.Size()
+				}
+				in = f
+			}
+			var opts statedump.ImportOptions
+			p := a.progressBar("importing")
+			if p != nil && size > 0 {
+				cr := &readCounter{r: in}
+				in = cr
+				opts.Progress = func(int64) { p(cr.n, size) }
+			}
+			sum, err := statedump.Import(in, dataDir, opts)
+			if opts.Progress != nil {
+				p(size, size)
+			}
+			if err != nil {
+				return err
+			}
+			from := ""
+			if sum.From != sum.Schema {
+				from = fmt.Sprintf(", migrated from schema %d", sum.From)
+			}
+			fmt.Fprintf(a.out, "imported %d files (%s) into %s (schema %d%s)\n", sum.Files, humanBytes(sum.Bytes), dataDir, sum.Schema, from)
+			for _, p := range sum.Problems {
+				fmt.Fprintf(a.out, "  warning: %s\n", p)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory to create")
+	return cmd
+}
+
+// readCounter counts the compressed bytes read, for import progress.
+type readCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/petrel-vmm/petrel/core/statedump"
+	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/core/vmrecord"
+)
+
+func runPetrel(args ...string) (code int, stdout, stderr string) {
+	var out, errw bytes.Buffer
+	code = run(args, &out, &errw)
+	return code, out.String(), errw.String()
+}
+
+func TestStateCommands(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "data")
+	s, err := store.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha, _, err := s.PutImage(strings.NewReader("a unikernel"), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(vmrecord.Collection, "web", vmrecord.Record{Name: "web", Backend: "hvt", ImageSHA256: sha, ImageName: "web.hvt", MemoryMB: 32, State: vmrecord.StateRunning}); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, _ := runPetrel("state", "inspect", "--data-dir", src)
+	if code != exitOK || !strings.Contains(out, "web") || !strings.Contains(out, "in use by petreld") || !strings.Contains(out, "No problems found") {
+		t.Fatalf("inspect = %d:\n%s", code, out)
+	}
+	archive := filepath.Join(t.TempDir(), "host.tar.gz")
+	code, _, errOut := runPetrel("state", "export", "--data-dir", src, "-o", archive)
+	if code != exitError || !strings.Contains(errOut, "--live") {
+		t.Fatalf("export while in use = %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(archive); !os.IsNotExist(err) {
+		t.Fatalf("failed export left %s: %v", archive, err)
+	}
+	s.Close()
+
+	if code, _, errOut := runPetrel("state", "export", "--data-dir", src); code != exitUsage || !strings.Contains(errOut, "-o FILE") {
+		t.Fatalf("export without -o = %d: %s", code, errOut)
+	}
+	code, _, errOut = runPetrel("state", "export", "--data-dir", src, "-o", archive)
+	if code != exitOK || !strings.Contains(errOut, "exported 3 files") {
+		t.Fatalf("export = %d: %s", code, errOut)
+	}
+	if fi, err := os.Stat(archive); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("archive: %v, %v", fi, err)
+	}
+	code, out, _ = runPetrel("state", "inspect", "--json", archive)
+	var rep statedump.Report
+	if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Export == nil || len(rep.VMs) != 1 || rep.VMs[0].ImageSHA256 != sha {
+		t.Fatalf("inspect --json of the archive = %d:\n%s", code, out)
+	}
+
+	dst := filepath.Join(t.TempDir(), "restored")
+	code, out, errOut = runPetrel("state", "import", archive, "--data-dir", dst)
+	if code != exitOK || !strings.Contains(out, "imported 3 files") {
+		t.Fatalf("import = %d: %s%s", code, out, errOut)
+	}
+	if code, _, errOut := runPetrel("state", "import", archive, "--data-dir", dst); code != exitError || !strings.Contains(errOut, "already holds petreld state") {
+		t.Fatalf("second import = %d: %s", code, errOut)
+	}
+	if code, _, _ := runPetrel("state", "import"); code != exitUsage {
+		t.Fatalf("import without an archive = %d", code)
+	}
+
+	// A missing image is a problem: inspect says so and exits 1.
+	if err := os.Remove(filepath.Join(store.ImagesDir(dst, store.SchemaVersion), sha)); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runPetrel("state", "inspect", "--data-dir", dst)
+	if code != exitError || !strings.Contains(out, "image "+sha+" is missing") || !strings.Contains(out, "(missing)") {
+		t.Fatalf("inspect with a missing image = %d:\n%s", code, out)
+	}
+}
