@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/core/statedump"
+	"github.com/petrel-vmm/petrel/core/store"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -177,7 +179,7 @@ func (a *app) runChecks(ctx context.Context, env hostEnv) []checkResult {
 	if a.remote.destination == "" {
 		rs = append(rs, checkSocket(env.socket)...)
 	}
-	rs = append(rs, checkDataDir(env.dataDir), checkCgroups(env))
+	rs = append(rs, checkDataDir(env.dataDir), checkState(env.dataDir), checkCgroups(env))
 	return rs
 }
 
@@ -444,6 +446,27 @@ func checkDataDir(path string) checkResult {
 		return warn("data-dir", "%s is owned by uid %d, not root: chown root %s", path, st.Uid, path)
 	}
 	return ok("data-dir", "%s mode 0700, owned by root", path)
+}
+
+// checkState reads the state in the data directory as `petrel state
+// inspect` does and reports its schema and any problem.
+func checkState(path string) checkResult {
+	if _, err := os.Stat(filepath.Join(path, store.MetaFile)); errors.Is(err, os.ErrNotExist) {
+		return ok("state", "%s holds no state yet", path)
+	}
+	rep, err := statedump.InspectDir(path)
+	if err != nil {
+		return fail("state", "%v", err)
+	}
+	switch {
+	case rep.Schema > rep.CurrentSchema:
+		return fail("state", "%s has schema %d, newer than the %d this petrel knows: install the petrel matching petreld", path, rep.Schema, rep.CurrentSchema)
+	case len(rep.Problems) > 0:
+		return warn("state", "%d problem(s), for example: %s (petrel state inspect lists them all)", len(rep.Problems), rep.Problems[0])
+	case rep.Schema < rep.CurrentSchema:
+		return ok("state", "schema %d (petreld migrates it to %d when it starts): %d VMs, %d policies, %d images", rep.Schema, rep.CurrentSchema, len(rep.VMs), len(rep.Policies), len(rep.Images))
+	}
+	return ok("state", "schema %d: %d VMs, %d policies, %d images, %d block devices", rep.Schema, len(rep.VMs), len(rep.Policies), len(rep.Images), len(rep.Blocks))
 }
 
 // checkCgroups reports the host's cgroup hierarchy.

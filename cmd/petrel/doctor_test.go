@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -212,6 +215,27 @@ func TestCheckDataDir(t *testing.T) {
 	} else {
 		expect(t, checkDataDir(data), statusWarn, "chown root")
 	}
+}
+
+func TestCheckState(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	expect(t, checkState(dir), statusOK, "no state yet")
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(vmrecord.Collection, "web", vmrecord.Record{Name: "web", ImageSHA256: strings.Repeat("a", 64)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	expect(t, checkState(dir), statusWarn, "image "+strings.Repeat("a", 64)+" is missing")
+	writeFile(t, filepath.Join(dir, "meta.json"), fmt.Sprintf(`{"schema":%d}`, store.SchemaVersion+1), 0o600)
+	expect(t, checkState(dir), statusFail, "newer than")
+	writeFile(t, filepath.Join(dir, "meta.json"), `{"schema":1}`, 0o600)
+	os.Remove(filepath.Join(dir, "vms", "web.json"))
+	expect(t, checkState(dir), statusOK, "petreld migrates it to")
+	writeFile(t, filepath.Join(dir, "meta.json"), `{"schema":`, 0o600)
+	expect(t, checkState(dir), statusFail, "meta.json")
 }
 
 func TestCheckCgroups(t *testing.T) {
