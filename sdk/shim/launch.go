@@ -67,9 +67,9 @@ type Process struct {
 
 // Launch starts a shim for cfg in a session of its own (so that it and its
 // tender outlive the caller), waits for the shim's readiness report and
-// returns once the tender runs. The caller's process reaps the shim in a
-// goroutine of its own when it exits, so no zombie is left; if the caller
-// dies first, init adopts the shim.
+// returns once the tender runs. The caller's process reaps the shim when it
+// exits, so no zombie is left; if the caller dies first, init adopts the
+// shim.
 //
 // A tender that cannot be started (missing, not executable, bad CPU list)
 // is reported as an error, and then nothing is left behind: the shim has
@@ -113,7 +113,7 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 		_ = pr.Close()
 		return nil, fmt.Errorf("launch shim %s: %w", shimPath, err)
 	}
-	r := newShimReaper(cmd)
+	r := newShimReaper(cmd.Process)
 
 	rep, err := readReady(ctx, pr)
 	_ = pr.Close()
@@ -138,7 +138,7 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 		}
 		return nil, err
 	}
-	return &Process{ShimPID: cmd.Process.Pid, TenderPID: rep.TenderPID, Dir: cfg.Dir, Done: r.done}, nil
+	return &Process{ShimPID: r.pid, TenderPID: rep.TenderPID, Dir: cfg.Dir, Done: r.done}, nil
 }
 
 // shimArgs checks cfg and builds the shim's command line.
@@ -204,9 +204,11 @@ func readReady(ctx context.Context, pr *os.File) (readyReport, error) {
 	return rep, nil
 }
 
-// shimReaper owns a launched shim process: its goroutine reaps it, and
-// abandon can kill it without risking a recycled pid, because the pid is
-// only reaped after the exit has been noted under mu.
+// shimReaper owns a launched shim process: it reaps the shim once it
+// exits, and abandon can kill it without risking a recycled pid, because
+// the pid is only reaped after the exit has been noted under mu. It keeps
+// only the pid, not the whole command (with its copy of the environment),
+// since a shim runs for as long as its VM.
 type shimReaper struct {
 	pid    int
 	mu     sync.Mutex
@@ -214,16 +216,25 @@ type shimReaper struct {
 	done   chan struct{}
 }
 
-func newShimReaper(cmd *exec.Cmd) *shimReaper {
-	r := &shimReaper{pid: cmd.Process.Pid, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		_ = waitExited(r.pid)
+// newShimReaper takes over the shim process p: from then on the shim is
+// waited for and reaped by its pid alone, so p (and the runtime's handle
+// on it) need not be kept for the life of the VM.
+func newShimReaper(p *os.Process) *shimReaper {
+	r := &shimReaper{pid: p.Pid, done: make(chan struct{})}
+	onExit(r.pid, func() {
 		r.mu.Lock()
 		r.exited = true
 		r.mu.Unlock()
-		_ = cmd.Wait()
-	}()
+		// The shim has exited, so this returns at once. Its output went
+		// to a file and its pipe ends are closed: nothing else of the
+		// command needs releasing.
+		var ws unix.WaitStatus
+		err := error(unix.EINTR)
+		for err == unix.EINTR {
+			_, err = unix.Wait4(r.pid, &ws, 0, nil)
+		}
+		close(r.done)
+	})
 	return r
 }
 
@@ -240,7 +251,7 @@ func (r *shimReaper) abandon(grace time.Duration) {
 		}
 	}
 	r.mu.Lock()
-	if !r.exited {
+	if !r.exited && r.pid > 0 {
 		// The shim leads its own session, so its pid is its process
 		// group id, shared with the tender.
 		_ = unix.Kill(-r.pid, unix.SIGKILL)
