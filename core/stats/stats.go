@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -259,7 +260,13 @@ func (c *Collector) Collect(ctx context.Context) *pluginv1.Batch {
 	b.Vms = samples
 	b.HostSample = hostSample()
 	b.HostSample.VmMemoryBytes = vmMemory
+	// Every state is reported, with 0 when no VM is in it, so that a sink
+	// keeping the last value per state (InfluxDB, Prometheus) sees a
+	// state empty out instead of keeping its last count.
 	b.Daemon = &pluginv1.DaemonSample{VmsByState: map[string]uint32{}, RssBytes: selfRSS()}
+	for _, st := range vmrecord.States {
+		b.Daemon.VmsByState[st] = 0
+	}
 	for _, vm := range vms {
 		b.Daemon.VmsByState[vm.State]++
 	}

@@ -25,6 +25,10 @@ const (
 	StateFailed = "failed"
 )
 
+// States lists every VM state, for reports that count VMs by state and
+// must show the empty ones too.
+var States = []string{StateStarting, StateRunning, StateExited, StateRestarting, StateFailed}
+
 // Collection is the store collection holding VM records.
 const Collection = "vms"
 
