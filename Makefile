@@ -12,7 +12,7 @@ BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(dir $(GO)):$(GOBIN):$(PATH)
 
-.PHONY: all build examples deb docs config-reference chaos test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
+.PHONY: all build examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
 
 all: build
 
@@ -97,9 +97,16 @@ check: deps
 demo: deps build guests
 	contrib/scripts/demo.sh
 
-# Debian package (nfpm) of everything, with units and example config.
-deb: build
+# Debian package (nfpm) of everything, with units, example config and the
+# test unikernels as example guests.
+deb: build guests
 	contrib/packaging/build-deb.sh bin bin
+
+# Build the package, install it on a clean Debian 12 root (debootstrap,
+# cached in /var/cache/petrel/debootstrap), run the README's deploy there
+# and purge it.
+deb-test: build guests
+	contrib/packaging/install-test.sh bin
 
 # Man pages and shell completions, generated from the CLI into bin/docs.
 docs: petrel

@@ -4,10 +4,12 @@
 #   contrib/packaging/build-deb.sh [BIN_DIR [OUT_DIR]]
 #
 # BIN_DIR holds the built binaries (default bin/, as `make build` leaves
-# them); the .deb is written to OUT_DIR (default BIN_DIR). It generates the
-# example configuration (/etc/petrel/petreld.hcl: petreld's defaults, with
-# the socket open to the group petrel), man pages and shell completions
-# (`petrel gen-docs`) into a temporary directory first.
+# them) and, in BIN_DIR/guests, Petrel's test unikernels (`make guests`),
+# shipped as examples in /usr/share/petrel/guests so that a VM can be
+# deployed right after installing; the .deb is written to OUT_DIR (default
+# BIN_DIR). It generates the example configuration (/etc/petrel/petreld.hcl:
+# petreld's defaults, with the socket open to the group petrel), man pages
+# and shell completions (`petrel gen-docs`) into a temporary directory first.
 #
 # Environment: VERSION (a Debian version; default from `git describe`),
 # ARCH (default: dpkg's architecture), NFPM (the nfpm binary; default nfpm
@@ -19,8 +21,11 @@ BIN=$(cd "${1:-bin}" && pwd)
 OUT=$(mkdir -p "${2:-$BIN}" && cd "${2:-$BIN}" && pwd)
 
 for b in petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt \
-	petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus; do
+	petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu; do
 	[ -x "$BIN/$b" ] || { echo "build-deb: $BIN/$b is missing (run make build)" >&2; exit 1; }
+done
+for g in hello exit fault blk net chatty; do
+	[ -f "$BIN/guests/$g.hvt" ] || { echo "build-deb: $BIN/guests/$g.hvt is missing (run make guests)" >&2; exit 1; }
 done
 
 NFPM=${NFPM:-$(command -v nfpm || true)}

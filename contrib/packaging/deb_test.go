@@ -19,7 +19,11 @@ import (
 var realBinaries = map[string]string{"petrel": "./cmd/petrel", "petreld": "./cmd/petreld"}
 
 var stubBinaries = []string{"petrel-endpoint", "petrel-shim", "petrel-plugin-hvt", "petrel-plugin-spt",
-	"petrel-plugin-bridge", "petrel-plugin-influx", "petrel-plugin-prometheus"}
+	"petrel-plugin-bridge", "petrel-plugin-influx", "petrel-plugin-prometheus", "petrel-plugin-qemu"}
+
+// guests are Petrel's test unikernels (contrib/guests), shipped as example
+// guests; build-deb.sh insists on every one of them.
+var guests = []string{"hello", "exit", "fault", "blk", "net", "chatty"}
 
 func findNfpm(t *testing.T) string {
 	t.Helper()
@@ -76,6 +80,14 @@ func TestBuildDeb(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := os.Mkdir(filepath.Join(bin, "guests"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range guests {
+		if err := os.WriteFile(filepath.Join(bin, "guests", g+".hvt"), []byte("\x7fELF"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out := t.TempDir()
 	cmd := exec.Command(filepath.Join(repo, "contrib", "packaging", "build-deb.sh"), bin, out)
 	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "VERSION=1.2.3~test", "ARCH=amd64")
@@ -111,6 +123,7 @@ func TestBuildDeb(t *testing.T) {
 		"/usr/libexec/petrel/petrel-plugin-bridge":         "-rwxr-xr-x root/root",
 		"/usr/libexec/petrel/petrel-plugin-influx":         "-rwxr-xr-x root/root",
 		"/usr/libexec/petrel/petrel-plugin-prometheus":     "-rwxr-xr-x root/root",
+		"/usr/libexec/petrel/petrel-plugin-qemu":           "-rwxr-xr-x root/root",
 		"/usr/lib/systemd/system/petreld.service":          "-rw-r--r-- root/root",
 		"/usr/lib/systemd/system/petrel-endpoint.service":  "-rw-r--r-- root/root",
 		"/usr/lib/systemd/system/petrel-endpoint.socket":   "-rw-r--r-- root/root",
@@ -123,6 +136,25 @@ func TestBuildDeb(t *testing.T) {
 		"/usr/share/bash-completion/completions/petrel":    "-rw-r--r-- root/root",
 		"/usr/share/zsh/vendor-completions/_petrel":        "-rw-r--r-- root/root",
 		"/usr/share/fish/vendor_completions.d/petrel.fish": "-rw-r--r-- root/root",
+	}
+	for _, d := range []string{"petrel-influxdb.json", "petrel-prometheus.json"} {
+		want["/usr/share/petrel/grafana/"+d] = "-rw-r--r-- root/root"
+	}
+	for _, g := range guests {
+		want["/usr/share/petrel/guests/"+g+".hvt"] = "-rw-r--r-- root/root"
+	}
+	// Every plugin petreld's defaults enable is in the package, where
+	// petreld looks for plugins when none are beside it.
+	defaults, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, blocks := range [][]config.Backend{defaults.Backends, defaults.Networks, defaults.Metrics} {
+		for _, b := range blocks {
+			if b.IsEnabled() {
+				want["/usr/libexec/petrel/petrel-plugin-"+b.Name] = "-rwxr-xr-x root/root"
+			}
+		}
 	}
 	for path, mode := range want {
 		if got, ok := modes[path]; !ok {
@@ -167,5 +199,26 @@ func TestBuildDeb(t *testing.T) {
 	}
 	if cfg.SocketMode != "0660" || cfg.DataDir != "/var/lib/petrel" || cfg.RunDir != "/run/petrel" {
 		t.Errorf("packaged configuration: socket_mode %q data_dir %q run_dir %q", cfg.SocketMode, cfg.DataDir, cfg.RunDir)
+	}
+}
+
+// TestBuildDebNeedsGuests makes sure build-deb.sh refuses to build a
+// package without the example guests rather than leaving them out.
+func TestBuildDebNeedsGuests(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the Debian package is for Linux")
+	}
+	bin := t.TempDir()
+	for _, name := range append([]string{"petrel", "petreld"}, stubBinaries...) {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command(filepath.Join("..", "..", "contrib", "packaging", "build-deb.sh"), bin, t.TempDir()).CombinedOutput()
+	if err == nil {
+		t.Fatalf("build-deb.sh built a package without guests:\n%s", out)
+	}
+	if want := filepath.Join(bin, "guests", "hello.hvt") + " is missing"; !strings.Contains(string(out), want) {
+		t.Fatalf("build-deb.sh output lacks %q:\n%s", want, out)
 	}
 }
