@@ -34,9 +34,19 @@ the VM records, delegated policies, unikernel images and block devices.
 
 An export keeps the schema it was written with; import (like petreld
 itself) migrates state from every earlier schema version. Block device
-contents are exported only with --blocks. Imported VMs start when petreld
-next starts, in --startup order, as after a host reboot.`,
+contents are exported only with --blocks. VMs recorded as running are
+started again when petreld next starts, in --startup order, as after a
+host reboot; on the host and boot that exported them, petreld reattaches
+to those still running instead.
+
+These commands work on this host's files only: they take no --destination.`,
 		Args: args(cobra.NoArgs),
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.remote.destination != "" || a.remote.csrFile != "" {
+				return usageError{fmt.Errorf("%s works on this host's data directory and cannot run remotely (no --destination or --csr)", cmd.CommandPath())}
+			}
+			return nil
+		},
 	}
 	cmd.AddCommand(a.stateInspectCmd(), a.stateExportCmd(), a.stateImportCmd())
 	return cmd
@@ -340,7 +350,8 @@ must not exist, be empty, or hold no state yet (petreld stopped). The
 archive is unpacked, checked (image digests, record formats) and migrated
 to the current schema beside the directory, then moved into place, so a
 failed import changes nothing. Start petreld afterwards: it starts the
-imported VMs as after a host reboot. ARCHIVE "-" reads standard input.`,
+VMs recorded as running as after a host reboot. ARCHIVE "-" reads
+standard input.`,
 		Example: `  systemctl stop petreld
   petrel state import /srv/backup/host1.tar.gz --data-dir /var/lib/petrel
   systemctl start petreld`,

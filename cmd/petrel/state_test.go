@@ -71,6 +71,9 @@ func TestStateCommands(t *testing.T) {
 	if code, _, errOut := runPetrel("state", "import", archive, "--data-dir", dst); code != exitError || !strings.Contains(errOut, "already holds petreld state") {
 		t.Fatalf("second import = %d: %s", code, errOut)
 	}
+	if code, _, errOut := runPetrel("--destination", "host.example.org", "state", "inspect", "--data-dir", dst); code != exitUsage || !strings.Contains(errOut, "cannot run remotely") {
+		t.Fatalf("remote state inspect = %d: %s", code, errOut)
+	}
 	if code, _, _ := runPetrel("state", "import"); code != exitUsage {
 		t.Fatalf("import without an archive = %d", code)
 	}
