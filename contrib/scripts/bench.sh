@@ -9,7 +9,7 @@ export PETREL_BIN="$PWD/bin" PETREL_GUESTS="$PWD/bin/guests"
 out=bin/bench.txt
 : > "$out"
 run() { go test -run '^$' "$@" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|FAIL|---)' >&2 || true; }
-run -bench 'Deploy|DaemonRPC|PluginRPC|RemoteCreate' -benchtime 200x -timeout 30m ./core/integration/
+run -bench '^Benchmark(Deploy|DaemonRPC|PluginRPC|RemoteCreate)$' -benchtime 200x -timeout 30m ./core/integration/
 run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
 run -bench 'Hello' ./plugins/hvt/tender/
@@ -22,8 +22,13 @@ if grep -q '^FAIL' "$out"; then
 fi
 echo
 printf '%-40s %-28s %s\n' BENCHMARK FIGURE VALUE
+# go test prints a benchmark's name before running it and its figures
+# after, so a log line written meanwhile can come between the two: join
+# them again before printing.
+awk '/^Benchmark/ { name = $1; if ($0 ~ / ns\/op/) print; next }
+/^[ \t]+[0-9]+[ \t]+[0-9.e+]+ ns\/op/ && name != "" { print name $0; name = "" }' "$out" |
 awk '/^Benchmark/ {
 	name = $1; sub(/-[0-9]+$/, "", name)
 	printf "%-40s %-28s %s\n", name, "ns/op", $3
 	for (i = 5; i < NF; i += 2) printf "%-40s %-28s %s\n", "", $(i+1), $i
-}' "$out"
+}'
