@@ -50,11 +50,13 @@ func (a *app) caInitCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create a root CA and the endpoint's certificate in DIR",
-		Long: `Create DIR (mode 0700) with the root CA's key and certificate (ca.key,
+		Long: `Create DIR with the root CA's key and certificate (ca.key,
 ca.pem), the endpoint's key and certificate (server.key, server.pem; valid
 for localhost, 127.0.0.1, ::1 and every --host) and an empty revocation
-list (revoked.json). Existing files are never overwritten. Keep ca.key
-offline if you can: it signs everything.`,
+list (revoked.json). Existing files are never overwritten. The keys are
+readable by root only; a new DIR is 0755, because petrel-endpoint runs as
+its own user and reads ca.pem and revoked.json there. Keep ca.key offline
+if you can: it signs everything.`,
 		Example: "  petrel ca init /etc/petrel/ca --host host.example.org --host 192.0.2.7",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {

@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	code, msg := classify(err, a.socketPath())
+	code, msg := classify(err, a.socketPath(), a.remote.destination != "")
 	fmt.Fprintf(stderr, "petrel: %s\n", msg)
 	return code
 }
@@ -89,7 +89,7 @@ func (a *app) socketPath() string {
 }
 
 // classify maps an error to an exit code and a one-line message.
-func classify(err error, socket string) (int, string) {
+func classify(err error, socket string, remote bool) (int, string) {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage, ue.Error()
@@ -107,8 +107,8 @@ func classify(err error, socket string) (int, string) {
 		if strings.Contains(msg, "permission denied") {
 			return exitDenied, fmt.Sprintf("cannot connect to petreld at %s: permission denied", socket)
 		}
-		if strings.Contains(socket, ":") && !strings.HasPrefix(socket, "/") {
-			return exitUnreachable, fmt.Sprintf("cannot connect to the petrel endpoint at %s (is petrel-endpoint running and reachable?)", socket)
+		if remote {
+			return exitUnreachable, fmt.Sprintf("cannot connect to the petrel endpoint at %s (is petrel-endpoint running and reachable?): %s", socket, msg)
 		}
 		return exitUnreachable, fmt.Sprintf("cannot connect to petreld at %s (is it running? set --socket or %s)", socket, client.SocketEnv)
 	case codes.NotFound:

@@ -265,7 +265,7 @@ func TestDoctorCommand(t *testing.T) {
 	if err == nil {
 		t.Fatal("doctor succeeded without a daemon")
 	}
-	if code, msg := classify(err, a.socket); code != exitError || !strings.Contains(msg, "checks failed") {
+	if code, msg := classify(err, a.socket, false); code != exitError || !strings.Contains(msg, "checks failed") {
 		t.Errorf("exit %d %q, want %d and a count of failed checks", code, msg, exitError)
 	}
 	var rs []checkResult

@@ -247,6 +247,8 @@ cp "$DEB" "$ROOT/root/bin/"
 echo 'Dpkg::Use-Pty "0";' >"$ROOT/etc/apt/apt.conf.d/90petrel-install-test"
 # The root's machine-id is empty in the tarball: systemd makes one on boot.
 echo "petrel-install-test" >"$ROOT/etc/hostname"
+# debootstrap leaves /etc/hosts to the installer; a Debian host has one.
+[ -s "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n127.0.1.1\tpetrel-install-test\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 
 # mount_chroot mounts what programs in the root expect: /proc, /sys, /dev
 # (the host's, so /dev/kvm and /dev/net/tun too) and an empty /run.
@@ -426,6 +428,86 @@ grep -qw exited "$WORK/info.out" || fail "hello did not exit (petrel info above)
 step petrel destroy hello
 in_root petrel info >"$WORK/info.out" || fail "petrel info failed after destroy"
 ! grep -qw hello "$WORK/info.out" || fail "hello is still listed after petrel destroy"
+
+# ------------------------------------------------------ remote management
+# The README tour's second step with the packaged units: a root CA, the
+# socket-activated endpoint, a tenant (alice) with a delegated policy
+# deploying remotely, a sub-delegation (bob) that cannot exceed hers, and
+# a revocation taking effect without restarts. It needs systemd (socket
+# activation), so it runs only when the root is booted with nspawn.
+# wait_petreld waits until petreld answers on its socket again.
+wait_petreld() {
+	local i=0
+	until in_root petrel version >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -le 150 ] || { in_root journalctl --no-pager -n 30 -u petreld >&2 || true; fail "petreld did not answer within 15s"; }
+		sleep 0.1
+	done
+}
+# expect_exit CODE CMD... runs CMD in the root and fails unless it exits
+# with CODE.
+expect_exit() {
+	local want=$1 got=0
+	shift
+	say "# $* (must exit $want)"
+	in_root "$@" || got=$?
+	[ "$got" = "$want" ] || fail "'$*' exited with status $got, not $want"
+}
+if [ "$MODE" = nspawn ]; then
+	step petrel ca init /etc/petrel/ca
+	say "# in /etc/petrel/petreld.hcl, set ca_file and revocation_file"
+	in_root sed -i -e 's|^ca_file = ""|ca_file = "/etc/petrel/ca/ca.pem"|' \
+		-e 's|^revocation_file = ""|revocation_file = "/etc/petrel/ca/revoked.json"|' /etc/petrel/petreld.hcl ||
+		fail "could not edit /etc/petrel/petreld.hcl"
+	[ "$(in_root grep -c '^[a-z_]*_file = "/etc/petrel/ca/' /etc/petrel/petreld.hcl)" = 2 ] ||
+		fail "/etc/petrel/petreld.hcl has no ca_file and revocation_file lines to set"
+	step systemctl restart petreld
+	wait_petreld
+	step systemctl enable --now petrel-endpoint.socket
+	step cp /etc/petrel/ca/ca.pem ca.pem
+	step petrel ca csr alice --key-out alice.key --out alice.csr
+	step petrel --ca /etc/petrel/ca/ca.pem --ca-key /etc/petrel/ca/ca.key ca sign-policy alice.csr --vms 2 --mem 256 --cpu 0 --out alice.pem
+	ALICE=(--destination localhost --ca alice.pem --ca-key alice.key --server-ca ca.pem)
+	say "# petrel ${ALICE[*]} create web /usr/share/petrel/guests/hello.hvt --mem 64"
+	if ! in_root petrel "${ALICE[@]}" create web /usr/share/petrel/guests/hello.hvt --mem 64; then
+		in_root systemctl status --no-pager petrel-endpoint.socket petrel-endpoint.service >&2 || true
+		in_root journalctl --no-pager -n 30 -u petrel-endpoint >&2 || true
+		fail "alice's remote create failed"
+	fi
+	say "# petrel ${ALICE[*]} console web"
+	for i in $(seq 50); do
+		in_root petrel "${ALICE[@]}" console web >"$WORK/remote-console.out" 2>&1 || true
+		grep -q "Hello from Petrel" "$WORK/remote-console.out" && break
+		sleep 0.2
+	done
+	cat "$WORK/remote-console.out"
+	grep -q "Hello from Petrel" "$WORK/remote-console.out" || fail "alice's remote console does not show the guest's greeting"
+	in_root petrel info | grep -qw "alice:web" || fail "the host does not list alice:web"
+	expect_exit 10 petrel "${ALICE[@]}" create big /usr/share/petrel/guests/hello.hvt --mem 512
+
+	step petrel ca csr bob --key-out bob.key --out bob.csr
+	expect_exit 10 petrel --ca alice.pem --ca-key alice.key ca sign-policy bob.csr --vms 1 --mem 512 --out bob.pem
+	step petrel --ca alice.pem --ca-key alice.key ca sign-policy bob.csr --vms 1 --mem 64 --out bob.pem
+	BOB=(--destination localhost --ca bob.pem --ca-key bob.key --server-ca ca.pem)
+	step petrel "${BOB[@]}" create api /usr/share/petrel/guests/hello.hvt --mem 64
+	in_root petrel info | grep -qw "alice:bob:api" || fail "the host does not list alice:bob:api"
+	step petrel ca revoke --list /etc/petrel/ca/revoked.json bob.pem
+	say "# petrel ${BOB[*]} info (must be refused once the revocation is read)"
+	refused=""
+	for i in $(seq 50); do
+		if ! in_root petrel "${BOB[@]}" info >"$WORK/bob.out" 2>&1; then refused=yes && break; fi
+		sleep 0.2
+	done
+	cat "$WORK/bob.out"
+	[ -n "$refused" ] || fail "bob's certificate still works 10s after its revocation"
+	grep -qi "revoked" "$WORK/bob.out" || fail "bob was refused, but not for the revocation"
+	step petrel "${ALICE[@]}" info
+	step petrel destroy alice:bob:api
+	step petrel destroy alice:web
+	step systemctl disable --now petrel-endpoint.socket petrel-endpoint.service
+else
+	say "remote management: skipped in chroot mode (socket activation needs systemd)"
+fi
 
 # ---------------------------------------------------------------- remove
 if [ "$MODE" = chroot ]; then

@@ -37,7 +37,9 @@ const installTimeout = 10 * time.Minute
 // TestInstallOnCleanDebian runs install-test.sh, which builds the package,
 // installs it with apt on a clean Debian 12 root made by debootstrap, runs
 // the README's deploy there (petreld from the packaged unit, the hello
-// guest shipped as an example) and purges it again. It proves that the
+// guest shipped as an example), then the README's remote management
+// (socket-activated endpoint, delegated and sub-delegated policies,
+// revocation) and purges it again. It proves that the
 // package alone is enough to deploy a VM, which inspecting its contents
 // (TestBuildDeb) cannot.
 func TestInstallOnCleanDebian(t *testing.T) {

@@ -75,13 +75,23 @@ type CAOptions struct {
 }
 
 // InitCA creates a root CA and the endpoint's server certificate in dir
-// (created with mode 0700 if missing): ca.key (0600), ca.pem,
+// (created with mode 0755 if missing): ca.key (0600), ca.pem,
 // server.key (0600), server.pem (the server certificate followed by the
-// root) and an empty revocation list revoked.json. It refuses to run if
-// any of these files exists, so an existing CA is never overwritten.
+// root) and an empty revocation list revoked.json. The directory is
+// searchable by everyone because petrel-endpoint, running as its own
+// user, reads ca.pem and re-reads revoked.json there; both are public,
+// and the keys are readable by root only. It refuses to run if any of
+// these files exists, so an existing CA is never overwritten.
 func InitCA(dir string, opts CAOptions) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	_, statErr := os.Stat(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("init CA: %w", err)
+	}
+	if os.IsNotExist(statErr) {
+		// Whatever the umask: the endpoint must be able to reach ca.pem.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return fmt.Errorf("init CA: %w", err)
+		}
 	}
 	for _, f := range []string{CAKeyFile, CACertFile, ServerKeyFile, ServerCertFile, RevokedFile} {
 		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {

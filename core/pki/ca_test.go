@@ -26,7 +26,7 @@ func TestInitCAAndTLSFromFiles(t *testing.T) {
 			t.Errorf("%s has mode %v, want %v", f, fi.Mode().Perm(), mode)
 		}
 	}
-	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o755 {
 		t.Errorf("CA directory mode %v", fi.Mode().Perm())
 	}
 	err := InitCA(dir, CAOptions{})
