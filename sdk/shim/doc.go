@@ -20,12 +20,17 @@
 // after serving clients on x86-64. For the same reason it runs with
 // GOMAXPROCS=1 and GOGC=20 unless the environment sets them, disables heap
 // profiling, and hands memory freed by a burst of activity back to the
-// kernel within a second.
+// kernel within a second. Launch sets GOMAXPROCS=1 in the shim's
+// environment (unless the caller's sets it) and passes --own-gomaxprocs,
+// so that the Go runtime starts with one processor (a shorter start-up,
+// which precedes the guest's) while the tender gets the caller's
+// environment unchanged.
 //
 // # Command line
 //
 //	petrel-shim --dir DIR [--cpus 0,2] [--console-lines 1000]
-//	            [--console-bytes 1048576] [--line-max 4096] -- TENDER ARGS...
+//	            [--console-bytes 1048576] [--line-max 4096]
+//	            [--own-gomaxprocs] -- TENDER ARGS...
 //
 // DIR must exist (the launcher creates it 0700). The tender's stdout and
 // stderr share one pipe, so their order is preserved; its stdin is

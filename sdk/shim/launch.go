@@ -77,7 +77,8 @@ type Process struct {
 // If ctx ends before the shim reports, the shim and anything it started
 // are killed. Without a deadline in ctx, the shim gets 30 s to report.
 func Launch(ctx context.Context, cfg Config) (*Process, error) {
-	args, err := shimArgs(cfg)
+	env, own := shimEnv(cfg.Env)
+	args, err := shimArgs(cfg, own)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +105,7 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 	cmd := exec.Command(shimPath, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw} // becomes fd 3 in the shim
-	cmd.Env = cfg.Env
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	_ = pw.Close()
@@ -141,8 +142,32 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 	return &Process{ShimPID: r.pid, TenderPID: rep.TenderPID, Dir: cfg.Dir, Done: r.done}, nil
 }
 
-// shimArgs checks cfg and builds the shim's command line.
-func shimArgs(cfg Config) ([]string, error) {
+// flagOwnGOMAXPROCS tells the shim that GOMAXPROCS in its environment was
+// set by the launcher for the shim alone, and is to be left out of the
+// tender's environment.
+const flagOwnGOMAXPROCS = "--own-gomaxprocs"
+
+// shimEnv returns the shim's environment for a launch with env (nil: the
+// caller's). When env does not set GOMAXPROCS, it adds GOMAXPROCS=1 and
+// reports so: the shim would limit itself to one processor anyway, and
+// doing it from the environment spares the Go runtime setting up the
+// others at start-up, which is on the path from create to a running
+// guest. The tender must not inherit it, hence the report.
+func shimEnv(env []string) ([]string, bool) {
+	if env == nil {
+		env = os.Environ()
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			return env, false
+		}
+	}
+	return append(env[:len(env):len(env)], "GOMAXPROCS=1"), true
+}
+
+// shimArgs checks cfg and builds the shim's command line; ownGOMAXPROCS
+// adds flagOwnGOMAXPROCS.
+func shimArgs(cfg Config, ownGOMAXPROCS bool) ([]string, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("launch shim: no directory")
 	}
@@ -178,6 +203,9 @@ func shimArgs(cfg Config) ([]string, error) {
 	}
 	if cfg.LineMax > 0 {
 		args = append(args, "--line-max", strconv.Itoa(cfg.LineMax))
+	}
+	if ownGOMAXPROCS {
+		args = append(args, flagOwnGOMAXPROCS)
 	}
 	args = append(args, "--")
 	return append(args, cfg.Argv...), nil

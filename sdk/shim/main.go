@@ -33,6 +33,9 @@ type options struct {
 	consoleBytes int
 	lineMax      int
 	argv         []string
+	// ownGOMAXPROCS: GOMAXPROCS in the environment is the shim's alone
+	// (see Launch) and is left out of the tender's environment.
+	ownGOMAXPROCS bool
 }
 
 // Main runs the shim with its command-line arguments (without the program
@@ -79,8 +82,9 @@ func Main(args []string) int {
 		report(ready, readyReport{Error: err.Error()}, logger)
 		return 1
 	}
-	logger.Printf("tender %d started: %q", s.pid, opts.argv)
+	// The launcher waits for the report, so the log line comes after it.
 	report(ready, readyReport{TenderPID: s.pid}, logger)
+	logger.Printf("tender %d started: %q", s.pid, opts.argv)
 	return s.run(sigs)
 }
 
@@ -122,6 +126,7 @@ func parseArgs(args []string) (options, error) {
 	fs.IntVar(&o.consoleLines, "console-lines", DefaultConsoleLines, "console lines kept")
 	fs.IntVar(&o.consoleBytes, "console-bytes", DefaultConsoleBytes, "console text bytes kept")
 	fs.IntVar(&o.lineMax, "line-max", DefaultLineMax, "longest console line kept, in bytes")
+	fs.BoolVar(&o.ownGOMAXPROCS, flagOwnGOMAXPROCS[2:], false, "GOMAXPROCS in the environment is for the shim only; the tender does not get it")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("usage: %w", err)
 	}

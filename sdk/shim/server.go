@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,6 +99,9 @@ func start(o options, logger *log.Logger) (*server, error) {
 	}
 	cmd := exec.Command(o.argv[0], o.argv[1:]...)
 	cmd.Stdout, cmd.Stderr = pw, pw
+	if o.ownGOMAXPROCS {
+		cmd.Env = withoutVar(os.Environ(), "GOMAXPROCS")
+	}
 	// A shim killed outright takes its tender with it, so no guest runs
 	// unsupervised (the VM is then recorded as exited, its shim lost).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -129,6 +133,17 @@ func start(o options, logger *log.Logger) (*server, error) {
 		return nil, fmt.Errorf("record shim: %w", err)
 	}
 	return s, nil
+}
+
+// withoutVar returns env without the variable name.
+func withoutVar(env []string, name string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != name {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // run supervises the tender until it exits, records the exit, serves the

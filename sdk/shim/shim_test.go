@@ -58,6 +58,7 @@ func reapOrphan(pid int) {
 //	sleep:DUR    sleep
 //	exit:CODE    exit with CODE
 //	hang         block until a signal arrives
+//	env:NAME     print "NAME=VALUE", or "NAME unset"
 //
 // On SIGTERM it prints what solo5-hvt prints and exits 1.
 func testTender(args []string) int {
@@ -93,6 +94,12 @@ func testTender(args []string) int {
 			return code
 		case "hang":
 			select {}
+		case "env":
+			if v, ok := os.LookupEnv(val); ok {
+				fmt.Printf("%s=%s\n", val, v)
+			} else {
+				fmt.Printf("%s unset\n", val)
+			}
 		default:
 			fmt.Fprintf(os.Stderr, "test tender: unknown action %q\n", a)
 			return 99
@@ -531,6 +538,43 @@ func TestOwnSession(t *testing.T) {
 	}
 	if tsid, err := unix.Getsid(p.TenderPID); err != nil || tsid != p.ShimPID {
 		t.Errorf("tender sid = %d (%v), want %d", tsid, err, p.ShimPID)
+	}
+}
+
+// TestShimGOMAXPROCS checks that Launch starts the shim with GOMAXPROCS=1
+// when the caller's environment does not set it, and that the tender
+// gets the caller's environment without it; a caller's own GOMAXPROCS
+// reaches both.
+func TestShimGOMAXPROCS(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, set, shim, tender string
+	}{
+		{name: "unset", shim: "1", tender: "GOMAXPROCS unset"},
+		{name: "set by caller", set: "2", shim: "2", tender: "GOMAXPROCS=2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, "env:GOMAXPROCS", "hang")
+			cfg.Env = withoutVar(cfg.Env, "GOMAXPROCS")
+			if tc.set != "" {
+				cfg.Env = append(cfg.Env, "GOMAXPROCS="+tc.set)
+			}
+			p := launch(t, cfg)
+			wantTexts(t, "tender environment", waitLines(t, Dial(p.Dir), 1)[:1], tc.tender)
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.ShimPID))
+			if err != nil {
+				t.Skipf("no /proc to read the shim's environment: %v", err)
+			}
+			var got []string
+			for _, kv := range strings.Split(string(data), "\x00") {
+				if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok {
+					got = append(got, v)
+				}
+			}
+			if len(got) != 1 || got[0] != tc.shim {
+				t.Errorf("shim GOMAXPROCS = %q, want [%s]", got, tc.shim)
+			}
+		})
 	}
 }
 
