@@ -275,16 +275,17 @@ func (e *env) pid() int {
 }
 
 func (e *env) cleanup() {
-	if (e.t.Failed() || os.Getenv("PETREL_SHOW_LOG") != "") && e.log != nil {
-		e.t.Logf("petreld log:\n%s", e.log)
-	}
-	// Destroy whatever a failed test left, then stop the daemon.
+	// Destroy whatever a failed test left, then stop the daemon; its log
+	// is complete (and no longer written) only then.
 	if e.cmd != nil {
 		for _, vm := range e.infoAll() {
 			e.petrel("destroy", vm.Name)
 		}
 	}
 	e.stop()
+	if (e.t.Failed() || os.Getenv("PETREL_SHOW_LOG") != "") && e.log != nil {
+		e.t.Logf("petreld log:\n%s", e.log)
+	}
 	for _, p := range processesUnder(e.dir) {
 		syscall.Kill(p, syscall.SIGKILL)
 	}

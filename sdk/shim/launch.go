@@ -263,6 +263,10 @@ func newShimReaper(p *os.Process) *shimReaper {
 		}
 		close(r.done)
 	})
+	// The runtime's handle on the process (a pidfd on Linux) would stay
+	// open until the garbage collector found it, one descriptor per shim
+	// launched; the process is waited for by pid from here on.
+	_ = p.Release()
 	return r
 }
 
