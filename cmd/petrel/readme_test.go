@@ -90,3 +90,39 @@ func TestReadmeCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestCIRunsReadmeTestCommand checks that .ci/run ends with exactly the
+// command the README calls the test command, so that what CI runs and
+// what a newcomer is told to run cannot drift apart.
+func TestCIRunsReadmeTestCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want string
+	_, after, found := strings.Cut(string(readme), "the test command")
+	if found {
+		for _, line := range strings.Split(after, "\n") {
+			if strings.HasPrefix(line, "    ") {
+				want = strings.TrimSpace(line)
+				break
+			}
+		}
+	}
+	if want == "" {
+		t.Fatal(`README.md names no test command (an indented line after "the test command")`)
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for _, line := range strings.Split(string(ci), "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			last = l
+		}
+	}
+	if last != want {
+		t.Fatalf(".ci/run ends with %q, but the README's test command is %q", last, want)
+	}
+}

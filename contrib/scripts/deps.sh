@@ -15,12 +15,17 @@ if [ -n "$need" ]; then
 	echo "installing Debian packages:$need"
 	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
-	# Packages that ship services must not start them here.
-	printf '#!/bin/sh\nexit 101\n' > /tmp/petrel-policy-rc.d
-	chmod +x /tmp/petrel-policy-rc.d
-	[ -e /usr/sbin/policy-rc.d ] || { $SUDO cp /tmp/petrel-policy-rc.d /usr/sbin/policy-rc.d; cleanup_policy=1; }
+	# Packages that ship services must not start them here: a policy-rc.d
+	# refuses while they install, and is removed again on every path, so a
+	# failed install cannot leave the host unable to start services.
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod 0755 /usr/sbin/policy-rc.d
+	fi
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
-	[ -z "${cleanup_policy:-}" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+	$SUDO rm -f /usr/sbin/policy-rc.d
+	trap - EXIT INT TERM
 fi
 
 gobin="$(go env GOPATH)/bin"
