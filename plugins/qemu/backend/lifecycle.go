@@ -152,7 +152,7 @@ func (b *Backend) discard(dir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if shim.Alive(dir) {
-		_ = killAndWait(ctx, shim.Dial(dir))
+		_ = hypervisor.KillShim(ctx, shim.Dial(dir))
 	}
 	_ = os.RemoveAll(dir)
 }
@@ -226,29 +226,19 @@ func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, er
 	if info, err := c.Info(ctx); err == nil && !info.Exited {
 		b.watch(id, dir)
 	}
-	e, err := c.Wait(ctx)
-	if errors.Is(err, shim.ErrShimLost) {
-		return &pluginv1.ExitStatus{Lost: true, Message: err.Error(), ExitedAtNs: time.Now().UnixNano()}, nil
-	}
+	st, e, err := hypervisor.WaitShim(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("wait for %s: %w", id, err)
 	}
-	st := exitStatus(e)
+	if st.GetLost() {
+		return st, nil
+	}
 	if f := readFailure(dir); f != nil {
 		st.Code, st.Signal, st.Message = 1, 0, f.Reason
 		return st, nil
 	}
 	st.Message = b.exitMessage(ctx, c, dir, e)
 	return st, nil
-}
-
-// exitStatus converts a shim exit record.
-func exitStatus(e shim.Exit) *pluginv1.ExitStatus {
-	return &pluginv1.ExitStatus{
-		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(),
-		Rusage: &pluginv1.Rusage{UtimeNs: e.Rusage.UtimeNS, StimeNs: e.Rusage.StimeNS, MaxrssBytes: e.Rusage.MaxRSSBytes,
-			Minflt: e.Rusage.Minflt, Majflt: e.Rusage.Majflt, Nvcsw: e.Rusage.Nvcsw, Nivcsw: e.Rusage.Nivcsw},
-	}
 }
 
 // solo5VirtioExit is QEMU's status when a Solo5 virtio guest calls
@@ -320,21 +310,8 @@ func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) er
 	if ctx.Err() != nil {
 		return fmt.Errorf("stop %s: %w", id, ctx.Err())
 	}
-	if err := killAndWait(ctx, c); err != nil {
+	if err := hypervisor.KillShim(ctx, c); err != nil {
 		return fmt.Errorf("stop %s: %w", id, err)
-	}
-	return nil
-}
-
-// killAndWait sends SIGKILL to QEMU and waits for the shim to record it.
-func killAndWait(ctx context.Context, c *shim.Client) error {
-	if err := c.Kill(ctx, syscall.SIGKILL); err != nil && !errors.Is(err, shim.ErrExited) && !errors.Is(err, shim.ErrShimLost) {
-		return fmt.Errorf("kill: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.Wait(wctx); err != nil && !errors.Is(err, shim.ErrShimLost) {
-		return fmt.Errorf("wait after SIGKILL: %w", err)
 	}
 	return nil
 }
@@ -350,7 +327,7 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	if shim.Alive(dir) {
-		if err := killAndWait(ctx, shim.Dial(dir)); err != nil {
+		if err := hypervisor.KillShim(ctx, shim.Dial(dir)); err != nil {
 			return fmt.Errorf("destroy %s: %w", id, err)
 		}
 	}
@@ -360,19 +337,17 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	return nil
 }
 
-// Stats samples QEMU's resource usage through the shim.
+// Stats samples QEMU's resource usage.
 func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
 	dir, err := b.existingDir(id)
 	if err != nil {
 		return nil, err
 	}
-	s, err := shim.Dial(dir).Stats(ctx)
+	st, err := hypervisor.ShimStats(dir)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", id, err)
 	}
-	return &pluginv1.VMStats{UtimeNs: s.UtimeNS, StimeNs: s.StimeNS, RssBytes: s.RSSBytes, VsizeBytes: s.VSizeBytes,
-		Minflt: s.Minflt, Majflt: s.Majflt, Nvcsw: s.Nvcsw, Nivcsw: s.Nivcsw, Threads: s.Threads,
-		ShimRssBytes: s.ShimRSSBytes, StartedAtNs: s.StartedAt.UnixNano()}, nil
+	return st, nil
 }
 
 // Console streams the serial console (and QEMU's own messages) from the
@@ -382,11 +357,5 @@ func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn 
 	if err != nil {
 		return err
 	}
-	var since time.Time
-	if req.GetSinceNs() != 0 {
-		since = time.Unix(0, req.GetSinceNs())
-	}
-	return shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
-		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
-	})
+	return hypervisor.ShimConsole(ctx, dir, req, fn)
 }

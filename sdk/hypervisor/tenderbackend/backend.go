@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -389,30 +388,17 @@ func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.Re
 	return &pluginv1.RecoverResponse{Lost: true}, nil
 }
 
-func exitStatus(e shim.Exit) *pluginv1.ExitStatus {
-	return &pluginv1.ExitStatus{
-		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(),
-		Rusage: &pluginv1.Rusage{UtimeNs: e.Rusage.UtimeNS, StimeNs: e.Rusage.StimeNS, MaxrssBytes: e.Rusage.MaxRSSBytes,
-			Minflt: e.Rusage.Minflt, Majflt: e.Rusage.Majflt, Nvcsw: e.Rusage.Nvcsw, Nivcsw: e.Rusage.Nivcsw},
-	}
-}
-
 // Wait blocks until the VM exits.
 func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
 	dir, err := b.existingDir(id)
 	if err != nil {
 		return nil, err
 	}
-	e, err := shim.Dial(dir).Wait(ctx)
-	if errors.Is(err, shim.ErrShimLost) {
-		// A killed shim leaves its socket; its tender died with it.
-		os.Remove(filepath.Join(dir, shim.SocketName))
-		return &pluginv1.ExitStatus{Lost: true, Message: err.Error(), ExitedAtNs: time.Now().UnixNano()}, nil
-	}
+	st, _, err := hypervisor.WaitShim(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("wait for %s: %w", id, err)
 	}
-	return exitStatus(e), nil
+	return st, nil
 }
 
 // Stop sends SIGTERM and, after timeout, SIGKILL.
@@ -437,18 +423,8 @@ func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) er
 	if err == nil || errors.Is(err, shim.ErrShimLost) {
 		return nil
 	}
-	return b.kill(ctx, c, id)
-}
-
-// kill sends SIGKILL and waits for the exit.
-func (b *Backend) kill(ctx context.Context, c *shim.Client, id string) error {
-	if err := c.Kill(ctx, syscall.SIGKILL); err != nil && !errors.Is(err, shim.ErrExited) && !errors.Is(err, shim.ErrShimLost) {
-		return fmt.Errorf("kill %s: %w", id, err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.Wait(wctx); err != nil && !errors.Is(err, shim.ErrShimLost) {
-		return fmt.Errorf("wait for %s after SIGKILL: %w", id, err)
+	if err := hypervisor.KillShim(ctx, c); err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
 	}
 	return nil
 }
@@ -463,8 +439,8 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	if shim.Alive(dir) {
-		if err := b.kill(ctx, shim.Dial(dir), id); err != nil {
-			return err
+		if err := hypervisor.KillShim(ctx, shim.Dial(dir)); err != nil {
+			return fmt.Errorf("destroy %s: %w", id, err)
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -479,13 +455,11 @@ func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, erro
 	if err != nil {
 		return nil, err
 	}
-	s, err := shim.ReadStats(dir)
+	st, err := hypervisor.ShimStats(dir)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", id, err)
 	}
-	return &pluginv1.VMStats{UtimeNs: s.UtimeNS, StimeNs: s.StimeNS, RssBytes: s.RSSBytes, VsizeBytes: s.VSizeBytes,
-		Minflt: s.Minflt, Majflt: s.Majflt, Nvcsw: s.Nvcsw, Nivcsw: s.Nivcsw, Threads: s.Threads,
-		ShimRssBytes: s.ShimRSSBytes, StartedAtNs: s.StartedAt.UnixNano()}, nil
+	return st, nil
 }
 
 // Console streams console lines from the shim (or, after it exited, from
@@ -495,15 +469,5 @@ func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn 
 	if err != nil {
 		return err
 	}
-	var since time.Time
-	if req.GetSinceNs() != 0 {
-		since = time.Unix(0, req.GetSinceNs())
-	}
-	err = shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
-		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
-	})
-	if errors.Is(err, shim.ErrShimLost) {
-		return nil // a killed shim's output is over, and was not saved
-	}
-	return err
+	return hypervisor.ShimConsole(ctx, dir, req, fn)
 }

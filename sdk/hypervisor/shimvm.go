@@ -1,0 +1,89 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/shim"
+)
+
+// The helpers below serve the Hypervisor calls of a backend whose VMs
+// each run under a petrel-shim in their runtime directory (RunDir), as
+// every backend of Petrel's does. They are here so that such backends
+// report exits, statistics and consoles the same way.
+
+// ShimExitStatus converts the exit record a shim wrote.
+func ShimExitStatus(e shim.Exit) *pluginv1.ExitStatus {
+	return &pluginv1.ExitStatus{
+		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(),
+		Rusage: &pluginv1.Rusage{UtimeNs: e.Rusage.UtimeNS, StimeNs: e.Rusage.StimeNS, MaxrssBytes: e.Rusage.MaxRSSBytes,
+			Minflt: e.Rusage.Minflt, Majflt: e.Rusage.Majflt, Nvcsw: e.Rusage.Nvcsw, Nivcsw: e.Rusage.Nivcsw},
+	}
+}
+
+// WaitShim waits for the VM whose shim runs in dir to exit and returns
+// its status and the shim's exit record. A shim that is gone without a
+// record (killed) gives a Lost status, and its socket, which nobody will
+// remove otherwise, is removed: its tender died with it.
+func WaitShim(ctx context.Context, dir string) (*pluginv1.ExitStatus, shim.Exit, error) {
+	e, err := shim.Dial(dir).Wait(ctx)
+	if errors.Is(err, shim.ErrShimLost) {
+		os.Remove(filepath.Join(dir, shim.SocketName))
+		return &pluginv1.ExitStatus{Lost: true, Message: err.Error(), ExitedAtNs: time.Now().UnixNano()}, shim.Exit{}, nil
+	}
+	if err != nil {
+		return nil, shim.Exit{}, err
+	}
+	return ShimExitStatus(e), e, nil
+}
+
+// KillShim sends SIGKILL to the VM of shim c and waits (up to 10 s) for
+// the shim to record the exit. A VM that has exited already, or a shim
+// that is gone, is not an error.
+func KillShim(ctx context.Context, c *shim.Client) error {
+	if err := c.Kill(ctx, syscall.SIGKILL); err != nil && !errors.Is(err, shim.ErrExited) && !errors.Is(err, shim.ErrShimLost) {
+		return fmt.Errorf("kill: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.Wait(wctx); err != nil && !errors.Is(err, shim.ErrShimLost) {
+		return fmt.Errorf("wait after SIGKILL: %w", err)
+	}
+	return nil
+}
+
+// ShimStats samples the resource usage of the VM whose shim runs in dir,
+// from /proc without waking the shim (shim.ReadStats), so that collecting
+// statistics of many VMs costs little.
+func ShimStats(dir string) (*pluginv1.VMStats, error) {
+	s, err := shim.ReadStats(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &pluginv1.VMStats{UtimeNs: s.UtimeNS, StimeNs: s.StimeNS, RssBytes: s.RSSBytes, VsizeBytes: s.VSizeBytes,
+		Minflt: s.Minflt, Majflt: s.Majflt, Nvcsw: s.Nvcsw, Nivcsw: s.Nivcsw, Threads: s.Threads,
+		ShimRssBytes: s.ShimRSSBytes, StartedAtNs: s.StartedAt.UnixNano()}, nil
+}
+
+// ShimConsole serves a Console request from the shim in dir, or after the
+// VM exited from the history the shim saved. A killed shim's output ends
+// the stream without an error: it is over, and was not saved.
+func ShimConsole(ctx context.Context, dir string, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
+	var since time.Time
+	if req.GetSinceNs() != 0 {
+		since = time.Unix(0, req.GetSinceNs())
+	}
+	err := shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
+		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
+	})
+	if errors.Is(err, shim.ErrShimLost) {
+		return nil
+	}
+	return err
+}
