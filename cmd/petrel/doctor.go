@@ -454,7 +454,7 @@ func checkState(path string) checkResult {
 	if _, err := os.Stat(filepath.Join(path, store.MetaFile)); errors.Is(err, os.ErrNotExist) {
 		return ok("state", "%s holds no state yet", path)
 	}
-	rep, err := statedump.InspectDir(path)
+	rep, err := statedump.InspectDir(path, false)
 	if err != nil {
 		return fail("state", "%v", err)
 	}

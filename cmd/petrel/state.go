@@ -108,7 +108,7 @@ func inspectSource(src string) (*statedump.Report, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return statedump.InspectDir(src)
+		return statedump.InspectDir(src, true)
 	}
 	f, err := os.Open(src)
 	if err != nil {
@@ -273,9 +273,7 @@ temporary file and renamed when complete.`,
 				a.reportExport(sum, "standard output")
 				return err
 			}
-			if p := a.progressBar("exporting"); p != nil {
-				opts.Progress = func(done, total int64) { p(done, total) }
-			}
+			opts.Progress = a.progressBar("exporting")
 			sum, err := writeAtomic(out, func(w io.Writer) (statedump.Summary, error) {
 				return statedump.Export(dataDir, w, opts)
 			})
@@ -373,9 +371,7 @@ standard input.`,
 			var opts statedump.ImportOptions
 			p := a.progressBar("importing")
 			if p != nil && size > 0 {
-				cr := &readCounter{r: in}
-				in = cr
-				opts.Progress = func(int64) { p(cr.n, size) }
+				opts.Progress = func(done int64) { p(done, size) }
 			}
 			sum, err := statedump.Import(in, dataDir, opts)
 			if opts.Progress != nil {
@@ -397,16 +393,4 @@ standard input.`,
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory to create")
 	return cmd
-}
-
-// readCounter counts the compressed bytes read, for import progress.
-type readCounter struct {
-	r io.Reader
-	n int64
-}
-
-func (c *readCounter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

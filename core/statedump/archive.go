@@ -15,8 +15,6 @@ package statedump
 import (
 	"archive/tar"
 	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,10 +90,6 @@ type Summary struct {
 	Problems []string
 }
 
-// ErrInUse is wrapped by Export's error when petreld holds the data
-// directory and ExportOptions.Live is not set.
-var ErrInUse = errors.New("data directory in use")
-
 // exportFile is one file of the data directory to export.
 type exportFile struct {
 	rel  string
@@ -112,10 +106,10 @@ func Export(dir string, w io.Writer, opts ExportOptions) (Summary, error) {
 		return Summary{}, fmt.Errorf("export: %w", err)
 	}
 	if !opts.Live {
-		if held, pid, _ := store.LockHolder(dir); held {
-			return Summary{}, fmt.Errorf("export %s: %w by petreld (pid %d): stop it first, or pass --live to export while it runs", dir, ErrInUse, pid)
-		}
 		unlock, err := store.Lock(dir)
+		if errors.Is(err, store.ErrInUse) {
+			return Summary{}, fmt.Errorf("export: %w: stop it first, or pass --live to export while it runs", err)
+		}
 		if err != nil {
 			return Summary{}, fmt.Errorf("export: %w", err)
 		}
@@ -264,9 +258,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // extract unpacks an archive into dst, an existing empty directory, and
 // returns its manifest. It accepts only regular files and directories
-// under petrel-state/data/, refuses archives from a newer format or
-// schema, and checks that every image's content matches its name.
-func extract(r io.Reader, dst string, progress func(int64)) (Manifest, Summary, error) {
+// under petrel-state/data/ and refuses archives from a newer format or
+// schema; image contents are checked by InspectDir afterwards.
+func extract(r io.Reader, dst string) (Manifest, Summary, error) {
 	var m Manifest
 	var sum Summary
 	gz, err := gzip.NewReader(r)
@@ -320,7 +314,7 @@ func extract(r io.Reader, dst string, progress func(int64)) (Manifest, Summary, 
 			if h.Size < 0 {
 				return m, sum, fmt.Errorf("archive entry %s: negative size", h.Name)
 			}
-			if err := writeEntry(target, tr, h.Size, progress); err != nil {
+			if err := writeEntry(target, tr, h.Size); err != nil {
 				return m, sum, fmt.Errorf("extract %s: %w", rel, err)
 			}
 			sum.Files++
@@ -335,9 +329,6 @@ func extract(r io.Reader, dst string, progress func(int64)) (Manifest, Summary, 
 	}
 	if info.Schema != m.Schema {
 		return m, sum, fmt.Errorf("archive is inconsistent: manifest says schema %d, %s says %d", m.Schema, store.MetaFile, info.Schema)
-	}
-	if err := checkImages(store.ImagesDir(dst, info.Schema)); err != nil {
-		return m, sum, err
 	}
 	return m, sum, nil
 }
@@ -358,7 +349,7 @@ func entryPath(name string) (string, error) {
 
 // writeEntry writes size bytes from r to a new file at target and makes
 // it durable.
-func writeEntry(target string, r io.Reader, size int64, progress func(int64)) error {
+func writeEntry(target string, r io.Reader, size int64) error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		return err
 	}
@@ -369,11 +360,7 @@ func writeEntry(target string, r io.Reader, size int64, progress func(int64)) er
 		}
 		return err
 	}
-	var src io.Reader = io.LimitReader(r, size)
-	if progress != nil {
-		src = &countingReader{r: src, fn: progress}
-	}
-	n, err := copySparse(f, src)
+	n, err := copySparse(f, io.LimitReader(r, size))
 	if err == nil && n != size {
 		err = fmt.Errorf("archive ends after %d of %d bytes", n, size)
 	}
@@ -424,43 +411,4 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// checkImages verifies that every image file's content has the digest
-// its name says, so a damaged archive is refused instead of booting
-// something else.
-func checkImages(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("check images: %w", err)
-	}
-	for _, e := range entries {
-		if !store.IsImageName(e.Name()) || !e.Type().IsRegular() {
-			continue
-		}
-		got, err := fileDigest(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return fmt.Errorf("check images: %w", err)
-		}
-		if got != e.Name() {
-			return fmt.Errorf("image %s is damaged: its content has digest %s", e.Name(), got)
-		}
-	}
-	return nil
-}
-
-func fileDigest(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

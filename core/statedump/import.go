@@ -13,8 +13,8 @@ import (
 
 // ImportOptions adjust Import.
 type ImportOptions struct {
-	// Progress, if set, is called with the number of data bytes written
-	// so far.
+	// Progress, if set, is called with the number of archive bytes read
+	// so far, which the caller can compare with the archive's size.
 	Progress func(done int64)
 }
 
@@ -51,12 +51,11 @@ func Import(r io.Reader, dir string, opts ImportOptions) (Summary, error) {
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return Summary{}, fmt.Errorf("import: %w", err)
 	}
-	var done int64
-	var progress func(int64)
 	if opts.Progress != nil {
-		progress = func(n int64) { done += n; opts.Progress(done) }
+		var done int64
+		r = &countingReader{r: r, fn: func(n int64) { done += n; opts.Progress(done) }}
 	}
-	_, sum, err := extract(r, tmp, progress)
+	_, sum, err := extract(r, tmp)
 	if err != nil {
 		return sum, fmt.Errorf("import: %w", err)
 	}
@@ -72,9 +71,16 @@ func Import(r io.Reader, dir string, opts ImportOptions) (Summary, error) {
 		return sum, fmt.Errorf("import: %w", err)
 	}
 	sum.Schema = store.SchemaVersion
-	rep, err := InspectDir(tmp)
+	rep, err := InspectDir(tmp, true)
 	if err != nil {
 		return sum, fmt.Errorf("import: inspect the imported state: %w", err)
+	}
+	// A damaged image would boot something else than the VM's record
+	// names: the archive is refused, not imported with a warning.
+	for _, img := range rep.Images {
+		if img.Damaged {
+			return sum, fmt.Errorf("import: image %s is damaged in the archive", img.SHA256)
+		}
 	}
 	sum.Problems = rep.Problems
 
@@ -108,7 +114,7 @@ func checkTarget(dir string) (replace bool, err error) {
 	if held, pid, _ := store.LockHolder(dir); held {
 		return false, fmt.Errorf("import: %s is in use by petreld (pid %d): stop it first", dir, pid)
 	}
-	rep, err := InspectDir(dir)
+	rep, err := InspectDir(dir, false)
 	if err != nil {
 		return false, fmt.Errorf("import: %s is not empty and not a petrel data directory (%v); import into a new directory", dir, err)
 	}

@@ -1,6 +1,8 @@
 package statedump
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +63,9 @@ type Image struct {
 	SHA256 string   `json:"sha256"`
 	Size   int64    `json:"size"`
 	UsedBy []string `json:"used_by"`
+	// Damaged says that the content does not have the digest of the
+	// name (checked only when InspectDir is asked to verify images).
+	Damaged bool `json:"damaged,omitempty"`
 }
 
 // Block is one block device.
@@ -84,8 +89,10 @@ func (r *Report) stateCount() int {
 
 // InspectDir reads the data directory dir, of any schema version,
 // without taking its lock or changing anything: records are replaced
-// atomically, so each one is read whole even while petreld runs.
-func InspectDir(dir string) (*Report, error) {
+// atomically, so each one is read whole even while petreld runs. With
+// verifyImages it also reads every image to check its digest, which
+// costs as much I/O as the images' size.
+func InspectDir(dir string, verifyImages bool) (*Report, error) {
 	info, err := store.ReadInfo(dir)
 	if err != nil {
 		return nil, err
@@ -137,7 +144,7 @@ func InspectDir(dir string) (*Report, error) {
 			return nil, err
 		}
 	}
-	if err := r.readImages(store.ImagesDir(dir, info.Schema)); err != nil {
+	if err := r.readImages(store.ImagesDir(dir, info.Schema), verifyImages); err != nil {
 		return nil, err
 	}
 	if err := r.readBlocks(filepath.Join(dir, store.BlockDir)); err != nil {
@@ -176,7 +183,7 @@ func walkRecords(dir, collection string, r *Report, fn func(key string, raw []by
 	return nil
 }
 
-func (r *Report) readImages(dir string) error {
+func (r *Report) readImages(dir string, verify bool) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -192,14 +199,19 @@ func (r *Report) readImages(dir string) error {
 		if err != nil {
 			continue
 		}
-		r.Images = append(r.Images, Image{SHA256: e.Name(), Size: fi.Size(), UsedBy: []string{}})
-		got, err := fileDigest(filepath.Join(dir, e.Name()))
-		switch {
-		case err != nil:
-			r.Problems = append(r.Problems, fmt.Sprintf("image %s cannot be read: %v", e.Name(), err))
-		case got != e.Name():
-			r.Problems = append(r.Problems, fmt.Sprintf("image %s is damaged: its content has digest %s", e.Name(), got))
+		img := Image{SHA256: e.Name(), Size: fi.Size(), UsedBy: []string{}}
+		if verify {
+			got, err := fileDigest(filepath.Join(dir, e.Name()))
+			switch {
+			case err != nil:
+				img.Damaged = true
+				r.Problems = append(r.Problems, fmt.Sprintf("image %s cannot be read: %v", e.Name(), err))
+			case got != e.Name():
+				img.Damaged = true
+				r.Problems = append(r.Problems, fmt.Sprintf("image %s is damaged: its content has digest %s", e.Name(), got))
+			}
 		}
+		r.Images = append(r.Images, img)
 	}
 	return nil
 }
@@ -289,19 +301,20 @@ func (r *Report) crossCheck() {
 }
 
 // InspectArchive reads an export. It unpacks the archive into a
-// temporary directory (removed before returning), so everything Import
-// would refuse is reported as an error here too.
+// temporary directory (removed before returning): an archive Import
+// could not unpack is an error here too, and damaged images, which
+// Import refuses, are listed among the problems.
 func InspectArchive(rd io.Reader, name string) (*Report, error) {
 	tmp, err := os.MkdirTemp("", "petrel-inspect-*")
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", name, err)
 	}
 	defer os.RemoveAll(tmp)
-	m, _, err := extract(rd, tmp, nil)
+	m, _, err := extract(rd, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", name, err)
 	}
-	r, err := InspectDir(tmp)
+	r, err := InspectDir(tmp, true)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", name, err)
 	}
@@ -317,4 +330,18 @@ func allocated(fi fs.FileInfo) int64 {
 		return int64(st.Blocks) * 512
 	}
 	return fi.Size()
+}
+
+// fileDigest is the SHA-256 of a file's content, in lowercase hex.
+func fileDigest(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

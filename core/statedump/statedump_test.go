@@ -98,7 +98,7 @@ func comparable(r *Report) Report {
 
 func TestExportImportRoundTrip(t *testing.T) {
 	src := newState(t)
-	before, err := InspectDir(src)
+	before, err := InspectDir(src, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if isum.Files != 7 || isum.From != store.SchemaVersion || isum.Schema != store.SchemaVersion || len(isum.Problems) != 0 {
 		t.Fatalf("import summary %+v", isum)
 	}
-	after, err := InspectDir(dst)
+	after, err := InspectDir(dst, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestImportMigratesSchema1(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, store.BlockDir, "team:disk.img"), make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before, err := InspectDir(src)
+	before, err := InspectDir(src, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestImportMigratesSchema1(t *testing.T) {
 	if sum.From != 1 || sum.Schema != store.SchemaVersion {
 		t.Fatalf("import summary %+v", sum)
 	}
-	after, err := InspectDir(dst)
+	after, err := InspectDir(dst, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestExportWhileInUse(t *testing.T) {
 	}
 	defer s.Close()
 	_, err = Export(src, &bytes.Buffer{}, ExportOptions{})
-	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "--live") {
+	if !errors.Is(err, store.ErrInUse) || !strings.Contains(err.Error(), "--live") {
 		t.Fatalf("Export of a directory in use = %v", err)
 	}
 	archive := export(t, src, ExportOptions{Live: true})
@@ -253,7 +253,7 @@ func TestExportWhileInUse(t *testing.T) {
 	if err != nil || !rep.Export.Live || len(rep.VMs) != 2 {
 		t.Fatalf("live export = %+v, %v", rep, err)
 	}
-	dir, err := InspectDir(src)
+	dir, err := InspectDir(src, true)
 	if err != nil || !dir.InUse || dir.HolderPID != os.Getpid() {
 		t.Fatalf("inspect of a directory in use = %+v, %v", dir, err)
 	}
@@ -273,7 +273,7 @@ func TestImportIntoEmptyStore(t *testing.T) {
 	if _, err := Import(bytes.NewReader(archive), dst, ImportOptions{}); err != nil {
 		t.Fatalf("import over an empty store: %v", err)
 	}
-	if rep, err := InspectDir(dst); err != nil || len(rep.VMs) != 2 {
+	if rep, err := InspectDir(dst, true); err != nil || len(rep.VMs) != 2 {
 		t.Fatalf("after import: %+v, %v", rep, err)
 	}
 	empty := filepath.Join(t.TempDir(), "empty")
@@ -367,12 +367,12 @@ func TestImportRefusesBadArchives(t *testing.T) {
 func TestImportRefusesExistingState(t *testing.T) {
 	archive := export(t, newState(t), ExportOptions{})
 	dst := newState(t)
-	before, _ := InspectDir(dst)
+	before, _ := InspectDir(dst, true)
 	_, err := Import(bytes.NewReader(archive), dst, ImportOptions{})
 	if err == nil || !strings.Contains(err.Error(), "already holds petreld state") {
 		t.Fatalf("import over existing state = %v", err)
 	}
-	after, _ := InspectDir(dst)
+	after, _ := InspectDir(dst, true)
 	if !reflect.DeepEqual(comparable(before), comparable(after)) {
 		t.Fatal("refused import changed the existing state")
 	}
@@ -390,7 +390,7 @@ func TestImportRefusesExistingState(t *testing.T) {
 
 func TestInspectFindsProblems(t *testing.T) {
 	dir := newState(t)
-	rep, _ := InspectDir(dir)
+	rep, _ := InspectDir(dir, true)
 	web := rep.VMs[1]
 	if web.Name != "web" || !web.ImagePresent {
 		t.Fatalf("VMs: %+v", rep.VMs)
@@ -405,7 +405,7 @@ func TestInspectFindsProblems(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, store.QuarantineDir, "vms"), 0o700)
 	os.WriteFile(filepath.Join(dir, store.QuarantineDir, "vms", "old.json"), []byte("x"), 0o600)
 
-	rep, err := InspectDir(dir)
+	rep, err := InspectDir(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +422,7 @@ func TestInspectFindsProblems(t *testing.T) {
 	if rep.VMs[1].ImagePresent || !reflect.DeepEqual(rep.Quarantined, []string{"vms/old"}) {
 		t.Errorf("report: %+v", rep)
 	}
-	if _, err := InspectDir(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a petrel data directory") {
+	if _, err := InspectDir(t.TempDir(), true); err == nil || !strings.Contains(err.Error(), "not a petrel data directory") {
 		t.Errorf("inspect of an empty directory = %v", err)
 	}
 }

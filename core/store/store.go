@@ -95,6 +95,9 @@ var (
 	// ErrClosed is returned by operations on a Store after Close, instead
 	// of touching a directory that another daemon may now own.
 	ErrClosed = errors.New("store is closed")
+	// ErrInUse is wrapped by the error of Open (and Lock) when another
+	// process holds the data directory.
+	ErrInUse = errors.New("in use by another petreld")
 )
 
 var collectionRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
@@ -242,7 +245,7 @@ func acquireLock(dir string) (*os.File, error) {
 		}
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("open store: data directory %s is in use by another petreld%s", dir, holder)
+			return nil, fmt.Errorf("open store: data directory %s is %w%s", dir, ErrInUse, holder)
 		}
 		return nil, fmt.Errorf("open store: lock %s: %w", path, err)
 	}
