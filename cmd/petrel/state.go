@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,18 +265,20 @@ temporary file and renamed when complete.`,
 			if out == "" {
 				return usageError{errors.New("give the archive's path with -o FILE (or -o - for standard output)")}
 			}
+			ctx, stop := signalContext()
+			defer stop()
 			opts := statedump.ExportOptions{Blocks: blocks, Live: live}
 			if out == "-" {
 				if isTerminal(a.out) {
 					return usageError{errors.New("refusing to write an archive to a terminal; redirect standard output")}
 				}
-				sum, err := statedump.Export(dataDir, a.out, opts)
+				sum, err := statedump.Export(dataDir, interruptibleWriter{ctx, a.out}, opts)
 				a.reportExport(sum, "standard output")
 				return err
 			}
 			opts.Progress = a.progressBar("exporting")
 			sum, err := writeAtomic(out, func(w io.Writer) (statedump.Summary, error) {
-				return statedump.Export(dataDir, w, opts)
+				return statedump.Export(dataDir, interruptibleWriter{ctx, w}, opts)
 			})
 			if err != nil {
 				return err
@@ -373,7 +376,9 @@ standard input.`,
 			if p != nil && size > 0 {
 				opts.Progress = func(done int64) { p(done, size) }
 			}
-			sum, err := statedump.Import(in, dataDir, opts)
+			ctx, stop := signalContext()
+			defer stop()
+			sum, err := statedump.Import(interruptibleReader{ctx, in}, dataDir, opts)
 			if opts.Progress != nil {
 				p(size, size)
 			}
@@ -393,4 +398,32 @@ standard input.`,
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory to create")
 	return cmd
+}
+
+// interruptibleWriter and interruptibleReader fail once ctx (cancelled
+// by SIGINT or SIGTERM) is done, so that an interrupted export or import
+// stops through its ordinary error path, which removes its temporary
+// files, instead of the signal killing the process in the middle.
+type interruptibleWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (w interruptibleWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("interrupted: %w", err)
+	}
+	return w.w.Write(p)
+}
+
+type interruptibleReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r interruptibleReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("interrupted: %w", err)
+	}
+	return r.r.Read(p)
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +87,38 @@ func TestStateCommands(t *testing.T) {
 	code, out, _ = runPetrel("state", "inspect", "--data-dir", dst)
 	if code != exitError || !strings.Contains(out, "image "+sha+" is missing") || !strings.Contains(out, "(missing)") {
 		t.Fatalf("inspect with a missing image = %d:\n%s", code, out)
+	}
+}
+
+// TestStateExportInterrupted cancels an export as SIGINT would: it fails
+// through its error path and leaves neither the archive nor a temporary
+// file.
+func TestStateExportInterrupted(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "data")
+	s, err := store.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutImage(strings.NewReader("a unikernel"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := t.TempDir()
+	_, err = writeAtomic(filepath.Join(out, "host.tar.gz"), func(w io.Writer) (statedump.Summary, error) {
+		return statedump.Export(src, interruptibleWriter{ctx, w}, statedump.ExportOptions{})
+	})
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("interrupted export = %v", err)
+	}
+	if left, _ := os.ReadDir(out); len(left) != 0 {
+		t.Fatalf("interrupted export left %v", left)
+	}
+	if _, err := statedump.Import(interruptibleReader{ctx, strings.NewReader("x")}, filepath.Join(out, "data"), statedump.ImportOptions{}); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("interrupted import = %v", err)
+	}
+	if left, _ := os.ReadDir(out); len(left) != 0 {
+		t.Fatalf("interrupted import left %v", left)
 	}
 }

@@ -373,25 +373,30 @@ else
 	PETRELD_PID=$!
 fi
 
-say "waiting for petreld to answer on /run/petrel/petreld.sock"
-i=0
-until in_root petrel version >/dev/null 2>&1; do
-	i=$((i + 1))
-	if [ $i -gt 150 ]; then
-		if [ "$MODE" = nspawn ]; then
-			in_root systemctl status --no-pager petreld >&2 || true
-			in_root journalctl --no-pager -n 30 -u petreld >&2 || true
-		else
-			cat "$WORK/petreld.log" >&2
+# wait_petreld waits until petreld answers on its socket, and shows its
+# log when it does not within 15 s (or, in a chroot, when it exited).
+wait_petreld() {
+	say "waiting for petreld to answer on /run/petrel/petreld.sock"
+	local i=0
+	until in_root petrel version >/dev/null 2>&1; do
+		i=$((i + 1))
+		if [ $i -gt 150 ]; then
+			if [ "$MODE" = nspawn ]; then
+				in_root systemctl status --no-pager petreld >&2 || true
+				in_root journalctl --no-pager -n 30 -u petreld >&2 || true
+			else
+				cat "$WORK/petreld.log" >&2
+			fi
+			fail "petreld did not answer within 15s"
 		fi
-		fail "petreld did not answer within 15s"
-	fi
-	if [ "$MODE" = chroot ] && ! kill -0 "$PETRELD_PID" 2>/dev/null; then
-		cat "$WORK/petreld.log" >&2
-		fail "petreld exited"
-	fi
-	sleep 0.1
-done
+		if [ "$MODE" = chroot ] && ! kill -0 "$PETRELD_PID" 2>/dev/null; then
+			cat "$WORK/petreld.log" >&2
+			fail "petreld exited"
+		fi
+		sleep 0.1
+	done
+}
+wait_petreld
 [ "$MODE" = chroot ] || in_root systemctl is-active --quiet petreld || fail "petreld.service is not active"
 
 # -------------------------------------------------------------- deploy
@@ -435,15 +440,6 @@ in_root petrel info >"$WORK/info.out" || fail "petrel info failed after destroy"
 # deploying remotely, a sub-delegation (bob) that cannot exceed hers, and
 # a revocation taking effect without restarts. It needs systemd (socket
 # activation), so it runs only when the root is booted with nspawn.
-# wait_petreld waits until petreld answers on its socket again.
-wait_petreld() {
-	local i=0
-	until in_root petrel version >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -le 150 ] || { in_root journalctl --no-pager -n 30 -u petreld >&2 || true; fail "petreld did not answer within 15s"; }
-		sleep 0.1
-	done
-}
 # expect_exit CODE CMD... runs CMD in the root and fails unless it exits
 # with CODE.
 expect_exit() {

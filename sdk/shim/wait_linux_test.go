@@ -45,20 +45,7 @@ func TestWaitExitedHoldsNoThread(t *testing.T) {
 	}
 	const n = 64
 	before := threadCount(t)
-	var cmds []*exec.Cmd
-	t.Cleanup(func() {
-		for _, c := range cmds {
-			_ = c.Process.Kill()
-			_ = c.Wait()
-		}
-	})
-	for i := 0; i < n; i++ {
-		c := exec.Command("sleep", "60")
-		if err := c.Start(); err != nil {
-			t.Skipf("needs sleep(1): %v", err)
-		}
-		cmds = append(cmds, c)
-	}
+	cmds := startSleepers(t, n)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	done := make([]chan struct{}, n)
@@ -136,20 +123,7 @@ func TestOnExitWatchesWithoutGoroutines(t *testing.T) {
 	}
 	const n = 64
 	threads, goroutines := threadCount(t), runtime.NumGoroutine()
-	var cmds []*exec.Cmd
-	t.Cleanup(func() {
-		for _, c := range cmds {
-			_ = c.Process.Kill()
-			_ = c.Wait()
-		}
-	})
-	for i := 0; i < n; i++ {
-		c := exec.Command("sleep", "60")
-		if err := c.Start(); err != nil {
-			t.Skipf("needs sleep(1): %v", err)
-		}
-		cmds = append(cmds, c)
-	}
+	cmds := startSleepers(t, n)
 	fired := make([]chan bool, n)
 	for i, c := range cmds {
 		fired[i] = make(chan bool, 1)
@@ -201,4 +175,25 @@ func TestOnExitWatchesWithoutGoroutines(t *testing.T) {
 	if running {
 		t.Error("the watcher still runs with nothing to watch")
 	}
+}
+
+// startSleepers starts n children that sleep for a minute, killed and
+// reaped when the test ends.
+func startSleepers(t *testing.T, n int) []*exec.Cmd {
+	t.Helper()
+	var cmds []*exec.Cmd
+	t.Cleanup(func() {
+		for _, c := range cmds {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	})
+	for i := 0; i < n; i++ {
+		c := exec.Command("sleep", "60")
+		if err := c.Start(); err != nil {
+			t.Skipf("needs sleep(1): %v", err)
+		}
+		cmds = append(cmds, c)
+	}
+	return cmds
 }
