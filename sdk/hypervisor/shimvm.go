@@ -58,6 +58,23 @@ func KillShim(ctx context.Context, c *shim.Client) error {
 	return nil
 }
 
+// RemoveShimVM kills the VM whose shim runs in dir, if it still runs, and
+// removes dir with everything in it. A dir that does not exist is done.
+func RemoveShimVM(ctx context.Context, dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if shim.Alive(dir) {
+		if err := KillShim(ctx, shim.Dial(dir)); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
 // ShimStats samples the resource usage of the VM whose shim runs in dir,
 // from /proc without waking the shim (shim.ReadStats), so that collecting
 // statistics of many VMs costs little.

@@ -323,16 +323,8 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 		return err
 	}
 	b.unwatch(id)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if shim.Alive(dir) {
-		if err := hypervisor.KillShim(ctx, shim.Dial(dir)); err != nil {
-			return fmt.Errorf("destroy %s: %w", id, err)
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
+	if err := hypervisor.RemoveShimVM(ctx, dir); err != nil {
+		return fmt.Errorf("destroy %s: %w", id, err)
 	}
 	return nil
 }
