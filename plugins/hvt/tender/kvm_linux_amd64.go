@@ -108,87 +108,120 @@ var (
 // machine is one KVM virtual machine with a single vCPU and one flat region
 // of guest memory starting at guest-physical address 0.
 type machine struct {
+	sys                 kvmSys
 	kvmFd, vmFd, vcpuFd int
 	mem                 []byte
 	run                 []byte
 	immediateExit       bool
 }
 
+// kvmSys is the part of the operating system newMachine and close use.
+// The tender always uses hostSys; tests substitute a fake that fails at a
+// chosen step, so every error path of newMachine is exercised, including
+// the release of what the earlier steps acquired.
+type kvmSys struct {
+	open   func(path string) (int, error)
+	ioctl  func(fd int, req, arg uintptr) (uintptr, error)
+	mmap   func(fd int, length int, prot, flags int) ([]byte, error)
+	munmap func(b []byte) error
+	close  func(fd int) error
+}
+
+// hostSys is kvmSys backed by the real system calls.
+var hostSys = kvmSys{
+	open:   func(path string) (int, error) { return unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0) },
+	ioctl:  ioctl,
+	mmap:   func(fd, length, prot, flags int) ([]byte, error) { return unix.Mmap(fd, 0, length, prot, flags) },
+	munmap: unix.Munmap,
+	close:  unix.Close,
+}
+
 // newMachine opens /dev/kvm, creates a VM with memSize bytes of guest
-// memory and one vCPU. On error everything already opened is released.
-func newMachine(memSize uint64) (m *machine, err error) {
-	m = &machine{kvmFd: -1, vmFd: -1, vcpuFd: -1}
-	defer func() {
-		if err != nil {
-			m.close()
-			m = nil
-		}
-	}()
-	m.kvmFd, err = unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /dev/kvm: %w", err)
+// memory and one vCPU.
+func newMachine(memSize uint64) (*machine, error) { return newMachineOn(hostSys, memSize) }
+
+// newMachineOn is newMachine on the given system calls. On error
+// everything already opened or mapped is released before it returns, and
+// the error names the step that failed.
+func newMachineOn(sys kvmSys, memSize uint64) (*machine, error) {
+	m := &machine{sys: sys, kvmFd: -1, vmFd: -1, vcpuFd: -1}
+	if err := m.setup(memSize); err != nil {
+		m.close()
+		return nil, err
 	}
-	v, err := ioctl(m.kvmFd, kvmGetAPIVersion, 0)
+	return m, nil
+}
+
+// setup performs newMachine's steps on m, recording each resource in m as
+// soon as it exists so that close can release it.
+func (m *machine) setup(memSize uint64) error {
+	sys := m.sys
+	fd, err := sys.open("/dev/kvm")
 	if err != nil {
-		return nil, fmt.Errorf("KVM: ioctl (GET_API_VERSION): %w", err)
+		return fmt.Errorf("open /dev/kvm: %w", err)
+	}
+	m.kvmFd = fd
+	v, err := sys.ioctl(m.kvmFd, kvmGetAPIVersion, 0)
+	if err != nil {
+		return fmt.Errorf("KVM: ioctl (GET_API_VERSION): %w", err)
 	}
 	if v != kvmAPIVersion {
-		return nil, fmt.Errorf("KVM: API version is %d, expected %d", v, kvmAPIVersion)
+		return fmt.Errorf("KVM: API version is %d, expected %d", v, kvmAPIVersion)
 	}
-	fd, err := ioctl(m.kvmFd, kvmCreateVM, 0)
+	vm, err := sys.ioctl(m.kvmFd, kvmCreateVM, 0)
 	if err != nil {
-		return nil, fmt.Errorf("KVM: ioctl (CREATE_VM): %w", err)
+		return fmt.Errorf("KVM: ioctl (CREATE_VM): %w", err)
 	}
-	m.vmFd = int(fd)
-	m.mem, err = unix.Mmap(-1, 0, int(memSize), unix.PROT_READ|unix.PROT_WRITE,
+	m.vmFd = int(vm)
+	m.mem, err = sys.mmap(-1, int(memSize), unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		return nil, fmt.Errorf("mmap %d bytes of guest memory: %w", memSize, err)
+		return fmt.Errorf("mmap %d bytes of guest memory: %w", memSize, err)
 	}
 	region := kvmUserspaceMemoryRegion{
 		MemorySize:    memSize,
 		UserspaceAddr: uint64(uintptr(unsafe.Pointer(&m.mem[0]))),
 	}
-	if _, err := ioctl(m.vmFd, kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&region))); err != nil {
-		return nil, fmt.Errorf("KVM: ioctl (SET_USER_MEMORY_REGION): %w", err)
+	if _, err := sys.ioctl(m.vmFd, kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&region))); err != nil {
+		return fmt.Errorf("KVM: ioctl (SET_USER_MEMORY_REGION): %w", err)
 	}
-	fd, err = ioctl(m.vmFd, kvmCreateVCPU, 0)
+	vcpu, err := sys.ioctl(m.vmFd, kvmCreateVCPU, 0)
 	if err != nil {
-		return nil, fmt.Errorf("KVM: ioctl (CREATE_VCPU): %w", err)
+		return fmt.Errorf("KVM: ioctl (CREATE_VCPU): %w", err)
 	}
-	m.vcpuFd = int(fd)
-	size, err := ioctl(m.kvmFd, kvmGetVCPUMmapSize, 0)
+	m.vcpuFd = int(vcpu)
+	size, err := sys.ioctl(m.kvmFd, kvmGetVCPUMmapSize, 0)
 	if err != nil {
-		return nil, fmt.Errorf("KVM: ioctl (GET_VCPU_MMAP_SIZE): %w", err)
+		return fmt.Errorf("KVM: ioctl (GET_VCPU_MMAP_SIZE): %w", err)
 	}
 	if size < runUnion+256 {
-		return nil, fmt.Errorf("KVM: vCPU mmap size %d is too small", size)
+		return fmt.Errorf("KVM: vCPU mmap size %d is too small", size)
 	}
-	m.run, err = unix.Mmap(m.vcpuFd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	m.run, err = sys.mmap(m.vcpuFd, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("mmap KVM vCPU state: %w", err)
+		return fmt.Errorf("mmap KVM vCPU state: %w", err)
 	}
-	if r, err := ioctl(m.kvmFd, kvmCheckExtension, kvmCapImmediateExit); err == nil && r > 0 {
+	if r, err := sys.ioctl(m.kvmFd, kvmCheckExtension, kvmCapImmediateExit); err == nil && r > 0 {
 		m.immediateExit = true
 	}
-	return m, nil
+	return nil
 }
 
 // close releases the vCPU, the VM and guest memory. It is safe to call on
-// a partly constructed machine.
+// a partly constructed machine, and more than once.
 func (m *machine) close() {
 	if m.run != nil {
-		_ = unix.Munmap(m.run)
+		_ = m.sys.munmap(m.run)
 		m.run = nil
 	}
 	for _, fd := range []*int{&m.vcpuFd, &m.vmFd, &m.kvmFd} {
 		if *fd >= 0 {
-			_ = unix.Close(*fd)
+			_ = m.sys.close(*fd)
 			*fd = -1
 		}
 	}
 	if m.mem != nil {
-		_ = unix.Munmap(m.mem)
+		_ = m.sys.munmap(m.mem)
 		m.mem = nil
 	}
 }
