@@ -63,26 +63,96 @@ func parentOf(pid int) (int, error) {
 // guarantees pid still names the tender (not yet reaped).
 func readStats(pid int) (Stats, error) { return statsOf(pid, "/proc/self/status") }
 
-// statsOf samples /proc for the tender pid, and the shim's memory from
-// shimStatus.
+// statsOf samples /proc for the tender pid and every live process below
+// it, and the shim's memory from shimStatus. A tender may run its guest
+// in a child process (Petrel's built-in spt tender does: the guest is a
+// single-threaded, sandboxed child of the tender), so the VM's CPU time,
+// memory, faults, threads and context switches are the sums over that
+// process tree; StartedAt is the tender's.
 func statsOf(pid int, shimStatus string) (Stats, error) {
+	st, startTicks, err := processStats(pid)
+	if err != nil {
+		return st, err
+	}
+	if boot, berr := bootTime(); berr == nil {
+		st.StartedAt = boot.Add(time.Duration(startTicks * nsPerTick)).UTC()
+	}
+	for _, child := range descendants(pid) {
+		c, _, err := processStats(child)
+		if err != nil {
+			continue // exited meanwhile: its figures are the tender's now
+		}
+		st.UtimeNS += c.UtimeNS
+		st.StimeNS += c.StimeNS
+		st.RSSBytes += c.RSSBytes
+		st.VSizeBytes += c.VSizeBytes
+		st.Minflt += c.Minflt
+		st.Majflt += c.Majflt
+		st.Threads += c.Threads
+		st.Nvcsw += c.Nvcsw
+		st.Nivcsw += c.Nivcsw
+	}
+	self, err := readStatus(shimStatus)
+	if err != nil {
+		return st, err
+	}
+	st.ShimRSSBytes = self["VmRSS"]
+	return st, nil
+}
+
+// maxDescendants bounds the process tree statsOf walks below a tender, so
+// that a guest cannot make statistics collection expensive.
+const maxDescendants = 64
+
+// descendants lists the live processes below pid, from the children
+// files of its threads (/proc/PID/task/TID/children), breadth first. A
+// kernel without those files yields none.
+func descendants(pid int) []int {
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 && len(out) < maxDescendants {
+		p := queue[0]
+		queue = queue[1:]
+		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
+		if err != nil {
+			continue
+		}
+		for _, t := range tasks {
+			data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + t.Name() + "/children")
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(data)) {
+				if c, err := strconv.Atoi(f); err == nil && len(out) < maxDescendants {
+					out = append(out, c)
+					queue = append(queue, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// processStats samples /proc for one process; it returns its start time
+// as /proc gives it, in clock ticks since boot.
+func processStats(pid int) (Stats, int64, error) {
 	st := Stats{TenderPID: pid}
 	base := "/proc/" + strconv.Itoa(pid)
 
 	data, err := os.ReadFile(base + "/stat")
 	if err != nil {
-		return st, fmt.Errorf("read stats: %w", err)
+		return st, 0, fmt.Errorf("read stats: %w", err)
 	}
 	// The command name (field 2) is in parentheses and may contain spaces
 	// and parentheses; fields after the last ')' are plain numbers.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return st, fmt.Errorf("parse %s/stat: no command name", base)
+		return st, 0, fmt.Errorf("parse %s/stat: no command name", base)
 	}
 	fields := strings.Fields(string(data[i+1:]))
 	// fields[0] is stat field 3 (state); stat field n is fields[n-3].
 	if len(fields) < 22 {
-		return st, fmt.Errorf("parse %s/stat: %d fields", base, len(fields)+2)
+		return st, 0, fmt.Errorf("parse %s/stat: %d fields", base, len(fields)+2)
 	}
 	num := func(field int) int64 {
 		v, perr := strconv.ParseInt(fields[field-3], 10, 64)
@@ -99,39 +169,30 @@ func statsOf(pid int, shimStatus string) (Stats, error) {
 	startTicks := num(22)
 	st.VSizeBytes = num(23)
 	if err != nil {
-		return st, err
-	}
-	if boot, berr := bootTime(); berr == nil {
-		st.StartedAt = boot.Add(time.Duration(startTicks * nsPerTick)).UTC()
+		return st, 0, err
 	}
 
 	data, err = os.ReadFile(base + "/statm")
 	if err != nil {
-		return st, fmt.Errorf("read stats: %w", err)
+		return st, 0, fmt.Errorf("read stats: %w", err)
 	}
 	sm := strings.Fields(string(data))
 	if len(sm) < 2 {
-		return st, fmt.Errorf("parse %s/statm: %d fields", base, len(sm))
+		return st, 0, fmt.Errorf("parse %s/statm: %d fields", base, len(sm))
 	}
 	pages, err := strconv.ParseInt(sm[1], 10, 64)
 	if err != nil {
-		return st, fmt.Errorf("parse %s/statm: %w", base, err)
+		return st, 0, fmt.Errorf("parse %s/statm: %w", base, err)
 	}
 	st.RSSBytes = pages * int64(os.Getpagesize())
 
 	status, err := readStatus(base + "/status")
 	if err != nil {
-		return st, err
+		return st, 0, err
 	}
 	st.Nvcsw = status["voluntary_ctxt_switches"]
 	st.Nivcsw = status["nonvoluntary_ctxt_switches"]
-
-	self, err := readStatus(shimStatus)
-	if err != nil {
-		return st, err
-	}
-	st.ShimRSSBytes = self["VmRSS"]
-	return st, nil
+	return st, startTicks, nil
 }
 
 // readStatus returns the numeric fields of a /proc/PID/status file; sizes

@@ -804,3 +804,40 @@ func TestDescendantHoldsConsole(t *testing.T) {
 		t.Errorf("exit recorded %v after start, the drain delay leaked into it", d)
 	}
 }
+
+// TestStatsIncludeTheTendersChildren runs a tender that keeps a child
+// process, as the built-in spt tender keeps its guest: the VM's figures
+// are the sums over both processes.
+func TestStatsIncludeTheTendersChildren(t *testing.T) {
+	t.Parallel()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skipf("no sh to spawn a child process: %v", err)
+	}
+	cfg := testConfig(t)
+	cfg.Argv = []string{sh, "-c", "sleep 30 & echo $!; wait"}
+	p := launch(t, cfg)
+	lines := waitLines(t, Dial(p.Dir), 1)
+	child, err := strconv.Atoi(lines[0].Text)
+	if err != nil {
+		t.Fatalf("child pid %q: %v", lines[0].Text, err)
+	}
+	rss := func(pid int) int64 {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages, _ := strconv.ParseInt(strings.Fields(string(data))[1], 10, 64)
+		return pages * int64(os.Getpagesize())
+	}
+	st, err := ReadStats(p.Dir)
+	if err != nil {
+		t.Fatalf("ReadStats: %v", err)
+	}
+	if want := rss(p.TenderPID) + rss(child); st.Threads != 2 || st.RSSBytes != want {
+		t.Errorf("ReadStats: %d threads, RSS %d; want 2 threads (shell and child) and RSS %d", st.Threads, st.RSSBytes, want)
+	}
+	if st.TenderPID != p.TenderPID {
+		t.Errorf("TenderPID = %d, want %d", st.TenderPID, p.TenderPID)
+	}
+}

@@ -116,10 +116,10 @@ type Stats struct {
 	// Minflt and Majflt count page faults without and with I/O.
 	Minflt int64 `json:"minflt"`
 	Majflt int64 `json:"majflt"`
-	// Threads is the tender's thread count.
+	// Threads is the thread count of the tender and the processes below it.
 	Threads int64 `json:"threads"`
 	// Nvcsw and Nivcsw count voluntary and involuntary context switches
-	// of the tender's main thread.
+	// of the tender's main thread and of the processes below it.
 	Nvcsw  int64 `json:"nvcsw"`
 	Nivcsw int64 `json:"nivcsw"`
 	// StartedAt is the tender's start time according to the kernel. The
