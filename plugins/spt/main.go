@@ -11,4 +11,4 @@ import (
 // version is set at build time with -ldflags.
 var version = "0.1.0-dev"
 
-func main() { plugin.ServeHypervisor(tenderbackend.New(tenderbackend.SPT(version))) }
+func main() { plugin.ServeHypervisor(tenderbackend.New(tenderbackend.SPT(version, nil))) }

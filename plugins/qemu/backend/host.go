@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 	"github.com/petrel-vmm/petrel/sdk/shim"
 )
 
@@ -48,11 +49,9 @@ func qemuVersion(ctx context.Context, qemu string) (string, error) {
 // QEMU must start with it. The second check catches what the first cannot
 // (a KVM this QEMU cannot initialise, missing permissions on its ioctls).
 func probeKVM(ctx context.Context, qemu string) error {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("/dev/kvm unusable: %w", err)
+	if err := kvm.Probe(); err != nil {
+		return fmt.Errorf("KVM unusable: %w", err)
 	}
-	_ = f.Close()
 	if err := probeQEMU(ctx, qemu, "-accel", "kvm"); err != nil {
 		return fmt.Errorf("QEMU cannot use KVM: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/plugins/qemu/testguest"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -342,6 +343,9 @@ func TestLinuxPanicReported(t *testing.T) {
 // error; the backend must report that as a failure with its reason.
 func TestKVMInternalErrorReported(t *testing.T) {
 	needQEMU(t)
+	if err := kvm.Probe(); err != nil {
+		t.Skip("needs a usable KVM:", err)
+	}
 	if !kvmPVM() {
 		t.Skip("needs a KVM that cannot emulate int3 in a guest without an IDT (kvm_pvm, /sys/module/kvm_pvm); a hardware KVM delivers it as a triple fault")
 	}

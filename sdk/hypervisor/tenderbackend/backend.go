@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/shim"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -57,10 +58,12 @@ func HVT(version string, builtin func() ([]string, error)) Config {
 		NeedKVM: true, MinMemoryMB: 4, MaxMemoryMB: 4096, Builtin: builtin}
 }
 
-// SPT returns the Config of Solo5's spt tender.
-func SPT(version string) Config {
+// SPT returns the Config of Solo5's spt tender. Like HVT it takes the
+// command of a built-in tender, so that hosts without Solo5 installed (and
+// without KVM, which spt does not need) still run spt unikernels.
+func SPT(version string, builtin func() ([]string, error)) Config {
 	return Config{Name: "spt", Version: version, Target: solo5.TargetSPT, DefaultTender: "solo5-spt",
-		MinMemoryMB: 4, MaxMemoryMB: 4096}
+		MinMemoryMB: 4, MaxMemoryMB: 4096, Builtin: builtin}
 }
 
 // Settings keys understood in the backend's configuration block.
@@ -221,7 +224,7 @@ func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, e
 		attrs["shim"] = b.shimPath
 	}
 	if b.cfg.NeedKVM {
-		if err := checkKVM(); err != nil {
+		if err := kvm.Probe(); err != nil {
 			problems = append(problems, err.Error())
 			attrs["kvm"] = "unusable"
 		} else {
@@ -232,14 +235,6 @@ func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, e
 		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(problems, "; "), Attributes: attrs}, nil
 	}
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: "ready", Attributes: attrs}, nil
-}
-
-func checkKVM() error {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("/dev/kvm unusable: %w", err)
-	}
-	return f.Close()
 }
 
 // Capabilities describes the backend.

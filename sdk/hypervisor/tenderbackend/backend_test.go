@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -59,10 +60,10 @@ func suite(t *testing.T, cfg Config) {
 }
 
 func TestConformanceHVT(t *testing.T) {
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		t.Skip("hvt's fingerprint needs /dev/kvm:", err)
+	if err := kvm.Probe(); err != nil {
+		t.Skip("hvt's fingerprint needs a usable KVM:", err)
 	}
 	suite(t, HVT("test", nil))
 }
 
-func TestConformanceSPT(t *testing.T) { suite(t, SPT("test")) }
+func TestConformanceSPT(t *testing.T) { suite(t, SPT("test", nil)) }
