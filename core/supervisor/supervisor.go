@@ -53,6 +53,9 @@ type Store interface {
 // Backends resolves a backend name to its (restart-proof) plugin.
 type Backends interface {
 	Hypervisor(name string) (hypervisor.Hypervisor, error)
+	// Names lists the enabled backends, so that a create naming none can
+	// go to the one that runs its image.
+	Names() []string
 }
 
 // BlockDevices hands block devices to VMs, one VM at a time.
@@ -494,16 +497,17 @@ func (s *Supervisor) dropIfGone(v *vm) {
 
 // Create deploys a VM and returns its record once the guest runs.
 func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error) {
+	explicit := p.Backend != ""
 	if err := s.checkParams(&p); err != nil {
-		return Record{}, err
-	}
-	hv, err := s.opts.Backends.Hypervisor(p.Backend)
-	if err != nil {
 		return Record{}, err
 	}
 	imagePath, err := s.opts.Store.ImagePath(p.ImageSHA256)
 	if err != nil {
 		return Record{}, invalid("image %s: %v", p.ImageSHA256, err)
+	}
+	hv, err := s.chooseBackend(ctx, &p, imagePath, explicit)
+	if err != nil {
+		return Record{}, err
 	}
 	if p.InitrdSHA256 != "" {
 		if _, err := s.opts.Store.ImagePath(p.InitrdSHA256); err != nil {

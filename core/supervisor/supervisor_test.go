@@ -118,6 +118,8 @@ func (f *fakeHV) Console(ctx context.Context, r *pluginv1.ConsoleRequest, fn fun
 
 type backends struct{ hv hypervisor.Hypervisor }
 
+func (b backends) Names() []string { return []string{"fake"} }
+
 func (b backends) Hypervisor(name string) (hypervisor.Hypervisor, error) {
 	if name != "fake" {
 		return nil, fmt.Errorf("%w: no backend %q", hypervisor.ErrInvalid, name)

@@ -35,17 +35,29 @@ func Probe() error {
 		return fmt.Errorf("open %s: %w", Device, err)
 	}
 	defer unix.Close(fd)
-	v, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), getAPIVersion, 0)
+	v, errno := ioctl(fd, getAPIVersion)
 	if errno != 0 {
 		return fmt.Errorf("%s: KVM_GET_API_VERSION: %w", Device, errno)
 	}
 	if v != APIVersion {
 		return fmt.Errorf("%s: KVM API version %d, want %d", Device, v, APIVersion)
 	}
-	vm, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), createVM, 0)
+	vm, errno := ioctl(fd, createVM)
 	if errno != 0 {
 		return fmt.Errorf("%s: KVM_CREATE_VM: %w", Device, errno)
 	}
 	unix.Close(int(vm))
 	return nil
+}
+
+// ioctl issues a KVM ioctl without argument, again when a signal
+// interrupted it (creating a VM can take long enough for the Go runtime's
+// preemption signal to arrive).
+func ioctl(fd int, req uintptr) (uintptr, unix.Errno) {
+	for {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, 0)
+		if errno != unix.EINTR {
+			return r, errno
+		}
+	}
 }

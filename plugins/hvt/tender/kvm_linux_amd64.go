@@ -130,10 +130,22 @@ type kvmSys struct {
 // hostSys is kvmSys backed by the real system calls.
 var hostSys = kvmSys{
 	open:   func(path string) (int, error) { return unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0) },
-	ioctl:  ioctl,
+	ioctl:  ioctlRestart,
 	mmap:   func(fd, length, prot, flags int) ([]byte, error) { return unix.Mmap(fd, 0, length, prot, flags) },
 	munmap: unix.Munmap,
 	close:  unix.Close,
+}
+
+// ioctlRestart is ioctl, issued again when a signal interrupted it: the
+// set-up ioctls (creating a VM can take a while) are not meant to be
+// interrupted, unlike KVM_RUN.
+func ioctlRestart(fd int, req, arg uintptr) (uintptr, error) {
+	for {
+		r, err := ioctl(fd, req, arg)
+		if !errors.Is(err, unix.EINTR) {
+			return r, err
+		}
+	}
 }
 
 // newMachine opens /dev/kvm, creates a VM with memSize bytes of guest

@@ -282,6 +282,11 @@ func (b *Backend) validate(spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, [
 	if im.Target != b.cfg.Target {
 		return refuse("image is a Solo5 %s unikernel, but backend %s runs %s unikernels", im.Target, b.cfg.Name, b.cfg.Target)
 	}
+	if b.cfg.NeedKVM {
+		if err := kvm.Probe(); err != nil {
+			return nil, nil, fmt.Errorf("%w: backend %s needs KVM, which is unusable on this host (%v); build the unikernel for spt, which runs without KVM", hypervisor.ErrUnavailable, b.cfg.Name, err)
+		}
+	}
 	var nets, blocks []string
 	seen := map[string]bool{}
 	for _, n := range spec.GetNets() {

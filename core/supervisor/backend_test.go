@@ -1,0 +1,124 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
+)
+
+// targetHV is a fake backend that runs some Solo5 targets and reports a
+// health.
+type targetHV struct {
+	*fakeHV
+	targets []string
+	healthy bool
+}
+
+func (h *targetHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
+	return &pluginv1.HypervisorCapabilities{Targets: h.targets}, nil
+}
+
+func (h *targetHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, error) {
+	if !h.healthy {
+		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY}, nil
+	}
+	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY}, nil
+}
+
+// namedBackends serves several fake backends by name.
+type namedBackends struct {
+	names []string
+	hvs   map[string]hypervisor.Hypervisor
+}
+
+func (b namedBackends) Hypervisor(name string) (hypervisor.Hypervisor, error) {
+	hv, ok := b.hvs[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: no backend %q is enabled on this host", hypervisor.ErrInvalid, name)
+	}
+	return hv, nil
+}
+
+func (b namedBackends) Names() []string { return b.names }
+
+// TestChooseBackend creates Solo5 images of each target with and without
+// --backend on a host whose default is hvt, and checks which backend runs
+// them or how the create is refused.
+func TestChooseBackend(t *testing.T) {
+	type backend struct {
+		name    string
+		targets []string
+		healthy bool
+	}
+	hvt := backend{"hvt", []string{"hvt"}, true}
+	spt := backend{"spt", []string{"spt"}, true}
+	qemu := backend{"qemu", []string{"virtio", "linux"}, true}
+	sickSPT := backend{"spt2", []string{"spt"}, false}
+	for _, tc := range []struct {
+		name     string
+		backends []backend
+		target   solo5.Target // 0: not a Solo5 image
+		flag     string
+		want     string // backend chosen, or "error: " and a part of the message
+	}{
+		{"default runs it", []backend{hvt, spt, qemu}, solo5.TargetHVT, "", "hvt"},
+		{"spt image goes to spt", []backend{hvt, spt, qemu}, solo5.TargetSPT, "", "spt"},
+		{"virtio image goes to qemu", []backend{hvt, spt, qemu}, solo5.TargetVirtio, "", "qemu"},
+		{"not Solo5 goes to the default", []backend{hvt, spt, qemu}, 0, "", "hvt"},
+		{"not Solo5 goes to the named backend", []backend{hvt, spt, qemu}, 0, "qemu", "qemu"},
+		{"explicit mismatch names the backend", []backend{hvt, spt, qemu}, solo5.TargetSPT, "hvt",
+			"error: web.img is a Solo5 spt unikernel, which backend hvt does not run; use --backend spt"},
+		{"no backend runs it", []backend{hvt, qemu}, solo5.TargetSPT, "",
+			"error: web.img is a Solo5 spt unikernel, which backend hvt does not run; no enabled backend on this host runs spt unikernels"},
+		{"the healthy one of two", []backend{hvt, spt, sickSPT}, solo5.TargetSPT, "", "spt"},
+		{"two healthy ones", []backend{hvt, spt, {"spt2", []string{"spt"}, true}}, solo5.TargetSPT, "",
+			"error: use --backend with one of spt, spt2"},
+		{"unknown backend", []backend{hvt, spt}, solo5.TargetSPT, "bhyve", "error: no backend \"bhyve\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := namedBackends{hvs: map[string]hypervisor.Hypervisor{}}
+			for _, b := range tc.backends {
+				bs.names = append(bs.names, b.name)
+				bs.hvs[b.name] = &targetHV{fakeHV: newFake(), targets: b.targets, healthy: b.healthy}
+			}
+			st, err := store.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			img := []byte("not an ELF file")
+			if tc.target != 0 {
+				if img, err = solo5.Build(solo5.BuildSpec{Target: tc.target, ABIVersion: 2}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sha, _, err := st.PutImage(bytes.NewReader(img), 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sup := New(Options{Store: st, Backends: bs, Events: events.New(), DefaultBackend: "hvt",
+				ConsoleLines: 10, ConsoleBytes: 1 << 12, StopTimeout: time.Second, BackoffMin: time.Millisecond,
+				BackoffMax: time.Millisecond, ResetAfter: time.Minute, HostCPUs: 2})
+			defer sup.Close()
+			rec, err := sup.Create(context.Background(), CreateParams{Name: "web", Backend: tc.flag, ImageSHA256: sha, ImageName: "web.img", MemoryMB: 16})
+			if want, ok := strings.CutPrefix(tc.want, "error: "); ok {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("Create = %v, %v; want an error containing %q", rec.Backend, err, want)
+				}
+				return
+			}
+			if err != nil || rec.Backend != tc.want {
+				t.Fatalf("Create = %q, %v; want backend %s", rec.Backend, err, tc.want)
+			}
+		})
+	}
+}
