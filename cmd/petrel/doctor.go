@@ -115,7 +115,10 @@ OK, WARN or FAIL, saying in plain words what to fix:
   kvm        /dev/kvm exists and opens read-write (and whether it is kvm_pvm)
   tun        /dev/net/tun, for VM network devices
   bridges    the bridges VMs can be attached to
-  tender     solo5-hvt and solo5-spt, and their Solo5 ABI versions
+  tender     solo5-hvt and solo5-spt, and their Solo5 ABI versions (Petrel's
+             built-in tenders serve where they are missing)
+  backends   what this host can run: hvt (KVM), spt (no KVM needed),
+             qemu (KVM or TCG)
   plugin     the plugin binaries petreld finds, their versions, petrel-shim
   daemon     petreld answers on its socket, its API version, its plugins' health
   socket     the socket is not writable by everyone
@@ -164,9 +167,11 @@ when nothing FAILed, 1 otherwise.`,
 // and tolerate a daemon that is not there.
 func (a *app) runChecks(ctx context.Context, env hostEnv) []checkResult {
 	var rs []checkResult
-	rs = append(rs, hostChecks(env)...)
+	host := hostChecks(env)
+	rs = append(rs, host...)
 	rs = append(rs, checkTenders(ctx, env)...)
 	rs = append(rs, checkPlugins(env, version)...)
+	rs = append(rs, checkBackends(env, host[0].Status == statusOK))
 	c, err := a.dial()
 	if err != nil {
 		rs = append(rs, fail("daemon", "cannot connect to petreld at %s: %v", env.socket, err))
@@ -200,15 +205,11 @@ func checkTenders(ctx context.Context, env hostEnv) []checkResult {
 	var rs []checkResult
 	for _, t := range []struct{ name, missing string }{
 		{"solo5-hvt", "not on PATH: the hvt backend uses Petrel's built-in tender (engine = \"auto\"); install Solo5 to use solo5-hvt instead"},
-		{"solo5-spt", "not on PATH: the spt backend cannot start VMs; install Solo5's solo5-spt, or disable it (backend \"spt\" { enabled = false })"},
+		{"solo5-spt", "not on PATH: the spt backend uses Petrel's built-in spt tender (engine = \"auto\"); install Solo5 to use solo5-spt instead"},
 	} {
 		path, err := env.lookPath(t.name)
 		if err != nil {
-			if t.name == "solo5-hvt" {
-				rs = append(rs, ok("tender", "%s %s", t.name, t.missing))
-			} else {
-				rs = append(rs, warn("tender", "%s %s", t.name, t.missing))
-			}
+			rs = append(rs, ok("tender", "%s %s", t.name, t.missing))
 			continue
 		}
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -343,6 +344,59 @@ func ldflagsVersion(flags string) string {
 		}
 	}
 	return ""
+}
+
+// checkBackends says which backends this host can run VMs with, from
+// what the other checks found: hvt needs a usable KVM and its plugin, spt
+// its plugin (its built-in tender needs neither KVM nor Solo5), qemu its
+// plugin and qemu-system-x86_64, with KVM or else under TCG. It fails
+// only when nothing can run.
+func checkBackends(env hostEnv, kvmUsable bool) checkResult {
+	plugin := func(name string) bool {
+		for _, dir := range env.pluginDirs {
+			if _, err := os.Stat(filepath.Join(dir, "petrel-plugin-"+name)); err == nil {
+				return true
+			}
+		}
+		return false
+	}
+	var can, cannot []string
+	switch {
+	case !plugin("hvt"):
+		cannot = append(cannot, "hvt (petrel-plugin-hvt not installed)")
+	case kvmUsable:
+		can = append(can, "hvt (on KVM)")
+	default:
+		cannot = append(cannot, "hvt (needs a usable /dev/kvm)")
+	}
+	if plugin("spt") {
+		tender := "Petrel's built-in tender"
+		if p, err := env.lookPath("solo5-spt"); err == nil {
+			tender = p
+		}
+		can = append(can, "spt (with "+tender+", no KVM needed)")
+	} else {
+		cannot = append(cannot, "spt (petrel-plugin-spt not installed)")
+	}
+	_, qerr := env.lookPath("qemu-system-x86_64")
+	switch {
+	case !plugin("qemu"):
+		cannot = append(cannot, "qemu (petrel-plugin-qemu not installed)")
+	case qerr != nil:
+		cannot = append(cannot, "qemu (apt install qemu-system-x86)")
+	case kvmUsable:
+		can = append(can, "qemu (virtio unikernels and Linux guests on KVM)")
+	default:
+		can = append(can, "qemu (virtio unikernels and Linux guests under TCG, software emulation)")
+	}
+	if len(can) == 0 {
+		return fail("backends", "this host can run no VMs: %s", strings.Join(cannot, "; "))
+	}
+	msg := "this host runs " + strings.Join(can, ", ")
+	if len(cannot) > 0 {
+		msg += "; not " + strings.Join(cannot, ", ")
+	}
+	return ok("backends", "%s", msg)
 }
 
 // checkDaemon asks petreld for its version and its plugins' health.

@@ -32,7 +32,7 @@ func checkKVM(env hostEnv) checkResult {
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fail("kvm", "%s is missing: enable virtualization (VT-x/AMD-V) in the firmware, or nested virtualization in the hypervisor running this host, then load the module (modprobe kvm_intel or kvm_amd); without it only the spt backend works", path)
+		return warn("kvm", "%s is missing: the hvt backend cannot run VMs here, spt runs Solo5 unikernels without KVM and qemu runs guests under TCG (slow); for hvt, enable virtualization (VT-x/AMD-V) in the firmware, or nested virtualization in the hypervisor running this host, then load the module (modprobe kvm_intel or kvm_amd)", path)
 	}
 	if fi.Mode()&os.ModeCharDevice == 0 {
 		return fail("kvm", "%s is not a character device: remove it and load the KVM module (modprobe kvm_intel or kvm_amd)", path)

@@ -59,7 +59,7 @@ func TestCheckTenders(t *testing.T) {
 		t.Fatalf("%d results, want 2", len(rs))
 	}
 	expect(t, rs[0], statusOK, "built-in tender")
-	expect(t, rs[1], statusWarn, "solo5-spt not on PATH")
+	expect(t, rs[1], statusOK, "solo5-spt not on PATH: the spt backend uses Petrel's built-in spt tender")
 
 	// Solo5 tenders print their version on stderr.
 	writeFile(t, filepath.Join(dir, "solo5-hvt"), "#!/bin/sh\necho 'solo5-hvt v0.9.1' >&2\necho 'ABI version 2' >&2\nexit 1\n", 0o755)
@@ -67,6 +67,29 @@ func TestCheckTenders(t *testing.T) {
 	rs = checkTenders(context.Background(), env)
 	expect(t, rs[0], statusOK, "(Solo5 0.9.1, ABI version 2)")
 	expect(t, rs[1], statusFail, "did not report an ABI version (\"usage: something else\")")
+}
+
+// TestCheckBackends checks what doctor says a host can run, with and
+// without KVM, plugins, solo5-spt and QEMU.
+func TestCheckBackends(t *testing.T) {
+	dir := t.TempDir()
+	onPath := map[string]string{}
+	env := hostEnv{pluginDirs: []string{dir}, lookPath: func(name string) (string, error) {
+		if p, ok := onPath[name]; ok {
+			return p, nil
+		}
+		return "", errors.New("not found")
+	}}
+	expect(t, checkBackends(env, true), statusFail, "this host can run no VMs: hvt (petrel-plugin-hvt not installed); spt (petrel-plugin-spt not installed)")
+	for _, p := range []string{"hvt", "spt", "qemu"} {
+		writeFile(t, filepath.Join(dir, "petrel-plugin-"+p), "", 0o755)
+	}
+	expect(t, checkBackends(env, true), statusOK, "this host runs hvt (on KVM), spt (with Petrel's built-in tender, no KVM needed); not qemu (apt install qemu-system-x86)")
+	onPath["qemu-system-x86_64"] = "/usr/bin/qemu-system-x86_64"
+	onPath["solo5-spt"] = "/usr/local/bin/solo5-spt"
+	expect(t, checkBackends(env, true), statusOK, "this host runs hvt (on KVM), spt (with /usr/local/bin/solo5-spt, no KVM needed), qemu (virtio unikernels and Linux guests on KVM)")
+	delete(onPath, "solo5-spt")
+	expect(t, checkBackends(env, false), statusOK, "this host runs spt (with Petrel's built-in tender, no KVM needed), qemu (virtio unikernels and Linux guests under TCG, software emulation); not hvt (needs a usable /dev/kvm)")
 }
 
 func TestCheckPlugins(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/client"
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -68,6 +69,9 @@ type env struct {
 
 	// netns, when set, is the network namespace petreld runs in.
 	netns string
+	// withoutKVM runs petreld as on a host without /dev/kvm
+	// (contrib/scripts/without-kvm.sh).
+	withoutKVM bool
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -76,32 +80,75 @@ type env struct {
 
 func newEnv(t *testing.T) *env { return newEnvTB(t) }
 
-// newBuiltinEnv is an installation whose hvt backend uses the built-in
-// tender on /dev/kvm.
+// realBackend is the backend real-guest tests boot Petrel's guests on:
+// hvt with its built-in tender where KVM is usable, and spt with its
+// built-in tender otherwise, so that every host runs them.
+// PETREL_TEST_BACKEND=spt (or hvt) chooses instead.
+func realBackend() (name, why string) {
+	realOnce.Do(func() {
+		switch b := os.Getenv("PETREL_TEST_BACKEND"); {
+		case b == "hvt" || b == "spt":
+			realName, realWhy = b, "PETREL_TEST_BACKEND="+b
+		case kvm.Probe() != nil:
+			realName, realWhy = "spt", fmt.Sprintf("KVM is unusable (%v)", kvm.Probe())
+		default:
+			realName, realWhy = "hvt", "KVM is usable"
+		}
+	})
+	return realName, realWhy
+}
+
+var (
+	realOnce          sync.Once
+	realName, realWhy string
+)
+
+// newBuiltinEnv is an installation whose hvt and spt backends use the
+// built-in tenders, for real guests.
 func newBuiltinEnv(t *testing.T) *env {
 	e := newEnvTB(t)
-	cfg, err := os.ReadFile(e.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hvtBlock := fmt.Sprintf("settings = { tender = %q, engine = \"external\" }", filepath.Join(e.dir, "solo5-hvt"))
-	fixed := strings.Replace(string(cfg), hvtBlock, `settings = { engine = "builtin" }`, 1)
-	if fixed == string(cfg) {
-		t.Fatal("could not switch the hvt backend to the built-in tender")
-	}
-	if err := os.WriteFile(e.config, []byte(fixed), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.useBuiltinTenders()
 	return e
 }
 
-// guest returns the path of one of Petrel's test unikernels, built once
-// per test binary ($PETREL_GUESTS when make built them already).
-func guest(t *testing.T, name string) string {
-	t.Helper()
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		t.Skip("needs /dev/kvm for real unikernels:", err)
+// useBuiltinTenders switches the installation's hvt and spt backends from
+// the fake tenders to the built-in ones; petreld reads it at its next
+// start.
+func (e *env) useBuiltinTenders() {
+	e.t.Helper()
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		e.t.Fatal(err)
 	}
+	fixed := string(cfg)
+	for _, block := range []string{
+		fmt.Sprintf("settings = { tender = %q, engine = \"external\" }", filepath.Join(e.dir, "solo5-hvt")),
+		fmt.Sprintf("settings = { tender = %q }", filepath.Join(e.dir, "solo5-spt")),
+	} {
+		next := strings.Replace(fixed, block, `settings = { engine = "builtin" }`, 1)
+		if next == fixed {
+			e.t.Fatalf("could not switch %q to the built-in tender", block)
+		}
+		fixed = next
+	}
+	if err := os.WriteFile(e.config, []byte(fixed), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// guest returns the path of one of Petrel's test unikernels built for the
+// real backend, built once per test binary ($PETREL_GUESTS when make
+// built them already).
+func guest(t testing.TB, name string) string {
+	t.Helper()
+	backend, why := realBackend()
+	t.Logf("real guests run on %s: %s", backend, why)
+	return guestFor(t, name, backend)
+}
+
+// guestFor returns the path of test unikernel name built for a target.
+func guestFor(t testing.TB, name, target string) string {
+	t.Helper()
 	guestsOnce.Do(func() {
 		if d := os.Getenv("PETREL_GUESTS"); d != "" {
 			guestsDir = d
@@ -126,7 +173,7 @@ func guest(t *testing.T, name string) string {
 	if guestsErr != nil {
 		t.Fatal(guestsErr)
 	}
-	p := filepath.Join(guestsDir, name+".hvt")
+	p := filepath.Join(guestsDir, name+"."+target)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +270,9 @@ func (e *env) start() {
 	if e.netns != "" {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", e.netns}, cmd.Args...)...)
 	}
+	if e.withoutKVM {
+		cmd = exec.Command(withoutKVMScript(e.t), cmd.Args...)
+	}
 	cmd.Stdout, cmd.Stderr = e.log, e.log
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -237,6 +287,20 @@ func (e *env) start() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.t.Fatalf("petreld did not come up:\n%s", e.log)
+}
+
+// withoutKVMScript returns the script that runs a command as on a host
+// without /dev/kvm, skipping the test where it cannot work.
+func withoutKVMScript(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare (util-linux) to hide /dev/kvm from petreld:", err)
+	}
+	p, err := filepath.Abs("../../contrib/scripts/without-kvm.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // kill9 kills petreld with SIGKILL.
@@ -322,16 +386,17 @@ func (e *env) mustPetrel(args ...string) string {
 }
 
 type vmInfo struct {
-	Name     string   `json:"name"`
-	State    string   `json:"state"`
-	Backend  string   `json:"backend"`
-	Pid      int      `json:"pid"`
-	ShimPid  int      `json:"shim_pid"`
-	ExitCode *int     `json:"exit_code"`
-	Restarts int      `json:"restarts"`
-	Args     []string `json:"args"`
-	Message  string   `json:"message"`
-	Command  []string `json:"command"`
+	Name       string   `json:"name"`
+	State      string   `json:"state"`
+	Backend    string   `json:"backend"`
+	Pid        int      `json:"pid"`
+	ShimPid    int      `json:"shim_pid"`
+	ExitCode   *int     `json:"exit_code"`
+	ExitSignal *int32   `json:"exit_signal"`
+	Restarts   int      `json:"restarts"`
+	Args       []string `json:"args"`
+	Message    string   `json:"message"`
+	Command    []string `json:"command"`
 }
 
 func (e *env) infoAll() []vmInfo {
