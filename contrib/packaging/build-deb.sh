@@ -25,7 +25,9 @@ for b in petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plu
 	[ -x "$BIN/$b" ] || { echo "build-deb: $BIN/$b is missing (run make build)" >&2; exit 1; }
 done
 for g in hello exit fault blk net chatty; do
-	[ -f "$BIN/guests/$g.hvt" ] || { echo "build-deb: $BIN/guests/$g.hvt is missing (run make guests)" >&2; exit 1; }
+	for t in hvt spt; do
+		[ -f "$BIN/guests/$g.$t" ] || { echo "build-deb: $BIN/guests/$g.$t is missing (run make guests)" >&2; exit 1; }
+	done
 done
 
 NFPM=${NFPM:-$(command -v nfpm || true)}

@@ -25,6 +25,16 @@ var stubBinaries = []string{"petrel-endpoint", "petrel-shim", "petrel-plugin-hvt
 // guests; build-deb.sh insists on every one of them.
 var guests = []string{"hello", "exit", "fault", "blk", "net", "chatty"}
 
+// guestFiles lists the guest images the package ships: every guest for
+// hvt and for spt.
+func guestFiles() []string {
+	var files []string
+	for _, g := range guests {
+		files = append(files, g+".hvt", g+".spt")
+	}
+	return files
+}
+
 func findNfpm(t *testing.T) string {
 	t.Helper()
 	if p, err := exec.LookPath("nfpm"); err == nil {
@@ -83,8 +93,9 @@ func TestBuildDeb(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(bin, "guests"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range guests {
-		if err := os.WriteFile(filepath.Join(bin, "guests", g+".hvt"), []byte("\x7fELF"), 0o644); err != nil {
+	// escape.spt, a test guest of the spt tender's sandbox, is not shipped.
+	for _, f := range append(guestFiles(), "escape.spt") {
+		if err := os.WriteFile(filepath.Join(bin, "guests", f), []byte("\x7fELF"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,8 +151,8 @@ func TestBuildDeb(t *testing.T) {
 	for _, d := range []string{"petrel-influxdb.json", "petrel-prometheus.json"} {
 		want["/usr/share/petrel/grafana/"+d] = "-rw-r--r-- root/root"
 	}
-	for _, g := range guests {
-		want["/usr/share/petrel/guests/"+g+".hvt"] = "-rw-r--r-- root/root"
+	for _, f := range guestFiles() {
+		want["/usr/share/petrel/guests/"+f] = "-rw-r--r-- root/root"
 	}
 	// Every plugin petreld's defaults enable is in the package, where
 	// petreld looks for plugins when none are beside it.

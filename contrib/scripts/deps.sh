@@ -7,7 +7,7 @@ set -eu
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go)/bin:$PATH"
 
 need=""
-for pkg in protobuf-compiler gcc make iproute2 iputils-ping binutils influxdb prometheus \
+for pkg in protobuf-compiler gcc libc6-dev make iproute2 iputils-ping binutils influxdb prometheus \
 	qemu-system-x86 busybox-static linux-image-cloud-amd64 systemd groff-base debootstrap systemd-container; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
