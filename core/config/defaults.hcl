@@ -70,11 +70,14 @@ backend "qemu" {
   }
 }
 
-# Solo5 spt (seccomp sandboxed process).
+# Solo5 spt (a seccomp-sandboxed process; no KVM needed). tender: the
+# solo5-spt path or name on PATH; engine: "auto" (solo5-spt when found,
+# else Petrel's built-in spt tender), "builtin" or "solo5-spt".
 backend "spt" {
   enabled = true
   settings = {
     tender = "solo5-spt"
+    engine = "auto"
   }
 }
 
