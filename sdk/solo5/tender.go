@@ -234,6 +234,28 @@ func ParseTenderArgs(argv []string) (TenderArgs, error) {
 	return t, nil
 }
 
+// ParseTenderCommandLine parses a tender's own command line (without the
+// program name) the way solo5-hvt and solo5-spt accept it: as
+// ParseTenderArgs does, except that options also end at the first argument
+// that does not start with "-", so the image may be given without a
+// preceding "--". Petrel's built-in tenders use it so that scripts written
+// for the upstream tenders run unchanged.
+func ParseTenderCommandLine(argv []string) (TenderArgs, error) {
+	for i, a := range argv {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			fixed := make([]string, 0, len(argv)+1)
+			fixed = append(fixed, argv[:i]...)
+			fixed = append(fixed, "--")
+			argv = append(fixed, argv[i:]...)
+			break
+		}
+	}
+	return ParseTenderArgs(argv)
+}
+
 // claimName records that name is used by a device of kind, failing if any
 // device already uses it: manifest names are unique across types.
 func claimName(kinds map[string]string, name, kind string) error {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // translate walks the 4-level page tables in low like the MMU does for a
@@ -92,7 +94,7 @@ func TestLayoutFitsBelowImage(t *testing.T) {
 		mftBase+mftMaxSize > cmdlineBase || cmdlineBase+cmdlineSize > guestMinBase {
 		t.Fatalf("tender data areas overlap each other or the image")
 	}
-	if mftHeaderSize+mftMaxEntries*mftEntrySize > mftMaxSize {
+	if solo5.MaxManifestSize > mftMaxSize {
 		t.Fatalf("largest manifest does not fit")
 	}
 }
