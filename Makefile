@@ -28,7 +28,8 @@ petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge petrel-plugin-influx pe
 examples:
 	$(GO) build -trimpath -o bin/petrel-plugin-jsonl ./contrib/metrics-plugin-example
 
-# Petrel's own Solo5 test unikernels (freestanding C).
+# Petrel's own Solo5 test unikernels (freestanding C), each for hvt and spt:
+# bin/guests/NAME.hvt and bin/guests/NAME.spt.
 guests:
 	$(MAKE) -C contrib/guests OUT=$(CURDIR)/bin/guests
 
