@@ -265,3 +265,20 @@ func TestParseTenderCommandLine(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestCmdline(t *testing.T) {
+	got, err := GuestCmdline([]string{"a", "b c", ""})
+	if err != nil || string(got) != "a b c \x00" {
+		t.Errorf("GuestCmdline = %q, %v", got, err)
+	}
+	got, err = GuestCmdline(nil)
+	if err != nil || string(got) != "\x00" {
+		t.Errorf("empty GuestCmdline = %q, %v", got, err)
+	}
+	if _, err := GuestCmdline([]string{strings.Repeat("x", CmdlineSize-1)}); err != nil {
+		t.Errorf("longest command line refused: %v", err)
+	}
+	if _, err := GuestCmdline([]string{strings.Repeat("x", CmdlineSize-2), "y"}); err == nil {
+		t.Errorf("too long command line accepted")
+	}
+}

@@ -69,7 +69,7 @@ func run(ta solo5.TenderArgs, stdout io.Writer) error {
 	if err := solo5.ValidateDevices(info, ta.NetNames(), ta.BlockNames()); err != nil {
 		return fmt.Errorf("%s: %w", ta.Image, err)
 	}
-	cmdline, err := buildCmdline(ta.Args)
+	cmdline, err := solo5.GuestCmdline(ta.Args)
 	if err != nil {
 		return err
 	}
