@@ -21,8 +21,13 @@ build: $(BINARIES)
 petrel petreld petrel-endpoint petrel-shim:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@
 
-petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu:
+petrel-plugin-hvt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(subst petrel-plugin-,,$@)
+
+# The spt plugin is also the built-in spt tender, whose guests live at low
+# fixed addresses of its own address space: it must be position-independent.
+petrel-plugin-spt:
+	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/spt
 
 # The example third-party metrics plugin (contrib/metrics-plugin-example).
 examples:

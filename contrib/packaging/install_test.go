@@ -128,7 +128,12 @@ func stageBinaries(t *testing.T, repo string) string {
 		}
 	}
 	for name, pkg := range packageBinaries {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
+		args := []string{"build", "-trimpath", "-o", filepath.Join(dir, name)}
+		if name == "petrel-plugin-spt" {
+			// The built-in spt tender must be position-independent.
+			args = append(args, "-buildmode=pie")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
