@@ -24,8 +24,8 @@ petrel petreld petrel-endpoint petrel-shim:
 petrel-plugin-hvt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(subst petrel-plugin-,,$@)
 
-# The built-in spt tender loads guests at their addresses low in its own
-# address space, so its binary must be position-independent.
+# The spt plugin is also the built-in spt tender, whose guests live at low
+# fixed addresses of its own address space: it must be position-independent.
 petrel-plugin-spt:
 	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/spt
 
@@ -33,7 +33,8 @@ petrel-plugin-spt:
 examples:
 	$(GO) build -trimpath -o bin/petrel-plugin-jsonl ./contrib/metrics-plugin-example
 
-# Petrel's own Solo5 test unikernels (freestanding C).
+# Petrel's own Solo5 test unikernels (freestanding C), each for hvt and spt:
+# bin/guests/NAME.hvt and bin/guests/NAME.spt.
 guests:
 	$(MAKE) -C contrib/guests OUT=$(CURDIR)/bin/guests
 
@@ -97,10 +98,9 @@ deps:
 check: deps
 	$(MAKE) lint proto-check test
 
-# Check the host, install what the demo needs, build everything, start
-# petreld with its defaults and boot the hello unikernel with a built-in
-# tender (hvt on KVM, spt without), showing its console.
-demo:
+# Build everything, start petreld with its defaults and boot the hello
+# unikernel with the built-in tender, showing its console.
+demo: deps build guests
 	contrib/scripts/demo.sh
 
 # Debian package (nfpm) of everything, with units, example config and the

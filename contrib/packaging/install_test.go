@@ -54,8 +54,10 @@ func TestInstallOnCleanDebian(t *testing.T) {
 			t.Skipf("%s not found (make deps installs it): cannot build a clean Debian root", tool)
 		}
 	}
-	if fi, err := os.Stat("/dev/net/tun"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		t.Skip("/dev/net/tun is missing: the deploy in the clean root needs it")
+	for _, dev := range []string{"/dev/kvm", "/dev/net/tun"} {
+		if fi, err := os.Stat(dev); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+			t.Skipf("%s is missing: the deploy in the clean root needs it", dev)
+		}
 	}
 	nfpm := findNfpm(t)
 	repo, err := filepath.Abs(filepath.Join("..", ".."))
@@ -115,8 +117,8 @@ func stageBinaries(t *testing.T, repo string) string {
 		if err := os.Mkdir(guestDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range guestFiles() {
-			linkOrCopy(t, filepath.Join(guestSrc, f), filepath.Join(guestDir, f), 0o644)
+		for _, g := range guests {
+			linkOrCopy(t, filepath.Join(guestSrc, g+".hvt"), filepath.Join(guestDir, g+".hvt"), 0o644)
 		}
 		return dir
 	}
@@ -126,12 +128,12 @@ func stageBinaries(t *testing.T, repo string) string {
 		}
 	}
 	for name, pkg := range packageBinaries {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
+		args := []string{"build", "-trimpath", "-o", filepath.Join(dir, name)}
 		if name == "petrel-plugin-spt" {
-			// The built-in spt tender loads guests low in its own address
-			// space, so it must be position-independent (see the Makefile).
-			cmd.Args = append(cmd.Args[:2], append([]string{"-buildmode=pie"}, cmd.Args[2:]...)...)
+			// The built-in spt tender must be position-independent.
+			args = append(args, "-buildmode=pie")
 		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)

@@ -45,7 +45,12 @@ func TestMain(m *testing.M) {
 			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge", "./plugins/qemu": "petrel-plugin-qemu",
 			"./contrib/metrics-plugin-example": "petrel-plugin-jsonl",
 		} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(tmp, out), pkg)
+			args := []string{"build", "-o", filepath.Join(tmp, out)}
+			if pkg == "./plugins/spt" {
+				// The built-in spt tender must be position-independent.
+				args = append(args, "-buildmode=pie")
+			}
+			cmd := exec.Command("go", append(args, pkg)...)
 			cmd.Dir = "../.."
 			if b, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)

@@ -1,9 +1,18 @@
-// Command petrel-plugin-spt is Petrel's Solo5 spt backend: it runs spt
-// unikernels under Solo5's solo5-spt tender (a seccomp-sandboxed
-// process). petreld starts it; it is not meant to be run by hand.
+// Command petrel-plugin-spt is Petrel's Solo5 spt backend. petreld starts
+// it; it is not meant to be run by hand, except as a tender:
+//
+//	petrel-plugin-spt tender [--mem=MB] ... -- IMAGE [ARGS...]
+//
+// runs an spt unikernel in a seccomp-sandboxed process with the built-in
+// tender, with the same command line and exit statuses as Solo5's
+// solo5-spt. The binary must be built with -buildmode=pie: guest memory
+// lives at fixed low addresses of the tender's address space.
 package main
 
 import (
+	"os"
+
+	"github.com/petrel-vmm/petrel/plugins/spt/tender"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor/tenderbackend"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 )
@@ -11,4 +20,18 @@ import (
 // version is set at build time with -ldflags.
 var version = "0.1.0-dev"
 
-func main() { plugin.ServeHypervisor(tenderbackend.New(tenderbackend.SPT(version, nil))) }
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tender" {
+		os.Exit(tender.Main(os.Args[2:]))
+	}
+	plugin.ServeHypervisor(tenderbackend.New(tenderbackend.SPT(version, builtin)))
+}
+
+// builtin is the command that runs the built-in tender: this binary.
+func builtin() ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{exe, "tender"}, nil
+}

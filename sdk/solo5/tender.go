@@ -234,6 +234,49 @@ func ParseTenderArgs(argv []string) (TenderArgs, error) {
 	return t, nil
 }
 
+// ParseTenderCommandLine parses a tender's own command line (without the
+// program name) the way solo5-hvt and solo5-spt accept it: as
+// ParseTenderArgs does, except that options also end at the first argument
+// that does not start with "-", so the image may be given without a
+// preceding "--". Petrel's built-in tenders use it so that scripts written
+// for the upstream tenders run unchanged.
+func ParseTenderCommandLine(argv []string) (TenderArgs, error) {
+	for i, a := range argv {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			fixed := make([]string, 0, len(argv)+1)
+			fixed = append(fixed, argv[:i]...)
+			fixed = append(fixed, "--")
+			argv = append(fixed, argv[i:]...)
+			break
+		}
+	}
+	return ParseTenderArgs(argv)
+}
+
+// CmdlineSize is the size of the guest command line area of the hvt and
+// spt ABIs (HVT_CMDLINE_SIZE, SPT_CMDLINE_SIZE), terminating NUL included.
+const CmdlineSize = 8192
+
+// GuestCmdline returns the command line a tender hands its guest: args
+// joined with single spaces, as the Solo5 tenders join them, and a NUL. It
+// fails, as they do, when the result does not fit in CmdlineSize bytes.
+func GuestCmdline(args []string) ([]byte, error) {
+	var b []byte
+	for i, a := range args {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, a...)
+		if len(b) >= CmdlineSize {
+			return nil, fmt.Errorf("guest command line too long (max=%d characters)", CmdlineSize-1)
+		}
+	}
+	return append(b, 0), nil
+}
+
 // claimName records that name is used by a device of kind, failing if any
 // device already uses it: manifest names are unique across types.
 func claimName(kinds map[string]string, name, kind string) error {

@@ -235,3 +235,50 @@ func TestValidateBuiltImage(t *testing.T) {
 		t.Fatalf("missing data_1: %v", err)
 	}
 }
+
+func TestParseTenderCommandLine(t *testing.T) {
+	a, err := ParseTenderCommandLine([]string{"--mem=64", "--block:storage=/d", "img", "x", "--y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.MemMB != 64 || a.Image != "img" || len(a.Args) != 2 || a.Args[1] != "--y" ||
+		len(a.Blocks) != 1 || a.Blocks[0].Path != "/d" {
+		t.Errorf("without -- = %+v", a)
+	}
+	a, err = ParseTenderCommandLine([]string{"--net:service0=tap0", "--net-mac:service0=02:00:00:00:00:01", "--", "img", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Image != "img" || len(a.Nets) != 1 || a.Nets[0].MAC != "02:00:00:00:00:01" || a.Nets[0].Iface != "tap0" {
+		t.Errorf("with -- = %+v", a)
+	}
+	a, err = ParseTenderCommandLine([]string{"--", "img", "-v", "--", "z"})
+	if err != nil || a.Image != "img" || !reflect.DeepEqual(a.Args, []string{"-v", "--", "z"}) {
+		t.Errorf("arguments after -- = %+v, %v", a, err)
+	}
+	if _, err := ParseTenderCommandLine([]string{"--version", "img"}); !errors.Is(err, ErrVersion) {
+		t.Errorf("--version: %v", err)
+	}
+	for _, bad := range [][]string{nil, {"--mem=x", "img"}, {"--bogus", "img"}, {"--"}} {
+		if _, err := ParseTenderCommandLine(bad); err == nil {
+			t.Errorf("ParseTenderCommandLine(%q) accepted", bad)
+		}
+	}
+}
+
+func TestGuestCmdline(t *testing.T) {
+	got, err := GuestCmdline([]string{"a", "b c", ""})
+	if err != nil || string(got) != "a b c \x00" {
+		t.Errorf("GuestCmdline = %q, %v", got, err)
+	}
+	got, err = GuestCmdline(nil)
+	if err != nil || string(got) != "\x00" {
+		t.Errorf("empty GuestCmdline = %q, %v", got, err)
+	}
+	if _, err := GuestCmdline([]string{strings.Repeat("x", CmdlineSize-1)}); err != nil {
+		t.Errorf("longest command line refused: %v", err)
+	}
+	if _, err := GuestCmdline([]string{strings.Repeat("x", CmdlineSize-2), "y"}); err == nil {
+		t.Errorf("too long command line accepted")
+	}
+}

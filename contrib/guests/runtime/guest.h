@@ -1,10 +1,14 @@
 /*
  * guest.h: the tiny runtime shared by Petrel's test guests.
  *
- * It describes the parts of the Solo5 hvt ABI (version 2) the guests use:
- * the boot information the tender passes in RDI, the application manifest,
- * the hypercalls, and the ELF notes that declare target, ABI version and
- * devices. Everything is freestanding: no library from elsewhere is used.
+ * It describes the parts of the Solo5 hvt and spt ABIs (version 2) the
+ * guests use: the application manifest, the calls into the tender, and the
+ * ELF notes that declare target, ABI version and devices. Guest sources are
+ * the same for both targets; GUEST_TARGET (1 for hvt, 2 for spt, set by the
+ * Makefile) selects the ABI note, and the runtime file of that target
+ * (runtime/hvt.c or runtime/spt.c) provides the calls and reads the
+ * target's boot information. Everything is freestanding: no library from
+ * elsewhere is used.
  */
 #ifndef PETREL_GUEST_H
 #define PETREL_GUEST_H
@@ -14,20 +18,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* struct hvt_boot_info: its address is the sole argument of the entry point. */
-struct hvt_boot_info {
-    uint64_t mem_size;
-    uint64_t kernel_end;
-    uint64_t cpu_cycle_freq;
-    uint64_t cmdline;
-    uint64_t mft;
-};
+#ifndef GUEST_TARGET
+#error "GUEST_TARGET must be 1 (hvt) or 2 (spt)"
+#endif
 
 /* Manifest entry types (mft_abi.h). */
 #define MFT_DEV_BLOCK_BASIC 1
 #define MFT_DEV_NET_BASIC 2
 #define MFT_RESERVED_FIRST (1U << 30)
 #define MFT_NAME_SIZE 68
+#define MFT_MAX_ENTRIES 64
 
 struct mft_entry {
     char name[MFT_NAME_SIZE];
@@ -66,11 +66,11 @@ struct solo5_nhdr {
 
 #define SOLO5_NOTE_ABI1 0x31494241 /* "ABI1" */
 #define SOLO5_NOTE_MFT1 0x3154464d /* "MFT1" */
-#define HVT_ABI_TARGET 1
-#define HVT_ABI_VERSION 2
+#define GUEST_ABI_VERSION 2
 
 /*
- * GUEST_MANIFEST(N, entries...) declares the ABI note (hvt, version 2) and
+ * GUEST_MANIFEST(N, entries...) declares the ABI note (GUEST_TARGET,
+ * version 2) and
  * a manifest note with N devices, e.g.
  *   GUEST_MANIFEST(1, GUEST_BLOCK("storage"));
  * The manifest structure is 8-byte aligned, so its descriptor starts with
@@ -86,7 +86,7 @@ struct solo5_nhdr {
     } guest_abi_note                                                        \
     __attribute__((section(".note.solo5.abi"), aligned(4), used)) = {       \
         .h = { 6, 16, SOLO5_NOTE_ABI1, "Solo5" },                           \
-        .target = HVT_ABI_TARGET, .version = HVT_ABI_VERSION,              \
+        .target = GUEST_TARGET, .version = GUEST_ABI_VERSION,              \
     }
 
 #define GUEST_MANIFEST(N, ...)                                              \
@@ -115,10 +115,17 @@ struct solo5_nhdr {
 /* The entry point of every guest; its return value is the exit status. */
 int guest_main(const char *cmdline);
 
-/* Boot information, valid once guest_main runs. */
-extern const struct hvt_boot_info *boot_info;
+/*
+ * Provided by the target's runtime file. platform_init records the boot
+ * information whose address the tender passed to the entry point; the
+ * accessors read it once guest_main runs.
+ */
+void platform_init(const void *boot_info);
+const char *platform_cmdline(void);
+const struct mft *platform_manifest(void);
+uint64_t guest_mem_size(void);
 
-/* Hypercalls. */
+/* Calls into the tender: hypercalls on hvt, system calls on spt. */
 uint64_t walltime_ns(void);
 void console_write(const char *s, size_t len);
 int poll_net(uint64_t timeout_ns, uint64_t *ready_set);
@@ -132,6 +139,8 @@ void __attribute__((noreturn)) guest_exit(int status);
  * handle, or NULL. */
 const struct mft_entry *device_lookup(const char *name, uint32_t type,
                                       uint64_t *handle);
+/* The attached entry with the given handle and type, or NULL. */
+const struct mft_entry *device_by_handle(uint64_t handle, uint32_t type);
 
 /* Strings and formatting. */
 void *memset(void *dst, int c, size_t n);

@@ -10,6 +10,16 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
+// ELF constants used by makeELF.
+const (
+	elfHeaderSize  = 64
+	elfPhdrSize    = 56
+	elfTypeExec    = 2
+	elfMachineX86  = 62
+	elfPTLoad      = 1
+	elfFlagExecute = 1
+)
+
 // testSeg describes one PT_LOAD segment for makeELF.
 type testSeg struct {
 	paddr, memsz uint64

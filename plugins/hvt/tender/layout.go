@@ -3,6 +3,8 @@ package tender
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // Guest-physical memory layout. Everything the tender writes for the guest
@@ -30,7 +32,7 @@ const (
 
 	// cmdlineSize is HVT_CMDLINE_SIZE, the largest guest command line
 	// including its terminating NUL.
-	cmdlineSize = 8192
+	cmdlineSize = solo5.CmdlineSize
 
 	// guestMinBase is HVT_GUEST_MIN_BASE: the lowest address a PT_LOAD
 	// segment may occupy.
@@ -193,20 +195,4 @@ func (b bootInfo) put(mem []byte) {
 	le.PutUint64(p[16:], b.cpuCycleFreq)
 	le.PutUint64(p[24:], b.cmdline)
 	le.PutUint64(p[32:], b.mft)
-}
-
-// buildCmdline joins args with single spaces, as solo5-hvt does, and
-// checks that the result and its NUL fit in cmdlineSize bytes.
-func buildCmdline(args []string) ([]byte, error) {
-	var b []byte
-	for i, a := range args {
-		if i > 0 {
-			b = append(b, ' ')
-		}
-		b = append(b, a...)
-		if len(b) >= cmdlineSize {
-			return nil, fmt.Errorf("guest command line too long (max=%d characters)", cmdlineSize-1)
-		}
-	}
-	return append(b, 0), nil
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/petrel-vmm/petrel/plugins/internal/hostdev"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -45,7 +46,7 @@ func Main(args []string) int {
 
 // mainWith is Main with explicit console and diagnostic streams.
 func mainWith(args []string, stdout, stderr io.Writer) int {
-	ta, err := parseArgs(args)
+	ta, err := solo5.ParseTenderCommandLine(args)
 	switch {
 	case errors.Is(err, solo5.ErrHelp):
 		usage(stderr)
@@ -86,5 +87,5 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "Compiled-in modules: net block\n")
 	fmt.Fprintf(w, "Compiled-in module options:\n")
 	fmt.Fprintf(w, "    [ --net:NAME=IFACE | @NN ] [ --net-mac:NAME=HWADDR ]\n")
-	fmt.Fprintf(w, "    [ --block:NAME=PATH ] [ --block-sector-size:NAME=%d ]\n", defaultSectorSize)
+	fmt.Fprintf(w, "    [ --block:NAME=PATH ] [ --block-sector-size:NAME=%d ]\n", hostdev.DefaultSectorSize)
 }

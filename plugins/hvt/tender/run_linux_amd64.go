@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/petrel-vmm/petrel/plugins/internal/hostdev"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -68,7 +69,7 @@ func run(ta solo5.TenderArgs, stdout io.Writer) error {
 	if err := solo5.ValidateDevices(info, ta.NetNames(), ta.BlockNames()); err != nil {
 		return fmt.Errorf("%s: %w", ta.Image, err)
 	}
-	cmdline, err := buildCmdline(ta.Args)
+	cmdline, err := solo5.GuestCmdline(ta.Args)
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func run(ta solo5.TenderArgs, stdout io.Writer) error {
 	for i, d := range info.Manifest {
 		handles[d.Name] = uint64(i + 1)
 	}
-	att := map[string]attachment{}
+	att := map[string]solo5.Attachment{}
 	var closers []func()
 	defer func() {
 		for _, c := range closers {
@@ -93,27 +94,27 @@ func run(ta solo5.TenderArgs, stdout io.Writer) error {
 		}
 	}()
 	for _, b := range ta.Blocks {
-		dev, f, err := openBlock(b)
+		blk, err := hostdev.OpenBlock(b)
 		if err != nil {
 			return err
 		}
-		closers = append(closers, func() { f.Close() })
-		hv.blocks[handles[b.Name]] = dev
-		att[b.Name] = attachment{block: dev, fd: int(f.Fd())}
+		closers = append(closers, func() { blk.File.Close() })
+		hv.blocks[handles[b.Name]] = &blockDevice{name: b.Name, io: blk.File, capacity: blk.Capacity, sectorSize: blk.SectorSize}
+		att[b.Name] = solo5.Attachment{Type: solo5.DeviceBlock, HostFD: int(blk.File.Fd()), Capacity: blk.Capacity, BlockSize: blk.SectorSize}
 	}
 	for _, n := range ta.Nets {
-		dev, fd, err := openNet(n)
+		nd, err := hostdev.OpenNet(n)
 		if err != nil {
 			return err
 		}
-		closers = append(closers, func() { unix.Close(fd) })
+		closers = append(closers, func() { unix.Close(nd.FD) })
 		h := handles[n.Name]
-		hv.nets[h] = dev
-		pf.fds = append(pf.fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+		hv.nets[h] = &netDevice{name: n.Name, io: tapIO{fd: nd.FD}, mac: nd.MAC, mtu: nd.MTU}
+		pf.fds = append(pf.fds, unix.PollFd{Fd: int32(nd.FD), Events: unix.POLLIN})
 		pf.handles = append(pf.handles, h)
-		att[n.Name] = attachment{net: dev, fd: fd}
+		att[n.Name] = solo5.Attachment{Type: solo5.DeviceNet, HostFD: nd.FD, MAC: nd.MAC, MTU: nd.MTU}
 	}
-	mft, err := buildManifest(info.Manifest, att)
+	mft, err := solo5.EncodeManifest(info.Manifest, att)
 	if err != nil {
 		return err
 	}

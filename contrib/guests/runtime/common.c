@@ -1,124 +1,20 @@
 /*
- * runtime.c: hypercall wrappers, manifest lookup, string helpers and a tiny
- * printf shared by Petrel's test guests.
+ * common.c: what Petrel's test guests share whatever their target: the C
+ * entry point, manifest lookup, string helpers and a tiny printf.
  */
 #include "guest.h"
 
-#define HVT_HYPERCALL_PIO_BASE 0x500
-
-enum {
-    HC_WALLTIME = 1,
-    HC_PUTS,
-    HC_POLL,
-    HC_BLOCK_WRITE,
-    HC_BLOCK_READ,
-    HC_NET_WRITE,
-    HC_NET_READ,
-    HC_HALT,
-};
-
-/* Hypercall argument structures (hvt_abi.h). */
-struct hc_walltime { uint64_t nsecs; };
-struct hc_puts { uint64_t data; uint64_t len; };
-struct hc_poll { uint64_t timeout_nsecs; uint64_t ready_set; int ret; };
-struct hc_block { uint64_t handle, offset, data, len; int ret; };
-struct hc_net { uint64_t handle, data, len; int ret; };
-struct hc_halt { uint64_t cookie; int exit_status; };
-
-_Static_assert(sizeof(struct hc_poll) == 24, "hvt_hc_poll layout");
-_Static_assert(sizeof(struct hc_block) == 40, "hvt_hc_block_* layout");
-_Static_assert(sizeof(struct hc_net) == 32, "hvt_hc_net_* layout");
-_Static_assert(sizeof(struct hc_halt) == 16, "hvt_hc_halt layout");
-
-/* Issue hypercall n: a 32-bit OUT of the argument's address to port 0x500+n. */
-static inline void hypercall(int n, volatile void *arg)
+/* guest_start is called by _start (start.S) with the boot information. */
+void guest_start(const void *bi)
 {
-    __asm__ __volatile__("outl %0, %1"
-                         :
-                         : "a"((uint32_t)(uintptr_t)arg),
-                           "d"((uint16_t)(HVT_HYPERCALL_PIO_BASE + n))
-                         : "memory");
-}
-
-const struct hvt_boot_info *boot_info;
-
-void guest_start(const struct hvt_boot_info *bi)
-{
-    boot_info = bi;
-    guest_exit(guest_main((const char *)(uintptr_t)bi->cmdline));
-}
-
-uint64_t walltime_ns(void)
-{
-    volatile struct hc_walltime a = { 0 };
-    hypercall(HC_WALLTIME, &a);
-    return a.nsecs;
-}
-
-void console_write(const char *s, size_t len)
-{
-    volatile struct hc_puts a = { .data = (uintptr_t)s, .len = len };
-    hypercall(HC_PUTS, &a);
-}
-
-int poll_net(uint64_t timeout_ns, uint64_t *ready_set)
-{
-    volatile struct hc_poll a = { .timeout_nsecs = timeout_ns };
-    hypercall(HC_POLL, &a);
-    if (ready_set)
-        *ready_set = a.ready_set;
-    return a.ret;
-}
-
-int block_write(uint64_t handle, uint64_t offset, const void *buf, size_t len)
-{
-    volatile struct hc_block a = {
-        .handle = handle, .offset = offset, .data = (uintptr_t)buf, .len = len
-    };
-    hypercall(HC_BLOCK_WRITE, &a);
-    return a.ret;
-}
-
-int block_read(uint64_t handle, uint64_t offset, void *buf, size_t len)
-{
-    volatile struct hc_block a = {
-        .handle = handle, .offset = offset, .data = (uintptr_t)buf, .len = len
-    };
-    hypercall(HC_BLOCK_READ, &a);
-    return a.ret;
-}
-
-int net_write(uint64_t handle, const void *buf, size_t len)
-{
-    volatile struct hc_net a = {
-        .handle = handle, .data = (uintptr_t)buf, .len = len
-    };
-    hypercall(HC_NET_WRITE, &a);
-    return a.ret;
-}
-
-int net_read(uint64_t handle, void *buf, size_t len, size_t *read_len)
-{
-    volatile struct hc_net a = {
-        .handle = handle, .data = (uintptr_t)buf, .len = len
-    };
-    hypercall(HC_NET_READ, &a);
-    if (read_len)
-        *read_len = a.ret == SOLO5_R_OK ? a.len : 0;
-    return a.ret;
-}
-
-void guest_exit(int status)
-{
-    volatile struct hc_halt a = { .cookie = 0, .exit_status = status };
-    for (;;)
-        hypercall(HC_HALT, &a);
+    platform_init(bi);
+    guest_exit(guest_main(platform_cmdline()));
 }
 
 const struct mft_entry *device_lookup(const char *name, uint32_t type,
                                       uint64_t *handle)
 {
-    const struct mft *m = (const struct mft *)(uintptr_t)boot_info->mft;
+    const struct mft *m = platform_manifest();
     for (uint32_t i = 1; i < m->entries; i++) {
         const struct mft_entry *e = &m->e[i];
         if (e->type == type && e->attached && strcmp(e->name, name) == 0) {
@@ -128,6 +24,15 @@ const struct mft_entry *device_lookup(const char *name, uint32_t type,
         }
     }
     return NULL;
+}
+
+const struct mft_entry *device_by_handle(uint64_t handle, uint32_t type)
+{
+    const struct mft *m = platform_manifest();
+    if (handle == 0 || handle >= m->entries)
+        return NULL;
+    const struct mft_entry *e = &m->e[handle];
+    return e->type == type && e->attached ? e : NULL;
 }
 
 void *memset(void *dst, int c, size_t n)

@@ -1,0 +1,177 @@
+package solo5
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// execSeg describes one PT_LOAD segment for makeExec.
+type execSeg struct {
+	vaddr, paddr, memsz uint64
+	data                []byte
+	flags               elf.ProgFlag
+}
+
+// makeExec builds a static x86-64 executable with the given PT_LOAD
+// segments, placing each segment's data at a page-aligned file offset. A
+// segment's physical address defaults to its virtual address.
+func makeExec(entry uint64, segs []execSeg) []byte {
+	le := binary.LittleEndian
+	hdr := make([]byte, ehdrSize+len(segs)*phdrSize)
+	copy(hdr, elf.ELFMAG)
+	hdr[4], hdr[5], hdr[6] = 2, 1, 1
+	le.PutUint16(hdr[16:], elfTypeExec)
+	le.PutUint16(hdr[18:], elfMachineX86)
+	le.PutUint32(hdr[20:], 1)
+	le.PutUint64(hdr[24:], entry)
+	le.PutUint64(hdr[32:], ehdrSize)
+	le.PutUint16(hdr[52:], ehdrSize)
+	le.PutUint16(hdr[54:], phdrSize)
+	le.PutUint16(hdr[56:], uint16(len(segs)))
+	out := hdr
+	for i, s := range segs {
+		off := (len(out) + 0xfff) &^ 0xfff
+		out = append(out, make([]byte, off-len(out))...)
+		out = append(out, s.data...)
+		ph := hdr[ehdrSize+i*phdrSize:]
+		paddr := s.paddr
+		if paddr == 0 {
+			paddr = s.vaddr
+		}
+		le.PutUint32(ph[0:], ptLoad)
+		le.PutUint32(ph[4:], uint32(s.flags))
+		le.PutUint64(ph[8:], uint64(off))
+		le.PutUint64(ph[16:], s.vaddr)
+		le.PutUint64(ph[24:], paddr)
+		le.PutUint64(ph[32:], uint64(len(s.data)))
+		le.PutUint64(ph[40:], s.memsz)
+		le.PutUint64(ph[48:], 0x1000)
+	}
+	copy(out, hdr)
+	return out
+}
+
+var testLimits = LoadLimits{MinAddr: 0x100000, MaxAddr: 4 << 30}
+
+func TestParseExecutable(t *testing.T) {
+	text := bytes.Repeat([]byte{0xcc}, 100)
+	data := []byte("data")
+	img := makeExec(0x100010, []execSeg{
+		{vaddr: 0x200000, paddr: 0x400000, memsz: 0x3000, data: data, flags: elf.PF_R | elf.PF_W},
+		{vaddr: 0x100000, memsz: 100, data: text, flags: elf.PF_R | elf.PF_X},
+	})
+	x, err := ParseExecutable(img, testLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Entry != 0x100010 || len(x.Segments) != 2 || x.End() != 0x203000 {
+		t.Fatalf("parsed %+v, end %#x", x, x.End())
+	}
+	if s := x.Segments[0]; s.Addr != 0x100000 || s.MemSize != 100 || s.FileSize != 100 || s.Flags != elf.PF_R|elf.PF_X {
+		t.Errorf("text segment %+v", s)
+	}
+	if s := x.Segments[1]; s.Addr != 0x200000 || s.Flags != elf.PF_R|elf.PF_W {
+		t.Errorf("data segment %+v", s)
+	}
+	phys := testLimits
+	phys.Physical = true
+	x, err = ParseExecutable(img, phys)
+	if err != nil || x.Segments[1].Addr != 0x400000 || x.End() != 0x403000 {
+		t.Fatalf("physical addresses: %+v, %v", x, err)
+	}
+
+	// Load into memory starting at 0x10000, as spt maps it.
+	x, _ = ParseExecutable(img, testLimits)
+	mem := bytes.Repeat([]byte{0xaa}, 0x300000-0x10000)
+	if err := x.Load(img, mem, 0x10000); err != nil {
+		t.Fatal(err)
+	}
+	at := func(a uint64) []byte { return mem[a-0x10000:] }
+	if !bytes.Equal(at(0x100000)[:100], text) || !bytes.Equal(at(0x200000)[:4], data) {
+		t.Errorf("segment contents not loaded")
+	}
+	if at(0x100000)[100] != 0xaa {
+		t.Errorf("bytes after a segment's memory size were touched")
+	}
+	for a := uint64(0x200004); a < 0x203000; a++ {
+		if at(a)[0] != 0 {
+			t.Fatalf("bss byte at %#x = %#x, want 0", a, at(a)[0])
+		}
+	}
+	if err := x.Load(img, mem[:0x200000-0x10000], 0x10000); !errors.Is(err, ErrBadExecutable) || !strings.Contains(err.Error(), "try a larger --mem") {
+		t.Errorf("load into too little memory: %v", err)
+	}
+	if err := x.Load(img, mem, 0x180000); !errors.Is(err, ErrBadExecutable) {
+		t.Errorf("load below the memory's base: %v", err)
+	}
+}
+
+func TestParseExecutableRefuses(t *testing.T) {
+	code := []byte{0xf4}
+	rx := elf.PF_R | elf.PF_X
+	good := execSeg{vaddr: 0x100000, memsz: 0x1000, data: code, flags: rx}
+	truncated := makeExec(0x100000, []execSeg{good})
+	truncated = truncated[:len(truncated)-1]
+	phoffPastEnd := makeExec(0x100000, []execSeg{good})
+	binary.LittleEndian.PutUint64(phoffPastEnd[32:], uint64(len(phoffPastEnd))-10)
+	hugeOffset := makeExec(0x100000, []execSeg{good})
+	binary.LittleEndian.PutUint64(hugeOffset[ehdrSize+8:], ^uint64(0)-2)
+	fileBigger := makeExec(0x100000, []execSeg{{vaddr: 0x100000, memsz: 1, data: []byte{1, 2}, flags: rx}})
+	wrongMachine := makeExec(0x100000, []execSeg{good})
+	binary.LittleEndian.PutUint16(wrongMachine[18:], 183)
+	notExec := makeExec(0x100000, []execSeg{good})
+	binary.LittleEndian.PutUint16(notExec[16:], 3)
+	bigEndian := makeExec(0x100000, []execSeg{good})
+	bigEndian[5] = 2
+	manyHeaders := makeExec(0x100000, []execSeg{good})
+	binary.LittleEndian.PutUint16(manyHeaders[56:], 65)
+
+	for _, c := range []struct {
+		name, want string
+		img        []byte
+	}{
+		{"empty", "shorter than an ELF64 header", nil},
+		{"not ELF", "not an ELF file", bytes.Repeat([]byte{'x'}, 64)},
+		{"big-endian", "little-endian ELF64", bigEndian},
+		{"wrong machine", "machine 183", wrongMachine},
+		{"shared object", "ET_EXEC", notExec},
+		{"too many program headers", "65 program headers", manyHeaders},
+		{"overlapping", "overlap", makeExec(0x100000, []execSeg{good, {vaddr: 0x100800, memsz: 0x1000, data: code}})},
+		{"below minimum", "below the minimum load address", makeExec(0x100000, []execSeg{good, {vaddr: 0xff000, memsz: 0x10, data: code}})},
+		{"beyond the largest memory", "largest guest memory (4096 MB)", makeExec(0x100000, []execSeg{good, {vaddr: 0xffffff000, memsz: 0x10, data: code}})},
+		{"address overflow", "largest guest memory", makeExec(0x100000, []execSeg{good, {vaddr: 0x200000, memsz: ^uint64(0) - 0x1000, data: code}})},
+		{"truncated segment", "extend past the end of the file", truncated},
+		{"huge offset", "extend past the end of the file", hugeOffset},
+		{"program headers past end", "program headers", phoffPastEnd},
+		{"filesz > memsz", "exceeds memory size", fileBigger},
+		{"entry outside", "entry point", makeExec(0x180000, []execSeg{good})},
+		{"entry in data", "entry point", makeExec(0x200000, []execSeg{good, {vaddr: 0x200000, memsz: 0x10, data: code, flags: elf.PF_R}})},
+		{"no program headers", "0 program headers", makeExec(0x100000, nil)},
+		{"only empty segments", "no loadable segments", makeExec(0x100000, []execSeg{{vaddr: 0x100000}})},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseExecutable(c.img, testLimits)
+			if !errors.Is(err, ErrBadExecutable) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v does not wrap ErrBadExecutable or lacks %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseBuiltExecutable(t *testing.T) {
+	img, err := Build(BuildSpec{Target: TargetSPT, ABIVersion: 2, Code: []byte{0x90, 0xf4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := ParseExecutable(img, testLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Entry != LoadAddress || len(x.Segments) != 1 || x.End() != LoadAddress+0x1000 {
+		t.Errorf("built image parsed as %+v", x)
+	}
+}
