@@ -111,6 +111,8 @@ var (
 // newBuiltinEnv is an installation whose hvt and spt backends use the
 // built-in tenders, for real guests.
 func newBuiltinEnv(t *testing.T) *env {
+	backend, why := realBackend()
+	t.Logf("real guests run on %s: %s", backend, why)
 	e := newEnvTB(t)
 	e.useBuiltinTenders()
 	return e
@@ -146,8 +148,7 @@ func (e *env) useBuiltinTenders() {
 // built them already).
 func guest(t testing.TB, name string) string {
 	t.Helper()
-	backend, why := realBackend()
-	t.Logf("real guests run on %s: %s", backend, why)
+	backend, _ := realBackend()
 	return guestFor(t, name, backend)
 }
 

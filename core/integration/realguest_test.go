@@ -183,8 +183,8 @@ func TestRealGuestRemote(t *testing.T) {
 	if !strings.Contains(con, "Hello from Petrel") || !strings.Contains(con, `"remote"`) {
 		t.Fatalf("remote console:\n%s", con)
 	}
-	if res := r.remote(alice, aliceKey, "create", "second", hello, "--mem", "32"); res.code != 10 {
-		t.Fatalf("a second VM over alice's policy of one: exit %d (%s)", res.code, res.err)
+	if res := r.remote(alice, aliceKey, "create", "big", hello, "--mem", "128"); res.code != 10 {
+		t.Fatalf("a VM over alice's 64 MB: exit %d (%s)", res.code, res.err)
 	}
 	r.mustRemote(alice, aliceKey, "destroy", "hello")
 	if res := r.petrel("info", "alice:hello"); res.code != 4 {
