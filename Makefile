@@ -98,9 +98,10 @@ deps:
 check: deps
 	$(MAKE) lint proto-check test
 
-# Build everything, start petreld with its defaults and boot the hello
-# unikernel with the built-in tender, showing its console.
-demo: deps build guests
+# Check the host, install what the demo needs, build everything, start
+# petreld with its defaults and boot the hello unikernel with a built-in
+# tender (hvt on KVM, spt without), showing its console.
+demo:
 	contrib/scripts/demo.sh
 
 # Debian package (nfpm) of everything, with units, example config and the
