@@ -77,7 +77,7 @@ BIN=$(cd "${1:-bin}" && pwd) || fail "no binary directory ${1:-bin} (run make bu
 command -v debootstrap >/dev/null || fail "debootstrap not found (apt-get install debootstrap, or make deps)"
 # hello runs on hvt where /dev/kvm is usable and on spt (the built-in
 # tender, no KVM needed) elsewhere, as the README says.
-if (exec 3<>/dev/kvm) 2>/dev/null; then
+if [ -c /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null; then
 	TARGET=hvt
 	KVM_BIND=(--bind=/dev/kvm)
 else

@@ -23,13 +23,22 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "demo: run as root (petreld manages VMs, taps and /run/petrel): sudo make demo" >&2
 	exit 1
 fi
-if err=$( (exec 3<>/dev/kvm) 2>&1 ); then
+# Is KVM there? (Only a character device is opened: <> would create a
+# missing /dev/kvm as a file.)
+kvm_err=""
+if [ ! -e /dev/kvm ]; then
+	kvm_err="/dev/kvm does not exist"
+elif [ ! -c /dev/kvm ]; then
+	kvm_err="/dev/kvm is not a character device"
+elif ! kvm_err=$( (exec 3<>/dev/kvm) 2>&1 ); then
+	kvm_err="cannot open /dev/kvm: ${kvm_err##*: }"
+fi
+if [ -z "$kvm_err" ]; then
 	target=hvt
 	echo "demo: /dev/kvm opens read-write: hello runs on hvt (KVM) with Petrel's built-in hvt tender"
 else
 	target=spt
-	why=$(printf '%s' "$err" | sed 's/^.*: //' | tail -n 1)
-	echo "demo: no usable /dev/kvm (${why:-cannot open it}): hello runs on spt, Solo5's sandboxed-process target, with Petrel's built-in spt tender (no KVM needed)"
+	echo "demo: no usable KVM ($kvm_err): hello runs on spt, Solo5's sandboxed-process target, with Petrel's built-in spt tender (no KVM needed)"
 fi
 GO=$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 if [ ! -x "$GO" ]; then
