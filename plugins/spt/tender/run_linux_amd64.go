@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -21,6 +22,10 @@ import (
 
 // maxImageSize bounds the unikernel file read into memory.
 const maxImageSize = 1 << 30
+
+// leanAfter is how long the guest runs before the tender gives back the
+// memory only start-up needed.
+const leanAfter = 100 * time.Millisecond
 
 // maxMemMB bounds --mem before it is compared with the address space, so
 // the size in bytes cannot overflow.
@@ -162,11 +167,15 @@ func run(ta solo5.TenderArgs) (guestEnd, error) {
 	unix.Close(report[0])
 	go forwardSignals(pid, sigs)
 	if setupErr == nil {
-		// Return the heap that preparing the guest used, and drop the
-		// start-up code and read-only data from the page tables: the
-		// tender only waits from here on.
-		debug.FreeOSMemory()
-		dropReadOnlyPages()
+		// Once the guest has run a while, return the heap that preparing
+		// it used and drop the start-up code and read-only data from the
+		// page tables: the tender only waits from here on. A guest that
+		// ends sooner does not pay for it.
+		lean := time.AfterFunc(leanAfter, func() {
+			debug.FreeOSMemory()
+			dropReadOnlyPages()
+		})
+		defer lean.Stop()
 	}
 	end, err := waitGuest(pid)
 	signal.Stop(sigs)
