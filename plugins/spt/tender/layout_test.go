@@ -197,7 +197,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pie) != 5 || pie[0].path != "/usr/libexec/petrel/petrel-plugin-spt" || pie[1].start != 0xc000000000 {
+	if len(pie) != 5 || pie[0].path != "/usr/libexec/petrel/petrel-plugin-spt" || pie[1].start != 0xc000000000 || pie[0].offset != 0 {
 		t.Fatalf("parsed %+v", pie)
 	}
 	if err := checkAddressSpace(pie, 512<<20); err != nil {

@@ -11,6 +11,7 @@ import (
 // mapping is one line of /proc/PID/maps.
 type mapping struct {
 	start, end uint64
+	offset     uint64
 	path       string
 }
 
@@ -29,7 +30,11 @@ func parseMaps(b []byte) ([]mapping, error) {
 		if !ok || err1 != nil || err2 != nil || end < start {
 			return nil, fmt.Errorf("malformed memory map line %q", sc.Text())
 		}
-		m := mapping{start: start, end: end}
+		offset, err := strconv.ParseUint(fields[2], 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("malformed memory map line %q", sc.Text())
+		}
+		m := mapping{start: start, end: end, offset: offset}
 		if len(fields) > 5 {
 			m.path = strings.Join(fields[5:], " ")
 		}

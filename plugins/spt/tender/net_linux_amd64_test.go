@@ -1,0 +1,106 @@
+//go:build linux && amd64
+
+package tender
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Addresses used inside the test's private network namespace.
+const (
+	netHostAddr  = "10.213.1.1"
+	netGuestAddr = "10.213.1.2"
+)
+
+// setupNetns creates a throwaway network namespace holding tap0,
+// addressed netHostAddr/24 and up, and returns the ip command and the
+// namespace's name. Everything is removed when the test ends.
+func setupNetns(t *testing.T) (string, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the net test needs root to create a network namespace and a tap device")
+	}
+	ipPath, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skipf("the net test needs the ip command (iproute2): %v", err)
+	}
+	ns := fmt.Sprintf("petrel-spt-test-%d", os.Getpid())
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ipPath, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() {
+		_ = exec.Command(ipPath, "-n", ns, "link", "del", "tap0").Run()
+		_ = exec.Command(ipPath, "netns", "del", ns).Run()
+	})
+	ip("-n", ns, "tuntap", "add", "tap0", "mode", "tap")
+	ip("-n", ns, "addr", "add", netHostAddr+"/24", "dev", "tap0")
+	ip("-n", ns, "link", "set", "tap0", "up")
+	return ipPath, ns
+}
+
+// TestNet runs the net guest on a tap in a throwaway network namespace and
+// pings it from there; while the guest waits for frames, its process holds
+// the tap and nothing else beyond the console, epoll set and timerfd.
+func TestNet(t *testing.T) {
+	netGuest := guest(t, "net.spt")
+	ipPath, ns := setupNetns(t)
+	pingPath, err := exec.LookPath("ping")
+	if err != nil {
+		t.Skipf("the net test needs ping (iputils-ping): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// ip netns exec runs the tender in the namespace, where tap0 is.
+	cmd := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, tenderPath(t), "tender", "--mem=16",
+		"--net:service0=tap0", "--net-mac:service0=02:00:00:00:02:01", "--", netGuest, netGuestAddr, "3")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stdout.String(), "answering for") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// ip netns exec runs the tender in its own process or, in batch mode,
+	// in a child: the guest process is the one without children.
+	child := waitChild(t, cmd.Process.Pid)
+	if grandchild := childOf(child); grandchild != 0 {
+		child = grandchild
+	}
+	checkSandbox(t, child, map[int]string{tapFD(t, child): "/dev/net/tun"})
+	out, err := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, pingPath, "-c", "3", "-i", "0.2", "-W", "2", netGuestAddr).CombinedOutput()
+	if err != nil {
+		t.Errorf("ping %s in %s: %v\n%s", netGuestAddr, ns, err, out)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tender: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"mac 02:00:00:00:02:01 mtu 1500", "ARP request for " + netGuestAddr, "ICMP echo request from " + netHostAddr, "answered 3 echo requests"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("console lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+// tapFD returns the descriptor of pid that refers to /dev/net/tun.
+func tapFD(t *testing.T, pid int) int {
+	t.Helper()
+	for fd, target := range fdTargets(t, pid) {
+		if target == "/dev/net/tun" {
+			return fd
+		}
+	}
+	t.Fatalf("process %d holds no tap", pid)
+	return 0
+}
