@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 )
 
 // Guests are built once, on first use, into a temporary directory.
@@ -37,12 +39,10 @@ func guest(t testing.TB, name string) string {
 // buildGuests runs make in contrib/guests with OUT set to a temporary
 // directory, or records why end-to-end tests must be skipped.
 func buildGuests() {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		guests.skip = fmt.Sprintf("end-to-end tests need /dev/kvm: %v", err)
+	if err := kvm.Probe(); err != nil {
+		guests.skip = fmt.Sprintf("end-to-end tests of the hvt tender need a usable KVM: %v", err)
 		return
 	}
-	f.Close()
 	for _, tool := range []string{"make", "gcc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			guests.skip = fmt.Sprintf("end-to-end tests need %s to build the test guests: %v", tool, err)
