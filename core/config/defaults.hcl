@@ -49,7 +49,8 @@ revocation_file = ""
 
 # Solo5 hvt (KVM). tender: the solo5-hvt path or name on PATH; engine:
 # "auto" (solo5-hvt when found, else the built-in tender), "builtin" or
-# "solo5-hvt".
+# "solo5-hvt". Where KVM is unusable, creates are refused at once; set
+# needs_kvm = "false" for a tender that does not use /dev/kvm.
 backend "hvt" {
   enabled = true
   settings = {

@@ -129,7 +129,7 @@ func (e *env) useBuiltinTenders() {
 	}
 	fixed := string(cfg)
 	for _, block := range []string{
-		fmt.Sprintf("settings = { tender = %q, engine = \"external\" }", filepath.Join(e.dir, "solo5-hvt")),
+		fmt.Sprintf("settings = { tender = %q, engine = \"external\", needs_kvm = \"false\" }", filepath.Join(e.dir, "solo5-hvt")),
 		fmt.Sprintf("settings = { tender = %q }", filepath.Join(e.dir, "solo5-spt")),
 	} {
 		next := strings.Replace(fixed, block, `settings = { engine = "builtin" }`, 1)
@@ -221,7 +221,7 @@ restart_backoff_min = "100ms"
 restart_backoff_max = "400ms"
 plugin_health_interval = "1s"
 backend "hvt" {
-  settings = { tender = %q, engine = "external" }
+  settings = { tender = %q, engine = "external", needs_kvm = "false" }
 }
 backend "spt" {
   settings = { tender = %q }

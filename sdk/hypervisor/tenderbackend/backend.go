@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +43,10 @@ type Config struct {
 	// DefaultTender is the tender looked up on PATH when settings name
 	// none, e.g. "solo5-hvt".
 	DefaultTender string
-	// NeedKVM makes Fingerprint check /dev/kvm.
+	// NeedKVM makes Fingerprint, Validate and Start check that KVM is
+	// usable (on Linux, unless the needs_kvm setting is "false"), so that
+	// a host without it refuses at once instead of starting a tender that
+	// cannot run.
 	NeedKVM bool
 	// MinMemoryMB and MaxMemoryMB bound --mem.
 	MinMemoryMB, MaxMemoryMB uint32
@@ -75,6 +79,10 @@ const (
 	SettingEngine = "engine"
 	// SettingShim is the petrel-shim path.
 	SettingShim = "shim"
+	// SettingNeedsKVM, "false", tells a backend whose Config needs KVM that
+	// its tender does not (a tender for another hypervisor, or a test
+	// double); the default is "true".
+	SettingNeedsKVM = "needs_kvm"
 )
 
 // Backend implements hypervisor.Hypervisor for a Solo5 tender.
@@ -110,8 +118,12 @@ func (b *Backend) Configure(_ context.Context, req *pluginv1.ConfigureRequest) e
 	for k := range req.GetSettings() {
 		switch k {
 		case SettingTender, SettingEngine, SettingShim:
+		case SettingNeedsKVM:
+			if v := req.GetSettings()[k]; v != "true" && v != "false" {
+				return fmt.Errorf("%w: backend %s: setting needs_kvm = %q: use true or false", hypervisor.ErrInvalid, b.cfg.Name, v)
+			}
 		default:
-			return fmt.Errorf("%w: backend %s: unknown setting %q (known: tender, engine, shim)", hypervisor.ErrInvalid, b.cfg.Name, k)
+			return fmt.Errorf("%w: backend %s: unknown setting %q (known: tender, engine, shim, needs_kvm)", hypervisor.ErrInvalid, b.cfg.Name, k)
 		}
 	}
 	b.mu.Lock()
@@ -223,7 +235,7 @@ func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, e
 	} else {
 		attrs["shim"] = b.shimPath
 	}
-	if b.cfg.NeedKVM {
+	if b.needsKVMLocked() {
 		if err := kvm.Probe(); err != nil {
 			problems = append(problems, err.Error())
 			attrs["kvm"] = "unusable"
@@ -235,6 +247,20 @@ func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, e
 		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(problems, "; "), Attributes: attrs}, nil
 	}
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: "ready", Attributes: attrs}, nil
+}
+
+// needsKVM reports whether VMs of this backend need a usable KVM here:
+// Linux hosts only (hvt on FreeBSD runs on vmm), and not when the
+// needs_kvm setting says the tender does without.
+func (b *Backend) needsKVM() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.needsKVMLocked()
+}
+
+// needsKVMLocked is needsKVM with b.mu held.
+func (b *Backend) needsKVMLocked() bool {
+	return b.cfg.NeedKVM && runtime.GOOS == "linux" && b.settings[SettingNeedsKVM] != "false"
 }
 
 // Capabilities describes the backend.
@@ -282,7 +308,7 @@ func (b *Backend) validate(spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, [
 	if im.Target != b.cfg.Target {
 		return refuse("image is a Solo5 %s unikernel, but backend %s runs %s unikernels", im.Target, b.cfg.Name, b.cfg.Target)
 	}
-	if b.cfg.NeedKVM {
+	if b.needsKVM() {
 		if err := kvm.Probe(); err != nil {
 			return nil, nil, fmt.Errorf("%w: backend %s needs KVM, which is unusable on this host (%v); build the unikernel for spt, which runs without KVM", hypervisor.ErrUnavailable, b.cfg.Name, err)
 		}

@@ -1,6 +1,7 @@
 package tenderbackend
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -33,7 +35,7 @@ func writeImage(t *testing.T, target solo5.Target, abi uint32, devs ...solo5.Dev
 }
 
 // suite runs the SDK's conformance suite against cfg with the fake tender.
-func suite(t *testing.T, cfg Config) {
+func suite(t *testing.T, cfg Config, settings map[string]string) {
 	dir := t.TempDir()
 	tender, err := faketender.WriteWrapper(dir, cfg.DefaultTender)
 	if err != nil {
@@ -42,13 +44,14 @@ func suite(t *testing.T, cfg Config) {
 	if _, err := sdktest.WriteShimWrapper(dir); err != nil {
 		t.Fatal(err)
 	}
+	settings[SettingTender] = tender
 	wrong := solo5.TargetSPT
 	if cfg.Target == solo5.TargetSPT {
 		wrong = solo5.TargetHVT
 	}
 	sdktest.HypervisorSuite{
 		New:        func(*testing.T) hypervisor.Hypervisor { return New(cfg) },
-		Settings:   map[string]string{SettingTender: tender},
+		Settings:   settings,
 		PluginDir:  dir,
 		Image:      func(t *testing.T) string { return writeImage(t, cfg.Target, faketender.ABIVersion) },
 		WrongImage: func(t *testing.T) string { return writeImage(t, wrong, faketender.ABIVersion) },
@@ -59,11 +62,29 @@ func suite(t *testing.T, cfg Config) {
 	}.Run(t)
 }
 
+// TestConformanceHVT runs the suite on hvt with the fake tender, which
+// needs no KVM (needs_kvm = false), so it runs on every host.
 func TestConformanceHVT(t *testing.T) {
-	if err := kvm.Probe(); err != nil {
-		t.Skip("hvt's fingerprint needs a usable KVM:", err)
-	}
-	suite(t, HVT("test", nil))
+	suite(t, HVT("test", nil), map[string]string{SettingNeedsKVM: "false"})
 }
 
-func TestConformanceSPT(t *testing.T) { suite(t, SPT("test", nil)) }
+// TestConformanceHVTWithKVM runs the suite on hvt as configured by
+// default, which checks KVM.
+func TestConformanceHVTWithKVM(t *testing.T) {
+	if err := kvm.Probe(); err != nil {
+		t.Skip("hvt's default configuration needs a usable KVM:", err)
+	}
+	suite(t, HVT("test", nil), map[string]string{})
+}
+
+func TestConformanceSPT(t *testing.T) { suite(t, SPT("test", nil), map[string]string{}) }
+
+// TestNeedsKVMSetting checks that needs_kvm takes only true or false.
+func TestNeedsKVMSetting(t *testing.T) {
+	for v, ok := range map[string]bool{"true": true, "false": true, "no": false, "": false} {
+		err := New(HVT("test", nil)).Configure(context.Background(), &pluginv1.ConfigureRequest{RunDir: t.TempDir(), Settings: map[string]string{SettingNeedsKVM: v}})
+		if (err == nil) != ok {
+			t.Errorf("needs_kvm = %q: %v", v, err)
+		}
+	}
+}
