@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"bufio"
 	"os"
 	"os/exec"
@@ -86,13 +87,14 @@ func TestPluginCrashLeavesVMs(t *testing.T) {
 	expect("destroyed")
 }
 
-// TestMissingTender: a backend without its tender is reported, and a
-// create on it fails with the "backend unavailable" exit code and leaves
-// nothing behind.
+// TestMissingTender: a backend told to use an external tender that is not
+// there (engine "solo5-spt": no fallback to the built-in tender) is
+// reported, and a create on it fails with the "backend unavailable" exit
+// code and leaves nothing behind.
 func TestMissingTender(t *testing.T) {
 	e := newEnv(t)
 	cfg, _ := os.ReadFile(e.config)
-	fixed := strings.Replace(string(cfg), filepath.Join(e.dir, "solo5-spt"), "/nonexistent/solo5-spt", 1)
+	fixed := strings.Replace(string(cfg), fmt.Sprintf("tender = %q", filepath.Join(e.dir, "solo5-spt")), `tender = "/nonexistent/solo5-spt", engine = "solo5-spt"`, 1)
 	os.WriteFile(e.config, []byte(fixed), 0o600)
 	e.start()
 	img := e.image("s.spt", solo5.TargetSPT)
