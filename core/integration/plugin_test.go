@@ -1,8 +1,8 @@
 package integration
 
 import (
-	"fmt"
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
