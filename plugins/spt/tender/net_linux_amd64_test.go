@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -64,7 +65,7 @@ func TestNet(t *testing.T) {
 	// ip netns exec runs the tender in the namespace, where tap0 is.
 	cmd := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, tenderPath(t), "tender", "--mem=16",
 		"--net:service0=tap0", "--net-mac:service0=02:00:00:00:02:01", "--", netGuest, netGuestAddr, "3")
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,6 +92,25 @@ func TestNet(t *testing.T) {
 			t.Errorf("console lacks %q:\n%s", want, stdout.String())
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // tapFD returns the descriptor of pid that refers to /dev/net/tun.
