@@ -394,11 +394,75 @@ func TestSandboxState(t *testing.T) {
 		t.Fatalf("no console output: %v", err)
 	}
 	checkSandbox(t, child, nil)
+	checkGuestMaps(t, child, 64<<20)
 	if st := statusFields(t, cmd.Process.Pid); st["Seccomp"] != "0" {
 		t.Errorf("the tender itself is confined: Seccomp %q", st["Seccomp"])
 	}
 	time.Sleep(200 * time.Millisecond)
 	t.Logf("Pss: tender %d kB, guest process %d kB", pss(t, cmd.Process.Pid), pss(t, child))
+}
+
+// smapsEntry is a mapping of /proc/PID/smaps with its flags.
+type smapsEntry struct {
+	mapping
+	perms   string
+	vmFlags []string
+}
+
+// readSmaps reads the mappings of pid.
+func readSmaps(t *testing.T, pid int) []smapsEntry {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []smapsEntry
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+		case f[0] == "VmFlags:" && len(out) > 0:
+			out[len(out)-1].vmFlags = f[1:]
+		case !strings.HasSuffix(f[0], ":"):
+			m, err := parseMaps([]byte(line))
+			if err != nil || len(m) != 1 {
+				t.Fatalf("smaps line %q: %v", line, err)
+			}
+			out = append(out, smapsEntry{mapping: m[0], perms: f[1]})
+		}
+	}
+	return out
+}
+
+// checkGuestMaps checks that the guest process child maps nothing of the
+// tender's but the page or two of the trampoline's code (from the tender's
+// executable) and the child page (anonymous): the rest is guest memory,
+// [hostMemBase, memSize), and the [vsyscall] page, which cannot be
+// unmapped, and the vDSO's pages only where the kernel sealed them.
+func checkGuestMaps(t *testing.T, child int, memSize uint64) {
+	t.Helper()
+	tender, err := filepath.Abs(tenderPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var code, page int
+	for _, m := range readSmaps(t, child) {
+		size := m.end - m.start
+		switch {
+		case m.start >= hostMemBase && m.end <= memSize && m.path == "":
+		case m.path == "[vsyscall]":
+		case (m.path == "[vdso]" || strings.HasPrefix(m.path, "[vvar")) && slices.Contains(m.vmFlags, "sl"):
+		case m.path == tender && m.perms == "r-xp" && size <= 2*pageSize && code == 0:
+			code++
+		case m.path == "" && m.perms == "rw-p" && size <= 4*pageSize && page == 0:
+			page++
+		default:
+			t.Errorf("the guest process maps %#x-%#x %s %s", m.start, m.end, m.perms, m.path)
+		}
+	}
+	if code != 1 || page != 1 {
+		t.Errorf("the guest process maps %d pages of the trampoline's code and %d child pages, want one each", code, page)
+	}
 }
 
 func TestBlk(t *testing.T) {

@@ -80,6 +80,7 @@ func TestNet(t *testing.T) {
 		child = grandchild
 	}
 	checkSandbox(t, child, map[int]string{tapFD(t, child): "/dev/net/tun"})
+	checkGuestMaps(t, child, 16<<20)
 	out, err := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, pingPath, "-c", "3", "-i", "0.2", "-W", "2", netGuestAddr).CombinedOutput()
 	if err != nil {
 		t.Errorf("ping %s in %s: %v\n%s", netGuestAddr, ns, err, out)

@@ -153,7 +153,7 @@ func run(ta solo5.TenderArgs) (guestEnd, error) {
 	if err := unix.Pipe2(report[:], unix.O_CLOEXEC); err != nil {
 		return guestEnd{}, fmt.Errorf("create the setup report pipe: %w", err)
 	}
-	pid, err := spawn(exe.Entry, memSize-8, bootInfoBase, devs.keep, filter, report[1])
+	pid, err := spawn(exe.Entry, memSize-8, bootInfoBase, memSize, devs.keep, filter, report[1], systemMappings(mappings))
 	unix.Close(report[1])
 	// The guest has its own copies now: guest memory and device
 	// descriptors are the child's alone.
