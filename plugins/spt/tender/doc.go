@@ -66,14 +66,23 @@
 // the guest process with SIGSYS, as does any system call made through the
 // x32 or i386 system call ABIs.
 //
-// The parent then unmaps its own copies of guest memory and of the child
-// page and closes its copies of the device descriptors, so guest memory is
-// counted in the child only and the tender stays small. It forwards
-// SIGTERM, SIGINT and SIGHUP to the child, waits for it and ends as the
-// guest ended: with the guest's exit status, or by the signal that killed
-// the guest (with its default action, and core dumps off), so a shell sees
-// 128+N for a guest that faulted. If the tender is killed, the kernel
-// kills the guest (PR_SET_PDEATHSIG).
+// The parent unmaps its own copies of guest memory and of the child page
+// and closes its copies of the device descriptors, so guest memory is
+// counted in the child only. Once the child has closed the report pipe
+// without reporting a failure, the tender has nothing left to do but wait,
+// and a Go process is several megabytes where a waiting loop needs a few
+// pages: it execs the waiter, a static executable of a few hundred bytes
+// that it writes into a memfd (its source is testdata/waiter_amd64.S), on
+// the thread that forked the guest, which survives the exec as the
+// waiter's only thread, so the guest stays its child and keeps its death
+// signal. The waiter forwards SIGTERM, SIGINT and SIGHUP to the guest,
+// waits for it and ends as the guest ended: with the guest's exit status,
+// or by the signal that killed the guest (with its default action, and
+// core dumps off), so a shell sees 128+N for a guest that faulted. If the
+// tender or the waiter is killed, the kernel kills the guest
+// (PR_SET_PDEATHSIG). Should the exec fail (no memfd_create or execveat,
+// or a policy against executing a memfd), the Go process waits itself,
+// the same way.
 //
 // # Address space
 //

@@ -32,8 +32,12 @@ var built struct {
 	skip, err        string
 }
 
-// TestMain removes what the end-to-end tests built.
+// TestMain removes what the end-to-end tests built. In a test binary
+// re-exec'd as the waiter test's helper, it runs that instead.
 func TestMain(m *testing.M) {
+	if os.Getenv(waiterHelperEnv) != "" {
+		waiterHelper(os.Args[1:])
+	}
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
@@ -368,9 +372,9 @@ func checkSandbox(t *testing.T, child int, devs map[int]string) {
 	}
 }
 
-// TestSandboxState inspects a running guest process: the guest blocks
-// writing to a pipe nobody reads. It also logs the memory of the tender
-// and the guest process.
+// TestSandboxState inspects a running guest process, whose guest blocks
+// writing to a pipe nobody reads, and the tender, which has become the
+// waiter. It also logs the memory of both.
 func TestSandboxState(t *testing.T) {
 	cmd := tenderCmd(context.Background(), t, "--mem=64", "--", guest(t, "chatty.spt"), "100000000")
 	stdout, err := cmd.StdoutPipe()
@@ -395,10 +399,10 @@ func TestSandboxState(t *testing.T) {
 	}
 	checkSandbox(t, child, nil)
 	checkGuestMaps(t, child, 64<<20)
+	checkWaiter(t, cmd.Process.Pid)
 	if st := statusFields(t, cmd.Process.Pid); st["Seccomp"] != "0" {
 		t.Errorf("the tender itself is confined: Seccomp %q", st["Seccomp"])
 	}
-	time.Sleep(200 * time.Millisecond)
 	t.Logf("Pss: tender %d kB, guest process %d kB", pss(t, cmd.Process.Pid), pss(t, child))
 }
 
@@ -462,6 +466,32 @@ func checkGuestMaps(t *testing.T, child int, memSize uint64) {
 	}
 	if code != 1 || page != 1 {
 		t.Errorf("the guest process maps %d pages of the trampoline's code and %d child pages, want one each", code, page)
+	}
+}
+
+// checkWaiter checks that the tender pid has become the waiter (within
+// 10 s): the memfd's executable, nothing of the Go tender's mapped, one
+// thread and a few pages.
+func checkWaiter(t *testing.T, pid int) {
+	t.Helper()
+	exe := ""
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasPrefix(exe, "/memfd:"+waiterName) {
+			break
+		}
+	}
+	if !strings.HasPrefix(exe, "/memfd:"+waiterName) {
+		t.Fatalf("the tender did not exec the waiter: its executable is %q", exe)
+	}
+	for _, m := range readSmaps(t, pid) {
+		if strings.Contains(m.path, "petrel-plugin-spt") {
+			t.Errorf("the waiter maps %#x-%#x %s", m.start, m.end, m.path)
+		}
+	}
+	st := statusFields(t, pid)
+	rss, _ := strconv.Atoi(strings.TrimSuffix(st["VmRSS"], " kB"))
+	if st["Threads"] != "1" || rss == 0 || rss > 256 {
+		t.Errorf("waiter: Threads %q VmRSS %q", st["Threads"], st["VmRSS"])
 	}
 }
 

@@ -75,12 +75,14 @@ func TestNet(t *testing.T) {
 	}
 	// ip netns exec runs the tender in its own process or, in batch mode,
 	// in a child: the guest process is the one without children.
-	child := waitChild(t, cmd.Process.Pid)
+	tender := cmd.Process.Pid
+	child := waitChild(t, tender)
 	if grandchild := childOf(child); grandchild != 0 {
-		child = grandchild
+		tender, child = child, grandchild
 	}
 	checkSandbox(t, child, map[int]string{tapFD(t, child): "/dev/net/tun"})
 	checkGuestMaps(t, child, 16<<20)
+	checkWaiter(t, tender)
 	out, err := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, pingPath, "-c", "3", "-i", "0.2", "-W", "2", netGuestAddr).CombinedOutput()
 	if err != nil {
 		t.Errorf("ping %s in %s: %v\n%s", netGuestAddr, ns, err, out)
