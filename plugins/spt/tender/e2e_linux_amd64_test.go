@@ -32,8 +32,12 @@ var built struct {
 	skip, err        string
 }
 
-// TestMain removes what the end-to-end tests built.
+// TestMain removes what the end-to-end tests built. In a test binary
+// re-exec'd as the waiter test's helper, it runs that instead.
 func TestMain(m *testing.M) {
+	if os.Getenv(waiterHelperEnv) != "" {
+		waiterHelper(os.Args[1:])
+	}
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
@@ -368,9 +372,9 @@ func checkSandbox(t *testing.T, child int, devs map[int]string) {
 	}
 }
 
-// TestSandboxState inspects a running guest process: the guest blocks
-// writing to a pipe nobody reads. It also logs the memory of the tender
-// and the guest process.
+// TestSandboxState inspects a running guest process, whose guest blocks
+// writing to a pipe nobody reads, and the tender, which has become the
+// waiter. It also logs the memory of both.
 func TestSandboxState(t *testing.T) {
 	cmd := tenderCmd(context.Background(), t, "--mem=64", "--", guest(t, "chatty.spt"), "100000000")
 	stdout, err := cmd.StdoutPipe()
@@ -394,11 +398,101 @@ func TestSandboxState(t *testing.T) {
 		t.Fatalf("no console output: %v", err)
 	}
 	checkSandbox(t, child, nil)
+	checkGuestMaps(t, child, 64<<20)
+	checkWaiter(t, cmd.Process.Pid)
 	if st := statusFields(t, cmd.Process.Pid); st["Seccomp"] != "0" {
 		t.Errorf("the tender itself is confined: Seccomp %q", st["Seccomp"])
 	}
-	time.Sleep(200 * time.Millisecond)
 	t.Logf("Pss: tender %d kB, guest process %d kB", pss(t, cmd.Process.Pid), pss(t, child))
+}
+
+// smapsEntry is a mapping of /proc/PID/smaps with its flags.
+type smapsEntry struct {
+	mapping
+	perms   string
+	vmFlags []string
+}
+
+// readSmaps reads the mappings of pid.
+func readSmaps(t *testing.T, pid int) []smapsEntry {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []smapsEntry
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+		case f[0] == "VmFlags:" && len(out) > 0:
+			out[len(out)-1].vmFlags = f[1:]
+		case !strings.HasSuffix(f[0], ":"):
+			m, err := parseMaps([]byte(line))
+			if err != nil || len(m) != 1 {
+				t.Fatalf("smaps line %q: %v", line, err)
+			}
+			out = append(out, smapsEntry{mapping: m[0], perms: f[1]})
+		}
+	}
+	return out
+}
+
+// checkGuestMaps checks that the guest process child maps nothing of the
+// tender's but the page or two of the trampoline's code (from the tender's
+// executable) and the child page (anonymous): the rest is guest memory,
+// [hostMemBase, memSize), and the [vsyscall] page, which cannot be
+// unmapped, and the vDSO's pages only where the kernel sealed them.
+func checkGuestMaps(t *testing.T, child int, memSize uint64) {
+	t.Helper()
+	tender, err := filepath.Abs(tenderPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var code, page int
+	for _, m := range readSmaps(t, child) {
+		size := m.end - m.start
+		switch {
+		case m.start >= hostMemBase && m.end <= memSize && m.path == "":
+		case m.path == "[vsyscall]":
+		case (m.path == "[vdso]" || strings.HasPrefix(m.path, "[vvar")) && slices.Contains(m.vmFlags, "sl"):
+		case m.path == tender && m.perms == "r-xp" && size <= 2*pageSize && code == 0:
+			code++
+		case m.path == "" && m.perms == "rw-p" && size <= 4*pageSize && page == 0:
+			page++
+		default:
+			t.Errorf("the guest process maps %#x-%#x %s %s", m.start, m.end, m.perms, m.path)
+		}
+	}
+	if code != 1 || page != 1 {
+		t.Errorf("the guest process maps %d pages of the trampoline's code and %d child pages, want one each", code, page)
+	}
+}
+
+// checkWaiter checks that the tender pid has become the waiter (within
+// 10 s): the memfd's executable, nothing of the Go tender's mapped, one
+// thread and a few pages.
+func checkWaiter(t *testing.T, pid int) {
+	t.Helper()
+	exe := ""
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasPrefix(exe, "/memfd:"+waiterName) {
+			break
+		}
+	}
+	if !strings.HasPrefix(exe, "/memfd:"+waiterName) {
+		t.Fatalf("the tender did not exec the waiter: its executable is %q", exe)
+	}
+	for _, m := range readSmaps(t, pid) {
+		if strings.Contains(m.path, "petrel-plugin-spt") {
+			t.Errorf("the waiter maps %#x-%#x %s", m.start, m.end, m.path)
+		}
+	}
+	st := statusFields(t, pid)
+	rss, _ := strconv.Atoi(strings.TrimSuffix(st["VmRSS"], " kB"))
+	if st["Threads"] != "1" || rss == 0 || rss > 256 {
+		t.Errorf("waiter: Threads %q VmRSS %q", st["Threads"], st["VmRSS"])
+	}
 }
 
 func TestBlk(t *testing.T) {

@@ -143,3 +143,39 @@ func closeRanges(keep []int) []fdRange {
 	}
 	return append(out, fdRange{uint32(next), ^uint32(0)})
 }
+
+// addrRange is a range of addresses [start, end); its layout (two uint64)
+// is what spawn_linux_amd64.s reads.
+type addrRange struct{ start, end uint64 }
+
+// userTop is the end of the user address space that munmap accepts on
+// x86-64 with 4-level page tables (TASK_SIZE, one page below 2^47). With
+// 5-level page tables the kernel maps nothing above it unless a process
+// asks for such an address, which neither the Go runtime nor the tender
+// does.
+const userTop = 1<<47 - pageSize
+
+// unmapRanges returns the ranges to unmap so that only keep (in any order,
+// possibly overlapping or adjacent, each within [0, top)) stays mapped:
+// the gaps below, between and above them, in [0, top). Unmapping a range
+// holding no mapping succeeds, so the gaps need not be known to be mapped.
+func unmapRanges(keep []addrRange, top uint64) []addrRange {
+	sorted := append([]addrRange(nil), keep...)
+	for i := 1; i < len(sorted); i++ {
+		for j := i; j > 0 && sorted[j].start < sorted[j-1].start; j-- {
+			sorted[j], sorted[j-1] = sorted[j-1], sorted[j]
+		}
+	}
+	var out []addrRange
+	next := uint64(0)
+	for _, k := range sorted {
+		if k.start > next {
+			out = append(out, addrRange{next, k.start})
+		}
+		next = max(next, k.end)
+	}
+	if next < top {
+		out = append(out, addrRange{next, top})
+	}
+	return out
+}

@@ -227,3 +227,43 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
 		}
 	}
 }
+
+func TestUnmapRanges(t *testing.T) {
+	const top = userTop
+	for _, c := range []struct {
+		keep []addrRange
+		want []addrRange
+	}{
+		{nil, []addrRange{{0, top}}},
+		{[]addrRange{{0x10000, 0x2000000}}, []addrRange{{0, 0x10000}, {0x2000000, top}}},
+		{
+			[]addrRange{{0x7f0000001000, 0x7f0000002000}, {0x10000, 0x2000000}, {0x5600000a000, 0x5600000c000}},
+			[]addrRange{{0, 0x10000}, {0x2000000, 0x5600000a000}, {0x5600000c000, 0x7f0000001000}, {0x7f0000002000, top}},
+		},
+		// Adjacent and overlapping ranges leave no empty gap between them.
+		{[]addrRange{{0x3000, 0x5000}, {0x1000, 0x3000}, {0x4000, 0x6000}}, []addrRange{{0, 0x1000}, {0x6000, top}}},
+		{[]addrRange{{0, 0x1000}, {0x2000, top}}, []addrRange{{0x1000, 0x2000}}},
+	} {
+		if got := unmapRanges(c.keep, top); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("unmapRanges(%#x) = %#x, want %#x", c.keep, got, c.want)
+		}
+	}
+}
+
+func TestSystemMappings(t *testing.T) {
+	maps, err := parseMaps([]byte(`5618c0ba4000-5618c116e000 r-xp 00000000 fe:00 9979119                    /usr/libexec/petrel/petrel-plugin-spt
+c000000000-c000400000 rw-p 00000000 00:00 0 
+7f9f3c371000-7f9f3c375000 r--p 00000000 00:00 0                          [vvar]
+7f9f3c375000-7f9f3c377000 r--p 00000000 00:00 0                          [vvar_vclock]
+7f9f3c377000-7f9f3c379000 r-xp 00000000 00:00 0                          [vdso]
+7ffd7f4d7000-7ffd7f4f8000 rw-p 00000000 00:00 0                          [stack]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []addrRange{{0x7f9f3c371000, 0x7f9f3c375000}, {0x7f9f3c375000, 0x7f9f3c377000}, {0x7f9f3c377000, 0x7f9f3c379000}}
+	if got := systemMappings(maps); !reflect.DeepEqual(got, want) {
+		t.Errorf("systemMappings = %#x, want %#x", got, want)
+	}
+}

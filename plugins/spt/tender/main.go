@@ -25,15 +25,18 @@ const progName = "solo5-spt"
 //	[--mem=MB] [--net:NAME=TAP] [--net-mac:NAME=MAC] [--block:NAME=PATH]
 //	[--block-sector-size:NAME=N] [--] IMAGE [ARGS...]
 //
-// plus --help and --version. It returns the process exit status: the
-// guest's exit status when the guest exits (255 when it aborts), 0 for
-// --help and --version, and 1 for a usage error or a refused image or
-// device, after a one-line message on stderr. When the guest is killed by
-// a signal (a fault, a forbidden system call, or a signal forwarded to it),
-// Main does not return: the tender kills itself with the same signal.
+// plus --help and --version. The process ends as the guest ended: with
+// the guest's exit status when the guest exits (255 when it aborts), or
+// killed by the same signal when the guest is killed by one (a fault, a
+// forbidden system call, or a signal forwarded to it). Once the guest
+// runs, Main does not return: the tender execs a small waiter in its place
+// that does that (or, when it cannot, waits itself and returns the status
+// or kills itself). Main returns 0 for --help and --version, and 1 for a
+// usage error or a refused image or device, after a one-line message on
+// stderr.
 //
 // Main locks the calling goroutine to its thread for good: the guest
-// process is tied to that thread's life.
+// process is tied to that thread's life, which the waiter continues.
 func Main(args []string) int {
 	runtime.LockOSThread()
 	return mainWith(args, os.Stderr)

@@ -75,3 +75,21 @@ func checkAddressSpace(maps []mapping, memSize uint64) error {
 	}
 	return fmt.Errorf("guest memory of %d MB reaches the tender's own mapping of %s at %#x; at most %d MB fit below it", memSize>>20, what, lowest.start, lowest.start>>20)
 }
+
+// systemMappings returns the mappings the kernel itself installs in every
+// process: the vDSO, its data pages and the uprobes area. The guest
+// process unmaps them like everything else of the tender's, but a kernel
+// may seal them (CONFIG_MSEAL_SYSTEM_MAPPINGS), and then they stay: they
+// are the kernel's, the same in every process, and hold nothing of the
+// tender's. They are therefore unmapped one by one, apart from the rest,
+// whose unmapping must not fail.
+func systemMappings(maps []mapping) []addrRange {
+	var out []addrRange
+	for _, m := range maps {
+		switch m.path {
+		case "[vdso]", "[vvar]", "[vvar_vclock]", "[uprobes]":
+			out = append(out, addrRange{m.start, m.end})
+		}
+	}
+	return out
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -64,7 +65,7 @@ func TestNet(t *testing.T) {
 	// ip netns exec runs the tender in the namespace, where tap0 is.
 	cmd := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, tenderPath(t), "tender", "--mem=16",
 		"--net:service0=tap0", "--net-mac:service0=02:00:00:00:02:01", "--", netGuest, netGuestAddr, "3")
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -74,11 +75,14 @@ func TestNet(t *testing.T) {
 	}
 	// ip netns exec runs the tender in its own process or, in batch mode,
 	// in a child: the guest process is the one without children.
-	child := waitChild(t, cmd.Process.Pid)
+	tender := cmd.Process.Pid
+	child := waitChild(t, tender)
 	if grandchild := childOf(child); grandchild != 0 {
-		child = grandchild
+		tender, child = child, grandchild
 	}
 	checkSandbox(t, child, map[int]string{tapFD(t, child): "/dev/net/tun"})
+	checkGuestMaps(t, child, 16<<20)
+	checkWaiter(t, tender)
 	out, err := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, pingPath, "-c", "3", "-i", "0.2", "-W", "2", netGuestAddr).CombinedOutput()
 	if err != nil {
 		t.Errorf("ping %s in %s: %v\n%s", netGuestAddr, ns, err, out)
@@ -91,6 +95,25 @@ func TestNet(t *testing.T) {
 			t.Errorf("console lacks %q:\n%s", want, stdout.String())
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // tapFD returns the descriptor of pid that refers to /dev/net/tun.

@@ -4,14 +4,11 @@ package tender
 
 import (
 	"bytes"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,10 +19,6 @@ import (
 
 // maxImageSize bounds the unikernel file read into memory.
 const maxImageSize = 1 << 30
-
-// leanAfter is how long the guest runs before the tender gives back the
-// memory only start-up needed.
-const leanAfter = 100 * time.Millisecond
 
 // maxMemMB bounds --mem before it is compared with the address space, so
 // the size in bytes cannot overflow.
@@ -53,12 +46,14 @@ func (d *devices) close() {
 }
 
 // run boots the unikernel described by ta in a sandboxed child process and
-// waits for it to end.
+// waits for it to end. Once the guest runs, the waiter does the waiting in
+// the tender's place (see becomeWaiter), and run returns only if it could
+// not be exec'd.
 func run(ta solo5.TenderArgs) (guestEnd, error) {
 	// Ask for the signals to forward before anything else: one arriving
-	// during setup is forwarded to the guest as soon as it exists.
+	// during setup is forwarded to the guest once it runs.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
+	signal.Notify(sigs, forwardedSignals...)
 
 	memMB := ta.MemMB
 	if memMB == 0 {
@@ -153,7 +148,7 @@ func run(ta solo5.TenderArgs) (guestEnd, error) {
 	if err := unix.Pipe2(report[:], unix.O_CLOEXEC); err != nil {
 		return guestEnd{}, fmt.Errorf("create the setup report pipe: %w", err)
 	}
-	pid, err := spawn(exe.Entry, memSize-8, bootInfoBase, devs.keep, filter, report[1])
+	pid, err := spawn(exe.Entry, memSize-8, bootInfoBase, memSize, devs.keep, filter, report[1], systemMappings(mappings))
 	unix.Close(report[1])
 	// The guest has its own copies now: guest memory and device
 	// descriptors are the child's alone.
@@ -165,23 +160,19 @@ func run(ta solo5.TenderArgs) (guestEnd, error) {
 	}
 	setupErr := readReport(report[0])
 	unix.Close(report[0])
-	go forwardSignals(pid, sigs)
-	if setupErr == nil {
-		// Once the guest has run a while, return the heap that preparing
-		// it used and drop the start-up code and read-only data from the
-		// page tables: the tender only waits from here on. A guest that
-		// ends sooner does not pay for it.
-		lean := time.AfterFunc(leanAfter, func() {
-			debug.FreeOSMemory()
-			dropReadOnlyPages()
-		})
-		defer lean.Stop()
-	}
-	end, err := waitGuest(pid)
-	signal.Stop(sigs)
 	if setupErr != nil {
+		waitGuest(pid)
+		signal.Stop(sigs)
 		return guestEnd{}, setupErr
 	}
+	// The guest runs: from here on the tender only waits, which the
+	// waiter does in a few pages instead of a Go process. becomeWaiter
+	// returns only when it could not exec the waiter; the tender then
+	// waits itself.
+	becomeWaiter(pid, sigs)
+	go forwardSignals(pid, sigs)
+	end, err := waitGuest(pid)
+	signal.Stop(sigs)
 	return end, err
 }
 
@@ -304,72 +295,6 @@ func mapGuest(memSize uint64) ([]byte, error) {
 		return nil, fmt.Errorf("the kernel mapped guest memory at %p instead of %#x (no MAP_FIXED_NOREPLACE?)", p, hostMemBase)
 	}
 	return unsafe.Slice((*byte)(p), size), nil
-}
-
-// dropReadOnlyPages drops the tender's read-only, never-written file
-// pages (its code and read-only data, all of which start-up touched, most
-// of it in package initialization the waiting tender never runs again)
-// from its page tables with MADV_DONTNEED. The pages stay in the page
-// cache, shared by every tender, and what waiting uses faults back in from
-// there. Segments the dynamic loader relocated (PT_GNU_RELRO) and writable
-// ones hold private copies and are left alone. Failing to find the
-// segments only leaves the tender larger, so errors are ignored.
-func dropReadOnlyPages() {
-	exePath, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return
-	}
-	f, err := elf.Open("/proc/self/exe")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	b, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		return
-	}
-	maps, err := parseMaps(b)
-	if err != nil {
-		return
-	}
-	var first *elf.Prog
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Off == 0 {
-			first = p
-			break
-		}
-	}
-	var bias uint64
-	found := false
-	for _, m := range maps {
-		if first != nil && m.path == exePath && m.offset == 0 {
-			bias, found = m.start-(first.Vaddr&^(pageSize-1)), true
-			break
-		}
-	}
-	if !found {
-		return
-	}
-	var relroLo, relroHi uint64
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_GNU_RELRO {
-			relroLo = (p.Vaddr + bias) &^ (pageSize - 1)
-			relroHi = (p.Vaddr + p.Memsz + bias + pageSize - 1) &^ (pageSize - 1)
-		}
-	}
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_W != 0 {
-			continue
-		}
-		lo := (p.Vaddr + bias + pageSize - 1) &^ (pageSize - 1)
-		hi := (p.Vaddr + p.Filesz + bias) &^ (pageSize - 1)
-		if lo < relroHi && relroLo < hi {
-			continue
-		}
-		if lo < hi {
-			unix.Syscall(unix.SYS_MADVISE, uintptr(lo), uintptr(hi-lo), unix.MADV_DONTNEED)
-		}
-	}
 }
 
 // forwardSignals sends the guest every signal received on sigs, through a

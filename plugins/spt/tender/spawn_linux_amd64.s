@@ -1,15 +1,21 @@
 // spawnGuest forks the guest process. See spawn_linux_amd64.go for what it
 // does and why it is written in assembly: the child runs no Go code, only
-// the system calls below, and ends by jumping into the guest.
+// the system calls below, and ends by jumping into the guest. Once it has
+// unmapped the tender's memory, the child runs on in this code, whose
+// pages it keeps (from spawnGuest to spawnGuestEnd, which must follow it),
+// and reads only the child page, which R12 points into.
 
 #include "textflag.h"
 #include "go_asm.h"
 
 #define SYS_write 1
 #define SYS_close 3
+#define SYS_munmap 11
 #define SYS_rt_sigaction 13
 #define SYS_rt_sigprocmask 14
 #define SYS_clone 56
+#define SYS_exit 60
+#define SYS_wait4 61
 #define SYS_getppid 110
 #define SYS_prctl 157
 #define SYS_exit_group 231
@@ -19,6 +25,10 @@
 #define SIG_SETMASK 2
 #define SIGCHLD 17
 #define SIGKILL 9
+#define CLONE_VM 0x100
+#define CLONE_VFORK 0x4000
+#define CLONE_PARENT 0x8000
+#define EINTR 4
 #define PR_SET_PDEATHSIG 1
 #define PR_SET_NO_NEW_PRIVS 38
 #define SECCOMP_SET_MODE_FILTER 1
@@ -45,19 +55,44 @@ TEXT ·spawnGuest(SB), NOSPLIT, $0-24
 	RET
 
 fork:
-	// clone(SIGCHLD, 0, 0, 0, 0): fork semantics, a copy of the address
-	// space and one thread.
+	// The guest process is forked in two steps. A child forked straight
+	// from this thread would inherit its restartable-sequences
+	// registration, which the C library makes in every thread of a
+	// program linked with it: the kernel writes to that area, in the
+	// thread's TLS, whenever the thread is preempted, and would kill the
+	// guest process with SIGSEGV once it has unmapped it. A child that
+	// shares its parent's memory (CLONE_VM) starts without one, so a
+	// helper is created that way, on the child page's stack, and forks
+	// the guest process with CLONE_PARENT, which makes it this thread's
+	// child as if forked from here. CLONE_VFORK suspends this thread
+	// until the helper has forked and exited.
 	MOVQ	$SYS_clone, AX
-	MOVQ	$SIGCHLD, DI
-	XORQ	SI, SI
+	MOVQ	$(CLONE_VM|CLONE_VFORK|SIGCHLD), DI
+	MOVQ	childParams_childSP(R12), SI
 	XORQ	DX, DX
 	XORQ	R10, R10
 	XORQ	R8, R8
 	SYSCALL
 	CMPQ	AX, $0
-	JEQ	child
+	JEQ	helper
 	MOVQ	AX, R13
+	CMPQ	R13, $-4095
+	JCC	restore
 
+	// Reap the helper, which has exited: the guest's pid, or the clone's
+	// -errno, is in the child page.
+reap:
+	MOVQ	$SYS_wait4, AX
+	MOVQ	R13, DI
+	XORQ	SI, SI
+	XORQ	DX, DX
+	XORQ	R10, R10
+	SYSCALL
+	CMPQ	AX, $-EINTR
+	JEQ	reap
+	MOVQ	childParams_forked(R12), R13
+
+restore:
 	// Parent: restore the signal mask and report the pid or errno.
 	MOVQ	$SYS_rt_sigprocmask, AX
 	MOVQ	$SIG_SETMASK, DI
@@ -75,6 +110,25 @@ forked:
 	MOVQ	R13, pid+8(FP)
 	MOVQ	$0, errno+16(FP)
 	RET
+
+helper:
+	// The helper shares the tender's memory: it touches nothing but
+	// registers and the child page. clone(CLONE_PARENT) forks with the
+	// helper's exit signal, SIGCHLD: fork semantics, a copy of the address
+	// space and one thread, whose parent is the tender's thread.
+	MOVQ	$SYS_clone, AX
+	MOVQ	$CLONE_PARENT, DI
+	XORQ	SI, SI
+	XORQ	DX, DX
+	XORQ	R10, R10
+	XORQ	R8, R8
+	SYSCALL
+	CMPQ	AX, $0
+	JEQ	child
+	MOVQ	AX, childParams_forked(R12)
+	MOVQ	$SYS_exit, AX
+	XORQ	DI, DI
+	SYSCALL
 
 child:
 	// Reset every signal handler to SIG_DFL. SIGKILL and SIGSTOP (and
@@ -150,6 +204,43 @@ eachloop:
 	JMP	eachloop
 
 closed:
+	// Move to the child page's stack, then unmap everything but guest
+	// memory, the child page and this code: the guest keeps nothing of
+	// the tender's memory, not even a copy.
+	MOVQ	childParams_childSP(R12), SP
+	MOVQ	childParams_unmap(R12), R13
+	MOVQ	childParams_nunmap(R12), R15
+unmaploop:
+	TESTQ	R15, R15
+	JEQ	unmapsystem
+	MOVQ	$SYS_munmap, AX
+	MOVQ	0(R13), DI
+	MOVQ	8(R13), SI
+	SUBQ	DI, SI
+	SYSCALL
+	MOVQ	$5, R14
+	CMPQ	AX, $-4095
+	JCC	fail
+	ADDQ	$16, R13
+	DECQ	R15
+	JMP	unmaploop
+unmapsystem:
+	// The kernel's own mappings go too, unless it sealed them.
+	MOVQ	childParams_system(R12), R13
+	MOVQ	childParams_nsystem(R12), R15
+systemloop:
+	TESTQ	R15, R15
+	JEQ	unmapped
+	MOVQ	$SYS_munmap, AX
+	MOVQ	0(R13), DI
+	MOVQ	8(R13), SI
+	SUBQ	DI, SI
+	SYSCALL
+	ADDQ	$16, R13
+	DECQ	R15
+	JMP	systemloop
+
+unmapped:
 	// Unblock every signal: from here on a signal has its default action.
 	MOVQ	$SYS_rt_sigprocmask, AX
 	MOVQ	$SIG_SETMASK, DI
@@ -220,3 +311,17 @@ exit1:
 	MOVQ	$1, DI
 	SYSCALL
 	JMP	exit1
+
+// spawnGuestEnd follows spawnGuest: its address is where spawnGuest's code
+// ends. It is never called.
+TEXT ·spawnGuestEnd(SB), NOSPLIT|NOFRAME, $0-0
+	INT	$3
+	RET
+
+// func trampolineText() (start, end uintptr)
+TEXT ·trampolineText(SB), NOSPLIT, $0-16
+	LEAQ	·spawnGuest(SB), AX
+	MOVQ	AX, start+0(FP)
+	LEAQ	·spawnGuestEnd(SB), AX
+	MOVQ	AX, end+8(FP)
+	RET
