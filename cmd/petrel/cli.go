@@ -487,11 +487,15 @@ func (a *app) infoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "info [NAME|PATH]",
 		Short: "Show VMs: one by name, every VM under a path, or all",
-		Long: `Show VMs with their state (running, exited, restarting, failed), backend,
-memory, pinned CPUs, pid, last exit and restart count.
+		Long: `Show VMs with their state (starting, running, exited, restarting, failed,
+lost), backend, memory, pinned CPUs, pid, last exit and restart count.
+
+A VM is lost when its shim vanished (killed outright) without recording
+how the guest ended: its exit is unknown, so it shows no exit code ("-",
+and no exit_code in JSON) rather than a 0 that would read as success.
 
 With --json, prints a list of objects with at least name, state, backend,
-exit_code (once the VM has exited) and restarts.`,
+exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 		Example: "  petrel info\n  petrel info team:web --json",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {

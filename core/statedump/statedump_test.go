@@ -426,3 +426,50 @@ func TestInspectFindsProblems(t *testing.T) {
 		t.Errorf("inspect of an empty directory = %v", err)
 	}
 }
+
+// TestLostVMRoundTrip: a lost VM (no exit code) is inspected, exported
+// and imported as lost, still without an exit code, and raises no
+// problem.
+func TestLostVMRoundTrip(t *testing.T) {
+	src := newState(t)
+	s, err := store.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := InspectDir(src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := vmrecord.Record{Name: "gone", Backend: "hvt", ImageSHA256: before.VMs[0].ImageSHA256, MemoryMB: 32,
+		State: vmrecord.StateLost, Message: "exit status unknown", CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	if err := s.Put(vmrecord.Collection, "gone", lost); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	dst := filepath.Join(t.TempDir(), "data")
+	if _, err := Import(bytes.NewReader(export(t, src, ExportOptions{})), dst, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := InspectDir(dst, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *VM
+	for i := range after.VMs {
+		if after.VMs[i].Name == "gone" {
+			got = &after.VMs[i]
+		}
+	}
+	if got == nil || got.State != vmrecord.StateLost || got.HasExit || got.ExitCode != 0 || !got.ImagePresent {
+		t.Fatalf("lost VM after export and import: %+v", got)
+	}
+	for _, p := range after.Problems {
+		if strings.Contains(p, "gone") {
+			t.Fatalf("a lost VM is reported as a problem: %q", p)
+		}
+	}
+	raw, _ := json.Marshal(got)
+	if strings.Contains(string(raw), "exit_code") {
+		t.Fatalf("a lost VM's JSON has an exit code: %s", raw)
+	}
+}

@@ -133,29 +133,32 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, hv hypervisor.Hyperv
 		return "", 0, false
 	}
 	ranFor := time.Since(v.rec.StartedAt)
-	v.rec.HasExit = true
-	v.rec.ExitCode, v.rec.ExitSignal = st.GetCode(), st.GetSignal()
 	v.rec.ExitedAt = time.Unix(0, st.GetExitedAtNs()).UTC()
 	if st.GetExitedAtNs() == 0 {
 		v.rec.ExitedAt = time.Now().UTC()
 	}
 	v.rec.Pid, v.rec.ShimPid = 0, 0
-	switch {
-	case st.GetLost():
-		v.rec.Message = "the VM's shim disappeared; exit status unknown"
-	case st.GetSignal() != 0:
+	if st.GetLost() {
+		// Nothing recorded how the guest ended: no exit code at all (an
+		// earlier run's included), rather than a 0 that reads as success.
+		v.rec.HasExit, v.rec.ExitCode, v.rec.ExitSignal = false, 0, 0
+		v.rec.State = StateLost
+		v.rec.Message = "the VM's shim disappeared without recording the guest's exit; exit status unknown"
+		s.event(events.Lost, v.rec, v.rec.Message)
+		s.stayDown(v)
+		return "", 0, false
+	}
+	v.rec.HasExit = true
+	v.rec.ExitCode, v.rec.ExitSignal = st.GetCode(), st.GetSignal()
+	if st.GetSignal() != 0 {
 		v.rec.Message = fmt.Sprintf("killed by signal %d", st.GetSignal())
-	default:
+	} else {
 		v.rec.Message = fmt.Sprintf("exited with code %d", st.GetCode())
 	}
 	s.event(events.Exited, v.rec, v.rec.Message)
-	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), st.GetLost()) {
+	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), false) {
 		v.rec.State = StateExited
-		s.releaseDevices(v)
-		if err := s.persist(v); err != nil {
-			s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
-		}
-		v.ring.SetClosed(true)
+		s.stayDown(v)
 		return "", 0, false
 	}
 	if ranFor >= s.opts.ResetAfter {
@@ -168,6 +171,16 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, hv hypervisor.Hyperv
 		s.opts.Logger.Error("save restarting state", "vm", v.rec.Name, "error", err)
 	}
 	return newRunID(), delay, true
+}
+
+// stayDown records that v, whose run ended, stays down: it gives back its
+// devices and closes its console. Caller holds v.mu.
+func (s *Supervisor) stayDown(v *vm) {
+	s.releaseDevices(v)
+	if err := s.persist(v); err != nil {
+		s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
+	}
+	v.ring.SetClosed(true)
 }
 
 // restartAfterFailure starts the next run of v, unless something else

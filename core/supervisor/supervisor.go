@@ -30,6 +30,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -367,7 +368,7 @@ func (s *Supervisor) checkNets(ctx context.Context, v *vm, nets []NetParam) erro
 		other.pubMu.Lock()
 		r := other.pub
 		other.pubMu.Unlock()
-		if r.State == StateExited || r.State == StateFailed {
+		if vmrecord.Down(r.State) {
 			continue
 		}
 		for _, nt := range r.Nets {

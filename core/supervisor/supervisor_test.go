@@ -312,7 +312,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 }
 
 // TestRecoverSameBoot: a running VM is reattached, not restarted; one
-// whose run vanished is recorded as exited.
+// whose run vanished is recorded as lost, with no exit code.
 func TestRecoverSameBoot(t *testing.T) {
 	f := newFixture(t)
 	keep := f.create("keep", 0, false)
@@ -330,7 +330,10 @@ func TestRecoverSameBoot(t *testing.T) {
 	if s := f.state("keep"); s.State != StateRunning || s.RunID != keep.RunID {
 		t.Fatalf("keep: %+v", s)
 	}
-	eventually(t, "lost VM recorded", func() bool { return f.state("lost").State == StateExited })
+	eventually(t, "lost VM recorded", func() bool { return f.state("lost").State == StateLost })
+	if s := f.state("lost"); s.HasExit || s.ExitCode != 0 || s.Pid != 0 {
+		t.Fatalf("a lost VM has no exit: %+v", s)
+	}
 	if len(f.hv.started) != 0 {
 		t.Fatalf("VMs restarted: %v", f.hv.started)
 	}
