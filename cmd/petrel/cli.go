@@ -221,7 +221,10 @@ func (a *app) createCmd() *cobra.Command {
 
 The image is checked before anything starts: it must be a Solo5 image for
 the chosen backend, and the devices its manifest declares must be exactly
-the ones given on the command line.
+the ones given on the command line. The arguments (--arg, with --cmdline
+in front for a Linux guest) must fit a guest's command line: at most 8191
+bytes joined with single spaces (Solo5's 8192 with the terminating NUL);
+longer ones are refused as invalid (exit 6).
 
 Restart on failure (--restart-on-fail) never restarts after a signal or
 after exit code 1 or 60-64; otherwise on any exit code, or only on those

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // Errors callers map to user-facing classes.
@@ -247,6 +249,37 @@ func (s *Supervisor) event(typ string, r Record, msg string) {
 	s.opts.Events.Publish(events.Event{Type: typ, Name: r.Name, ExitCode: r.ExitCode, ExitSignal: r.ExitSignal, Message: msg})
 }
 
+// MaxArgBytes bounds a VM's arguments joined with single spaces (with a
+// Linux guest's kernel command line in front): Solo5's command line limit
+// (solo5.MaxCmdline, 8192 bytes with the terminating NUL), applied to
+// every backend, so that arguments no guest could take are refused as the
+// caller's mistake before anything starts, rather than by the tender or,
+// far larger, by the kernel when the tender is executed. A Linux kernel
+// takes less on most architectures (2048 bytes on x86) and says so itself.
+const MaxArgBytes = solo5.MaxCmdline - 1
+
+// checkArgs refuses arguments that no guest's command line can carry:
+// with NUL bytes, or longer than MaxArgBytes joined with spaces.
+func checkArgs(args []string, kernelCmdline string) error {
+	if strings.IndexByte(kernelCmdline, 0) >= 0 {
+		return invalid("the kernel command line contains a NUL byte, which a command line cannot carry")
+	}
+	n := len(kernelCmdline)
+	for i, a := range args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return invalid("argument %d contains a NUL byte, which a command line cannot carry", i+1)
+		}
+		if n > 0 || i > 0 {
+			n++
+		}
+		n += len(a)
+	}
+	if n > MaxArgBytes {
+		return invalid("the arguments take %d bytes joined with spaces; a guest's command line holds at most %d (Solo5's %d bytes with the terminating NUL)", n, MaxArgBytes, solo5.MaxCmdline)
+	}
+	return nil
+}
+
 // checkParams validates what can be checked without the backend.
 func (s *Supervisor) checkParams(p *CreateParams) error {
 	n, err := name.ParseVM(p.Name)
@@ -262,6 +295,9 @@ func (s *Supervisor) checkParams(p *CreateParams) error {
 	}
 	if p.MemoryMB == 0 {
 		p.MemoryMB = 32
+	}
+	if err := checkArgs(p.Args, p.KernelCmdline); err != nil {
+		return err
 	}
 	if s.opts.HostMemoryMB > 0 && p.MemoryMB > s.opts.HostMemoryMB {
 		return invalid("%d MB of memory requested, the host has %d MB", p.MemoryMB, s.opts.HostMemoryMB)
@@ -786,6 +822,9 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	}
 	next := v.rec.Clone()
 	if args != nil {
+		if err := checkArgs(args, next.KernelCmdline); err != nil {
+			return Record{}, err
+		}
 		next.Args = args
 	}
 	spec := s.spec(next, imagePath, newRunID())

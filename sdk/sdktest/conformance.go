@@ -13,6 +13,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // HypervisorSuite describes a backend under test. The suite drives it
@@ -98,6 +99,15 @@ func (s HypervisorSuite) Run(t *testing.T) {
 			if _, err := hv.Start(ctx, s.spec(t, img, nil)); !errors.Is(err, hypervisor.ErrInvalid) {
 				t.Fatalf("Start(%s) = %v; want ErrInvalid", img, err)
 			}
+		}
+		// Arguments no Solo5 command line can hold are refused, with the
+		// limit named, before anything starts.
+		long := s.spec(t, s.Image(t), []string{strings.Repeat("x", solo5.MaxCmdline)})
+		if res, err := hv.Validate(ctx, long); err != nil || res.GetOk() || !strings.Contains(res.GetReason(), strconv.Itoa(solo5.MaxCmdline-1)) {
+			t.Fatalf("Validate(%d bytes of arguments) = %v, %v; want a refusal naming the limit", solo5.MaxCmdline, res, err)
+		}
+		if _, err := hv.Start(ctx, long); !errors.Is(err, hypervisor.ErrInvalid) {
+			t.Fatalf("Start(%d bytes of arguments) = %v; want ErrInvalid", solo5.MaxCmdline, err)
 		}
 		res, err := hv.Validate(ctx, s.spec(t, s.Image(t), nil))
 		if err != nil || !res.GetOk() {

@@ -32,6 +32,34 @@ const TenderUsage = `usage: TENDER [--mem=MB] [--net:NAME=IFACE]... [--net-mac:N
   --block-sector-size:NAME=N   sector size of NAME, a power of two >= 512
   --help, --version            print help or version and exit`
 
+// MaxCmdline is the size of a Solo5 guest's command line buffer in bytes
+// (HVT_CMDLINE_SIZE, the same for spt and virtio): the tender joins the
+// unikernel's arguments with single spaces and copies them, with a
+// terminating NUL, into it. Arguments that do not fit are refused by the
+// tender when it starts, so Petrel refuses them before anything starts.
+const MaxCmdline = 8192
+
+// CheckArgs reports whether args fit a Solo5 guest's command line: every
+// argument free of NUL bytes, and all of them joined with single spaces
+// at most MaxCmdline-1 bytes (one argument alone included). The error
+// names the limit.
+func CheckArgs(args []string) error {
+	n := 0
+	for i, a := range args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("argument %d contains a NUL byte, which a command line cannot carry", i+1)
+		}
+		if i > 0 {
+			n++
+		}
+		n += len(a)
+	}
+	if n > MaxCmdline-1 {
+		return fmt.Errorf("the unikernel's arguments take %d bytes joined with spaces; a Solo5 command line holds at most %d (%d bytes with its terminating NUL)", n, MaxCmdline-1, MaxCmdline)
+	}
+	return nil
+}
+
 // NetArg attaches the manifest network device Name to the host interface
 // Iface (a tap device for hvt and spt). MAC is the guest MAC address, or ""
 // to let the tender choose one.

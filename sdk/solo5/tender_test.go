@@ -235,3 +235,27 @@ func TestValidateBuiltImage(t *testing.T) {
 		t.Fatalf("missing data_1: %v", err)
 	}
 }
+
+func TestCheckArgs(t *testing.T) {
+	fits := strings.Repeat("a", MaxCmdline-3)
+	for _, ok := range [][]string{nil, {}, {"a", "b"}, {fits, "b"}, {strings.Repeat("x", MaxCmdline-1)}} {
+		if err := CheckArgs(ok); err != nil {
+			t.Errorf("CheckArgs(%d args) = %v", len(ok), err)
+		}
+	}
+	for _, bad := range [][]string{
+		{strings.Repeat("x", MaxCmdline)},
+		{fits, "bc"},
+		{strings.Repeat("x", 200<<10)},
+		{"a\x00b"},
+	} {
+		err := CheckArgs(bad)
+		if err == nil {
+			t.Errorf("CheckArgs accepted %d bytes", len(strings.Join(bad, " ")))
+			continue
+		}
+		if !strings.Contains(bad[0], "\x00") && !strings.Contains(err.Error(), "8191") {
+			t.Errorf("CheckArgs error does not name the limit: %v", err)
+		}
+	}
+}

@@ -287,6 +287,9 @@ func (b *Backend) validate(spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, [
 	if im.Target != b.cfg.Target {
 		return refuse("image is a Solo5 %s unikernel, but backend %s runs %s unikernels", im.Target, b.cfg.Name, b.cfg.Target)
 	}
+	if err := solo5.CheckArgs(spec.GetArgs()); err != nil {
+		return refuse("%v", err)
+	}
 	var nets, blocks []string
 	seen := map[string]bool{}
 	for _, n := range spec.GetNets() {
