@@ -202,6 +202,35 @@ func (s HypervisorSuite) Run(t *testing.T) {
 		}
 	})
 
+	t.Run("StartIsIdempotent", func(t *testing.T) {
+		// A Start repeated with the same id (petreld repeats one that a
+		// crash of the plugin cut short) adopts the run the first made.
+		hv := s.configured(t, runDir)
+		spec := s.spec(t, s.Image(t), s.RunForever)
+		h, err := hv.Start(ctx, spec)
+		if err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		defer hv.Destroy(context.Background(), spec.GetId())
+		again, err := s.configured(t, runDir).Start(ctx, spec)
+		if err != nil || again.GetPid() != h.GetPid() || again.GetShimPid() != h.GetShimPid() {
+			t.Fatalf("Start again = %v, %v; want the first run (pid %d, shim %d)", again, err, h.GetPid(), h.GetShimPid())
+		}
+		// A directory left by a Start cut short before anything ran
+		// there does not stop the next one.
+		empty := s.spec(t, s.Image(t), s.RunForever)
+		if err := os.Mkdir(filepath.Join(runDir, empty.GetId()), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		h2, err := hv.Start(ctx, empty)
+		if err != nil || h2.GetPid() == 0 || !alive(int(h2.GetPid())) {
+			t.Fatalf("Start in a directory an interrupted Start left = %v, %v", h2, err)
+		}
+		if err := hv.Destroy(ctx, empty.GetId()); err != nil {
+			t.Fatalf("Destroy: %v", err)
+		}
+	})
+
 	t.Run("DestroyRunning", func(t *testing.T) {
 		hv := s.configured(t, runDir)
 		spec := s.spec(t, s.Image(t), s.RunForever)

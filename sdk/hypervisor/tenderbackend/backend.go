@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"regexp"
@@ -330,7 +331,10 @@ type handleState struct {
 	Dir string `json:"dir"`
 }
 
-// Start launches the VM under a new shim.
+// Start launches the VM under a new shim. It is idempotent by id: a Start
+// whose run directory exists adopts the run an earlier, interrupted Start
+// of the same id made (waiting for its shim to answer), and starts one
+// only when nothing runs or ran there.
 func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
 	res, tender, err := b.validate(spec)
 	if err != nil {
@@ -349,9 +353,6 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("VM directory: %w", err)
-	}
 	ta := solo5.TenderArgs{MemMB: int(spec.GetMemoryMb()), Image: spec.GetImagePath(), Args: spec.GetArgs()}
 	for _, n := range spec.GetNets() {
 		ta.Nets = append(ta.Nets, solo5.NetArg{Name: n.GetName(), Iface: n.GetHostIf(), MAC: n.GetMac()})
@@ -360,6 +361,21 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		ta.Blocks = append(ta.Blocks, solo5.BlockArg{Name: bl.GetName(), Path: bl.GetPath(), SectorSize: int(bl.GetSectorSize())})
 	}
 	argv := append(append([]string{}, tender...), ta.Argv()...)
+	state, _ := json.Marshal(handleState{Dir: dir})
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("VM directory: %w", err)
+		}
+		// A Start of this id began before, in a plugin that crashed before
+		// it could answer: adopt the run it made rather than make another.
+		p, err := shim.Resume(ctx, dir)
+		if err == nil {
+			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+		}
+		if !errors.Is(err, shim.ErrNoRun) {
+			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+		}
+	}
 	var cpus []int
 	for _, c := range spec.GetCpus() {
 		cpus = append(cpus, int(c))
@@ -372,7 +388,6 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
-	state, _ := json.Marshal(handleState{Dir: dir})
 	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
 }
 
