@@ -124,6 +124,10 @@ func (s *Supervisor) startRecovered(ctx context.Context, v *vm) bool {
 		return false
 	}
 	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, newRunID()), false); err != nil {
+		if transient(err) && v.rec.Restart.OnFailure {
+			s.startLater(v, hv, err)
+			return false
+		}
 		s.markFailed(v, err)
 		return false
 	}

@@ -836,6 +836,10 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	}
 	v.rec.Args = next.Args
 	if err := s.start(ctx, v, hv, spec, false); err != nil {
+		if transient(err) && v.rec.Restart.OnFailure {
+			s.startLater(v, hv, err)
+			return Record{}, fmt.Errorf("%w (%s restarts on failure: it will be started once the plugin is back)", err, v.rec.Name)
+		}
 		s.markFailed(v, err)
 		return Record{}, err
 	}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // fakeHV is an in-memory backend: VMs run until Stop/Destroy or exit(id).
@@ -21,6 +23,9 @@ type fakeHV struct {
 	started   []string // names, in start order
 	destroyed []string // run ids
 	block     map[string]chan struct{}
+	// unreachable is how many of the next Starts fail as a plugin that
+	// is not there does.
+	unreachable int
 }
 
 func newFake() *fakeHV {
@@ -49,6 +54,11 @@ func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handl
 	}
 	f.mu.Lock()
 	b := f.block[s.GetName()]
+	if f.unreachable > 0 {
+		f.unreachable--
+		f.mu.Unlock()
+		return nil, fmt.Errorf("hypervisor plugin: %w", rpcerr.ErrUnreachable)
+	}
 	f.mu.Unlock()
 	if b != nil {
 		select {
@@ -275,6 +285,62 @@ func TestRestartBackoffAndDestroyInLoop(t *testing.T) {
 	}
 	if _, err := f.sup.Info("loop"); err == nil {
 		t.Fatal("destroyed VM still listed")
+	}
+}
+
+// TestPluginAbsenceNeverFails: a VM that restarts on failure and whose
+// plugin is not there when it is to be started again (after an exit, or
+// on a restart request) stays restarting and is started once the plugin
+// is back; it is never recorded as failed. A VM without restart on
+// failure is failed by a restart request its plugin could not serve.
+func TestPluginAbsenceNeverFails(t *testing.T) {
+	f := newFixture(t)
+	sub := f.sup.opts.Events.Subscribe("")
+	defer sub.Close()
+	r := f.create("keeper", 0, true)
+	f.hv.mu.Lock()
+	f.hv.unreachable = 3
+	f.hv.mu.Unlock()
+	f.hv.exit(r.RunID, 3, 0)
+	eventually(t, "started once the plugin is back", func() bool {
+		s := f.state("keeper")
+		return s.State == StateRunning && s.RunID != r.RunID
+	})
+	if s := f.state("keeper"); s.Restarts != 1 {
+		t.Fatalf("restarts = %d after one restart", s.Restarts)
+	}
+
+	f.hv.mu.Lock()
+	f.hv.unreachable = 2
+	f.hv.mu.Unlock()
+	if _, err := f.sup.Restart(context.Background(), "keeper", nil); !errors.Is(err, rpcerr.ErrUnreachable) {
+		t.Fatalf("restart without a plugin = %v", err)
+	}
+	if s := f.state("keeper"); s.State != StateRestarting {
+		t.Fatalf("after a restart without a plugin: %+v", s)
+	}
+	eventually(t, "started once the plugin is back", func() bool { return f.state("keeper").State == StateRunning })
+
+	plain := f.create("plain", 0, false)
+	f.hv.mu.Lock()
+	f.hv.unreachable = 1
+	f.hv.mu.Unlock()
+	if _, err := f.sup.Restart(context.Background(), "plain", nil); err == nil {
+		t.Fatal("restart without a plugin succeeded")
+	}
+	if s := f.state("plain"); s.State != StateFailed || s.RunID == plain.RunID {
+		t.Fatalf("plain VM after a restart without a plugin: %+v", s)
+	}
+	for {
+		select {
+		case e := <-sub.C():
+			if e.Type == events.Failed && e.Name == "keeper" {
+				t.Fatalf("keeper was failed: %+v", e)
+			}
+			continue
+		default:
+		}
+		break
 	}
 }
 
