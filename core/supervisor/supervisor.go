@@ -580,6 +580,9 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 			return Record{}, err
 		}
 	}
+	if err := s.confine(ctx, hv, spec); err != nil {
+		return Record{}, err
+	}
 	release, err := s.admit(rec)
 	if err != nil {
 		return Record{}, err
@@ -623,6 +626,38 @@ func (s *Supervisor) spec(r Record, imagePath, runID string) *pluginv1.VMSpec {
 	return spec
 }
 
+// confine sets the CPUs a VM pinned to none runs within (spec.AllowedCpus)
+// to those its governing policies allow, as they are now, and refuses to
+// go on when the policies allow none of the host's CPUs or when the
+// backend cannot confine a VM to CPUs: a VM governed by a CPU set never
+// runs outside it.
+func (s *Supervisor) confine(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
+	spec.AllowedCpus = nil
+	if len(spec.GetCpus()) > 0 || s.opts.Policies == nil {
+		return nil
+	}
+	vm, err := name.ParseVM(spec.GetName())
+	if err != nil {
+		return invalid("%v", err)
+	}
+	cpus, confined, err := s.opts.Policies.CPUs(vm)
+	if err != nil || !confined {
+		return err
+	}
+	caps, err := hv.Capabilities(ctx)
+	if err != nil {
+		return fmt.Errorf("capabilities of the backend of %s: %w", spec.GetName(), err)
+	}
+	if !caps.GetConfinesCpus() {
+		return fmt.Errorf("%w: the backend of %s cannot confine a VM to CPUs, and the policies governing it allow only CPUs %v",
+			hypervisor.ErrUnavailable, spec.GetName(), cpus)
+	}
+	for _, c := range cpus {
+		spec.AllowedCpus = append(spec.AllowedCpus, uint32(c))
+	}
+	return nil
+}
+
 func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
 	res, err := hv.Validate(ctx, spec)
 	if err != nil {
@@ -651,6 +686,9 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 		if err := s.persist(v); err != nil {
 			return err
 		}
+	}
+	if err := s.confine(ctx, hv, spec); err != nil {
+		return fmt.Errorf("start %s: %w", v.rec.Name, err)
 	}
 	if err := s.acquireBlocks(v, spec); err != nil {
 		return err
@@ -829,6 +867,9 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	}
 	spec := s.spec(next, imagePath, newRunID())
 	if err := s.validate(ctx, hv, spec); err != nil {
+		return Record{}, err
+	}
+	if err := s.confine(ctx, hv, spec); err != nil {
 		return Record{}, err
 	}
 	if err := s.teardown(ctx, v); err != nil {

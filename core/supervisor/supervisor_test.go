@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -26,10 +29,14 @@ type fakeHV struct {
 	// unreachable is how many of the next Starts fail as a plugin that
 	// is not there does.
 	unreachable int
+	// specs holds the last spec started for each VM name.
+	specs map[string]*pluginv1.VMSpec
+	// noConfine makes the backend say it cannot confine VMs to CPUs.
+	noConfine bool
 }
 
 func newFake() *fakeHV {
-	return &fakeHV{running: map[string]chan *pluginv1.ExitStatus{}, block: map[string]chan struct{}{}}
+	return &fakeHV{running: map[string]chan *pluginv1.ExitStatus{}, block: map[string]chan struct{}{}, specs: map[string]*pluginv1.VMSpec{}}
 }
 
 func (f *fakeHV) Info(context.Context) (*pluginv1.PluginInfo, error) {
@@ -40,7 +47,9 @@ func (f *fakeHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, er
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY}, nil
 }
 func (f *fakeHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
-	return &pluginv1.HypervisorCapabilities{}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &pluginv1.HypervisorCapabilities{ConfinesCpus: !f.noConfine}, nil
 }
 func (f *fakeHV) Validate(_ context.Context, s *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
 	if s.GetMemoryMb() > 4096 {
@@ -71,6 +80,7 @@ func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handl
 	defer f.mu.Unlock()
 	f.running[s.GetId()] = make(chan *pluginv1.ExitStatus, 1)
 	f.started = append(f.started, s.GetName())
+	f.specs[s.GetName()] = s
 	return &pluginv1.Handle{Id: s.GetId(), Pid: 4242}, nil
 }
 func (f *fakeHV) Recover(_ context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
@@ -341,6 +351,60 @@ func TestPluginAbsenceNeverFails(t *testing.T) {
 		default:
 		}
 		break
+	}
+}
+
+// TestConfinement: a VM pinned to no CPU is started confined to the CPUs
+// its policies allow, a pinned one pinned, one under no CPU policy
+// unconfined; a backend that cannot confine VMs gets none to start.
+func TestConfinement(t *testing.T) {
+	f := newFixture(t)
+	tree, err := policy.NewTree(policy.Policy{VMs: 10, CPUs: []int{0, 1}, MemoryMB: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tree.Set(name.MustParse("team"), policy.Policy{VMs: 5, CPUs: []int{1}, MemoryMB: 512}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.sup.opts.Policies = tree
+	ctx := context.Background()
+	for _, c := range []struct {
+		name         string
+		pin, allowed string
+	}{
+		{"team:free", "[]", "[1]"},
+		{"team:pinned", "[1]", "[]"},
+		{"other", "[]", "[]"},
+	} {
+		p := CreateParams{Name: c.name, ImageSHA256: f.sha, MemoryMB: 16}
+		if c.pin != "[]" {
+			p.CPUs = []uint32{1}
+		}
+		if _, err := f.sup.Create(ctx, p); err != nil {
+			t.Fatalf("create %s: %v", c.name, err)
+		}
+		f.hv.mu.Lock()
+		spec := f.hv.specs[c.name]
+		f.hv.mu.Unlock()
+		if got := fmt.Sprint(spec.GetCpus()); got != c.pin {
+			t.Errorf("%s pinned to %s, want %s", c.name, got, c.pin)
+		}
+		if got := fmt.Sprint(spec.GetAllowedCpus()); got != c.allowed {
+			t.Errorf("%s confined to %s, want %s", c.name, got, c.allowed)
+		}
+	}
+	f.hv.mu.Lock()
+	f.hv.noConfine = true
+	f.hv.mu.Unlock()
+	_, err = f.sup.Create(ctx, CreateParams{Name: "team:other", ImageSHA256: f.sha, MemoryMB: 16})
+	if !errors.Is(err, hypervisor.ErrUnavailable) || !strings.Contains(err.Error(), "cannot confine") {
+		t.Fatalf("create on a backend that cannot confine: %v", err)
+	}
+	if _, err := f.sup.Restart(ctx, "team:free", nil); !errors.Is(err, hypervisor.ErrUnavailable) {
+		t.Fatalf("restart on a backend that cannot confine: %v", err)
+	}
+	if s := f.state("team:free"); s.State != StateRunning {
+		t.Fatalf("a refused restart touched the VM: %+v", s)
 	}
 }
 

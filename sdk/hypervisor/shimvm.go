@@ -18,6 +18,23 @@ import (
 // every backend of Petrel's does. They are here so that such backends
 // report exits, statistics and consoles the same way.
 
+// CPUSet returns the CPUs the shim is to run the VM of spec on, for
+// shim.Config.CPUs: those it is pinned to, or else those it is confined
+// to (spec.AllowedCpus); none when it is neither. The shim sets the
+// affinity on the thread that starts the tender, before it executes it,
+// so the tender and every thread and child it makes inherit it.
+func CPUSet(spec *pluginv1.VMSpec) []int {
+	ids := spec.GetCpus()
+	if len(ids) == 0 {
+		ids = spec.GetAllowedCpus()
+	}
+	var cpus []int
+	for _, c := range ids {
+		cpus = append(cpus, int(c))
+	}
+	return cpus
+}
+
 // ShimExitStatus converts the exit record a shim wrote.
 func ShimExitStatus(e shim.Exit) *pluginv1.ExitStatus {
 	return &pluginv1.ExitStatus{

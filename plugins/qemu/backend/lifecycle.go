@@ -107,12 +107,8 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
-	cpus := make([]int, 0, len(spec.GetCpus()))
-	for _, c := range spec.GetCpus() {
-		cpus = append(cpus, int(c))
-	}
 	proc, err := shim.Launch(ctx, shim.Config{
-		ShimPath: v.host.shim, Dir: dir, CPUs: cpus, ConsoleLines: int(spec.GetConsoleLines()),
+		ShimPath: v.host.shim, Dir: dir, CPUs: hypervisor.CPUSet(spec), ConsoleLines: int(spec.GetConsoleLines()),
 		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: launch, Env: os.Environ(),
 	})
 	if err != nil {

@@ -246,7 +246,7 @@ func checkKVM() error {
 // Capabilities describes the backend.
 func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
 	return &pluginv1.HypervisorCapabilities{Targets: []string{b.cfg.Target.String()}, SupportsNet: true, SupportsBlock: true,
-		SupportsCpuPinning: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
+		SupportsCpuPinning: true, ConfinesCpus: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
 }
 
 // dir returns the runtime directory of id.
@@ -376,12 +376,8 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 		}
 	}
-	var cpus []int
-	for _, c := range spec.GetCpus() {
-		cpus = append(cpus, int(c))
-	}
 	p, err := shim.Launch(ctx, shim.Config{
-		ShimPath: shimPath, Dir: dir, CPUs: cpus, ConsoleLines: int(spec.GetConsoleLines()),
+		ShimPath: shimPath, Dir: dir, CPUs: hypervisor.CPUSet(spec), ConsoleLines: int(spec.GetConsoleLines()),
 		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: argv, Env: os.Environ(),
 	})
 	if err != nil {
