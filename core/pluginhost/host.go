@@ -44,6 +44,9 @@ type Options struct {
 	CallWait time.Duration
 	// OnEvent reports plugin-crashed and plugin-restarted.
 	OnEvent func(typ, name, message string)
+	// InstanceID identifies the petreld instance (its data directory) to
+	// the plugins, which mark the host-wide resources they make with it.
+	InstanceID string
 }
 
 // Status describes one plugin for `petrel plugins` and health output.
@@ -311,7 +314,8 @@ func (m *managed) tryLaunch() error {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return fail(err)
 	}
-	if err := svc.Configure(ctx, &pluginv1.ConfigureRequest{Settings: m.settings, RunDir: runDir, PluginDir: m.host.opts.PluginDir}); err != nil {
+	if err := svc.Configure(ctx, &pluginv1.ConfigureRequest{Settings: m.settings, RunDir: runDir, PluginDir: m.host.opts.PluginDir,
+		InstanceId: m.host.opts.InstanceID}); err != nil {
 		return fail(fmt.Errorf("configure: %w", err))
 	}
 	fp, err := svc.Fingerprint(ctx)

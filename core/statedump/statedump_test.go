@@ -130,8 +130,16 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(comparable(before), comparable(after)) {
+	if !reflect.DeepEqual(comparable(before), comparable(after)) || after.InstanceID == "" {
 		t.Fatalf("imported state differs:\n%+v\nwant\n%+v", comparable(after), comparable(before))
+	}
+	// A copy to run beside its original gets an identity of its own.
+	twin := filepath.Join(t.TempDir(), "twin")
+	if _, err := Import(bytes.NewReader(buf.Bytes()), twin, ImportOptions{NewIdentity: true}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := InspectDir(twin, false); err != nil || rep.InstanceID == "" || rep.InstanceID == before.InstanceID || len(rep.VMs) != len(before.VMs) {
+		t.Fatalf("import with a new identity: %+v, %v (exported instance %s)", rep, err, before.InstanceID)
 	}
 	if after.Blocks[0].AllocatedBytes >= after.Blocks[0].SizeBytes/2 {
 		t.Errorf("imported block device is not sparse: %d of %d bytes allocated", after.Blocks[0].AllocatedBytes, after.Blocks[0].SizeBytes)
@@ -209,6 +217,11 @@ func TestImportMigratesSchema1(t *testing.T) {
 	}
 	b, a := comparable(before), comparable(after)
 	b.Schema = a.Schema
+	// A directory from before instance ids gets one when it is imported.
+	if before.InstanceID != "" || a.InstanceID == "" {
+		t.Fatalf("instance id before %q, after %q", before.InstanceID, a.InstanceID)
+	}
+	b.InstanceID = a.InstanceID
 	if !reflect.DeepEqual(a, b) {
 		t.Fatalf("migrated state differs:\n%+v\nwant\n%+v", a, b)
 	}
