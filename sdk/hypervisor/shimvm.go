@@ -76,10 +76,16 @@ func KillShim(ctx context.Context, c *shim.Client) error {
 }
 
 // RemoveShimVM kills the VM whose shim runs in dir, if it still runs, and
-// removes dir with everything in it. A dir that does not exist is done.
+// removes dir with everything in it. A dir that does not exist is done. A
+// shim still starting there (its launcher died mid-launch) is waited for,
+// so that it is killed with its tender rather than left running without
+// its directory.
 func RemoveShimVM(ctx context.Context, dir string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
+	}
+	if _, err := shim.Resume(ctx, dir); err != nil && !errors.Is(err, shim.ErrNoRun) {
+		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	if shim.Alive(dir) {
 		if err := KillShim(ctx, shim.Dial(dir)); err != nil {
