@@ -1,8 +1,11 @@
-// Package pluginhost launches petreld's plugins, health-checks them and
-// restarts a crashed plugin with back-off, without touching VMs (their
-// shims run on their own). Callers get a Hypervisor per backend that stays
-// valid across plugin restarts: each call goes to whichever plugin process
-// is current, waiting briefly for one to come up.
+// Package pluginhost launches petreld's plugins, notices a crash the
+// moment a plugin's process exits (and a hang by health checks), and
+// restarts a crashed plugin, with back-off when it keeps crashing, without
+// touching VMs (their shims run on their own). Callers get a Hypervisor
+// per backend that stays valid across plugin restarts: each call goes to
+// whichever plugin process is current, waiting (up to CallWait) for one
+// to come up, and a call whose plugin died under it is made again on the
+// next process.
 package pluginhost
 
 import (
