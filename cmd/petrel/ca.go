@@ -176,7 +176,8 @@ func (a *app) caSignPolicyCmd() *cobra.Command {
 		Short: "Sign a request as a sub-CA carrying a resource policy",
 		Long: `Sign CSR (from 'petrel ca csr') with the CA given by the global --ca and
 --ca-key, making a sub-CA certificate that carries the policy: at most
---vms VMs with --mem MB of memory in total, pinned only to the --cpu ids,
+--vms VMs with --mem MB of memory in total, running only on the --cpu ids
+(unpinned VMs are confined to them, pinned ones must name some of them),
 --block MB of block storage (none if not given) and the --bridge bridges.
 The policy must be within the signer's own in every field, or signing is
 refused (exit 10). --out receives the new certificate followed by the
@@ -217,7 +218,7 @@ signer's chain (without the root): the file the delegate passes as --ca.`,
 	f := cmd.Flags()
 	f.IntVar(&vms, "vms", 0, "number of VMs")
 	f.IntVar(&mem, "mem", 0, "memory in MB, in total")
-	f.IntSliceVar(&cpus, "cpu", nil, "CPU id VMs may be pinned to (repeatable)")
+	f.IntSliceVar(&cpus, "cpu", nil, "CPU id VMs may run on (repeatable): unpinned VMs are confined to these")
 	f.IntVar(&block, "block", 0, "block storage in MB, in total (default: none)")
 	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
 	f.StringVar(&out, "out", "", "file for the certificate chain")

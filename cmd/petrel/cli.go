@@ -221,7 +221,10 @@ func (a *app) createCmd() *cobra.Command {
 
 The image is checked before anything starts: it must be a Solo5 image for
 the chosen backend, and the devices its manifest declares must be exactly
-the ones given on the command line.
+the ones given on the command line. The arguments (--arg, with --cmdline
+in front for a Linux guest) must fit a guest's command line: at most 8191
+bytes joined with single spaces (Solo5's 8192 with the terminating NUL);
+longer ones are refused as invalid (exit 6).
 
 Restart on failure (--restart-on-fail) never restarts after a signal or
 after exit code 1 or 60-64; otherwise on any exit code, or only on those
@@ -487,11 +490,15 @@ func (a *app) infoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "info [NAME|PATH]",
 		Short: "Show VMs: one by name, every VM under a path, or all",
-		Long: `Show VMs with their state (running, exited, restarting, failed), backend,
-memory, pinned CPUs, pid, last exit and restart count.
+		Long: `Show VMs with their state (starting, running, exited, restarting, failed,
+lost), backend, memory, pinned CPUs, pid, last exit and restart count.
+
+A VM is lost when its shim vanished (killed outright) without recording
+how the guest ended: its exit is unknown, so it shows no exit code ("-",
+and no exit_code in JSON) rather than a 0 that would read as success.
 
 With --json, prints a list of objects with at least name, state, backend,
-exit_code (once the VM has exited) and restarts.`,
+exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 		Example: "  petrel info\n  petrel info team:web --json",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {

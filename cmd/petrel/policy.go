@@ -16,7 +16,8 @@ func (a *app) policyCmd() *cobra.Command {
 		Use:   "policy [PATH]",
 		Short: "Show resource policies (with subcommands to add and remove them)",
 		Long: `A policy bounds what every VM below a path may take together: number of
-VMs, memory, CPUs they may be pinned to, block storage and bridges. A
+VMs, memory, the CPUs they run on (pinned or not), block storage and
+bridges. A
 policy is never larger than any ancestor's, and every deploy is checked
 against the policy of every ancestor, so delegated sub-policies can never
 together exceed their parent. The root policy (":") is what the host has.`,
@@ -77,8 +78,16 @@ func (a *app) policyAddCmd() *cobra.Command {
 		bridges []string
 	)
 	cmd := &cobra.Command{
-		Use:     "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--bridge B]...",
-		Short:   "Set the resource policy of a path",
+		Use:   "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--bridge B]...",
+		Short: "Set the resource policy of a path",
+		Long: `Set the resource policy of PATH: at most --vms VMs below it with --mem MB of
+memory and --block MB of block storage in total, on the --bridge bridges.
+
+With --cpu, VMs below PATH run only on those CPUs: a VM created with --cpu
+must name some of them, and one created without is confined to them (with
+its tender's every thread and child), from its next start for VMs that
+already run. A policy without --cpu lets its VMs be pinned to no CPU, and
+confines them only as far as the policies above it do.`,
 		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --bridge br0",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
@@ -105,7 +114,7 @@ func (a *app) policyAddCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.Int32Var(&vms, "vms", 0, "number of VMs")
 	f.Int64Var(&mem, "mem", 0, "memory in MB, in total")
-	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may be pinned to (repeatable)")
+	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may run on (repeatable): unpinned VMs are confined to these")
 	f.Int64Var(&block, "block", 0, "block storage in MB, in total (default: none)")
 	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
 	return cmd

@@ -125,6 +125,9 @@ func printReport(w io.Writer, r *statedump.Report) {
 		kind = "export"
 	}
 	fmt.Fprintf(w, "%s %s: schema %d, created %s\n", kind, r.Source, r.Schema, r.CreatedAt.Format(time.RFC3339))
+	if r.InstanceID != "" {
+		fmt.Fprintf(w, "  instance %s\n", r.InstanceID)
+	}
 	if r.Export != nil {
 		fmt.Fprintf(w, "  exported %s from %s:%s", r.Export.ExportedAt.Format(time.RFC3339), r.Export.Hostname, r.Export.Source)
 		if r.Export.Live {
@@ -342,7 +345,10 @@ func writeAtomic(path string, fn func(io.Writer) (statedump.Summary, error)) (st
 }
 
 func (a *app) stateImportCmd() *cobra.Command {
-	var dataDir string
+	var (
+		dataDir     string
+		newIdentity bool
+	)
 	cmd := &cobra.Command{
 		Use:   "import ARCHIVE",
 		Short: "Restore a state directory from an export",
@@ -352,7 +358,12 @@ archive is unpacked, checked (image digests, record formats) and migrated
 to the current schema beside the directory, then moved into place, so a
 failed import changes nothing. Start petreld afterwards: it starts the
 VMs recorded as running as after a host reboot. ARCHIVE "-" reads
-standard input.`,
+standard input.
+
+The imported directory keeps the exported one's instance id: it is the
+same petreld instance, restored or moved, and owns the taps and runtime
+directory of its VMs. To run the copy beside its original on the same
+host, give it an identity of its own with --new-identity.`,
 		Example: `  systemctl stop petreld
   petrel state import /srv/backup/host1.tar.gz --data-dir /var/lib/petrel
   systemctl start petreld`,
@@ -371,7 +382,7 @@ standard input.`,
 				}
 				in = f
 			}
-			var opts statedump.ImportOptions
+			opts := statedump.ImportOptions{NewIdentity: newIdentity}
 			p := a.progressBar("importing")
 			if p != nil && size > 0 {
 				opts.Progress = func(done int64) { p(done, size) }
@@ -397,6 +408,7 @@ standard input.`,
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory to create")
+	cmd.Flags().BoolVar(&newIdentity, "new-identity", false, "give the imported state an instance id of its own (to run it beside its original)")
 	return cmd
 }
 

@@ -1,10 +1,15 @@
 # Petrel daemon defaults. Every setting here can be overridden in the file
 # given with `petreld --config FILE`, and the directories also by flags.
 
-# Persistent state: VM records and the image store.
+# Persistent state: VM records and the image store. The directory is a
+# petreld instance: it gets an instance id at the first start, which marks
+# the taps and the run directory the instance makes, so that petrelds with
+# other data directories on the same host leave them alone.
 data_dir = "/var/lib/petrel"
 
-# Runtime files: the daemon socket and one directory per running VM.
+# Runtime files: the daemon socket and one directory per running VM. It
+# belongs to one instance (one data directory): another petreld refuses it
+# while it holds that instance's VMs. Give each petreld on a host its own.
 run_dir = "/run/petrel"
 
 # Where plugin binaries live. Empty: beside the petreld binary, then

@@ -72,6 +72,8 @@ type Daemon struct {
 	sock      string
 	// pluginDir is where plugin binaries are found.
 	pluginDir string
+	// releaseRunDir gives up the claim on the run directory.
+	releaseRunDir func()
 
 	mu      sync.Mutex
 	uploads map[string]time.Time
@@ -128,6 +130,11 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	d.store = st
+	// Before any plugin starts: reconciliation removes runtime directories
+	// no record names, which must never be another instance's.
+	if d.releaseRunDir, err = claimRunDir(cfg.RunDir, st.InstanceID(), cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if d.blocks, err = block.Open(filepath.Join(cfg.DataDir, store.BlockDir)); err != nil {
 		return nil, err
 	}
@@ -140,7 +147,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	pluginDir := PluginDir(cfg.PluginDir)
 	d.pluginDir = pluginDir
 	d.plugins = pluginhost.New(pluginhost.Options{
-		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"),
+		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"), InstanceID: st.InstanceID(),
 		HealthInterval: cfg.Duration("plugin_health_interval"),
 		OnEvent: func(typ, name, msg string) {
 			d.events.Publish(events.Event{Type: typ, Name: name, Message: msg})
@@ -179,7 +186,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 			return nil, err
 		}
 		d.network = n
-		netw = netAdapter{n}
+		netw = netAdapter{n: n, instance: st.InstanceID()}
 	}
 	d.sup = supervisor.New(supervisor.Options{
 		Store: st, Backends: d.plugins, Events: d.events, Logger: log.Named("supervisor"),
@@ -288,6 +295,9 @@ func (d *Daemon) Close() {
 	}
 	if d.plugins != nil {
 		d.plugins.Close()
+	}
+	if d.releaseRunDir != nil {
+		d.releaseRunDir()
 	}
 	if d.store != nil {
 		d.store.Close()

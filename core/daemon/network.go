@@ -9,11 +9,22 @@ import (
 )
 
 // netAdapter gives the supervisor taps through the network plugin, with
-// the naming rules of sdk/network.
-type netAdapter struct{ n network.Network }
+// the naming rules of sdk/network for the instance's taps.
+type netAdapter struct {
+	n network.Network
+	// instance is petreld's instance id, part of every tap name and MAC
+	// it derives.
+	instance string
+}
 
-func (a netAdapter) TapName(vm, netName string) string   { return network.TapName(vm, netName) }
-func (a netAdapter) DeriveMAC(vm, netName string) string { return network.DeriveMAC(vm, netName) }
+func (a netAdapter) TapName(vm, netName string) string {
+	return network.TapNameFor(a.instance, vm, netName)
+}
+
+func (a netAdapter) DeriveMAC(vm, netName string) string {
+	return network.DeriveMACFor(a.instance, vm, netName)
+}
+
 func (a netAdapter) ParseMAC(mac string) (string, error) { return network.ParseMAC(mac) }
 
 func (a netAdapter) BridgeExists(ctx context.Context, bridge string) (bool, error) {

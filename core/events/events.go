@@ -13,12 +13,15 @@ import (
 
 // Event types.
 const (
-	Created         = "created"
-	Started         = "started"
-	Exited          = "exited"
-	Restarted       = "restarted"
-	Destroyed       = "destroyed"
-	Failed          = "failed"
+	Created   = "created"
+	Started   = "started"
+	Exited    = "exited"
+	Restarted = "restarted"
+	Destroyed = "destroyed"
+	Failed    = "failed"
+	// Lost: the VM's shim vanished without recording the guest's exit,
+	// so no exit code is known (the event carries none).
+	Lost            = "lost"
 	PluginCrashed   = "plugin-crashed"
 	PluginRestarted = "plugin-restarted"
 	// Dropped is delivered to a subscriber that lost events; Message holds

@@ -1,11 +1,16 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -89,4 +94,62 @@ func TestBadInputLeavesNothing(t *testing.T) {
 	if r := e.petrel("info"); r.code != 3 || !strings.Contains(r.err, "is it running") {
 		t.Fatalf("no daemon: exit %d %q", r.code, r.err)
 	}
+}
+
+// TestOversizedArguments: arguments longer than a guest's command line
+// (200 KB, or just past Solo5's 8192 bytes) are refused as invalid (exit
+// 6) with the limit named, on create and restart and on every Solo5
+// backend, before anything starts: the running VM a restart would
+// replace is left alone.
+func TestOversizedArguments(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	hvt := e.image("ok.hvt", solo5.TargetHVT)
+	spt := e.image("ok.spt", solo5.TargetSPT)
+	// 200 KB, in four arguments: one argument of more than 128 KB cannot
+	// even be passed to the petrel command (the API test below sends one).
+	huge := strings.Repeat(" --arg="+strings.Repeat("x", 50<<10), 4)[1:]
+	past := "--arg=" + strings.Repeat("y", 8192)
+	// 8191 bytes joined with spaces fit exactly.
+	fits := []string{"--arg=run=forever", "--arg=" + strings.Repeat("z", 8191-len("run=forever")-1)}
+	for _, c := range [][]string{
+		append([]string{"create", "vm", hvt}, strings.Fields(huge)...),
+		append([]string{"create", "vm", spt, "--backend", "spt"}, strings.Fields(huge)...),
+		{"create", "vm", hvt, past},
+		{"create", "vm", spt, "--backend", "spt", past},
+		{"create", "vm", hvt, "--arg=run=forever", "--arg=" + strings.Repeat("w", 8191-len("run=forever"))},
+	} {
+		r := e.petrel(c...)
+		if r.code != 6 || !strings.Contains(r.err, "8191") || strings.Count(strings.TrimSpace(r.err), "\n") != 0 {
+			t.Errorf("petrel %s … (%d bytes): exit %d, %q; want 6 naming the limit of 8191 bytes", strings.Join(c[:3], " "), len(strings.Join(c, " ")), r.code, r.err)
+		}
+	}
+	api := e.client()
+	one := &daemonv1.CreateRequest{Name: "vm", ImageSha256: "", MemoryMb: 16, Args: []string{strings.Repeat("v", 200<<10)}}
+	ref, err := api.c.UploadImageFile(context.Background(), hvt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one.ImageSha256 = ref.GetSha256()
+	if _, err := api.c.API.Create(context.Background(), one); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "8191") {
+		t.Errorf("create through the API with one argument of 200 KB: %v", err)
+	}
+	if vms := e.infoAll(); len(vms) != 0 {
+		t.Fatalf("refused creates left VMs: %+v", vms)
+	}
+	if left := e.runDirEntries(); len(left) != 0 {
+		t.Fatalf("refused creates left runtime files: %v", left)
+	}
+	e.mustPetrel(append([]string{"create", "vm", hvt}, fits...)...)
+	vm := e.info("vm")
+	for _, args := range [][]string{strings.Fields(huge), {past}} {
+		r := e.petrel(append([]string{"restart", "vm"}, args...)...)
+		if r.code != 6 || !strings.Contains(r.err, "8191") {
+			t.Errorf("restart with %d bytes of arguments: exit %d, %q", len(strings.Join(args, " ")), r.code, r.err)
+		}
+	}
+	if again := e.info("vm"); again.Pid != vm.Pid || again.State != "running" {
+		t.Fatalf("a refused restart touched the VM: %+v (was pid %d)", again, vm.Pid)
+	}
+	e.mustPetrel("destroy", "vm")
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"math/rand"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -455,5 +457,85 @@ func TestChaosReadOnlyDataDir(t *testing.T) {
 	checkInvariants(t, e, m, 10*time.Second)
 	if got := e.info("keeper"); got.Pid != vm.Pid || got.State != "running" {
 		t.Fatalf("after the data directory became writable: %+v (was pid %d)", got, vm.Pid)
+	}
+}
+
+// TestChaosRestartDuringPluginCrash: `petrel restart` while the spt plugin
+// is killed with SIGKILL 10–90 ms later, again and again, with a second
+// VM that exits with code 3 and restarts on its own meanwhile. A start cut
+// short by the crash is made again on the restarted plugin, which adopts
+// the run the first attempt began: every restart succeeds, no VM that
+// restarts on failure is ever failed, and no VM ever has two tenders or
+// shims. PETREL_CHAOS_ITERATIONS sets the number of kills (default 20),
+// PETREL_CHAOS_SEED the delays.
+func TestChaosRestartDuringPluginCrash(t *testing.T) {
+	iterations := int(envInt(t, "PETREL_CHAOS_ITERATIONS", 20))
+	seed := envInt(t, "PETREL_CHAOS_SEED", 1)
+	t.Logf("%d kills, seed %d (replay with PETREL_CHAOS_SEED=%d)", iterations, seed, seed)
+	rng := rand.New(rand.NewSource(seed))
+	e := newEnv(t)
+	e.start()
+	api := e.client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := api.c.API.Events(ctx, &daemonv1.EventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan string, 100)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if ev.GetType() == "failed" {
+				failed <- ev.GetName() + ": " + ev.GetMessage()
+			}
+		}
+	}()
+	img := e.image("r.spt", solo5.TargetSPT)
+	m := newModel()
+	m.created("r1", e.petrel("create", "r1", img, "--backend", "spt", "--arg", "run=forever", "--restart-on-fail").code)
+	m.created("r2", e.petrel("create", "r2", img, "--backend", "spt", "--arg", "exit=3", "--arg", "run=400ms", "--restart-on-fail").code)
+	checkInvariants(t, e, m, 20*time.Second)
+
+	for i := range iterations {
+		var plugin int
+		waitFor(t, "the spt plugin", 20*time.Second, func() bool {
+			p := children(e.pid(), "petrel-plugin-spt")
+			if len(p) != 1 {
+				return false
+			}
+			plugin = p[0]
+			return true
+		})
+		delay := time.Duration(10+rng.Intn(81)) * time.Millisecond
+		done := make(chan result, 1)
+		go func() { done <- e.petrel("restart", "r1", "--arg", "run=forever") }()
+		time.Sleep(delay)
+		if err := syscall.Kill(plugin, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.code != 0 {
+			t.Errorf("kill %d, %v into the restart: exit %d: %s", i+1, delay, r.code, r.err)
+		}
+		checkInvariants(t, e, m, 20*time.Second)
+		if vm := e.info("r1"); vm.State != "running" {
+			t.Fatalf("kill %d, %v into the restart: r1 is %s: %s", i+1, delay, vm.State, vm.Message)
+		}
+		select {
+		case f := <-failed:
+			t.Fatalf("kill %d, %v into the restart: a VM was failed: %s", i+1, delay, f)
+		default:
+		}
+	}
+	for _, n := range []string{"r1", "r2"} {
+		m.destroyed(n, e.petrel("destroy", n).code)
+	}
+	checkInvariants(t, e, m, 20*time.Second)
+	if left := e.runDirEntries(); len(left) != 0 {
+		t.Fatalf("runtime files left: %v", left)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -260,6 +261,16 @@ func (e *env) sh(name string, args ...string) string {
 	return string(out)
 }
 
+// instanceID is the instance id petreld gave its data directory.
+func (e *env) instanceID() string {
+	e.t.Helper()
+	info, err := store.ReadInfo(e.dataDir)
+	if err != nil || info.InstanceID == "" {
+		e.t.Fatalf("instance id of %s: %+v, %v", e.dataDir, info, err)
+	}
+	return info.InstanceID
+}
+
 // links lists the interfaces in the namespace, with their details.
 func (e *env) links() string {
 	out, _ := exec.Command("ip", "-n", e.netns, "-d", "link", "show").CombinedOutput()
@@ -403,6 +414,9 @@ type vmInfo struct {
 	Args       []string `json:"args"`
 	Message    string   `json:"message"`
 	Command    []string `json:"command"`
+	Nets       []struct {
+		Tap string `json:"tap"`
+	} `json:"nets"`
 }
 
 func (e *env) infoAll() []vmInfo {

@@ -185,7 +185,7 @@ func invariantViolations(e *env, m *model) ([]string, map[string]bool) {
 			for _, n := range vm.Nets {
 				taps[n.Tap] = true
 			}
-		case "exited", "failed":
+		case "exited", "failed", "lost":
 			if vm.Pid > 0 && alive(vm.Pid) || vm.ShimPid > 0 && alive(vm.ShimPid) {
 				bad("%s is %s but tender %d or shim %d is alive", vm.Name, vm.State, vm.Pid, vm.ShimPid)
 			}

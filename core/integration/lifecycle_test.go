@@ -158,3 +158,44 @@ func TestRestartAndSignals(t *testing.T) {
 	}
 	e.mustPetrel("destroy", "svc")
 }
+
+// TestLostShimHasNoExitCode: a VM whose shim is killed outright, leaving
+// no exit record, is "lost", with no exit code (absent from info --json,
+// "-" in the table), even when an earlier run left one; it is not
+// restarted, even with --restart-on-fail, and it is destroyed like any
+// other.
+func TestLostShimHasNoExitCode(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	img := e.image("l.hvt", solo5.TargetHVT)
+	e.mustPetrel("create", "gone", img, "--arg", "exit=3", "--arg", "run=3s", "--restart-on-fail")
+	waitFor(t, "a restart after exit 3", 15*time.Second, func() bool {
+		vm := e.info("gone")
+		return vm.Restarts == 1 && vm.State == "running" && vm.ExitCode != nil && *vm.ExitCode == 3
+	})
+	vm := e.info("gone")
+	syscall.Kill(vm.ShimPid, syscall.SIGKILL)
+	waitFor(t, "lost recorded", 10*time.Second, func() bool { return e.info("gone").State == "lost" })
+	got := e.info("gone")
+	if got.ExitCode != nil || got.Pid != 0 || !strings.Contains(got.Message, "unknown") {
+		t.Fatalf("lost VM: %+v", got)
+	}
+	if raw := e.mustPetrel("info", "gone", "--json"); strings.Contains(raw, "exit_code") {
+		t.Fatalf("info --json of a lost VM has an exit code:\n%s", raw)
+	}
+	table := e.mustPetrel("info", "gone")
+	if fields := strings.Fields(strings.Split(table, "\n")[1]); len(fields) < 7 || fields[1] != "lost" || fields[6] != "-" {
+		t.Fatalf("info table of a lost VM:\n%s", table)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if again := e.info("gone"); again.State != "lost" || again.Restarts != 1 {
+		t.Fatalf("a lost VM was restarted: %+v", again)
+	}
+	if alive(vm.Pid) {
+		t.Fatalf("tender %d outlived its shim", vm.Pid)
+	}
+	e.mustPetrel("destroy", "gone")
+	if left := e.runDirEntries(); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}

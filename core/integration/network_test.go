@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,8 +33,9 @@ func TestNetworkTaps(t *testing.T) {
 
 	e.mustPetrel("create", "web", img, "--net", "service0:br0", "--arg", "run=forever")
 	vm := e.info("web")
-	tap := network.TapName("web", "service0")
-	mac := network.DeriveMAC("web", "service0")
+	id := e.instanceID()
+	tap := network.TapNameFor(id, "web", "service0")
+	mac := network.DeriveMACFor(id, "web", "service0")
 	links := e.links()
 	if !strings.Contains(links, tap+":") || !strings.Contains(links, "master br0") || !strings.Contains(links, "mtu 1400") {
 		t.Fatalf("tap %s not on br0 with MTU 1400:\n%s", tap, links)
@@ -70,14 +73,14 @@ func TestNetworkTaps(t *testing.T) {
 	// and the MAC.
 	e.mustPetrel("create", "flaky", img, "--net", "service0:br0", "--arg", "exit=3", "--arg", "run=200ms", "--restart-on-fail")
 	waitFor(t, "a restart", 15*time.Second, func() bool { return e.info("flaky").Restarts >= 1 })
-	if !strings.Contains(e.links(), network.TapName("flaky", "service0")) {
+	if !strings.Contains(e.links(), network.TapNameFor(id, "flaky", "service0")) {
 		t.Fatal("tap of a restarting VM was removed")
 	}
 	e.mustPetrel("destroy", "flaky")
 	e.mustPetrel("create", "once", img, "--net", "service0:br0", "--arg", "exit=0")
 	waitFor(t, "exit", 10*time.Second, func() bool { return e.info("once").State == "exited" })
 	waitFor(t, "tap of exited VM removed", 5*time.Second, func() bool {
-		return !strings.Contains(e.links(), network.TapName("once", "service0"))
+		return !strings.Contains(e.links(), network.TapNameFor(id, "once", "service0"))
 	})
 	e.mustPetrel("destroy", "once")
 
@@ -93,9 +96,9 @@ func TestNetworkTaps(t *testing.T) {
 	// An orphan tap (as left by a daemon killed mid-create) is removed at
 	// start-up.
 	e.stop()
-	orphan := network.TapName("ghost", "service0")
+	orphan := network.TapNameFor(id, "ghost", "service0")
 	e.sh("ip", "-n", e.netns, "tuntap", "add", "dev", orphan, "mode", "tap")
-	e.sh("ip", "-n", e.netns, "link", "set", orphan, "alias", mustAlias(t, "ghost", "service0"))
+	e.sh("ip", "-n", e.netns, "link", "set", orphan, "alias", mustAlias(t, "ghost", "service0", id))
 	e.start()
 	waitFor(t, "orphan tap removed", 10*time.Second, func() bool { return !strings.Contains(e.links(), orphan) })
 	e.mustPetrel("destroy", "web")
@@ -104,8 +107,8 @@ func TestNetworkTaps(t *testing.T) {
 	}
 }
 
-func mustAlias(t *testing.T, vm, netName string) string {
-	a, err := network.Tag{VM: vm, Net: netName}.Alias()
+func mustAlias(t *testing.T, vm, netName, owner string) string {
+	a, err := network.Tag{VM: vm, Net: netName, Owner: owner}.Alias()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,5 +144,110 @@ func TestNetworkChurn(t *testing.T) {
 		if name, _ := l["ifname"].(string); strings.HasPrefix(name, network.TapPrefix) {
 			t.Errorf("tap left: %s", name)
 		}
+	}
+}
+
+// TestNetworkTwoInstances: two petreld instances, each with its own data
+// and run directories, in one network namespace: the second's start-up
+// (and restart) leaves the first's taps and VMs alone, each derives tap
+// names and MACs of its own (so both can run a VM of the same name on the
+// same bridge), neither removes the other's taps on destroy, each still
+// removes its own orphans, and a third petreld cannot take the first's
+// run directory, which holds its running VMs.
+func TestNetworkTwoInstances(t *testing.T) {
+	a := newEnv(t)
+	a.inNetns()
+	a.start()
+	img := a.image("net.hvt", solo5.TargetHVT, netImage...)
+	a.mustPetrel("create", "web", img, "--net", "service0:br0", "--arg", "run=forever")
+	web := a.info("web")
+	if len(web.Nets) != 1 {
+		t.Fatalf("web: %+v", web)
+	}
+	tapA := web.Nets[0].Tap
+	onBridge := func(tap string) bool {
+		for _, l := range strings.Split(a.links(), "\n") {
+			if strings.Contains(l, ": "+tap+":") {
+				return strings.Contains(l, "master br0")
+			}
+		}
+		return false
+	}
+	if !onBridge(tapA) {
+		t.Fatalf("tap %s of the first instance not on br0:\n%s", tapA, a.links())
+	}
+
+	b := newEnv(t)
+	b.netns = a.netns
+	b.start()
+	intact := func(when string) {
+		t.Helper()
+		if !onBridge(tapA) {
+			t.Fatalf("%s: the first instance's tap %s is gone:\n%s", when, tapA, a.links())
+		}
+		if vm := a.info("web"); vm.State != "running" || vm.Pid != web.Pid || !alive(web.Pid) {
+			t.Fatalf("%s: the first instance's VM: %+v", when, vm)
+		}
+	}
+	intact("after the second instance started")
+
+	b.mustPetrel("create", "web", img, "--net", "service0:br0", "--arg", "run=forever")
+	tapB := b.info("web").Nets[0].Tap
+	if tapB == tapA || !onBridge(tapB) || a.instanceID() == b.instanceID() {
+		t.Fatalf("the second instance's tap %s (the first's is %s):\n%s", tapB, tapA, a.links())
+	}
+	b.kill9()
+	b.start()
+	intact("after the second instance restarted")
+	if !onBridge(tapB) {
+		t.Fatalf("the second instance lost its own tap %s on restart", tapB)
+	}
+	b.mustPetrel("destroy", "web")
+	intact("after the second instance destroyed its VM of the same name")
+	if onBridge(tapB) {
+		t.Fatalf("the second instance's tap %s outlived its VM", tapB)
+	}
+
+	// An orphan of the first instance (tagged with its id) is still its
+	// to remove; the second's start left it alone.
+	orphan := network.TapNameFor(a.instanceID(), "ghost", "service0")
+	a.sh("ip", "-n", a.netns, "tuntap", "add", "dev", orphan, "mode", "tap")
+	a.sh("ip", "-n", a.netns, "link", "set", orphan, "alias", mustAlias(t, "ghost", "service0", a.instanceID()))
+	b.kill9()
+	b.start()
+	if !strings.Contains(a.links(), orphan) {
+		t.Fatal("the second instance removed the first's orphan")
+	}
+	a.kill9()
+	a.start()
+	waitFor(t, "the first instance's orphan removed", 10*time.Second, func() bool { return !strings.Contains(a.links(), orphan) })
+	intact("after the first instance restarted")
+
+	// A third petreld with its own data directory but the first's run
+	// directory refuses to start, and touches nothing.
+	c := newEnv(t)
+	c.netns = a.netns
+	cfg, err := os.ReadFile(c.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := strings.Replace(string(cfg), fmt.Sprintf("run_dir = %q", c.runDir), fmt.Sprintf("run_dir = %q", a.runDir), 1)
+	if err := os.WriteFile(c.config, []byte(shared), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, running := range []bool{true, false} {
+		if !running {
+			a.kill9() // the VM runs on; its run directory is still the first instance's
+		}
+		out, err := exec.Command("ip", "netns", "exec", a.netns, filepath.Join(binDir, "petreld"), "--config", c.config).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "run directory") || !strings.Contains(string(out), "--run-dir") {
+			t.Fatalf("petreld on another instance's run directory (its petreld running: %v): %v\n%s", running, err, out)
+		}
+	}
+	a.start()
+	intact("after a third petreld tried the first's run directory")
+	a.mustPetrel("destroy", "web")
+	if onBridge(tapA) {
+		t.Fatalf("tap %s outlived its VM", tapA)
 	}
 }

@@ -2,15 +2,18 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -108,5 +111,92 @@ func TestMissingTender(t *testing.T) {
 	}
 	if left := e.runDirEntries(); len(left) != 0 {
 		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestPluginCrashCallsWait: a call made right after a plugin is killed
+// with SIGKILL waits for the restarted plugin and succeeds, instead of
+// failing with "connection refused"; the crash is noticed when the
+// process exits (the plugin-crashed event follows the kill within
+// milliseconds), not at the next poll.
+func TestPluginCrashCallsWait(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	api := e.client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	img := e.image("w.spt", solo5.TargetSPT)
+	ref, err := api.c.UploadImageFile(ctx, img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := api.c.API.Events(ctx, &daemonv1.EventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make(chan *daemonv1.Event, 100)
+	go func() {
+		defer close(evs)
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			evs <- ev
+		}
+	}()
+	next := func(typ string) *daemonv1.Event {
+		t.Helper()
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case ev, ok := <-evs:
+				if !ok {
+					t.Fatalf("event stream ended before %s", typ)
+				}
+				if ev.GetType() == typ && ev.GetName() == "spt" {
+					return ev
+				}
+			case <-deadline:
+				t.Fatalf("no %s event", typ)
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the subscription register
+
+	const kills = 5
+	var latencies []time.Duration
+	for i := range kills {
+		plugins := children(e.pid(), "petrel-plugin-spt")
+		if len(plugins) != 1 {
+			t.Fatalf("spt plugin processes: %v", plugins)
+		}
+		name := fmt.Sprintf("w%d", i)
+		killed := time.Now()
+		if err := syscall.Kill(plugins[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_, err := api.c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, Backend: "spt", ImageSha256: ref.GetSha256(),
+			MemoryMb: 16, Args: []string{"run=forever"}})
+		took := time.Since(killed)
+		if err != nil {
+			t.Fatalf("create %s right after the plugin was killed: %v", name, err)
+		}
+		crashed := next("plugin-crashed")
+		next("plugin-restarted")
+		lat := time.Unix(0, crashed.GetTimeNs()).Sub(killed)
+		latencies = append(latencies, lat)
+		t.Logf("kill %d: crash noticed after %v; the create took %v", i+1, lat, took)
+		if vm := e.info(name); vm.State != "running" || !alive(vm.Pid) {
+			t.Fatalf("%s after the crash: %+v", name, vm)
+		}
+	}
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	t.Logf("crash detection latency over %d kills: min %v, median %v, max %v", kills, latencies[0], latencies[kills/2], latencies[kills-1])
+	if latencies[kills/2] > 50*time.Millisecond {
+		t.Fatalf("median crash detection latency %v: the exit is not noticed when it happens", latencies[kills/2])
+	}
+	for i := range kills {
+		e.mustPetrel("destroy", fmt.Sprintf("w%d", i))
 	}
 }

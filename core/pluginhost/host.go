@@ -1,8 +1,11 @@
-// Package pluginhost launches petreld's plugins, health-checks them and
-// restarts a crashed plugin with back-off, without touching VMs (their
-// shims run on their own). Callers get a Hypervisor per backend that stays
-// valid across plugin restarts: each call goes to whichever plugin process
-// is current, waiting briefly for one to come up.
+// Package pluginhost launches petreld's plugins, notices a crash the
+// moment a plugin's process exits (and a hang by health checks), and
+// restarts a crashed plugin, with back-off when it keeps crashing, without
+// touching VMs (their shims run on their own). Callers get a Hypervisor
+// per backend that stays valid across plugin restarts: each call goes to
+// whichever plugin process is current, waiting (up to CallWait) for one
+// to come up, and a call whose plugin died under it is made again on the
+// next process.
 package pluginhost
 
 import (
@@ -20,6 +23,7 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // BinaryPrefix is the file name prefix of plugin binaries:
@@ -34,12 +38,18 @@ type Options struct {
 	// (RunDir/NAME, handed to the plugin in Configure).
 	RunDir string
 	Logger hclog.Logger
-	// HealthInterval is how often a plugin is pinged.
+	// HealthInterval is how often a plugin is pinged, to find one that
+	// runs but no longer answers; a plugin that exits is noticed at once.
 	HealthInterval time.Duration
-	// CallWait bounds how long a call waits for a restarting plugin.
+	// CallWait bounds how long a call waits for a restarting plugin: a
+	// call made while the plugin is down, or cut short by its crash,
+	// waits for the new process and runs there.
 	CallWait time.Duration
 	// OnEvent reports plugin-crashed and plugin-restarted.
 	OnEvent func(typ, name, message string)
+	// InstanceID identifies the petreld instance (its data directory) to
+	// the plugins, which mark the host-wide resources they make with it.
+	InstanceID string
 }
 
 // Status describes one plugin for `petrel plugins` and health output.
@@ -112,13 +122,34 @@ type managed struct {
 	exited   chan struct{} // closed when Close stops the keeper
 
 	mu       sync.Mutex
-	client   *goplugin.Client
-	hv       Common
-	ready    chan struct{} // closed while hv is usable
+	gen      *generation   // the serving process, nil while there is none
+	ready    chan struct{} // closed while gen is usable
 	info     *pluginv1.PluginInfo
 	fp       *pluginv1.FingerprintResponse
 	restarts int
 	lastErr  error
+}
+
+// generation is one process of a plugin: the calls it serves, and when it
+// ended.
+type generation struct {
+	client *goplugin.Client
+	svc    Common
+	pid    int
+	// exited is closed as soon as the process has exited.
+	exited <-chan struct{}
+	// started is when the process was launched.
+	started time.Time
+}
+
+// gone reports whether the process has exited.
+func (g *generation) gone() bool {
+	select {
+	case <-g.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // BinaryPath is where the plugin for backend name is looked for.
@@ -214,11 +245,8 @@ func (h *Host) Status() []Status {
 		if m.lastErr != nil {
 			s.LastError = m.lastErr.Error()
 		}
-		if m.client != nil && !m.client.Exited() {
-			s.Running = true
-			if rc := m.client.ReattachConfig(); rc != nil {
-				s.Pid = rc.Pid
-			}
+		if g := m.gen; g != nil && !g.gone() {
+			s.Running, s.Pid = true, g.pid
 		}
 		m.mu.Unlock()
 		out = append(out, s)
@@ -234,9 +262,9 @@ func (h *Host) Close() {
 	defer h.mu.Unlock()
 	for _, m := range h.plugins {
 		m.mu.Lock()
-		if m.client != nil {
-			m.client.Kill()
-			m.client = nil
+		if m.gen != nil {
+			m.gen.client.Kill()
+			m.gen = nil
 		}
 		m.mu.Unlock()
 	}
@@ -256,7 +284,10 @@ func (m *managed) tryLaunch() error {
 		return fmt.Errorf("plugin %s: %w", m.name, err)
 	}
 	logger := m.host.opts.Logger.Named(m.name)
-	c := goplugin.NewClient(plugin.ClientConfig(m.path, m.kind.Sets, logger))
+	cfg := plugin.ClientConfig(m.path, m.kind.Sets, logger)
+	var proc *processRunner
+	useProcessRunner(cfg, func(r *processRunner) { proc = r })
+	c := goplugin.NewClient(cfg)
 	fail := func(err error) error {
 		c.Kill()
 		return fmt.Errorf("plugin %s: %w", m.name, err)
@@ -269,13 +300,13 @@ func (m *managed) tryLaunch() error {
 	if err != nil {
 		return fail(err)
 	}
-	hv, ok := raw.(Common)
+	svc, ok := raw.(Common)
 	if !ok {
 		return fail(fmt.Errorf("does not serve the %s service", m.kind.Service))
 	}
 	ctx, cancel := context.WithTimeout(m.host.ctx, 30*time.Second)
 	defer cancel()
-	info, err := hv.Info(ctx)
+	info, err := svc.Info(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("info: %w", err))
 	}
@@ -286,84 +317,117 @@ func (m *managed) tryLaunch() error {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return fail(err)
 	}
-	if err := hv.Configure(ctx, &pluginv1.ConfigureRequest{Settings: m.settings, RunDir: runDir, PluginDir: m.host.opts.PluginDir}); err != nil {
+	if err := svc.Configure(ctx, &pluginv1.ConfigureRequest{Settings: m.settings, RunDir: runDir, PluginDir: m.host.opts.PluginDir,
+		InstanceId: m.host.opts.InstanceID}); err != nil {
 		return fail(fmt.Errorf("configure: %w", err))
 	}
-	fp, err := hv.Fingerprint(ctx)
+	fp, err := svc.Fingerprint(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("fingerprint: %w", err))
 	}
+	g := &generation{client: c, svc: svc, pid: proc.pid, exited: proc.exited, started: time.Now()}
 	m.mu.Lock()
-	m.client, m.hv, m.info, m.fp = c, hv, info, fp
+	m.gen, m.info, m.fp = g, info, fp
 	close(m.ready)
 	m.mu.Unlock()
 	return nil
 }
 
-// keep watches the plugin and relaunches it with back-off after a crash,
-// until the Host closes.
+// Restart back-off: a plugin that served for stableAfter is relaunched at
+// once when it crashes, so that calls waiting for it resume within its
+// start-up time; one that keeps crashing, or cannot be launched, waits
+// minBackoff, then twice as long each time, up to maxBackoff.
+const (
+	stableAfter = 10 * time.Second
+	minBackoff  = 250 * time.Millisecond
+	maxBackoff  = 30 * time.Second
+)
+
+// keep follows the plugin's process and relaunches it after a crash, until
+// the Host closes. A crash is noticed when the process exits (the exit is
+// an event, not a poll); a process that stops answering is found by the
+// health check every HealthInterval, and killed.
 func (m *managed) keep(up bool) {
-	backoff := 500 * time.Millisecond
-	check := time.NewTicker(200 * time.Millisecond)
-	defer check.Stop()
-	lastPing := time.Now()
+	backoff := minBackoff
+	health := time.NewTicker(m.host.opts.HealthInterval)
+	defer health.Stop()
 	for {
 		if up {
+			m.mu.Lock()
+			g := m.gen
+			m.mu.Unlock()
+			reason := ""
+			for reason == "" {
+				select {
+				case <-m.host.ctx.Done():
+					return
+				case <-g.exited:
+					reason = "plugin process exited"
+				case <-health.C:
+					reason = m.check(g)
+				}
+			}
+			m.down(g, reason)
+			up = false
+			if time.Since(g.started) >= stableAfter {
+				backoff = 0
+			}
+		}
+		if backoff > 0 {
 			select {
 			case <-m.host.ctx.Done():
 				return
-			case <-check.C:
+			case <-time.After(backoff):
 			}
-			m.mu.Lock()
-			c, hv := m.client, m.hv
-			m.mu.Unlock()
-			crashed := c.Exited()
-			if !crashed && time.Since(lastPing) >= m.host.opts.HealthInterval {
-				lastPing = time.Now()
-				ctx, cancel := context.WithTimeout(m.host.ctx, 10*time.Second)
-				fp, err := hv.Fingerprint(ctx)
-				cancel()
-				if err != nil && m.host.ctx.Err() == nil {
-					crashed = true
-				} else if err == nil {
-					m.mu.Lock()
-					m.fp = fp
-					m.mu.Unlock()
-				}
-			}
-			if !crashed {
-				backoff = 500 * time.Millisecond
-				continue
-			}
-			m.mu.Lock()
-			m.ready = make(chan struct{})
-			m.client, m.hv = nil, nil
-			m.restarts++
-			m.mu.Unlock()
-			c.Kill()
-			m.host.opts.Logger.Warn("plugin crashed; restarting", "plugin", m.name)
-			m.host.opts.OnEvent("plugin-crashed", m.name, "plugin process exited or stopped answering")
-			up = false
-		}
-		select {
-		case <-m.host.ctx.Done():
-			return
-		case <-time.After(backoff):
 		}
 		if err := m.launch(); err != nil {
 			m.host.opts.Logger.Error("plugin launch failed", "plugin", m.name, "error", err)
-			backoff = min(backoff*2, 30*time.Second)
+			backoff = min(max(backoff*2, minBackoff), maxBackoff)
 			continue
 		}
+		backoff = minBackoff
 		up = true
-		lastPing = time.Now()
 		m.host.opts.OnEvent("plugin-restarted", m.name, "")
 	}
 }
 
-// current returns the live plugin, waiting up to CallWait for a
+// check pings g and returns why it is to be replaced, or "" when it
+// answered.
+func (m *managed) check(g *generation) string {
+	ctx, cancel := context.WithTimeout(m.host.ctx, 10*time.Second)
+	fp, err := g.svc.Fingerprint(ctx)
+	cancel()
+	switch {
+	case err == nil:
+		m.mu.Lock()
+		m.fp = fp
+		m.mu.Unlock()
+		return ""
+	case m.host.ctx.Err() != nil || g.gone():
+		return "" // closing, or the exit is reported by the caller's next wait
+	}
+	return "plugin stopped answering: " + err.Error()
+}
+
+// down takes g out of service: calls from now on wait for its successor,
+// and calls it was serving are retried there (see call). It kills the
+// process, if it still runs, and reports the crash.
+func (m *managed) down(g *generation, reason string) {
+	m.mu.Lock()
+	if m.gen == g {
+		m.gen = nil
+		m.ready = make(chan struct{})
+		m.restarts++
+	}
+	m.mu.Unlock()
+	m.host.opts.Logger.Warn("plugin crashed; restarting", "plugin", m.name, "pid", g.pid, "reason", reason)
+	m.host.opts.OnEvent("plugin-crashed", m.name, reason)
+	g.client.Kill()
+}
+
+// current returns the live process, waiting up to CallWait for a
 // restarting plugin.
-func (m *managed) current(ctx context.Context) (Common, error) {
+func (m *managed) current(ctx context.Context) (*generation, error) {
 	m.mu.Lock()
 	ready := m.ready
 	m.mu.Unlock()
@@ -378,12 +442,25 @@ func (m *managed) current(ctx context.Context) (Common, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.hv == nil {
+	if m.gen == nil {
 		msg := "not running"
 		if m.lastErr != nil {
 			msg = m.lastErr.Error()
 		}
-		return nil, fmt.Errorf("%w: plugin %s: %s", hypervisor.ErrUnavailable, m.name, msg)
+		return nil, &downError{msg: fmt.Sprintf("plugin %s: %s", m.name, msg)}
 	}
-	return m.hv, nil
+	return m.gen, nil
+}
+
+// downError is a call that found no plugin process to serve it within
+// CallWait. It is both hypervisor.ErrUnavailable (the backend cannot run
+// VMs now) and rpcerr.ErrUnreachable (the plugin is not there, which a
+// later attempt may find changed).
+type downError struct{ msg string }
+
+func (e *downError) Error() string { return hypervisor.ErrUnavailable.Error() + ": " + e.msg }
+
+// Is makes downError match both classes it belongs to.
+func (e *downError) Is(target error) bool {
+	return target == hypervisor.ErrUnavailable || target == rpcerr.ErrUnreachable
 }

@@ -31,6 +31,9 @@ type Writer interface {
 
 type sinkProxy struct{ m *managed }
 
+// Write is not repeated when the sink dies under it: the sink may have
+// stored the batch already, and a lost batch is counted where a repeated
+// one would go unnoticed.
 func (p *sinkProxy) Write(ctx context.Context, b *pluginv1.Batch) error {
-	return do(ctx, p.m, func(s metrics.Sink) error { return s.Write(ctx, b) })
+	return once(ctx, p.m, func(s metrics.Sink) error { return s.Write(ctx, b) })
 }

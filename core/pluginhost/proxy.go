@@ -2,45 +2,93 @@ package pluginhost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // proxy forwards each call to the hypervisor plugin's current process.
 type proxy struct{ m *managed }
 
-// as returns m's current process as a T, waiting for a restarting
-// plugin like every proxied call.
-func as[T any](ctx context.Context, m *managed) (T, error) {
+// exitGrace bounds how long a call whose connection failed waits for the
+// plugin's process to exit, which tells a crash (the call is retried on
+// the next process) from a connection problem (the error is returned).
+const exitGrace = 2 * time.Second
+
+// maxAttempts bounds how often one call is made on successive processes,
+// so that a request that crashes its plugin every time is reported
+// instead of crashing it forever.
+const maxAttempts = 3
+
+// as returns m's current process and its service as a T, waiting for a
+// restarting plugin like every proxied call.
+func as[T any](ctx context.Context, m *managed) (*generation, T, error) {
 	var zero T
-	c, err := m.current(ctx)
+	g, err := m.current(ctx)
 	if err != nil {
-		return zero, err
+		return nil, zero, err
 	}
-	t, ok := c.(T)
+	t, ok := g.svc.(T)
 	if !ok {
-		return zero, fmt.Errorf("%w: plugin %s does not serve this service", hypervisor.ErrUnavailable, m.name)
+		return nil, zero, fmt.Errorf("%w: plugin %s does not serve this service", hypervisor.ErrUnavailable, m.name)
 	}
-	return t, nil
+	return g, t, nil
 }
 
-// call runs f on m's current process as a T.
-func call[T, R any](ctx context.Context, m *managed, f func(T) (R, error)) (R, error) {
-	t, err := as[T](ctx, m)
-	if err != nil {
-		var zero R
-		return zero, err
+// diedUnder reports whether err, from a call on g, means that g's process
+// died under the call: the connection failed (or was closed as the crash
+// was handled) and the process has exited, now or within exitGrace. The
+// call can then be made again on the next process.
+func diedUnder(ctx context.Context, g *generation, err error) bool {
+	if ctx.Err() != nil || !(errors.Is(err, rpcerr.ErrUnreachable) || errors.Is(err, context.Canceled)) {
+		return false
 	}
-	return f(t)
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
+	select {
+	case <-g.exited:
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
+}
+
+// call runs f on m's current process as a T. When that process dies under
+// the call, f runs again on the next one (up to maxAttempts processes):
+// every call proxied this way must be safe to repeat, as the plugin may
+// have acted before it died. Hypervisor and network calls are (Start and
+// Attach find and adopt what an interrupted attempt made).
+func call[T, R any](ctx context.Context, m *managed, f func(T) (R, error)) (R, error) {
+	for attempt := 1; ; attempt++ {
+		g, t, err := as[T](ctx, m)
+		if err != nil {
+			var zero R
+			return zero, err
+		}
+		r, err := f(t)
+		if err == nil || attempt == maxAttempts || !diedUnder(ctx, g, err) {
+			return r, err
+		}
+		m.host.opts.Logger.Debug("plugin died under a call; calling its successor", "plugin", m.name, "error", err)
+	}
 }
 
 // do is call for methods that return only an error.
 func do[T any](ctx context.Context, m *managed, f func(T) error) error {
-	t, err := as[T](ctx, m)
+	_, err := call(ctx, m, func(t T) (struct{}, error) { return struct{}{}, f(t) })
+	return err
+}
+
+// once runs f on m's current process as a T without repeating it: for
+// calls that must not be made twice.
+func once[T any](ctx context.Context, m *managed, f func(T) error) error {
+	_, t, err := as[T](ctx, m)
 	if err != nil {
 		return err
 	}
@@ -91,6 +139,22 @@ func (p *proxy) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error)
 	return call(ctx, p.m, func(x hypervisor.Hypervisor) (*pluginv1.VMStats, error) { return x.Stats(ctx, id) })
 }
 
+// Console is repeated on the next process only while no line has been
+// delivered: a stream cut short later ends with its error, and the caller
+// resumes it from the last line it has.
 func (p *proxy) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
-	return do(ctx, p.m, func(x hypervisor.Hypervisor) error { return x.Console(ctx, req, fn) })
+	for attempt := 1; ; attempt++ {
+		g, x, err := as[hypervisor.Hypervisor](ctx, p.m)
+		if err != nil {
+			return err
+		}
+		delivered := false
+		err = x.Console(ctx, req, func(l *pluginv1.ConsoleLine) error {
+			delivered = true
+			return fn(l)
+		})
+		if err == nil || delivered || attempt == maxAttempts || !diedUnder(ctx, g, err) {
+			return err
+		}
+	}
 }

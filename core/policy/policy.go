@@ -22,6 +22,10 @@
 //
 // CPUs and bridges are not counted: a VM may use a CPU or bridge only if
 // every governing policy allows it, and any number of VMs may share them.
+// A VM pinned to no CPU is confined to the CPUs every governing policy
+// lists (Tree.CPUs), so a policy's CPUs bound where its VMs run whether
+// or not they ask for CPUs (Albatross pins every unikernel to a CPU of its
+// policy).
 //
 // The root policy is discovered from the host (HostPolicy) rather than
 // configured, so that a policy never promises resources the machine does
@@ -66,7 +70,9 @@ var ErrExceeded = errors.New("policy exceeded")
 type Policy struct {
 	// VMs is the largest number of VMs that may exist under the path.
 	VMs int `json:"vms"`
-	// CPUs lists the CPU ids VMs under the path may be pinned to.
+	// CPUs lists the CPU ids VMs under the path may run on: a VM pinned to
+	// CPUs must name some of them, one pinned to none is confined to them.
+	// Empty: VMs may not be pinned, and run where the ancestors allow.
 	CPUs []int `json:"cpus"`
 	// MemoryMB is the total memory, in MiB, of all VMs under the path.
 	MemoryMB int `json:"memory_mb"`

@@ -187,6 +187,43 @@ func (t *Tree) Governing(vm name.Path) []Entry {
 	return out
 }
 
+// CPUs returns the CPUs a VM named vm runs within when it is pinned to
+// none: those listed by every governing policy that lists any (the
+// root's, which are the host's, included), so that a VM under a policy
+// with CPUs never runs outside them, pinned or not. A policy that lists no
+// CPU confines nothing by itself (its VMs may not be pinned, and run where
+// its ancestors allow). confined is false when no policy below the root
+// lists CPUs: the VM then runs wherever petreld may. When the governing
+// policies have no CPU in common with the host (which lost CPUs since
+// they were set), the VM cannot run, and the error wraps ErrExceeded.
+func (t *Tree) CPUs(vm name.Path) (cpus []int, confined bool, err error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	set := slices.Clone(t.root.CPUs)
+	var from []string
+	for _, a := range vm.Ancestors() {
+		p, ok := t.get(a)
+		if !ok || a.IsRoot() || len(p.CPUs) == 0 {
+			continue
+		}
+		confined = true
+		from = append(from, fmt.Sprintf("%q %v", a, p.CPUs))
+		allowed := make(map[int]bool, len(p.CPUs))
+		for _, c := range p.CPUs {
+			allowed[c] = true
+		}
+		set = slices.DeleteFunc(set, func(c int) bool { return !allowed[c] })
+	}
+	if !confined {
+		return nil, false, nil
+	}
+	if len(set) == 0 {
+		return nil, true, fmt.Errorf("deploy %q: %w", vm, &exceededError{msg: fmt.Sprintf(
+			"the CPUs its policies allow (%s) have none in common with the host's %v", strings.Join(from, ", "), t.root.CPUs)})
+	}
+	return set, true, nil
+}
+
 // Entries returns every policy except the root's, parents before
 // children, for the daemon to persist.
 func (t *Tree) Entries() []Entry {

@@ -413,3 +413,45 @@ func TestUsageAdd(t *testing.T) {
 		t.Errorf("Add modified its receiver: %v", u.CPUs)
 	}
 }
+
+// TestCPUs: a VM pinned to no CPU runs within the CPUs every governing
+// policy lists (a policy without CPUs confines nothing by itself), is not
+// confined when no policy below the root lists any, and cannot run when
+// its policies share no CPU with the host.
+func TestCPUs(t *testing.T) {
+	tr := newTree(t)
+	mustSet(t, tr, "a", Policy{VMs: 4, CPUs: []int{1, 2, 3}, MemoryMB: 4096})
+	mustSet(t, tr, "a:b", Policy{VMs: 2, CPUs: []int{2, 3}, MemoryMB: 1024})
+	mustSet(t, tr, "a:b:c", Policy{VMs: 1, MemoryMB: 512})
+	mustSet(t, tr, "x", Policy{VMs: 1, MemoryMB: 512})
+	for _, c := range []struct {
+		vm       string
+		cpus     []int
+		confined bool
+	}{
+		{"vm", nil, false},
+		{"x:vm", nil, false},
+		{"a:vm", []int{1, 2, 3}, true},
+		{"a:b:vm", []int{2, 3}, true},
+		{"a:b:c:vm", []int{2, 3}, true},
+		{"a:b:c:d:vm", []int{2, 3}, true},
+	} {
+		cpus, confined, err := tr.CPUs(p(c.vm))
+		if err != nil || confined != c.confined || fmt.Sprint(cpus) != fmt.Sprint(c.cpus) {
+			t.Errorf("CPUs(%s) = %v, %v, %v; want %v, %v", c.vm, cpus, confined, err, c.cpus, c.confined)
+		}
+	}
+	shrunk := hostRoot()
+	shrunk.CPUs = []int{0, 1}
+	if err := tr.SetRoot(shrunk); err != nil {
+		t.Fatal(err)
+	}
+	if cpus, _, err := tr.CPUs(p("a:vm")); err != nil || fmt.Sprint(cpus) != "[1]" {
+		t.Errorf("CPUs(a:vm) on a shrunk host = %v, %v; want [1]", cpus, err)
+	}
+	_, confined, err := tr.CPUs(p("a:b:c:vm"))
+	wantErr(t, err, `"a:b" [2 3]`, "none in common with the host's [0 1]")
+	if !confined || !errors.Is(err, ErrExceeded) {
+		t.Errorf("CPUs(a:b:c:vm) on a shrunk host: confined %v, %v", confined, err)
+	}
+}

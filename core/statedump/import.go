@@ -16,6 +16,12 @@ type ImportOptions struct {
 	// Progress, if set, is called with the number of archive bytes read
 	// so far, which the caller can compare with the archive's size.
 	Progress func(done int64)
+	// NewIdentity gives the imported directory an instance id of its own.
+	// Without it the import keeps the exported directory's: it is the
+	// same petreld instance, restored or moved, and owns the taps and the
+	// runtime directory of the VMs it recorded. A copy that is to run
+	// beside its original on the same host needs an identity of its own.
+	NewIdentity bool
 }
 
 // Import unpacks the export read from r into the data directory dir,
@@ -63,7 +69,11 @@ func Import(r io.Reader, dir string, opts ImportOptions) (Summary, error) {
 		return sum, fmt.Errorf("import: %w", err)
 	}
 	// Opening the store runs the migrations from the archive's schema.
-	s, err := store.Open(tmp)
+	open := store.Open
+	if opts.NewIdentity {
+		open = store.OpenNewInstance
+	}
+	s, err := open(tmp)
 	if err != nil {
 		return sum, fmt.Errorf("import: %w", err)
 	}

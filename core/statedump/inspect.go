@@ -30,6 +30,9 @@ type Report struct {
 	Schema        int       `json:"schema"`
 	CurrentSchema int       `json:"current_schema"`
 	CreatedAt     time.Time `json:"created_at"`
+	// InstanceID identifies the petreld instance the state belongs to
+	// (store.Store.InstanceID); an import keeps it unless asked not to.
+	InstanceID string `json:"instance_id,omitempty"`
 	// InUse and HolderPID say whether a petreld has the directory open.
 	InUse     bool `json:"in_use"`
 	HolderPID int  `json:"holder_pid,omitempty"`
@@ -97,7 +100,7 @@ func InspectDir(dir string, verifyImages bool) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Source: dir, Schema: info.Schema, CurrentSchema: store.SchemaVersion, CreatedAt: info.CreatedAt,
+	r := &Report{Source: dir, Schema: info.Schema, CurrentSchema: store.SchemaVersion, CreatedAt: info.CreatedAt, InstanceID: info.InstanceID,
 		VMs: []VM{}, Policies: []policy.Entry{}, Images: []Image{}, Blocks: []Block{}, Quarantined: []string{}, Problems: []string{}}
 	if r.InUse, r.HolderPID, err = store.LockHolder(dir); err != nil {
 		return nil, err

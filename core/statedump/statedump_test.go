@@ -130,8 +130,16 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(comparable(before), comparable(after)) {
+	if !reflect.DeepEqual(comparable(before), comparable(after)) || after.InstanceID == "" {
 		t.Fatalf("imported state differs:\n%+v\nwant\n%+v", comparable(after), comparable(before))
+	}
+	// A copy to run beside its original gets an identity of its own.
+	twin := filepath.Join(t.TempDir(), "twin")
+	if _, err := Import(bytes.NewReader(buf.Bytes()), twin, ImportOptions{NewIdentity: true}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := InspectDir(twin, false); err != nil || rep.InstanceID == "" || rep.InstanceID == before.InstanceID || len(rep.VMs) != len(before.VMs) {
+		t.Fatalf("import with a new identity: %+v, %v (exported instance %s)", rep, err, before.InstanceID)
 	}
 	if after.Blocks[0].AllocatedBytes >= after.Blocks[0].SizeBytes/2 {
 		t.Errorf("imported block device is not sparse: %d of %d bytes allocated", after.Blocks[0].AllocatedBytes, after.Blocks[0].SizeBytes)
@@ -209,6 +217,11 @@ func TestImportMigratesSchema1(t *testing.T) {
 	}
 	b, a := comparable(before), comparable(after)
 	b.Schema = a.Schema
+	// A directory from before instance ids gets one when it is imported.
+	if before.InstanceID != "" || a.InstanceID == "" {
+		t.Fatalf("instance id before %q, after %q", before.InstanceID, a.InstanceID)
+	}
+	b.InstanceID = a.InstanceID
 	if !reflect.DeepEqual(a, b) {
 		t.Fatalf("migrated state differs:\n%+v\nwant\n%+v", a, b)
 	}
@@ -424,5 +437,52 @@ func TestInspectFindsProblems(t *testing.T) {
 	}
 	if _, err := InspectDir(t.TempDir(), true); err == nil || !strings.Contains(err.Error(), "not a petrel data directory") {
 		t.Errorf("inspect of an empty directory = %v", err)
+	}
+}
+
+// TestLostVMRoundTrip: a lost VM (no exit code) is inspected, exported
+// and imported as lost, still without an exit code, and raises no
+// problem.
+func TestLostVMRoundTrip(t *testing.T) {
+	src := newState(t)
+	s, err := store.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := InspectDir(src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := vmrecord.Record{Name: "gone", Backend: "hvt", ImageSHA256: before.VMs[0].ImageSHA256, MemoryMB: 32,
+		State: vmrecord.StateLost, Message: "exit status unknown", CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	if err := s.Put(vmrecord.Collection, "gone", lost); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	dst := filepath.Join(t.TempDir(), "data")
+	if _, err := Import(bytes.NewReader(export(t, src, ExportOptions{})), dst, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := InspectDir(dst, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *VM
+	for i := range after.VMs {
+		if after.VMs[i].Name == "gone" {
+			got = &after.VMs[i]
+		}
+	}
+	if got == nil || got.State != vmrecord.StateLost || got.HasExit || got.ExitCode != 0 || !got.ImagePresent {
+		t.Fatalf("lost VM after export and import: %+v", got)
+	}
+	for _, p := range after.Problems {
+		if strings.Contains(p, "gone") {
+			t.Fatalf("a lost VM is reported as a problem: %q", p)
+		}
+	}
+	raw, _ := json.Marshal(got)
+	if strings.Contains(string(raw), "exit_code") {
+		t.Fatalf("a lost VM's JSON has an exit code: %s", raw)
 	}
 }

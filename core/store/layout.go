@@ -21,6 +21,9 @@ type Info struct {
 	Schema int
 	// CreatedAt is when the directory was first initialised.
 	CreatedAt time.Time
+	// InstanceID is the directory's instance id (Store.InstanceID);
+	// empty for a directory no petreld has opened since instance ids.
+	InstanceID string
 }
 
 // ReadInfo reads dir's meta.json. It fails with an error wrapping

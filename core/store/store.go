@@ -47,6 +47,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -175,6 +177,9 @@ type Options struct {
 	// Migrations replaces the built-in list; tests use it to exercise
 	// upgrades that no released schema needs yet.
 	Migrations []Migration
+	// NewInstanceID gives the directory a new instance id, making it
+	// another instance than the one it was copied from.
+	NewInstanceID bool
 }
 
 // Store is an open data directory. Its methods are safe for concurrent
@@ -183,6 +188,8 @@ type Options struct {
 type Store struct {
 	dir  string
 	lock *os.File
+	// instanceID is the directory's instance id (see InstanceID).
+	instanceID string
 
 	// life is held for reading by operations and for writing by Close, so
 	// Close waits for in-flight writes and later calls see closed.
@@ -198,6 +205,8 @@ type Store struct {
 type meta struct {
 	Schema    int       `json:"schema"`
 	CreatedAt time.Time `json:"created_at"`
+	// InstanceID is written at the first Open by a petreld that knows it.
+	InstanceID string `json:"instance_id,omitempty"`
 }
 
 // Open opens or creates the data directory dir with the built-in
@@ -207,6 +216,14 @@ type meta struct {
 // so a mistyped path is not taken over.
 func Open(dir string) (*Store, error) {
 	return OpenWith(dir, Options{Migrations: migrations})
+}
+
+// OpenNewInstance is Open for a copy of a data directory that is to run
+// beside its original on the same host: the copy gets an instance id of
+// its own, so that neither takes the other's taps and runtime directory
+// for its own.
+func OpenNewInstance(dir string) (*Store, error) {
+	return OpenWith(dir, Options{Migrations: migrations, NewInstanceID: true})
 }
 
 // OpenWith is Open with explicit options.
@@ -305,6 +322,16 @@ func (s *Store) init(opts Options) error {
 			return err
 		}
 	}
+	if m.InstanceID == "" || opts.NewInstanceID {
+		// A new directory, one from before instance ids, or a copy.
+		if m.InstanceID, err = newInstanceID(); err != nil {
+			return err
+		}
+		if err := s.writeMeta(m); err != nil {
+			return err
+		}
+	}
+	s.instanceID = m.InstanceID
 	for _, d := range []string{imagesDir, filepath.Join(imagesDir, imageAlgoDir), quarantineDir} {
 		if err := s.ensureDir(filepath.Join(s.dir, d)); err != nil {
 			return err
@@ -312,6 +339,24 @@ func (s *Store) init(opts Options) error {
 	}
 	return nil
 }
+
+// newInstanceID returns a random instance id: 16 lower-case hex digits.
+func newInstanceID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("open store: instance id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// InstanceID identifies the petreld instance this data directory is: a
+// random id made at the first Open and kept in meta.json from then on,
+// across restarts and upgrades, and carried by exports into the
+// directories they are imported to (an import is the same instance,
+// moved or restored). petreld marks the host-wide resources it makes with
+// it, such as taps and its run directory, so that instances with other
+// data directories on the same host leave them alone.
+func (s *Store) InstanceID() string { return s.instanceID }
 
 func findMigration(list []Migration, from int) *Migration {
 	for i := range list {

@@ -543,3 +543,54 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+// TestInstanceID: a data directory gets a random instance id at its first
+// Open and keeps it; a directory from before instance ids gets one, and
+// its other metadata stays.
+func TestInstanceID(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.InstanceID()
+	s.Close()
+	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
+		t.Fatalf("instance id %q is not 16 hex digits", id)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := s.InstanceID(); again != id {
+		t.Fatalf("instance id changed across Open: %s, then %s", id, again)
+	}
+	s.Close()
+	if info, err := ReadInfo(dir); err != nil || info.InstanceID != id {
+		t.Fatalf("ReadInfo = %+v, %v; want instance id %s", info, err, id)
+	}
+	other := t.TempDir()
+	s, err = Open(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.InstanceID() == id {
+		t.Fatal("two data directories have the same instance id")
+	}
+	s.Close()
+
+	old := t.TempDir()
+	if err := os.WriteFile(filepath.Join(old, "meta.json"), []byte(`{"schema":2,"created_at":"2020-01-02T03:04:05Z"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = s.InstanceID()
+	s.Close()
+	info, err := ReadInfo(old)
+	if err != nil || id == "" || info.InstanceID != id || info.CreatedAt.Year() != 2020 || info.Schema != SchemaVersion {
+		t.Fatalf("a directory from before instance ids: %+v, %v (id %q)", info, err, id)
+	}
+}

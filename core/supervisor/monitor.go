@@ -10,6 +10,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // retryDelay is how long the monitor waits before asking a backend again
@@ -19,6 +20,27 @@ const retryDelay = 300 * time.Millisecond
 // startMonitor starts the goroutine that follows v's current run. Caller
 // holds v.mu.
 func (s *Supervisor) startMonitor(v *vm, hv hypervisor.Hypervisor) {
+	s.spawnMonitor(v, hv, false)
+}
+
+// startLater records that v, whose start failed because its plugin was
+// not there (it crashed, and did not come back in time), is to be started
+// again, and starts the goroutine that does so after the back-off, and
+// follows it from then on: Petrel's own crash never leaves a VM that
+// restarts on failure failed. Caller holds v.mu.
+func (s *Supervisor) startLater(v *vm, hv hypervisor.Hypervisor, cause error) {
+	v.rec.State = StateRestarting
+	v.rec.Message = fmt.Sprintf("to be started again once its plugin is back: %v", cause)
+	if err := s.persist(v); err != nil {
+		s.opts.Logger.Error("save restarting state", "vm", v.rec.Name, "error", err)
+	}
+	s.spawnMonitor(v, hv, true)
+}
+
+// spawnMonitor starts v's monitor goroutine, owned by s (Close waits for
+// it) and stopped through v.run. With pending, it first starts v, which
+// is recorded as restarting. Caller holds v.mu.
+func (s *Supervisor) spawnMonitor(v *vm, hv hypervisor.Hypervisor, pending bool) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	r := &run{cancel: cancel, done: make(chan struct{})}
 	v.run = r
@@ -28,9 +50,14 @@ func (s *Supervisor) startMonitor(v *vm, hv hypervisor.Hypervisor) {
 		defer s.wg.Done()
 		defer close(r.done)
 		defer cancel()
-		s.monitor(ctx, v, hv, runID)
+		s.monitor(ctx, v, hv, runID, pending)
 	}()
 }
+
+// transient reports whether a start failed only because the plugin was
+// not there to serve it (it crashed under the call, more than once, or
+// did not come back in time): the same start may well work later.
+func transient(err error) bool { return errors.Is(err, rpcerr.ErrUnreachable) }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -46,33 +73,44 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // monitor follows runs of v until the VM stays down or ctx ends: it copies
 // the console, waits for the exit, records it and restarts the VM when its
-// policy says so.
-func (s *Supervisor) monitor(ctx context.Context, v *vm, hv hypervisor.Hypervisor, runID string) {
+// policy says so. With pending, v is to be started first. A restart that
+// fails only because the plugin is not there is tried again after the
+// back-off, for as long as it takes.
+func (s *Supervisor) monitor(ctx context.Context, v *vm, hv hypervisor.Hypervisor, runID string, pending bool) {
 	backoff := s.opts.BackoffMin
 	for {
-		v.pubMu.Lock()
-		ring := v.ring
-		v.pubMu.Unlock()
-		// The console stream ends when the guest's output does, that is
-		// when it exits; only then is the exit asked for. One stream per
-		// VM at a time keeps the plugins small with many VMs.
-		s.pumpConsole(ctx, hv, runID, ring)
-		st := s.waitExit(ctx, hv, runID)
-		if st == nil {
+		if !pending {
+			v.pubMu.Lock()
+			ring := v.ring
+			v.pubMu.Unlock()
+			// The console stream ends when the guest's output does, that
+			// is when it exits; only then is the exit asked for. One
+			// stream per VM at a time keeps the plugins small with many
+			// VMs.
+			s.pumpConsole(ctx, hv, runID, ring)
+			st := s.waitExit(ctx, hv, runID)
+			if st == nil {
+				return
+			}
+			delay, ok := s.recordExit(ctx, v, runID, st, &backoff)
+			if !ok || !sleep(ctx, delay) {
+				return
+			}
+		}
+		next, outcome := s.restartAfterFailure(ctx, v, hv, runID)
+		switch outcome {
+		case restartUp:
+			runID, pending = next, false
+		case restartLater:
+			runID, pending = next, true
+			delay := backoff
+			backoff = min(backoff*2, s.opts.BackoffMax)
+			if !sleep(ctx, delay) {
+				return
+			}
+		default:
 			return
 		}
-
-		next, delay, ok := s.recordExit(ctx, v, hv, runID, st, &backoff)
-		if !ok {
-			return
-		}
-		if !sleep(ctx, delay) {
-			return
-		}
-		if !s.restartAfterFailure(ctx, v, hv, runID, next) {
-			return
-		}
-		runID = next
 	}
 }
 
@@ -124,39 +162,42 @@ func (s *Supervisor) pumpConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 	}
 }
 
-// recordExit stores an exit. It returns the run id for a restart and the
-// delay before it, or ok=false when the VM stays down (or ctx ended).
-func (s *Supervisor) recordExit(ctx context.Context, v *vm, hv hypervisor.Hypervisor, runID string, st *pluginv1.ExitStatus, backoff *time.Duration) (string, time.Duration, bool) {
+// recordExit stores an exit. It returns the delay before a restart, or
+// ok=false when the VM stays down (or ctx ended).
+func (s *Supervisor) recordExit(ctx context.Context, v *vm, runID string, st *pluginv1.ExitStatus, backoff *time.Duration) (time.Duration, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if ctx.Err() != nil || v.gone || v.rec.RunID != runID {
-		return "", 0, false
+		return 0, false
 	}
 	ranFor := time.Since(v.rec.StartedAt)
-	v.rec.HasExit = true
-	v.rec.ExitCode, v.rec.ExitSignal = st.GetCode(), st.GetSignal()
 	v.rec.ExitedAt = time.Unix(0, st.GetExitedAtNs()).UTC()
 	if st.GetExitedAtNs() == 0 {
 		v.rec.ExitedAt = time.Now().UTC()
 	}
 	v.rec.Pid, v.rec.ShimPid = 0, 0
-	switch {
-	case st.GetLost():
-		v.rec.Message = "the VM's shim disappeared; exit status unknown"
-	case st.GetSignal() != 0:
+	if st.GetLost() {
+		// Nothing recorded how the guest ended: no exit code at all (an
+		// earlier run's included), rather than a 0 that reads as success.
+		v.rec.HasExit, v.rec.ExitCode, v.rec.ExitSignal = false, 0, 0
+		v.rec.State = StateLost
+		v.rec.Message = "the VM's shim disappeared without recording the guest's exit; exit status unknown"
+		s.event(events.Lost, v.rec, v.rec.Message)
+		s.stayDown(v)
+		return 0, false
+	}
+	v.rec.HasExit = true
+	v.rec.ExitCode, v.rec.ExitSignal = st.GetCode(), st.GetSignal()
+	if st.GetSignal() != 0 {
 		v.rec.Message = fmt.Sprintf("killed by signal %d", st.GetSignal())
-	default:
+	} else {
 		v.rec.Message = fmt.Sprintf("exited with code %d", st.GetCode())
 	}
 	s.event(events.Exited, v.rec, v.rec.Message)
-	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), st.GetLost()) {
+	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), false) {
 		v.rec.State = StateExited
-		s.releaseDevices(v)
-		if err := s.persist(v); err != nil {
-			s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
-		}
-		v.ring.SetClosed(true)
-		return "", 0, false
+		s.stayDown(v)
+		return 0, false
 	}
 	if ranFor >= s.opts.ResetAfter {
 		*backoff = s.opts.BackoffMin
@@ -167,28 +208,62 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, hv hypervisor.Hyperv
 	if err := s.persist(v); err != nil {
 		s.opts.Logger.Error("save restarting state", "vm", v.rec.Name, "error", err)
 	}
-	return newRunID(), delay, true
+	return delay, true
 }
 
-// restartAfterFailure starts the next run of v, unless something else
-// changed the VM meanwhile. It reports whether the new run is up.
-func (s *Supervisor) restartAfterFailure(ctx context.Context, v *vm, hv hypervisor.Hypervisor, oldRun, nextRun string) bool {
+// stayDown records that v, whose run ended, stays down: it gives back its
+// devices and closes its console. Caller holds v.mu.
+func (s *Supervisor) stayDown(v *vm) {
+	s.releaseDevices(v)
+	if err := s.persist(v); err != nil {
+		s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
+	}
+	v.ring.SetClosed(true)
+}
+
+// Outcomes of restartAfterFailure.
+const (
+	// restartUp: the new run is up.
+	restartUp = iota
+	// restartLater: the plugin was not there; v stays restarting.
+	restartLater
+	// restartOff: v stays down (it failed, or changed meanwhile).
+	restartOff
+)
+
+// restartAfterFailure starts the next run of v, which is restarting after
+// run prev, unless something else changed the VM meanwhile. It returns the
+// new run's id and the outcome.
+func (s *Supervisor) restartAfterFailure(ctx context.Context, v *vm, hv hypervisor.Hypervisor, prev string) (string, int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if ctx.Err() != nil || v.gone || v.rec.RunID != oldRun || v.rec.State != StateRestarting {
-		return false
+	if ctx.Err() != nil || v.gone || v.rec.RunID != prev || v.rec.State != StateRestarting {
+		return "", restartOff
 	}
-	s.cleanupRun(hv, oldRun)
+	s.cleanupRun(hv, prev)
 	imagePath, err := s.opts.Store.ImagePath(v.rec.ImageSHA256)
 	if err != nil {
 		s.markFailed(v, fmt.Errorf("restart: image: %w", err))
-		return false
+		return "", restartOff
 	}
+	next := newRunID()
 	v.rec.Restarts++
-	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, nextRun), false); err != nil {
-		s.markFailed(v, fmt.Errorf("restart: %w", err))
-		return false
+	err = s.start(ctx, v, hv, s.spec(v.rec, imagePath, next), false)
+	switch {
+	case err == nil:
+		s.event(events.Restarted, v.rec, fmt.Sprintf("restart %d after failure", v.rec.Restarts))
+		return next, restartUp
+	case ctx.Err() != nil:
+		return "", restartOff // destroyed or restarted meanwhile: that caller takes over
+	case transient(err):
+		v.rec.Restarts--
+		v.rec.State = StateRestarting
+		v.rec.Message = fmt.Sprintf("to be started again once its plugin is back: %v", err)
+		if perr := s.persist(v); perr != nil {
+			s.opts.Logger.Error("save restarting state", "vm", v.rec.Name, "error", perr)
+		}
+		return next, restartLater
 	}
-	s.event(events.Restarted, v.rec, fmt.Sprintf("restart %d after failure", v.rec.Restarts))
-	return true
+	s.markFailed(v, fmt.Errorf("restart: %w", err))
+	return "", restartOff
 }

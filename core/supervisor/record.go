@@ -22,6 +22,7 @@ const (
 	StateExited       = vmrecord.StateExited
 	StateRestarting   = vmrecord.StateRestarting
 	StateFailed       = vmrecord.StateFailed
+	StateLost         = vmrecord.StateLost
 	RecordsCollection = vmrecord.Collection
 )
 

@@ -12,13 +12,14 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
 // Recover loads every VM record and brings the daemon back in line with
 // the host: running VMs are reattached (never restarted), VMs whose shim
-// died are recorded as exited, VMs from an earlier boot and VMs caught
+// died without recording an exit are recorded as lost, VMs from an earlier boot and VMs caught
 // mid-start are started again in startup-priority order, and runtime
 // directories no record refers to are removed. It returns the number of
 // VMs reattached and started.
@@ -123,6 +124,10 @@ func (s *Supervisor) startRecovered(ctx context.Context, v *vm) bool {
 		return false
 	}
 	if err := s.start(ctx, v, hv, s.spec(v.rec, imagePath, newRunID()), false); err != nil {
+		if transient(err) && v.rec.Restart.OnFailure {
+			s.startLater(v, hv, err)
+			return false
+		}
 		s.markFailed(v, err)
 		return false
 	}
@@ -167,7 +172,7 @@ func (s *Supervisor) ReconcileNets(ctx context.Context) {
 		v.pubMu.Lock()
 		r := v.pub
 		v.pubMu.Unlock()
-		if r.State == StateExited || r.State == StateFailed {
+		if vmrecord.Down(r.State) {
 			continue
 		}
 		for _, nt := range r.Nets {

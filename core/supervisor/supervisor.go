@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +31,10 @@ import (
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // Errors callers map to user-facing classes.
@@ -249,6 +252,37 @@ func (s *Supervisor) event(typ string, r Record, msg string) {
 	s.opts.Events.Publish(events.Event{Type: typ, Name: r.Name, ExitCode: r.ExitCode, ExitSignal: r.ExitSignal, Message: msg})
 }
 
+// MaxArgBytes bounds a VM's arguments joined with single spaces (with a
+// Linux guest's kernel command line in front): Solo5's command line limit
+// (solo5.MaxCmdline, 8192 bytes with the terminating NUL), applied to
+// every backend, so that arguments no guest could take are refused as the
+// caller's mistake before anything starts, rather than by the tender or,
+// far larger, by the kernel when the tender is executed. A Linux kernel
+// takes less on most architectures (2048 bytes on x86) and says so itself.
+const MaxArgBytes = solo5.MaxCmdline - 1
+
+// checkArgs refuses arguments that no guest's command line can carry:
+// with NUL bytes, or longer than MaxArgBytes joined with spaces.
+func checkArgs(args []string, kernelCmdline string) error {
+	if strings.IndexByte(kernelCmdline, 0) >= 0 {
+		return invalid("the kernel command line contains a NUL byte, which a command line cannot carry")
+	}
+	n := len(kernelCmdline)
+	for i, a := range args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return invalid("argument %d contains a NUL byte, which a command line cannot carry", i+1)
+		}
+		if n > 0 || i > 0 {
+			n++
+		}
+		n += len(a)
+	}
+	if n > MaxArgBytes {
+		return invalid("the arguments take %d bytes joined with spaces; a guest's command line holds at most %d (Solo5's %d bytes with the terminating NUL)", n, MaxArgBytes, solo5.MaxCmdline)
+	}
+	return nil
+}
+
 // checkParams validates what can be checked without the backend.
 func (s *Supervisor) checkParams(p *CreateParams) error {
 	n, err := name.ParseVM(p.Name)
@@ -264,6 +298,9 @@ func (s *Supervisor) checkParams(p *CreateParams) error {
 	}
 	if p.MemoryMB == 0 {
 		p.MemoryMB = 32
+	}
+	if err := checkArgs(p.Args, p.KernelCmdline); err != nil {
+		return err
 	}
 	if s.opts.HostMemoryMB > 0 && p.MemoryMB > s.opts.HostMemoryMB {
 		return invalid("%d MB of memory requested, the host has %d MB", p.MemoryMB, s.opts.HostMemoryMB)
@@ -370,7 +407,7 @@ func (s *Supervisor) checkNets(ctx context.Context, v *vm, nets []NetParam) erro
 		other.pubMu.Lock()
 		r := other.pub
 		other.pubMu.Unlock()
-		if r.State == StateExited || r.State == StateFailed {
+		if vmrecord.Down(r.State) {
 			continue
 		}
 		for _, nt := range r.Nets {
@@ -547,6 +584,9 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 			return Record{}, err
 		}
 	}
+	if err := s.confine(ctx, hv, spec); err != nil {
+		return Record{}, err
+	}
 	release, err := s.admit(rec)
 	if err != nil {
 		return Record{}, err
@@ -590,6 +630,38 @@ func (s *Supervisor) spec(r Record, imagePath, runID string) *pluginv1.VMSpec {
 	return spec
 }
 
+// confine sets the CPUs a VM pinned to none runs within (spec.AllowedCpus)
+// to those its governing policies allow, as they are now, and refuses to
+// go on when the policies allow none of the host's CPUs or when the
+// backend cannot confine a VM to CPUs: a VM governed by a CPU set never
+// runs outside it.
+func (s *Supervisor) confine(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
+	spec.AllowedCpus = nil
+	if len(spec.GetCpus()) > 0 || s.opts.Policies == nil {
+		return nil
+	}
+	vm, err := name.ParseVM(spec.GetName())
+	if err != nil {
+		return invalid("%v", err)
+	}
+	cpus, confined, err := s.opts.Policies.CPUs(vm)
+	if err != nil || !confined {
+		return err
+	}
+	caps, err := hv.Capabilities(ctx)
+	if err != nil {
+		return fmt.Errorf("capabilities of the backend of %s: %w", spec.GetName(), err)
+	}
+	if !caps.GetConfinesCpus() {
+		return fmt.Errorf("%w: the backend of %s cannot confine a VM to CPUs, and the policies governing it allow only CPUs %v",
+			hypervisor.ErrUnavailable, spec.GetName(), cpus)
+	}
+	for _, c := range cpus {
+		spec.AllowedCpus = append(spec.AllowedCpus, uint32(c))
+	}
+	return nil
+}
+
 func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
 	res, err := hv.Validate(ctx, spec)
 	if err != nil {
@@ -618,6 +690,9 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 		if err := s.persist(v); err != nil {
 			return err
 		}
+	}
+	if err := s.confine(ctx, hv, spec); err != nil {
+		return fmt.Errorf("start %s: %w", v.rec.Name, err)
 	}
 	if err := s.acquireBlocks(v, spec); err != nil {
 		return err
@@ -789,10 +864,16 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	}
 	next := v.rec.Clone()
 	if args != nil {
+		if err := checkArgs(args, next.KernelCmdline); err != nil {
+			return Record{}, err
+		}
 		next.Args = args
 	}
 	spec := s.spec(next, imagePath, newRunID())
 	if err := s.validate(ctx, hv, spec); err != nil {
+		return Record{}, err
+	}
+	if err := s.confine(ctx, hv, spec); err != nil {
 		return Record{}, err
 	}
 	if err := s.teardown(ctx, v); err != nil {
@@ -800,6 +881,10 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 	}
 	v.rec.Args = next.Args
 	if err := s.start(ctx, v, hv, spec, false); err != nil {
+		if transient(err) && v.rec.Restart.OnFailure {
+			s.startLater(v, hv, err)
+			return Record{}, fmt.Errorf("%w (%s restarts on failure: it will be started once the plugin is back)", err, v.rec.Name)
+		}
 		s.markFailed(v, err)
 		return Record{}, err
 	}

@@ -3,15 +3,20 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // fakeHV is an in-memory backend: VMs run until Stop/Destroy or exit(id).
@@ -21,10 +26,17 @@ type fakeHV struct {
 	started   []string // names, in start order
 	destroyed []string // run ids
 	block     map[string]chan struct{}
+	// unreachable is how many of the next Starts fail as a plugin that
+	// is not there does.
+	unreachable int
+	// specs holds the last spec started for each VM name.
+	specs map[string]*pluginv1.VMSpec
+	// noConfine makes the backend say it cannot confine VMs to CPUs.
+	noConfine bool
 }
 
 func newFake() *fakeHV {
-	return &fakeHV{running: map[string]chan *pluginv1.ExitStatus{}, block: map[string]chan struct{}{}}
+	return &fakeHV{running: map[string]chan *pluginv1.ExitStatus{}, block: map[string]chan struct{}{}, specs: map[string]*pluginv1.VMSpec{}}
 }
 
 func (f *fakeHV) Info(context.Context) (*pluginv1.PluginInfo, error) {
@@ -35,7 +47,9 @@ func (f *fakeHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, er
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY}, nil
 }
 func (f *fakeHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
-	return &pluginv1.HypervisorCapabilities{}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &pluginv1.HypervisorCapabilities{ConfinesCpus: !f.noConfine}, nil
 }
 func (f *fakeHV) Validate(_ context.Context, s *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
 	if s.GetMemoryMb() > 4096 {
@@ -49,6 +63,11 @@ func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handl
 	}
 	f.mu.Lock()
 	b := f.block[s.GetName()]
+	if f.unreachable > 0 {
+		f.unreachable--
+		f.mu.Unlock()
+		return nil, fmt.Errorf("hypervisor plugin: %w", rpcerr.ErrUnreachable)
+	}
 	f.mu.Unlock()
 	if b != nil {
 		select {
@@ -61,6 +80,7 @@ func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handl
 	defer f.mu.Unlock()
 	f.running[s.GetId()] = make(chan *pluginv1.ExitStatus, 1)
 	f.started = append(f.started, s.GetName())
+	f.specs[s.GetName()] = s
 	return &pluginv1.Handle{Id: s.GetId(), Pid: 4242}, nil
 }
 func (f *fakeHV) Recover(_ context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
@@ -280,6 +300,116 @@ func TestRestartBackoffAndDestroyInLoop(t *testing.T) {
 	}
 }
 
+// TestPluginAbsenceNeverFails: a VM that restarts on failure and whose
+// plugin is not there when it is to be started again (after an exit, or
+// on a restart request) stays restarting and is started once the plugin
+// is back; it is never recorded as failed. A VM without restart on
+// failure is failed by a restart request its plugin could not serve.
+func TestPluginAbsenceNeverFails(t *testing.T) {
+	f := newFixture(t)
+	sub := f.sup.opts.Events.Subscribe("")
+	defer sub.Close()
+	r := f.create("keeper", 0, true)
+	f.hv.mu.Lock()
+	f.hv.unreachable = 3
+	f.hv.mu.Unlock()
+	f.hv.exit(r.RunID, 3, 0)
+	eventually(t, "started once the plugin is back", func() bool {
+		s := f.state("keeper")
+		return s.State == StateRunning && s.RunID != r.RunID
+	})
+	if s := f.state("keeper"); s.Restarts != 1 {
+		t.Fatalf("restarts = %d after one restart", s.Restarts)
+	}
+
+	f.hv.mu.Lock()
+	f.hv.unreachable = 2
+	f.hv.mu.Unlock()
+	if _, err := f.sup.Restart(context.Background(), "keeper", nil); !errors.Is(err, rpcerr.ErrUnreachable) {
+		t.Fatalf("restart without a plugin = %v", err)
+	}
+	if s := f.state("keeper"); s.State != StateRestarting {
+		t.Fatalf("after a restart without a plugin: %+v", s)
+	}
+	eventually(t, "started once the plugin is back", func() bool { return f.state("keeper").State == StateRunning })
+
+	plain := f.create("plain", 0, false)
+	f.hv.mu.Lock()
+	f.hv.unreachable = 1
+	f.hv.mu.Unlock()
+	if _, err := f.sup.Restart(context.Background(), "plain", nil); err == nil {
+		t.Fatal("restart without a plugin succeeded")
+	}
+	if s := f.state("plain"); s.State != StateFailed || s.RunID == plain.RunID {
+		t.Fatalf("plain VM after a restart without a plugin: %+v", s)
+	}
+	for {
+		select {
+		case e := <-sub.C():
+			if e.Type == events.Failed && e.Name == "keeper" {
+				t.Fatalf("keeper was failed: %+v", e)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
+
+// TestConfinement: a VM pinned to no CPU is started confined to the CPUs
+// its policies allow, a pinned one pinned, one under no CPU policy
+// unconfined; a backend that cannot confine VMs gets none to start.
+func TestConfinement(t *testing.T) {
+	f := newFixture(t)
+	tree, err := policy.NewTree(policy.Policy{VMs: 10, CPUs: []int{0, 1}, MemoryMB: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tree.Set(name.MustParse("team"), policy.Policy{VMs: 5, CPUs: []int{1}, MemoryMB: 512}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.sup.opts.Policies = tree
+	ctx := context.Background()
+	for _, c := range []struct {
+		name         string
+		pin, allowed string
+	}{
+		{"team:free", "[]", "[1]"},
+		{"team:pinned", "[1]", "[]"},
+		{"other", "[]", "[]"},
+	} {
+		p := CreateParams{Name: c.name, ImageSHA256: f.sha, MemoryMB: 16}
+		if c.pin != "[]" {
+			p.CPUs = []uint32{1}
+		}
+		if _, err := f.sup.Create(ctx, p); err != nil {
+			t.Fatalf("create %s: %v", c.name, err)
+		}
+		f.hv.mu.Lock()
+		spec := f.hv.specs[c.name]
+		f.hv.mu.Unlock()
+		if got := fmt.Sprint(spec.GetCpus()); got != c.pin {
+			t.Errorf("%s pinned to %s, want %s", c.name, got, c.pin)
+		}
+		if got := fmt.Sprint(spec.GetAllowedCpus()); got != c.allowed {
+			t.Errorf("%s confined to %s, want %s", c.name, got, c.allowed)
+		}
+	}
+	f.hv.mu.Lock()
+	f.hv.noConfine = true
+	f.hv.mu.Unlock()
+	_, err = f.sup.Create(ctx, CreateParams{Name: "team:other", ImageSHA256: f.sha, MemoryMB: 16})
+	if !errors.Is(err, hypervisor.ErrUnavailable) || !strings.Contains(err.Error(), "cannot confine") {
+		t.Fatalf("create on a backend that cannot confine: %v", err)
+	}
+	if _, err := f.sup.Restart(ctx, "team:free", nil); !errors.Is(err, hypervisor.ErrUnavailable) {
+		t.Fatalf("restart on a backend that cannot confine: %v", err)
+	}
+	if s := f.state("team:free"); s.State != StateRunning {
+		t.Fatalf("a refused restart touched the VM: %+v", s)
+	}
+}
+
 // TestRecoverAfterReboot: VMs recorded under another boot are started
 // again in startup order; orphaned runs are removed; exited VMs stay
 // exited.
@@ -314,7 +444,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 }
 
 // TestRecoverSameBoot: a running VM is reattached, not restarted; one
-// whose run vanished is recorded as exited.
+// whose run vanished is recorded as lost, with no exit code.
 func TestRecoverSameBoot(t *testing.T) {
 	f := newFixture(t)
 	keep := f.create("keep", 0, false)
@@ -332,7 +462,10 @@ func TestRecoverSameBoot(t *testing.T) {
 	if s := f.state("keep"); s.State != StateRunning || s.RunID != keep.RunID {
 		t.Fatalf("keep: %+v", s)
 	}
-	eventually(t, "lost VM recorded", func() bool { return f.state("lost").State == StateExited })
+	eventually(t, "lost VM recorded", func() bool { return f.state("lost").State == StateLost })
+	if s := f.state("lost"); s.HasExit || s.ExitCode != 0 || s.Pid != 0 {
+		t.Fatalf("a lost VM has no exit: %+v", s)
+	}
 	if len(f.hv.started) != 0 {
 		t.Fatalf("VMs restarted: %v", f.hv.started)
 	}

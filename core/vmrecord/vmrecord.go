@@ -23,11 +23,24 @@ const (
 	StateRestarting = "restarting"
 	// StateFailed: the VM could not be started (again); Message says why.
 	StateFailed = "failed"
+	// StateLost: the VM's shim vanished (it was killed, or the host lost
+	// it) without recording how the guest ended, so the exit status is
+	// unknown. The record then has no exit (HasExit is false): a script
+	// must not take the unknown for success. A lost VM is not restarted,
+	// whatever its restart policy, because nothing says it failed.
+	StateLost = "lost"
 )
 
 // States lists every VM state, for reports that count VMs by state and
 // must show the empty ones too.
-var States = []string{StateStarting, StateRunning, StateExited, StateRestarting, StateFailed}
+var States = []string{StateStarting, StateRunning, StateExited, StateRestarting, StateFailed, StateLost}
+
+// Down reports whether a VM in state runs no more and will not run again
+// unless asked to: it holds no resources (taps, block devices, policy
+// shares) and its last run is over.
+func Down(state string) bool {
+	return state == StateExited || state == StateFailed || state == StateLost
+}
 
 // Collection is the store collection holding VM records.
 const Collection = "vms"
@@ -92,6 +105,8 @@ type Record struct {
 	// an earlier boot describes a VM that no longer runs.
 	BootID string `json:"boot_id,omitempty"`
 
+	// HasExit says ExitCode and ExitSignal hold the last run's exit;
+	// it is false before the first exit and after a lost one.
 	HasExit    bool      `json:"has_exit,omitempty"`
 	ExitCode   int32     `json:"exit_code,omitempty"`
 	ExitSignal int32     `json:"exit_signal,omitempty"`

@@ -31,7 +31,11 @@ type Hypervisor interface {
 	Capabilities(ctx context.Context) (*pluginv1.HypervisorCapabilities, error)
 	// Validate checks a spec without starting anything.
 	Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error)
-	// Start launches a VM and returns once its guest runs.
+	// Start launches a VM and returns once its guest runs. It must be
+	// idempotent by spec.Id: petreld repeats a Start that a crash of the
+	// plugin cut short, and the repeated call must find the run the first
+	// one began (running or already over) and return its handle, rather
+	// than start a second guest.
 	Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error)
 	// Recover reattaches to a VM from a handle returned by an earlier Start.
 	Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error)

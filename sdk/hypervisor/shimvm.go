@@ -18,6 +18,23 @@ import (
 // every backend of Petrel's does. They are here so that such backends
 // report exits, statistics and consoles the same way.
 
+// CPUSet returns the CPUs the shim is to run the VM of spec on, for
+// shim.Config.CPUs: those it is pinned to, or else those it is confined
+// to (spec.AllowedCpus); none when it is neither. The shim sets the
+// affinity on the thread that starts the tender, before it executes it,
+// so the tender and every thread and child it makes inherit it.
+func CPUSet(spec *pluginv1.VMSpec) []int {
+	ids := spec.GetCpus()
+	if len(ids) == 0 {
+		ids = spec.GetAllowedCpus()
+	}
+	var cpus []int
+	for _, c := range ids {
+		cpus = append(cpus, int(c))
+	}
+	return cpus
+}
+
 // ShimExitStatus converts the exit record a shim wrote.
 func ShimExitStatus(e shim.Exit) *pluginv1.ExitStatus {
 	return &pluginv1.ExitStatus{
@@ -59,10 +76,16 @@ func KillShim(ctx context.Context, c *shim.Client) error {
 }
 
 // RemoveShimVM kills the VM whose shim runs in dir, if it still runs, and
-// removes dir with everything in it. A dir that does not exist is done.
+// removes dir with everything in it. A dir that does not exist is done. A
+// shim still starting there (its launcher died mid-launch) is waited for,
+// so that it is killed with its tender rather than left running without
+// its directory.
 func RemoveShimVM(ctx context.Context, dir string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
+	}
+	if _, err := shim.Resume(ctx, dir); err != nil && !errors.Is(err, shim.ErrNoRun) {
+		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	if shim.Alive(dir) {
 		if err := KillShim(ctx, shim.Dial(dir)); err != nil {

@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/shim"
@@ -39,5 +42,37 @@ func TestShimHelpersOnLostShim(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Fatalf("the lost shim's socket is left: %v", err)
+	}
+}
+
+// TestRemoveWaitsForStartingShim: a run directory held by a launch in
+// progress (a shim that does not answer yet) is not removed under it;
+// once nothing holds it, it is.
+func TestRemoveWaitsForStartingShim(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run1")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, shim.LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := RemoveShimVM(ctx, dir); err == nil {
+		t.Fatal("RemoveShimVM removed a directory whose shim is starting")
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the directory is gone: %v", err)
+	}
+	f.Close()
+	if err := RemoveShimVM(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the directory is left: %v", err)
 	}
 }

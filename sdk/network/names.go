@@ -36,6 +36,20 @@ func TapName(vm, netName string) string {
 	return TapPrefix + hex.EncodeToString(sum[:6])
 }
 
+// TapNameFor is TapName for the taps of the petreld instance owner (its
+// data directory's instance id): TapPrefix followed by the first 12 hex
+// digits of SHA-256(owner + "/" + vm + "/" + netName), so that two
+// instances on one host (each with its own data directory) never derive
+// the same name, even for VMs of the same name. An empty owner gives
+// TapName.
+func TapNameFor(owner, vm, netName string) string {
+	if owner == "" {
+		return TapName(vm, netName)
+	}
+	sum := sha256.Sum256([]byte(owner + "/" + vm + "/" + netName))
+	return TapPrefix + hex.EncodeToString(sum[:6])
+}
+
 // DeriveMAC returns the guest MAC address used when the user gives none:
 // the first six bytes of SHA-256("petrel-mac/" + vm + "/" + netName), with
 // the first octet's locally-administered bit (0x02) set and its multicast
@@ -47,7 +61,24 @@ func TapName(vm, netName string) string {
 // collide with negligible probability; petreld still checks for
 // duplicates among running VMs.
 func DeriveMAC(vm, netName string) string {
-	sum := sha256.Sum256([]byte("petrel-mac/" + vm + "/" + netName))
+	return deriveMAC("petrel-mac/" + vm + "/" + netName)
+}
+
+// DeriveMACFor is DeriveMAC for the VMs of the petreld instance owner: the
+// same construction over "petrel-mac/" + owner + "/" + vm + "/" + netName,
+// so that VMs of the same name under two instances sharing a bridge get
+// different addresses. An empty owner gives DeriveMAC.
+func DeriveMACFor(owner, vm, netName string) string {
+	if owner == "" {
+		return DeriveMAC(vm, netName)
+	}
+	return deriveMAC("petrel-mac/" + owner + "/" + vm + "/" + netName)
+}
+
+// deriveMAC turns the SHA-256 of seed into a locally administered unicast
+// address that never starts like a tap's host side.
+func deriveMAC(seed string) string {
+	sum := sha256.Sum256([]byte(seed))
 	b := sum[:6]
 	b[0] = (b[0] | 0x02) &^ 0x01
 	if b[0] == 0xfe {
@@ -134,16 +165,22 @@ type Tag struct {
 	Net string
 	// MAC is the guest's MAC address; it may be empty.
 	MAC string
+	// Owner identifies the petreld instance that made the interface (its
+	// data directory's instance id), so that reconciliation, which
+	// removes the interfaces no VM uses any more, touches only its own
+	// instance's. It is empty on interfaces tagged before instances had
+	// an id, which no instance removes as an orphan.
+	Owner string
 }
 
 // Alias encodes t as the text stored on an interface:
 //
-//	petrel/v1 vm=<VM> net=<Net> mac=<MAC>
+//	petrel/v1 vm=<VM> net=<Net> mac=<MAC> owner=<Owner>
 //
 // Each value is escaped with url.PathEscape, so it holds no spaces and
 // fields split unambiguously on ' ' and on the first '=' whatever
-// characters the names contain; the mac field is left out when MAC is
-// empty. Alias fails with ErrInvalid when VM or Net is empty, MAC is not a
+// characters the names contain; the mac and owner fields are left out
+// when empty. Alias fails with ErrInvalid when VM or Net is empty, MAC is not a
 // valid address, or the encoding exceeds MaxAliasLen.
 func (t Tag) Alias() (string, error) {
 	if t.VM == "" || t.Net == "" {
@@ -157,16 +194,21 @@ func (t Tag) Alias() (string, error) {
 		}
 		s += " mac=" + mac
 	}
+	if t.Owner != "" {
+		s += " owner=" + url.PathEscape(t.Owner)
+	}
 	if len(s) > MaxAliasLen {
 		return "", fmt.Errorf("%w: interface tag for VM %q device %q is %d bytes, longer than %d", ErrInvalid, t.VM, t.Net, len(s), MaxAliasLen)
 	}
 	return s, nil
 }
 
-// Same reports whether t and o name the same VM device; the MAC is not
-// compared, since it identifies the guest rather than the device.
+// Same reports whether t and o name the same VM device of the same
+// instance; the MAC is not compared, since it identifies the guest rather
+// than the device. A tag without an owner (made before instances had one)
+// matches any owner, so that a VM started before an upgrade keeps its tap.
 func (t Tag) Same(o Tag) bool {
-	return t.VM == o.VM && t.Net == o.Net
+	return t.VM == o.VM && t.Net == o.Net && (t.Owner == o.Owner || t.Owner == "" || o.Owner == "")
 }
 
 // ParseAlias decodes an interface tag written by Tag.Alias. ok is false
@@ -198,6 +240,8 @@ func ParseAlias(alias string) (t Tag, ok bool) {
 				return Tag{}, false
 			}
 			t.MAC = mac
+		case "owner":
+			t.Owner = v
 		}
 	}
 	if t.VM == "" || t.Net == "" {

@@ -167,3 +167,43 @@ func TestAliasRefusals(t *testing.T) {
 		t.Errorf("unknown fields not ignored: %+v %v", tag, ok)
 	}
 }
+
+// TestOwnedNames: names and addresses derived for an instance differ from
+// those of another instance and from the ownerless ones, and an owner
+// rides in the tag.
+func TestOwnedNames(t *testing.T) {
+	a, b := "0123456789abcdef", "fedcba9876543210"
+	if TapNameFor("", "web", "service0") != TapName("web", "service0") || DeriveMACFor("", "web", "service0") != DeriveMAC("web", "service0") {
+		t.Fatal("an empty owner does not give the ownerless names")
+	}
+	names := map[string]bool{TapName("web", "service0"): true, TapNameFor(a, "web", "service0"): true, TapNameFor(b, "web", "service0"): true}
+	macs := map[string]bool{DeriveMAC("web", "service0"): true, DeriveMACFor(a, "web", "service0"): true, DeriveMACFor(b, "web", "service0"): true}
+	if len(names) != 3 || len(macs) != 3 {
+		t.Fatalf("instances share names or addresses: %v %v", names, macs)
+	}
+	for n := range names {
+		if err := ValidIfName(n); err != nil || !strings.HasPrefix(n, TapPrefix) {
+			t.Errorf("tap name %q: %v", n, err)
+		}
+	}
+	for m := range macs {
+		if _, err := ParseMAC(m); err != nil {
+			t.Errorf("MAC %q: %v", m, err)
+		}
+	}
+	tag := Tag{VM: "team:web", Net: "service0", MAC: DeriveMACFor(a, "team:web", "service0"), Owner: a}
+	s, err := tag.Alias()
+	if err != nil || !strings.HasSuffix(s, " owner="+a) {
+		t.Fatalf("Alias = %q, %v", s, err)
+	}
+	back, ok := ParseAlias(s)
+	if !ok || back != tag {
+		t.Fatalf("ParseAlias(%q) = %+v, %v", s, back, ok)
+	}
+	if tag.Same(Tag{VM: "team:web", Net: "service0", Owner: b}) {
+		t.Error("taps of two instances are the same")
+	}
+	if !tag.Same(Tag{VM: "team:web", Net: "service0"}) {
+		t.Error("an ownerless tap is not adopted by its VM")
+	}
+}

@@ -15,6 +15,13 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// ErrUnreachable marks a call that did not reach the plugin, or whose
+// answer never came back, because the connection failed: the plugin
+// process exited, crashed or is being restarted (gRPC's Unavailable). The
+// plugin may or may not have acted on the request, so only a request that
+// is safe to repeat may be retried, once a new plugin process serves.
+var ErrUnreachable = errors.New("plugin unreachable")
+
 // Class maps a sentinel error to a status code.
 type Class struct {
 	Err  error
@@ -71,6 +78,9 @@ func (cs Classes) FromStatus(err error, what string) error {
 	}
 	if st.Code() == codes.Unknown {
 		return errors.New(st.Message())
+	}
+	if st.Code() == codes.Unavailable {
+		return &classError{msg: what + ": " + st.Message(), class: ErrUnreachable}
 	}
 	return fmt.Errorf("%s: %s", what, st.Message())
 }

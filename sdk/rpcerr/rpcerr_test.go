@@ -26,7 +26,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("unclassified: %v", plain)
 	}
 	other := cs.FromStatus(status.Error(codes.Unavailable, "connection lost"), "plugin")
-	if other.Error() != "plugin: connection lost" {
+	if other.Error() != "plugin: connection lost" || !errors.Is(other, ErrUnreachable) {
 		t.Errorf("transport error: %v", other)
 	}
 	nested := status.Error(codes.NotFound, "gone")

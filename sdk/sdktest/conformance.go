@@ -13,6 +13,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
 // HypervisorSuite describes a backend under test. The suite drives it
@@ -98,6 +99,15 @@ func (s HypervisorSuite) Run(t *testing.T) {
 			if _, err := hv.Start(ctx, s.spec(t, img, nil)); !errors.Is(err, hypervisor.ErrInvalid) {
 				t.Fatalf("Start(%s) = %v; want ErrInvalid", img, err)
 			}
+		}
+		// Arguments no Solo5 command line can hold are refused, with the
+		// limit named, before anything starts.
+		long := s.spec(t, s.Image(t), []string{strings.Repeat("x", solo5.MaxCmdline)})
+		if res, err := hv.Validate(ctx, long); err != nil || res.GetOk() || !strings.Contains(res.GetReason(), strconv.Itoa(solo5.MaxCmdline-1)) {
+			t.Fatalf("Validate(%d bytes of arguments) = %v, %v; want a refusal naming the limit", solo5.MaxCmdline, res, err)
+		}
+		if _, err := hv.Start(ctx, long); !errors.Is(err, hypervisor.ErrInvalid) {
+			t.Fatalf("Start(%d bytes of arguments) = %v; want ErrInvalid", solo5.MaxCmdline, err)
 		}
 		res, err := hv.Validate(ctx, s.spec(t, s.Image(t), nil))
 		if err != nil || !res.GetOk() {
@@ -188,6 +198,35 @@ func (s HypervisorSuite) Run(t *testing.T) {
 			t.Fatal("guest process still alive after Stop")
 		}
 		if err := hv2.Destroy(ctx, spec.GetId()); err != nil {
+			t.Fatalf("Destroy: %v", err)
+		}
+	})
+
+	t.Run("StartIsIdempotent", func(t *testing.T) {
+		// A Start repeated with the same id (petreld repeats one that a
+		// crash of the plugin cut short) adopts the run the first made.
+		hv := s.configured(t, runDir)
+		spec := s.spec(t, s.Image(t), s.RunForever)
+		h, err := hv.Start(ctx, spec)
+		if err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		defer hv.Destroy(context.Background(), spec.GetId())
+		again, err := s.configured(t, runDir).Start(ctx, spec)
+		if err != nil || again.GetPid() != h.GetPid() || again.GetShimPid() != h.GetShimPid() {
+			t.Fatalf("Start again = %v, %v; want the first run (pid %d, shim %d)", again, err, h.GetPid(), h.GetShimPid())
+		}
+		// A directory left by a Start cut short before anything ran
+		// there does not stop the next one.
+		empty := s.spec(t, s.Image(t), s.RunForever)
+		if err := os.Mkdir(filepath.Join(runDir, empty.GetId()), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		h2, err := hv.Start(ctx, empty)
+		if err != nil || h2.GetPid() == 0 || !alive(int(h2.GetPid())) {
+			t.Fatalf("Start in a directory an interrupted Start left = %v, %v", h2, err)
+		}
+		if err := hv.Destroy(ctx, empty.GetId()); err != nil {
 			t.Fatalf("Destroy: %v", err)
 		}
 	})

@@ -40,10 +40,24 @@ type NetworkSuite struct {
 	NotBridge string
 }
 
+// The petreld instances the suite's plugins serve: most serve the first;
+// one serves the second, to check that instances leave each other's
+// interfaces alone.
+const (
+	suiteInstance = "c0ffee00c0ffee00"
+	otherInstance = "0ddba11000ddba11"
+)
+
 func (s NetworkSuite) configured(t *testing.T) network.Network {
 	t.Helper()
+	return s.configuredFor(t, suiteInstance)
+}
+
+// configuredFor returns a plugin serving the petreld instance instance.
+func (s NetworkSuite) configuredFor(t *testing.T, instance string) network.Network {
+	t.Helper()
 	n := ServeNetwork(t, s.New(t))
-	if err := n.Configure(context.Background(), &pluginv1.ConfigureRequest{Settings: s.Settings}); err != nil {
+	if err := n.Configure(context.Background(), &pluginv1.ConfigureRequest{Settings: s.Settings, InstanceId: instance}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	return n
@@ -111,9 +125,9 @@ func (s NetworkSuite) Run(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Attach: %v", err)
 		}
-		want := network.TapName(req.Vm, req.NetName)
+		want := network.TapNameFor(suiteInstance, req.Vm, req.NetName)
 		br := s.bridge(ctx, t, n)
-		if res.GetHostIf() != want || res.GetMac() != network.DeriveMAC(req.Vm, req.NetName) || res.GetBridge() != s.Bridge || res.GetMtu() != br.GetMtu() {
+		if res.GetHostIf() != want || res.GetMac() != network.DeriveMACFor(suiteInstance, req.Vm, req.NetName) || res.GetBridge() != s.Bridge || res.GetMtu() != br.GetMtu() {
 			t.Fatalf("Attach = %v; want %s with the derived MAC and MTU %d", res, want, br.GetMtu())
 		}
 		if !slices.Contains(br.GetMembers(), want) {
@@ -212,5 +226,34 @@ func (s NetworkSuite) Run(t *testing.T) {
 		if err != nil || !slices.Equal(removed, names[:1]) {
 			t.Fatalf("Reconcile(nil) = %v, %v; want %v removed", removed, err, names[:1])
 		}
+	})
+
+	t.Run("OtherInstances", func(t *testing.T) {
+		// Two petreld instances on one host: the same VM device gets an
+		// interface of each, and neither removes the other's, by
+		// reconciliation or by detaching.
+		mine, theirs := s.configured(t), s.configuredFor(t, otherInstance)
+		req := &pluginv1.AttachRequest{Vm: "conformance:net:both", NetName: "service0", Bridge: s.Bridge}
+		a, err := mine.Attach(ctx, req)
+		if err != nil {
+			t.Fatalf("Attach: %v", err)
+		}
+		b, err := theirs.Attach(ctx, req)
+		if err != nil || b.GetHostIf() == a.GetHostIf() || b.GetMac() == a.GetMac() {
+			t.Fatalf("Attach for another instance = %v, %v; want another interface and MAC than %v", b, err, a)
+		}
+		if removed, err := theirs.Reconcile(ctx, nil); err != nil || !slices.Equal(removed, []string{b.GetHostIf()}) {
+			t.Fatalf("other instance's Reconcile = %v, %v; want only its own %s removed", removed, err, b.GetHostIf())
+		}
+		if err := theirs.Detach(ctx, a.GetHostIf()); !errors.Is(err, network.ErrInvalid) {
+			t.Fatalf("other instance's Detach(%s) = %v; want ErrInvalid", a.GetHostIf(), err)
+		}
+		if st, err := mine.Stats(ctx, []string{a.GetHostIf()}); err != nil || len(st) != 1 {
+			t.Fatalf("the interface of the first instance is gone: %v, %v", st, err)
+		}
+		if err := mine.Detach(ctx, a.GetHostIf()); err != nil {
+			t.Fatalf("Detach: %v", err)
+		}
+		noLeaks(ctx, t, mine)
 	})
 }

@@ -51,6 +51,10 @@
 //   - exit.json: the Exit record. It is written after console.jsonl, so its
 //     presence means console.jsonl is complete.
 //   - shim.log: the shim's own stderr, redirected there by Launch.
+//   - shim.lock: locked (flock) by the launcher, then by the shim for as
+//     long as it runs (it inherits the locked file on descriptor 4), so
+//     that a launcher that died mid-launch can be followed by one that
+//     finds the run it started (Resume) instead of starting another.
 //
 // All of them except shim.log are written atomically (temporary file,
 // fsync, rename, fsync of DIR). Stale console.jsonl and exit.json files of a

@@ -71,6 +71,12 @@ type Process struct {
 // exits, so no zombie is left; if the caller dies first, init adopts the
 // shim.
 //
+// Launch holds DIR's lock (LockFile) and hands it to the shim, which keeps
+// it while it runs; a launch into a directory whose lock is held fails
+// with ErrBusy, so that one directory never has two shims. A launcher
+// that dies mid-launch is followed with Resume, which finds what it
+// started.
+//
 // A tender that cannot be started (missing, not executable, bad CPU list)
 // is reported as an error, and then nothing is left behind: the shim has
 // exited and its socket is removed (DIR and shim.log stay for the caller).
@@ -92,24 +98,34 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 		defer cancel()
 	}
 
+	// The directory's lock passes to the shim, which holds it while it
+	// runs: from here on, the directory is never without a holder until
+	// the run is over or its launch has failed.
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("launch shim: %w", err)
+	}
 	logPath := filepath.Join(cfg.Dir, LogFile)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
+		_ = lock.Close()
 		return nil, fmt.Errorf("launch shim: open log: %w", err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		_ = logf.Close()
+		_ = lock.Close()
 		return nil, fmt.Errorf("launch shim: create readiness pipe: %w", err)
 	}
 	cmd := exec.Command(shimPath, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{pw} // becomes fd 3 in the shim
+	cmd.ExtraFiles = []*os.File{pw, lock} // fd 3 (readyFD) and fd 4 (lockFD) in the shim
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	_ = pw.Close()
 	_ = logf.Close()
+	_ = lock.Close()
 	if err != nil {
 		_ = pr.Close()
 		return nil, fmt.Errorf("launch shim %s: %w", shimPath, err)

@@ -48,6 +48,7 @@ func Main(args []string) int {
 	// allocates a 1.4 MB hash table.
 	runtime.MemProfileRate = 0
 	ready := readyPipe()
+	lock := inheritedLock()
 	if os.Getenv("GOMAXPROCS") == "" {
 		// The shim mostly sleeps; one processor means fewer threads and
 		// per-processor caches, about half a megabyte less memory.
@@ -76,6 +77,17 @@ func Main(args []string) int {
 		report(ready, readyReport{Error: err.Error()}, logger)
 		return 2
 	}
+	if lock == nil {
+		// Started by hand: take the directory as Launch would have.
+		if lock, err = lockDir(opts.dir); err != nil {
+			logger.Print(err)
+			report(ready, readyReport{Error: err.Error()}, logger)
+			return 1
+		}
+	}
+	// The lock is held until the run is over and recorded: its release
+	// tells a later launcher that nothing runs here any more.
+	defer lock.Close()
 	s, err := start(opts, logger)
 	if err != nil {
 		logger.Print(err)

@@ -514,8 +514,8 @@ func TestSecondShimRefused(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, "print:1", "hang")
 	p := launch(t, cfg)
-	if _, err := Launch(testCtx(t), cfg); err == nil || !strings.Contains(err.Error(), "another shim") {
-		t.Errorf("second Launch = %v, want refusal", err)
+	if _, err := Launch(testCtx(t), cfg); !errors.Is(err, ErrBusy) {
+		t.Errorf("second Launch = %v, want ErrBusy", err)
 	}
 	if !Alive(p.Dir) {
 		t.Error("first shim no longer answers")
@@ -840,4 +840,79 @@ func TestStatsIncludeTheTendersChildren(t *testing.T) {
 	if st.TenderPID != p.TenderPID {
 		t.Errorf("TenderPID = %d, want %d", st.TenderPID, p.TenderPID)
 	}
+}
+
+// TestResume: Resume finds the run a launch into a directory started
+// (running, or over), waits while the directory is held by a launch in
+// progress, and reports ErrNoRun where nothing runs or ran.
+func TestResume(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	running := launch(t, testConfig(t, "print:1", "hang"))
+	p, err := Resume(ctx, running.Dir)
+	if err != nil || p.ShimPID != running.ShimPID || p.TenderPID != running.TenderPID {
+		t.Fatalf("Resume(running) = %+v, %v; want shim %d, tender %d", p, err, running.ShimPID, running.TenderPID)
+	}
+
+	over := launch(t, testConfig(t, "exit:3"))
+	<-over.Done
+	p, err = Resume(ctx, over.Dir)
+	if err != nil || p.TenderPID != over.TenderPID {
+		t.Fatalf("Resume(exited) = %+v, %v; want tender %d", p, err, over.TenderPID)
+	}
+
+	empty := t.TempDir()
+	if _, err := Resume(ctx, empty); !errors.Is(err, ErrNoRun) {
+		t.Fatalf("Resume(empty) = %v, want ErrNoRun", err)
+	}
+
+	// A launcher holding the directory (it died before the shim
+	// answered, or is still starting it): Resume waits for the holder.
+	held := t.TempDir()
+	lock, err := lockDir(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Resume(ctx, held)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Resume returned %v while the directory was held", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	lock.Close()
+	if err := <-done; !errors.Is(err, ErrNoRun) {
+		t.Fatalf("Resume after the holder left = %v, want ErrNoRun", err)
+	}
+}
+
+// TestLockHeldByShimOnly: the shim holds its directory's lock for as long
+// as it runs, and its tender does not inherit it.
+func TestLockHeldByShimOnly(t *testing.T) {
+	t.Parallel()
+	p := launch(t, testConfig(t, "print:1", "hang"))
+	if _, err := lockDir(p.Dir); !errors.Is(err, ErrBusy) {
+		t.Fatalf("lock of a running shim's directory: %v, want ErrBusy", err)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.TenderPID))
+	if err != nil {
+		t.Skip("no /proc:", err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p.TenderPID, fd.Name())); strings.HasSuffix(target, LockFile) {
+			t.Fatalf("the tender holds the lock on fd %s", fd.Name())
+		}
+	}
+	if err := Dial(p.Dir).Kill(testCtx(t), unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done
+	lock, err := lockDir(p.Dir)
+	if err != nil {
+		t.Fatalf("lock after the shim exited: %v", err)
+	}
+	lock.Close()
 }

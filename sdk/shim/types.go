@@ -30,6 +30,9 @@ const (
 	ExitFile = "exit.json"
 	// LogFile receives the shim's own diagnostics (set up by Launch).
 	LogFile = "shim.log"
+	// LockFile is locked (flock) by whoever launches a shim in the
+	// directory and then by the shim, for as long as it runs.
+	LockFile = "shim.lock"
 )
 
 // MaxSocketPath is the longest socket path the kernel accepts in a

@@ -32,6 +32,35 @@ const TenderUsage = `usage: TENDER [--mem=MB] [--net:NAME=IFACE]... [--net-mac:N
   --block-sector-size:NAME=N   sector size of NAME, a power of two >= 512
   --help, --version            print help or version and exit`
 
+// MaxCmdline is the size of a Solo5 guest's command line buffer in bytes,
+// terminating NUL included (HVT_CMDLINE_SIZE and SPT_CMDLINE_SIZE, the
+// same for virtio): the tender joins the
+// unikernel's arguments with single spaces and copies them, with a
+// terminating NUL, into it. Arguments that do not fit are refused by the
+// tender when it starts, so Petrel refuses them before anything starts.
+const MaxCmdline = 8192
+
+// CheckArgs reports whether args fit a Solo5 guest's command line: every
+// argument free of NUL bytes, and all of them joined with single spaces
+// at most MaxCmdline-1 bytes (one argument alone included). The error
+// names the limit.
+func CheckArgs(args []string) error {
+	n := 0
+	for i, a := range args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("argument %d contains a NUL byte, which a command line cannot carry", i+1)
+		}
+		if i > 0 {
+			n++
+		}
+		n += len(a)
+	}
+	if n > MaxCmdline-1 {
+		return fmt.Errorf("the unikernel's arguments take %d bytes joined with spaces; a Solo5 command line holds at most %d (%d bytes with its terminating NUL)", n, MaxCmdline-1, MaxCmdline)
+	}
+	return nil
+}
+
 // NetArg attaches the manifest network device Name to the host interface
 // Iface (a tap device for hvt and spt). MAC is the guest MAC address, or ""
 // to let the tender choose one.
@@ -256,13 +285,9 @@ func ParseTenderCommandLine(argv []string) (TenderArgs, error) {
 	return ParseTenderArgs(argv)
 }
 
-// CmdlineSize is the size of the guest command line area of the hvt and
-// spt ABIs (HVT_CMDLINE_SIZE, SPT_CMDLINE_SIZE), terminating NUL included.
-const CmdlineSize = 8192
-
 // GuestCmdline returns the command line a tender hands its guest: args
 // joined with single spaces, as the Solo5 tenders join them, and a NUL. It
-// fails, as they do, when the result does not fit in CmdlineSize bytes.
+// fails, as they do, when the result does not fit in MaxCmdline bytes.
 func GuestCmdline(args []string) ([]byte, error) {
 	var b []byte
 	for i, a := range args {
@@ -270,8 +295,8 @@ func GuestCmdline(args []string) ([]byte, error) {
 			b = append(b, ' ')
 		}
 		b = append(b, a...)
-		if len(b) >= CmdlineSize {
-			return nil, fmt.Errorf("guest command line too long (max=%d characters)", CmdlineSize-1)
+		if len(b) >= MaxCmdline {
+			return nil, fmt.Errorf("guest command line too long (max=%d characters)", MaxCmdline-1)
 		}
 	}
 	return append(b, 0), nil

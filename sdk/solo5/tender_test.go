@@ -275,10 +275,34 @@ func TestGuestCmdline(t *testing.T) {
 	if err != nil || string(got) != "\x00" {
 		t.Errorf("empty GuestCmdline = %q, %v", got, err)
 	}
-	if _, err := GuestCmdline([]string{strings.Repeat("x", CmdlineSize-1)}); err != nil {
+	if _, err := GuestCmdline([]string{strings.Repeat("x", MaxCmdline-1)}); err != nil {
 		t.Errorf("longest command line refused: %v", err)
 	}
-	if _, err := GuestCmdline([]string{strings.Repeat("x", CmdlineSize-2), "y"}); err == nil {
+	if _, err := GuestCmdline([]string{strings.Repeat("x", MaxCmdline-2), "y"}); err == nil {
 		t.Errorf("too long command line accepted")
+	}
+}
+
+func TestCheckArgs(t *testing.T) {
+	fits := strings.Repeat("a", MaxCmdline-3)
+	for _, ok := range [][]string{nil, {}, {"a", "b"}, {fits, "b"}, {strings.Repeat("x", MaxCmdline-1)}} {
+		if err := CheckArgs(ok); err != nil {
+			t.Errorf("CheckArgs(%d args) = %v", len(ok), err)
+		}
+	}
+	for _, bad := range [][]string{
+		{strings.Repeat("x", MaxCmdline)},
+		{fits, "bc"},
+		{strings.Repeat("x", 200<<10)},
+		{"a\x00b"},
+	} {
+		err := CheckArgs(bad)
+		if err == nil {
+			t.Errorf("CheckArgs accepted %d bytes", len(strings.Join(bad, " ")))
+			continue
+		}
+		if !strings.Contains(bad[0], "\x00") && !strings.Contains(err.Error(), "8191") {
+			t.Errorf("CheckArgs error does not name the limit: %v", err)
+		}
 	}
 }

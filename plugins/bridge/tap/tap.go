@@ -4,8 +4,11 @@
 //
 // The plugin keeps no state. Every tap it creates carries a network.Tag
 // (the link alias on Linux, the description on FreeBSD) naming its VM and
-// device, which is how any plugin instance recognises its own taps,
-// refuses to touch anyone else's, and finds orphans in Reconcile.
+// device and the petreld instance it serves (ConfigureRequest.instance_id),
+// which is how any plugin process recognises its own taps, refuses to
+// touch anyone else's, and finds orphans in Reconcile: the orphans of its
+// own instance only, so that several petreld instances on one host (each
+// with its own data directory) never remove each other's taps.
 package tap
 
 import (
@@ -36,9 +39,13 @@ func info(version string) *pluginv1.PluginInfo {
 	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_NETWORK, Name: Name, Version: version, ApiVersions: []uint32{1}}
 }
 
-// settings are the values Configure accepts.
+// settings are the values Configure accepts, with the petreld instance
+// the plugin serves.
 type settings struct {
 	owner, group uint32
+	// instance is the id of the petreld instance served: its taps carry
+	// it, and Reconcile removes only taps that do.
+	instance string
 }
 
 // parseSettings checks Configure's settings, refusing unknown keys so that
@@ -82,8 +89,9 @@ type attachment struct {
 	derivedName bool
 }
 
-// parseAttach validates req and fills in the derived name and MAC.
-func parseAttach(req *pluginv1.AttachRequest) (attachment, error) {
+// parseAttach validates req and fills in the name and MAC derived for
+// instance (see network.TapNameFor).
+func parseAttach(req *pluginv1.AttachRequest, instance string) (attachment, error) {
 	a := attachment{bridge: req.GetBridge(), name: req.GetHostIf()}
 	if a.bridge == "" {
 		return attachment{}, fmt.Errorf("%w: attach: no bridge given", network.ErrInvalid)
@@ -91,7 +99,7 @@ func parseAttach(req *pluginv1.AttachRequest) (attachment, error) {
 	if err := network.ValidIfName(a.bridge); err != nil {
 		return attachment{}, fmt.Errorf("attach: bridge: %w", err)
 	}
-	derived := network.TapName(req.GetVm(), req.GetNetName())
+	derived := network.TapNameFor(instance, req.GetVm(), req.GetNetName())
 	if a.name == "" {
 		a.name = derived
 	}
@@ -101,10 +109,10 @@ func parseAttach(req *pluginv1.AttachRequest) (attachment, error) {
 	}
 	mac := req.GetMac()
 	if mac == "" {
-		mac = network.DeriveMAC(req.GetVm(), req.GetNetName())
+		mac = network.DeriveMACFor(instance, req.GetVm(), req.GetNetName())
 	}
 	var err error
-	a.tag = network.Tag{VM: req.GetVm(), Net: req.GetNetName(), MAC: mac}
+	a.tag = network.Tag{VM: req.GetVm(), Net: req.GetNetName(), MAC: mac, Owner: instance}
 	if a.tag.MAC, err = network.ParseMAC(mac); err != nil {
 		return attachment{}, fmt.Errorf("attach: %w", err)
 	}

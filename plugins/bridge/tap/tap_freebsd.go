@@ -50,13 +50,15 @@ func (p *Plugin) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return info(p.version), nil
 }
 
-// Configure applies the plugin's settings. The ownership settings only
-// apply on Linux and are accepted here so one configuration serves both.
+// Configure applies the plugin's settings and records the petreld
+// instance served. The ownership settings only apply on Linux and are
+// accepted here so one configuration serves both.
 func (p *Plugin) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
 	s, err := parseSettings(req.GetSettings())
 	if err != nil {
 		return err
 	}
+	s.instance = req.GetInstanceId()
 	p.mu.Lock()
 	p.settings = s
 	p.mu.Unlock()
@@ -131,7 +133,7 @@ func (p *Plugin) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse
 // bridge, with the bridge's MTU, tagged, up. Any failure after the tap
 // exists destroys it again.
 func (p *Plugin) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*pluginv1.AttachResponse, error) {
-	a, err := parseAttach(req)
+	a, err := parseAttach(req, p.instance())
 	if err != nil {
 		return nil, err
 	}
@@ -233,8 +235,12 @@ func (p *Plugin) Detach(ctx context.Context, hostIf string) error {
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", hostIf, err)
 	}
-	if !oursBSD(cur) {
+	tag, ok := network.ParseAlias(cur.description)
+	if !ok || !cur.inGroup("tap") {
 		return fmt.Errorf("%w: detach: interface %s was not created by petrel", network.ErrInvalid, hostIf)
+	}
+	if tag.Owner != "" && tag.Owner != p.instance() {
+		return fmt.Errorf("%w: detach: interface %s belongs to another petreld instance (%s)", network.ErrInvalid, hostIf, tag.Owner)
 	}
 	if _, err := ifconfig(ctx, hostIf, "destroy"); err != nil && !errors.Is(err, errNoInterface) {
 		return fmt.Errorf("destroy %s: %w", hostIf, err)
@@ -242,14 +248,25 @@ func (p *Plugin) Detach(ctx context.Context, hostIf string) error {
 	return nil
 }
 
-// oursBSD reports whether an interface is a tap tagged by Petrel.
-func oursBSD(cur ifconfigInfo) bool {
-	_, ok := network.ParseAlias(cur.description)
-	return ok && cur.inGroup("tap")
+// oursBSD reports whether an interface is a tap tagged by the petreld
+// instance served.
+func oursBSD(cur ifconfigInfo, instance string) bool {
+	tag, ok := network.ParseAlias(cur.description)
+	return ok && cur.inGroup("tap") && instance != "" && tag.Owner == instance
 }
 
-// Reconcile destroys every Petrel tap not named in keep.
+// instance is the id of the petreld instance served.
+func (p *Plugin) instance() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.settings.instance
+}
+
+// Reconcile destroys every tap of the instance served (tagged with its
+// id) not named in keep; other instances' taps, and taps tagged before
+// instances had an id, are left alone.
 func (p *Plugin) Reconcile(ctx context.Context, keep []string) ([]string, error) {
+	instance := p.instance()
 	taps, err := group(ctx, "tap")
 	if err != nil {
 		return nil, err
@@ -269,7 +286,7 @@ func (p *Plugin) Reconcile(ctx context.Context, keep []string) ([]string, error)
 			errs = append(errs, err)
 			continue
 		}
-		if !oursBSD(cur) {
+		if !oursBSD(cur, instance) {
 			continue
 		}
 		if _, err := ifconfig(ctx, name, "destroy"); err != nil && !errors.Is(err, errNoInterface) {

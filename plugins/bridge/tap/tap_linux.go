@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"sort"
@@ -81,12 +82,14 @@ func (p *Plugin) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return info(p.version), nil
 }
 
-// Configure applies the plugin's settings (see SettingOwner).
+// Configure applies the plugin's settings (see SettingOwner) and records
+// the petreld instance served.
 func (p *Plugin) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
 	s, err := parseSettings(req.GetSettings())
 	if err != nil {
 		return err
 	}
+	s.instance = req.GetInstanceId()
 	p.mu.Lock()
 	p.settings = s
 	p.mu.Unlock()
@@ -153,7 +156,7 @@ func (p *Plugin) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*plug
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	a, err := parseAttach(req)
+	a, err := parseAttach(req, p.instance())
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +170,13 @@ func (p *Plugin) Attach(ctx context.Context, req *pluginv1.AttachRequest) (*plug
 // attachTo makes or adopts the tap for a and puts it on br, removing it
 // again if any step fails.
 func (p *Plugin) attachTo(a attachment, br netlink.Link) (*pluginv1.AttachResponse, error) {
+	// While the tap exists without its tag, no Reconcile on the host may
+	// take it for an orphan.
+	release, err := lockTaps(unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	link, err := p.h.LinkByName(a.name)
 	switch {
 	case err == nil:
@@ -299,7 +309,7 @@ func (p *Plugin) setup(link netlink.Link, br netlink.Link, a attachment) error {
 }
 
 // Detach removes a tap made by Attach. A missing tap is fine; an
-// interface without Petrel's tag is refused.
+// interface without Petrel's tag, or with another instance's, is refused.
 func (p *Plugin) Detach(ctx context.Context, hostIf string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -314,24 +324,30 @@ func (p *Plugin) Detach(ctx context.Context, hostIf string) error {
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", hostIf, err)
 	}
-	if !ours(link) {
+	if link.Type() != "tuntap" {
+		return fmt.Errorf("%w: detach: interface %s was not created by petrel", network.ErrInvalid, hostIf)
+	}
+	tag, tagged := network.ParseAlias(link.Attrs().Alias)
+	switch {
+	case tagged && !mine(tag, p.instance()):
+		return fmt.Errorf("%w: detach: interface %s belongs to another petreld instance (%s)", network.ErrInvalid, hostIf, tag.Owner)
+	case !tagged && !untaggedOrphan(link):
 		return fmt.Errorf("%w: detach: interface %s was not created by petrel", network.ErrInvalid, hostIf)
 	}
 	return p.remove(link)
 }
 
-// ours reports whether link is a tap Petrel made: tagged, or untagged
-// with a name Petrel derives.
-func ours(link netlink.Link) bool {
-	if link.Type() != "tuntap" {
-		return false
-	}
-	if _, ok := network.ParseAlias(link.Attrs().Alias); ok {
-		return true
-	}
-	// A tap with a derived name and no tag yet was left by a crash
-	// between its creation and its tagging.
-	return link.Attrs().Alias == "" && derivedName.MatchString(link.Attrs().Name)
+// mine reports whether a tap tagged tag is one the instance served may
+// remove when its VM is gone: its own, or one tagged before instances had
+// an id (removed only on request, never as an orphan).
+func mine(tag network.Tag, instance string) bool {
+	return tag.Owner == instance || tag.Owner == ""
+}
+
+// untaggedOrphan reports whether link is a tap with a name Petrel derives
+// and no tag: one whose maker died between creating and tagging it.
+func untaggedOrphan(link netlink.Link) bool {
+	return link.Type() == "tuntap" && link.Attrs().Alias == "" && derivedName.MatchString(link.Attrs().Name)
 }
 
 // derivedName matches the names network.TapName derives.
@@ -345,30 +361,102 @@ func (p *Plugin) remove(link netlink.Link) error {
 	return nil
 }
 
-// Reconcile removes every Petrel tap not named in keep.
+// Reconcile removes the taps of the instance served (tagged with its id)
+// not named in keep, and untagged taps left by a plugin that died between
+// creating and tagging one (of any instance: no VM uses a tap before it
+// is tagged). Taps of other instances, and taps tagged before instances
+// had an id, are left alone.
 func (p *Plugin) Reconcile(ctx context.Context, keep []string) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	instance := p.instance()
+	k := set(keep)
+	var removed []string
+	var errs []error
+	drop := func(l netlink.Link) {
+		if err := p.remove(l); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		removed = append(removed, l.Attrs().Name)
 	}
 	links, err := p.links()
 	if err != nil {
 		return nil, err
 	}
-	k := set(keep)
-	var removed []string
-	var errs []error
+	untagged := false
 	for _, l := range links {
-		if !ours(l) || k[l.Attrs().Name] {
+		if l.Type() != "tuntap" || k[l.Attrs().Name] {
 			continue
 		}
-		if err := p.remove(l); err != nil {
+		if tag, ok := network.ParseAlias(l.Attrs().Alias); ok {
+			if instance != "" && tag.Owner == instance {
+				drop(l)
+			}
+			continue
+		}
+		untagged = untagged || untaggedOrphan(l)
+	}
+	if untagged {
+		// Only with every Attach on the host shut out is an untagged tap
+		// certainly not one being made.
+		release, err := lockTaps(unix.LOCK_EX)
+		if err != nil {
 			errs = append(errs, err)
-			continue
+		} else {
+			if links, err = p.links(); err != nil {
+				errs = append(errs, err)
+			}
+			for _, l := range links {
+				if !k[l.Attrs().Name] && untaggedOrphan(l) {
+					drop(l)
+				}
+			}
+			release()
 		}
-		removed = append(removed, l.Attrs().Name)
 	}
 	sort.Strings(removed)
 	return removed, errors.Join(errs...)
+}
+
+// instance is the id of the petreld instance served.
+func (p *Plugin) instance() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.settings.instance
+}
+
+// TapLock is the file every bridge plugin on the host locks, shared while
+// it makes a tap and until the tap carries its tag, and exclusively while
+// Reconcile removes untagged taps: an untagged tap found under the
+// exclusive lock was left by a plugin that died mid-attach, never one
+// being made by another petreld instance.
+const TapLock = "/run/lock/petrel-taps.lock"
+
+// lockTaps takes TapLock (how is LOCK_SH or LOCK_EX), waiting for it, and
+// returns its release. A host without /run/lock gets the lock in the
+// temporary directory.
+func lockTaps(how int) (release func(), err error) {
+	path := TapLock
+	if _, err := os.Stat(filepath.Dir(path)); err != nil {
+		path = filepath.Join(os.TempDir(), filepath.Base(TapLock))
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the tap lock: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // Stats reads the counters of the named interfaces, skipping missing ones.

@@ -82,10 +82,16 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	if err := p.Configure(context.Background(), &pluginv1.ConfigureRequest{InstanceId: testInstance}); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{ns: ns, h: h, p: p}
 	e.addBridge(t, "br0", 1400)
 	return e
 }
+
+// testInstance is the petreld instance the tests' plugins serve.
+const testInstance = "7e57000000000001"
 
 func (e *env) addBridge(t *testing.T, name string, mtu int) netlink.Link {
 	t.Helper()
@@ -152,8 +158,8 @@ func TestAttach(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attach: %v", err)
 	}
-	name := network.TapName(req.Vm, req.NetName)
-	mac := network.DeriveMAC(req.Vm, req.NetName)
+	name := network.TapNameFor(testInstance, req.Vm, req.NetName)
+	mac := network.DeriveMACFor(testInstance, req.Vm, req.NetName)
 	if res.GetHostIf() != name || res.GetMac() != mac || res.GetMtu() != 1400 || res.GetBridge() != "br0" {
 		t.Fatalf("Attach = %v; want %s, %s, MTU 1400 on br0", res, name, mac)
 	}
@@ -169,7 +175,7 @@ func TestAttach(t *testing.T) {
 	if at.MasterIndex != br.Attrs().Index {
 		t.Errorf("tap master index %d; want br0's %d", at.MasterIndex, br.Attrs().Index)
 	}
-	if tag, ok := network.ParseAlias(at.Alias); !ok || tag != (network.Tag{VM: req.Vm, Net: req.NetName, MAC: mac}) {
+	if tag, ok := network.ParseAlias(at.Alias); !ok || tag != (network.Tag{VM: req.Vm, Net: req.NetName, MAC: mac, Owner: testInstance}) {
 		t.Errorf("alias %q parses to %+v, %v", at.Alias, tag, ok)
 	}
 	if hm, _ := network.HostMAC(mac); at.HardwareAddr.String() != hm {
@@ -216,7 +222,7 @@ func TestAttachRefusalsLeaveNothing(t *testing.T) {
 
 func TestAttachFailureRemovesTap(t *testing.T) {
 	e := newEnv(t)
-	a, err := parseAttach(attachReq("vm", "service0"))
+	a, err := parseAttach(attachReq("vm", "service0"), testInstance)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +267,7 @@ func TestAttachIdempotentAndAdopts(t *testing.T) {
 
 	// An untagged tap with the derived name is a create cut short: adopt.
 	cut := attachReq("a:b:vm", "cut0")
-	cutName := network.TapName(cut.Vm, cut.NetName)
+	cutName := network.TapNameFor(testInstance, cut.Vm, cut.NetName)
 	e.addForeignTap(t, cutName, "")
 	if res, err := e.p.Attach(ctx, cut); err != nil || res.GetHostIf() != cutName {
 		t.Fatalf("Attach over an untagged derived-name tap = %v, %v", res, err)
@@ -273,7 +279,7 @@ func TestAttachIdempotentAndAdopts(t *testing.T) {
 	// Another VM's tap, or an untagged tap under a given name, is refused
 	// and left alone.
 	other := attachReq("other:vm", "service0")
-	otherName := network.TapName(other.Vm, other.NetName)
+	otherName := network.TapNameFor(testInstance, other.Vm, other.NetName)
 	alias, _ := network.Tag{VM: "third:vm", Net: "service0"}.Alias()
 	e.addForeignTap(t, otherName, alias)
 	e.addForeignTap(t, "usertap0", "")
@@ -328,13 +334,22 @@ func TestReconcile(t *testing.T) {
 	}
 	e.addForeignTap(t, "usertap0", "")
 	e.addForeignTap(t, "usertap1", "someone else's tap")
+	// Left by a plugin killed between making a tap and tagging it.
+	e.addForeignTap(t, "pt00000000abcd", "")
+	// Tagged before instances had an id, or by another instance.
+	legacy, _ := network.Tag{VM: "old", Net: "service0"}.Alias()
+	e.addForeignTap(t, "pt00000000beef", legacy)
+	theirs, _ := network.Tag{VM: "vm2", Net: "service0", Owner: "0ther000000000000"}.Alias()
+	e.addForeignTap(t, "pt00000000cafe", theirs)
 	removed, err := e.p.Reconcile(ctx, []string{keep.GetHostIf()})
-	if err != nil || !slices.Equal(removed, []string{orphan.GetHostIf()}) {
-		t.Fatalf("Reconcile = %v, %v; want [%s]", removed, err, orphan.GetHostIf())
+	want := []string{orphan.GetHostIf(), "pt00000000abcd"}
+	slices.Sort(want)
+	if err != nil || !slices.Equal(removed, want) {
+		t.Fatalf("Reconcile = %v, %v; want %v", removed, err, want)
 	}
 	got := e.taps(t)
 	slices.Sort(got)
-	want := []string{keep.GetHostIf(), "usertap0", "usertap1"}
+	want = []string{keep.GetHostIf(), "usertap0", "usertap1", "pt00000000beef", "pt00000000cafe"}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Fatalf("taps after Reconcile %v; want %v", got, want)

@@ -32,7 +32,7 @@ const (
 
 	// cmdlineSize is HVT_CMDLINE_SIZE, the largest guest command line
 	// including its terminating NUL.
-	cmdlineSize = solo5.CmdlineSize
+	cmdlineSize = solo5.MaxCmdline
 
 	// guestMinBase is HVT_GUEST_MIN_BASE: the lowest address a PT_LOAD
 	// segment may occupy.

@@ -380,7 +380,7 @@ func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintRespons
 // Capabilities describes the backend.
 func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
 	return &pluginv1.HypervisorCapabilities{Targets: []string{TargetVirtio, TargetLinux}, SupportsNet: true, SupportsBlock: true,
-		SupportsCpuPinning: true, MinMemoryMb: MinMemoryMB, MaxMemoryMb: maxMemoryMB()}, nil
+		SupportsCpuPinning: true, ConfinesCpus: true, MinMemoryMb: MinMemoryMB, MaxMemoryMb: maxMemoryMB()}, nil
 }
 
 // dir returns the runtime directory of id.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,9 @@ const warningScript = `printf 'petrel: %s\n' "$1" >&2; shift; exec "$@"`
 
 // Start launches QEMU for spec under a new shim and returns once QEMU has
 // opened its devices and answers on QMP (or has already exited: a guest
-// may finish quickly).
+// may finish quickly). It is idempotent by id: a Start whose run
+// directory exists adopts the run an earlier, interrupted Start of the
+// same id made, and starts one only when nothing runs or ran there.
 func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
 	res, p, err := b.validate(ctx, spec)
 	if err != nil {
@@ -74,11 +77,28 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("VM directory: %w", err)
-	}
 	p.dir = dir
 	argv := p.argv()
+	state, _ := json.Marshal(handleState{Dir: dir, Target: p.image.target, Accel: p.accel})
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("VM directory: %w", err)
+		}
+		// A Start of this id began before, in a plugin that crashed before
+		// it could answer: adopt the run it made rather than make another.
+		proc, err := shim.Resume(ctx, dir)
+		if err == nil {
+			if err := b.awaitReady(ctx, dir, filepath.Base(p.qemu)); err != nil {
+				b.discard(dir)
+				return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+			}
+			b.watch(spec.GetId(), dir)
+			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
+		}
+		if !errors.Is(err, shim.ErrNoRun) {
+			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+		}
+	}
 	launch := argv
 	if p.warning != "" {
 		launch = append([]string{"/bin/sh", "-c", warningScript, "petrel-qemu", p.warning}, argv...)
@@ -87,12 +107,8 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
-	cpus := make([]int, 0, len(spec.GetCpus()))
-	for _, c := range spec.GetCpus() {
-		cpus = append(cpus, int(c))
-	}
 	proc, err := shim.Launch(ctx, shim.Config{
-		ShimPath: v.host.shim, Dir: dir, CPUs: cpus, ConsoleLines: int(spec.GetConsoleLines()),
+		ShimPath: v.host.shim, Dir: dir, CPUs: hypervisor.CPUSet(spec), ConsoleLines: int(spec.GetConsoleLines()),
 		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: launch, Env: os.Environ(),
 	})
 	if err != nil {
@@ -104,7 +120,6 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
 	b.watch(spec.GetId(), dir)
-	state, _ := json.Marshal(handleState{Dir: dir, Target: p.image.target, Accel: p.accel})
 	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
 }
 

@@ -96,6 +96,9 @@ func checkSpec(spec *pluginv1.VMSpec, maxMB uint32) (guestImage, error) {
 		if err := solo5.ValidateDevices(im.solo5, nets, blocks); err != nil {
 			return guestImage{}, refusedf("%v", err)
 		}
+		if err := solo5.CheckArgs(spec.GetArgs()); err != nil {
+			return guestImage{}, refusedf("%v", err)
+		}
 	case TargetLinux:
 		if p := spec.GetInitrdPath(); p != "" {
 			f, err := os.Open(p)

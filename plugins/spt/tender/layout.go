@@ -41,17 +41,17 @@ const DefaultMemMB = 512
 
 // lowMemory returns what the tender writes at bootInfoBase before the
 // guest starts: struct spt_boot_info, the manifest copy mft right after it,
-// and the command line cmdline (NUL-terminated, at most solo5.CmdlineSize
-// bytes) right after the manifest, in an area of solo5.CmdlineSize bytes.
+// and the command line cmdline (NUL-terminated, at most solo5.MaxCmdline
+// bytes) right after the manifest, in an area of solo5.MaxCmdline bytes.
 func lowMemory(memSize, kernelEnd uint64, mft, cmdline []byte, epollFD, timerFD int) ([]byte, error) {
 	if len(mft) > solo5.MaxManifestSize {
 		return nil, fmt.Errorf("manifest of %d bytes is larger than %d", len(mft), solo5.MaxManifestSize)
 	}
-	if len(cmdline) > solo5.CmdlineSize {
-		return nil, fmt.Errorf("command line of %d bytes is larger than %d", len(cmdline), solo5.CmdlineSize)
+	if len(cmdline) > solo5.MaxCmdline {
+		return nil, fmt.Errorf("command line of %d bytes is larger than %d", len(cmdline), solo5.MaxCmdline)
 	}
 	cmdlineAddr := uint64(mftBase + len(mft))
-	b := make([]byte, bootInfoSize+len(mft)+solo5.CmdlineSize)
+	b := make([]byte, bootInfoSize+len(mft)+solo5.MaxCmdline)
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], memSize)
 	le.PutUint64(b[8:], kernelEnd)

@@ -60,13 +60,13 @@ func TestLowMemoryLayout(t *testing.T) {
 		t.Errorf("low memory ends at %#x, above the image", end)
 	}
 	// The largest manifest and command line still fit below the image.
-	if bootInfoBase+40+solo5.MaxManifestSize+solo5.CmdlineSize > guestMinBase {
+	if bootInfoBase+40+solo5.MaxManifestSize+solo5.MaxCmdline > guestMinBase {
 		t.Errorf("largest low memory does not fit below %#x", guestMinBase)
 	}
 	if _, err := lowMemory(64<<20, 0x105000, make([]byte, solo5.MaxManifestSize+1), cmdline, 5, 6); err == nil {
 		t.Errorf("oversized manifest accepted")
 	}
-	if _, err := lowMemory(64<<20, 0x105000, mft, make([]byte, solo5.CmdlineSize+1), 5, 6); err == nil {
+	if _, err := lowMemory(64<<20, 0x105000, mft, make([]byte, solo5.MaxCmdline+1), 5, 6); err == nil {
 		t.Errorf("oversized command line accepted")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"regexp"
@@ -266,7 +267,7 @@ func (b *Backend) needsKVMLocked() bool {
 // Capabilities describes the backend.
 func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
 	return &pluginv1.HypervisorCapabilities{Targets: []string{b.cfg.Target.String()}, SupportsNet: true, SupportsBlock: true,
-		SupportsCpuPinning: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
+		SupportsCpuPinning: true, ConfinesCpus: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
 }
 
 // dir returns the runtime directory of id.
@@ -313,6 +314,9 @@ func (b *Backend) validate(spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, [
 			return nil, nil, fmt.Errorf("%w: backend %s needs KVM, which is unusable on this host (%v); build the unikernel for spt, which runs without KVM", hypervisor.ErrUnavailable, b.cfg.Name, err)
 		}
 	}
+	if err := solo5.CheckArgs(spec.GetArgs()); err != nil {
+		return refuse("%v", err)
+	}
 	var nets, blocks []string
 	seen := map[string]bool{}
 	for _, n := range spec.GetNets() {
@@ -353,7 +357,10 @@ type handleState struct {
 	Dir string `json:"dir"`
 }
 
-// Start launches the VM under a new shim.
+// Start launches the VM under a new shim. It is idempotent by id: a Start
+// whose run directory exists adopts the run an earlier, interrupted Start
+// of the same id made (waiting for its shim to answer), and starts one
+// only when nothing runs or ran there.
 func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
 	res, tender, err := b.validate(spec)
 	if err != nil {
@@ -372,9 +379,6 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("VM directory: %w", err)
-	}
 	ta := solo5.TenderArgs{MemMB: int(spec.GetMemoryMb()), Image: spec.GetImagePath(), Args: spec.GetArgs()}
 	for _, n := range spec.GetNets() {
 		ta.Nets = append(ta.Nets, solo5.NetArg{Name: n.GetName(), Iface: n.GetHostIf(), MAC: n.GetMac()})
@@ -383,19 +387,29 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		ta.Blocks = append(ta.Blocks, solo5.BlockArg{Name: bl.GetName(), Path: bl.GetPath(), SectorSize: int(bl.GetSectorSize())})
 	}
 	argv := append(append([]string{}, tender...), ta.Argv()...)
-	var cpus []int
-	for _, c := range spec.GetCpus() {
-		cpus = append(cpus, int(c))
+	state, _ := json.Marshal(handleState{Dir: dir})
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("VM directory: %w", err)
+		}
+		// A Start of this id began before, in a plugin that crashed before
+		// it could answer: adopt the run it made rather than make another.
+		p, err := shim.Resume(ctx, dir)
+		if err == nil {
+			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+		}
+		if !errors.Is(err, shim.ErrNoRun) {
+			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+		}
 	}
 	p, err := shim.Launch(ctx, shim.Config{
-		ShimPath: shimPath, Dir: dir, CPUs: cpus, ConsoleLines: int(spec.GetConsoleLines()),
+		ShimPath: shimPath, Dir: dir, CPUs: hypervisor.CPUSet(spec), ConsoleLines: int(spec.GetConsoleLines()),
 		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: argv, Env: os.Environ(),
 	})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
-	state, _ := json.Marshal(handleState{Dir: dir})
 	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
 }
 

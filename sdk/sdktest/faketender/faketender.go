@@ -15,12 +15,16 @@
 //	run=DUR      stay up for DUR (a Go duration) before exiting; "forever"
 //	             stays up until a signal
 //	stderr=TEXT  print TEXT on stderr first
+//	child=1      start a child process (sleep) that lives as long as the
+//	             tender, as a tender that runs its guest in a child does,
+//	             and print "child PID"
 package faketender
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -118,6 +122,14 @@ func Main(args []string) int {
 			}
 		case "stderr":
 			fmt.Fprintln(os.Stderr, v)
+		case "child":
+			child := exec.Command("sleep", "86400")
+			child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := child.Start(); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: start child: %v\n", prog, err)
+				return 1
+			}
+			fmt.Printf("child %d\n", child.Process.Pid)
 		}
 	}
 	fmt.Printf("Solo5: Petrel fake tender, memory %d MB, args %q\n", ta.MemMB, ta.Args)

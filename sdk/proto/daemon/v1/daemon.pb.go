@@ -1848,7 +1848,8 @@ func (x *InfoResponse) GetVms() []*VM {
 type VM struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// "starting", "running", "exited", "restarting", "failed".
+	// "starting", "running", "exited", "restarting", "failed", or "lost"
+	// (the shim vanished without recording the exit: no exit code is known).
 	State       string         `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	Backend     string         `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
 	ImageSha256 string         `protobuf:"bytes,4,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
@@ -1861,7 +1862,8 @@ type VM struct {
 	// Tender pid while running.
 	Pid     int64 `protobuf:"varint,11,opt,name=pid,proto3" json:"pid,omitempty"`
 	ShimPid int64 `protobuf:"varint,12,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
-	// Valid once the VM has exited at least once.
+	// Set when exit_code and exit_signal hold the last run's exit: false
+	// before the first exit and for a lost VM, whose exit is unknown.
 	HasExit     bool   `protobuf:"varint,13,opt,name=has_exit,json=hasExit,proto3" json:"has_exit,omitempty"`
 	ExitCode    int32  `protobuf:"varint,14,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	ExitSignal  int32  `protobuf:"varint,15,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
@@ -2275,7 +2277,8 @@ func (x *EventsRequest) GetPath() string {
 type Event struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TimeNs int64                  `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
-	// created, started, exited, restarted, destroyed, failed, plugin-crashed,
+	// created, started, exited, restarted, destroyed, failed, lost (no exit
+	// code: the shim vanished without recording it), plugin-crashed,
 	// plugin-restarted.
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// VM name, or plugin name for plugin events.

@@ -256,7 +256,12 @@ type ConfigureRequest struct {
 	RunDir string `protobuf:"bytes,2,opt,name=run_dir,json=runDir,proto3" json:"run_dir,omitempty"`
 	// Directory where the daemon found the plugin (to locate helper binaries
 	// such as petrel-shim).
-	PluginDir     string `protobuf:"bytes,3,opt,name=plugin_dir,json=pluginDir,proto3" json:"plugin_dir,omitempty"`
+	PluginDir string `protobuf:"bytes,3,opt,name=plugin_dir,json=pluginDir,proto3" json:"plugin_dir,omitempty"`
+	// Identity of the petreld instance the plugin serves (an id kept in its
+	// data directory). A plugin that makes host-wide resources, such as
+	// taps, marks them with it and reconciles only those it marked, so that
+	// several petreld instances on one host leave each other's alone.
+	InstanceId    string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +313,13 @@ func (x *ConfigureRequest) GetRunDir() string {
 func (x *ConfigureRequest) GetPluginDir() string {
 	if x != nil {
 		return x.PluginDir
+	}
+	return ""
+}
+
+func (x *ConfigureRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
 	}
 	return ""
 }
@@ -460,12 +472,14 @@ const file_plugin_v1_common_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12!\n" +
 	"\fapi_versions\x18\x04 \x03(\rR\vapiVersions\"\r\n" +
-	"\vInfoRequest\"\xd5\x01\n" +
+	"\vInfoRequest\"\xf6\x01\n" +
 	"\x10ConfigureRequest\x12L\n" +
 	"\bsettings\x18\x01 \x03(\v20.petrel.plugin.v1.ConfigureRequest.SettingsEntryR\bsettings\x12\x17\n" +
 	"\arun_dir\x18\x02 \x01(\tR\x06runDir\x12\x1d\n" +
 	"\n" +
-	"plugin_dir\x18\x03 \x01(\tR\tpluginDir\x1a;\n" +
+	"plugin_dir\x18\x03 \x01(\tR\tpluginDir\x12\x1f\n" +
+	"\vinstance_id\x18\x04 \x01(\tR\n" +
+	"instanceId\x1a;\n" +
 	"\rSettingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +

@@ -70,8 +70,12 @@ type HypervisorCapabilities struct {
 	SupportsBlock      bool     `protobuf:"varint,3,opt,name=supports_block,json=supportsBlock,proto3" json:"supports_block,omitempty"`
 	SupportsCpuPinning bool     `protobuf:"varint,4,opt,name=supports_cpu_pinning,json=supportsCpuPinning,proto3" json:"supports_cpu_pinning,omitempty"`
 	// Smallest and largest memory in MB.
-	MinMemoryMb   uint32 `protobuf:"varint,5,opt,name=min_memory_mb,json=minMemoryMb,proto3" json:"min_memory_mb,omitempty"`
-	MaxMemoryMb   uint32 `protobuf:"varint,6,opt,name=max_memory_mb,json=maxMemoryMb,proto3" json:"max_memory_mb,omitempty"`
+	MinMemoryMb uint32 `protobuf:"varint,5,opt,name=min_memory_mb,json=minMemoryMb,proto3" json:"min_memory_mb,omitempty"`
+	MaxMemoryMb uint32 `protobuf:"varint,6,opt,name=max_memory_mb,json=maxMemoryMb,proto3" json:"max_memory_mb,omitempty"`
+	// The backend runs a VM's processes (the tender, its every thread and
+	// child) within VMSpec.allowed_cpus. petreld starts no VM that a policy
+	// confines to CPUs on a backend that does not.
+	ConfinesCpus  bool `protobuf:"varint,7,opt,name=confines_cpus,json=confinesCpus,proto3" json:"confines_cpus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,6 +150,13 @@ func (x *HypervisorCapabilities) GetMaxMemoryMb() uint32 {
 		return x.MaxMemoryMb
 	}
 	return 0
+}
+
+func (x *HypervisorCapabilities) GetConfinesCpus() bool {
+	if x != nil {
+		return x.ConfinesCpus
+	}
+	return false
 }
 
 // NetDevice connects a manifest net device to a host interface.
@@ -296,6 +307,11 @@ type VMSpec struct {
 	InitrdPath string `protobuf:"bytes,11,opt,name=initrd_path,json=initrdPath,proto3" json:"initrd_path,omitempty"`
 	// Kernel command line for Linux guests; unikernels take args instead.
 	KernelCmdline string `protobuf:"bytes,12,opt,name=kernel_cmdline,json=kernelCmdline,proto3" json:"kernel_cmdline,omitempty"`
+	// When cpus pins the VM to no CPU: the CPUs its processes (the tender,
+	// its every thread and child) must run within, those every policy
+	// governing the VM allows. Unlike cpus, it does not size the guest (a
+	// QEMU guest keeps one virtual CPU). Empty: the VM is not confined.
+	AllowedCpus   []uint32 `protobuf:"varint,13,rep,packed,name=allowed_cpus,json=allowedCpus,proto3" json:"allowed_cpus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +428,13 @@ func (x *VMSpec) GetKernelCmdline() string {
 		return x.KernelCmdline
 	}
 	return ""
+}
+
+func (x *VMSpec) GetAllowedCpus() []uint32 {
+	if x != nil {
+		return x.AllowedCpus
+	}
+	return nil
 }
 
 // ValidateResponse reports problems; ok is false with a one-line reason.
@@ -1237,14 +1260,15 @@ var File_plugin_v1_hypervisor_proto protoreflect.FileDescriptor
 const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\n" +
 	"\x1aplugin/v1/hypervisor.proto\x12\x10petrel.plugin.v1\x1a\x16plugin/v1/common.proto\"\x15\n" +
-	"\x13CapabilitiesRequest\"\xf6\x01\n" +
+	"\x13CapabilitiesRequest\"\x9b\x02\n" +
 	"\x16HypervisorCapabilities\x12\x18\n" +
 	"\atargets\x18\x01 \x03(\tR\atargets\x12!\n" +
 	"\fsupports_net\x18\x02 \x01(\bR\vsupportsNet\x12%\n" +
 	"\x0esupports_block\x18\x03 \x01(\bR\rsupportsBlock\x120\n" +
 	"\x14supports_cpu_pinning\x18\x04 \x01(\bR\x12supportsCpuPinning\x12\"\n" +
 	"\rmin_memory_mb\x18\x05 \x01(\rR\vminMemoryMb\x12\"\n" +
-	"\rmax_memory_mb\x18\x06 \x01(\rR\vmaxMemoryMb\"J\n" +
+	"\rmax_memory_mb\x18\x06 \x01(\rR\vmaxMemoryMb\x12#\n" +
+	"\rconfines_cpus\x18\a \x01(\bR\fconfinesCpus\"J\n" +
 	"\tNetDevice\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\ahost_if\x18\x02 \x01(\tR\x06hostIf\x12\x10\n" +
@@ -1253,7 +1277,7 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1f\n" +
 	"\vsector_size\x18\x03 \x01(\rR\n" +
-	"sectorSize\"\x8a\x03\n" +
+	"sectorSize\"\xad\x03\n" +
 	"\x06VMSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -1269,7 +1293,8 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	" \x01(\rR\fconsoleBytes\x12\x1f\n" +
 	"\vinitrd_path\x18\v \x01(\tR\n" +
 	"initrdPath\x12%\n" +
-	"\x0ekernel_cmdline\x18\f \x01(\tR\rkernelCmdline\"s\n" +
+	"\x0ekernel_cmdline\x18\f \x01(\tR\rkernelCmdline\x12!\n" +
+	"\fallowed_cpus\x18\r \x03(\rR\vallowedCpus\"s\n" +
 	"\x10ValidateResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +

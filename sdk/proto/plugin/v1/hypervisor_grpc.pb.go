@@ -51,7 +51,9 @@ type HypervisorClient interface {
 	// Validate checks a spec without starting anything: image target, ABI
 	// version, manifest devices against the configured ones.
 	Validate(ctx context.Context, in *VMSpec, opts ...grpc.CallOption) (*ValidateResponse, error)
-	// Start launches the VM and returns once its tender runs.
+	// Start launches the VM and returns once its tender runs. It is
+	// idempotent by VMSpec.id: a Start repeated after a crash of the plugin
+	// returns the run the first one began instead of starting another.
 	Start(ctx context.Context, in *VMSpec, opts ...grpc.CallOption) (*Handle, error)
 	// Recover reattaches to a VM started by an earlier plugin instance.
 	Recover(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*RecoverResponse, error)
@@ -220,7 +222,9 @@ type HypervisorServer interface {
 	// Validate checks a spec without starting anything: image target, ABI
 	// version, manifest devices against the configured ones.
 	Validate(context.Context, *VMSpec) (*ValidateResponse, error)
-	// Start launches the VM and returns once its tender runs.
+	// Start launches the VM and returns once its tender runs. It is
+	// idempotent by VMSpec.id: a Start repeated after a crash of the plugin
+	// returns the run the first one began instead of starting another.
 	Start(context.Context, *VMSpec) (*Handle, error)
 	// Recover reattaches to a VM started by an earlier plugin instance.
 	Recover(context.Context, *Handle) (*RecoverResponse, error)
