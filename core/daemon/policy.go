@@ -42,7 +42,11 @@ func (d *Daemon) loadPolicies() error {
 	err = d.store.Walk(policy.Collection, func(key string, raw json.RawMessage) error {
 		var e policy.Entry
 		if err := json.Unmarshal(raw, &e); err != nil {
-			return fmt.Errorf("policy %s: %w", key, err)
+			// A record an earlier version accepted under a name that is
+			// no longer valid (such as "." or "..") must not keep petreld
+			// from starting; it governs nothing that can be created now.
+			d.log.Warn("policy record skipped", "key", key, "error", err)
+			return nil
 		}
 		entries = append(entries, e)
 		return nil
