@@ -48,7 +48,8 @@ Set up once, on the host:
 The endpoint needs no privileges: it reads its key and binds its port,
 then runs as --user (which must be able to open petreld's socket: give
 the socket a group with socket_mode = "0660"). It refuses to keep running
-as root unless --allow-root is given. The revocation list is re-read
+as root, or to switch to a --user with uid or gid 0, unless --allow-root
+is given. The revocation list is re-read
 within a second of every change ('petrel ca revoke'), no restart needed.
 
 Flags:
@@ -67,7 +68,7 @@ func run(args []string) int {
 	keyFile := fs.String("key", "", "the endpoint's private key (server.key of 'petrel ca init')")
 	revFile := fs.String("revocations", "", "revocation list kept with 'petrel ca revoke' (revoked.json of 'petrel ca init'); without it nothing can be revoked")
 	userName := fs.String("user", "", "after binding, run as this user (name or uid) and its primary group")
-	allowRoot := fs.Bool("allow-root", false, "keep running as root when --user is not given (not recommended)")
+	allowRoot := fs.Bool("allow-root", false, "keep running as root when --user is not given or names root (uid or gid 0); not recommended")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -99,6 +100,10 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "petrel-endpoint: --user: %v\n", err)
 			return 2
 		}
+		if err := checkUnprivileged(*userName, uid, gid, *allowRoot); err != nil {
+			fmt.Fprintf(os.Stderr, "petrel-endpoint: %v\n", err)
+			return 2
+		}
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "petrel-endpoint", Level: hclog.LevelFromString(*logLevel), Output: os.Stderr})
 	srv, err := endpoint.New(endpoint.Options{
@@ -115,7 +120,11 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "petrel-endpoint: %v\n", err)
 			return 1
 		}
-		log.Info("running unprivileged", "user", *userName, "uid", uid, "gid", gid)
+		if uid == 0 || gid == 0 {
+			log.Warn("running with root's privileges (--allow-root)", "user", *userName, "uid", uid, "gid", gid)
+		} else {
+			log.Info("running unprivileged", "user", *userName, "uid", uid, "gid", gid)
+		}
 	} else if os.Geteuid() == 0 {
 		log.Warn("running as root (--allow-root)")
 	}
@@ -157,6 +166,22 @@ func lookupUser(s string) (int, int, error) {
 		return 0, 0, fmt.Errorf("user %s: gid %q: %w", s, u.Gid, err)
 	}
 	return uid, gid, nil
+}
+
+// checkUnprivileged refuses a --user that would keep root's privileges:
+// uid 0 (root, or any alias of it) is root itself, and gid 0 keeps the
+// group that owns most of the system's files. Dropping to either would
+// leave a network-facing process as powerful as before while its log
+// says otherwise; allowRoot (--allow-root) accepts it knowingly.
+func checkUnprivileged(userName string, uid, gid int, allowRoot bool) error {
+	if allowRoot || (uid != 0 && gid != 0) {
+		return nil
+	}
+	what := fmt.Sprintf("uid %d", uid)
+	if uid != 0 {
+		what = fmt.Sprintf("primary group gid %d", gid)
+	}
+	return fmt.Errorf("--user %s: refusing to run with root's privileges (%s): give an unprivileged user, or --allow-root to run as root anyway", userName, what)
 }
 
 // dropPrivileges switches every thread to uid and gid (Go 1.16 and later
