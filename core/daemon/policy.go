@@ -193,21 +193,11 @@ func (d *Daemon) checkBlockQuota(dev string, sizeMB int64) error {
 		return nil // the block manager reports bad names
 	}
 	d.readRoot(true)
-	for _, a := range p.Ancestors() {
-		pol, ok := d.policies.Get(a)
-		if !ok {
-			continue
-		}
+	return d.policies.CheckBlock(p, sizeMB, func(a name.Path) (int64, error) {
 		used, err := d.blocks.TotalMB(a.String())
 		if err != nil {
-			return err
+			return 0, fmt.Errorf("block storage under %q: %w", a, err)
 		}
-		if used+sizeMB > int64(pol.Block()) {
-			if pol.BlockMB == nil {
-				return fmt.Errorf("%w: policy of %q allows no block storage", policy.ErrExceeded, a)
-			}
-			return fmt.Errorf("%w: policy of %q: %d MB of block storage would exceed the limit of %d MB", policy.ErrExceeded, a, used+sizeMB, pol.Block())
-		}
-	}
-	return nil
+		return used, nil
+	})
 }

@@ -137,3 +137,20 @@ func TestEndpointRefusesRootUser(t *testing.T) {
 		t.Errorf("the endpoint claims to run unprivileged as root:\n%s", b)
 	}
 }
+
+// TestQuotaArithmeticOverflow: a block device size chosen so that the
+// policy's sum wraps around is refused by the policy, not admitted.
+func TestQuotaArithmeticOverflow(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	e.mustPetrel("policy", "add", "q", "--vms", "1", "--mem", "64", "--block", "10")
+	e.mustPetrel("block", "create", "q:small", "6")
+	for _, size := range []string{"9223372036854775807", "9223372036854775802"} {
+		res := e.petrel("block", "create", "q:huge", size)
+		want := `policy of "q": 6 + ` + size + ` MB of block storage would exceed the limit of 10 MB`
+		if res.code != 10 || !strings.Contains(res.err, want) {
+			t.Errorf("block create of %s MB: exit %d %q, want 10 with %q", size, res.code, res.err, want)
+		}
+	}
+	e.mustPetrel("block", "destroy", "q:small")
+}

@@ -305,17 +305,17 @@ func CheckDeployAgainst(policies []Entry, vm name.Path, want Usage, usageUnder f
 			used = usageUnder(a)
 		}
 		where := fmt.Sprintf("policy of %q: ", a)
-		if n := used.VMs + 1; n > p.VMs {
-			probs = append(probs, fmt.Sprintf("%s%d VMs would exceed the limit of %d", where, n, p.VMs))
+		if n, ok := addInt(used.VMs, 1); !ok || n > p.VMs {
+			probs = append(probs, fmt.Sprintf("%s%s VMs would exceed the limit of %d", where, sumText(used.VMs, 1, n, ok), p.VMs))
 		}
-		if n := used.MemoryMB + want.MemoryMB; want.MemoryMB > 0 && n > p.MemoryMB {
-			probs = append(probs, fmt.Sprintf("%s%d MB of memory would exceed the limit of %d MB", where, n, p.MemoryMB))
+		if n, ok := addInt(used.MemoryMB, want.MemoryMB); want.MemoryMB > 0 && (!ok || n > p.MemoryMB) {
+			probs = append(probs, fmt.Sprintf("%s%s MB of memory would exceed the limit of %d MB", where, sumText(used.MemoryMB, want.MemoryMB, n, ok), p.MemoryMB))
 		}
-		if n := used.BlockMB + want.BlockMB; want.BlockMB > 0 && n > p.Block() {
+		if n, ok := addInt(used.BlockMB, want.BlockMB); want.BlockMB > 0 && (!ok || n > p.Block()) {
 			if p.BlockMB == nil {
 				probs = append(probs, fmt.Sprintf("%sno block storage allowed, %d MB requested", where, want.BlockMB))
 			} else {
-				probs = append(probs, fmt.Sprintf("%s%d MB of block storage would exceed the limit of %d MB", where, n, p.Block()))
+				probs = append(probs, fmt.Sprintf("%s%s MB of block storage would exceed the limit of %d MB", where, sumText(used.BlockMB, want.BlockMB, n, ok), p.Block()))
 			}
 		}
 		if extra := missing(want.CPUs, p.CPUs); len(extra) > 0 {
@@ -329,6 +329,15 @@ func CheckDeployAgainst(policies []Entry, vm name.Path, want Usage, usageUnder f
 		return fmt.Errorf("deploy %q: %w", vm, &exceededError{msg: strings.Join(probs, "; ")})
 	}
 	return nil
+}
+
+// sumText renders the sum of used and want for a refusal: the sum when it
+// is exact (ok), else both terms, since the sum itself does not fit.
+func sumText(used, want, sum int, ok bool) string {
+	if ok {
+		return fmt.Sprint(sum)
+	}
+	return fmt.Sprintf("%d + %d", used, want)
 }
 
 // sorted returns the non-root entries ordered label by label, so that a

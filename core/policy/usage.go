@@ -24,13 +24,14 @@ type Usage struct {
 	Bridges []string `json:"bridges,omitempty"`
 }
 
-// Add returns the usage of u and v together: counts summed, CPU and
+// Add returns the usage of u and v together: counts summed (saturated
+// rather than wrapped, so a huge sum still exceeds every limit), CPU and
 // bridge sets merged (sorted, without duplicates).
 func (u Usage) Add(v Usage) Usage {
 	out := Usage{
-		VMs:      u.VMs + v.VMs,
-		MemoryMB: u.MemoryMB + v.MemoryMB,
-		BlockMB:  u.BlockMB + v.BlockMB,
+		VMs:      addSat(u.VMs, v.VMs),
+		MemoryMB: addSat(u.MemoryMB, v.MemoryMB),
+		BlockMB:  addSat(u.BlockMB, v.BlockMB),
 		CPUs:     append(slices.Clone(u.CPUs), v.CPUs...),
 		Bridges:  append(slices.Clone(u.Bridges), v.Bridges...),
 	}
