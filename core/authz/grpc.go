@@ -21,8 +21,11 @@ import (
 // the caller's certificate chain to petreld: DER certificates, standard
 // base64, leaf first, separated by commas. Its presence is what makes a
 // request remote; petreld verifies the chain itself and never trusts the
-// endpoint's judgement. It grants nothing: whoever can reach petreld's
-// socket is a local administrator anyway, and the chain only restricts.
+// endpoint's judgement. It grants nothing: on the administrators' socket
+// the caller is a local administrator anyway and the chain only
+// restricts, and on the endpoint's socket (petreld-remote.sock) a request
+// without a chain is refused, so the endpoint has its callers' rights and
+// no others.
 const ChainMetadata = "petrel-client-chain"
 
 // maxChainCerts bounds how many certificates ChainFromMetadata decodes,

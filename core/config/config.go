@@ -24,11 +24,16 @@ var Defaults string
 
 // Config is petreld's configuration.
 type Config struct {
-	DataDir              string `hcl:"data_dir,optional"`
-	RunDir               string `hcl:"run_dir,optional"`
-	PluginDir            string `hcl:"plugin_dir,optional"`
-	DefaultBackend       string `hcl:"default_backend,optional"`
-	SocketMode           string `hcl:"socket_mode,optional"`
+	DataDir        string `hcl:"data_dir,optional"`
+	RunDir         string `hcl:"run_dir,optional"`
+	PluginDir      string `hcl:"plugin_dir,optional"`
+	DefaultBackend string `hcl:"default_backend,optional"`
+	SocketMode     string `hcl:"socket_mode,optional"`
+	// RemoteSocketMode and RemoteSocketGroup are the permission bits and
+	// group of the socket petrel-endpoint forwards requests to; petreld
+	// serves a request there only with a chain it verifies.
+	RemoteSocketMode     string `hcl:"remote_socket_mode,optional"`
+	RemoteSocketGroup    string `hcl:"remote_socket_group,optional"`
 	ConsoleLines         int    `hcl:"console_lines,optional"`
 	ConsoleBytes         int    `hcl:"console_bytes,optional"`
 	StopTimeout          string `hcl:"stop_timeout,optional"`
@@ -175,6 +180,9 @@ func (c *Config) Validate() error {
 	if _, err := c.SocketPerm(); err != nil {
 		return err
 	}
+	if _, err := c.RemoteSocketPerm(); err != nil {
+		return err
+	}
 	for _, d := range []struct{ name, v string }{
 		{"stop_timeout", c.StopTimeout},
 		{"restart_backoff_min", c.RestartBackoffMin},
@@ -217,11 +225,21 @@ func (c *Config) Network() (Backend, bool) {
 
 // SocketPerm parses socket_mode as octal permission bits.
 func (c *Config) SocketPerm() (os.FileMode, error) {
-	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	return parsePerm("socket_mode", c.SocketMode)
+}
+
+// parsePerm parses the octal permission bits of the setting name.
+func parsePerm(name, v string) (os.FileMode, error) {
+	m, err := strconv.ParseUint(v, 8, 32)
 	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("config: socket_mode %q is not an octal mode such as \"0600\"", c.SocketMode)
+		return 0, fmt.Errorf("config: %s %q is not an octal mode such as \"0600\"", name, v)
 	}
 	return os.FileMode(m), nil
+}
+
+// RemoteSocketPerm parses remote_socket_mode as octal permission bits.
+func (c *Config) RemoteSocketPerm() (os.FileMode, error) {
+	return parsePerm("remote_socket_mode", c.RemoteSocketMode)
 }
 
 // Duration returns a validated duration setting by its HCL name.

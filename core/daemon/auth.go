@@ -114,8 +114,13 @@ func (t *trust) verifier() *pki.Verifier {
 	return &pki.Verifier{Roots: t.roots, Revoked: t.revoked}
 }
 
+// errNoChain refuses a request on the endpoint's socket that carries no
+// certificate chain: there, petreld acts only for a caller it can verify.
+var errNoChain = status.Errorf(codes.Unauthenticated, "%s serves only requests forwarded by petrel-endpoint with the caller's certificate chain; local administrators use %s", RemoteSocketName, SocketName)
+
 // identify returns the verified identity of a request carrying a chain,
-// nil for a local request.
+// nil for a request without one (a local administrator's, on the
+// administrators' socket).
 func (t *trust) identify(ctx context.Context) (*pki.Identity, error) {
 	chain, err := authz.ChainFromMetadata(ctx)
 	if err != nil {
@@ -134,21 +139,40 @@ func (t *trust) identify(ctx context.Context) (*pki.Identity, error) {
 	return id, nil
 }
 
+// identifyRemote is identify for the endpoint's socket, where a request
+// without a chain is refused rather than trusted.
+func (t *trust) identifyRemote(ctx context.Context) (*pki.Identity, error) {
+	id, err := t.identify(ctx)
+	if err == nil && id == nil {
+		return nil, errNoChain
+	}
+	return id, err
+}
+
+// interceptors are the gRPC interceptors of one socket.
+type interceptors struct {
+	unary  grpc.UnaryServerInterceptor
+	stream grpc.StreamServerInterceptor
+}
+
 // authInterceptors returns the interceptors that apply remote
-// authorization (package authz) to requests forwarded by
-// petrel-endpoint, using ca_file and revocation_file from the
-// configuration. Requests without a chain come from the local socket,
-// whose file permissions are the access control, and pass unchanged.
-func (d *Daemon) authInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor, error) {
+// authorization (package authz) on the administrators' socket and on the
+// endpoint's, using ca_file and revocation_file from the configuration.
+// On the administrators' socket, requests without a chain are local and
+// pass unchanged (its file permissions are the access control), and a
+// chain only restricts; on the endpoint's socket every request needs a
+// chain petreld verifies itself.
+func (d *Daemon) authInterceptors() (admin, remote interceptors, err error) {
 	t, err := loadTrust(d.cfg.CAFile, d.cfg.RevocationFile, d.log.Named("auth"))
 	if err != nil {
-		return nil, nil, err
+		return admin, remote, err
 	}
 	if t != nil {
 		d.log.Info("remote management enabled", "ca_file", d.cfg.CAFile, "revocation_file", d.cfg.RevocationFile)
 	}
-	unary, stream := authz.Interceptors(t.identify, d.installPolicies)
-	return unary, stream, nil
+	admin.unary, admin.stream = authz.Interceptors(t.identify, d.installPolicies)
+	remote.unary, remote.stream = authz.Interceptors(t.identifyRemote, d.installPolicies)
+	return admin, remote, nil
 }
 
 // installPolicies makes the policies of a caller's chain part of the

@@ -2,15 +2,23 @@ package integration
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -153,4 +161,113 @@ func TestQuotaArithmeticOverflow(t *testing.T) {
 		}
 	}
 	e.mustPetrel("block", "destroy", "q:small")
+}
+
+// onSocket returns a daemon API client on the unix socket sock whose
+// calls carry chain as petrel-endpoint forwards it (none when nil).
+func onSocket(t *testing.T, sock string, chain []*x509.Certificate) (daemonv1.DaemonClient, context.Context) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	if chain != nil {
+		ctx = metadata.AppendToOutgoingContext(ctx, authz.ChainMetadata, authz.EncodeChain(chain))
+	}
+	return daemonv1.NewDaemonClient(conn), ctx
+}
+
+// TestRemoteSocket: petreld serves the endpoint on a socket of its own,
+// with the mode and group configured, where a request without a chain is
+// refused and one with a verified chain is scoped to the caller's domain;
+// the administrators' socket keeps serving local requests.
+func TestRemoteSocket(t *testing.T) {
+	e := newEnvTB(t)
+	r := &remoteEnv{env: e, ca: filepath.Join(e.dir, "ca"), log: filepath.Join(e.dir, "endpoint.log")}
+	e.mustPetrel("ca", "init", r.ca)
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "ca_file = %q\nrevocation_file = %q\nremote_socket_mode = \"0660\"\nremote_socket_group = \"nogroup\"\n", r.file("ca.pem"), r.file("revoked.json"))
+	f.Close()
+	e.start()
+	r.startEndpoint()
+	img := r.image("rs.hvt", solo5.TargetHVT)
+
+	fi, err := os.Stat(e.remoteSocket())
+	if err != nil {
+		t.Fatalf("no remote socket: %v", err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o660 || st.Uid != 0 || st.Gid != 65534 {
+		t.Errorf("%s: mode %o owner %d:%d, want 0660 0:65534 (nogroup)", e.remoteSocket(), fi.Mode().Perm(), st.Uid, st.Gid)
+	}
+	if fi, err := os.Stat(e.socket); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the administrators' socket: %v %v, want mode 0600", fi.Mode(), err)
+	}
+
+	e.mustPetrel("create", "bob:vm", img, "--arg", "run=forever")
+	alice, aliceKey := r.subCA("alice", r.file("ca.pem"), r.file("ca.key"), "--vms", "1", "--mem", "64")
+	aliceCA, err := pki.ReadCertsFile(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceSigner, err := pki.ReadKeyFile(aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _, err := pki.NewLeafChain(aliceCA, aliceSigner, "web", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Without a chain, nothing is served: not even what is open to every
+	// authenticated caller.
+	const noChain = "petreld-remote.sock serves only requests forwarded by petrel-endpoint with the caller's certificate chain"
+	api, ctx := onSocket(t, e.remoteSocket(), nil)
+	_, err = api.Destroy(ctx, &daemonv1.DestroyRequest{Name: "bob:vm"})
+	wantCode(t, "destroy without a chain on the remote socket", err, codes.Unauthenticated, noChain)
+	_, err = api.Version(ctx, &daemonv1.VersionRequest{})
+	wantCode(t, "version without a chain on the remote socket", err, codes.Unauthenticated, noChain)
+	_, err = api.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: "bob", Policy: &daemonv1.Policy{Vms: 0}})
+	wantCode(t, "policy add without a chain on the remote socket", err, codes.Unauthenticated, noChain)
+	ev, err := api.Events(ctx, &daemonv1.EventsRequest{})
+	if err == nil {
+		_, err = ev.Recv()
+	}
+	wantCode(t, "events without a chain on the remote socket", err, codes.Unauthenticated, noChain)
+
+	// With alice's chain: alice's rights, within alice's domain.
+	api, ctx = onSocket(t, e.remoteSocket(), chain)
+	_, err = api.Destroy(ctx, &daemonv1.DestroyRequest{Name: "bob:vm"})
+	wantCode(t, "alice destroying bob:vm on the remote socket", err, codes.PermissionDenied, `"bob:vm" is not below the certificate's domain "alice"`)
+	_, err = api.Plugins(ctx, &daemonv1.PluginsRequest{})
+	wantCode(t, "alice listing plugins on the remote socket", err, codes.PermissionDenied, "reserved to its owner")
+	info, err := api.Info(ctx, &daemonv1.InfoRequest{})
+	if status.Code(err) != codes.NotFound && (err != nil || len(info.GetVms()) != 0) {
+		t.Errorf("alice's info on the remote socket: %v %v, want nothing of bob's", info, err)
+	}
+	// A forged or foreign chain is refused there as on the other socket.
+	other, otherKey := forge{cn: "other", ca: true}.issue(t, nil, nil)
+	foreign, _ := forge{cn: "web"}.issue(t, other, otherKey)
+	_, err = api.Info(metadata.AppendToOutgoingContext(context.Background(), authz.ChainMetadata, authz.EncodeChain([]*x509.Certificate{foreign})), &daemonv1.InfoRequest{})
+	wantCode(t, "a foreign chain on the remote socket", err, codes.Unauthenticated, "trusted root")
+
+	// Through the endpoint, which now uses the remote socket, alice
+	// deploys within her policy.
+	if out := r.mustRemote(alice, aliceKey, "create", "web", img, "--mem", "32", "--arg", "run=forever"); !strings.Contains(out, "created alice:web") {
+		t.Fatalf("remote create said %q", out)
+	}
+	if res := r.remote(alice, aliceKey, "destroy", ":bob:vm"); res.code != 8 {
+		t.Errorf("alice destroying bob:vm through the endpoint: exit %d %q", res.code, res.err)
+	}
+	// The administrators' socket still serves the owner without a chain.
+	if vm := r.info("bob:vm"); vm.State != "running" {
+		t.Fatalf("bob:vm: %+v", vm)
+	}
+	r.mustPetrel("destroy", "alice:web")
+	r.mustPetrel("destroy", "bob:vm")
 }
