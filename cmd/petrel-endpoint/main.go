@@ -56,7 +56,9 @@ socket and should be its only client (remote_socket_group above), and
 which must not be able to open the administrators' socket, petreld.sock.
 It refuses to keep running as root, or to switch to a --user with uid or
 gid 0, unless --allow-root is given. The revocation list is re-read
-within a second of every change ('petrel ca revoke'), no restart needed.
+within a second of every change ('petrel ca revoke'), no restart needed,
+and open streams (events, console and stats followed) end within a
+second of a certificate of their chain being revoked or expiring.
 
 Flags:
 `

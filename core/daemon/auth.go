@@ -139,6 +139,16 @@ func (t *trust) identify(ctx context.Context) (*pki.Identity, error) {
 	return id, nil
 }
 
+// recheck tells whether the identity of an open stream still holds,
+// against the revocation list as it is now (reloaded when the file
+// changed).
+func (t *trust) recheck(id *pki.Identity) error {
+	if t == nil {
+		return errRemoteOff
+	}
+	return t.verifier().Recheck(id)
+}
+
 // identifyRemote is identify for the endpoint's socket, where a request
 // without a chain is refused rather than trusted.
 func (t *trust) identifyRemote(ctx context.Context) (*pki.Identity, error) {
@@ -170,8 +180,8 @@ func (d *Daemon) authInterceptors() (admin, remote interceptors, err error) {
 	if t != nil {
 		d.log.Info("remote management enabled", "ca_file", d.cfg.CAFile, "revocation_file", d.cfg.RevocationFile)
 	}
-	admin.unary, admin.stream = authz.Interceptors(t.identify, d.installPolicies)
-	remote.unary, remote.stream = authz.Interceptors(t.identifyRemote, d.installPolicies)
+	admin.unary, admin.stream = authz.Interceptors(t.identify, d.installPolicies, t.recheck)
+	remote.unary, remote.stream = authz.Interceptors(t.identifyRemote, d.installPolicies, t.recheck)
 	return admin, remote, nil
 }
 

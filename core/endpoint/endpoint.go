@@ -159,7 +159,7 @@ func New(opts Options) (*Server, error) {
 	if s.lis, err = activation.Listener(addr); err != nil {
 		return nil, fmt.Errorf("endpoint: listen: %w", err)
 	}
-	unary, stream := authz.Interceptors(s.identify, nil)
+	unary, stream := authz.Interceptors(s.identify, nil, s.recheck)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg)}),
 		grpc.ConnectionTimeout(handshakeTimeout),
@@ -227,6 +227,17 @@ func (s *Server) identify(ctx context.Context) (*pki.Identity, error) {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	return id, nil
+}
+
+// recheck tells whether the identity of an open stream still holds; a
+// failure ends the stream (and, through its context, the call to
+// petreld that relays it).
+func (s *Server) recheck(id *pki.Identity) error {
+	if err := s.verifier.Recheck(id); err != nil {
+		s.log.Warn("ended a stream", "domain", id.Domain.String(), "error", err)
+		return err
+	}
+	return nil
 }
 
 // refusalDrain bounds how long and how much the endpoint reads from a

@@ -20,6 +20,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -270,4 +271,140 @@ func TestRemoteSocket(t *testing.T) {
 	}
 	r.mustPetrel("destroy", "alice:web")
 	r.mustPetrel("destroy", "bob:vm")
+}
+
+// stream is a long-lived petrel command (events, console --follow,
+// stats --follow) run against the endpoint.
+type stream struct {
+	what   string
+	cmd    *exec.Cmd
+	stderr *strings.Builder
+	ended  chan time.Time
+}
+
+// startStream runs the CLI with args and notes when it exits.
+func (r *remoteEnv) startStream(t *testing.T, what string, args ...string) *stream {
+	t.Helper()
+	s := &stream{what: what, stderr: &strings.Builder{}, ended: make(chan time.Time, 1)}
+	s.cmd = exec.Command(filepath.Join(binDir, "petrel"), args...)
+	s.cmd.Stderr = s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); s.ended <- time.Now() }()
+	t.Cleanup(func() { s.cmd.Process.Kill() })
+	return s
+}
+
+// TestStreamsEndOnRevocation: events, console --follow and stats --follow
+// opened through the endpoint end within a second of a certificate of
+// their chain (here the tenant's sub-CA) being revoked, with the reason.
+func TestStreamsEndOnRevocation(t *testing.T) {
+	r := newRemoteEnv(t)
+	img := r.image("rev.hvt", solo5.TargetHVT)
+	alice, aliceKey := r.subCA("alice", r.file("ca.pem"), r.file("ca.key"), "--vms", "2", "--mem", "256")
+	r.mustRemote(alice, aliceKey, "create", "web", img, "--mem", "32", "--arg", "run=forever")
+	base := []string{"--destination", r.addr, "--ca", alice, "--ca-key", aliceKey, "--server-ca", r.file("ca.pem")}
+	streams := []*stream{
+		r.startStream(t, "events", append(base, "events")...),
+		r.startStream(t, "console --follow", append(base, "console", "web", "--follow")...),
+		r.startStream(t, "stats --follow", append(base, "stats", "--follow")...),
+	}
+	// Every stream is open and stays open while the chain is good.
+	time.Sleep(2 * time.Second)
+	for _, s := range streams {
+		select {
+		case <-s.ended:
+			t.Fatalf("%s ended before the revocation: %s", s.what, s.stderr)
+		default:
+		}
+	}
+	r.mustPetrel("ca", "revoke", "--list", r.file("revoked.json"), alice)
+	revoked := time.Now()
+	for _, s := range streams {
+		select {
+		case at := <-s.ended:
+			if d := at.Sub(revoked); d > time.Second {
+				t.Errorf("%s ended %v after the revocation", s.what, d)
+			}
+			code := s.cmd.ProcessState.ExitCode()
+			if code != 8 || !strings.Contains(s.stderr.String(), `certificate "alice"`) || !strings.Contains(s.stderr.String(), "certificate revoked; the stream has ended") {
+				t.Errorf("%s: exit %d %q, want 8 naming alice's revoked certificate", s.what, code, s.stderr)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s still open 5 s after the revocation", s.what)
+		}
+	}
+	r.mustPetrel("destroy", "alice:web")
+}
+
+// TestStreamsEndOnExpiry: streams opened with a leaf that expires a few
+// seconds later end within a second of its notAfter.
+func TestStreamsEndOnExpiry(t *testing.T) {
+	r := newRemoteEnv(t)
+	img := r.image("exp.hvt", solo5.TargetHVT)
+	r.mustPetrel("create", "alice:web", img, "--mem", "32", "--arg", "run=forever")
+	root, err := pki.ReadCertsFile(r.file("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKey, err := pki.ReadKeyFile(r.file("ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := policy.Policy{VMs: 2, MemoryMB: 256}
+	aliceCA, aliceCAKey := forge{cn: "alice", ca: true, pol: &pol}.issue(t, root[0], rootKey)
+	// notAfter is stored to the second: the leaf expires 4 to 5 seconds
+	// from now.
+	leaf, leafKey := forge{cn: "web", notAfter: time.Now().Add(5 * time.Second)}.issue(t, aliceCA, aliceCAKey)
+	c, err := client.DialTLS(r.addr, []*x509.Certificate{leaf, aliceCA}, leafKey, root[0], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events, err := c.API.Events(ctx, &daemonv1.EventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, err := c.API.Console(ctx, &daemonv1.ConsoleRequest{Name: "alice:web", Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := c.API.Stats(ctx, &daemonv1.StatsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type end struct {
+		what string
+		at   time.Time
+		err  error
+	}
+	ends := make(chan end, 3)
+	drain := func(what string, recv func() error) {
+		for {
+			if err := recv(); err != nil {
+				ends <- end{what, time.Now(), err}
+				return
+			}
+		}
+	}
+	go drain("events", func() error { _, err := events.Recv(); return err })
+	go drain("console --follow", func() error { _, err := console.Recv(); return err })
+	go drain("stats --follow", func() error { _, err := stats.Recv(); return err })
+	for range 3 {
+		select {
+		case e := <-ends:
+			if e.at.Before(leaf.NotAfter) {
+				t.Errorf("%s ended %v before the leaf expired: %v", e.what, leaf.NotAfter.Sub(e.at), e.err)
+			} else if d := e.at.Sub(leaf.NotAfter); d > time.Second {
+				t.Errorf("%s ended %v after the leaf expired", e.what, d)
+			}
+			wantCode(t, e.what+" after expiry", e.err, codes.Unauthenticated, `certificate "web" expired at`)
+		case <-ctx.Done():
+			t.Fatal("streams still open 30 s after they were opened")
+		}
+	}
+	r.mustPetrel("destroy", "alice:web")
 }
