@@ -19,7 +19,16 @@ func (a *app) policyCmd() *cobra.Command {
 VMs, memory, CPUs they may be pinned to, block storage and bridges. A
 policy is never larger than any ancestor's, and every deploy is checked
 against the policy of every ancestor, so delegated sub-policies can never
-together exceed their parent. The root policy (":") is what the host has.`,
+together exceed their parent. The root policy (":") is what the host has.
+
+A path may have two policies: one set here (locally, or remotely by an
+ancestor) and one carried by a certificate of a caller's chain, recorded
+when that caller deploys. The policy in force is their meet, field by
+field the smaller (and the CPUs and bridges both allow), so neither can
+loosen the other: a re-signed certificate cannot undo a limit its owner
+set, and a policy set here cannot exceed what the certificate's issuer
+delegated. FROM says which records a path has; --json shows them as
+"local" and "certificate".`,
 		Example: "  petrel policy\n  petrel policy add team --vms 4 --mem 512 --cpu 0 --cpu 1 --block 1024 --bridge br0\n  petrel policy remove team",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
@@ -39,26 +48,28 @@ together exceed their parent. The root policy (":") is what the host has.`,
 			if jsonOut {
 				list := []map[string]any{}
 				for _, e := range res.GetPolicies() {
-					p := e.GetPolicy()
-					m := map[string]any{"path": e.GetPath(), "vms": p.GetVms(), "memory_mb": p.GetMemoryMb(), "cpus": p.GetCpus(),
-						"bridges": p.GetBridges(), "used_vms": e.GetUsedVms(), "used_memory_mb": e.GetUsedMemoryMb(), "used_block_mb": e.GetUsedBlockMb()}
-					if p.BlockMb != nil {
-						m["block_mb"] = p.GetBlockMb()
+					m := policyJSON(e.GetPolicy())
+					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
+					if e.Local != nil {
+						m["local"] = policyJSON(e.GetLocal())
+					}
+					if e.Certificate != nil {
+						m["certificate"] = policyJSON(e.GetCertificate())
 					}
 					list = append(list, m)
 				}
 				return writeJSON(a.out, list)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tBRIDGES")
+			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tBRIDGES\tFROM")
 			for _, e := range res.GetPolicies() {
 				p := e.GetPolicy()
 				block := "none"
 				if p.BlockMb != nil {
 					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
 				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, strings.Join(p.GetBridges(), ","))
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
+					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, strings.Join(p.GetBridges(), ","), policySources(e))
 			}
 			return tw.Flush()
 		},
@@ -66,6 +77,31 @@ together exceed their parent. The root policy (":") is what the host has.`,
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.AddCommand(a.policyAddCmd(), a.policyRemoveCmd())
 	return cmd
+}
+
+// policyJSON is the JSON form of a policy in `petrel policy --json`.
+func policyJSON(p *daemonv1.Policy) map[string]any {
+	m := map[string]any{"vms": p.GetVms(), "memory_mb": p.GetMemoryMb(), "cpus": p.GetCpus(), "bridges": p.GetBridges()}
+	if p.BlockMb != nil {
+		m["block_mb"] = p.GetBlockMb()
+	}
+	return m
+}
+
+// policySources says which records a listed policy is the meet of: the
+// host for the root, else local, certificate or both.
+func policySources(e *daemonv1.PolicyEntry) string {
+	var from []string
+	if e.Local != nil {
+		from = append(from, "local")
+	}
+	if e.Certificate != nil {
+		from = append(from, "certificate")
+	}
+	if len(from) == 0 {
+		return "host"
+	}
+	return strings.Join(from, "+")
 }
 
 func (a *app) policyAddCmd() *cobra.Command {

@@ -185,14 +185,16 @@ func (d *Daemon) authInterceptors() (admin, remote interceptors, err error) {
 	return admin, remote, nil
 }
 
-// installPolicies makes the policies of a caller's chain part of the
-// daemon's policy tree before a deploy, as Albatross does: each sub-CA's
-// policy is set at its domain path when absent or different, so that the
+// installPolicies records the policies of a caller's chain in the
+// daemon's policy tree before a deploy, as Albatross does, so that the
 // deploy's admission (which checks every ancestor, with the usage of all
-// VMs under it) enforces them. A policy that does not fit (larger than
-// an ancestor's, smaller than a descendant's or than current usage) is
-// refused. The root certificate's policy, if any, is not installed: the
-// root of the tree is what the host has.
+// VMs under it) enforces them. Each sub-CA's policy is recorded at its
+// domain path as that path's certificate policy, apart from any policy
+// the owner or an ancestor set there: the effective policy is the meet
+// of both, so a certificate never loosens what was set locally (and a
+// re-signed certificate replaces only the certificate's record). The
+// root certificate's policy, if any, is not recorded: the root of the
+// tree is what the host has.
 func (d *Daemon) installPolicies(_ context.Context, id *pki.Identity) error {
 	d.policyMu.Lock()
 	defer d.policyMu.Unlock()
@@ -200,42 +202,33 @@ func (d *Daemon) installPolicies(_ context.Context, id *pki.Identity) error {
 		if e.Path.IsRoot() {
 			continue
 		}
-		if cur, ok := d.policies.Get(e.Path); ok && cur.Equal(e.Policy) {
+		if _, cur := d.policies.Records(e.Path); cur != nil && cur.Equal(e.Policy) {
 			continue
 		}
-		if err := d.setPolicyLocked(e.Path, e.Policy); err != nil {
+		if err := d.setCertificatePolicyLocked(e.Path, e.Policy); err != nil {
 			if errors.Is(err, errSavePolicy) {
 				return status.Error(codes.Internal, err.Error())
 			}
-			if errors.Is(err, policy.ErrExceeded) {
-				return status.Errorf(codes.ResourceExhausted, "the policy of %q in the certificate chain does not fit this host: %v", e.Path, err)
-			}
-			return status.Errorf(codes.PermissionDenied, "the policy of %q in the certificate chain does not fit this host: %v", e.Path, err)
+			return status.Errorf(codes.PermissionDenied, "the policy of %q in the certificate chain cannot be recorded: %v", e.Path, err)
 		}
-		d.log.Info("installed policy from a certificate chain", "path", e.Path.String(), "policy", e.Policy.String())
+		d.log.Info("recorded policy from a certificate chain", "path", e.Path.String(), "policy", e.Policy.String())
 	}
 	return nil
 }
 
-// setPolicyLocked sets and persists the policy of path, undoing the set
-// when it cannot be saved; d.policyMu must be held.
-func (d *Daemon) setPolicyLocked(path name.Path, p policy.Policy) error {
-	old, hadOld := d.policies.Get(path)
-	usage := func(q name.Path) policy.Usage {
-		u := d.sup.UsageUnder(q, "")
-		if b, err := d.blocks.TotalMB(q.String()); err == nil {
-			u.BlockMB = int(b)
-		}
-		return u
-	}
-	if err := d.policies.Set(path, p, usage); err != nil {
+// setCertificatePolicyLocked records and persists the certificate policy
+// of path, undoing the record when it cannot be saved; d.policyMu must be
+// held.
+func (d *Daemon) setCertificatePolicyLocked(path name.Path, p policy.Policy) error {
+	_, old := d.policies.Records(path)
+	if err := d.policies.SetCertificate(path, p); err != nil {
 		return err
 	}
-	if err := d.store.Put(policy.Collection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
-		if hadOld {
-			_ = d.policies.Set(path, old, nil)
+	if err := d.store.Put(policy.CertCollection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
+		if old != nil {
+			_ = d.policies.SetCertificate(path, *old)
 		} else {
-			_ = d.policies.Remove(path)
+			d.policies.RemoveCertificate(path)
 		}
 		return fmt.Errorf("%w of %q: %v", errSavePolicy, path, err)
 	}

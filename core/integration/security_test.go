@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -407,4 +408,57 @@ func TestStreamsEndOnExpiry(t *testing.T) {
 		}
 	}
 	r.mustPetrel("destroy", "alice:web")
+}
+
+// TestCertificateNeverLoosensLocalPolicy: a limit the owner set locally
+// for a tenant's domain holds against the tenant's next remote deploys,
+// whose certificate carries a larger policy; both records stay, and the
+// effective policy is their meet.
+func TestCertificateNeverLoosensLocalPolicy(t *testing.T) {
+	r := newRemoteEnv(t)
+	img := r.image("xi.hvt", solo5.TargetHVT)
+	zed, zedKey := r.subCA("zed", r.file("ca.pem"), r.file("ca.key"), "--vms", "4", "--mem", "512")
+	xi, xiKey := r.subCA("xi", zed, zedKey, "--vms", "2", "--mem", "256")
+	r.mustPetrel("policy", "add", "zed:xi", "--vms", "0", "--mem", "256")
+	res := r.remote(xi, xiKey, "create", "web", img, "--mem", "32", "--arg", "run=forever")
+	if want := `policy of "zed:xi": 1 VMs would exceed the limit of 0`; res.code != 10 || !strings.Contains(res.err, want) {
+		t.Fatalf("xi's create under the owner's 0 VMs: exit %d %q, want 10 with %q", res.code, res.err, want)
+	}
+	var list []struct {
+		Path        string         `json:"path"`
+		VMs         int            `json:"vms"`
+		MemoryMB    int            `json:"memory_mb"`
+		Local       map[string]any `json:"local"`
+		Certificate map[string]any `json:"certificate"`
+	}
+	if err := json.Unmarshal([]byte(r.mustPetrel("policy", "zed:xi", "--json")), &list); err != nil || len(list) != 1 {
+		t.Fatalf("policy zed:xi --json: %v %v", list, err)
+	}
+	if e := list[0]; e.VMs != 0 || e.Local["vms"] != float64(0) || e.Certificate["vms"] != float64(2) {
+		t.Fatalf("zed:xi: effective %d VMs, local %v, certificate %v; want 0, 0 and 2", e.VMs, e.Local, e.Certificate)
+	}
+	if out := r.mustPetrel("policy", "zed:xi"); !strings.Contains(out, "local+certificate") {
+		t.Errorf("policy listing does not say where zed:xi's policy comes from:\n%s", out)
+	}
+
+	// The owner lifts the VM limit but lowers memory below the
+	// certificate's: each side's smaller field holds.
+	r.mustPetrel("policy", "add", "zed:xi", "--vms", "2", "--mem", "64")
+	r.mustRemote(xi, xiKey, "create", "web", img, "--mem", "32", "--arg", "run=forever")
+	res = r.remote(xi, xiKey, "create", "db", img, "--mem", "48", "--arg", "run=forever")
+	if want := `policy of "zed:xi": 80 MB of memory would exceed the limit of 64 MB`; res.code != 10 || !strings.Contains(res.err, want) {
+		t.Fatalf("xi's second create over the owner's memory: exit %d %q, want 10 with %q", res.code, res.err, want)
+	}
+	// The certificate's records survive a restart, apart from the local
+	// ones.
+	r.kill9()
+	r.start()
+	res = r.remote(xi, xiKey, "create", "db", img, "--mem", "48", "--arg", "run=forever")
+	if res.code != 10 || !strings.Contains(res.err, "limit of 64 MB") {
+		t.Fatalf("after a restart: exit %d %q", res.code, res.err)
+	}
+	if out := r.mustPetrel("policy", "zed:xi"); !strings.Contains(out, "local+certificate") {
+		t.Errorf("records lost across a restart:\n%s", out)
+	}
+	r.mustPetrel("destroy", "zed:xi:web")
 }

@@ -23,6 +23,13 @@
 // CPUs and bridges are not counted: a VM may use a CPU or bridge only if
 // every governing policy allows it, and any number of VMs may share them.
 //
+// A path may hold two policies, one set by its owner or an ancestor and
+// one carried by a certificate of a caller's chain (Tree.Set and
+// Tree.SetCertificate). Its effective policy is their meet (Policy.Meet),
+// so that neither can loosen what the other allows: a tenant presenting
+// a certificate cannot undo a limit the host's owner set, and the owner's
+// local policy cannot exceed what the tenant's issuer delegated.
+//
 // The root policy is discovered from the host (HostPolicy) rather than
 // configured, so that a policy never promises resources the machine does
 // not have.
@@ -131,6 +138,37 @@ func (p Policy) Equal(q Policy) bool {
 		return false
 	}
 	return a.BlockMB == nil || *a.BlockMB == *b.BlockMB
+}
+
+// Meet returns the policy that allows only what both p and q allow: the
+// smaller count and size of each field, and the CPUs and bridges both
+// list. A domain's effective policy is the meet of every policy recorded
+// for it (the one its owner set and the one its certificate carries), so
+// that none of them can loosen another. A block allowance that either
+// leaves unstated allows nothing, so the meet states none either.
+func (p Policy) Meet(q Policy) Policy {
+	out := Policy{VMs: min(p.VMs, q.VMs), MemoryMB: min(p.MemoryMB, q.MemoryMB),
+		CPUs: both(p.CPUs, q.CPUs), Bridges: both(p.Bridges, q.Bridges)}
+	if p.BlockMB != nil && q.BlockMB != nil {
+		b := min(*p.BlockMB, *q.BlockMB)
+		out.BlockMB = &b
+	}
+	return out.Canonical()
+}
+
+// both returns the elements of a that are also in b, in a's order.
+func both[T comparable](a, b []T) []T {
+	in := make(map[T]bool, len(b))
+	for _, x := range b {
+		in[x] = true
+	}
+	out := []T{}
+	for _, x := range a {
+		if in[x] {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // String renders p on one line for logs and error messages.
