@@ -16,7 +16,10 @@ func (a *app) policyCmd() *cobra.Command {
 		Use:   "policy [PATH]",
 		Short: "Show resource policies (with subcommands to add and remove them)",
 		Long: `A policy bounds what every VM below a path may take together: number of
-VMs, memory, CPUs they may be pinned to, block storage and bridges. A
+VMs, memory, CPUs they may be pinned to, block storage, image storage and
+bridges. Image storage (--images) bounds the images the VMs use and those
+the path's callers upload for VMs to come, in petreld's image store; a
+policy that states none allows as much as its memory. A
 policy is never larger than any ancestor's, and every deploy is checked
 against the policy of every ancestor, so delegated sub-policies can never
 together exceed their parent. The root policy (":") is what the host has.
@@ -50,6 +53,7 @@ delegated. FROM says which records a path has; --json shows them as
 				for _, e := range res.GetPolicies() {
 					m := policyJSON(e.GetPolicy())
 					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
+					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), imagesLimit(e.GetPolicy())
 					if e.Local != nil {
 						m["local"] = policyJSON(e.GetLocal())
 					}
@@ -61,15 +65,16 @@ delegated. FROM says which records a path has; --json shows them as
 				return writeJSON(a.out, list)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tBRIDGES\tFROM")
+			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tIMAGES\tBRIDGES\tFROM")
 			for _, e := range res.GetPolicies() {
 				p := e.GetPolicy()
 				block := "none"
 				if p.BlockMb != nil {
 					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
 				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, strings.Join(p.GetBridges(), ","), policySources(e))
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
+					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, e.GetUsedImagesMb(), imagesLimit(p),
+					strings.Join(p.GetBridges(), ","), policySources(e))
 			}
 			return tw.Flush()
 		},
@@ -85,7 +90,19 @@ func policyJSON(p *daemonv1.Policy) map[string]any {
 	if p.BlockMb != nil {
 		m["block_mb"] = p.GetBlockMb()
 	}
+	if p.ImagesMb != nil {
+		m["images_mb"] = p.GetImagesMb()
+	}
 	return m
+}
+
+// imagesLimit is a policy's image allowance: the one it states, or its
+// memory.
+func imagesLimit(p *daemonv1.Policy) int64 {
+	if p.ImagesMb != nil {
+		return p.GetImagesMb()
+	}
+	return p.GetMemoryMb()
 }
 
 // policySources says which records a listed policy is the meet of: the
@@ -110,12 +127,13 @@ func (a *app) policyAddCmd() *cobra.Command {
 		mem     int64
 		cpus    []int32
 		block   int64
+		images  int64
 		bridges []string
 	)
 	cmd := &cobra.Command{
-		Use:     "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--bridge B]...",
+		Use:     "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--images MB] [--bridge B]...",
 		Short:   "Set the resource policy of a path",
-		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --bridge br0",
+		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --images 128 --bridge br0",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if !cmd.Flags().Changed("vms") || !cmd.Flags().Changed("mem") {
@@ -124,6 +142,9 @@ func (a *app) policyAddCmd() *cobra.Command {
 			p := &daemonv1.Policy{Vms: vms, MemoryMb: mem, Cpus: cpus, Bridges: bridges}
 			if cmd.Flags().Changed("block") {
 				p.BlockMb = &block
+			}
+			if cmd.Flags().Changed("images") {
+				p.ImagesMb = &images
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {
@@ -143,6 +164,7 @@ func (a *app) policyAddCmd() *cobra.Command {
 	f.Int64Var(&mem, "mem", 0, "memory in MB, in total")
 	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may be pinned to (repeatable)")
 	f.Int64Var(&block, "block", 0, "block storage in MB, in total (default: none)")
+	f.Int64Var(&images, "images", 0, "image storage in MB, in total: the VMs' images and uploads waiting for a create (default: as much as --mem)")
 	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
 	return cmd
 }

@@ -32,9 +32,12 @@ type Config struct {
 	// RemoteSocketMode and RemoteSocketGroup are the permission bits and
 	// group of the socket petrel-endpoint forwards requests to; petreld
 	// serves a request there only with a chain it verifies.
-	RemoteSocketMode     string `hcl:"remote_socket_mode,optional"`
-	RemoteSocketGroup    string `hcl:"remote_socket_group,optional"`
-	ConsoleLines         int    `hcl:"console_lines,optional"`
+	RemoteSocketMode  string `hcl:"remote_socket_mode,optional"`
+	RemoteSocketGroup string `hcl:"remote_socket_group,optional"`
+	ConsoleLines      int    `hcl:"console_lines,optional"`
+	// ImageStoreMB bounds the image store, whoever uploads: it is the
+	// root policy's image allowance.
+	ImageStoreMB         int    `hcl:"image_store_mb,optional"`
 	ConsoleBytes         int    `hcl:"console_bytes,optional"`
 	StopTimeout          string `hcl:"stop_timeout,optional"`
 	RestartBackoffMin    string `hcl:"restart_backoff_min,optional"`
@@ -172,6 +175,10 @@ func diagError(diags hcl.Diagnostics) error {
 	return diags
 }
 
+// maxImageStoreMB is the largest image_store_mb, policy.MaxImagesMB (the
+// largest image allowance a policy can hold).
+const maxImageStoreMB = 1 << 40
+
 // Validate checks values that HCL's types cannot.
 func (c *Config) Validate() error {
 	if c.DataDir == "" || c.RunDir == "" {
@@ -194,6 +201,9 @@ func (c *Config) Validate() error {
 		if _, err := parseDuration(d.name, d.v); err != nil {
 			return err
 		}
+	}
+	if c.ImageStoreMB < 1 || c.ImageStoreMB > maxImageStoreMB {
+		return fmt.Errorf("config: image_store_mb must be between 1 and %d, not %d", maxImageStoreMB, c.ImageStoreMB)
 	}
 	if c.ConsoleLines < 1 || c.ConsoleLines > 1000000 {
 		return fmt.Errorf("config: console_lines must be between 1 and 1000000, not %d", c.ConsoleLines)

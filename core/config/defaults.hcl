@@ -29,6 +29,16 @@ socket_mode = "0600"
 remote_socket_mode = "0600"
 remote_socket_group = ""
 
+# The largest total size, in MB, of the image store (<data_dir>/images):
+# every upload that would take it past this is refused, whoever makes it.
+# It is the root policy's image allowance, so a delegated policy's
+# images_mb never exceeds it. Each tenant's uploads and the images of its
+# VMs also count against its own policy (images_mb, or its memory
+# allowance when it states none), uploads are admitted only for callers
+# whose policies allow a VM, and an image no VM uses is removed as soon as
+# the create that brought it fails (or 10 minutes after its upload).
+image_store_mb = 4096
+
 # Console ring per VM, kept by its shim and by petreld.
 console_lines = 1000
 console_bytes = 1048576

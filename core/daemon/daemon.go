@@ -37,7 +37,7 @@ import (
 // Version is petreld's version, set at build time with -ldflags.
 var Version = "0.1.0-dev"
 
-// MaxImageBytes bounds one uploaded image.
+// MaxImageBytes bounds one uploaded image, whatever room its domain has.
 const MaxImageBytes = 1 << 30
 
 // SocketName is the daemon socket's file name inside the run directory:
@@ -51,10 +51,6 @@ const SocketName = "petreld.sock"
 // whoever holds the endpoint (or its socket) can do no more than the
 // callers whose chains it forwards.
 const RemoteSocketName = "petreld-remote.sock"
-
-// uploadGrace keeps a freshly uploaded image safe from garbage collection
-// until the create that follows it.
-const uploadGrace = 10 * time.Minute
 
 // Daemon is a running petreld.
 type Daemon struct {
@@ -84,10 +80,8 @@ type Daemon struct {
 	// pluginDir is where plugin binaries are found.
 	pluginDir string
 
-	mu      sync.Mutex
-	uploads map[string]time.Time
-	// imgMu keeps garbage collection out while uploads are stored.
-	imgMu sync.RWMutex
+	// images accounts for image storage (images.go).
+	images imageLedger
 }
 
 // PluginDir resolves where plugins live: the configured directory, else
@@ -130,7 +124,7 @@ func bootID() string {
 // Start brings petreld up: it recovers VMs and then serves the API. The
 // caller runs Serve and, to stop, Close.
 func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, events: events.New(), uploads: map[string]time.Time{}, supReady: make(chan struct{})}
+	d := &Daemon{cfg: cfg, log: log, events: events.New(), images: newImageLedger(), supReady: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -399,12 +393,6 @@ func (l listener) close() {
 	}
 }
 
-func (d *Daemon) noteUpload(sha string) {
-	d.mu.Lock()
-	d.uploads[sha] = time.Now()
-	d.mu.Unlock()
-}
-
 // startStats starts the statistics loop and the metrics sinks.
 func (d *Daemon) startStats() error {
 	opts := stats.Options{
@@ -455,26 +443,3 @@ func (b blockAdapter) Acquire(dev, vm string) (string, int64, error) {
 }
 
 func (b blockAdapter) Release(dev, vm string) { b.m.Release(dev, vm) }
-
-// collectImages removes images no VM uses, sparing recent uploads.
-func (d *Daemon) collectImages() {
-	if !d.imgMu.TryLock() {
-		return // an upload is being stored; the next collection catches up
-	}
-	defer d.imgMu.Unlock()
-	keep := d.sup.ImagesInUse()
-	d.mu.Lock()
-	for sha, t := range d.uploads {
-		if time.Since(t) < uploadGrace {
-			keep[sha] = true
-		} else {
-			delete(d.uploads, sha)
-		}
-	}
-	d.mu.Unlock()
-	if n, err := d.store.RemoveImagesExcept(keep); err != nil {
-		d.log.Warn("image garbage collection", "error", err)
-	} else if n > 0 {
-		d.log.Info("removed unused images", "count", n)
-	}
-}

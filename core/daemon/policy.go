@@ -15,12 +15,15 @@ import (
 )
 
 // hostPolicy is the root policy: what the host has, with the block
-// devices that already exist counted as available to them.
+// devices that already exist counted as available to them, and the image
+// store's limit (image_store_mb) as its image allowance.
 func (d *Daemon) hostPolicy() (policy.Policy, error) {
 	p, err := policy.HostPolicy(d.cfg.DataDir)
 	if err != nil {
 		return policy.Policy{}, err
 	}
+	images := d.cfg.ImageStoreMB
+	p.ImagesMB = &images
 	if used, err := d.blocks.TotalMB(""); err == nil {
 		b := p.Block() + int(used)
 		p.BlockMB = &b
@@ -116,6 +119,10 @@ func toPolicyMsg(p policy.Policy) *daemonv1.Policy {
 		b := int64(*p.BlockMB)
 		m.BlockMb = &b
 	}
+	if p.ImagesMB != nil {
+		n := int64(*p.ImagesMB)
+		m.ImagesMb = &n
+	}
 	return m
 }
 
@@ -128,6 +135,10 @@ func fromPolicyMsg(m *daemonv1.Policy) policy.Policy {
 		b := int(m.GetBlockMb())
 		p.BlockMB = &b
 	}
+	if m.ImagesMb != nil {
+		n := int(m.GetImagesMb())
+		p.ImagesMB = &n
+	}
 	return p
 }
 
@@ -137,7 +148,7 @@ func (s *server) policyEntry(path name.Path, p policy.Policy) *daemonv1.PolicyEn
 	u := s.d.sup.UsageUnder(path, "")
 	blockMB, _ := s.d.blocks.TotalMB(path.String())
 	e := &daemonv1.PolicyEntry{Path: path.String(), Policy: toPolicyMsg(p), UsedVms: int32(u.VMs),
-		UsedMemoryMb: int64(u.MemoryMB), UsedBlockMb: blockMB}
+		UsedMemoryMb: int64(u.MemoryMB), UsedBlockMb: blockMB, UsedImagesMb: policy.ImagesMB(s.d.imagesUnder(path))}
 	local, cert := s.d.policies.Records(path)
 	if local != nil {
 		e.Local = toPolicyMsg(*local)
@@ -188,13 +199,14 @@ func (s *server) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*
 	return s.policyEntry(path, eff), nil
 }
 
-// usageUnder is what the VMs and block devices under path take, for
-// checking a policy against it.
+// usageUnder is what the VMs, block devices and images under path take,
+// for checking a policy against it.
 func (d *Daemon) usageUnder(path name.Path) policy.Usage {
 	u := d.sup.UsageUnder(path, "")
 	if b, err := d.blocks.TotalMB(path.String()); err == nil {
 		u.BlockMB = int(b)
 	}
+	u.Images = d.imagesUnder(path)
 	return u
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -421,7 +422,9 @@ func TestCertificateNeverLoosensLocalPolicy(t *testing.T) {
 	xi, xiKey := r.subCA("xi", zed, zedKey, "--vms", "2", "--mem", "256")
 	r.mustPetrel("policy", "add", "zed:xi", "--vms", "0", "--mem", "256")
 	res := r.remote(xi, xiKey, "create", "web", img, "--mem", "32", "--arg", "run=forever")
-	if want := `policy of "zed:xi": 1 VMs would exceed the limit of 0`; res.code != 10 || !strings.Contains(res.err, want) {
+	// The upload that comes first is refused already: no image may be
+	// stored for a domain that may run no VM.
+	if want := `policy of "zed:xi" allows no VMs`; res.code != 10 || !strings.Contains(res.err, want) {
 		t.Fatalf("xi's create under the owner's 0 VMs: exit %d %q, want 10 with %q", res.code, res.err, want)
 	}
 	var list []struct {
@@ -461,4 +464,158 @@ func TestCertificateNeverLoosensLocalPolicy(t *testing.T) {
 		t.Errorf("records lost across a restart:\n%s", out)
 	}
 	r.mustPetrel("destroy", "zed:xi:web")
+}
+
+// bigImage writes a Solo5 image padded to about mb MiB; tag makes its
+// content (and digest) its own.
+func (e *env) bigImage(name string, mb int, tag string) string {
+	e.t.Helper()
+	p := e.image(name, solo5.TargetHVT)
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	pad := make([]byte, mb<<20)
+	copy(pad, tag)
+	if _, err := f.Write(pad); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// imageStore lists every file under the data directory's image store,
+// temporary ones included.
+func (e *env) imageStore() []string {
+	var out []string
+	filepath.Walk(filepath.Join(e.dataDir, "images"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			out = append(out, strings.TrimPrefix(p, e.dataDir))
+		}
+		return nil
+	})
+	return out
+}
+
+// TestImageStorageAccountable: uploads count against the uploader's
+// policies and the host's image store. A tenant allowed no VM cannot
+// store anything, however often it tries; a capability for another
+// command cannot upload; a tenant over its image allowance is refused
+// with the policy named (exit 10), while an image it holds already costs
+// nothing again; an image whose create fails is gone at once.
+func TestImageStorageAccountable(t *testing.T) {
+	r := newRemoteEnv(t)
+	small := r.bigImage("a.hvt", 1, "a")
+	other := r.bigImage("b.hvt", 1, "b")
+	before := r.imageStore()
+
+	zero, zeroKey := r.subCA("zero", r.file("ca.pem"), r.file("ca.key"), "--vms", "0", "--mem", "256")
+	for i := range 3 {
+		res := r.remote(zero, zeroKey, "create", fmt.Sprintf("vm%d", i), small, "--mem", "32")
+		if want := `upload refused: policy exceeded: policy of "zero" allows no VMs, so no image may be uploaded for it`; res.code != 10 || !strings.Contains(res.err, want) {
+			t.Errorf("0-VM tenant's create %d: exit %d %q, want 10 with %q", i, res.code, res.err, want)
+		}
+	}
+	if after := r.imageStore(); !slices.Equal(before, after) {
+		t.Fatalf("the 0-VM tenant's refused creates changed the image store: %v -> %v", before, after)
+	}
+
+	// A leaf whose capability is another command cannot upload.
+	alice, aliceKey := r.subCA("alice", r.file("ca.pem"), r.file("ca.key"), "--vms", "2", "--mem", "256", "--images", "2")
+	root, err := pki.ReadCertsFile(r.file("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceCA, err := pki.ReadCertsFile(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceSigner, err := pki.ReadKeyFile(aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, key, err := pki.NewLeafChain(aliceCA, aliceSigner, "web", &pki.Command{Name: "console", Args: []string{"alice:web"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.DialTLS(r.addr, chain, key, root[0], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.UploadImageFile(context.Background(), small, nil)
+	wantCode(t, "upload with a console capability", err, codes.PermissionDenied, `the certificate allows only the command "console", not UploadImage`)
+	if after := r.imageStore(); !slices.Equal(before, after) {
+		t.Fatalf("a console capability's upload changed the image store: %v -> %v", before, after)
+	}
+
+	// alice may hold 2 MB of images: one 1 MB image (2 MB rounded up with
+	// its ELF) fits; a second one (3 MB with the first) does not; the
+	// first again is free.
+	r.mustRemote(alice, aliceKey, "create", "web", small, "--mem", "32", "--arg", "run=forever")
+	withWeb := r.imageStore()
+	res := r.remote(alice, aliceKey, "create", "db", other, "--mem", "32", "--arg", "run=forever")
+	if want := `upload refused: policy exceeded: policy of "alice": 3 MB of image storage would exceed the limit of 2 MB`; res.code != 10 || !strings.Contains(res.err, want) {
+		t.Fatalf("alice over her image storage: exit %d %q, want 10 with %q", res.code, res.err, want)
+	}
+	if after := r.imageStore(); !slices.Equal(withWeb, after) {
+		t.Fatalf("a refused upload changed the image store: %v -> %v", withWeb, after)
+	}
+	r.mustRemote(alice, aliceKey, "create", "db", small, "--mem", "32", "--arg", "run=forever")
+	out := r.mustPetrel("policy", "alice", "--json")
+	if !strings.Contains(out, `"used_images_mb": 2`) || !strings.Contains(out, `"images_mb": 2`) {
+		t.Errorf("alice's image storage is not listed:\n%s", out)
+	}
+
+	// The owner's create that fails leaves no image behind, at once.
+	spt := r.image("late.spt", solo5.TargetSPT)
+	if res := r.petrel("create", "vm", spt); res.code != 6 {
+		t.Fatalf("create of an spt image on hvt: exit %d %q", res.code, res.err)
+	}
+	if after := r.imageStore(); !slices.Equal(withWeb, after) {
+		t.Fatalf("a failed create left its image: %v -> %v", withWeb, after)
+	}
+	r.mustPetrel("destroy", "alice:web")
+	r.mustPetrel("destroy", "alice:db")
+	// Her upload stays hers for a while (a create may follow by digest),
+	// and still counts against her: no room for the other image yet.
+	res = r.remote(alice, aliceKey, "create", "db", other, "--mem", "32", "--arg", "run=forever")
+	if res.code != 10 || !strings.Contains(res.err, `policy of "alice": 3 MB of image storage`) {
+		t.Fatalf("alice's upload after destroying her VMs: exit %d %q", res.code, res.err)
+	}
+}
+
+// TestImageStoreHostLimit: the image store as a whole is bounded by
+// image_store_mb, for local administrators too.
+func TestImageStoreHostLimit(t *testing.T) {
+	e := newEnv(t)
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "image_store_mb = 2")
+	f.Close()
+	e.start()
+	// A policy's image allowance goes through the CLI, the API and the
+	// store and back.
+	e.mustPetrel("policy", "add", "team", "--vms", "1", "--mem", "64", "--images", "1")
+	if out := e.mustPetrel("policy", "team", "--json"); !strings.Contains(out, `"images_mb": 1`) {
+		t.Fatalf("policy team --json does not show --images 1:\n%s", out)
+	}
+	if res := e.petrel("policy", "add", "team:x", "--vms", "1", "--mem", "64", "--images", "2"); res.code != 10 || !strings.Contains(res.err, "images 2 MB > 1 MB") {
+		t.Fatalf("a sub-policy with more image storage than its parent: exit %d %q", res.code, res.err)
+	}
+	e.mustPetrel("create", "one", e.bigImage("one.hvt", 1, "one"), "--arg", "run=forever")
+	before := e.imageStore()
+	res := e.petrel("create", "two", e.bigImage("two.hvt", 1, "two"), "--arg", "run=forever")
+	if want := `the host's image store: 3 MB would exceed its limit of 2 MB (image_store_mb)`; res.code != 10 || !strings.Contains(res.err, want) {
+		t.Fatalf("over the host's image store: exit %d %q, want 10 with %q", res.code, res.err, want)
+	}
+	if after := e.imageStore(); !slices.Equal(before, after) {
+		t.Fatalf("a refused upload changed the image store: %v -> %v", before, after)
+	}
+	// The image already stored costs nothing again.
+	e.mustPetrel("create", "again", e.bigImage("one.hvt", 1, "one"), "--arg", "run=forever")
+	e.mustPetrel("destroy", "one")
+	e.mustPetrel("destroy", "again")
 }

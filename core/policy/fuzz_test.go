@@ -16,16 +16,17 @@ func fits(used, want, limit int64) bool {
 	return sum.Cmp(big.NewInt(limit)) <= 0
 }
 
-// FuzzAdmission feeds admission (CheckDeployAgainst, CheckBlockAgainst)
-// numbers from anywhere in their range, the extremes included, and checks
-// that nothing is admitted that does not fit in exact arithmetic: a sum
-// that wrapped around must never let a request through.
+// FuzzAdmission feeds admission (CheckDeployAgainst, CheckBlockAgainst,
+// CheckImagesAgainst, ImageRoom) numbers from anywhere in their range,
+// the extremes included, and checks that nothing is admitted that does
+// not fit in exact arithmetic: a sum that wrapped around must never let a
+// request through.
 func FuzzAdmission(f *testing.F) {
-	f.Add(int64(2), int64(256), int64(100), int64(1), int64(32), int64(0), int64(0), int64(10))
-	f.Add(int64(1), int64(1<<40), int64(1<<40), int64(0), int64(math.MaxInt64), int64(1), int64(5), int64(math.MaxInt64))
-	f.Add(int64(MaxVMs), int64(MaxMemoryMB), int64(MaxBlockMB), int64(math.MaxInt64), int64(1), int64(math.MaxInt64), int64(math.MaxInt64), int64(1))
-	f.Add(int64(0), int64(0), int64(0), int64(math.MinInt64), int64(math.MinInt64), int64(math.MinInt64), int64(-1), int64(-1))
-	f.Fuzz(func(t *testing.T, vms, mem, block, usedVMs, usedMem, usedBlock, wantMem, wantBlock int64) {
+	f.Add(int64(2), int64(256), int64(100), int64(1), int64(32), int64(0), int64(0), int64(10), int64(64), int64(1<<20), int64(1<<20))
+	f.Add(int64(1), int64(1<<40), int64(1<<40), int64(0), int64(math.MaxInt64), int64(1), int64(5), int64(math.MaxInt64), int64(1<<40), int64(math.MaxInt64), int64(1))
+	f.Add(int64(MaxVMs), int64(MaxMemoryMB), int64(MaxBlockMB), int64(math.MaxInt64), int64(1), int64(math.MaxInt64), int64(math.MaxInt64), int64(1), int64(-1), int64(1), int64(math.MaxInt64))
+	f.Add(int64(0), int64(0), int64(0), int64(math.MinInt64), int64(math.MinInt64), int64(math.MinInt64), int64(-1), int64(-1), int64(0), int64(-5), int64(1))
+	f.Fuzz(func(t *testing.T, vms, mem, block, usedVMs, usedMem, usedBlock, wantMem, wantBlock, images, usedImg, wantImg int64) {
 		b := int(block)
 		pol := Policy{VMs: int(vms), MemoryMB: int(mem), BlockMB: &b}
 		used := Usage{VMs: int(usedVMs), MemoryMB: int(usedMem), BlockMB: int(usedBlock)}
@@ -53,6 +54,34 @@ func FuzzAdmission(f *testing.F) {
 		}
 		if err == nil && wantBlock < 0 {
 			t.Fatalf("admitted a block device of negative size %d", wantBlock)
+		}
+		// Image storage: a stated allowance, or the memory's.
+		img := pol
+		if images >= 0 {
+			n := int(images)
+			img.ImagesMB = &n
+		}
+		limitMB := int64(img.Images())
+		imgEntries := []Entry{{Path: a, Policy: img}}
+		usedImages := func(name.Path) map[string]int64 { return map[string]int64{"held": usedImg} }
+		err = CheckImagesAgainst(imgEntries, a, map[string]int64{"new": wantImg}, usedImages)
+		if err == nil && wantImg > 0 {
+			held := max(usedImg, 0)
+			total := new(big.Int).Add(big.NewInt(held), big.NewInt(wantImg))
+			limit := new(big.Int).Lsh(big.NewInt(limitMB), 20)
+			if total.Cmp(limit) > 0 {
+				t.Fatalf("admitted an image: %d held + %d > %d MB", held, wantImg, limitMB)
+			}
+		}
+		room := ImageRoom(imgEntries, a, usedImages)
+		if room < 0 {
+			t.Fatalf("negative room %d", room)
+		}
+		if room > 0 {
+			total := new(big.Int).Add(big.NewInt(max(usedImg, 0)), big.NewInt(room))
+			if total.Cmp(new(big.Int).Lsh(big.NewInt(limitMB), 20)) > 0 {
+				t.Fatalf("room %d on top of %d held exceeds %d MB", room, usedImg, limitMB)
+			}
 		}
 		// Sums of usage saturate rather than wrap.
 		sum := used.Add(Usage{VMs: int(usedVMs), MemoryMB: int(wantMem), BlockMB: int(wantBlock)})

@@ -2,7 +2,10 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"testing"
+
+	"github.com/petrel-vmm/petrel/core/name"
 )
 
 func TestMeet(t *testing.T) {
@@ -113,4 +116,63 @@ func TestCertificateOnlyAndLoad(t *testing.T) {
 	if err := other.LoadCertificates([]Entry{{Path: p("a"), Policy: Policy{VMs: -1}}}); err == nil {
 		t.Error("an invalid certificate policy was loaded")
 	}
+}
+
+func TestApplying(t *testing.T) {
+	tr := newTree(t)
+	mustSet(t, tr, "a", Policy{VMs: 2, MemoryMB: 64})
+	mustSet(t, tr, "a:b", Policy{VMs: 1, MemoryMB: 32, ImagesMB: intp(8)})
+	var paths []string
+	for _, e := range tr.Applying(p("a:b")) {
+		paths = append(paths, e.Path.String())
+	}
+	if fmt.Sprint(paths) != "[: a a:b]" {
+		t.Errorf("Applying(a:b) = %v", paths)
+	}
+	if got := tr.Applying(p(":")); len(got) != 1 || !got[0].Path.IsRoot() {
+		t.Errorf("Applying(:) = %v, want the root", got)
+	}
+	if got := tr.Applying(p("c")); len(got) != 1 {
+		t.Errorf("Applying(c) = %v, want the root only", got)
+	}
+}
+
+// TestImagesAllowance: an image allowance a policy states nests in its
+// parent's (stated, or its memory); one it leaves unstated is its memory.
+func TestImagesAllowance(t *testing.T) {
+	parent := Policy{VMs: 2, MemoryMB: 256}
+	if err := (Policy{VMs: 1, MemoryMB: 128, ImagesMB: intp(300)}).Within(parent); err == nil {
+		t.Error("300 MB of images within a parent whose memory (and so images) is 256 MB")
+	}
+	if err := (Policy{VMs: 1, MemoryMB: 128, ImagesMB: intp(256)}).Within(parent); err != nil {
+		t.Errorf("256 MB of images within 256 MB of memory: %v", err)
+	}
+	if got := (Policy{MemoryMB: 64}).Images(); got != 64 {
+		t.Errorf("unstated image allowance = %d, want the memory, 64", got)
+	}
+	if err := (Policy{ImagesMB: intp(-1)}).Validate(); err == nil {
+		t.Error("negative image allowance validated")
+	}
+	if (Policy{MemoryMB: 64}).Equal(Policy{MemoryMB: 64, ImagesMB: intp(64)}) {
+		t.Error("an unstated image allowance equals a stated one")
+	}
+	m := (Policy{MemoryMB: 64}).Meet(Policy{MemoryMB: 128, ImagesMB: intp(100)})
+	if m.ImagesMB == nil || *m.ImagesMB != 64 {
+		t.Errorf("meet of images: %v, want 64 (the first side's memory)", m.ImagesMB)
+	}
+	// Uploads and creates count every distinct image once.
+	entries := []Entry{{Path: p("a"), Policy: Policy{VMs: 2, MemoryMB: 64, ImagesMB: intp(2)}}}
+	held := func(name.Path) map[string]int64 { return map[string]int64{"x": 1 << 20} }
+	if err := CheckImagesAgainst(entries, p("a"), map[string]int64{"x": 1 << 20}, held); err != nil {
+		t.Errorf("an image held already: %v", err)
+	}
+	if err := CheckImagesAgainst(entries, p("a"), map[string]int64{"y": 1<<20 + 1}, held); err == nil || !errors.Is(err, ErrExceeded) {
+		t.Errorf("a second image over the allowance: %v", err)
+	} else {
+		wantErr(t, err, `policy of "a": 3 MB of image storage would exceed the limit of 2 MB`)
+	}
+	if room := ImageRoom(entries, p("a:b"), held); room != 1<<20 {
+		t.Errorf("room = %d, want 1 MiB", room)
+	}
+	wantErr(t, CheckMayDeploy([]Entry{{Path: p("z"), Policy: Policy{VMs: 0, MemoryMB: 64}}}, p("z")), `policy of "z" allows no VMs`)
 }

@@ -87,8 +87,12 @@ type Policy struct {
 	Cpus     []int32                `protobuf:"varint,2,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
 	MemoryMb int64                  `protobuf:"varint,3,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
 	// Block storage in MB; absent means none may be used.
-	BlockMb       *int64   `protobuf:"varint,4,opt,name=block_mb,json=blockMb,proto3,oneof" json:"block_mb,omitempty"`
-	Bridges       []string `protobuf:"bytes,5,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	BlockMb *int64   `protobuf:"varint,4,opt,name=block_mb,json=blockMb,proto3,oneof" json:"block_mb,omitempty"`
+	Bridges []string `protobuf:"bytes,5,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	// Image storage in MB: what the VMs under the path use and what callers
+	// in its domain upload may hold in the image store. Absent means as much
+	// as memory_mb.
+	ImagesMb      *int64 `protobuf:"varint,6,opt,name=images_mb,json=imagesMb,proto3,oneof" json:"images_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +162,13 @@ func (x *Policy) GetBridges() []string {
 	return nil
 }
 
+func (x *Policy) GetImagesMb() int64 {
+	if x != nil && x.ImagesMb != nil {
+		return *x.ImagesMb
+	}
+	return 0
+}
+
 // PolicyEntry is a policy at a path, with what is in use under it.
 type PolicyEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -174,7 +185,9 @@ type PolicyEntry struct {
 	Local *Policy `protobuf:"bytes,6,opt,name=local,proto3" json:"local,omitempty"`
 	// The policy a CA certificate of a caller's chain carries for the path,
 	// absent when no chain has brought one.
-	Certificate   *Policy `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Certificate *Policy `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// Image storage in MB held under the path (rounded up).
+	UsedImagesMb  int64 `protobuf:"varint,8,opt,name=used_images_mb,json=usedImagesMb,proto3" json:"used_images_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +269,13 @@ func (x *PolicyEntry) GetCertificate() *Policy {
 		return x.Certificate
 	}
 	return nil
+}
+
+func (x *PolicyEntry) GetUsedImagesMb() int64 {
+	if x != nil {
+		return x.UsedImagesMb
+	}
+	return 0
 }
 
 // PolicyListRequest selects policies under a path ("" for all).
@@ -1318,7 +1338,11 @@ type ImageChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// Total size, when known (first chunk only); used for early refusal.
-	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the whole image, lowercase hex, when known (first chunk
+	// only). When petreld has that image already it answers at once without
+	// reading the data; otherwise the data must hash to it.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1365,6 +1389,13 @@ func (x *ImageChunk) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *ImageChunk) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
 }
 
 // ImageRef names a stored image.
@@ -2571,14 +2602,17 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x17plugin/v1/metrics.proto\":\n" +
 	"\fStatsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\"\x92\x01\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xc2\x01\n" +
 	"\x06Policy\x12\x10\n" +
 	"\x03vms\x18\x01 \x01(\x05R\x03vms\x12\x12\n" +
 	"\x04cpus\x18\x02 \x03(\x05R\x04cpus\x12\x1b\n" +
 	"\tmemory_mb\x18\x03 \x01(\x03R\bmemoryMb\x12\x1e\n" +
 	"\bblock_mb\x18\x04 \x01(\x03H\x00R\ablockMb\x88\x01\x01\x12\x18\n" +
-	"\abridges\x18\x05 \x03(\tR\abridgesB\v\n" +
-	"\t_block_mb\"\xa4\x02\n" +
+	"\abridges\x18\x05 \x03(\tR\abridges\x12 \n" +
+	"\timages_mb\x18\x06 \x01(\x03H\x01R\bimagesMb\x88\x01\x01B\v\n" +
+	"\t_block_mbB\f\n" +
+	"\n" +
+	"_images_mb\"\xca\x02\n" +
 	"\vPolicyEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
 	"\x06policy\x18\x02 \x01(\v2\x18.petrel.daemon.v1.PolicyR\x06policy\x12\x19\n" +
@@ -2586,7 +2620,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x0eused_memory_mb\x18\x04 \x01(\x03R\fusedMemoryMb\x12\"\n" +
 	"\rused_block_mb\x18\x05 \x01(\x03R\vusedBlockMb\x12.\n" +
 	"\x05local\x18\x06 \x01(\v2\x18.petrel.daemon.v1.PolicyR\x05local\x12:\n" +
-	"\vcertificate\x18\a \x01(\v2\x18.petrel.daemon.v1.PolicyR\vcertificate\"'\n" +
+	"\vcertificate\x18\a \x01(\v2\x18.petrel.daemon.v1.PolicyR\vcertificate\x12$\n" +
+	"\x0eused_images_mb\x18\b \x01(\x03R\fusedImagesMb\"'\n" +
 	"\x11PolicyListRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"O\n" +
 	"\x12PolicyListResponse\x129\n" +
@@ -2647,11 +2682,12 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
-	"apiVersion\"4\n" +
+	"apiVersion\"L\n" +
 	"\n" +
 	"ImageChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"6\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"6\n" +
 	"\bImageRef\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"M\n" +
