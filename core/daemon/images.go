@@ -43,13 +43,16 @@ const uploadGrace = 10 * time.Minute
 type imageLedger struct {
 	mu sync.Mutex
 	// claims maps a digest to the domains whose callers uploaded it and
-	// when, for uploads no create has used yet.
+	// when; a claim lasts uploadGrace, or until a create that used the
+	// image fails.
 	claims map[string]map[string]claim
-	// reserved holds the sizes of uploads being received, and holds the
-	// images of creates being admitted, by id.
+	// reserved holds the sizes of uploads being received, by id.
 	reserved map[uint64]reservation
-	holds    map[uint64]reservation
-	next     uint64
+	// holds holds the images of creates being run, by id, so that they
+	// count (and stay) until the VM's record does.
+	holds map[uint64]reservation
+	// next is the last id given to a reservation or a hold.
+	next uint64
 	// sizes caches the sizes of stored images; content-addressed files
 	// never change.
 	sizes map[string]int64
@@ -69,6 +72,8 @@ type reservation struct {
 	images []string
 }
 
+// newImageLedger returns an empty ledger: claims and reservations do not
+// outlive petreld, whose start-up collection removes what nothing holds.
 func newImageLedger() imageLedger {
 	return imageLedger{claims: map[string]map[string]claim{}, reserved: map[uint64]reservation{},
 		holds: map[uint64]reservation{}, sizes: map[string]int64{}}
