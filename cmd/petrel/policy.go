@@ -16,11 +16,22 @@ func (a *app) policyCmd() *cobra.Command {
 		Use:   "policy [PATH]",
 		Short: "Show resource policies (with subcommands to add and remove them)",
 		Long: `A policy bounds what every VM below a path may take together: number of
-VMs, memory, the CPUs they run on (pinned or not), block storage and
-bridges. A
+VMs, memory, the CPUs they run on (pinned or not), block storage, image
+storage and bridges. Image storage (--images) bounds the images the VMs
+use and those the path's callers upload for VMs to come, in petreld's
+image store; a policy that states none allows as much as its memory. A
 policy is never larger than any ancestor's, and every deploy is checked
 against the policy of every ancestor, so delegated sub-policies can never
-together exceed their parent. The root policy (":") is what the host has.`,
+together exceed their parent. The root policy (":") is what the host has.
+
+A path may have two policies: one set here (locally, or remotely by an
+ancestor) and one carried by a certificate of a caller's chain, recorded
+when that caller deploys. The policy in force is their meet, field by
+field the smaller (and the CPUs and bridges both allow), so neither can
+loosen the other: a re-signed certificate cannot undo a limit its owner
+set, and a policy set here cannot exceed what the certificate's issuer
+delegated. FROM says which records a path has; --json shows them as
+"local" and "certificate".`,
 		Example: "  petrel policy\n  petrel policy add team --vms 4 --mem 512 --cpu 0 --cpu 1 --block 1024 --bridge br0\n  petrel policy remove team",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
@@ -40,26 +51,30 @@ together exceed their parent. The root policy (":") is what the host has.`,
 			if jsonOut {
 				list := []map[string]any{}
 				for _, e := range res.GetPolicies() {
-					p := e.GetPolicy()
-					m := map[string]any{"path": e.GetPath(), "vms": p.GetVms(), "memory_mb": p.GetMemoryMb(), "cpus": p.GetCpus(),
-						"bridges": p.GetBridges(), "used_vms": e.GetUsedVms(), "used_memory_mb": e.GetUsedMemoryMb(), "used_block_mb": e.GetUsedBlockMb()}
-					if p.BlockMb != nil {
-						m["block_mb"] = p.GetBlockMb()
+					m := policyJSON(e.GetPolicy())
+					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
+					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), imagesLimit(e.GetPolicy())
+					if e.Local != nil {
+						m["local"] = policyJSON(e.GetLocal())
+					}
+					if e.Certificate != nil {
+						m["certificate"] = policyJSON(e.GetCertificate())
 					}
 					list = append(list, m)
 				}
 				return writeJSON(a.out, list)
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tBRIDGES")
+			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tIMAGES\tBRIDGES\tFROM")
 			for _, e := range res.GetPolicies() {
 				p := e.GetPolicy()
 				block := "none"
 				if p.BlockMb != nil {
 					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
 				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, strings.Join(p.GetBridges(), ","))
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
+					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, e.GetUsedImagesMb(), imagesLimit(p),
+					strings.Join(p.GetBridges(), ","), policySources(e))
 			}
 			return tw.Flush()
 		},
@@ -69,26 +84,65 @@ together exceed their parent. The root policy (":") is what the host has.`,
 	return cmd
 }
 
+// policyJSON is the JSON form of a policy in `petrel policy --json`.
+func policyJSON(p *daemonv1.Policy) map[string]any {
+	m := map[string]any{"vms": p.GetVms(), "memory_mb": p.GetMemoryMb(), "cpus": p.GetCpus(), "bridges": p.GetBridges()}
+	if p.BlockMb != nil {
+		m["block_mb"] = p.GetBlockMb()
+	}
+	if p.ImagesMb != nil {
+		m["images_mb"] = p.GetImagesMb()
+	}
+	return m
+}
+
+// imagesLimit is a policy's image allowance: the one it states, or its
+// memory.
+func imagesLimit(p *daemonv1.Policy) int64 {
+	if p.ImagesMb != nil {
+		return p.GetImagesMb()
+	}
+	return p.GetMemoryMb()
+}
+
+// policySources says which records a listed policy is the meet of: the
+// host for the root, else local, certificate or both.
+func policySources(e *daemonv1.PolicyEntry) string {
+	var from []string
+	if e.Local != nil {
+		from = append(from, "local")
+	}
+	if e.Certificate != nil {
+		from = append(from, "certificate")
+	}
+	if len(from) == 0 {
+		return "host"
+	}
+	return strings.Join(from, "+")
+}
+
 func (a *app) policyAddCmd() *cobra.Command {
 	var (
 		vms     int32
 		mem     int64
 		cpus    []int32
 		block   int64
+		images  int64
 		bridges []string
 	)
 	cmd := &cobra.Command{
-		Use:   "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--bridge B]...",
+		Use:   "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--images MB] [--bridge B]...",
 		Short: "Set the resource policy of a path",
 		Long: `Set the resource policy of PATH: at most --vms VMs below it with --mem MB of
-memory and --block MB of block storage in total, on the --bridge bridges.
+memory, --block MB of block storage and --images MB of image storage in
+total, on the --bridge bridges.
 
 With --cpu, VMs below PATH run only on those CPUs: a VM created with --cpu
 must name some of them, and one created without is confined to them (with
 its tender's every thread and child), from its next start for VMs that
 already run. A policy without --cpu lets its VMs be pinned to no CPU, and
 confines them only as far as the policies above it do.`,
-		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --bridge br0",
+		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --images 128 --bridge br0",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if !cmd.Flags().Changed("vms") || !cmd.Flags().Changed("mem") {
@@ -97,6 +151,9 @@ confines them only as far as the policies above it do.`,
 			p := &daemonv1.Policy{Vms: vms, MemoryMb: mem, Cpus: cpus, Bridges: bridges}
 			if cmd.Flags().Changed("block") {
 				p.BlockMb = &block
+			}
+			if cmd.Flags().Changed("images") {
+				p.ImagesMb = &images
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {
@@ -116,6 +173,7 @@ confines them only as far as the policies above it do.`,
 	f.Int64Var(&mem, "mem", 0, "memory in MB, in total")
 	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may run on (repeatable): unpinned VMs are confined to these")
 	f.Int64Var(&block, "block", 0, "block storage in MB, in total (default: none)")
+	f.Int64Var(&images, "images", 0, "image storage in MB, in total: the VMs' images and uploads waiting for a create (default: as much as --mem)")
 	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
 	return cmd
 }

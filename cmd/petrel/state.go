@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/statedump"
 )
 
@@ -176,11 +177,17 @@ func printReport(w io.Writer, r *statedump.Report) {
 		tw.Flush()
 	}
 
-	fmt.Fprintf(w, "\nPolicies (%d):\n", len(r.Policies))
-	if len(r.Policies) > 0 {
+	for _, ps := range []struct {
+		title   string
+		entries []policy.Entry
+	}{{"Policies", r.Policies}, {"Policies from certificates", r.CertificatePolicies}} {
+		fmt.Fprintf(w, "\n%s (%d):\n", ps.title, len(ps.entries))
+		if len(ps.entries) == 0 {
+			continue
+		}
 		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  PATH\tVMS\tMEM\tCPUS\tBLOCK\tBRIDGES")
-		for _, e := range r.Policies {
+		for _, e := range ps.entries {
 			p := e.Policy
 			fmt.Fprintf(tw, "  %s\t%d\t%dM\t%v\t%dM\t%s\n", e.Path, p.VMs, p.MemoryMB, p.CPUs, p.Block(), dash(p.Bridges))
 		}

@@ -25,8 +25,9 @@ func run(args []string) int {
 
 petreld runs and supervises unikernels. It reads the embedded defaults
 (print them with --print-defaults), then FILE, then the flags below, and
-serves the petrel CLI on <run-dir>/petreld.sock. Stopping petreld leaves
-VMs running; the next petreld reattaches to them.
+serves the petrel CLI on <run-dir>/petreld.sock and petrel-endpoint on
+<run-dir>/petreld-remote.sock (requests with a certificate chain only).
+Stopping petreld leaves VMs running; the next petreld reattaches to them.
 
 Flags:
 `)

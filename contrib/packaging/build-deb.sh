@@ -55,12 +55,18 @@ trap 'rm -rf "$STAGE"' EXIT INT TERM
 	echo "# petreld's configuration (petreld --config /etc/petrel/petreld.hcl)."
 	echo "# It starts as a copy of the embedded defaults; only what differs from"
 	echo "# them matters. The packaged service runs petreld with the group petrel,"
-	echo "# and socket_mode below lets members of that group (and petrel-endpoint)"
-	echo "# manage VMs. The reference is /usr/share/doc/petrel/configuration.md."
+	echo "# and socket_mode below lets members of that group manage VMs;"
+	echo "# remote_socket_mode and remote_socket_group let petrel-endpoint, and"
+	echo "# only it, forward requests that carry a client certificate chain. The"
+	echo "# reference is /usr/share/doc/petrel/configuration.md."
 	echo
-	"$BIN/petreld" --print-defaults | sed 's/^socket_mode = "0600"$/socket_mode = "0660"/'
+	"$BIN/petreld" --print-defaults | sed -e 's/^socket_mode = "0600"$/socket_mode = "0660"/' \
+		-e 's/^remote_socket_mode = "0600"$/remote_socket_mode = "0660"/' \
+		-e 's/^remote_socket_group = ""$/remote_socket_group = "petrel-endpoint"/'
 } > "$STAGE/petreld.hcl"
-grep -q '^socket_mode = "0660"$' "$STAGE/petreld.hcl" || { echo "build-deb: could not set socket_mode in the example configuration" >&2; exit 1; }
+for want in 'socket_mode = "0660"' 'remote_socket_mode = "0660"' 'remote_socket_group = "petrel-endpoint"'; do
+	grep -qx "$want" "$STAGE/petreld.hcl" || { echo "build-deb: could not set $want in the example configuration" >&2; exit 1; }
+done
 
 "$BIN/petrel" gen-docs "$STAGE" >/dev/null
 gzip -9n "$STAGE"/man/*.1

@@ -198,8 +198,9 @@ func TestBuildDeb(t *testing.T) {
 		}
 	}
 
-	// The packaged configuration is valid and opens the socket to the
-	// group petrel, which petrel-endpoint needs.
+	// The packaged configuration is valid, opens the administrators'
+	// socket to the group petrel and the remote socket to
+	// petrel-endpoint's group alone.
 	root := t.TempDir()
 	if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
@@ -210,6 +211,9 @@ func TestBuildDeb(t *testing.T) {
 	}
 	if cfg.SocketMode != "0660" || cfg.DataDir != "/var/lib/petrel" || cfg.RunDir != "/run/petrel" {
 		t.Errorf("packaged configuration: socket_mode %q data_dir %q run_dir %q", cfg.SocketMode, cfg.DataDir, cfg.RunDir)
+	}
+	if cfg.RemoteSocketMode != "0660" || cfg.RemoteSocketGroup != "petrel-endpoint" {
+		t.Errorf("packaged configuration: remote_socket_mode %q remote_socket_group %q, want \"0660\" and \"petrel-endpoint\"", cfg.RemoteSocketMode, cfg.RemoteSocketGroup)
 	}
 }
 

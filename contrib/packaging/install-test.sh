@@ -490,6 +490,13 @@ if [ "$MODE" = nspawn ]; then
 	cat "$WORK/remote-console.out"
 	grep -q "Hello from Petrel" "$WORK/remote-console.out" || fail "alice's remote console does not show the guest's greeting"
 	in_root petrel info | grep -qw "alice:web" || fail "the host does not list alice:web"
+	say "# the endpoint reaches petreld on petreld-remote.sock, and only there"
+	sock_owner=$(in_root stat -c '%U:%G %a' /run/petrel/petreld-remote.sock) || fail "no /run/petrel/petreld-remote.sock"
+	note "/run/petrel/petreld-remote.sock: $sock_owner"
+	[ "$sock_owner" = "root:petrel-endpoint 660" ] || fail "petreld-remote.sock is $sock_owner, not root:petrel-endpoint 660"
+	groups=$(in_root id -nG petrel-endpoint) || fail "no user petrel-endpoint"
+	note "petrel-endpoint's groups: $groups"
+	! echo "$groups" | tr ' ' '\n' | grep -qx petrel || fail "petrel-endpoint is in the group petrel: it could open the administrators' socket"
 	expect_exit 10 petrel "${ALICE[@]}" create big /usr/share/petrel/guests/hello.$TARGET --mem 512
 
 	step petrel ca csr bob --key-out bob.key --out bob.csr

@@ -15,6 +15,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/activation"
 	"github.com/petrel-vmm/petrel/core/config"
+	"github.com/petrel-vmm/petrel/core/daemon"
 	"github.com/petrel-vmm/petrel/core/endpoint"
 	"github.com/petrel-vmm/petrel/sdk/client"
 )
@@ -116,18 +117,24 @@ func TestSysusersAndTmpfiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	petrelGID := -1
+	// petrel-endpoint has a group of its own (which opens
+	// petreld-remote.sock) and must not be in petrel, whose members
+	// manage every VM through petreld.sock.
+	petrelGID, endpointGroup := -1, false
 	for _, line := range strings.Split(string(group), "\n") {
 		f := strings.Split(line, ":")
 		if len(f) == 4 && f[0] == "petrel" {
 			petrelGID, _ = strconv.Atoi(f[2])
-			if f[3] != "petrel-endpoint" {
-				t.Errorf("members of petrel: %q, want petrel-endpoint", f[3])
+			if f[3] != "" {
+				t.Errorf("members of petrel: %q, want none", f[3])
 			}
 		}
+		if len(f) == 4 && f[0] == "petrel-endpoint" {
+			endpointGroup = true
+		}
 	}
-	if petrelGID < 0 {
-		t.Fatalf("no petrel group in %s", group)
+	if petrelGID < 0 || !endpointGroup {
+		t.Fatalf("no petrel or petrel-endpoint group in %s", group)
 	}
 	passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
 	if err != nil {
@@ -172,7 +179,7 @@ func TestUnitsMatchDefaults(t *testing.T) {
 		}
 		return string(b)
 	}
-	daemon, endpointUnit, socket := read("petreld.service"), read("petrel-endpoint.service"), read("petrel-endpoint.socket")
+	daemonUnit, endpointUnit, socket := read("petreld.service"), read("petrel-endpoint.service"), read("petrel-endpoint.socket")
 	for _, want := range []string{
 		"ReadWritePaths=" + cfg.DataDir + " " + cfg.RunDir + "\n",
 		"RuntimeDirectory=" + filepath.Base(cfg.RunDir) + "\n",
@@ -180,12 +187,25 @@ func TestUnitsMatchDefaults(t *testing.T) {
 		"KillMode=process\n",
 		"RuntimeDirectoryPreserve=yes\n",
 	} {
-		if !strings.Contains(daemon, want) {
+		if !strings.Contains(daemonUnit, want) {
 			t.Errorf("petreld.service lacks %q", want)
 		}
 	}
-	if !strings.Contains(endpointUnit, "--socket "+client.DefaultSocket+" ") {
-		t.Errorf("petrel-endpoint.service does not use %s", client.DefaultSocket)
+	remoteSocket := daemon.RemoteSocketPath(cfg.RunDir)
+	if endpoint.DefaultSocket != remoteSocket {
+		t.Errorf("the endpoint's default socket %s is not petreld's %s", endpoint.DefaultSocket, remoteSocket)
+	}
+	if client.DefaultSocket != daemon.SocketPath(cfg.RunDir) {
+		t.Errorf("the CLI's default socket %s is not petreld's %s", client.DefaultSocket, daemon.SocketPath(cfg.RunDir))
+	}
+	if !strings.Contains(endpointUnit, "--socket "+remoteSocket+" ") {
+		t.Errorf("petrel-endpoint.service does not use %s", remoteSocket)
+	}
+	if strings.Contains(endpointUnit, "SupplementaryGroups=") || strings.Contains(endpointUnit, client.DefaultSocket) {
+		t.Errorf("petrel-endpoint.service can reach the administrators' socket %s", client.DefaultSocket)
+	}
+	if !strings.Contains(daemonUnit, "SupplementaryGroups=petrel-endpoint\n") {
+		t.Errorf("petreld.service cannot give petreld-remote.sock the group petrel-endpoint")
 	}
 	if !strings.Contains(endpointUnit, "--listen "+activation.Systemd+" ") {
 		t.Errorf("petrel-endpoint.service does not take its socket from systemd")

@@ -3,8 +3,11 @@ package authz
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -279,7 +282,7 @@ func TestInterceptors(t *testing.T) {
 		return nil, nil
 	}
 	deploys := 0
-	unary, stream := Interceptors(identify, func(context.Context, *pki.Identity) error { deploys++; return nil })
+	unary, stream := Interceptors(identify, func(context.Context, *pki.Identity) error { deploys++; return nil }, nil)
 	remote := metadata.NewIncomingContext(context.Background(), metadata.Pairs("remote", "1"))
 	handler := func(ctx context.Context, req any) (any, error) {
 		if IdentityFrom(ctx) == nil {
@@ -328,5 +331,67 @@ func TestInterceptors(t *testing.T) {
 	})
 	if err != nil || len(fs.sent) != 1 {
 		t.Fatalf("events in the domain: %v, sent %v", err, fs.sent)
+	}
+}
+
+// TestStreamEndsWhenIdentityFails: a stream open while its identity stops
+// holding (a certificate revoked or expired) ends within a recheck
+// interval or two, with Unauthenticated and the reason, whatever the
+// handler returns; local streams are never rechecked.
+func TestStreamEndsWhenIdentityFails(t *testing.T) {
+	alice := ident("alice", nil)
+	identify := func(ctx context.Context) (*pki.Identity, error) {
+		if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("remote")) > 0 {
+			return alice, nil
+		}
+		return nil, nil
+	}
+	var revoked atomic.Bool
+	rechecks := atomic.Int32{}
+	recheck := func(id *pki.Identity) error {
+		rechecks.Add(1)
+		if id != alice {
+			return errors.New("recheck of another identity")
+		}
+		if revoked.Load() {
+			return errors.New(`certificate "alice" (serial 1): certificate revoked`)
+		}
+		return nil
+	}
+	_, stream := Interceptors(identify, nil, recheck)
+	remote := metadata.NewIncomingContext(context.Background(), metadata.Pairs("remote", "1"))
+	sinfo := &grpc.StreamServerInfo{FullMethod: daemonv1.Daemon_Events_FullMethodName, IsServerStream: true}
+	// The handler follows until its context ends, then returns nil, as
+	// petreld's event and console streams do.
+	follow := func(_ any, ss grpc.ServerStream) error {
+		<-ss.Context().Done()
+		return nil
+	}
+	time.AfterFunc(3*RecheckInterval, func() { revoked.Store(true) })
+	start := time.Now()
+	err := stream(nil, &fakeStream{ctx: remote, req: &daemonv1.EventsRequest{}}, sinfo, follow)
+	took := time.Since(start)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "certificate revoked; the stream has ended") {
+		t.Fatalf("stream after revocation: %v", err)
+	}
+	if took > 3*RecheckInterval+2*RecheckInterval {
+		t.Errorf("the stream ended %v after it opened, more than two recheck intervals after the revocation", took)
+	}
+
+	// A stream that ends on its own is not turned into a refusal, and its
+	// watch stops with it.
+	revoked.Store(false)
+	err = stream(nil, &fakeStream{ctx: remote, req: &daemonv1.EventsRequest{}}, sinfo, func(any, grpc.ServerStream) error { return nil })
+	if err != nil {
+		t.Fatalf("a stream that ended by itself: %v", err)
+	}
+
+	// Local streams carry no identity and are not rechecked.
+	n := rechecks.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*RecheckInterval)
+	defer cancel()
+	err = stream(nil, &fakeStream{ctx: ctx, req: &daemonv1.EventsRequest{}}, sinfo, follow)
+	if err != nil || rechecks.Load() != n {
+		t.Fatalf("local stream: %v, %d rechecks", err, rechecks.Load()-n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,8 +22,11 @@ import (
 // the caller's certificate chain to petreld: DER certificates, standard
 // base64, leaf first, separated by commas. Its presence is what makes a
 // request remote; petreld verifies the chain itself and never trusts the
-// endpoint's judgement. It grants nothing: whoever can reach petreld's
-// socket is a local administrator anyway, and the chain only restricts.
+// endpoint's judgement. It grants nothing: on the administrators' socket
+// the caller is a local administrator anyway and the chain only
+// restricts, and on the endpoint's socket (petreld-remote.sock) a request
+// without a chain is refused, so the endpoint has its callers' rights and
+// no others.
 const ChainMetadata = "petrel-client-chain"
 
 // maxChainCerts bounds how many certificates ChainFromMetadata decodes,
@@ -97,11 +101,26 @@ type Identify func(ctx context.Context) (*pki.Identity, error)
 // policies there. A returned error refuses the call.
 type BeforeDeploy func(ctx context.Context, id *pki.Identity) error
 
+// Recheck reports whether the identity a call was authorized with still
+// holds: no certificate of its chain revoked or expired since
+// (pki.Verifier.Recheck). An error ends a stream that is still open.
+type Recheck func(id *pki.Identity) error
+
+// RecheckInterval is how often an open stream's identity is checked
+// again. Together with the revocation list's reload (at most
+// pki.DefaultWatchInterval late) it ends a stream within a second of a
+// certificate of its chain being revoked or expiring.
+const RecheckInterval = 250 * time.Millisecond
+
 // Interceptors returns gRPC server interceptors that authorize every call
 // of a caller identify recognises, using the rules of this package, and
 // filter what is sent back to it. The handler finds the identity with
-// IdentityFrom. before may be nil.
-func Interceptors(identify Identify, before BeforeDeploy) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+// IdentityFrom. before may be nil. A stream's identity is checked again
+// with recheck every RecheckInterval while it is open: events, consoles
+// and statistics followed for hours must not outlive the certificate
+// they were opened with. recheck may be nil only where no stream
+// outlives its chain.
+func Interceptors(identify Identify, before BeforeDeploy, recheck Recheck) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		id, err := identify(ctx)
 		if err != nil {
@@ -143,7 +162,9 @@ func Interceptors(identify Identify, before BeforeDeploy) (grpc.UnaryServerInter
 		if err := AuthorizeMethod(id, info.FullMethod); err != nil {
 			return err
 		}
-		as := &authStream{ServerStream: ss, id: id, ctx: WithIdentity(ss.Context(), id)}
+		ctx, cancel := context.WithCancel(WithIdentity(ss.Context(), id))
+		defer cancel()
+		as := &authStream{ServerStream: ss, id: id, ctx: ctx}
 		// The first message is read and checked here rather than when
 		// the handler asks for it, so that a refusal reaches the caller
 		// with its own status rather than as the handler's read error.
@@ -161,9 +182,45 @@ func Interceptors(identify Identify, before BeforeDeploy) (grpc.UnaryServerInter
 				return err
 			}
 		}
-		return handler(srv, as)
+		if recheck == nil {
+			return handler(srv, as)
+		}
+		stopped := watchIdentity(ctx, id, recheck, cancel)
+		err = handler(srv, as)
+		cancel()
+		if why := <-stopped; why != nil {
+			// Whatever the handler made of its cancelled context, the
+			// caller learns why the stream ended.
+			return status.Errorf(codes.Unauthenticated, "%v; the stream has ended", why)
+		}
+		return err
 	}
 	return unary, stream
+}
+
+// watchIdentity checks id with recheck every RecheckInterval until ctx
+// ends; when the check fails it calls cancel. The channel it returns
+// yields the failure, or nil, once the watch is over.
+func watchIdentity(ctx context.Context, id *pki.Identity, recheck Recheck, cancel func()) <-chan error {
+	out := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(RecheckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				out <- nil
+				return
+			case <-t.C:
+				if err := recheck(id); err != nil {
+					cancel()
+					out <- err
+					return
+				}
+			}
+		}
+	}()
+	return out
 }
 
 // authStream hands the handler the first message the interceptor read,

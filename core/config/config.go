@@ -24,12 +24,20 @@ var Defaults string
 
 // Config is petreld's configuration.
 type Config struct {
-	DataDir              string `hcl:"data_dir,optional"`
-	RunDir               string `hcl:"run_dir,optional"`
-	PluginDir            string `hcl:"plugin_dir,optional"`
-	DefaultBackend       string `hcl:"default_backend,optional"`
-	SocketMode           string `hcl:"socket_mode,optional"`
-	ConsoleLines         int    `hcl:"console_lines,optional"`
+	DataDir        string `hcl:"data_dir,optional"`
+	RunDir         string `hcl:"run_dir,optional"`
+	PluginDir      string `hcl:"plugin_dir,optional"`
+	DefaultBackend string `hcl:"default_backend,optional"`
+	SocketMode     string `hcl:"socket_mode,optional"`
+	// RemoteSocketMode and RemoteSocketGroup are the permission bits and
+	// group of the socket petrel-endpoint forwards requests to; petreld
+	// serves a request there only with a chain it verifies.
+	RemoteSocketMode  string `hcl:"remote_socket_mode,optional"`
+	RemoteSocketGroup string `hcl:"remote_socket_group,optional"`
+	ConsoleLines      int    `hcl:"console_lines,optional"`
+	// ImageStoreMB bounds the image store, whoever uploads: it is the
+	// root policy's image allowance.
+	ImageStoreMB         int    `hcl:"image_store_mb,optional"`
 	ConsoleBytes         int    `hcl:"console_bytes,optional"`
 	StopTimeout          string `hcl:"stop_timeout,optional"`
 	RestartBackoffMin    string `hcl:"restart_backoff_min,optional"`
@@ -167,12 +175,19 @@ func diagError(diags hcl.Diagnostics) error {
 	return diags
 }
 
+// maxImageStoreMB is the largest image_store_mb, policy.MaxImagesMB (the
+// largest image allowance a policy can hold).
+const maxImageStoreMB = 1 << 40
+
 // Validate checks values that HCL's types cannot.
 func (c *Config) Validate() error {
 	if c.DataDir == "" || c.RunDir == "" {
 		return fmt.Errorf("config: data_dir and run_dir must not be empty")
 	}
 	if _, err := c.SocketPerm(); err != nil {
+		return err
+	}
+	if _, err := c.RemoteSocketPerm(); err != nil {
 		return err
 	}
 	for _, d := range []struct{ name, v string }{
@@ -186,6 +201,9 @@ func (c *Config) Validate() error {
 		if _, err := parseDuration(d.name, d.v); err != nil {
 			return err
 		}
+	}
+	if c.ImageStoreMB < 1 || c.ImageStoreMB > maxImageStoreMB {
+		return fmt.Errorf("config: image_store_mb must be between 1 and %d, not %d", maxImageStoreMB, c.ImageStoreMB)
 	}
 	if c.ConsoleLines < 1 || c.ConsoleLines > 1000000 {
 		return fmt.Errorf("config: console_lines must be between 1 and 1000000, not %d", c.ConsoleLines)
@@ -217,11 +235,21 @@ func (c *Config) Network() (Backend, bool) {
 
 // SocketPerm parses socket_mode as octal permission bits.
 func (c *Config) SocketPerm() (os.FileMode, error) {
-	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	return parsePerm("socket_mode", c.SocketMode)
+}
+
+// parsePerm parses the octal permission bits of the setting name.
+func parsePerm(name, v string) (os.FileMode, error) {
+	m, err := strconv.ParseUint(v, 8, 32)
 	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("config: socket_mode %q is not an octal mode such as \"0600\"", c.SocketMode)
+		return 0, fmt.Errorf("config: %s %q is not an octal mode such as \"0600\"", name, v)
 	}
 	return os.FileMode(m), nil
+}
+
+// RemoteSocketPerm parses remote_socket_mode as octal permission bits.
+func (c *Config) RemoteSocketPerm() (os.FileMode, error) {
+	return parsePerm("remote_socket_mode", c.RemoteSocketMode)
 }
 
 // Duration returns a validated duration setting by its HCL name.

@@ -19,9 +19,30 @@ plugin_dir = ""
 # Backend used when `petrel create` names none.
 default_backend = "hvt"
 
-# Permission bits of <run_dir>/petreld.sock: whoever can open it can manage
-# every VM on the host.
+# Permission bits of <run_dir>/petreld.sock, the administrators' socket:
+# whoever can open it can manage every VM on the host.
 socket_mode = "0600"
+
+# Permission bits and group of <run_dir>/petreld-remote.sock, the socket
+# petrel-endpoint forwards remote requests to. petreld serves a request
+# there only with a client certificate chain it verifies itself, so the
+# endpoint can do exactly what its callers' certificates allow and
+# nothing more. Make the endpoint's user its only client: the packaged
+# configuration sets "0660" and the group petrel-endpoint (the endpoint's
+# own, which no one else is in). remote_socket_group is a group name or
+# gid; empty leaves petreld's own group.
+remote_socket_mode = "0600"
+remote_socket_group = ""
+
+# The largest total size, in MB, of the image store (<data_dir>/images):
+# every upload that would take it past this is refused, whoever makes it.
+# It is the root policy's image allowance, so a delegated policy's
+# images_mb never exceeds it. Each tenant's uploads and the images of its
+# VMs also count against its own policy (images_mb, or its memory
+# allowance when it states none), uploads are admitted only for callers
+# whose policies allow a VM, and an image no VM uses is removed as soon as
+# the create that brought it fails (or 10 minutes after its upload).
+image_store_mb = 4096
 
 # Console ring per VM, kept by its shim and by petreld.
 console_lines = 1000

@@ -114,8 +114,13 @@ func (t *trust) verifier() *pki.Verifier {
 	return &pki.Verifier{Roots: t.roots, Revoked: t.revoked}
 }
 
+// errNoChain refuses a request on the endpoint's socket that carries no
+// certificate chain: there, petreld acts only for a caller it can verify.
+var errNoChain = status.Errorf(codes.Unauthenticated, "%s serves only requests forwarded by petrel-endpoint with the caller's certificate chain; local administrators use %s", RemoteSocketName, SocketName)
+
 // identify returns the verified identity of a request carrying a chain,
-// nil for a local request.
+// nil for a request without one (a local administrator's, on the
+// administrators' socket).
 func (t *trust) identify(ctx context.Context) (*pki.Identity, error) {
 	chain, err := authz.ChainFromMetadata(ctx)
 	if err != nil {
@@ -134,31 +139,62 @@ func (t *trust) identify(ctx context.Context) (*pki.Identity, error) {
 	return id, nil
 }
 
+// recheck tells whether the identity of an open stream still holds,
+// against the revocation list as it is now (reloaded when the file
+// changed).
+func (t *trust) recheck(id *pki.Identity) error {
+	if t == nil {
+		return errRemoteOff
+	}
+	return t.verifier().Recheck(id)
+}
+
+// identifyRemote is identify for the endpoint's socket, where a request
+// without a chain is refused rather than trusted.
+func (t *trust) identifyRemote(ctx context.Context) (*pki.Identity, error) {
+	id, err := t.identify(ctx)
+	if err == nil && id == nil {
+		return nil, errNoChain
+	}
+	return id, err
+}
+
+// interceptors are the gRPC interceptors of one socket.
+type interceptors struct {
+	unary  grpc.UnaryServerInterceptor
+	stream grpc.StreamServerInterceptor
+}
+
 // authInterceptors returns the interceptors that apply remote
-// authorization (package authz) to requests forwarded by
-// petrel-endpoint, using ca_file and revocation_file from the
-// configuration. Requests without a chain come from the local socket,
-// whose file permissions are the access control, and pass unchanged.
-func (d *Daemon) authInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor, error) {
+// authorization (package authz) on the administrators' socket and on the
+// endpoint's, using ca_file and revocation_file from the configuration.
+// On the administrators' socket, requests without a chain are local and
+// pass unchanged (its file permissions are the access control), and a
+// chain only restricts; on the endpoint's socket every request needs a
+// chain petreld verifies itself.
+func (d *Daemon) authInterceptors() (admin, remote interceptors, err error) {
 	t, err := loadTrust(d.cfg.CAFile, d.cfg.RevocationFile, d.log.Named("auth"))
 	if err != nil {
-		return nil, nil, err
+		return admin, remote, err
 	}
 	if t != nil {
 		d.log.Info("remote management enabled", "ca_file", d.cfg.CAFile, "revocation_file", d.cfg.RevocationFile)
 	}
-	unary, stream := authz.Interceptors(t.identify, d.installPolicies)
-	return unary, stream, nil
+	admin.unary, admin.stream = authz.Interceptors(t.identify, d.installPolicies, t.recheck)
+	remote.unary, remote.stream = authz.Interceptors(t.identifyRemote, d.installPolicies, t.recheck)
+	return admin, remote, nil
 }
 
-// installPolicies makes the policies of a caller's chain part of the
-// daemon's policy tree before a deploy, as Albatross does: each sub-CA's
-// policy is set at its domain path when absent or different, so that the
+// installPolicies records the policies of a caller's chain in the
+// daemon's policy tree before a deploy, as Albatross does, so that the
 // deploy's admission (which checks every ancestor, with the usage of all
-// VMs under it) enforces them. A policy that does not fit (larger than
-// an ancestor's, smaller than a descendant's or than current usage) is
-// refused. The root certificate's policy, if any, is not installed: the
-// root of the tree is what the host has.
+// VMs under it) enforces them. Each sub-CA's policy is recorded at its
+// domain path as that path's certificate policy, apart from any policy
+// the owner or an ancestor set there: the effective policy is the meet
+// of both, so a certificate never loosens what was set locally (and a
+// re-signed certificate replaces only the certificate's record). The
+// root certificate's policy, if any, is not recorded: the root of the
+// tree is what the host has.
 func (d *Daemon) installPolicies(_ context.Context, id *pki.Identity) error {
 	d.policyMu.Lock()
 	defer d.policyMu.Unlock()
@@ -166,42 +202,33 @@ func (d *Daemon) installPolicies(_ context.Context, id *pki.Identity) error {
 		if e.Path.IsRoot() {
 			continue
 		}
-		if cur, ok := d.policies.Get(e.Path); ok && cur.Equal(e.Policy) {
+		if _, cur := d.policies.Records(e.Path); cur != nil && cur.Equal(e.Policy) {
 			continue
 		}
-		if err := d.setPolicyLocked(e.Path, e.Policy); err != nil {
+		if err := d.setCertificatePolicyLocked(e.Path, e.Policy); err != nil {
 			if errors.Is(err, errSavePolicy) {
 				return status.Error(codes.Internal, err.Error())
 			}
-			if errors.Is(err, policy.ErrExceeded) {
-				return status.Errorf(codes.ResourceExhausted, "the policy of %q in the certificate chain does not fit this host: %v", e.Path, err)
-			}
-			return status.Errorf(codes.PermissionDenied, "the policy of %q in the certificate chain does not fit this host: %v", e.Path, err)
+			return status.Errorf(codes.PermissionDenied, "the policy of %q in the certificate chain cannot be recorded: %v", e.Path, err)
 		}
-		d.log.Info("installed policy from a certificate chain", "path", e.Path.String(), "policy", e.Policy.String())
+		d.log.Info("recorded policy from a certificate chain", "path", e.Path.String(), "policy", e.Policy.String())
 	}
 	return nil
 }
 
-// setPolicyLocked sets and persists the policy of path, undoing the set
-// when it cannot be saved; d.policyMu must be held.
-func (d *Daemon) setPolicyLocked(path name.Path, p policy.Policy) error {
-	old, hadOld := d.policies.Get(path)
-	usage := func(q name.Path) policy.Usage {
-		u := d.sup.UsageUnder(q, "")
-		if b, err := d.blocks.TotalMB(q.String()); err == nil {
-			u.BlockMB = int(b)
-		}
-		return u
-	}
-	if err := d.policies.Set(path, p, usage); err != nil {
+// setCertificatePolicyLocked records and persists the certificate policy
+// of path, undoing the record when it cannot be saved; d.policyMu must be
+// held.
+func (d *Daemon) setCertificatePolicyLocked(path name.Path, p policy.Policy) error {
+	_, old := d.policies.Records(path)
+	if err := d.policies.SetCertificate(path, p); err != nil {
 		return err
 	}
-	if err := d.store.Put(policy.Collection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
-		if hadOld {
-			_ = d.policies.Set(path, old, nil)
+	if err := d.store.Put(policy.CertCollection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
+		if old != nil {
+			_ = d.policies.SetCertificate(path, *old)
 		} else {
-			_ = d.policies.Remove(path)
+			d.policies.RemoveCertificate(path)
 		}
 		return fmt.Errorf("%w of %q: %v", errSavePolicy, path, err)
 	}

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,15 +37,20 @@ import (
 // Version is petreld's version, set at build time with -ldflags.
 var Version = "0.1.0-dev"
 
-// MaxImageBytes bounds one uploaded image.
+// MaxImageBytes bounds one uploaded image, whatever room its domain has.
 const MaxImageBytes = 1 << 30
 
-// SocketName is the daemon socket's file name inside the run directory.
+// SocketName is the daemon socket's file name inside the run directory:
+// the administrators' socket, on which a request without a certificate
+// chain is the host owner's.
 const SocketName = "petreld.sock"
 
-// uploadGrace keeps a freshly uploaded image safe from garbage collection
-// until the create that follows it.
-const uploadGrace = 10 * time.Minute
+// RemoteSocketName is the file name, inside the run directory, of the
+// socket petrel-endpoint forwards remote requests to. petreld serves a
+// request there only with a certificate chain it verifies itself, so
+// whoever holds the endpoint (or its socket) can do no more than the
+// callers whose chains it forwards.
+const RemoteSocketName = "petreld-remote.sock"
 
 // Daemon is a running petreld.
 type Daemon struct {
@@ -67,18 +74,16 @@ type Daemon struct {
 	stats    *stats.Collector
 	// stopStats ends the statistics loop and waits for it.
 	stopStats func()
-	grpc      *grpc.Server
-	lis       net.Listener
-	sock      string
+	// admin serves the administrators' socket, remote the endpoint's.
+	admin  listener
+	remote listener
 	// pluginDir is where plugin binaries are found.
 	pluginDir string
 	// releaseRunDir gives up the claim on the run directory.
 	releaseRunDir func()
 
-	mu      sync.Mutex
-	uploads map[string]time.Time
-	// imgMu keeps garbage collection out while uploads are stored.
-	imgMu sync.RWMutex
+	// images accounts for image storage (images.go).
+	images imageLedger
 }
 
 // PluginDir resolves where plugins live: the configured directory, else
@@ -97,8 +102,18 @@ func PluginDir(configured string) string {
 	return "/usr/libexec/petrel"
 }
 
+// listener is one socket petreld serves the daemon API on.
+type listener struct {
+	path string
+	lis  net.Listener
+	grpc *grpc.Server
+}
+
 // SocketPath is the daemon socket for a run directory.
 func SocketPath(runDir string) string { return filepath.Join(runDir, SocketName) }
+
+// RemoteSocketPath is the endpoint's socket for a run directory.
+func RemoteSocketPath(runDir string) string { return filepath.Join(runDir, RemoteSocketName) }
 
 func bootID() string {
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -111,7 +126,7 @@ func bootID() string {
 // Start brings petreld up: it recovers VMs and then serves the API. The
 // caller runs Serve and, to stop, Close.
 func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, events: events.New(), uploads: map[string]time.Time{}, supReady: make(chan struct{})}
+	d := &Daemon{cfg: cfg, log: log, events: events.New(), images: newImageLedger(), supReady: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -223,51 +238,122 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	return d, nil
 }
 
-// listen opens the daemon socket, refusing to steal one a live daemon
-// answers on.
+// listen opens both sockets, refusing to steal one a live daemon
+// answers on: the administrators' socket (socket_mode), where requests
+// without a chain are the host owner's, and the endpoint's
+// (remote_socket_mode and remote_socket_group), where every request must
+// carry a chain petreld verifies.
 func (d *Daemon) listen() error {
-	d.sock = SocketPath(d.cfg.RunDir)
-	if c, err := net.DialTimeout("unix", d.sock, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("another petreld is serving %s", d.sock)
-	}
-	if err := os.Remove(d.sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	perm, _ := d.cfg.SocketPerm()
-	old := unix.Umask(0o777 &^ int(perm))
-	lis, err := net.Listen("unix", d.sock)
-	unix.Umask(old)
+	perm, err := d.cfg.SocketPerm()
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", d.sock, err)
-	}
-	if err := os.Chmod(d.sock, perm); err != nil {
-		lis.Close()
-		return fmt.Errorf("chmod %s: %w", d.sock, err)
-	}
-	unary, stream, err := d.authInterceptors()
-	if err != nil {
-		lis.Close()
 		return err
 	}
-	d.lis = lis
-	// Large flow-control windows: image and block transfers stream
-	// megabytes over a local socket, where the default 64 KiB window
-	// stalls the sender.
-	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
-		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
-	daemonv1.RegisterDaemonServer(d.grpc, &server{d: d})
+	remotePerm, err := d.cfg.RemoteSocketPerm()
+	if err != nil {
+		return err
+	}
+	gid, err := lookupGroup(d.cfg.RemoteSocketGroup)
+	if err != nil {
+		return err
+	}
+	admin, remote, err := d.authInterceptors()
+	if err != nil {
+		return err
+	}
+	if d.admin, err = d.open(SocketPath(d.cfg.RunDir), perm, -1, admin); err != nil {
+		return err
+	}
+	if d.remote, err = d.open(RemoteSocketPath(d.cfg.RunDir), remotePerm, gid, remote); err != nil {
+		return err
+	}
 	return nil
 }
 
-// Socket is the path the daemon listens on.
-func (d *Daemon) Socket() string { return d.sock }
+// open listens on the unix socket path with permission bits perm and,
+// when gid is not -1, that group, and prepares a gRPC server for it with
+// the interceptors in.
+func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors) (listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return listener{}, fmt.Errorf("another petreld is serving %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return listener{}, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// The socket is made with no more than perm and only then given its
+	// group, so that no one outside both can connect in between.
+	old := unix.Umask(0o777 &^ int(perm))
+	lis, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return listener{}, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := os.Lchown(path, -1, gid); err != nil {
+			lis.Close()
+			return listener{}, fmt.Errorf("give %s the group %d: %w", path, gid, err)
+		}
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		lis.Close()
+		return listener{}, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	// Large flow-control windows: image and block transfers stream
+	// megabytes over a local socket, where the default 64 KiB window
+	// stalls the sender.
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
+		grpc.ChainUnaryInterceptor(in.unary), grpc.ChainStreamInterceptor(in.stream))
+	daemonv1.RegisterDaemonServer(srv, &server{d: d})
+	return listener{path: path, lis: lis, grpc: srv}, nil
+}
 
-// Serve answers API requests until Close.
+// lookupGroup resolves remote_socket_group, a group name or numeric
+// gid; empty means petreld's own group (-1: leave it as created).
+func lookupGroup(s string) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		if _, numErr := strconv.Atoi(s); numErr != nil {
+			return 0, fmt.Errorf("remote_socket_group %q: %w", s, err)
+		}
+		if g, err = user.LookupGroupId(s); err != nil {
+			return 0, fmt.Errorf("remote_socket_group %q: %w", s, err)
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("remote_socket_group %q: gid %q: %w", s, g.Gid, err)
+	}
+	return gid, nil
+}
+
+// Socket is the path of the administrators' socket.
+func (d *Daemon) Socket() string { return d.admin.path }
+
+// RemoteSocket is the path of the endpoint's socket.
+func (d *Daemon) RemoteSocket() string { return d.remote.path }
+
+// Serve answers API requests on both sockets until Close.
 func (d *Daemon) Serve() error {
-	d.log.Info("petreld ready", "socket", d.sock, "version", Version)
-	if err := d.grpc.Serve(d.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("serve: %w", err)
+	d.log.Info("petreld ready", "socket", d.admin.path, "remote_socket", d.remote.path, "version", Version)
+	errs := make(chan error, 2)
+	for _, l := range []listener{d.admin, d.remote} {
+		go func() {
+			if err := l.grpc.Serve(l.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				errs <- fmt.Errorf("serve %s: %w", l.path, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	// The first failure ends Serve (the caller then closes the daemon);
+	// a Close ends both without one.
+	for range 2 {
+		if err := <-errs; err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -275,17 +361,8 @@ func (d *Daemon) Serve() error {
 // Close stops serving and stops the plugins. VMs keep running: their
 // shims are independent, and the next petreld reattaches to them.
 func (d *Daemon) Close() {
-	if d.grpc != nil {
-		stopped := make(chan struct{})
-		go func() { d.grpc.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(3 * time.Second):
-			d.grpc.Stop()
-		}
-	}
-	if d.sock != "" {
-		os.Remove(d.sock)
+	for _, l := range []listener{d.admin, d.remote} {
+		l.close()
 	}
 	if d.stopStats != nil {
 		d.stopStats()
@@ -304,10 +381,26 @@ func (d *Daemon) Close() {
 	}
 }
 
-func (d *Daemon) noteUpload(sha string) {
-	d.mu.Lock()
-	d.uploads[sha] = time.Now()
-	d.mu.Unlock()
+// close stops serving on l, letting calls in flight finish for a few
+// seconds, and removes its socket.
+func (l listener) close() {
+	if l.grpc != nil {
+		stopped := make(chan struct{})
+		go func() { l.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			l.grpc.Stop()
+		}
+	}
+	if l.lis != nil {
+		// Already closed when it was served; not when a later step of
+		// start-up failed before serving.
+		l.lis.Close()
+	}
+	if l.path != "" {
+		os.Remove(l.path)
+	}
 }
 
 // startStats starts the statistics loop and the metrics sinks.
@@ -360,26 +453,3 @@ func (b blockAdapter) Acquire(dev, vm string) (string, int64, error) {
 }
 
 func (b blockAdapter) Release(dev, vm string) { b.m.Release(dev, vm) }
-
-// collectImages removes images no VM uses, sparing recent uploads.
-func (d *Daemon) collectImages() {
-	if !d.imgMu.TryLock() {
-		return // an upload is being stored; the next collection catches up
-	}
-	defer d.imgMu.Unlock()
-	keep := d.sup.ImagesInUse()
-	d.mu.Lock()
-	for sha, t := range d.uploads {
-		if time.Since(t) < uploadGrace {
-			keep[sha] = true
-		} else {
-			delete(d.uploads, sha)
-		}
-	}
-	d.mu.Unlock()
-	if n, err := d.store.RemoveImagesExcept(keep); err != nil {
-		d.log.Warn("image garbage collection", "error", err)
-	} else if n > 0 {
-		d.log.Info("removed unused images", "count", n)
-	}
-}

@@ -15,12 +15,15 @@ import (
 )
 
 // hostPolicy is the root policy: what the host has, with the block
-// devices that already exist counted as available to them.
+// devices that already exist counted as available to them, and the image
+// store's limit (image_store_mb) as its image allowance.
 func (d *Daemon) hostPolicy() (policy.Policy, error) {
 	p, err := policy.HostPolicy(d.cfg.DataDir)
 	if err != nil {
 		return policy.Policy{}, err
 	}
+	images := d.cfg.ImageStoreMB
+	p.ImagesMB = &images
 	if used, err := d.blocks.TotalMB(""); err == nil {
 		b := p.Block() + int(used)
 		p.BlockMB = &b
@@ -38,19 +41,17 @@ func (d *Daemon) loadPolicies() error {
 	if err != nil {
 		return err
 	}
-	var entries []policy.Entry
-	err = d.store.Walk(policy.Collection, func(key string, raw json.RawMessage) error {
-		var e policy.Entry
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return fmt.Errorf("policy %s: %w", key, err)
-		}
-		entries = append(entries, e)
-		return nil
-	})
+	entries, err := d.readPolicies(policy.Collection)
 	if err != nil {
-		return fmt.Errorf("load policies: %w", err)
+		return err
 	}
 	if err := tree.Load(entries); err != nil {
+		return err
+	}
+	if entries, err = d.readPolicies(policy.CertCollection); err != nil {
+		return err
+	}
+	if err := tree.LoadCertificates(entries); err != nil {
 		return err
 	}
 	for _, c := range tree.Conflicts() {
@@ -58,6 +59,27 @@ func (d *Daemon) loadPolicies() error {
 	}
 	d.policies = tree
 	return nil
+}
+
+// readPolicies reads the policy records of a store collection.
+func (d *Daemon) readPolicies(collection string) ([]policy.Entry, error) {
+	var entries []policy.Entry
+	err := d.store.Walk(collection, func(key string, raw json.RawMessage) error {
+		var e policy.Entry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			// A record an earlier version accepted under a name that is
+			// no longer valid (such as "." or "..") must not keep petreld
+			// from starting; it governs nothing that can be created now.
+			d.log.Warn("policy record skipped", "collection", collection, "key", key, "error", err)
+			return nil
+		}
+		entries = append(entries, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", collection, err)
+	}
+	return entries, nil
 }
 
 // rootRefreshEvery bounds how often the host is re-read: creates are
@@ -97,6 +119,10 @@ func toPolicyMsg(p policy.Policy) *daemonv1.Policy {
 		b := int64(*p.BlockMB)
 		m.BlockMb = &b
 	}
+	if p.ImagesMB != nil {
+		n := int64(*p.ImagesMB)
+		m.ImagesMb = &n
+	}
 	return m
 }
 
@@ -109,14 +135,28 @@ func fromPolicyMsg(m *daemonv1.Policy) policy.Policy {
 		b := int(m.GetBlockMb())
 		p.BlockMB = &b
 	}
+	if m.ImagesMb != nil {
+		n := int(m.GetImagesMb())
+		p.ImagesMB = &n
+	}
 	return p
 }
 
+// policyEntry lists the effective policy p of path with the usage under
+// it and the records it is the meet of.
 func (s *server) policyEntry(path name.Path, p policy.Policy) *daemonv1.PolicyEntry {
 	u := s.d.sup.UsageUnder(path, "")
 	blockMB, _ := s.d.blocks.TotalMB(path.String())
-	return &daemonv1.PolicyEntry{Path: path.String(), Policy: toPolicyMsg(p), UsedVms: int32(u.VMs),
-		UsedMemoryMb: int64(u.MemoryMB), UsedBlockMb: blockMB}
+	e := &daemonv1.PolicyEntry{Path: path.String(), Policy: toPolicyMsg(p), UsedVms: int32(u.VMs),
+		UsedMemoryMb: int64(u.MemoryMB), UsedBlockMb: blockMB, UsedImagesMb: policy.ImagesMB(s.d.imagesUnder(path))}
+	local, cert := s.d.policies.Records(path)
+	if local != nil {
+		e.Local = toPolicyMsg(*local)
+	}
+	if cert != nil {
+		e.Certificate = toPolicyMsg(*cert)
+	}
+	return e
 }
 
 func (s *server) PolicyList(_ context.Context, req *daemonv1.PolicyListRequest) (*daemonv1.PolicyListResponse, error) {
@@ -143,26 +183,31 @@ func (s *server) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*
 	p := fromPolicyMsg(req.GetPolicy())
 	s.d.policyMu.Lock()
 	defer s.d.policyMu.Unlock()
-	old, hadOld := s.d.policies.Get(path)
-	usage := func(q name.Path) policy.Usage {
-		u := s.d.sup.UsageUnder(q, "")
-		if b, err := s.d.blocks.TotalMB(q.String()); err == nil {
-			u.BlockMB = int(b)
-		}
-		return u
-	}
-	if err := s.d.policies.Set(path, p, usage); err != nil {
+	old, _ := s.d.policies.Records(path)
+	if err := s.d.policies.Set(path, p, s.d.usageUnder); err != nil {
 		return nil, grpcError(err)
 	}
 	if err := s.d.store.Put(policy.Collection, path.FileKey(), policy.Entry{Path: path, Policy: p}); err != nil {
-		if hadOld {
-			s.d.policies.Set(path, old, nil)
+		if old != nil {
+			s.d.policies.Set(path, *old, nil)
 		} else {
-			s.d.policies.Remove(path)
+			s.d.policies.RemoveLocal(path)
 		}
 		return nil, status.Errorf(codes.Internal, "save policy: %v", err)
 	}
-	return s.policyEntry(path, p), nil
+	eff, _ := s.d.policies.Get(path)
+	return s.policyEntry(path, eff), nil
+}
+
+// usageUnder is what the VMs, block devices and images under path take,
+// for checking a policy against it.
+func (d *Daemon) usageUnder(path name.Path) policy.Usage {
+	u := d.sup.UsageUnder(path, "")
+	if b, err := d.blocks.TotalMB(path.String()); err == nil {
+		u.BlockMB = int(b)
+	}
+	u.Images = d.imagesUnder(path)
+	return u
 }
 
 func (s *server) PolicyRemove(_ context.Context, req *daemonv1.PolicyRemoveRequest) (*daemonv1.PolicyRemoveResponse, error) {
@@ -175,8 +220,10 @@ func (s *server) PolicyRemove(_ context.Context, req *daemonv1.PolicyRemoveReque
 	if err := s.d.policies.Remove(path); err != nil {
 		return nil, grpcError(err)
 	}
-	if err := s.d.store.Delete(policy.Collection, path.FileKey()); err != nil {
-		return nil, status.Errorf(codes.Internal, "remove policy: %v", err)
+	for _, c := range []string{policy.Collection, policy.CertCollection} {
+		if err := s.d.store.Delete(c, path.FileKey()); err != nil {
+			return nil, status.Errorf(codes.Internal, "remove policy: %v", err)
+		}
 	}
 	return &daemonv1.PolicyRemoveResponse{}, nil
 }
@@ -189,21 +236,11 @@ func (d *Daemon) checkBlockQuota(dev string, sizeMB int64) error {
 		return nil // the block manager reports bad names
 	}
 	d.readRoot(true)
-	for _, a := range p.Ancestors() {
-		pol, ok := d.policies.Get(a)
-		if !ok {
-			continue
-		}
+	return d.policies.CheckBlock(p, sizeMB, func(a name.Path) (int64, error) {
 		used, err := d.blocks.TotalMB(a.String())
 		if err != nil {
-			return err
+			return 0, fmt.Errorf("block storage under %q: %w", a, err)
 		}
-		if used+sizeMB > int64(pol.Block()) {
-			if pol.BlockMB == nil {
-				return fmt.Errorf("%w: policy of %q allows no block storage", policy.ErrExceeded, a)
-			}
-			return fmt.Errorf("%w: policy of %q: %d MB of block storage would exceed the limit of %d MB", policy.ErrExceeded, a, used+sizeMB, pol.Block())
-		}
-	}
-	return nil
+		return used, nil
+	})
 }

@@ -12,11 +12,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/block"
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/pluginhost"
 	"github.com/petrel-vmm/petrel/core/policy"
+	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
@@ -79,26 +82,62 @@ func (s *server) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.V
 	return &daemonv1.VersionResponse{Version: Version, ApiVersion: APIVersion}, nil
 }
 
+// UploadImage stores an image for the caller's domain, within the image
+// storage its policies and the host allow (images.go). An image the store
+// has already is not received again when the first chunk names its
+// digest.
 func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
 	}
-	if first.GetSize() > MaxImageBytes {
-		return status.Errorf(codes.InvalidArgument, "image of %d bytes exceeds the limit of %d bytes", first.GetSize(), MaxImageBytes)
+	domain := callerDomain(authz.IdentityFrom(stream.Context()))
+	declared, wantSHA := first.GetSize(), first.GetSha256()
+	if declared > MaxImageBytes {
+		return status.Errorf(codes.InvalidArgument, "image of %d bytes exceeds the limit of %d bytes", declared, MaxImageBytes)
 	}
-	r := &chunkReader{stream: stream, buf: first.GetData()}
-	s.d.imgMu.RLock()
-	defer s.d.imgMu.RUnlock()
-	sha, size, err := s.d.store.PutImage(r, MaxImageBytes)
-	if err != nil {
-		if r.err != nil {
-			return status.Errorf(codes.Canceled, "upload interrupted: %v", r.err)
+	if declared < 0 {
+		return status.Errorf(codes.InvalidArgument, "image size %d is negative", declared)
+	}
+	if wantSHA != "" && !store.IsImageName(wantSHA) {
+		return status.Errorf(codes.InvalidArgument, "image digest %.80q is not a lowercase hex SHA-256", wantSHA)
+	}
+	// Expired claims no longer count, and their images go.
+	s.d.collectImages()
+	if wantSHA != "" {
+		ref, ok, err := s.d.claimKnown(domain, wantSHA)
+		if err != nil {
+			return err
 		}
-		return status.Errorf(codes.InvalidArgument, "store image: %v", err)
+		if ok {
+			return stream.SendAndClose(ref)
+		}
 	}
-	s.d.noteUpload(sha)
-	return stream.SendAndClose(&daemonv1.ImageRef{Sha256: sha, Size: size})
+	id, limit, err := s.d.admitUpload(domain, declared)
+	if err != nil {
+		return err
+	}
+	defer s.d.release(id)
+	r := &chunkReader{stream: stream, buf: first.GetData()}
+	st, err := s.d.store.StageImage(r, limit)
+	if err != nil {
+		switch {
+		case r.err != nil:
+			return status.Errorf(codes.Canceled, "upload interrupted: %v", r.err)
+		case errors.Is(err, store.ErrTooLarge):
+			return s.d.uploadTooLarge(domain, declared, limit)
+		}
+		return status.Errorf(codes.Internal, "store image: %v", err)
+	}
+	defer st.Discard()
+	if wantSHA != "" && st.SHA256 != wantSHA {
+		return status.Errorf(codes.InvalidArgument, "the image's SHA-256 is %s, not the %s its upload declared", st.SHA256, wantSHA)
+	}
+	ref, err := s.d.commitUpload(domain, st, id)
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(ref)
 }
 
 // chunkReader turns an upload stream into an io.Reader.
@@ -154,13 +193,30 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 	return vm
 }
 
+// Create deploys a VM. Its images count against the image storage of
+// every ancestor (images.go) before the supervisor admits the rest; when
+// the create fails, images that nothing else holds are removed at once.
 func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daemonv1.VM, error) {
+	caller := callerDomain(authz.IdentityFrom(ctx))
+	images := []string{req.GetImageSha256(), req.GetInitrdSha256()}
+	var hold uint64
+	if vm, err := name.ParseVM(req.GetName()); err == nil {
+		replacing := ""
+		if req.GetForce() {
+			replacing = vm.String()
+		}
+		if hold, err = s.d.admitCreate(vm, images, replacing); err != nil {
+			s.d.createDone(caller, 0, images, true)
+			return nil, err
+		}
+	}
 	rec, err := s.d.sup.Create(ctx, supervisor.CreateParams{
 		Name: req.GetName(), Backend: req.GetBackend(), ImageSHA256: req.GetImageSha256(), ImageName: req.GetImageName(),
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
 		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
 		Nets: netParams(req.GetNets()), InitrdSHA256: req.GetInitrdSha256(), KernelCmdline: req.GetKernelCmdline(),
 	})
+	s.d.createDone(caller, hold, images, err != nil)
 	if err != nil {
 		return nil, grpcError(err)
 	}

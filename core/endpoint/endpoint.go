@@ -2,8 +2,10 @@
 // unprivileged half of remote management. It terminates TLS 1.3 with
 // mutual X.509 authentication against the owner's root CA (package pki),
 // authorizes each call with the rules of package authz, and forwards it
-// to petreld's unix socket together with the caller's certificate chain
-// (authz.ChainMetadata), which petreld verifies again before acting.
+// to petreld's socket for forwarded requests (DefaultSocket) together with
+// the caller's certificate chain (authz.ChainMetadata), which petreld
+// verifies again before acting: the endpoint itself holds no right of its
+// own there.
 //
 // Every method of the daemon API is relayed, streams included: image and
 // block uploads stream through without a size limit of their own
@@ -41,6 +43,14 @@ import (
 // interface, like Albatross's endpoint.
 const DefaultListen = ":1025"
 
+// DefaultSocket is petreld's socket for forwarded requests with its
+// default run directory (<run-dir>/petreld-remote.sock). petreld serves a
+// request there only with a certificate chain it verifies itself, which
+// is what keeps a compromised endpoint from acting as the host's owner:
+// the administrators' socket, petreld.sock, would take a request without
+// a chain as the owner's.
+const DefaultSocket = "/run/petrel/petreld-remote.sock"
+
 // handshakeTimeout bounds a TLS handshake, so that idle connections
 // cannot pile up before authenticating.
 const handshakeTimeout = 10 * time.Second
@@ -50,7 +60,8 @@ const handshakeTimeout = 10 * time.Second
 type Options struct {
 	// Listen is the TCP address to listen on; empty means DefaultListen.
 	Listen string
-	// Socket is petreld's unix socket.
+	// Socket is petreld's unix socket for forwarded requests
+	// (DefaultSocket with petreld's default run directory).
 	Socket string
 	// CAFile holds the root CA certificate(s) client chains must lead to.
 	CAFile string
@@ -148,7 +159,7 @@ func New(opts Options) (*Server, error) {
 	if s.lis, err = activation.Listener(addr); err != nil {
 		return nil, fmt.Errorf("endpoint: listen: %w", err)
 	}
-	unary, stream := authz.Interceptors(s.identify, nil)
+	unary, stream := authz.Interceptors(s.identify, nil, s.recheck)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg)}),
 		grpc.ConnectionTimeout(handshakeTimeout),
@@ -216,6 +227,17 @@ func (s *Server) identify(ctx context.Context) (*pki.Identity, error) {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	return id, nil
+}
+
+// recheck tells whether the identity of an open stream still holds; a
+// failure ends the stream (and, through its context, the call to
+// petreld that relays it).
+func (s *Server) recheck(id *pki.Identity) error {
+	if err := s.verifier.Recheck(id); err != nil {
+		s.log.Warn("ended a stream", "domain", id.Domain.String(), "error", err)
+		return err
+	}
+	return nil
 }
 
 // refusalDrain bounds how long and how much the endpoint reads from a

@@ -80,11 +80,16 @@ func relayUp[Req, Resp any](stream grpc.ClientStreamingServer[Req, Resp], open f
 			return err
 		}
 		if err := upstream.Send(m); err != nil {
-			if errors.Is(err, io.EOF) {
-				// petreld ended the call; its status says why.
-				_, err = upstream.CloseAndRecv()
+			if !errors.Is(err, io.EOF) {
+				return err
 			}
-			return err
+			// petreld ended the call early: its status says why, or
+			// its answer came before the data (an image it has).
+			resp, err := upstream.CloseAndRecv()
+			if err != nil {
+				return err
+			}
+			return stream.SendAndClose(resp)
 		}
 	}
 	resp, err := upstream.CloseAndRecv()

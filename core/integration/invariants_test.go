@@ -267,7 +267,7 @@ func invariantViolations(e *env, m *model) ([]string, map[string]bool) {
 	}
 	entries, _ := os.ReadDir(e.runDir)
 	for _, en := range entries {
-		if en.Name() != "vms" && en.Name() != "petreld.sock" && strings.HasSuffix(en.Name(), ".sock") {
+		if en.Name() != "vms" && en.Name() != "petreld.sock" && en.Name() != "petreld-remote.sock" && strings.HasSuffix(en.Name(), ".sock") {
 			bad("stray socket %s", filepath.Join(e.runDir, en.Name()))
 		}
 	}

@@ -34,10 +34,10 @@ import (
 )
 
 // remoteEnv is a petreld with remote management configured and a
-// petrel-endpoint in front of it on a loopback port. The endpoint runs
-// as root with --allow-root because the test runs as root and the
-// daemon socket is root's (mode 0600); TestEndpointPrivileges checks the
-// unprivileged start separately.
+// petrel-endpoint in front of it on a loopback port, forwarding to
+// petreld's remote socket. The endpoint runs as root with --allow-root
+// because the test runs as root and the socket is root's (mode 0600);
+// TestEndpointPrivileges checks the unprivileged start separately.
 type remoteEnv struct {
 	*env
 	ca   string // directory of `petrel ca init`
@@ -63,6 +63,10 @@ func newRemoteEnv(t testing.TB) *remoteEnv {
 
 func (r *remoteEnv) file(name string) string { return filepath.Join(r.ca, name) }
 
+// remoteSocket is petreld's socket for forwarded requests, which the
+// endpoint uses.
+func (e *env) remoteSocket() string { return filepath.Join(e.runDir, "petreld-remote.sock") }
+
 // freePort returns a loopback address nothing listens on.
 func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,7 +84,7 @@ func (r *remoteEnv) startEndpoint() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "petrel-endpoint"), "--listen", r.addr, "--socket", r.socket,
+	cmd := exec.Command(filepath.Join(binDir, "petrel-endpoint"), "--listen", r.addr, "--socket", r.remoteSocket(),
 		"--ca", r.file("ca.pem"), "--cert", r.file("server.pem"), "--key", r.file("server.key"),
 		"--revocations", r.file("revoked.json"), "--allow-root", "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf

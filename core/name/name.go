@@ -3,7 +3,10 @@
 // the same hierarchical resource policies.
 //
 // A name is a path of labels joined by ':', for example "a:b:vm". Each
-// label is 1–63 characters from [a-z0-9.-] and must not start with '-'.
+// label is 1–63 characters from [a-z0-9.-], must not start with '-' and
+// must not be made only of dots: "." and ".." would name the directory
+// entries of the same names wherever a name becomes a file, and a label of
+// dots alone names nothing a reader could tell apart.
 // Input is lower-cased (ASCII only) before validation, so "Web:Frontend"
 // and "web:frontend" are the same name. The path with no labels is the
 // root; it is written ":" and also parsed from the empty string. Policies
@@ -175,36 +178,21 @@ func (p Path) Equal(q Path) bool {
 	return true
 }
 
-// FileKey returns a key for naming the store file of p. It is the
-// canonical string form, which on Linux is already a valid file name
-// (labels cannot contain '/' or NUL), except for the two one-label paths
-// that would be the special directory entries: "." is encoded as "%2e"
-// and ".." as "%2e%2e". Labels never contain '%', so the encoding is
-// reversible and collision-free, and the key is at most MaxLength bytes.
-// The root's key is ":".
-func (p Path) FileKey() string {
-	switch s := p.String(); s {
-	case ".":
-		return "%2e"
-	case "..":
-		return "%2e%2e"
-	default:
-		return s
-	}
-}
+// FileKey returns a key for naming the store file of p: the canonical
+// string form, which on Linux is always a valid file name of at most
+// MaxLength bytes, because labels contain neither '/' nor NUL and are
+// never made only of dots (so a key is never "." or ".."). The root's
+// key is ":".
+func (p Path) FileKey() string { return p.String() }
 
 // FromFileKey inverts FileKey. It accepts only keys FileKey produces (no
-// upper case, no leading ':' except for the root, no raw "." or ".."), so
-// every key found on disk maps to exactly one Path and back.
+// upper case, no leading ':' except for the root, no label made only of
+// dots), so every key found on disk maps to exactly one Path and back.
 func FromFileKey(s string) (Path, error) {
 	switch s {
 	case ":":
 		return Path{}, nil
-	case "%2e":
-		return Path{labels: []string{"."}}, nil
-	case "%2e%2e":
-		return Path{labels: []string{".."}}, nil
-	case "", ".", "..":
+	case "":
 		return Path{}, fmt.Errorf("file key %q: not a key produced by FileKey", s)
 	}
 	if len(s) > MaxLength {
@@ -252,6 +240,9 @@ func checkLabel(l string) error {
 	}
 	if l[0] == '-' {
 		return fmt.Errorf("%q starts with '-'", l)
+	}
+	if strings.Trim(l, ".") == "" {
+		return fmt.Errorf("%q is made only of dots; a label needs at least one of a-z, 0-9 or '-'", l)
 	}
 	for i := 0; i < len(l); i++ {
 		c := l[i]

@@ -20,8 +20,8 @@ func TestParseValid(t *testing.T) {
 		{":a:b", "a:b", []string{"a", "b"}},
 		{"Web:FrontEnd", "web:frontend", []string{"web", "frontend"}},
 		{"a-b.c:0", "a-b.c:0", []string{"a-b.c", "0"}},
-		{".", ".", []string{"."}},
-		{"..:...", "..:...", []string{"..", "..."}},
+		{"a.:.b", "a.:.b", []string{"a.", ".b"}},
+		{"...x", "...x", []string{"...x"}},
 		{"x-", "x-", []string{"x-"}},
 		{strings.Repeat("a", 63), strings.Repeat("a", 63), []string{strings.Repeat("a", 63)}},
 		{strings.Repeat("a:", 127) + "a", strings.Repeat("a:", 127) + "a", nil},
@@ -56,6 +56,10 @@ func TestParseInvalid(t *testing.T) {
 		{"caf\u00e9", `contains byte 0xc3`},
 		{"\u212a", `contains byte 0xe2`}, // Kelvin sign: must not become "k"
 		{"ok:-bad", `label 2 "-bad" starts with '-'`},
+		{".", `label 1 "." is made only of dots; a label needs at least one of a-z, 0-9 or '-'`},
+		{"..", `label 1 ".." is made only of dots`},
+		{"a:...", `label 2 "..." is made only of dots`},
+		{":..:vm", `label 1 ".." is made only of dots`},
 		{strings.Repeat("a", 64), `64 characters long, the limit is 63`},
 		{strings.Repeat("a:", 128), `256 bytes long, the limit is 255`},
 	} {
@@ -133,7 +137,7 @@ func TestChild(t *testing.T) {
 	if x.String() != "a:b:x" || y.String() != "a:b:y" {
 		t.Fatalf("children alias: %q %q", x, y)
 	}
-	for _, bad := range []string{"", "-x", "a:b", "a/b", strings.Repeat("z", 64)} {
+	for _, bad := range []string{".", "..", "", "-x", "a:b", "a/b", strings.Repeat("z", 64)} {
 		if _, err := p.Child(bad); err == nil {
 			t.Errorf("Child(%q) succeeded", bad)
 		}
@@ -199,12 +203,8 @@ func TestFileKey(t *testing.T) {
 		{":", ":"},
 		{"vm", "vm"},
 		{"a:b:vm", "a:b:vm"},
-		{".", "%2e"},
-		{"..", "%2e%2e"},
-		{"...", "..."},
-		{"..:a", "..:a"},
-		{"a:..", "a:.."},
-		{".:.", ".:."},
+		{".a", ".a"},
+		{"a.:..b", "a.:..b"},
 	} {
 		p := MustParse(tc.name)
 		k := p.FileKey()
@@ -219,7 +219,7 @@ func TestFileKey(t *testing.T) {
 			t.Errorf("FromFileKey(%q) = %q, %v; want %q", k, back, err, p)
 		}
 	}
-	for _, bad := range []string{"", ".", "..", "A", ":a", "a::b", "%2e:a", "a:%2e", "%2E", "a/b", "%", strings.Repeat("a:", 128)} {
+	for _, bad := range []string{"", ".", "..", "...", "%2e", "%2e%2e", "a:..", "A", ":a", "a::b", "%2e:a", "a:%2e", "%2E", "a/b", "%", strings.Repeat("a:", 128)} {
 		if p, err := FromFileKey(bad); err == nil {
 			t.Errorf("FromFileKey(%q) = %q, want an error", bad, p)
 		}

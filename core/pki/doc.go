@@ -54,7 +54,8 @@
 //	    cpus      SEQUENCE OF INTEGER (0..8191),  -- ascending, no duplicates
 //	    memoryMB  INTEGER (0..2^40),
 //	    blockMB   [0] IMPLICIT INTEGER (0..2^40) OPTIONAL,  -- absent: no block allowance
-//	    bridges   SEQUENCE SIZE (0..256) OF UTF8String (SIZE (1..15))  -- ascending, no duplicates
+//	    bridges   SEQUENCE SIZE (0..256) OF UTF8String (SIZE (1..15)),  -- ascending, no duplicates
+//	    imagesMB  [1] IMPLICIT INTEGER (0..2^40) OPTIONAL   -- absent: as much as memoryMB
 //	}
 //
 //	CommandExt ::= SEQUENCE {
@@ -62,6 +63,12 @@
 //	    command   UTF8String (SIZE (1..64)),       -- printable ASCII
 //	    args      SEQUENCE SIZE (1..64) OF UTF8String OPTIONAL  -- absent when there are none
 //	}
+//
+// imagesMB, the image storage the domain's VMs and uploads may hold in
+// petreld's image store, came after version 1's first release; as an
+// optional field at the end it changes no earlier certificate's encoding,
+// and a decoder without it refuses a certificate that carries it rather
+// than ignoring a limit.
 //
 // The command is the name of a daemon operation ("create", "destroy",
 // "console", ...) and args are its arguments as the CLI takes them; the

@@ -94,6 +94,9 @@ func MarshalPolicy(p policy.Policy) ([]byte, error) {
 		w.value(*p.BlockMB, "tag:0")
 	}
 	w.utf8Seq(p.Bridges)
+	if p.ImagesMB != nil {
+		w.value(*p.ImagesMB, "tag:1")
+	}
 	return w.sequence()
 }
 
@@ -135,6 +138,14 @@ func unmarshalPolicy(der []byte) (policy.Policy, error) {
 	}
 	if p.Bridges, err = r.utf8Seq("bridges", policy.MaxBridges); err != nil {
 		return p, err
+	}
+	if r.peekTag(asn1.ClassContextSpecific, 1) {
+		el, _ := r.next()
+		var n int
+		if _, err := asn1.UnmarshalWithParams(el.FullBytes, &n, "tag:1"); err != nil {
+			return p, fmt.Errorf("imagesMB: %w", err)
+		}
+		p.ImagesMB = &n
 	}
 	if err := r.end(); err != nil {
 		return p, err

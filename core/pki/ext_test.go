@@ -16,6 +16,9 @@ func TestPolicyExtRoundTrip(t *testing.T) {
 		{VMs: 1},
 		{VMs: 3, CPUs: []int{5, 0, 2}, MemoryMB: 1 << 40, BlockMB: intp(0), Bridges: []string{"br1", "br0"}},
 		{VMs: policy.MaxVMs, MemoryMB: 256, BlockMB: intp(policy.MaxBlockMB), Bridges: []string{"abcdefghijklmno"}},
+		{VMs: 2, MemoryMB: 256, ImagesMB: intp(64)},
+		{VMs: 2, MemoryMB: 256, BlockMB: intp(10), ImagesMB: intp(0), Bridges: []string{"br0"}},
+		{VMs: 1, ImagesMB: intp(policy.MaxImagesMB)},
 	} {
 		der, err := MarshalPolicy(p)
 		if err != nil {
@@ -41,6 +44,15 @@ func TestPolicyExtEncoding(t *testing.T) {
 	const want = "301c" + "020101" + "020102" + "3006020100020101" + "02020200" + "800164" + "30050c03627230"
 	if got := hex.EncodeToString(der); got != want {
 		t.Errorf("encoding = %s, want %s", got, want)
+	}
+	// imagesMB is the optional [1] after the bridges.
+	der, err = MarshalPolicy(policy.Policy{VMs: 2, CPUs: []int{1, 0}, MemoryMB: 512, BlockMB: intp(100), Bridges: []string{"br0"}, ImagesMB: intp(64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wantImages = "301f" + "020101" + "020102" + "3006020100020101" + "02020200" + "800164" + "30050c03627230" + "810140"
+	if got := hex.EncodeToString(der); got != wantImages {
+		t.Errorf("encoding with images = %s, want %s", got, wantImages)
 	}
 	der, err = MarshalCommand(Command{Name: "create", Args: []string{"vm"}})
 	if err != nil {
@@ -82,6 +94,9 @@ func TestPolicyExtRejects(t *testing.T) {
 		{"missing bridges", "3015020101020102300602010002010102020200800164", "bridges: truncated"},
 		{"extra field", "301f02010102010230060201000201010202020080016430050c03627230020100", "unexpected data at the end"},
 		{"non-minimal block", "301d0201010201023006020100020101020202008002006430050c03627230", "blockMB"},
+		{"non-minimal images", "302002010102010230060201000201010202020080016430050c0362723081020040", "imagesMB"},
+		{"negative images", "301f02010102010230060201000201010202020080016430050c036272308101ff", "images -1 MB is outside"},
+		{"images before bridges", "301f020101020102300602010002010102020200800164810140" + "30050c03627230", "bridges: not a SEQUENCE"},
 		{"bad bridge name", "301c02010102010230060201000201010202020080016430050c03622f30", `contains '/'`},
 		{"indefinite length", "308002010102010230060201000201010202020080016430050c036272300000", "policy extension:"},
 		{"oversize", "30830100000201" + strings.Repeat("00", 65536), "bytes long, the limit is 65536"},
@@ -168,6 +183,7 @@ func FuzzUnmarshalPolicy(f *testing.F) {
 		{},
 		{VMs: 3, CPUs: []int{0, 2}, MemoryMB: 1024, BlockMB: intp(10), Bridges: []string{"br0", "br1"}},
 		{VMs: 1, BlockMB: intp(0)},
+		{VMs: 2, MemoryMB: 64, ImagesMB: intp(32), Bridges: []string{"br0"}},
 	} {
 		der, err := MarshalPolicy(p)
 		if err != nil {

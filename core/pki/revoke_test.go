@@ -155,3 +155,29 @@ func TestWatcherKeepsLastGoodList(t *testing.T) {
 	w.Stop()
 	w.Stop()
 }
+
+// TestRecheck: an identity Verify accepted stops holding once a
+// certificate of its chain is revoked (the sub-CA here) or expires.
+func TestRecheck(t *testing.T) {
+	root, _, b := hierarchy(t, KeyEd25519)
+	chain, _ := b.leaf(t, "vm", nil, KeyEd25519)
+	list := &RevocationList{}
+	now := time.Now()
+	v := &Verifier{Roots: []*x509.Certificate{root.cert}, Revoked: list, Now: func() time.Time { return now }}
+	id, err := v.Verify(chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Recheck(id); err != nil {
+		t.Fatalf("recheck of a good identity: %v", err)
+	}
+	list.Add(b.cert)
+	if err := v.Recheck(id); err == nil || !strings.Contains(err.Error(), `certificate "b"`) || !strings.Contains(err.Error(), "certificate revoked") {
+		t.Fatalf("recheck after revoking the sub-CA: %v", err)
+	}
+	list.replace(nil)
+	now = chain[0].NotAfter.Add(time.Second)
+	if err := v.Recheck(id); err == nil || !strings.Contains(err.Error(), `certificate "vm" expired at`) {
+		t.Fatalf("recheck after the leaf's notAfter: %v", err)
+	}
+}

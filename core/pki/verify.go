@@ -144,6 +144,28 @@ func (v *Verifier) verify(chain []*x509.Certificate) (*Identity, error) {
 	return identity(full)
 }
 
+// Recheck reports whether an identity Verify returned still holds now:
+// every certificate of its chain, root included, within its validity
+// period and none on the current revocation list. It checks no signature
+// (Verify did that once), so that long-lived calls can afford to ask
+// again every fraction of a second and end as soon as their chain is
+// revoked or expires. The errors read like Verify's.
+func (v *Verifier) Recheck(id *Identity) error {
+	now := time.Now()
+	if v.Now != nil {
+		now = v.Now()
+	}
+	for _, c := range id.Chain {
+		if now.After(c.NotAfter) {
+			return fmt.Errorf("verify client chain: %s expired at %s", describe(c), c.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if v.Revoked.IsRevoked(c) {
+			return fmt.Errorf("verify client chain: %s (serial %s): %w", describe(c), serialHex(c), ErrRevoked)
+		}
+	}
+	return nil
+}
+
 // buildChain runs crypto/x509 path validation on copies of the
 // certificates with Petrel's extensions marked as handled, and returns
 // the validated chain that consists of exactly the presented

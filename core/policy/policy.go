@@ -3,8 +3,9 @@
 // others, who can hand part of theirs on in turn, without any of them
 // being able to exceed what they were given.
 //
-// A Policy bounds the number of VMs, the total memory and block storage,
-// and the sets of CPU ids and bridges that VMs governed by it may use. A
+// A Policy bounds the number of VMs, the total memory, block storage and
+// image storage, and the sets of CPU ids and bridges that VMs governed by
+// it may use. A
 // policy at path P governs every VM whose name has P as a proper
 // ancestor: the policy at "a" governs "a:vm" and "a:b:vm", but not a VM
 // named "a" itself (Albatross's rule: a VM is governed by its domain).
@@ -26,6 +27,20 @@
 // lists (Tree.CPUs), so a policy's CPUs bound where its VMs run whether
 // or not they ask for CPUs (Albatross pins every unikernel to a CPU of its
 // policy).
+//
+// Image storage is a counted resource too: the images held for a path
+// (those its VMs use and those its callers uploaded for VMs to come) are
+// a set of digests with sizes (Usage.Images), bounded by Policy.Images
+// at every ancestor, and at the root by the host's image store limit
+// (CheckImagesAgainst, ImageRoom); a domain some policy allows no VM may
+// upload nothing (CheckMayDeploy).
+//
+// A path may hold two policies, one set by its owner or an ancestor and
+// one carried by a certificate of a caller's chain (Tree.Set and
+// Tree.SetCertificate). Its effective policy is their meet (Policy.Meet),
+// so that neither can loosen what the other allows: a tenant presenting
+// a certificate cannot undo a limit the host's owner set, and the owner's
+// local policy cannot exceed what the tenant's issuer delegated.
 //
 // The root policy is discovered from the host (HostPolicy) rather than
 // configured, so that a policy never promises resources the machine does
@@ -49,6 +64,8 @@ const (
 	MaxMemoryMB = 1 << 40
 	// MaxBlockMB bounds Policy.BlockMB (1 EiB).
 	MaxBlockMB = 1 << 40
+	// MaxImagesMB bounds Policy.ImagesMB (1 EiB).
+	MaxImagesMB = 1 << 40
 	// MaxCPUID is the largest CPU id accepted; Linux supports at most
 	// 8192 CPUs (NR_CPUS).
 	MaxCPUID = 8191
@@ -84,6 +101,24 @@ type Policy struct {
 	BlockMB *int `json:"block_mb,omitempty"`
 	// Bridges lists the host bridges VMs under the path may attach to.
 	Bridges []string `json:"bridges"`
+	// ImagesMB is the total size, in MiB, of the images (unikernels,
+	// kernels and initrds) that the VMs under the path use and that
+	// callers in the path's domain have uploaded for VMs to come: what
+	// they may make petreld's image store hold. Nil means the policy
+	// states no image allowance, which allows as much as MemoryMB: an
+	// image is loaded into its VM's memory, so VMs that fit the memory
+	// allowance never need more, and a policy written before image
+	// storage was counted keeps working.
+	ImagesMB *int `json:"images_mb,omitempty"`
+}
+
+// Images returns the image allowance in MiB: ImagesMB, or MemoryMB when
+// the policy states none.
+func (p Policy) Images() int {
+	if p.ImagesMB == nil {
+		return p.MemoryMB
+	}
+	return *p.ImagesMB
 }
 
 // Block returns the block allowance in MiB, treating nil as 0, so that
@@ -104,6 +139,10 @@ func (p Policy) Clone() Policy {
 	if p.BlockMB != nil {
 		b := *p.BlockMB
 		q.BlockMB = &b
+	}
+	if p.ImagesMB != nil {
+		n := *p.ImagesMB
+		q.ImagesMB = &n
 	}
 	return q
 }
@@ -127,25 +166,72 @@ func (p Policy) Canonical() Policy {
 }
 
 // Equal reports whether p and q allow exactly the same resources, treating
-// CPU and bridge lists as sets but keeping nil and zero BlockMB distinct.
+// CPU and bridge lists as sets but keeping nil and zero BlockMB (and an
+// unstated ImagesMB and one equal to MemoryMB) distinct.
 func (p Policy) Equal(q Policy) bool {
 	a, b := p.Canonical(), q.Canonical()
 	if a.VMs != b.VMs || a.MemoryMB != b.MemoryMB || !slices.Equal(a.CPUs, b.CPUs) || !slices.Equal(a.Bridges, b.Bridges) {
 		return false
 	}
-	if (a.BlockMB == nil) != (b.BlockMB == nil) {
+	if (a.BlockMB == nil) != (b.BlockMB == nil) || (a.ImagesMB == nil) != (b.ImagesMB == nil) {
+		return false
+	}
+	if a.ImagesMB != nil && *a.ImagesMB != *b.ImagesMB {
 		return false
 	}
 	return a.BlockMB == nil || *a.BlockMB == *b.BlockMB
 }
 
-// String renders p on one line for logs and error messages.
+// Meet returns the policy that allows only what both p and q allow: the
+// smaller count and size of each field, and the CPUs and bridges both
+// list. A domain's effective policy is the meet of every policy recorded
+// for it (the one its owner set and the one its certificate carries), so
+// that none of them can loosen another. A block allowance that either
+// leaves unstated allows nothing, so the meet states none either; an
+// image allowance left unstated is the memory allowance, so the meet's is
+// the smaller of the two sides' (stated only when either side states
+// one).
+func (p Policy) Meet(q Policy) Policy {
+	out := Policy{VMs: min(p.VMs, q.VMs), MemoryMB: min(p.MemoryMB, q.MemoryMB),
+		CPUs: both(p.CPUs, q.CPUs), Bridges: both(p.Bridges, q.Bridges)}
+	if p.BlockMB != nil && q.BlockMB != nil {
+		b := min(*p.BlockMB, *q.BlockMB)
+		out.BlockMB = &b
+	}
+	if p.ImagesMB != nil || q.ImagesMB != nil {
+		n := min(p.Images(), q.Images())
+		out.ImagesMB = &n
+	}
+	return out.Canonical()
+}
+
+// both returns the elements of a that are also in b, in a's order.
+func both[T comparable](a, b []T) []T {
+	in := make(map[T]bool, len(b))
+	for _, x := range b {
+		in[x] = true
+	}
+	out := []T{}
+	for _, x := range a {
+		if in[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// String renders p on one line for logs and error messages; an image
+// allowance appears only when the policy states one.
 func (p Policy) String() string {
 	block := "none"
 	if p.BlockMB != nil {
 		block = fmt.Sprintf("%d MB", *p.BlockMB)
 	}
-	return fmt.Sprintf("vms %d, cpus %v, memory %d MB, block %s, bridges %v", p.VMs, p.CPUs, p.MemoryMB, block, p.Bridges)
+	images := ""
+	if p.ImagesMB != nil {
+		images = fmt.Sprintf(", images %d MB", *p.ImagesMB)
+	}
+	return fmt.Sprintf("vms %d, cpus %v, memory %d MB, block %s%s, bridges %v", p.VMs, p.CPUs, p.MemoryMB, block, images, p.Bridges)
 }
 
 // Validate checks that every field is in range: counts and sizes
@@ -162,6 +248,9 @@ func (p Policy) Validate() error {
 	}
 	if p.BlockMB != nil && (*p.BlockMB < 0 || *p.BlockMB > MaxBlockMB) {
 		probs = append(probs, fmt.Sprintf("block %d MB is outside 0..%d", *p.BlockMB, MaxBlockMB))
+	}
+	if p.ImagesMB != nil && (*p.ImagesMB < 0 || *p.ImagesMB > MaxImagesMB) {
+		probs = append(probs, fmt.Sprintf("images %d MB is outside 0..%d", *p.ImagesMB, MaxImagesMB))
 	}
 	seenCPU := make(map[int]bool, len(p.CPUs))
 	for _, c := range p.CPUs {
@@ -217,9 +306,12 @@ func CheckBridgeName(s string) error {
 
 // Within reports whether p is no larger than parent in any field: VMs,
 // memory and block no greater, CPUs and bridges subsets. A parent without
-// a block allowance admits only children without one (or with 0). The
-// error names every field that exceeds, on one line, and wraps
-// ErrExceeded.
+// a block allowance admits only children without one (or with 0). An
+// image allowance p states must not exceed the parent's (stated, or its
+// memory); one p leaves unstated is p's memory, which nests already, and
+// every deploy and upload is checked against every ancestor's allowance
+// anyway. The error names every field that exceeds, on one line, and
+// wraps ErrExceeded.
 func (p Policy) Within(parent Policy) error {
 	var probs []string
 	if p.VMs > parent.VMs {
@@ -234,6 +326,9 @@ func (p Policy) Within(parent Policy) error {
 		} else {
 			probs = append(probs, fmt.Sprintf("block %d MB > %d MB", p.Block(), parent.Block()))
 		}
+	}
+	if p.ImagesMB != nil && *p.ImagesMB > parent.Images() {
+		probs = append(probs, fmt.Sprintf("images %d MB > %d MB", *p.ImagesMB, parent.Images()))
 	}
 	if extra := missing(p.CPUs, parent.CPUs); len(extra) > 0 {
 		probs = append(probs, fmt.Sprintf("cpus %v not in %v", extra, parent.CPUs))

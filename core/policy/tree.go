@@ -17,9 +17,10 @@ var ErrNotFound = errors.New("no policy")
 // Entry is a policy together with the path it is attached to; it is the
 // unit the daemon persists and lists.
 //
-// petreld stores one Entry per delegated policy in its state store's
-// Collection; the root policy is never stored, it is discovered from the
-// host.
+// petreld stores one Entry per policy set with `petrel policy add` in its
+// state store's Collection, and one per policy recorded from a
+// certificate chain in CertCollection; the root policy is never stored,
+// it is discovered from the host.
 type Entry struct {
 	// Path is where the policy is attached.
 	Path name.Path `json:"path"`
@@ -27,16 +28,30 @@ type Entry struct {
 	Policy Policy `json:"policy"`
 }
 
-// Collection is the state store collection of policy entries.
+// Collection is the state store collection of the policies set by a
+// domain's owner or an ancestor (`petrel policy add`, locally or
+// remotely).
 const Collection = "policies"
+
+// CertCollection is the state store collection of the policies recorded
+// from the CA certificates of callers' chains. They are kept apart from
+// those of Collection so that neither replaces the other: a domain's
+// effective policy is the meet of both.
+const CertCollection = "certificate-policies"
 
 // Tree holds the policies of one host, keyed by path, and enforces the
 // delegation rules of the package on every change and every deploy. It
 // is safe for concurrent use.
 //
 // The root policy always exists; it comes from the host (HostPolicy) and
-// is replaced only through SetRoot, never persisted. Every other policy
-// is set, removed, saved (Entries) and restored (Load) by the daemon.
+// is replaced only through SetRoot, never persisted. Every other path may
+// have two records: the policy its owner or an ancestor set (Set, Entries,
+// Load) and the policy a certificate of a caller's chain carries
+// (SetCertificate, CertificateEntries, LoadCertificates). The path's
+// effective policy, which Get, List, Governing and every check use, is
+// the meet of the two (Policy.Meet): a certificate never loosens what the
+// owner set, and a local policy never loosens what a certificate's
+// issuer delegated.
 //
 // Callbacks named usageUnder return the usage of every VM governed by the
 // policy at the given path (see Sum). They are called with the Tree
@@ -46,7 +61,10 @@ const Collection = "policies"
 type Tree struct {
 	mu   sync.RWMutex
 	root Policy
-	m    map[string]Entry
+	// m holds the policies set by owners and ancestors, certs those
+	// recorded from certificate chains.
+	m     map[string]Entry
+	certs map[string]Entry
 }
 
 // NewTree returns a Tree whose root policy is root and which has no other
@@ -55,7 +73,7 @@ func NewTree(root Policy) (*Tree, error) {
 	if err := root.Validate(); err != nil {
 		return nil, fmt.Errorf("root policy: %w", err)
 	}
-	return &Tree{root: root.Canonical(), m: map[string]Entry{}}, nil
+	return &Tree{root: root.Canonical(), m: map[string]Entry{}, certs: map[string]Entry{}}, nil
 }
 
 // SetRoot replaces the root policy, as discovered from the host at
@@ -73,11 +91,14 @@ func (t *Tree) SetRoot(p Policy) error {
 	return nil
 }
 
-// Set attaches p to path, replacing any policy there. It refuses the root
-// (see SetRoot), an invalid policy, a policy larger than that of any
-// ancestor (every one, not only the nearest), a policy smaller than that
-// of any existing descendant, and a policy that the VMs already under
-// path would not fit. usageUnder may be nil when no VM exists yet.
+// Set records p as the policy the owner (or an ancestor) sets for path,
+// replacing the one set before; a policy recorded from a certificate for
+// path is kept, and the effective policy is the meet of both. It refuses
+// the root (see SetRoot), an invalid policy, a policy larger than the
+// effective policy of any ancestor (every one, not only the nearest), a
+// policy smaller than one set for a descendant, and a policy that the
+// VMs already under path would not fit. usageUnder may be nil when no VM
+// exists yet.
 func (t *Tree) Set(path name.Path, p Policy, usageUnder func(name.Path) Usage) error {
 	if path.IsRoot() {
 		return errors.New(`policy for ":": the root policy is discovered from the host and cannot be set`)
@@ -115,9 +136,49 @@ func (t *Tree) Set(path name.Path, p Policy, usageUnder func(name.Path) Usage) e
 	return nil
 }
 
-// Remove detaches the policy at path. VMs under path stay governed by the
-// remaining ancestors' policies, and descendants' policies remain valid
-// because they were within path's, which was within its ancestors'.
+// SetCertificate records p as the policy a CA certificate of a caller's
+// chain carries for path, replacing the one recorded before (the owner
+// may re-sign a certificate with another policy). The policy set for
+// path with Set, if any, is kept, and the effective policy is the meet of
+// both, so a certificate can tighten but never loosen what was set.
+// Nothing else is checked: the chain's policies nest among themselves
+// (the verifier checked that), and every deploy is checked against every
+// ancestor's effective policy anyway.
+func (t *Tree) SetCertificate(path name.Path, p Policy) error {
+	if path.IsRoot() {
+		return errors.New(`policy for ":": the root policy is discovered from the host and cannot be set`)
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("policy for %q: %w", path, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.certs[path.String()] = Entry{Path: path, Policy: p.Canonical()}
+	return nil
+}
+
+// Records returns copies of the policies recorded for path: the one set
+// by its owner or an ancestor and the one from a certificate, each nil
+// when absent.
+func (t *Tree) Records(path name.Path) (local, cert *Policy) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if e, ok := t.m[path.String()]; ok {
+		p := e.Policy.Clone()
+		local = &p
+	}
+	if e, ok := t.certs[path.String()]; ok {
+		p := e.Policy.Clone()
+		cert = &p
+	}
+	return local, cert
+}
+
+// Remove detaches every policy recorded at path, the one set and the one
+// from a certificate (which a chain carrying it records again at its next
+// deploy). VMs under path stay governed by the remaining ancestors'
+// policies, and descendants' policies remain valid because they were
+// within path's, which was within its ancestors'.
 func (t *Tree) Remove(path name.Path) error {
 	if path.IsRoot() {
 		return errors.New(`policy for ":": the root policy is discovered from the host and cannot be removed`)
@@ -125,15 +186,34 @@ func (t *Tree) Remove(path name.Path) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := path.String()
-	if _, ok := t.m[k]; !ok {
+	_, local := t.m[k]
+	_, cert := t.certs[k]
+	if !local && !cert {
 		return fmt.Errorf("policy for %q: %w", path, ErrNotFound)
 	}
 	delete(t.m, k)
+	delete(t.certs, k)
 	return nil
 }
 
-// Get returns a copy of the policy attached to path; the root always has
-// one.
+// RemoveLocal detaches only the policy set for path, keeping one recorded
+// from a certificate; it undoes a Set that could not be persisted.
+func (t *Tree) RemoveLocal(path name.Path) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, path.String())
+}
+
+// RemoveCertificate detaches only the policy recorded for path from a
+// certificate; it undoes a SetCertificate that could not be persisted.
+func (t *Tree) RemoveCertificate(path name.Path) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.certs, path.String())
+}
+
+// Get returns a copy of the effective policy of path (the meet of the
+// policies recorded for it); the root always has one.
 func (t *Tree) Get(path name.Path) (Policy, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -144,19 +224,30 @@ func (t *Tree) Get(path name.Path) (Policy, bool) {
 	return p.Clone(), true
 }
 
-// get returns the stored policy at path without copying; t.mu must be
-// held.
+// get returns the effective policy at path, the meet of the policies
+// recorded for it; a single record is returned without copying. t.mu must
+// be held.
 func (t *Tree) get(path name.Path) (Policy, bool) {
 	if path.IsRoot() {
 		return t.root, true
 	}
-	e, ok := t.m[path.String()]
-	return e.Policy, ok
+	k := path.String()
+	local, lok := t.m[k]
+	cert, cok := t.certs[k]
+	switch {
+	case lok && cok:
+		return local.Policy.Meet(cert.Policy), true
+	case lok:
+		return local.Policy, true
+	case cok:
+		return cert.Policy, true
+	}
+	return Policy{}, false
 }
 
-// List returns the policies attached to under and to every path below
-// it, including the root when under is the root, parents before their
-// children.
+// List returns the effective policies of under and of every path below
+// it that has one, including the root when under is the root, parents
+// before their children.
 func (t *Tree) List(under name.Path) []Entry {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -164,7 +255,7 @@ func (t *Tree) List(under name.Path) []Entry {
 	if under.IsRoot() {
 		out = append(out, Entry{Path: name.Root, Policy: t.root.Clone()})
 	}
-	for _, e := range t.sorted() {
+	for _, e := range t.effective() {
 		if under.IsPrefixOf(e.Path) {
 			out = append(out, Entry{Path: e.Path, Policy: e.Policy.Clone()})
 		}
@@ -224,8 +315,8 @@ func (t *Tree) CPUs(vm name.Path) (cpus []int, confined bool, err error) {
 	return set, true, nil
 }
 
-// Entries returns every policy except the root's, parents before
-// children, for the daemon to persist.
+// Entries returns every policy set with Set, parents before children,
+// for the daemon to persist.
 func (t *Tree) Entries() []Entry {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -234,6 +325,42 @@ func (t *Tree) Entries() []Entry {
 		out[i].Policy = out[i].Policy.Clone()
 	}
 	return out
+}
+
+// CertificateEntries returns every policy recorded from a certificate,
+// parents before children, for the daemon to persist.
+func (t *Tree) CertificateEntries() []Entry {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := sortEntries(t.certs)
+	for i := range out {
+		out[i].Policy = out[i].Policy.Clone()
+	}
+	return out
+}
+
+// LoadCertificates replaces every policy recorded from a certificate with
+// entries, as read back from the daemon's store. It is all or nothing: it
+// refuses the root, duplicate paths and invalid policies.
+func (t *Tree) LoadCertificates(entries []Entry) error {
+	m := make(map[string]Entry, len(entries))
+	for _, e := range entries {
+		if e.Path.IsRoot() {
+			return errors.New(`load certificate policies: the root policy is discovered from the host and cannot be loaded`)
+		}
+		k := e.Path.String()
+		if _, dup := m[k]; dup {
+			return fmt.Errorf("load certificate policies: %q appears twice", k)
+		}
+		if err := e.Policy.Validate(); err != nil {
+			return fmt.Errorf("load certificate policies: policy for %q: %w", k, err)
+		}
+		m[k] = Entry{Path: e.Path, Policy: e.Policy.Canonical()}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.certs = m
+	return nil
 }
 
 // Load replaces every policy except the root's with entries, as read back
@@ -273,16 +400,18 @@ func (t *Tree) Load(entries []Entry) error {
 	return nil
 }
 
-// Conflicts describes, one line each, every policy that is not within
-// the policy of one of its ancestors. Set and Load keep the tree free of
-// them except against the root, so they appear only when the host has
-// shrunk; the daemon logs them at start-up so the owner can shrink the
-// delegations.
+// Conflicts describes, one line each, every effective policy that is not
+// within the effective policy of one of its ancestors. Set and Load keep
+// the policies set by owners free of them except against the root, so
+// they appear when the host has shrunk or when an owner set a policy
+// tighter than a certificate below it delegates; the daemon logs them at
+// start-up so the owner can shrink the delegations. Deploys are bounded
+// regardless, since they are checked against every ancestor.
 func (t *Tree) Conflicts() []string {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var out []string
-	for _, e := range t.sorted() {
+	for _, e := range t.effective() {
 		for _, a := range e.Path.Ancestors() {
 			pa, ok := t.get(a)
 			if !ok {
@@ -342,17 +471,17 @@ func CheckDeployAgainst(policies []Entry, vm name.Path, want Usage, usageUnder f
 			used = usageUnder(a)
 		}
 		where := fmt.Sprintf("policy of %q: ", a)
-		if n := used.VMs + 1; n > p.VMs {
-			probs = append(probs, fmt.Sprintf("%s%d VMs would exceed the limit of %d", where, n, p.VMs))
+		if n, ok := addInt(used.VMs, 1); !ok || n > p.VMs {
+			probs = append(probs, fmt.Sprintf("%s%s VMs would exceed the limit of %d", where, sumText(used.VMs, 1, n, ok), p.VMs))
 		}
-		if n := used.MemoryMB + want.MemoryMB; want.MemoryMB > 0 && n > p.MemoryMB {
-			probs = append(probs, fmt.Sprintf("%s%d MB of memory would exceed the limit of %d MB", where, n, p.MemoryMB))
+		if n, ok := addInt(used.MemoryMB, want.MemoryMB); want.MemoryMB > 0 && (!ok || n > p.MemoryMB) {
+			probs = append(probs, fmt.Sprintf("%s%s MB of memory would exceed the limit of %d MB", where, sumText(used.MemoryMB, want.MemoryMB, n, ok), p.MemoryMB))
 		}
-		if n := used.BlockMB + want.BlockMB; want.BlockMB > 0 && n > p.Block() {
+		if n, ok := addInt(used.BlockMB, want.BlockMB); want.BlockMB > 0 && (!ok || n > p.Block()) {
 			if p.BlockMB == nil {
 				probs = append(probs, fmt.Sprintf("%sno block storage allowed, %d MB requested", where, want.BlockMB))
 			} else {
-				probs = append(probs, fmt.Sprintf("%s%d MB of block storage would exceed the limit of %d MB", where, n, p.Block()))
+				probs = append(probs, fmt.Sprintf("%s%s MB of block storage would exceed the limit of %d MB", where, sumText(used.BlockMB, want.BlockMB, n, ok), p.Block()))
 			}
 		}
 		if extra := missing(want.CPUs, p.CPUs); len(extra) > 0 {
@@ -368,16 +497,51 @@ func CheckDeployAgainst(policies []Entry, vm name.Path, want Usage, usageUnder f
 	return nil
 }
 
-// sorted returns the non-root entries ordered label by label, so that a
-// parent precedes its children; t.mu must be held. The policies are not
-// copied.
-func (t *Tree) sorted() []Entry {
-	out := make([]Entry, 0, len(t.m))
+// sumText renders the sum of used and want for a refusal: the sum when it
+// is exact (ok), else both terms, since the sum itself does not fit.
+func sumText(used, want, sum int, ok bool) string {
+	if ok {
+		return fmt.Sprint(sum)
+	}
+	return fmt.Sprintf("%d + %d", used, want)
+}
+
+// sorted returns the policies set with Set, ordered label by label, so
+// that a parent precedes its children; t.mu must be held. The policies
+// are not copied.
+func (t *Tree) sorted() []Entry { return sortEntries(t.m) }
+
+// effective returns the effective policy of every non-root path that has
+// a policy recorded, ordered like sorted; t.mu must be held. Policies
+// recorded once are not copied.
+func (t *Tree) effective() []Entry {
+	out := make([]Entry, 0, len(t.m)+len(t.certs))
 	for _, e := range t.m {
+		p, _ := t.get(e.Path)
+		out = append(out, Entry{Path: e.Path, Policy: p})
+	}
+	for k, e := range t.certs {
+		if _, ok := t.m[k]; !ok {
+			out = append(out, e)
+		}
+	}
+	sortByPath(out)
+	return out
+}
+
+// sortEntries returns the entries of m ordered label by label.
+func sortEntries(m map[string]Entry) []Entry {
+	out := make([]Entry, 0, len(m))
+	for _, e := range m {
 		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b Entry) int {
+	sortByPath(out)
+	return out
+}
+
+// sortByPath orders entries label by label, parents before children.
+func sortByPath(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
 		return slices.Compare(a.Path.Labels(), b.Path.Labels())
 	})
-	return out
 }

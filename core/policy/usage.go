@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 
 	"github.com/petrel-vmm/petrel/core/name"
@@ -22,15 +24,51 @@ type Usage struct {
 	BlockMB int `json:"block_mb"`
 	// Bridges lists the bridges the VMs are attached to.
 	Bridges []string `json:"bridges,omitempty"`
+	// Images are the images held: the VMs' images and initrds and the
+	// uploads waiting for a create, by SHA-256 digest, with their sizes
+	// in bytes. Images are content-addressed and shared, so they are a
+	// set like CPUs: one image used by two VMs counts once.
+	Images map[string]int64 `json:"images,omitempty"`
 }
 
-// Add returns the usage of u and v together: counts summed, CPU and
+// ImagesMB returns the size in MiB, rounded up, of the images in set,
+// saturated rather than wrapped.
+func ImagesMB(set map[string]int64) int64 {
+	return mbCeil(imageBytes(set))
+}
+
+// imageBytes sums the sizes in set, saturating at math.MaxInt64.
+func imageBytes(set map[string]int64) int64 {
+	var n int64
+	for _, b := range set {
+		if b <= 0 {
+			continue
+		}
+		var ok bool
+		if n, ok = AddMB(n, b); !ok {
+			return math.MaxInt64
+		}
+	}
+	return n
+}
+
+// mbCeil converts bytes to MiB, rounding up: a 1-byte image takes 1 MB
+// of an allowance, so no number of small images is free.
+func mbCeil(b int64) int64 {
+	if b <= 0 {
+		return 0
+	}
+	return (b-1)/(1<<20) + 1
+}
+
+// Add returns the usage of u and v together: counts summed (saturated
+// rather than wrapped, so a huge sum still exceeds every limit), CPU and
 // bridge sets merged (sorted, without duplicates).
 func (u Usage) Add(v Usage) Usage {
 	out := Usage{
-		VMs:      u.VMs + v.VMs,
-		MemoryMB: u.MemoryMB + v.MemoryMB,
-		BlockMB:  u.BlockMB + v.BlockMB,
+		VMs:      addSat(u.VMs, v.VMs),
+		MemoryMB: addSat(u.MemoryMB, v.MemoryMB),
+		BlockMB:  addSat(u.BlockMB, v.BlockMB),
 		CPUs:     append(slices.Clone(u.CPUs), v.CPUs...),
 		Bridges:  append(slices.Clone(u.Bridges), v.Bridges...),
 	}
@@ -38,6 +76,11 @@ func (u Usage) Add(v Usage) Usage {
 	out.CPUs = slices.Compact(out.CPUs)
 	slices.Sort(out.Bridges)
 	out.Bridges = slices.Compact(out.Bridges)
+	if len(u.Images)+len(v.Images) > 0 {
+		out.Images = make(map[string]int64, len(u.Images)+len(v.Images))
+		maps.Copy(out.Images, u.Images)
+		maps.Copy(out.Images, v.Images)
+	}
 	return out
 }
 
@@ -85,6 +128,9 @@ func exceeds(u Usage, p Policy) []string {
 	}
 	if u.BlockMB > p.Block() {
 		probs = append(probs, fmt.Sprintf("block %d MB > %d MB", u.BlockMB, p.Block()))
+	}
+	if mb := ImagesMB(u.Images); mb > int64(p.Images()) {
+		probs = append(probs, fmt.Sprintf("images %d MB > %d MB", mb, p.Images()))
 	}
 	if extra := missing(u.CPUs, p.CPUs); len(extra) > 0 {
 		probs = append(probs, fmt.Sprintf("cpus %v in use are not in %v", extra, p.CPUs))

@@ -39,10 +39,14 @@ type Report struct {
 	// Export is the manifest, when an archive was inspected.
 	Export *Manifest `json:"export,omitempty"`
 
-	VMs      []VM           `json:"vms"`
-	Policies []policy.Entry `json:"policies"`
-	Images   []Image        `json:"images"`
-	Blocks   []Block        `json:"blocks"`
+	VMs []VM `json:"vms"`
+	// Policies are those set with `petrel policy add`, and
+	// CertificatePolicies those recorded from callers' certificate
+	// chains; a path's effective policy is the meet of both.
+	Policies            []policy.Entry `json:"policies"`
+	CertificatePolicies []policy.Entry `json:"certificate_policies"`
+	Images              []Image        `json:"images"`
+	Blocks              []Block        `json:"blocks"`
 	// Quarantined lists records petreld moved aside as unusable, as
 	// collection/key.
 	Quarantined []string `json:"quarantined"`
@@ -83,7 +87,7 @@ type Block struct {
 // stateCount is how many things the directory holds that an import must
 // not overwrite.
 func (r *Report) stateCount() int {
-	n := len(r.VMs) + len(r.Policies) + len(r.Images) + len(r.Blocks) + len(r.Quarantined)
+	n := len(r.VMs) + len(r.Policies) + len(r.CertificatePolicies) + len(r.Images) + len(r.Blocks) + len(r.Quarantined)
 	for _, c := range r.OtherCollections {
 		n += c
 	}
@@ -101,7 +105,7 @@ func InspectDir(dir string, verifyImages bool) (*Report, error) {
 		return nil, err
 	}
 	r := &Report{Source: dir, Schema: info.Schema, CurrentSchema: store.SchemaVersion, CreatedAt: info.CreatedAt, InstanceID: info.InstanceID,
-		VMs: []VM{}, Policies: []policy.Entry{}, Images: []Image{}, Blocks: []Block{}, Quarantined: []string{}, Problems: []string{}}
+		VMs: []VM{}, Policies: []policy.Entry{}, CertificatePolicies: []policy.Entry{}, Images: []Image{}, Blocks: []Block{}, Quarantined: []string{}, Problems: []string{}}
 	if r.InUse, r.HolderPID, err = store.LockHolder(dir); err != nil {
 		return nil, err
 	}
@@ -132,6 +136,15 @@ func InspectDir(dir string, verifyImages bool) (*Report, error) {
 					return err
 				}
 				r.Policies = append(r.Policies, p)
+				return nil
+			})
+		case policy.CertCollection:
+			err = walkRecords(dir, name, r, func(key string, raw []byte) error {
+				var p policy.Entry
+				if err := json.Unmarshal(raw, &p); err != nil {
+					return err
+				}
+				r.CertificatePolicies = append(r.CertificatePolicies, p)
 				return nil
 			})
 		default:
@@ -271,7 +284,9 @@ func (r *Report) readQuarantine(dir string) error {
 // missing, and sorts everything for stable output.
 func (r *Report) crossCheck() {
 	sort.Slice(r.VMs, func(i, j int) bool { return r.VMs[i].Name < r.VMs[j].Name })
-	sort.Slice(r.Policies, func(i, j int) bool { return r.Policies[i].Path.String() < r.Policies[j].Path.String() })
+	for _, ps := range [][]policy.Entry{r.Policies, r.CertificatePolicies} {
+		sort.Slice(ps, func(i, j int) bool { return ps[i].Path.String() < ps[j].Path.String() })
+	}
 	images := map[string]*Image{}
 	for i := range r.Images {
 		images[r.Images[i].SHA256] = &r.Images[i]

@@ -201,3 +201,45 @@ func TestRemoveImagesExcept(t *testing.T) {
 		t.Fatalf("GC with nothing kept = %d, %v", n, err)
 	}
 }
+
+// TestStageImage: a staged image is invisible to the store (and to image
+// collection) until Commit; Discard leaves nothing; ImageSizes lists
+// what is committed.
+func TestStageImage(t *testing.T) {
+	s, _ := openTemp(t)
+	st, err := s.StageImage(strings.NewReader("unikernel"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ImagePath(st.SHA256); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("staged image visible before Commit: %v", err)
+	}
+	if n, err := s.RemoveImagesExcept(nil); err != nil || n != 0 {
+		t.Fatalf("collection removed %d staged files: %v", n, err)
+	}
+	if err := st.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	st.Discard() // after Commit: nothing
+	if _, err := s.ImagePath(st.SHA256); err != nil {
+		t.Fatalf("committed image: %v", err)
+	}
+	sizes, err := s.ImageSizes()
+	if err != nil || len(sizes) != 1 || sizes[st.SHA256] != int64(len("unikernel")) {
+		t.Fatalf("ImageSizes = %v, %v", sizes, err)
+	}
+	other, err := s.StageImage(strings.NewReader("other"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Discard()
+	if err := other.Commit(); err == nil {
+		t.Error("Commit after Discard succeeded")
+	}
+	if _, err := s.StageImage(strings.NewReader("too long"), 3); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversize: %v, want ErrTooLarge", err)
+	}
+	if left := imageTemps(t, s); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}

@@ -4,6 +4,8 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +66,13 @@ func (c *Client) Close() error { return c.conn.Close() }
 // UploadImage streams r (of size bytes, or -1 when unknown) to the
 // daemon's image store. progress, when not nil, is called after each chunk.
 func (c *Client) UploadImage(ctx context.Context, r io.Reader, size int64, progress func(sent int64)) (*daemonv1.ImageRef, error) {
+	return c.uploadImage(ctx, r, size, "", progress)
+}
+
+// uploadImage is UploadImage naming the content's SHA-256 (lowercase hex)
+// when sha is not empty: the daemon then answers as soon as it finds it
+// has that image, and the rest of r is not sent.
+func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha string, progress func(sent int64)) (*daemonv1.ImageRef, error) {
 	// Cancelling on return ends the stream on every path, so an upload
 	// abandoned on an error neither lingers nor is stored.
 	ctx, cancel := context.WithCancel(ctx)
@@ -82,10 +91,15 @@ func (c *Client) UploadImage(ctx context.Context, r io.Reader, size int64, progr
 			if first && size >= 0 {
 				msg.Size = size
 			}
+			if first {
+				msg.Sha256 = sha
+			}
 			first = false
 			if err := stream.Send(msg); err != nil {
 				if errors.Is(err, io.EOF) {
-					_, err = stream.CloseAndRecv()
+					// The daemon ended the call early: it had the
+					// image already, or it refused the upload.
+					return stream.CloseAndRecv()
 				}
 				return nil, err
 			}
@@ -105,7 +119,11 @@ func (c *Client) UploadImage(ctx context.Context, r io.Reader, size int64, progr
 	return stream.CloseAndRecv()
 }
 
-// UploadImageFile uploads the file at path.
+// UploadImageFile uploads the file at path. It hashes the file first and
+// names the digest, so that a daemon that has the image already (another
+// VM's, or an earlier upload's) answers at once: the content is not sent
+// again, and an image the caller's domain holds already costs its image
+// allowance nothing.
 func (c *Client) UploadImageFile(ctx context.Context, path string, progress func(sent, total int64)) (*daemonv1.ImageRef, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -119,9 +137,21 @@ func (c *Client) UploadImageFile(ctx context.Context, path string, progress func
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	var p func(int64)
-	if progress != nil {
-		p = func(sent int64) { progress(sent, fi.Size()) }
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return c.UploadImage(ctx, f, fi.Size(), p)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	var p func(int64)
+	var reported int64
+	if progress != nil {
+		p = func(sent int64) { reported = sent; progress(sent, fi.Size()) }
+	}
+	ref, err := c.uploadImage(ctx, f, fi.Size(), hex.EncodeToString(h.Sum(nil)), p)
+	if err == nil && progress != nil && reported < fi.Size() {
+		progress(fi.Size(), fi.Size()) // done, though answered early
+	}
+	return ref, err
 }

@@ -87,8 +87,12 @@ type Policy struct {
 	Cpus     []int32                `protobuf:"varint,2,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
 	MemoryMb int64                  `protobuf:"varint,3,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
 	// Block storage in MB; absent means none may be used.
-	BlockMb       *int64   `protobuf:"varint,4,opt,name=block_mb,json=blockMb,proto3,oneof" json:"block_mb,omitempty"`
-	Bridges       []string `protobuf:"bytes,5,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	BlockMb *int64   `protobuf:"varint,4,opt,name=block_mb,json=blockMb,proto3,oneof" json:"block_mb,omitempty"`
+	Bridges []string `protobuf:"bytes,5,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	// Image storage in MB: what the VMs under the path use and what callers
+	// in its domain upload may hold in the image store. Absent means as much
+	// as memory_mb.
+	ImagesMb      *int64 `protobuf:"varint,6,opt,name=images_mb,json=imagesMb,proto3,oneof" json:"images_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,15 +162,32 @@ func (x *Policy) GetBridges() []string {
 	return nil
 }
 
+func (x *Policy) GetImagesMb() int64 {
+	if x != nil && x.ImagesMb != nil {
+		return *x.ImagesMb
+	}
+	return 0
+}
+
 // PolicyEntry is a policy at a path, with what is in use under it.
 type PolicyEntry struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Path   string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Policy *Policy                `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The effective policy: the meet (field-wise minimum) of local and
+	// certificate, so that neither loosens the other.
+	Policy *Policy `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Current usage under the path.
-	UsedVms       int32 `protobuf:"varint,3,opt,name=used_vms,json=usedVms,proto3" json:"used_vms,omitempty"`
-	UsedMemoryMb  int64 `protobuf:"varint,4,opt,name=used_memory_mb,json=usedMemoryMb,proto3" json:"used_memory_mb,omitempty"`
-	UsedBlockMb   int64 `protobuf:"varint,5,opt,name=used_block_mb,json=usedBlockMb,proto3" json:"used_block_mb,omitempty"`
+	UsedVms      int32 `protobuf:"varint,3,opt,name=used_vms,json=usedVms,proto3" json:"used_vms,omitempty"`
+	UsedMemoryMb int64 `protobuf:"varint,4,opt,name=used_memory_mb,json=usedMemoryMb,proto3" json:"used_memory_mb,omitempty"`
+	UsedBlockMb  int64 `protobuf:"varint,5,opt,name=used_block_mb,json=usedBlockMb,proto3" json:"used_block_mb,omitempty"`
+	// The policy set for the path by its owner or an ancestor (petrel
+	// policy add), absent when none was.
+	Local *Policy `protobuf:"bytes,6,opt,name=local,proto3" json:"local,omitempty"`
+	// The policy a CA certificate of a caller's chain carries for the path,
+	// absent when no chain has brought one.
+	Certificate *Policy `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// Image storage in MB held under the path (rounded up).
+	UsedImagesMb  int64 `protobuf:"varint,8,opt,name=used_images_mb,json=usedImagesMb,proto3" json:"used_images_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +253,27 @@ func (x *PolicyEntry) GetUsedMemoryMb() int64 {
 func (x *PolicyEntry) GetUsedBlockMb() int64 {
 	if x != nil {
 		return x.UsedBlockMb
+	}
+	return 0
+}
+
+func (x *PolicyEntry) GetLocal() *Policy {
+	if x != nil {
+		return x.Local
+	}
+	return nil
+}
+
+func (x *PolicyEntry) GetCertificate() *Policy {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *PolicyEntry) GetUsedImagesMb() int64 {
+	if x != nil {
+		return x.UsedImagesMb
 	}
 	return 0
 }
@@ -1296,7 +1338,11 @@ type ImageChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// Total size, when known (first chunk only); used for early refusal.
-	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the whole image, lowercase hex, when known (first chunk
+	// only). When petreld has that image already it answers at once without
+	// reading the data; otherwise the data must hash to it.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1343,6 +1389,13 @@ func (x *ImageChunk) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *ImageChunk) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
 }
 
 // ImageRef names a stored image.
@@ -2552,20 +2605,26 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x17plugin/v1/metrics.proto\":\n" +
 	"\fStatsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\"\x92\x01\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xc2\x01\n" +
 	"\x06Policy\x12\x10\n" +
 	"\x03vms\x18\x01 \x01(\x05R\x03vms\x12\x12\n" +
 	"\x04cpus\x18\x02 \x03(\x05R\x04cpus\x12\x1b\n" +
 	"\tmemory_mb\x18\x03 \x01(\x03R\bmemoryMb\x12\x1e\n" +
 	"\bblock_mb\x18\x04 \x01(\x03H\x00R\ablockMb\x88\x01\x01\x12\x18\n" +
-	"\abridges\x18\x05 \x03(\tR\abridgesB\v\n" +
-	"\t_block_mb\"\xb8\x01\n" +
+	"\abridges\x18\x05 \x03(\tR\abridges\x12 \n" +
+	"\timages_mb\x18\x06 \x01(\x03H\x01R\bimagesMb\x88\x01\x01B\v\n" +
+	"\t_block_mbB\f\n" +
+	"\n" +
+	"_images_mb\"\xca\x02\n" +
 	"\vPolicyEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
 	"\x06policy\x18\x02 \x01(\v2\x18.petrel.daemon.v1.PolicyR\x06policy\x12\x19\n" +
 	"\bused_vms\x18\x03 \x01(\x05R\ausedVms\x12$\n" +
 	"\x0eused_memory_mb\x18\x04 \x01(\x03R\fusedMemoryMb\x12\"\n" +
-	"\rused_block_mb\x18\x05 \x01(\x03R\vusedBlockMb\"'\n" +
+	"\rused_block_mb\x18\x05 \x01(\x03R\vusedBlockMb\x12.\n" +
+	"\x05local\x18\x06 \x01(\v2\x18.petrel.daemon.v1.PolicyR\x05local\x12:\n" +
+	"\vcertificate\x18\a \x01(\v2\x18.petrel.daemon.v1.PolicyR\vcertificate\x12$\n" +
+	"\x0eused_images_mb\x18\b \x01(\x03R\fusedImagesMb\"'\n" +
 	"\x11PolicyListRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"O\n" +
 	"\x12PolicyListResponse\x129\n" +
@@ -2626,11 +2685,12 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
-	"apiVersion\"4\n" +
+	"apiVersion\"L\n" +
 	"\n" +
 	"ImageChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"6\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"6\n" +
 	"\bImageRef\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"M\n" +
@@ -2815,62 +2875,64 @@ var file_daemon_v1_daemon_proto_goTypes = []any{
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	1,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
-	2,  // 1: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
-	1,  // 2: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
-	10, // 3: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
-	12, // 4: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	25, // 5: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	20, // 6: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	8,  // 7: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
-	32, // 8: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	25, // 9: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	20, // 10: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	8,  // 11: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	39, // 12: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	40, // 13: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	21, // 14: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	23, // 15: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	26, // 16: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	27, // 17: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	29, // 18: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	30, // 19: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	33, // 20: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	35, // 21: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	37, // 22: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	13, // 23: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	15, // 24: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	16, // 25: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	17, // 26: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	18, // 27: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	9,  // 28: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	3,  // 29: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	5,  // 30: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	6,  // 31: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	0,  // 32: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	22, // 33: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	24, // 34: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	32, // 35: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	28, // 36: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	32, // 37: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	31, // 38: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	34, // 39: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	36, // 40: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	38, // 41: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	14, // 42: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	12, // 43: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	12, // 44: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	16, // 45: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	19, // 46: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	11, // 47: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	4,  // 48: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	2,  // 49: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	7,  // 50: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	41, // 51: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	33, // [33:52] is the sub-list for method output_type
-	14, // [14:33] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 1: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
+	1,  // 2: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
+	2,  // 3: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
+	1,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
+	10, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
+	12, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	25, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	20, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	8,  // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
+	32, // 10: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	25, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	20, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	8,  // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	39, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	40, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	21, // 16: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	23, // 17: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	26, // 18: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	27, // 19: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	29, // 20: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	30, // 21: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	33, // 22: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	35, // 23: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	37, // 24: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	13, // 25: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	15, // 26: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	16, // 27: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	17, // 28: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	18, // 29: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	9,  // 30: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	3,  // 31: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	5,  // 32: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	6,  // 33: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	0,  // 34: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	22, // 35: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	24, // 36: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	32, // 37: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	28, // 38: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	32, // 39: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	31, // 40: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	34, // 41: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	36, // 42: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	38, // 43: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	14, // 44: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	12, // 45: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	12, // 46: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	16, // 47: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	19, // 48: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	11, // 49: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	4,  // 50: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	2,  // 51: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	7,  // 52: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	41, // 53: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	35, // [35:54] is the sub-list for method output_type
+	16, // [16:35] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
