@@ -54,10 +54,8 @@ func TestInstallOnCleanDebian(t *testing.T) {
 			t.Skipf("%s not found (make deps installs it): cannot build a clean Debian root", tool)
 		}
 	}
-	for _, dev := range []string{"/dev/kvm", "/dev/net/tun"} {
-		if fi, err := os.Stat(dev); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-			t.Skipf("%s is missing: the deploy in the clean root needs it", dev)
-		}
+	if fi, err := os.Stat("/dev/net/tun"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		t.Skip("/dev/net/tun is missing: the deploy in the clean root needs it")
 	}
 	nfpm := findNfpm(t)
 	repo, err := filepath.Abs(filepath.Join("..", ".."))
@@ -117,8 +115,8 @@ func stageBinaries(t *testing.T, repo string) string {
 		if err := os.Mkdir(guestDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		for _, g := range guests {
-			linkOrCopy(t, filepath.Join(guestSrc, g+".hvt"), filepath.Join(guestDir, g+".hvt"), 0o644)
+		for _, f := range guestFiles() {
+			linkOrCopy(t, filepath.Join(guestSrc, f), filepath.Join(guestDir, f), 0o644)
 		}
 		return dir
 	}

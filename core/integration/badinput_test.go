@@ -36,7 +36,7 @@ func TestBadInputLeavesNothing(t *testing.T) {
 		{[]string{"create", "-x", hvt}, 2, ""},
 		{[]string{"create", "vm", text}, 6, "not an ELF"},
 		{[]string{"create", "vm", plainELF}, 6, "not a Solo5"},
-		{[]string{"create", "vm", spt}, 6, "spt"},
+		{[]string{"create", "vm", spt, "--backend", "hvt"}, 6, "use --backend spt"},
 		{[]string{"create", "vm", withNet}, 6, "service0"},
 		{[]string{"create", "vm", hvt, "--backend", "qemu"}, 6, "qemu"},
 		{[]string{"create", "vm", hvt, "--mem", "100000000"}, 6, "memory"},
@@ -69,7 +69,7 @@ func TestBadInputLeavesNothing(t *testing.T) {
 		t.Fatalf("second create: exit %d %q", r.code, r.err)
 	}
 	// A bad force-create leaves the running VM alone.
-	if r := e.petrel("create", "vm", spt, "--force"); r.code != 6 {
+	if r := e.petrel("create", "vm", spt, "--backend", "hvt", "--force"); r.code != 6 {
 		t.Fatalf("bad forced create: exit %d %q", r.code, r.err)
 	}
 	if again := e.info("vm"); again.Pid != first.Pid || again.State != "running" {

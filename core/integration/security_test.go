@@ -569,7 +569,7 @@ func TestImageStorageAccountable(t *testing.T) {
 
 	// The owner's create that fails leaves no image behind, at once.
 	spt := r.image("late.spt", solo5.TargetSPT)
-	if res := r.petrel("create", "vm", spt); res.code != 6 {
+	if res := r.petrel("create", "vm", spt, "--backend", "hvt"); res.code != 6 {
 		t.Fatalf("create of an spt image on hvt: exit %d %q", res.code, res.err)
 	}
 	if after := r.imageStore(); !slices.Equal(withWeb, after) {
