@@ -428,28 +428,49 @@ func (m *managed) down(g *generation, reason string) {
 // current returns the live process, waiting up to CallWait for a
 // restarting plugin.
 func (m *managed) current(ctx context.Context) (*generation, error) {
-	m.mu.Lock()
-	ready := m.ready
-	m.mu.Unlock()
 	t := time.NewTimer(m.host.opts.CallWait)
 	defer t.Stop()
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-t.C:
-	case <-m.exited:
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.gen == nil {
+	for {
+		m.mu.Lock()
+		ready, gen := m.ready, m.gen
+		m.mu.Unlock()
+		if gen != nil && !gen.gone() {
+			return gen, nil
+		}
+		if gen != nil {
+			// The process has exited and keep is about to take it out of
+			// service; its successor's ready channel comes with that.
+			select {
+			case <-time.After(time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-t.C:
+				return nil, &downError{msg: fmt.Sprintf("plugin %s: exited", m.name)}
+			}
+		}
+		// ready is the channel of the process to come; when a crash
+		// replaces it while we wait (the one we saw was the crashed
+		// process's), wait for the new one within the same bound.
+		select {
+		case <-ready:
+			continue
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		case <-m.exited:
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.gen != nil {
+			return m.gen, nil
+		}
 		msg := "not running"
 		if m.lastErr != nil {
 			msg = m.lastErr.Error()
 		}
 		return nil, &downError{msg: fmt.Sprintf("plugin %s: %s", m.name, msg)}
 	}
-	return m.gen, nil
 }
 
 // downError is a call that found no plugin process to serve it within
