@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 )
 
@@ -199,4 +201,31 @@ func (x *Executable) Load(img, mem []byte, base uint64) error {
 		clear(dst[n:])
 	}
 	return nil
+}
+
+// ReadImageFile reads a unikernel file for a tender to load, refusing
+// what is not a regular file and, before reading it, a file larger than
+// limit bytes (no image larger than the guest memory a tender offers can
+// load), so a tender never reads a device or a huge file into memory.
+func ReadImageFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open unikernel image: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes is larger than any unikernel this tender loads (%d bytes)", path, fi.Size(), limit)
+	}
+	img, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return img, nil
 }

@@ -5,6 +5,8 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -173,5 +175,31 @@ func TestParseBuiltExecutable(t *testing.T) {
 	}
 	if x.Entry != LoadAddress || len(x.Segments) != 1 || x.End() != LoadAddress+0x1000 {
 		t.Errorf("built image parsed as %+v", x)
+	}
+}
+
+// TestReadImageFile reads a file within the limit and refuses a
+// directory, a missing file and a file over the limit.
+func TestReadImageFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "img")
+	if err := os.WriteFile(p, []byte("12345678"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadImageFile(p, 8); err != nil || string(b) != "12345678" {
+		t.Fatalf("ReadImageFile within the limit = %q, %v", b, err)
+	}
+	for _, c := range []struct {
+		path  string
+		limit int64
+		want  string
+	}{
+		{p, 7, "8 bytes is larger than any unikernel this tender loads (7 bytes)"},
+		{dir, 100, "not a regular file"},
+		{filepath.Join(dir, "missing"), 100, "no such file"},
+	} {
+		if _, err := ReadImageFile(c.path, c.limit); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ReadImageFile(%s, %d) = %v, want %q", c.path, c.limit, err, c.want)
+		}
 	}
 }

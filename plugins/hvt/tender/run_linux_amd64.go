@@ -52,7 +52,7 @@ func run(ta solo5.TenderArgs, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	img, err := readImage(ta.Image)
+	img, err := solo5.ReadImageFile(ta.Image, maxImageSize)
 	if err != nil {
 		return err
 	}
@@ -181,31 +181,6 @@ func (s signalExit) Error() string {
 		return fmt.Sprintf("Exiting on signal %d", int(n))
 	}
 	return fmt.Sprintf("Exiting on signal %v", s.sig)
-}
-
-// readImage reads the unikernel file, refusing absurdly large files before
-// reading them.
-func readImage(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open unikernel image: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if fi.Size() > maxImageSize {
-		return nil, fmt.Errorf("%s: %d bytes is larger than any guest memory", path, fi.Size())
-	}
-	img, err := io.ReadAll(io.LimitReader(f, maxImageSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return img, nil
 }
 
 // vcpu runs the guest on one locked OS thread. The goroutine running loop

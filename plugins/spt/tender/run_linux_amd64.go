@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"unsafe"
@@ -78,7 +77,7 @@ func run(ta solo5.TenderArgs) (guestEnd, error) {
 		return guestEnd{}, err
 	}
 
-	img, err := readImage(ta.Image)
+	img, err := solo5.ReadImageFile(ta.Image, maxImageSize)
 	if err != nil {
 		return guestEnd{}, err
 	}
@@ -174,31 +173,6 @@ func run(ta solo5.TenderArgs) (guestEnd, error) {
 	end, err := waitGuest(pid)
 	signal.Stop(sigs)
 	return end, err
-}
-
-// readImage reads the unikernel file, refusing absurdly large files before
-// reading them.
-func readImage(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open unikernel image: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if fi.Size() > maxImageSize {
-		return nil, fmt.Errorf("%s: %d bytes is larger than any unikernel this tender loads", path, fi.Size())
-	}
-	img, err := io.ReadAll(io.LimitReader(f, maxImageSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return img, nil
 }
 
 // attach opens the devices of ta, the epoll set and the timerfd, and
