@@ -3,7 +3,6 @@ package integration
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,13 +37,19 @@ func TestCreateConsoleKillRecoverDestroy(t *testing.T) {
 		t.Fatal("tender or shim not running")
 	}
 
+	// Only this petreld's plugins are watched: another petreld on the
+	// host (the user's, another test's) runs the same binaries.
+	plugins := children(e.pid(), "petrel-plugin-")
+	if len(plugins) == 0 {
+		t.Fatal("petreld has no plugin processes")
+	}
 	e.kill9()
 	if !alive(vm.Pid) || !alive(vm.ShimPid) {
 		t.Fatal("VM died with petreld")
 	}
 	waitFor(t, "plugins to exit with petreld", 10*time.Second, func() bool {
-		for _, p := range processesUnder(binDir) {
-			if b, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/cmdline"); strings.Contains(string(b), "petrel-plugin-") {
+		for _, p := range plugins {
+			if alive(p) {
 				return false
 			}
 		}
