@@ -407,7 +407,7 @@ func (l listener) close() {
 // startStats starts the statistics loop and the metrics sinks.
 func (d *Daemon) startStats() error {
 	opts := stats.Options{
-		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Duration("stats_interval"), Logger: d.log.Named("stats"),
+		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Duration("stats_interval"), Logger: d.log.Named("stats"), Version: Version,
 		Daemon: func(ds *pluginv1.DaemonSample) {
 			ds.PluginRestarts = map[string]uint32{}
 			for _, p := range d.plugins.Status() {
