@@ -371,7 +371,7 @@ func (s *sink) deliver(ctx context.Context, b *pluginv1.Batch) error {
 	defer s.st.Unlock()
 	if err == nil {
 		if s.failing != nil {
-			s.opts.Logger.Info("destination takes batches again", "failing_for", now.Sub(s.failing.since).Round(time.Millisecond),
+			s.opts.Logger.Info("destination takes batches again", "failing_for", now.Sub(s.failing.since).Round(time.Millisecond).String(),
 				"lost", s.failing.lost)
 		}
 		s.failing, s.retryAt, s.backoff = nil, time.Time{}, 0
@@ -474,7 +474,7 @@ func (s *sink) drain(ctx context.Context, q *Queue) time.Duration {
 	start := s.opts.Now()
 	defer func() {
 		if delivered > 0 && q.Len() == 0 {
-			s.opts.Logger.Info("delivered the kept batches", "batches", delivered, "took", s.opts.Now().Sub(start).Round(time.Millisecond))
+			s.opts.Logger.Info("delivered the kept batches", "batches", delivered, "took", s.opts.Now().Sub(start).Round(time.Millisecond).String())
 		}
 	}()
 	for ctx.Err() == nil {
