@@ -82,6 +82,9 @@ func TestPoints(t *testing.T) {
 	if s := pts[9]; s.Tag("sink") != "test" || s.Field("dropped_batches") != int64(7) || s.Field("queued_batches") != int64(3) || s.Field("queued_bytes") != int64(12288) {
 		t.Errorf("petrel_sink %+v", s)
 	}
+	if d := metrics.SinkDropped(&pluginv1.SinkSample{DroppedBatches: math.MaxUint64 - 1, BufferDroppedBatches: 5}); d != math.MaxUint64 {
+		t.Errorf("SinkDropped wrapped to %d", d)
+	}
 	if metrics.Points(nil) != nil || len(metrics.Points(&pluginv1.Batch{})) != 0 {
 		t.Error("an empty batch has points")
 	}

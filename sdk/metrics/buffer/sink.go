@@ -172,6 +172,8 @@ func (s *sink) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) er
 	if err != nil {
 		return err
 	}
+	s.life.Lock()
+	defer s.life.Unlock()
 	inner := &pluginv1.ConfigureRequest{Settings: rest, RunDir: req.GetRunDir(), PluginDir: req.GetPluginDir(),
 		InstanceId: req.GetInstanceId(), StateDir: req.GetStateDir()}
 	if err := s.inner.Configure(ctx, inner); err != nil {
@@ -185,12 +187,7 @@ func (s *sink) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) er
 	if req.GetStateDir() != "" {
 		dir = filepath.Join(req.GetStateDir(), Subdir)
 	}
-
-	s.life.Lock()
-	defer s.life.Unlock()
-	s.stopFlusher()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Only Configure and Close change s.q, and both hold life.
 	s.st.Lock()
 	old := s.q
 	s.st.Unlock()
@@ -205,6 +202,9 @@ func (s *sink) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) er
 			return fmt.Errorf("%w (set %s = \"0\" to write without a buffer): %w", err, SettingMB, metrics.ErrUnavailable)
 		}
 	}
+	s.stopFlusher()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if old != nil && old != q {
 		if n := old.Len(); n > 0 && old.Dir() == "" {
 			s.opts.Logger.Warn("batches kept in memory are lost with the old buffer", "batches", n)
