@@ -363,13 +363,16 @@ type Stats struct {
 	// Oldest is the collection time of the oldest batch held, zero when
 	// the queue is empty.
 	Oldest time.Time
+	// MaxBytes and MaxAge are the bounds in force.
+	MaxBytes int64
+	MaxAge   time.Duration
 }
 
-// Stats reports the queue's content.
+// Stats reports the queue's content and bounds.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := Stats{Batches: len(q.entries), Bytes: q.bytes, Dropped: q.dropped}
+	s := Stats{Batches: len(q.entries), Bytes: q.bytes, Dropped: q.dropped, MaxBytes: q.opts.MaxBytes, MaxAge: q.opts.MaxAge}
 	if len(q.entries) > 0 {
 		s.Oldest = time.Unix(0, q.entries[0].timeNs)
 	}

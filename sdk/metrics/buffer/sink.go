@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -103,15 +104,15 @@ type sink struct {
 	life    sync.Mutex
 	flusher *flusher // nil unless configured with a queue
 
-	mu         sync.Mutex
-	configured bool
-	name       string
-	retryAt    time.Time
-	backoff    time.Duration
+	mu      sync.Mutex
+	name    string
+	retryAt time.Time
+	backoff time.Duration
+	// configured is changed with mu held and read without it.
+	configured atomic.Bool
 
 	st      sync.Mutex
-	q       *Queue // nil when buffering is off
-	maxAge  time.Duration
+	q       *Queue   // nil when buffering is off
 	failing *failure // nil while deliveries succeed
 }
 
@@ -212,9 +213,10 @@ func (s *sink) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) er
 		old.Close()
 	}
 	s.st.Lock()
-	s.q, s.maxAge, s.failing = q, maxAge, nil
+	s.q, s.failing = q, nil
 	s.st.Unlock()
-	s.configured, s.name, s.retryAt, s.backoff = true, name, time.Time{}, 0
+	s.name, s.retryAt, s.backoff = name, time.Time{}, 0
+	s.configured.Store(true)
 	if q == nil {
 		return nil
 	}
@@ -232,14 +234,11 @@ func (s *sink) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, 
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	configured := s.configured
-	s.mu.Unlock()
-	if !configured {
+	if !s.configured.Load() {
 		return fp, nil
 	}
 	s.st.Lock()
-	q, maxAge, failing := s.q, s.maxAge, s.failing
+	q, failing := s.q, s.failing
 	var f failure
 	if failing != nil {
 		f = *failing
@@ -257,8 +256,8 @@ func (s *sink) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, 
 		if q.Dir() == "" {
 			attrs["buffer.dir"] = "(memory)"
 		}
-		attrs["buffer.max_bytes"] = strconv.FormatInt(q.opts.MaxBytes, 10)
-		attrs["buffer.max_age"] = maxAge.String()
+		attrs["buffer.max_bytes"] = strconv.FormatInt(st.MaxBytes, 10)
+		attrs["buffer.max_age"] = st.MaxAge.String()
 		attrs["buffer.queued_batches"] = strconv.Itoa(st.Batches)
 		attrs["buffer.queued_bytes"] = strconv.FormatInt(st.Bytes, 10)
 		attrs["buffer.dropped_batches"] = strconv.FormatUint(st.Dropped, 10)
@@ -302,7 +301,7 @@ func (s *sink) Write(ctx context.Context, b *pluginv1.Batch) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.configured {
+	if !s.configured.Load() {
 		return fmt.Errorf("buffer: write: %w", metrics.ErrNotConfigured)
 	}
 	s.st.Lock()
@@ -532,7 +531,7 @@ func (s *sink) Close(ctx context.Context) error {
 	s.stopFlusher()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.configured = false
+	s.configured.Store(false)
 	s.st.Lock()
 	q := s.q
 	s.q, s.failing = nil, nil
