@@ -1,6 +1,8 @@
 // Command petrel-plugin-jsonl is an example third-party metrics sink for
 // Petrel: it appends every point of every batch to a file as one JSON
-// object per line. It imports only Petrel's sdk/, as any plugin may.
+// object per line. It imports only Petrel's sdk/, as any plugin may. The
+// SDK's buffer keeps the batches it cannot append (a full disk) and
+// appends them, in order, once it can.
 package main
 
 import (
@@ -12,11 +14,12 @@ import (
 	"sync"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
+	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
-func main() { plugin.ServeMetrics(&sink{}) }
+func main() { plugin.ServeMetrics(buffer.Wrap(&sink{}, buffer.Options{})) }
 
 // sink holds the open file; the mutex keeps concurrent batches apart.
 type sink struct {
@@ -71,7 +74,8 @@ func (s *sink) Write(_ context.Context, batch *pluginv1.Batch) error {
 		return fmt.Errorf("jsonl: write: %w", metrics.ErrNotConfigured)
 	}
 	if _, err := s.file.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("jsonl: append to %s: %w", s.file.Name(), err)
+		// A full or vanished disk may come back: worth keeping the batch.
+		return fmt.Errorf("jsonl: append to %s: %v: %w", s.file.Name(), err, metrics.ErrUnavailable)
 	}
 	return nil
 }

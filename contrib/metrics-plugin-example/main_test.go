@@ -15,6 +15,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
+	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
@@ -70,7 +71,7 @@ func checkBatch(t *testing.T, path string, ns int64) {
 
 func TestSinkSuite(t *testing.T) {
 	sdktest.SinkSuite{
-		New: func(*testing.T) metrics.Sink { return &sink{} },
+		New: func(*testing.T) metrics.Sink { return buffer.Wrap(&sink{}, buffer.Options{}) },
 		Settings: func(t *testing.T) map[string]string {
 			return map[string]string{"path": filepath.Join(t.TempDir(), "m.jsonl")}
 		},
@@ -79,6 +80,62 @@ func TestSinkSuite(t *testing.T) {
 			checkBatch(t, settings["path"], b.GetTimeNs())
 		},
 	}.Run(t)
+}
+
+// TestFullDisk: batches that cannot be appended (here to /dev/full) are
+// kept, health says why, and once the sink appends to a file that takes
+// them they arrive first, in order.
+func TestFullDisk(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full to fill")
+	}
+	sk := sdktest.ServeMetrics(t, buffer.Wrap(&sink{}, buffer.Options{}))
+	ctx := context.Background()
+	if err := sk.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"path": "/dev/full"}}); err != nil {
+		t.Fatal(err)
+	}
+	var times []int64
+	for range 3 {
+		b := sdktest.SampleBatch(time.Now())
+		times = append(times, b.GetTimeNs())
+		if err := sk.Write(ctx, b); err != nil {
+			t.Fatalf("Write to a full disk = %v; want the batch kept", err)
+		}
+	}
+	fp, err := sk.Fingerprint(ctx)
+	if err != nil || fp.GetHealth() != pluginv1.Health_HEALTH_DEGRADED || !strings.Contains(fp.GetDescription(), "no space left") {
+		t.Fatalf("Fingerprint = %v, %v", fp, err)
+	}
+	path := filepath.Join(t.TempDir(), "m.jsonl")
+	if err := sk.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"path": path}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got []int64
+		if _, err := os.Stat(path); err == nil {
+			for _, l := range readLines(t, path) {
+				if l.Measurement == metrics.MeasurementDaemon {
+					got = append(got, l.Time.UnixNano())
+				}
+			}
+		}
+		if len(got) == len(times) {
+			for i := range got {
+				if got[i] != times[i] {
+					t.Fatalf("batches appended in the order %v; want %v", got, times)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appended %d of %d kept batches", len(got), len(times))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, ns := range times {
+		checkBatch(t, path, ns)
+	}
 }
 
 // TestBuiltPlugin builds the plugin as its README says and drives it

@@ -1,7 +1,9 @@
 # Petrel daemon defaults. Every setting here can be overridden in the file
 # given with `petreld --config FILE`, and the directories also by flags.
 
-# Persistent state: VM records and the image store. The directory is a
+# Persistent state: VM records, the image store, block devices and each
+# plugin's state directory (plugins/NAME: a metrics sink's buffer of
+# batches waiting for its destination). The directory is a
 # petreld instance: it gets an instance id at the first start, which marks
 # the taps and the run directory the instance makes, so that petrelds with
 # other data directories on the same host leave them alone.
@@ -122,4 +124,22 @@ network "bridge" {
 #   }
 #   metrics "prometheus" {
 #     settings = { address = "127.0.0.1:9464" }
+#   }
+#
+# The influx sink creates its database (`db`) if InfluxDB lacks it. While
+# a sink's destination is down, the sink keeps the batches it cannot write
+# in a buffer on disk, `<data_dir>/plugins/NAME/buffer`, which survives
+# restarts of the plugin, of petreld and of the host, and writes them in
+# order once the destination is back. Two settings bound it (influx and the
+# example jsonl sink; Prometheus is scraped and needs none): `buffer_mb`,
+# its disk use in MiB (default "64": a day of batches from a few dozen VMs
+# at the default interval, each batch counted in whole 4 KiB blocks; "0"
+# turns the buffer off), and `buffer_max_age`, how long a batch may wait
+# (default "24h"). Beyond them the oldest batches are dropped; every sink
+# reports what it dropped and what waits as the measurement `petrel_sink`
+# (`petrel_sink_*` in Prometheus), and `petrel plugins` shows the sink
+# degraded while writes fail, with the last error. For example:
+#
+#   metrics "influx" {
+#     settings = { db = "petrel", buffer_mb = "256", buffer_max_age = "72h" }
 #   }

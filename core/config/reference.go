@@ -275,6 +275,8 @@ func renderComment(comment string) string {
 	var b strings.Builder
 	var para []string
 	inCode := false
+	// Blank lines within code are kept, but not at its end.
+	blanks := 0
 	flush := func() {
 		if len(para) > 0 {
 			b.WriteString(strings.Join(para, " ") + "\n\n")
@@ -294,13 +296,14 @@ func renderComment(comment string) string {
 				b.WriteString("```hcl\n")
 				inCode = true
 			}
-			b.WriteString(strings.TrimPrefix(text, "   ") + "\n")
+			b.WriteString(strings.Repeat("\n", blanks) + strings.TrimPrefix(text, "   ") + "\n")
+			blanks = 0
 		case inCode && text == "":
-			b.WriteString("\n")
+			blanks++
 		default:
 			if inCode {
 				b.WriteString("```\n\n")
-				inCode = false
+				inCode, blanks = false, 0
 			}
 			if text == "" {
 				flush()

@@ -162,7 +162,8 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	pluginDir := PluginDir(cfg.PluginDir)
 	d.pluginDir = pluginDir
 	d.plugins = pluginhost.New(pluginhost.Options{
-		PluginDir: pluginDir, RunDir: vmsDir, Logger: log.Named("plugin"), InstanceID: st.InstanceID(),
+		PluginDir: pluginDir, RunDir: vmsDir, StateDir: filepath.Join(cfg.DataDir, store.PluginsDir),
+		Logger: log.Named("plugin"), InstanceID: st.InstanceID(),
 		HealthInterval: cfg.Duration("plugin_health_interval"),
 		OnEvent: func(typ, name, msg string) {
 			d.events.Publish(events.Event{Type: typ, Name: name, Message: msg})
@@ -406,7 +407,7 @@ func (l listener) close() {
 // startStats starts the statistics loop and the metrics sinks.
 func (d *Daemon) startStats() error {
 	opts := stats.Options{
-		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Duration("stats_interval"), Logger: d.log.Named("stats"),
+		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Duration("stats_interval"), Logger: d.log.Named("stats"), Version: Version,
 		Daemon: func(ds *pluginv1.DaemonSample) {
 			ds.PluginRestarts = map[string]uint32{}
 			for _, p := range d.plugins.Status() {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -738,32 +737,6 @@ func (ib *influxBackend) query(_ *grafanaContext, query string, _ bool) (queryRe
 		}
 	}
 	return r, nil
-}
-
-// pluginBuildMu serialises building missing plugins into binDir.
-var pluginBuildMu sync.Mutex
-
-// needPlugins makes sure binDir holds petrel-plugin-NAME for each name:
-// the test binary's own build directory gets them built on demand; a
-// $PETREL_BIN without them (make build puts them there) skips the test.
-func needPlugins(t *testing.T, names ...string) {
-	t.Helper()
-	pluginBuildMu.Lock()
-	defer pluginBuildMu.Unlock()
-	for _, n := range names {
-		bin := filepath.Join(binDir, "petrel-plugin-"+n)
-		if _, err := os.Stat(bin); err == nil {
-			continue
-		}
-		if os.Getenv("PETREL_BIN") != "" {
-			t.Skipf("%s is missing from $PETREL_BIN (make build puts it there)", bin)
-		}
-		cmd := exec.Command("go", "build", "-o", bin, "./plugins/"+n)
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build plugins/%s: %v\n%s", n, err, out)
-		}
-	}
 }
 
 // runInNetns runs fn on a thread in network namespace ns (a name under

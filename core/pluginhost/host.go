@@ -37,7 +37,13 @@ type Options struct {
 	// RunDir is the parent of each plugin's runtime directory
 	// (RunDir/NAME, handed to the plugin in Configure).
 	RunDir string
-	Logger hclog.Logger
+	// StateDir, if set, is the parent of each plugin's state directory
+	// (StateDir/NAME, handed to the plugin in Configure): data a plugin
+	// keeps across its restarts, petreld's and the host's, such as a
+	// metrics sink's buffer. It belongs on persistent storage, unlike
+	// RunDir, which is often a tmpfs.
+	StateDir string
+	Logger   hclog.Logger
 	// HealthInterval is how often a plugin is pinged, to find one that
 	// runs but no longer answers; a plugin that exits is noticed at once.
 	HealthInterval time.Duration
@@ -317,8 +323,15 @@ func (m *managed) tryLaunch() error {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return fail(err)
 	}
+	stateDir := ""
+	if m.host.opts.StateDir != "" {
+		stateDir = filepath.Join(m.host.opts.StateDir, m.name)
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			return fail(fmt.Errorf("state directory: %w", err))
+		}
+	}
 	if err := svc.Configure(ctx, &pluginv1.ConfigureRequest{Settings: m.settings, RunDir: runDir, PluginDir: m.host.opts.PluginDir,
-		InstanceId: m.host.opts.InstanceID}); err != nil {
+		InstanceId: m.host.opts.InstanceID, StateDir: stateDir}); err != nil {
 		return fail(fmt.Errorf("configure: %w", err))
 	}
 	fp, err := svc.Fingerprint(ctx)

@@ -90,7 +90,7 @@ func testHost(t *testing.T, callWait time.Duration) (*Host, string, <-chan event
 		t.Fatal(err)
 	}
 	events := make(chan event, 100)
-	h := New(Options{PluginDir: dir, RunDir: filepath.Join(dir, "run"), HealthInterval: time.Hour, CallWait: callWait,
+	h := New(Options{PluginDir: dir, RunDir: filepath.Join(dir, "run"), StateDir: filepath.Join(dir, "state"), HealthInterval: time.Hour, CallWait: callWait,
 		OnEvent: func(typ, name, _ string) { events <- event{typ: typ, at: time.Now()} }})
 	t.Cleanup(h.Close)
 	if err := h.AddHypervisor("fake", nil); err != nil {
@@ -128,6 +128,16 @@ func expect(t *testing.T, events <-chan event, want string) time.Time {
 		t.Fatalf("no %s event", want)
 	}
 	return time.Time{}
+}
+
+// TestStateDir: each plugin gets a state directory of its own, private
+// to petreld's user, beside its run directory.
+func TestStateDir(t *testing.T) {
+	_, dir, _ := testHost(t, time.Second)
+	fi, err := os.Stat(filepath.Join(dir, "state", "fake"))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory: %v, %v", fi, err)
+	}
 }
 
 // TestCrashNoticedWhenItHappens: a plugin killed with SIGKILL is found

@@ -166,8 +166,9 @@ func Export(dir string, w io.Writer, opts ExportOptions) (Summary, error) {
 }
 
 // listExport lists the files to export, in a stable order, with their
-// total size: everything but the lock, temporary files and (unless asked
-// for) block devices.
+// total size: everything but the lock, temporary files, the plugins'
+// state directories (metrics waiting for their destination belong to
+// this host's sinks) and (unless asked for) block devices.
 func listExport(dir string, blocks bool) (files []exportFile, total int64, skipped []string, err error) {
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -185,7 +186,7 @@ func listExport(dir string, blocks bool) (files []exportFile, total int64, skipp
 		case rel == ".":
 			return nil
 		case d.IsDir():
-			if rel == store.BlockDir && !blocks {
+			if (rel == store.BlockDir && !blocks) || rel == store.PluginsDir {
 				return filepath.SkipDir
 			}
 			return nil

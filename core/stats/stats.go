@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -66,8 +67,12 @@ type Options struct {
 	Daemon func(*pluginv1.DaemonSample)
 	// QueueLen bounds each sink's queue (batches).
 	QueueLen int
-	// WriteTimeout bounds one Write.
+	// WriteTimeout bounds one Write; when the loop stops, it also bounds
+	// the time each sink gets to take the batches still queued for it.
 	WriteTimeout time.Duration
+	// Version is petreld's version, reported in every batch with the Go
+	// release petreld was built with.
+	Version string
 }
 
 // Collector runs the loop.
@@ -157,24 +162,70 @@ func (c *Collector) Run(ctx context.Context) {
 	}
 }
 
-// write feeds one sink until ctx ends.
+// shutdownGrace is how long, once the loop stops, each sink gets to
+// finish the write in progress and take the batches still queued for it:
+// ample for a sink that works or buffers (milliseconds a batch), short
+// enough not to hold up petreld's shutdown for one that hangs.
+const shutdownGrace = 2 * time.Second
+
+// write feeds one sink until ctx ends, then hands it what is still
+// queued, so that stopping petreld loses no batch a working sink (or its
+// buffer) could take. Writes are not cut short when ctx ends, only
+// shutdownGrace later.
 func (c *Collector) write(ctx context.Context, q *queue) {
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-wctx.Done():
+			return
+		}
+		select {
+		case <-time.After(min(shutdownGrace, c.opts.WriteTimeout)):
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
+			c.drain(wctx, q)
 			return
 		case b := <-q.ch:
-			wctx, cancel := context.WithTimeout(ctx, c.opts.WriteTimeout)
-			err := q.sink.Write(wctx, b)
-			cancel()
-			if err != nil {
-				q.failed.Add(1)
-				c.opts.Logger.Warn("metrics sink write failed", "sink", q.name, "error", err)
-				continue
-			}
-			q.written.Add(1)
+			c.writeOne(wctx, q, b)
 		}
 	}
+}
+
+// drain writes the batches left in q's queue at shutdown until ctx ends;
+// those left then are counted as dropped.
+func (c *Collector) drain(ctx context.Context, q *queue) {
+	for {
+		select {
+		case b := <-q.ch:
+			if ctx.Err() != nil {
+				q.dropped.Add(1)
+				continue
+			}
+			c.writeOne(ctx, q, b)
+		default:
+			return
+		}
+	}
+}
+
+// writeOne writes b to q's sink within WriteTimeout, counting the result.
+func (c *Collector) writeOne(ctx context.Context, q *queue, b *pluginv1.Batch) {
+	wctx, cancel := context.WithTimeout(ctx, c.opts.WriteTimeout)
+	err := q.sink.Write(wctx, b)
+	cancel()
+	if err != nil {
+		q.failed.Add(1)
+		c.opts.Logger.Warn("metrics sink write failed", "sink", q.name, "error", err)
+		return
+	}
+	q.written.Add(1)
 }
 
 // publish stores b as the newest batch and offers it to followers and
@@ -195,8 +246,10 @@ func (c *Collector) publish(b *pluginv1.Batch) {
 			sb.Daemon = &pluginv1.DaemonSample{}
 		}
 		// Batches lost to this sink: refused by a full queue, or written
-		// without success.
+		// without success. The sink's buffer, if it has one, adds what it
+		// holds and what it dropped.
 		sb.Daemon.DroppedBatches = q.dropped.Load() + q.failed.Load()
+		sb.Sink = &pluginv1.SinkSample{Name: q.name, DroppedBatches: sb.Daemon.DroppedBatches}
 		select {
 		case q.ch <- sb:
 		default:
@@ -263,7 +316,7 @@ func (c *Collector) Collect(ctx context.Context) *pluginv1.Batch {
 	// Every state is reported, with 0 when no VM is in it, so that a sink
 	// keeping the last value per state (InfluxDB, Prometheus) sees a
 	// state empty out instead of keeping its last count.
-	b.Daemon = &pluginv1.DaemonSample{VmsByState: map[string]uint32{}, RssBytes: selfRSS()}
+	b.Daemon = &pluginv1.DaemonSample{VmsByState: map[string]uint32{}, RssBytes: selfRSS(), Version: c.opts.Version, GoVersion: runtime.Version()}
 	for _, st := range vmrecord.States {
 		b.Daemon.VmsByState[st] = 0
 	}

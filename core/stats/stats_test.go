@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -125,4 +126,52 @@ func TestHangingSinkIsolated(t *testing.T) {
 	if last.GetDaemon() == nil {
 		t.Fatal("no daemon sample")
 	}
+}
+
+// countingSource counts collections, each of which makes one batch.
+type countingSource struct{ n atomic.Int32 }
+
+func (s *countingSource) StatsVMs() []VM {
+	s.n.Add(1)
+	return nil
+}
+
+// slowSink takes a while for every batch, so batches queue up for it.
+type slowSink struct{ recordingSink }
+
+func (s *slowSink) Write(ctx context.Context, b *pluginv1.Batch) error {
+	time.Sleep(20 * time.Millisecond)
+	return s.recordingSink.Write(ctx, b)
+}
+
+// TestShutdownDrains: when the loop stops, what is queued for a sink is
+// still written to it, so every batch collected is either in the sink or
+// counted as dropped; each batch names its sink, what petreld lost for it
+// and petreld's version.
+func TestShutdownDrains(t *testing.T) {
+	src := &countingSource{}
+	c := New(Options{Source: src, Backends: backends{}, Interval: 5 * time.Millisecond, QueueLen: 8, Version: "9.9.9"})
+	sk := &slowSink{}
+	c.AddSink("slow", sk)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	st := c.Sinks()[0]
+	collected := uint64(src.n.Load())
+	if got := uint64(sk.count()); got+st.Dropped != collected || st.Written != got {
+		t.Fatalf("%d collected, %d written, %d dropped: batches went missing at shutdown", collected, got, st.Dropped)
+	}
+	if st.Dropped == 0 {
+		t.Fatalf("the slow sink dropped nothing; the test needs a full queue")
+	}
+	last := sk.batches[len(sk.batches)-1]
+	if last.GetSink().GetName() != "slow" || last.GetSink().GetDroppedBatches() == 0 ||
+		last.GetSink().GetDroppedBatches() != last.GetDaemon().GetDroppedBatches() ||
+		last.GetDaemon().GetVersion() != "9.9.9" || !strings.HasPrefix(last.GetDaemon().GetGoVersion(), "go") {
+		t.Fatalf("last batch: sink %v, daemon %v", last.GetSink(), last.GetDaemon())
+	}
+	t.Logf("%d collected, %d written, %d dropped while the queue was full", collected, st.Written, st.Dropped)
 }

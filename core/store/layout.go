@@ -72,6 +72,10 @@ const (
 	QuarantineDir = quarantineDir
 	// BlockDir is petreld's block device directory, beside the store.
 	BlockDir = blockDir
+	// PluginsDir holds each plugin's state directory (PluginsDir/NAME),
+	// such as a metrics sink's buffer: data about this host's plugins and
+	// their destinations, not state to move with the VMs.
+	PluginsDir = pluginsDir
 	// RecordSuffix ends every record's file name.
 	RecordSuffix = recordSuffix
 )

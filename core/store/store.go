@@ -40,8 +40,9 @@
 // the directory, so the rename itself is durable before the call returns.
 //
 // Collection names match [a-z0-9_-]+ (at most 64 bytes) and must not be
-// "images", "quarantine", "lock" or "block" (petreld's block devices live
-// in DIR/block, beside the store). Keys are arbitrary file names: not
+// "images", "quarantine", "lock", "block" or "plugins" (petreld's block
+// devices live in DIR/block, and its plugins' state directories in
+// DIR/plugins/NAME, beside the store). Keys are arbitrary file names: not
 // empty, not "." or "..", no '/' or NUL, at most MaxKeyLength bytes.
 // name.Path.FileKey produces suitable keys for VM and policy names.
 package store
@@ -81,6 +82,7 @@ const (
 	imagesDir     = "images"
 	imageAlgoDir  = "sha256"
 	blockDir      = "block"
+	pluginsDir    = "plugins"
 	quarantineDir = "quarantine"
 	recordSuffix  = ".json"
 	tmpSuffix     = ".tmp"
@@ -498,7 +500,7 @@ func checkCollection(c string) error {
 		return fmt.Errorf("invalid collection name %q: want 1-64 characters from [a-z0-9_-]", c)
 	}
 	switch c {
-	case imagesDir, quarantineDir, lockFile, blockDir:
+	case imagesDir, quarantineDir, lockFile, blockDir, pluginsDir:
 		return fmt.Errorf("invalid collection name %q: reserved", c)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -330,69 +331,119 @@ func TestWriteTimeout(t *testing.T) {
 	}
 }
 
-// TestBackoff checks that a failing destination is left alone for a
-// doubling period, and that success resets it.
-func TestBackoff(t *testing.T) {
-	var requests, fail atomic.Int32
-	fail.Store(1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		if fail.Load() == 1 {
-			http.Error(w, `{"error":"overloaded"}`, http.StatusServiceUnavailable)
+// fakeInflux answers /write with 404 "database not found" until a
+// CREATE DATABASE over /query succeeds, which it allows only to admin
+// (basic auth admin:secret) when auth is on, answering others as
+// InfluxDB 1.x does.
+type fakeInflux struct {
+	auth    bool
+	mu      sync.Mutex
+	created bool
+	creates int
+	writes  int
+}
+
+func (f *fakeInflux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	user, pass, _ := r.BasicAuth()
+	admin := !f.auth || (user == "admin" && pass == "secret")
+	switch r.URL.Path {
+	case "/query":
+		r.ParseForm()
+		if r.Form.Get("q") != `CREATE DATABASE "pet\\rel\"s"` {
+			http.Error(w, `{"error":"unexpected query"}`, http.StatusBadRequest)
 			return
 		}
+		f.creates++
+		if !admin {
+			w.WriteHeader(http.StatusForbidden)
+			json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("error authorizing query: %s not authorized to execute statement '%s', requires admin privilege", user, r.Form.Get("q"))})
+			return
+		}
+		f.created = true
+		w.Write([]byte(`{"results":[{"statement_id":0}]}`))
+	case "/write":
+		if !f.created {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(map[string]string{"error": `database not found: "pet\rel"s"`})
+			return
+		}
+		f.writes++
 		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// TestDatabaseCreatedWhenMissing: the first write to a database that does
+// not exist creates it and lands; where the user may not create it, the
+// write fails with an error that may pass (the batch is kept) and says
+// what to run.
+func TestDatabaseCreatedWhenMissing(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		fake     *fakeInflux
+		settings map[string]string
+		ok       bool
+	}{
+		{"open server", &fakeInflux{}, nil, true},
+		{"admin", &fakeInflux{auth: true}, map[string]string{"username": "admin", "password": "secret"}, true},
+		{"writer only", &fakeInflux{auth: true}, map[string]string{"username": "bob", "password": "pw"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.fake)
+			defer srv.Close()
+			s := newSink()
+			settings := map[string]string{"url": srv.URL, "db": `pet\rel"s`}
+			for k, v := range tc.settings {
+				settings[k] = v
+			}
+			if err := s.Configure(ctx, &pluginv1.ConfigureRequest{Settings: settings}); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(ctx)
+			err := s.Write(ctx, sdktest.SampleBatch(time.Now()))
+			if tc.ok {
+				if err != nil || tc.fake.creates != 1 || tc.fake.writes != 1 {
+					t.Fatalf("Write = %v after %d creates, %d writes", err, tc.fake.creates, tc.fake.writes)
+				}
+				if err := s.Write(ctx, sdktest.SampleBatch(time.Now())); err != nil || tc.fake.creates != 1 {
+					t.Fatalf("second Write = %v after %d creates; want no second create", err, tc.fake.creates)
+				}
+				return
+			}
+			if !errors.Is(err, metrics.ErrUnavailable) || !strings.Contains(err.Error(), `user "bob" may not create it`) ||
+				!strings.Contains(err.Error(), "requires admin privilege") || !strings.Contains(err.Error(), `influx -execute 'CREATE DATABASE "pet\\rel\"s"'`) {
+				t.Fatalf("Write = %v; want an actionable ErrUnavailable", err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
+
+// TestRefusedContent: a batch InfluxDB refuses for its content is not
+// worth keeping; credentials it refuses are (an operator fixes them).
+func TestRefusedContent(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusBadRequest)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+		w.Write([]byte(`{"error":"partial write: field type conflict"}`))
 	}))
 	defer srv.Close()
 	s := newSink()
-	clock := time.Unix(1000, 0)
-	s.now = func() time.Time { return clock }
 	ctx := context.Background()
 	if err := s.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"url": srv.URL, "db": "petrel"}}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	write := func() error { return s.Write(ctx, sdktest.SampleBatch(clock)) }
-	if err := write(); !errors.Is(err, metrics.ErrUnavailable) {
-		t.Fatalf("first write = %v; want ErrUnavailable", err)
-	}
-	if err := write(); !errors.Is(err, metrics.ErrUnavailable) || requests.Load() != 1 {
-		t.Fatalf("write during backoff = %v after %d requests; want a fast ErrUnavailable", err, requests.Load())
-	}
-	clock = clock.Add(minBackoff)
-	write()
-	if requests.Load() != 2 || s.backoff != 2*minBackoff {
-		t.Fatalf("after the first backoff: %d requests, backoff %s", requests.Load(), s.backoff)
-	}
-	for i := 0; i < 10; i++ {
-		clock = clock.Add(s.backoff)
-		write()
-	}
-	if s.backoff != maxBackoff {
-		t.Fatalf("backoff %s; want it capped at %s", s.backoff, maxBackoff)
-	}
-	fail.Store(0)
-	clock = clock.Add(s.backoff)
-	if err := write(); err != nil || s.backoff != 0 {
-		t.Fatalf("write after recovery = %v, backoff %s", err, s.backoff)
-	}
-}
-
-func TestWriteReportsInfluxError(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"error": "database not found: \"nope\""})
-	}))
-	defer srv.Close()
-	s := newSink()
-	ctx := context.Background()
-	if err := s.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"url": srv.URL, "db": "nope"}}); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
 	err := s.Write(ctx, sdktest.SampleBatch(time.Now()))
-	if err == nil || errors.Is(err, metrics.ErrUnavailable) || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "database not found") {
-		t.Fatalf("Write = %v; want InfluxDB's message", err)
+	if err == nil || errors.Is(err, metrics.ErrUnavailable) || !strings.Contains(err.Error(), "field type conflict") {
+		t.Fatalf("Write = %v; want InfluxDB's refusal, not ErrUnavailable", err)
+	}
+	status.Store(http.StatusUnauthorized)
+	if err := s.Write(ctx, sdktest.SampleBatch(time.Now())); !errors.Is(err, metrics.ErrUnavailable) || !strings.Contains(err.Error(), "username and password") {
+		t.Fatalf("Write = %v; want ErrUnavailable naming the credentials", err)
 	}
 }
 

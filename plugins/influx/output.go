@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 )
@@ -29,14 +32,14 @@ type output interface {
 	close() error
 }
 
-func newOutput(c config) output {
+func newOutput(c config, log hclog.Logger) output {
 	switch c.protocol {
 	case "udp":
 		return &udpOutput{c: c}
 	case "tcp":
 		return &tcpOutput{c: c}
 	}
-	return newHTTPOutput(c)
+	return newHTTPOutput(c, log)
 }
 
 // unavailable wraps a delivery problem in metrics.ErrUnavailable.
@@ -44,17 +47,20 @@ func unavailable(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, metrics.ErrUnavailable)...)
 }
 
-// httpOutput posts to InfluxDB 1.x's /write endpoint. Its transport keeps
+// httpOutput posts to InfluxDB 1.x's /write endpoint, creating the
+// database when the server says it is missing. Its transport keeps
 // connections alive between intervals and redials by itself.
 type httpOutput struct {
 	c         config
+	log       hclog.Logger
 	client    *http.Client
 	transport *http.Transport
 	writeURL  string
+	queryURL  string
 	pingURL   string
 }
 
-func newHTTPOutput(c config) *httpOutput {
+func newHTTPOutput(c config, log hclog.Logger) *httpOutput {
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: c.timeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -70,36 +76,129 @@ func newHTTPOutput(c config) *httpOutput {
 	base := strings.TrimRight(c.url.String(), "/")
 	return &httpOutput{
 		c:         c,
+		log:       log,
 		client:    &http.Client{Transport: tr},
 		transport: tr,
 		writeURL:  base + "/write?" + q.Encode(),
+		queryURL:  base + "/query",
 		pingURL:   base + "/ping",
 	}
 }
 
+// send writes lines. When InfluxDB answers that the database does not
+// exist, send creates it and writes again; where the server does not let
+// the configured user create it, the error says how to.
+//
+// Errors that may pass are ErrUnavailable, so the buffer keeps the batch:
+// a server down or overloaded, and also a missing database or refused
+// credentials, which an operator fixes without the data being at fault.
+// A request InfluxDB refuses for its content (400: a field whose type
+// conflicts with what the database holds) is not: sending it again would
+// fail again.
 func (o *httpOutput) send(ctx context.Context, lines []byte) error {
+	status, msg, err := o.post(ctx, lines)
+	if err == nil && status == http.StatusNotFound && strings.Contains(msg, "database not found") {
+		if err := o.createDB(ctx); err != nil {
+			return err
+		}
+		status, msg, err = o.post(ctx, lines)
+	}
+	switch {
+	case err != nil:
+		return unavailable("write to %s: %v", o.c.destination(), err)
+	case status/100 == 2:
+		return nil
+	case status >= 500 || status == http.StatusTooManyRequests || status == http.StatusNotFound:
+		return unavailable("write to %s (db %q): %d %s: %s", o.c.destination(), o.c.db, status, http.StatusText(status), msg)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return unavailable("write to %s (db %q) as %s: %d %s: %s; check the settings username and password, and that the user may write to the database",
+			o.c.destination(), o.c.db, o.user(), status, http.StatusText(status), msg)
+	}
+	return fmt.Errorf("write to %s (db %q): %d %s: %s", o.c.destination(), o.c.db, status, http.StatusText(status), msg)
+}
+
+// post sends one request to /write and returns InfluxDB's status and
+// message.
+func (o *httpOutput) post(ctx context.Context, lines []byte) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.writeURL, bytes.NewReader(lines))
 	if err != nil {
-		return fmt.Errorf("build request for %s: %w", o.c.destination(), err)
+		return 0, "", fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	return o.do(req)
+}
+
+// do runs req with the configured credentials and reads InfluxDB's
+// answer: the status and the message of its JSON error, if any.
+func (o *httpOutput) do(req *http.Request) (int, string, error) {
 	if o.c.username != "" {
 		req.SetBasicAuth(o.c.username, o.c.password)
 	}
 	resp, err := o.client.Do(req)
 	if err != nil {
-		return unavailable("write to %s: %v", o.c.destination(), err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	switch {
-	case resp.StatusCode/100 == 2:
-		return nil
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return unavailable("write to %s: %s: %s", o.c.destination(), resp.Status, bytes.TrimSpace(msg))
+	return resp.StatusCode, influxError(body), nil
+}
+
+// influxError extracts the message of InfluxDB's error answers,
+// {"error": "..."} at the top or in a statement's result: "" for JSON
+// without one, and the body as text when it is not JSON (a proxy's page).
+func influxError(body []byte) string {
+	var r struct {
+		Error   string
+		Results []struct{ Error string }
 	}
-	return fmt.Errorf("write to %s (db %q): %s: %s", o.c.destination(), o.c.db, resp.Status, bytes.TrimSpace(msg))
+	if err := json.Unmarshal(body, &r); err != nil {
+		return string(bytes.TrimSpace(body))
+	}
+	for _, res := range r.Results {
+		if r.Error == "" {
+			r.Error = res.Error
+		}
+	}
+	return r.Error
+}
+
+// createDB creates the configured database with CREATE DATABASE over
+// /query, which InfluxDB allows without authentication or for an admin
+// user. CREATE DATABASE of an existing database succeeds and changes
+// nothing, so two sinks racing to create it are harmless.
+func (o *httpOutput) createDB(ctx context.Context) error {
+	stmt := "CREATE DATABASE " + quoteIdent(o.c.db)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.queryURL, strings.NewReader(url.Values{"q": {stmt}}.Encode()))
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	status, msg, err := o.do(req)
+	switch {
+	case err != nil:
+		return unavailable("create database %q at %s: %v", o.c.db, o.c.destination(), err)
+	case status/100 == 2 && msg == "":
+		o.log.Info("created the database, which did not exist", "db", o.c.db, "url", o.c.destination())
+		return nil
+	case status >= 500:
+		return unavailable("create database %q at %s: %d %s: %s", o.c.db, o.c.destination(), status, http.StatusText(status), msg)
+	}
+	return unavailable("database %q does not exist at %s and %s may not create it (%d %s: %s); create it as an InfluxDB admin with  influx -execute '%s'  or set db to an existing database",
+		o.c.db, o.c.destination(), o.user(), status, http.StatusText(status), msg, stmt)
+}
+
+// user names the configured InfluxDB user for messages.
+func (o *httpOutput) user() string {
+	if o.c.username == "" {
+		return "an anonymous user"
+	}
+	return fmt.Sprintf("user %q", o.c.username)
+}
+
+// quoteIdent quotes an InfluxQL identifier.
+func quoteIdent(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 func (o *httpOutput) probe(ctx context.Context) (string, map[string]string, error) {

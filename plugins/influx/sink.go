@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
+	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -17,36 +17,28 @@ import (
 // version is set at build time with -ldflags.
 var version = "0.1.0-dev"
 
-// Backoff between attempts to reach a destination that failed: it starts
-// small, so a brief outage costs little, and stops at about one default
-// collection interval, so a recovered server gets data again promptly.
-const (
-	minBackoff = 250 * time.Millisecond
-	maxBackoff = 10 * time.Second
-)
-
-// sink is the InfluxDB metrics sink. One mutex serialises Configure,
-// Write and Close: petreld writes one batch at a time anyway, and a TCP
-// stream must not interleave two batches.
+// sink is the InfluxDB metrics sink. It delivers each batch before Write
+// returns; newPlugin wraps it in the SDK's buffer, which keeps the
+// batches a down server cannot take and paces the retries. One mutex
+// serialises Configure, Write and Close: petreld writes one batch at a
+// time anyway, and a TCP stream must not interleave two batches.
 type sink struct {
 	log hclog.Logger
-	now func() time.Time
 
 	mu  sync.Mutex
 	cfg config
 	out output // nil until configured and after Close
-	// retryAt is when the destination may be contacted again after a
-	// failure; until then Write fails at once with the last error.
-	retryAt time.Time
-	backoff time.Duration
-	lastErr error
 }
 
 func newSink() *sink {
-	return &sink{
-		log: hclog.New(&hclog.LoggerOptions{Name: "influx", Output: os.Stderr, JSONFormat: true}),
-		now: time.Now,
-	}
+	return &sink{log: hclog.New(&hclog.LoggerOptions{Name: "influx", Output: os.Stderr, JSONFormat: true})}
+}
+
+// newPlugin is the sink as petreld runs it: buffered, so that batches
+// survive an outage of InfluxDB and restarts during one.
+func newPlugin() metrics.Sink {
+	s := newSink()
+	return buffer.Wrap(s, buffer.Options{Logger: s.log})
 }
 
 // Info identifies the plugin.
@@ -68,8 +60,7 @@ func (s *sink) Configure(_ context.Context, req *pluginv1.ConfigureRequest) erro
 	if s.out != nil {
 		s.out.close()
 	}
-	s.cfg, s.out = c, newOutput(c)
-	s.retryAt, s.backoff, s.lastErr = time.Time{}, 0, nil
+	s.cfg, s.out = c, newOutput(c, s.log)
 	return nil
 }
 
@@ -91,9 +82,8 @@ func (s *sink) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, 
 }
 
 // Write encodes the batch and sends it, within the configured timeout.
-// After a failure the destination is left alone for a backoff period that
-// doubles up to maxBackoff; Writes in that period fail at once, so a dead
-// server costs petreld nothing but an error per interval.
+// A destination that cannot take it now fails with ErrUnavailable, which
+// the buffer answers by keeping the batch.
 func (s *sink) Write(ctx context.Context, batch *pluginv1.Batch) error {
 	if batch == nil {
 		return fmt.Errorf("influx: nil batch: %w", metrics.ErrInvalid)
@@ -110,20 +100,11 @@ func (s *sink) Write(ctx context.Context, batch *pluginv1.Batch) error {
 	if len(lines) == 0 {
 		return nil
 	}
-	if now := s.now(); now.Before(s.retryAt) {
-		return fmt.Errorf("influx: %s failed, next attempt in %s: %w", s.cfg.destination(), s.retryAt.Sub(now).Round(time.Millisecond), s.lastErr)
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 	defer cancel()
 	if err := s.out.send(ctx, lines); err != nil {
-		s.backoff = min(max(2*s.backoff, minBackoff), maxBackoff)
-		s.retryAt, s.lastErr = s.now().Add(s.backoff), err
 		return fmt.Errorf("influx: %w", err)
 	}
-	if s.lastErr != nil {
-		s.log.Info("destination reachable again", "destination", s.cfg.destination())
-	}
-	s.retryAt, s.backoff, s.lastErr = time.Time{}, 0, nil
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +110,20 @@ var (
 			func(d *pluginv1.DaemonSample) float64 { return secondsNs(d.GetCollectNs()) }),
 	}
 
+	sinkLabels   = []string{"sink"}
+	sinkFamilies = []family[*pluginv1.SinkSample]{
+		newFamily("petrel_sink_dropped_batches_total", "Metric batches lost for good on their way to this sink, in petreld or in the sink's buffer.", counter, sinkLabels,
+			func(s *pluginv1.SinkSample) float64 { return float64(metrics.SinkDropped(s)) }),
+		newFamily("petrel_sink_queued_batches", "Metric batches waiting in the sink's buffer for its destination; always 0 for this sink, which Prometheus scrapes.", gauge, sinkLabels,
+			func(s *pluginv1.SinkSample) float64 { return float64(s.GetQueuedBatches()) }),
+		newFamily("petrel_sink_queued_bytes", "Disk space of the metric batches waiting in the sink's buffer.", gauge, sinkLabels,
+			func(s *pluginv1.SinkSample) float64 { return float64(s.GetQueuedBytes()) }),
+	}
+
+	buildInfo = prometheus.NewDesc("petrel_build_info",
+		"Versions of petreld (version, the Go release it was built with) and of this plugin; the value is always 1.",
+		[]string{"version", "goversion", "goos", "goarch", "plugin_version"}, nil)
+
 	vmsByState = prometheus.NewDesc("petrel_vms",
 		"VMs known to petreld, by state.", []string{"state"}, nil)
 	pluginRestarts = prometheus.NewDesc("petrel_plugin_restarts_total",
@@ -133,6 +148,10 @@ func describeAll(ch chan<- *prometheus.Desc) {
 	for _, f := range daemonFamilies {
 		ch <- f.desc
 	}
+	for _, f := range sinkFamilies {
+		ch <- f.desc
+	}
+	ch <- buildInfo
 	ch <- vmsByState
 	ch <- pluginRestarts
 	ch <- lastCollect
@@ -212,6 +231,12 @@ func buildSnapshot(b *pluginv1.Batch) *snapshot {
 		}
 		for name, n := range d.GetPluginRestarts() {
 			add(pluginRestarts, counter, float64(n), name)
+		}
+		add(buildInfo, gauge, 1, d.GetVersion(), d.GetGoVersion(), runtime.GOOS, runtime.GOARCH, version)
+	}
+	if sk := b.GetSink(); sk != nil {
+		for _, f := range sinkFamilies {
+			add(f.desc, f.vtype, f.value(sk), sk.GetName())
 		}
 	}
 	if b.GetTimeNs() != 0 {

@@ -12,6 +12,11 @@
 // Metric names follow Prometheus conventions (base units, _total for
 // counters); see collector.go for the full list. The batch's host name is
 // not a label: Prometheus attaches the scraped instance itself.
+// petrel_sink_dropped_batches_total{sink="prometheus"} counts the batches
+// petreld could not hand to this plugin; the plugin needs no buffer (an
+// outage of Prometheus costs scrapes, which Prometheus notices itself), so
+// petrel_sink_queued_batches is 0. petrel_build_info carries petreld's
+// version and Go release, and the plugin's version, as labels.
 package main
 
 import "github.com/petrel-vmm/petrel/sdk/plugin"

@@ -40,6 +40,9 @@ func TestPrometheusServer(t *testing.T) {
 		`petrel_vm_interface_info{vm="web:app",bridge="br0",host_if="tap0"}`:               1,
 		`petrel_vm_memory_size_bytes * on(vm) group_left(backend) petrel_vm_info{vm="db"}`: 32 << 20,
 		`up{job="petrel"}`: 1,
+		`petrel_sink_dropped_batches_total{sink="test"}`:          7,
+		`petrel_sink_queued_batches{sink="test"}`:                 3,
+		`petrel_build_info{version="1.2.3",goversion="go1.26.8"}`: 1,
 	}
 	for q, want := range checks {
 		if got := servers.InstantQuery(t, base, q); len(got) != 1 || got[0] != want {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,6 +78,10 @@ func TestSinkSuite(t *testing.T) {
 				`petrel_vm_interface_receive_bytes_total{interface="service",vm="web:app"} 10240`,
 				`petrel_vm_info{backend="hvt",path="web",state="running",vm="web:app"} 1`,
 				`petrel_vms{state="exited"} 1`,
+				`petrel_sink_dropped_batches_total{sink="test"} 7`,
+				`petrel_sink_queued_batches{sink="test"} 3`,
+				`petrel_sink_queued_bytes{sink="test"} 12288`,
+				`petrel_build_info{goarch="` + runtime.GOARCH + `",goos="` + runtime.GOOS + `",goversion="go1.26.8",plugin_version="` + version + `",version="1.2.3"} 1`,
 			} {
 				if !strings.Contains(page, want) {
 					t.Fatalf("scrape lacks %q:\n%s", want, page)

@@ -49,8 +49,9 @@
 // petrel_daemon — petreld's own health, when the batch has it.
 //
 //	fields: rss_bytes, vms (VMs known, all states), dropped_batches
-//	        (batches this sink lost because it fell behind, counter),
-//	        collect_seconds (time spent collecting the batch)
+//	        (batches petreld could not hand to this sink: its queue was
+//	        full or the write failed, counter), collect_seconds (time spent
+//	        collecting the batch)
 //
 // petrel_vms — one point per VM state petreld reports.
 //
@@ -61,6 +62,17 @@
 //
 //	tags:   plugin
 //	fields: restarts (counter, since petreld started)
+//
+// petrel_sink — the sink the batch is written to, when the batch says.
+// Each sink reports on itself, so that a dashboard fed by a sink shows
+// what that sink lost or holds back.
+//
+//	tags:   sink (its metrics block's name)
+//	fields: dropped_batches (batches lost for good on their way to this
+//	        sink, in petreld or in the sink's buffer, counter),
+//	        queued_batches, queued_bytes (batches, and their bytes on disk,
+//	        waiting in the sink's buffer for the destination when this
+//	        batch arrived; see package buffer)
 package metrics
 
 import (

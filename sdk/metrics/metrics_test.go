@@ -45,7 +45,7 @@ func TestPoints(t *testing.T) {
 			}
 		}
 	}
-	want := "petrel_vm petrel_vm_interface petrel_vm petrel_host petrel_daemon petrel_vms petrel_vms petrel_plugin petrel_plugin"
+	want := "petrel_vm petrel_vm_interface petrel_vm petrel_host petrel_daemon petrel_vms petrel_vms petrel_plugin petrel_plugin petrel_sink"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("measurements %q; want %q", got, want)
 	}
@@ -78,6 +78,12 @@ func TestPoints(t *testing.T) {
 	}
 	if p := pts[8]; p.Tag("plugin") != "influx" || p.Field("restarts") != int64(2) {
 		t.Errorf("petrel_plugin %+v", p)
+	}
+	if s := pts[9]; s.Tag("sink") != "test" || s.Field("dropped_batches") != int64(7) || s.Field("queued_batches") != int64(3) || s.Field("queued_bytes") != int64(12288) {
+		t.Errorf("petrel_sink %+v", s)
+	}
+	if d := metrics.SinkDropped(&pluginv1.SinkSample{DroppedBatches: math.MaxUint64 - 1, BufferDroppedBatches: 5}); d != math.MaxUint64 {
+		t.Errorf("SinkDropped wrapped to %d", d)
 	}
 	if metrics.Points(nil) != nil || len(metrics.Points(&pluginv1.Batch{})) != 0 {
 		t.Error("an empty batch has points")

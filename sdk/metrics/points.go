@@ -19,6 +19,7 @@ const (
 	MeasurementDaemon    = "petrel_daemon"
 	MeasurementVMs       = "petrel_vms"
 	MeasurementPlugin    = "petrel_plugin"
+	MeasurementSink      = "petrel_sink"
 )
 
 // Point is one measurement at one time, in the shape most time-series
@@ -88,8 +89,8 @@ func (p Point) MarshalJSON() ([]byte, error) {
 
 // Points flattens a batch into the measurements described in the package
 // documentation, in a stable order: VMs and their interfaces in batch
-// order, then host, daemon, VM states and plugins (the last two sorted).
-// A nil batch yields no points.
+// order, then host, daemon, VM states and plugins (the last two sorted),
+// then the sink. A nil batch yields no points.
 func Points(b *pluginv1.Batch) []Point {
 	if b == nil {
 		return nil
@@ -161,7 +162,25 @@ func Points(b *pluginv1.Batch) []Point {
 			add(MeasurementPlugin, []Tag{{"plugin", name}}, fieldSet(f("restarts", int64(d.GetPluginRestarts()[name]))))
 		}
 	}
+	if sk := b.GetSink(); sk != nil {
+		add(MeasurementSink, []Tag{{"sink", sk.GetName()}}, fieldSet(
+			f("dropped_batches", clamp(SinkDropped(sk))),
+			f("queued_batches", clamp(sk.GetQueuedBatches())),
+			f("queued_bytes", clamp(sk.GetQueuedBytes())),
+		))
+	}
 	return pts
+}
+
+// SinkDropped returns every batch a sink lost for good, in petreld and in
+// its own buffer, saturating instead of wrapping: the one figure an
+// operator needs to know whether data is missing.
+func SinkDropped(sk *pluginv1.SinkSample) uint64 {
+	d := sk.GetDroppedBatches() + sk.GetBufferDroppedBatches()
+	if d < sk.GetDroppedBatches() {
+		return math.MaxUint64
+	}
+	return d
 }
 
 // ParentPath returns the path a VM lives under: "a:b" for "a:b:vm", and

@@ -22,9 +22,11 @@ func ServeMetrics(t testing.TB, impl metrics.Sink) metrics.Sink {
 
 // SampleBatch returns a batch like the ones petreld sends: a running VM
 // "web:app" on backend hvt with one interface "service" (tap0 on br0), an
-// exited VM "db" on backend spt without interfaces, host totals and daemon
-// health. Every counter is distinct and non-zero, so a test can tell
-// fields apart at the destination.
+// exited VM "db" on backend spt without interfaces, host totals, daemon
+// health and the state of a sink named "test". Every counter is non-zero
+// and distinct, but for the batches petreld dropped, which it reports
+// twice (as the daemon's and the sink's), so a test can tell fields apart
+// at the destination.
 func SampleBatch(at time.Time) *pluginv1.Batch {
 	return &pluginv1.Batch{
 		TimeNs: at.UnixNano(),
@@ -52,7 +54,9 @@ func SampleBatch(at time.Time) *pluginv1.Batch {
 			VmsByState:     map[string]uint32{"running": 1, "exited": 1},
 			PluginRestarts: map[string]uint32{"hvt": 0, "influx": 2},
 			RssBytes:       30 << 20, DroppedBatches: 5, CollectNs: 1_250_000,
+			Version: "1.2.3", GoVersion: "go1.26.8",
 		},
+		Sink: &pluginv1.SinkSample{Name: "test", DroppedBatches: 5, BufferDroppedBatches: 2, QueuedBatches: 3, QueuedBytes: 12288},
 	}
 }
 

@@ -261,7 +261,12 @@ type ConfigureRequest struct {
 	// data directory). A plugin that makes host-wide resources, such as
 	// taps, marks them with it and reconciles only those it marked, so that
 	// several petreld instances on one host leave each other's alone.
-	InstanceId    string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceId string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Directory where the plugin keeps data across restarts of itself, of
+	// petreld and of the host, such as a metrics sink's buffer of batches
+	// its destination has not taken yet (<data_dir>/plugins/NAME). Created
+	// by the daemon, mode 0700; empty when the daemon offers none.
+	StateDir      string `protobuf:"bytes,5,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +325,13 @@ func (x *ConfigureRequest) GetPluginDir() string {
 func (x *ConfigureRequest) GetInstanceId() string {
 	if x != nil {
 		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *ConfigureRequest) GetStateDir() string {
+	if x != nil {
+		return x.StateDir
 	}
 	return ""
 }
@@ -472,14 +484,15 @@ const file_plugin_v1_common_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12!\n" +
 	"\fapi_versions\x18\x04 \x03(\rR\vapiVersions\"\r\n" +
-	"\vInfoRequest\"\xf6\x01\n" +
+	"\vInfoRequest\"\x93\x02\n" +
 	"\x10ConfigureRequest\x12L\n" +
 	"\bsettings\x18\x01 \x03(\v20.petrel.plugin.v1.ConfigureRequest.SettingsEntryR\bsettings\x12\x17\n" +
 	"\arun_dir\x18\x02 \x01(\tR\x06runDir\x12\x1d\n" +
 	"\n" +
 	"plugin_dir\x18\x03 \x01(\tR\tpluginDir\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
-	"instanceId\x1a;\n" +
+	"instanceId\x12\x1b\n" +
+	"\tstate_dir\x18\x05 \x01(\tR\bstateDir\x1a;\n" +
 	"\rSettingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +

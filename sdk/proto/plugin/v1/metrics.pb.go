@@ -29,10 +29,14 @@ type Batch struct {
 	// Collection time, unix nanoseconds.
 	TimeNs int64 `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
 	// Host name, for tagging.
-	Host          string        `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
-	Vms           []*VMSample   `protobuf:"bytes,3,rep,name=vms,proto3" json:"vms,omitempty"`
-	HostSample    *HostSample   `protobuf:"bytes,4,opt,name=host_sample,json=hostSample,proto3" json:"host_sample,omitempty"`
-	Daemon        *DaemonSample `protobuf:"bytes,5,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	Host       string        `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	Vms        []*VMSample   `protobuf:"bytes,3,rep,name=vms,proto3" json:"vms,omitempty"`
+	HostSample *HostSample   `protobuf:"bytes,4,opt,name=host_sample,json=hostSample,proto3" json:"host_sample,omitempty"`
+	Daemon     *DaemonSample `protobuf:"bytes,5,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	// The sink the batch is written to: what it lost and what it holds
+	// back. petreld fills name and dropped_batches; a sink that buffers
+	// completes the rest as the batch arrives.
+	Sink          *SinkSample `protobuf:"bytes,6,opt,name=sink,proto3" json:"sink,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -98,6 +102,13 @@ func (x *Batch) GetHostSample() *HostSample {
 func (x *Batch) GetDaemon() *DaemonSample {
 	if x != nil {
 		return x.Daemon
+	}
+	return nil
+}
+
+func (x *Batch) GetSink() *SinkSample {
+	if x != nil {
+		return x.Sink
 	}
 	return nil
 }
@@ -498,7 +509,10 @@ type DaemonSample struct {
 	// Batches this sink lost because it fell behind (filled by petreld).
 	DroppedBatches uint64 `protobuf:"varint,4,opt,name=dropped_batches,json=droppedBatches,proto3" json:"dropped_batches,omitempty"`
 	// Wall time petreld spent collecting this batch.
-	CollectNs     int64 `protobuf:"varint,5,opt,name=collect_ns,json=collectNs,proto3" json:"collect_ns,omitempty"`
+	CollectNs int64 `protobuf:"varint,5,opt,name=collect_ns,json=collectNs,proto3" json:"collect_ns,omitempty"`
+	// petreld's version and the Go release it was built with.
+	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	GoVersion     string `protobuf:"bytes,7,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,6 +582,105 @@ func (x *DaemonSample) GetCollectNs() int64 {
 	return 0
 }
 
+func (x *DaemonSample) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *DaemonSample) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+// SinkSample is the state of one metrics sink, so that what a sink loses
+// or holds back shows up in that sink's own data.
+type SinkSample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sink's name (its metrics block's label).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Batches petreld lost for this sink (its queue was full, or a write
+	// failed), cumulative since petreld started; filled by petreld.
+	DroppedBatches uint64 `protobuf:"varint,2,opt,name=dropped_batches,json=droppedBatches,proto3" json:"dropped_batches,omitempty"`
+	// Batches the sink's buffer dropped (over its size or age bound, or
+	// unreadable), cumulative since the plugin started; filled by the sink.
+	BufferDroppedBatches uint64 `protobuf:"varint,3,opt,name=buffer_dropped_batches,json=bufferDroppedBatches,proto3" json:"buffer_dropped_batches,omitempty"`
+	// Batches, and their bytes on disk, waiting in the sink's buffer for
+	// the destination when this batch arrived; filled by the sink.
+	QueuedBatches uint64 `protobuf:"varint,4,opt,name=queued_batches,json=queuedBatches,proto3" json:"queued_batches,omitempty"`
+	QueuedBytes   uint64 `protobuf:"varint,5,opt,name=queued_bytes,json=queuedBytes,proto3" json:"queued_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkSample) Reset() {
+	*x = SinkSample{}
+	mi := &file_plugin_v1_metrics_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkSample) ProtoMessage() {}
+
+func (x *SinkSample) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_metrics_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkSample.ProtoReflect.Descriptor instead.
+func (*SinkSample) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SinkSample) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SinkSample) GetDroppedBatches() uint64 {
+	if x != nil {
+		return x.DroppedBatches
+	}
+	return 0
+}
+
+func (x *SinkSample) GetBufferDroppedBatches() uint64 {
+	if x != nil {
+		return x.BufferDroppedBatches
+	}
+	return 0
+}
+
+func (x *SinkSample) GetQueuedBatches() uint64 {
+	if x != nil {
+		return x.QueuedBatches
+	}
+	return 0
+}
+
+func (x *SinkSample) GetQueuedBytes() uint64 {
+	if x != nil {
+		return x.QueuedBytes
+	}
+	return 0
+}
+
 // WriteResponse is empty on success.
 type WriteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -577,7 +690,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_plugin_v1_metrics_proto_msgTypes[5]
+	mi := &file_plugin_v1_metrics_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +702,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_v1_metrics_proto_msgTypes[5]
+	mi := &file_plugin_v1_metrics_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +715,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{5}
+	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{6}
 }
 
 // CloseRequest is empty.
@@ -614,7 +727,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_plugin_v1_metrics_proto_msgTypes[6]
+	mi := &file_plugin_v1_metrics_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +739,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_v1_metrics_proto_msgTypes[6]
+	mi := &file_plugin_v1_metrics_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +752,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{6}
+	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{7}
 }
 
 // CloseResponse is empty.
@@ -651,7 +764,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_plugin_v1_metrics_proto_msgTypes[7]
+	mi := &file_plugin_v1_metrics_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +776,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_v1_metrics_proto_msgTypes[7]
+	mi := &file_plugin_v1_metrics_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,21 +789,22 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{7}
+	return file_plugin_v1_metrics_proto_rawDescGZIP(), []int{8}
 }
 
 var File_plugin_v1_metrics_proto protoreflect.FileDescriptor
 
 const file_plugin_v1_metrics_proto_rawDesc = "" +
 	"\n" +
-	"\x17plugin/v1/metrics.proto\x12\x10petrel.plugin.v1\x1a\x16plugin/v1/common.proto\"\xd9\x01\n" +
+	"\x17plugin/v1/metrics.proto\x12\x10petrel.plugin.v1\x1a\x16plugin/v1/common.proto\"\x8b\x02\n" +
 	"\x05Batch\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12,\n" +
 	"\x03vms\x18\x03 \x03(\v2\x1a.petrel.plugin.v1.VMSampleR\x03vms\x12=\n" +
 	"\vhost_sample\x18\x04 \x01(\v2\x1c.petrel.plugin.v1.HostSampleR\n" +
 	"hostSample\x126\n" +
-	"\x06daemon\x18\x05 \x01(\v2\x1e.petrel.plugin.v1.DaemonSampleR\x06daemon\"\x91\x04\n" +
+	"\x06daemon\x18\x05 \x01(\v2\x1e.petrel.plugin.v1.DaemonSampleR\x06daemon\x120\n" +
+	"\x04sink\x18\x06 \x01(\v2\x1c.petrel.plugin.v1.SinkSampleR\x04sink\"\x91\x04\n" +
 	"\bVMSample\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x14\n" +
@@ -736,7 +850,7 @@ const file_plugin_v1_metrics_proto_rawDesc = "" +
 	"\x12memory_total_bytes\x18\x02 \x01(\x04R\x10memoryTotalBytes\x124\n" +
 	"\x16memory_available_bytes\x18\x03 \x01(\x04R\x14memoryAvailableBytes\x12\x14\n" +
 	"\x05load1\x18\x04 \x01(\x01R\x05load1\x12&\n" +
-	"\x0fvm_memory_bytes\x18\x05 \x01(\x04R\rvmMemoryBytes\"\xa4\x03\n" +
+	"\x0fvm_memory_bytes\x18\x05 \x01(\x04R\rvmMemoryBytes\"\xdd\x03\n" +
 	"\fDaemonSample\x12P\n" +
 	"\fvms_by_state\x18\x01 \x03(\v2..petrel.plugin.v1.DaemonSample.VmsByStateEntryR\n" +
 	"vmsByState\x12[\n" +
@@ -744,13 +858,23 @@ const file_plugin_v1_metrics_proto_rawDesc = "" +
 	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\x12'\n" +
 	"\x0fdropped_batches\x18\x04 \x01(\x04R\x0edroppedBatches\x12\x1d\n" +
 	"\n" +
-	"collect_ns\x18\x05 \x01(\x03R\tcollectNs\x1a=\n" +
+	"collect_ns\x18\x05 \x01(\x03R\tcollectNs\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\a \x01(\tR\tgoVersion\x1a=\n" +
 	"\x0fVmsByStateEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1aA\n" +
 	"\x13PluginRestartsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x0f\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xc9\x01\n" +
+	"\n" +
+	"SinkSample\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x0fdropped_batches\x18\x02 \x01(\x04R\x0edroppedBatches\x124\n" +
+	"\x16buffer_dropped_batches\x18\x03 \x01(\x04R\x14bufferDroppedBatches\x12%\n" +
+	"\x0equeued_batches\x18\x04 \x01(\x04R\rqueuedBatches\x12!\n" +
+	"\fqueued_bytes\x18\x05 \x01(\x04R\vqueuedBytes\"\x0f\n" +
 	"\rWriteResponse\"\x0e\n" +
 	"\fCloseRequest\"\x0f\n" +
 	"\rCloseResponse2\x91\x03\n" +
@@ -773,47 +897,49 @@ func file_plugin_v1_metrics_proto_rawDescGZIP() []byte {
 	return file_plugin_v1_metrics_proto_rawDescData
 }
 
-var file_plugin_v1_metrics_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_plugin_v1_metrics_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_plugin_v1_metrics_proto_goTypes = []any{
 	(*Batch)(nil),               // 0: petrel.plugin.v1.Batch
 	(*VMSample)(nil),            // 1: petrel.plugin.v1.VMSample
 	(*InterfaceSample)(nil),     // 2: petrel.plugin.v1.InterfaceSample
 	(*HostSample)(nil),          // 3: petrel.plugin.v1.HostSample
 	(*DaemonSample)(nil),        // 4: petrel.plugin.v1.DaemonSample
-	(*WriteResponse)(nil),       // 5: petrel.plugin.v1.WriteResponse
-	(*CloseRequest)(nil),        // 6: petrel.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),       // 7: petrel.plugin.v1.CloseResponse
-	nil,                         // 8: petrel.plugin.v1.DaemonSample.VmsByStateEntry
-	nil,                         // 9: petrel.plugin.v1.DaemonSample.PluginRestartsEntry
-	(*InfoRequest)(nil),         // 10: petrel.plugin.v1.InfoRequest
-	(*ConfigureRequest)(nil),    // 11: petrel.plugin.v1.ConfigureRequest
-	(*FingerprintRequest)(nil),  // 12: petrel.plugin.v1.FingerprintRequest
-	(*PluginInfo)(nil),          // 13: petrel.plugin.v1.PluginInfo
-	(*ConfigureResponse)(nil),   // 14: petrel.plugin.v1.ConfigureResponse
-	(*FingerprintResponse)(nil), // 15: petrel.plugin.v1.FingerprintResponse
+	(*SinkSample)(nil),          // 5: petrel.plugin.v1.SinkSample
+	(*WriteResponse)(nil),       // 6: petrel.plugin.v1.WriteResponse
+	(*CloseRequest)(nil),        // 7: petrel.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),       // 8: petrel.plugin.v1.CloseResponse
+	nil,                         // 9: petrel.plugin.v1.DaemonSample.VmsByStateEntry
+	nil,                         // 10: petrel.plugin.v1.DaemonSample.PluginRestartsEntry
+	(*InfoRequest)(nil),         // 11: petrel.plugin.v1.InfoRequest
+	(*ConfigureRequest)(nil),    // 12: petrel.plugin.v1.ConfigureRequest
+	(*FingerprintRequest)(nil),  // 13: petrel.plugin.v1.FingerprintRequest
+	(*PluginInfo)(nil),          // 14: petrel.plugin.v1.PluginInfo
+	(*ConfigureResponse)(nil),   // 15: petrel.plugin.v1.ConfigureResponse
+	(*FingerprintResponse)(nil), // 16: petrel.plugin.v1.FingerprintResponse
 }
 var file_plugin_v1_metrics_proto_depIdxs = []int32{
 	1,  // 0: petrel.plugin.v1.Batch.vms:type_name -> petrel.plugin.v1.VMSample
 	3,  // 1: petrel.plugin.v1.Batch.host_sample:type_name -> petrel.plugin.v1.HostSample
 	4,  // 2: petrel.plugin.v1.Batch.daemon:type_name -> petrel.plugin.v1.DaemonSample
-	2,  // 3: petrel.plugin.v1.VMSample.interfaces:type_name -> petrel.plugin.v1.InterfaceSample
-	8,  // 4: petrel.plugin.v1.DaemonSample.vms_by_state:type_name -> petrel.plugin.v1.DaemonSample.VmsByStateEntry
-	9,  // 5: petrel.plugin.v1.DaemonSample.plugin_restarts:type_name -> petrel.plugin.v1.DaemonSample.PluginRestartsEntry
-	10, // 6: petrel.plugin.v1.MetricsSink.Info:input_type -> petrel.plugin.v1.InfoRequest
-	11, // 7: petrel.plugin.v1.MetricsSink.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
-	12, // 8: petrel.plugin.v1.MetricsSink.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
-	0,  // 9: petrel.plugin.v1.MetricsSink.Write:input_type -> petrel.plugin.v1.Batch
-	6,  // 10: petrel.plugin.v1.MetricsSink.Close:input_type -> petrel.plugin.v1.CloseRequest
-	13, // 11: petrel.plugin.v1.MetricsSink.Info:output_type -> petrel.plugin.v1.PluginInfo
-	14, // 12: petrel.plugin.v1.MetricsSink.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
-	15, // 13: petrel.plugin.v1.MetricsSink.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
-	5,  // 14: petrel.plugin.v1.MetricsSink.Write:output_type -> petrel.plugin.v1.WriteResponse
-	7,  // 15: petrel.plugin.v1.MetricsSink.Close:output_type -> petrel.plugin.v1.CloseResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	5,  // 3: petrel.plugin.v1.Batch.sink:type_name -> petrel.plugin.v1.SinkSample
+	2,  // 4: petrel.plugin.v1.VMSample.interfaces:type_name -> petrel.plugin.v1.InterfaceSample
+	9,  // 5: petrel.plugin.v1.DaemonSample.vms_by_state:type_name -> petrel.plugin.v1.DaemonSample.VmsByStateEntry
+	10, // 6: petrel.plugin.v1.DaemonSample.plugin_restarts:type_name -> petrel.plugin.v1.DaemonSample.PluginRestartsEntry
+	11, // 7: petrel.plugin.v1.MetricsSink.Info:input_type -> petrel.plugin.v1.InfoRequest
+	12, // 8: petrel.plugin.v1.MetricsSink.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
+	13, // 9: petrel.plugin.v1.MetricsSink.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
+	0,  // 10: petrel.plugin.v1.MetricsSink.Write:input_type -> petrel.plugin.v1.Batch
+	7,  // 11: petrel.plugin.v1.MetricsSink.Close:input_type -> petrel.plugin.v1.CloseRequest
+	14, // 12: petrel.plugin.v1.MetricsSink.Info:output_type -> petrel.plugin.v1.PluginInfo
+	15, // 13: petrel.plugin.v1.MetricsSink.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
+	16, // 14: petrel.plugin.v1.MetricsSink.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
+	6,  // 15: petrel.plugin.v1.MetricsSink.Write:output_type -> petrel.plugin.v1.WriteResponse
+	8,  // 16: petrel.plugin.v1.MetricsSink.Close:output_type -> petrel.plugin.v1.CloseResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_plugin_v1_metrics_proto_init() }
@@ -828,7 +954,7 @@ func file_plugin_v1_metrics_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_metrics_proto_rawDesc), len(file_plugin_v1_metrics_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,7 +38,8 @@ type MetricsSinkClient interface {
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*PluginInfo, error)
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	Fingerprint(ctx context.Context, in *FingerprintRequest, opts ...grpc.CallOption) (*FingerprintResponse, error)
-	// Write delivers one interval's samples.
+	// Write delivers one interval's samples. A sink that buffers succeeds
+	// once the batch is delivered or kept in its buffer for later delivery.
 	Write(ctx context.Context, in *Batch, opts ...grpc.CallOption) (*WriteResponse, error)
 	// Close flushes and releases connections; the plugin exits afterwards.
 	Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error)
@@ -112,7 +113,8 @@ type MetricsSinkServer interface {
 	Info(context.Context, *InfoRequest) (*PluginInfo, error)
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	Fingerprint(context.Context, *FingerprintRequest) (*FingerprintResponse, error)
-	// Write delivers one interval's samples.
+	// Write delivers one interval's samples. A sink that buffers succeeds
+	// once the batch is delivered or kept in its buffer for later delivery.
 	Write(context.Context, *Batch) (*WriteResponse, error)
 	// Close flushes and releases connections; the plugin exits afterwards.
 	Close(context.Context, *CloseRequest) (*CloseResponse, error)
