@@ -715,7 +715,7 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	}
 	v.rec.State = StateRunning
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = hb, h.GetPid(), h.GetShimPid(), h.GetArgv()
-	v.rec.StartedAt = time.Now().UTC()
+	v.rec.StartedAt = startedAt(h)
 	v.rec.Message = ""
 	if err := s.persist(v); err != nil {
 		s.releaseDevices(v)
@@ -724,6 +724,17 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	}
 	v.ring.SetClosed(false)
 	return nil
+}
+
+// startedAt is when the run of h started: as its shim recorded it, which
+// is the clock its exit is recorded by too, or, from a backend that does
+// not say, now. A guest that exits at once may be gone before Start
+// returns, so the daemon's own clock would put its start after its exit.
+func startedAt(h *pluginv1.Handle) time.Time {
+	if ns := h.GetStartedAtNs(); ns > 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Now().UTC()
 }
 
 // cleanupRun removes a run at the backend on a failure path.

@@ -33,6 +33,9 @@ type fakeHV struct {
 	specs map[string]*pluginv1.VMSpec
 	// noConfine makes the backend say it cannot confine VMs to CPUs.
 	noConfine bool
+	// startedAt, when set, is the start time handles report, as a shim
+	// records it.
+	startedAt time.Time
 }
 
 func newFake() *fakeHV {
@@ -81,7 +84,11 @@ func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handl
 	f.running[s.GetId()] = make(chan *pluginv1.ExitStatus, 1)
 	f.started = append(f.started, s.GetName())
 	f.specs[s.GetName()] = s
-	return &pluginv1.Handle{Id: s.GetId(), Pid: 4242}, nil
+	h := &pluginv1.Handle{Id: s.GetId(), Pid: 4242}
+	if !f.startedAt.IsZero() {
+		h.StartedAtNs = f.startedAt.UnixNano()
+	}
+	return h, nil
 }
 func (f *fakeHV) Recover(_ context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
 	f.mu.Lock()
@@ -109,6 +116,14 @@ func (f *fakeHV) exit(id string, code, sig int32) {
 	ch := f.running[id]
 	f.mu.Unlock()
 	ch <- &pluginv1.ExitStatus{Code: code, Signal: sig, ExitedAtNs: time.Now().UnixNano()}
+}
+
+// exitWith ends run id with st.
+func (f *fakeHV) exitWith(id string, st *pluginv1.ExitStatus) {
+	f.mu.Lock()
+	ch := f.running[id]
+	f.mu.Unlock()
+	ch <- st
 }
 func (f *fakeHV) Stop(_ context.Context, id string, _ time.Duration) error {
 	f.mu.Lock()
@@ -494,5 +509,46 @@ func TestCreateErrors(t *testing.T) {
 	keys, _ := f.st.List(RecordsCollection)
 	if len(keys) != 0 {
 		t.Fatalf("failed creates left stored records: %v", keys)
+	}
+}
+
+// TestRunTimesOrdered: a guest that exits before Start returns shows a
+// start before its exit. The shim's record of the start wins over the
+// daemon's clock; from a backend that reports no start, the start is
+// never put after the exit either.
+func TestRunTimesOrdered(t *testing.T) {
+	f := newFixture(t)
+	shimStart := time.Now().Add(-10 * time.Second).UTC().Round(0)
+	f.hv.mu.Lock()
+	f.hv.startedAt = shimStart
+	f.hv.mu.Unlock()
+	r := f.create("quick", 0, false)
+	if !r.StartedAt.Equal(shimStart) {
+		t.Fatalf("started_at %v, want the shim's %v", r.StartedAt, shimStart)
+	}
+	exited := shimStart.Add(time.Millisecond)
+	f.hv.exitWith(r.RunID, &pluginv1.ExitStatus{ExitedAtNs: exited.UnixNano(), StartedAtNs: shimStart.UnixNano(), Message: "guest powered off"})
+	eventually(t, "exit", func() bool { return f.state("quick").State == StateExited })
+	got := f.state("quick")
+	if !got.StartedAt.Equal(shimStart) || !got.ExitedAt.Equal(exited) {
+		t.Fatalf("started %v exited %v, want %v and %v", got.StartedAt, got.ExitedAt, shimStart, exited)
+	}
+	if got.Message != "exited with code 0: guest powered off" {
+		t.Fatalf("message %q: the backend's account is kept", got.Message)
+	}
+
+	// A backend that reports neither: the exit it reports, taken before
+	// Start returned, bounds the start.
+	f.hv.mu.Lock()
+	f.hv.startedAt = time.Time{}
+	f.hv.mu.Unlock()
+	before := time.Now().UTC()
+	r = f.create("old", 0, false)
+	early := before.Add(-time.Microsecond)
+	f.hv.exitWith(r.RunID, &pluginv1.ExitStatus{ExitedAtNs: early.UnixNano()})
+	eventually(t, "exit", func() bool { return f.state("old").State == StateExited })
+	got = f.state("old")
+	if got.StartedAt.After(got.ExitedAt) || !got.ExitedAt.Equal(early) {
+		t.Fatalf("started %v after exited %v", got.StartedAt, got.ExitedAt)
 	}
 }

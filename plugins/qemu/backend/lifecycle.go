@@ -93,7 +93,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 				return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 			}
 			b.watch(spec.GetId(), dir)
-			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
+			return hypervisor.ShimHandle(spec.GetId(), state, proc, argv), nil
 		}
 		if !errors.Is(err, shim.ErrNoRun) {
 			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
@@ -120,7 +120,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
 	b.watch(spec.GetId(), dir)
-	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
+	return hypervisor.ShimHandle(spec.GetId(), state, proc, argv), nil
 }
 
 // awaitReady waits until QEMU answers on QMP or exits. An exit with

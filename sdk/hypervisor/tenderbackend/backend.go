@@ -396,7 +396,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		// it could answer: adopt the run it made rather than make another.
 		p, err := shim.Resume(ctx, dir)
 		if err == nil {
-			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+			return hypervisor.ShimHandle(spec.GetId(), state, p, argv), nil
 		}
 		if !errors.Is(err, shim.ErrNoRun) {
 			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
@@ -410,7 +410,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
-	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+	return hypervisor.ShimHandle(spec.GetId(), state, p, argv), nil
 }
 
 // Recover reports whether the VM of h still runs.
