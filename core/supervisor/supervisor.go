@@ -110,6 +110,11 @@ type Options struct {
 	// RunIDs lists the run ids that backend has runtime directories for,
 	// so that orphans can be removed at start-up.
 	RunIDs func(backend string) []string
+	// RemoveRun kills what still runs of a run of backend, through its
+	// shim, and removes its runtime directory, without the backend: it
+	// serves destroy and restart of a VM whose backend is no longer
+	// enabled (unsupervised). Nil leaves such runs alone.
+	RemoveRun func(ctx context.Context, backend, runID string) error
 	// Blocks provides block devices; nil when the host has none.
 	Blocks BlockDevices
 	// Network provides taps; nil when no network plugin is configured.
@@ -779,10 +784,18 @@ func (s *Supervisor) teardown(ctx context.Context, v *vm) (err error) {
 	}
 	hv, err := s.opts.Backends.Hypervisor(v.rec.Backend)
 	if err != nil {
-		if errors.Is(err, hypervisor.ErrInvalid) {
-			return nil // backend no longer configured: nothing to stop
+		if !errors.Is(err, hypervisor.ErrInvalid) {
+			return err
 		}
-		return err
+		// The backend is no longer enabled: what still runs of the VM is
+		// stopped through its shim.
+		if s.opts.RemoveRun != nil {
+			if err := s.opts.RemoveRun(ctx, v.rec.Backend, v.rec.RunID); err != nil {
+				return fmt.Errorf("stop %s without its backend: %w", v.rec.Name, err)
+			}
+		}
+		s.releaseDevices(v)
+		return nil
 	}
 	defer func() {
 		// The VM may still run: keep following it, so its state stays true.

@@ -151,12 +151,21 @@ func (f *fakeHV) Console(ctx context.Context, r *pluginv1.ConsoleRequest, fn fun
 	return nil
 }
 
-type backends struct{ hv hypervisor.Hypervisor }
+// backends offers hv as backend "fake", unless disabled.
+type backends struct {
+	hv       hypervisor.Hypervisor
+	disabled bool
+}
 
-func (b backends) Names() []string { return []string{"fake"} }
+func (b backends) Names() []string {
+	if b.disabled {
+		return nil
+	}
+	return []string{"fake"}
+}
 
 func (b backends) Hypervisor(name string) (hypervisor.Hypervisor, error) {
-	if name != "fake" {
+	if name != "fake" || b.disabled {
 		return nil, fmt.Errorf("%w: no backend %q", hypervisor.ErrInvalid, name)
 	}
 	return b.hv, nil
@@ -169,6 +178,10 @@ type fixture struct {
 	hv  *fakeHV
 	sha string
 	sup *Supervisor
+	// disabled opens the supervisor with backend "fake" not enabled.
+	disabled bool
+	// removed lists the runs RemoveRun was called for, as backend/run.
+	removed []string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -188,10 +201,14 @@ func (f *fixture) open(boot string, runIDs []string) {
 		f.t.Fatal(err)
 	}
 	f.st = st
-	f.sup = New(Options{Store: st, Backends: backends{f.hv}, Events: events.New(), DefaultBackend: "fake",
+	f.sup = New(Options{Store: st, Backends: backends{hv: f.hv, disabled: f.disabled}, Events: events.New(), DefaultBackend: "fake",
 		ConsoleLines: 100, ConsoleBytes: 1 << 16, StopTimeout: time.Second, BackoffMin: 10 * time.Millisecond,
 		BackoffMax: 40 * time.Millisecond, ResetAfter: time.Minute, BootID: boot, HostCPUs: 2,
-		RunIDs: func(string) []string { return runIDs }})
+		RunIDs: func(string) []string { return runIDs },
+		RemoveRun: func(_ context.Context, backend, runID string) error {
+			f.removed = append(f.removed, backend+"/"+runID)
+			return nil
+		}})
 	f.t.Cleanup(f.close)
 }
 
@@ -551,4 +568,65 @@ func TestRunTimesOrdered(t *testing.T) {
 	if got.StartedAt.After(got.ExitedAt) || !got.ExitedAt.Equal(early) {
 		t.Fatalf("started %v after exited %v", got.StartedAt, got.ExitedAt)
 	}
+}
+
+// TestBackendDisabled: a petreld started without the backend its VMs ran
+// on keeps exited VMs exited, with their exit code; running ones become
+// unsupervised (still counted against policies, destroyed through
+// RemoveRun), ones that restart on failure wait for the backend, and once
+// it is enabled again an unsupervised VM is reattached.
+func TestBackendDisabled(t *testing.T) {
+	f := newFixture(t)
+	done := f.create("done", 0, false)
+	f.hv.exit(done.RunID, 3, 0)
+	eventually(t, "exit", func() bool { return f.state("done").State == StateExited })
+	up := f.create("up", 0, false)
+	gone := f.create("gone", 0, false)
+	later := f.create("later", 0, true)
+	f.hv.mu.Lock()
+	f.hv.unreachable = 1 << 20
+	f.hv.mu.Unlock()
+	f.hv.exit(later.RunID, 3, 0)
+	eventually(t, "restarting", func() bool { return f.state("later").State == StateRestarting })
+	f.close()
+	f.hv.mu.Lock()
+	f.hv.unreachable = 0
+	f.hv.mu.Unlock()
+
+	f.disabled = true
+	f.open("boot-1", nil)
+	if _, _, err := f.sup.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.state("done"); s.State != StateExited || !s.HasExit || s.ExitCode != 3 {
+		t.Fatalf("an exited VM changed with its backend disabled: %+v", s)
+	}
+	for _, n := range []string{"up", "gone"} {
+		if s := f.state(n); s.State != StateUnsupervised || !strings.Contains(s.Message, "backend fake is not enabled") {
+			t.Fatalf("%s, running when its backend was disabled: %+v", n, s)
+		}
+	}
+	if s := f.state("later"); s.State != StateRestarting || !strings.Contains(s.Message, "once backend fake is enabled") {
+		t.Fatalf("restarting VM with its backend disabled: %+v", s)
+	}
+	if u := f.sup.UsageUnder(name.Root, ""); u.VMs != 3 {
+		t.Fatalf("%d VMs counted against policies, want the unsupervised and restarting ones (3)", u.VMs)
+	}
+	if err := f.sup.Destroy(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(f.removed) != "[fake/"+gone.RunID+"]" {
+		t.Fatalf("destroy of an unsupervised VM removed %v, want its run %s", f.removed, gone.RunID)
+	}
+	f.close()
+
+	f.disabled = false
+	f.open("boot-1", nil)
+	if reattached, _, err := f.sup.Recover(context.Background()); err != nil || reattached != 1 {
+		t.Fatalf("Recover with the backend back: %d reattached, %v", reattached, err)
+	}
+	if s := f.state("up"); s.State != StateRunning || s.RunID != up.RunID || s.Message != "" {
+		t.Fatalf("an unsupervised VM whose backend is back: %+v", s)
+	}
+	eventually(t, "the restarting VM started again", func() bool { return f.state("later").State == StateRunning })
 }

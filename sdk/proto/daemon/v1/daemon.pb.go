@@ -1901,8 +1901,10 @@ func (x *InfoResponse) GetVms() []*VM {
 type VM struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// "starting", "running", "exited", "restarting", "failed", or "lost"
-	// (the shim vanished without recording the exit: no exit code is known).
+	// "starting", "running", "exited", "restarting", "failed", "lost"
+	// (the shim vanished without recording the exit: no exit code is known),
+	// or "unsupervised" (it was running and its backend is no longer
+	// enabled: it may still run, and petreld cannot follow it).
 	State       string         `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	Backend     string         `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
 	ImageSha256 string         `protobuf:"bytes,4,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
