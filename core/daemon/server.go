@@ -258,6 +258,10 @@ func (s *server) Destroy(ctx context.Context, req *daemonv1.DestroyRequest) (*da
 	if err := s.d.sup.Destroy(ctx, req.GetName()); err != nil {
 		return nil, grpcError(err)
 	}
+	// Statistics stop listing it now, not at the next collection.
+	if p, err := name.ParseVM(req.GetName()); err == nil {
+		s.d.stats.Forget(p.String())
+	}
 	s.d.collectImages()
 	return &daemonv1.DestroyResponse{}, nil
 }

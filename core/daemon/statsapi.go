@@ -25,10 +25,17 @@ func filterBatch(b *pluginv1.Batch, under name.Path) *pluginv1.Batch {
 	return out
 }
 
+// Stats sends the newest statistics of the VMs under the requested path,
+// then, with follow, each new batch. A name or path that no VM has is
+// NotFound, as it is for Info, rather than an empty batch that reads as
+// a VM using nothing.
 func (s *server) Stats(req *daemonv1.StatsRequest, stream daemonv1.Daemon_StatsServer) error {
 	under, err := name.Parse(req.GetPath())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if _, err := s.d.sup.Info(under.String()); err != nil {
+		return grpcError(err)
 	}
 	var follow <-chan *pluginv1.Batch
 	if req.GetFollow() {
