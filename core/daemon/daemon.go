@@ -82,6 +82,8 @@ type Daemon struct {
 	pluginDir string
 	// releaseRunDir gives up the claim on the run directory.
 	releaseRunDir func()
+	// stopBridges ends the watch on the host's bridges; nil without one.
+	stopBridges func()
 
 	// images accounts for image storage (images.go).
 	images imageLedger
@@ -160,6 +162,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	if err := d.loadPolicies(); err != nil {
 		return nil, err
 	}
+	d.watchBridges()
 	pluginDir := PluginDir(cfg.PluginDir)
 	d.pluginDir = pluginDir
 	d.plugins = pluginhost.New(pluginhost.Options{
@@ -370,6 +373,9 @@ func (d *Daemon) Close() {
 	}
 	if d.stopStats != nil {
 		d.stopStats()
+	}
+	if d.stopBridges != nil {
+		d.stopBridges()
 	}
 	if d.sup != nil {
 		d.sup.Close()
