@@ -682,3 +682,27 @@ func TestGuestExit(t *testing.T) {
 		}
 	}
 }
+
+// TestFingerprintWithoutQEMU: a host without QEMU is told the command
+// that installs it, through the fingerprint's problems, as petreld and
+// petrel doctor show them.
+func TestFingerprintWithoutQEMU(t *testing.T) {
+	b := New("test")
+	t.Cleanup(b.Close)
+	dir := t.TempDir()
+	req := &pluginv1.ConfigureRequest{RunDir: filepath.Join(dir, "run"), PluginDir: dir,
+		Settings: map[string]string{SettingQEMU: filepath.Join(dir, "qemu-system-x86_64")}}
+	if err := b.Configure(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := b.Fingerprint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp.GetHealth() != pluginv1.Health_HEALTH_UNHEALTHY || len(fp.GetProblems()) == 0 {
+		t.Fatalf("fingerprint without QEMU: %v", fp)
+	}
+	if p := fp.GetProblems()[0]; !strings.Contains(p.GetDescription(), "not found") || p.GetFix() != "apt install qemu-system-x86" {
+		t.Fatalf("first problem %v; want QEMU not found, fixed by apt install qemu-system-x86", p)
+	}
+}
