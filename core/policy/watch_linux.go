@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // resubscribeDelay is how long WatchBridges waits before subscribing
@@ -77,10 +76,10 @@ func subscribeLinks(logf func(error)) (chan netlink.LinkUpdate, chan struct{}, e
 	return updates, done, nil
 }
 
-// followLinks calls changed for each update about a bridge until quit
-// (false) or the end of the subscription (true). A removed link may be a
-// bridge whose removal says no more than its index, so every removal
-// counts; removals are rare next to the taps' creation and changes.
+// followLinks calls changed for each update about a bridge (created,
+// changed or removed: the kernel describes the link in each) until quit
+// (false) or the end of the subscription (true). Updates about other
+// links, such as the taps of VMs starting and stopping, are left alone.
 func followLinks(updates <-chan netlink.LinkUpdate, quit <-chan struct{}, changed func()) (broken bool) {
 	for {
 		select {
@@ -90,7 +89,7 @@ func followLinks(updates <-chan netlink.LinkUpdate, quit <-chan struct{}, change
 			if !ok {
 				return true
 			}
-			if u.Header.Type == unix.RTM_DELLINK || (u.Link != nil && u.Link.Type() == "bridge") {
+			if u.Link != nil && u.Link.Type() == "bridge" {
 				changed()
 			}
 		}

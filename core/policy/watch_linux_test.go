@@ -12,8 +12,7 @@ import (
 )
 
 // TestWatchBridges: in a throwaway network namespace, creating and
-// removing a bridge is reported at once; a new link of another kind is
-// not.
+// removing a bridge is reported at once; a link of another kind is not.
 func TestWatchBridges(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make a network namespace and a bridge")
@@ -62,8 +61,15 @@ func TestWatchBridges(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d reports after a tap and a bridge, want 1 (the bridge)", n)
 	}
+	if err := netlink.LinkDel(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "tap0"}, Mode: netlink.TUNTAP_MODE_TAP}); err != nil {
+		t.Fatal(err)
+	}
 	if err := netlink.LinkDel(br); err != nil {
 		t.Fatal(err)
 	}
 	await("a removed bridge")
+	time.Sleep(50 * time.Millisecond)
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d reports after a tap and a bridge came and went, want 2 (the bridge's)", n)
+	}
 }
