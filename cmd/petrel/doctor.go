@@ -100,10 +100,9 @@ func pluginDirs(configured string) []string {
 }
 
 // doctorFlags are the directories the operator named on the command
-// line: they win over what petreld reports.
+// line ("" for none): they win over what petreld reports.
 type doctorFlags struct {
 	dataDir, pluginDir string
-	dataDirSet         bool
 }
 
 func (a *app) doctorCmd() *cobra.Command {
@@ -147,11 +146,15 @@ is 0 when nothing FAILed, 1 otherwise.`,
   petrel doctor --json | jq '.[] | select(.status != "OK")'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env := defaultHostEnv(a.socketPath(), dataDir, pluginDir)
+			dir := dataDir
+			if dir == "" {
+				dir = defaultDataDir
+			}
+			env := defaultHostEnv(a.socketPath(), dir, pluginDir)
 			env.cgroupDir = cgroups
 			ctx, cancel := signalContext()
 			defer cancel()
-			flags := doctorFlags{dataDir: dataDir, pluginDir: pluginDir, dataDirSet: cmd.Flags().Changed("data-dir")}
+			flags := doctorFlags{dataDir: dataDir, pluginDir: pluginDir}
 			results := a.runChecks(ctx, env, flags)
 			if jsonOut {
 				if err := writeJSON(a.out, results); err != nil {
@@ -174,7 +177,7 @@ is 0 when nothing FAILed, 1 otherwise.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&jsonOut, "json", false, "print JSON")
-	f.StringVar(&dataDir, "data-dir", defaultDataDir, "state directory to check (default: petreld's, else "+defaultDataDir+")")
+	f.StringVar(&dataDir, "data-dir", "", "state directory to check (default: petreld's, else "+defaultDataDir+")")
 	f.StringVar(&pluginDir, "plugin-dir", "", "plugin directory to check (default: petreld's, else beside petrel, then /usr/libexec/petrel)")
 	f.StringVar(&cgroups, "cgroup-root", "/sys/fs/cgroup", "where the cgroup file system is mounted")
 	return cmd
@@ -208,7 +211,7 @@ func (a *app) runChecks(ctx context.Context, env hostEnv, flags doctorFlags) []c
 		if view.host.GetSocket() != "" && !remote {
 			env.socket = view.host.GetSocket()
 		}
-		if !flags.dataDirSet && view.host.GetDataDir() != "" {
+		if flags.dataDir == "" && view.host.GetDataDir() != "" {
 			env.dataDir = view.host.GetDataDir()
 		}
 		if flags.pluginDir == "" && view.host.GetPluginDir() != "" {
