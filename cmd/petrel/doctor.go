@@ -10,18 +10,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/core/statedump"
 	"github.com/petrel-vmm/petrel/core/store"
-	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
 // checkStatus is the verdict of one doctor check.
@@ -101,6 +99,12 @@ func pluginDirs(configured string) []string {
 	return dirs
 }
 
+// doctorFlags are the directories the operator named on the command
+// line ("" for none): they win over what petreld reports.
+type doctorFlags struct {
+	dataDir, pluginDir string
+}
+
 func (a *app) doctorCmd() *cobra.Command {
 	var (
 		jsonOut                     bool
@@ -109,33 +113,49 @@ func (a *app) doctorCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this host can run Petrel, and say what to fix",
-		Long: `Check this host for what Petrel needs and print one line per check,
-OK, WARN or FAIL, saying in plain words what to fix:
+		Long: `Check this host and the petreld that runs on it, and print one line per
+check, OK, WARN or FAIL, saying in plain words what to fix. When petreld
+answers, the checks follow its configuration (its directories, plugins,
+enabled backends and their tenders); without it, they check the defaults
+and say so.
 
+  daemon     petreld answers on its socket, its version and API version
+  config     petreld's configuration file, directories and enabled plugins
   kvm        /dev/kvm exists and opens read-write (and whether it is kvm_pvm)
   tun        /dev/net/tun, for VM network devices
   bridges    the bridges VMs can be attached to
-  tender     solo5-hvt and solo5-spt, and their Solo5 ABI versions (Petrel's
-             built-in tenders serve where they are missing)
+  backend    each enabled backend: what it runs (its tender, KVM or TCG), or
+             what it misses and the one command that fixes it
   backends   what this host can run: hvt (KVM), spt (no KVM needed),
              qemu (KVM or TCG)
-  plugin     the plugin binaries petreld finds, their versions, petrel-shim
-  daemon     petreld answers on its socket, its API version, its plugins' health
+  tender     (without petreld) solo5-hvt and solo5-spt on PATH, and their
+             Solo5 ABI versions; Petrel's built-in tenders serve where
+             they are missing
+  qemu       (without petreld) qemu-system-x86_64 and its version
+  plugin     each plugin: its version, health, and that only root may
+             change the binary petreld runs; petrel-shim
   socket     the socket is not writable by everyone
   data-dir   the state directory is private to root (0700)
+  state      the state in the data directory
   cgroups    the cgroup version of the host
 
-Run it as root to check what petreld itself can do. The exit status is 0
-when nothing FAILed, 1 otherwise.`,
+Run it as root to check what petreld itself can do. With --destination
+only what petreld reports is checked, not this machine. The exit status
+is 0 when nothing FAILed, 1 otherwise.`,
 		Example: `  sudo petrel doctor
   petrel doctor --json | jq '.[] | select(.status != "OK")'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env := defaultHostEnv(a.socketPath(), dataDir, pluginDir)
+			dir := dataDir
+			if dir == "" {
+				dir = defaultDataDir
+			}
+			env := defaultHostEnv(a.socketPath(), dir, pluginDir)
 			env.cgroupDir = cgroups
 			ctx, cancel := signalContext()
 			defer cancel()
-			results := a.runChecks(ctx, env)
+			flags := doctorFlags{dataDir: dataDir, pluginDir: pluginDir}
+			results := a.runChecks(ctx, env, flags)
 			if jsonOut {
 				if err := writeJSON(a.out, results); err != nil {
 					return err
@@ -157,35 +177,76 @@ when nothing FAILed, 1 otherwise.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&jsonOut, "json", false, "print JSON")
-	f.StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory")
-	f.StringVar(&pluginDir, "plugin-dir", "", "petreld's plugin directory (default: beside petrel, then /usr/libexec/petrel)")
+	f.StringVar(&dataDir, "data-dir", "", "state directory to check (default: petreld's, else "+defaultDataDir+")")
+	f.StringVar(&pluginDir, "plugin-dir", "", "plugin directory to check (default: petreld's, else beside petrel, then /usr/libexec/petrel)")
 	f.StringVar(&cgroups, "cgroup-root", "/sys/fs/cgroup", "where the cgroup file system is mounted")
 	return cmd
 }
 
-// runChecks runs every check; the daemon checks use the usual connection
-// and tolerate a daemon that is not there.
-func (a *app) runChecks(ctx context.Context, env hostEnv) []checkResult {
-	var rs []checkResult
-	host := hostChecks(env)
-	rs = append(rs, host...)
-	rs = append(rs, checkTenders(ctx, env)...)
-	rs = append(rs, checkPlugins(env, version)...)
-	rs = append(rs, checkBackends(env, host[0].Status == statusOK))
+// runChecks asks petreld first, so that the checks that follow look
+// where it looks: its data directory and plugin directory, its plugins'
+// versions and health, its backends' capabilities. Without a daemon they
+// check the defaults, and the daemon line says so.
+func (a *app) runChecks(ctx context.Context, env hostEnv, flags doctorFlags) []checkResult {
+	remote := a.remote.destination != ""
+	var (
+		rs   []checkResult
+		view *daemonView
+	)
 	c, err := a.dial()
 	if err != nil {
-		rs = append(rs, fail("daemon", "cannot connect to petreld at %s: %v", env.socket, err))
+		rs = append(rs, fail("daemon", "cannot connect to petreld at %s: %v; %s", env.socket, err, defaultsNote(env)))
 	} else {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		rs = append(rs, checkDaemon(dctx, c.API, env.socket)...)
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var daemonRs []checkResult
+		view, daemonRs = askDaemon(dctx, c.API, env.socket)
 		cancel()
 		c.Close()
+		if view == nil && len(daemonRs) == 1 {
+			daemonRs[0].Message += "; " + defaultsNote(env)
+		}
+		rs = append(rs, daemonRs...)
 	}
-	if a.remote.destination == "" {
-		rs = append(rs, checkSocket(env.socket)...)
+	if view != nil && view.host != nil {
+		if view.host.GetSocket() != "" && !remote {
+			env.socket = view.host.GetSocket()
+		}
+		if flags.dataDir == "" && view.host.GetDataDir() != "" {
+			env.dataDir = view.host.GetDataDir()
+		}
+		if flags.pluginDir == "" && view.host.GetPluginDir() != "" {
+			env.pluginDirs = []string{view.host.GetPluginDir()}
+		}
+		rs = append(rs, checkConfig(view.host))
 	}
+	if remote {
+		if view != nil {
+			rs = append(rs, checkDaemonBackends(view)...)
+			rs = append(rs, checkDaemonPlugins(ctx, env, view, version, false)...)
+		}
+		return append(rs, ok("host", "petreld runs on %s: this machine's devices and files are not checked", a.remote.destination))
+	}
+	host := hostChecks(env)
+	rs = append(rs, host...)
+	if view != nil {
+		rs = append(rs, checkDaemonBackends(view)...)
+		rs = append(rs, checkDaemonPlugins(ctx, env, view, version, true)...)
+	} else {
+		rs = append(rs, checkTenders(ctx, env)...)
+		rs = append(rs, checkQEMU(ctx, env))
+		rs = append(rs, checkPlugins(ctx, env, version)...)
+		rs = append(rs, checkBackends(env, host[0].Status == statusOK))
+	}
+	rs = append(rs, checkSocket(env.socket)...)
 	rs = append(rs, checkDataDir(env.dataDir), checkState(env.dataDir), checkCgroups(env))
 	return rs
+}
+
+// defaultsNote says, where petreld did not answer, what the checks that
+// follow look at instead of its configuration.
+func defaultsNote(env hostEnv) string {
+	return fmt.Sprintf("the checks below look at the defaults (data directory %s, plugins in %s, tenders on PATH), which the petreld you run may not use",
+		env.dataDir, strings.Join(env.pluginDirs, " or "))
 }
 
 func printChecks(w io.Writer, rs []checkResult) {
@@ -238,8 +299,8 @@ func firstLine(b []byte) string {
 }
 
 // checkPlugins lists the plugin binaries and petrel-shim in every plugin
-// directory with their build versions.
-func checkPlugins(env hostEnv, self string) []checkResult {
+// directory with their versions, as the binaries report them.
+func checkPlugins(ctx context.Context, env hostEnv, self string) []checkResult {
 	var rs []checkResult
 	found := false
 	for _, dir := range env.pluginDirs {
@@ -255,14 +316,14 @@ func checkPlugins(env hostEnv, self string) []checkResult {
 			if name == "hvt" || name == "spt" || name == "qemu" {
 				hypervisor = true
 			}
-			rs = append(rs, checkBinary(p, self))
+			rs = append(rs, checkBinary(ctx, env, p, self, ""))
 		}
 		shim := filepath.Join(dir, "petrel-shim")
 		if _, err := os.Stat(shim); err == nil {
-			rs = append(rs, checkBinary(shim, self))
+			rs = append(rs, checkBinary(ctx, env, shim, self, ""))
 		} else if hypervisor {
 			if p, err := env.lookPath("petrel-shim"); err == nil {
-				rs = append(rs, checkBinary(p, self))
+				rs = append(rs, checkBinary(ctx, env, p, self, ""))
 			} else {
 				rs = append(rs, fail("plugin", "petrel-shim is neither in %s nor on PATH: hypervisor plugins cannot start VMs; install it beside them", dir))
 			}
@@ -274,31 +335,82 @@ func checkPlugins(env hostEnv, self string) []checkResult {
 	return rs
 }
 
-// checkBinary reports one plugin or shim binary and its version.
-func checkBinary(path, self string) checkResult {
+// binaryProblem reports why petreld must not run the plugin or shim at
+// path (it runs them as root), or nil.
+func binaryProblem(path string) *checkResult {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fail("plugin", "%s: %v", path, err)
+		r := fail("plugin", "%s: %v", path, err)
+		return &r
 	}
 	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return fail("plugin", "%s is not an executable file: chmod 755 %s", path, path)
+		r := fail("plugin", "%s is not an executable file: chmod 755 %s", path, path)
+		return &r
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
-		return fail("plugin", "%s is writable by others (mode %04o) and petreld runs it as root: chmod 755 %s", path, fi.Mode().Perm(), path)
+		r := fail("plugin", "%s is writable by others (mode %04o) and petreld runs it as root: chmod 755 %s", path, fi.Mode().Perm(), path)
+		return &r
 	}
-	v := binaryVersion(path)
+	return nil
+}
+
+// checkBinary reports one plugin or shim binary and its version: known
+// when petreld reported it (from the plugin's Info), else what the binary
+// says.
+func checkBinary(ctx context.Context, env hostEnv, path, self, known string) checkResult {
+	if r := binaryProblem(path); r != nil {
+		return *r
+	}
+	v := known
 	if v == "" {
-		return ok("plugin", "%s (version unknown)", path)
+		v = binaryVersion(ctx, env, path)
 	}
-	if self != "" && v != self && !strings.HasSuffix(self, "-dev") {
+	if v == "" {
+		return ok("plugin", "%s (version unknown: it does not answer --version and records none)", path)
+	}
+	if isOwnBinary(path) && mismatch(v, self) {
 		return warn("plugin", "%s is version %s, petrel is %s: install petrel and its plugins from one build", path, v, self)
 	}
 	return ok("plugin", "%s %s", path, v)
 }
 
-// binaryVersion reads the version a Go binary was built with: the
-// main.version set by the Makefile's -ldflags, else the VCS revision.
-func binaryVersion(path string) string {
+// mismatch reports whether the version v of one of Petrel's own binaries
+// differs from this petrel's, self; development builds and unknown
+// versions match anything.
+func mismatch(v, self string) bool {
+	return v != "" && self != "" && v != self && !strings.HasSuffix(self, "-dev")
+}
+
+// ownPlugins are the plugins built with petrel, whose versions must be
+// petrel's; third-party plugins have versions of their own.
+var ownPlugins = map[string]bool{"hvt": true, "spt": true, "qemu": true, "bridge": true, "influx": true, "prometheus": true}
+
+// isOwnBinary reports whether path is petrel-shim or one of ownPlugins.
+func isOwnBinary(path string) bool {
+	base := filepath.Base(path)
+	name, plugin := strings.CutPrefix(base, "petrel-plugin-")
+	return base == "petrel-shim" || plugin && ownPlugins[name]
+}
+
+// binaryVersion reads the version of a plugin or shim binary: what it
+// prints for --version (the version its Info reports, stamped at build
+// time with -ldflags), else what its Go build information records.
+func binaryVersion(ctx context.Context, env hostEnv, path string) string {
+	if env.run != nil {
+		vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, err := env.run(vctx, path, "--version")
+		cancel()
+		if v, found := strings.CutPrefix(firstLine(out), filepath.Base(path)+" "); err == nil && found && v != "" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return buildVersion(path)
+}
+
+// buildVersion reads the version a Go binary was built with: the
+// main.version set by the Makefile's -ldflags (recorded only without
+// -trimpath), else the VCS revision.
+func buildVersion(path string) string {
 	bi, err := buildinfo.ReadFile(path)
 	if err != nil {
 		return ""
@@ -346,6 +458,35 @@ func ldflagsVersion(flags string) string {
 	return ""
 }
 
+// qemuVersionRE finds the version in qemu-system-x86_64 --version.
+var qemuVersionRE = regexp.MustCompile(`version (\d+\.\d+[^\s,)]*)`)
+
+// checkQEMU finds QEMU for the qemu backend, as the backend does (its
+// default binary on PATH), and asks for its version. A host without it is
+// fine unless it wants the qemu backend, so its absence is not a warning.
+func checkQEMU(ctx context.Context, env hostEnv) checkResult {
+	path, err := env.lookPath("qemu-system-x86_64")
+	if err != nil {
+		return ok("qemu", "qemu-system-x86_64 not on PATH: only the qemu backend needs it (virtio unikernels, Linux guests); to use it, %s", installQEMUCommand())
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	out, err := env.run(qctx, path, "--version")
+	cancel()
+	m := qemuVersionRE.FindSubmatch(out)
+	if err != nil || m == nil {
+		return warn("qemu", "%s --version failed (%q): the qemu backend cannot use it; reinstall it (%s)", path, firstLine(out), installQEMUCommand())
+	}
+	return ok("qemu", "%s (QEMU %s)", path, m[1])
+}
+
+// installQEMUCommand installs QEMU for x86-64 guests on this system.
+func installQEMUCommand() string {
+	if runtime.GOOS == "freebsd" {
+		return "pkg install qemu"
+	}
+	return "apt install qemu-system-x86"
+}
+
 // checkBackends says which backends this host can run VMs with, from
 // what the other checks found: hvt needs a usable KVM and its plugin, spt
 // its plugin (its built-in tender needs neither KVM nor Solo5), qemu its
@@ -383,7 +524,7 @@ func checkBackends(env hostEnv, kvmUsable bool) checkResult {
 	case !plugin("qemu"):
 		cannot = append(cannot, "qemu (petrel-plugin-qemu not installed)")
 	case qerr != nil:
-		cannot = append(cannot, "qemu (apt install qemu-system-x86)")
+		cannot = append(cannot, "qemu ("+installQEMUCommand()+")")
 	case kvmUsable:
 		can = append(can, "qemu (virtio unikernels and Linux guests on KVM)")
 	default:
@@ -397,61 +538,6 @@ func checkBackends(env hostEnv, kvmUsable bool) checkResult {
 		msg += "; not " + strings.Join(cannot, ", ")
 	}
 	return ok("backends", "%s", msg)
-}
-
-// checkDaemon asks petreld for its version and its plugins' health.
-func checkDaemon(ctx context.Context, api daemonv1.DaemonClient, socket string) []checkResult {
-	v, err := api.Version(ctx, &daemonv1.VersionRequest{})
-	if err != nil {
-		st, _ := status.FromError(err)
-		switch {
-		case st.Code() == codes.Unavailable && strings.Contains(st.Message(), "permission denied"):
-			return []checkResult{fail("daemon", "cannot open %s: permission denied: run as root, or join the socket's group (socket_mode = \"0660\")", socket)}
-		case st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded:
-			return []checkResult{fail("daemon", "petreld does not answer at %s: start it (systemctl start petreld, or sudo petreld &) or point --socket at it", socket)}
-		}
-		return []checkResult{fail("daemon", "petreld at %s: %v", socket, err)}
-	}
-	rs := []checkResult{}
-	if v.GetApiVersion() != daemonAPIVersion {
-		rs = append(rs, fail("daemon", "petreld %s at %s speaks daemon API v%d, this petrel v%d: upgrade the older of the two", v.GetVersion(), socket, v.GetApiVersion(), daemonAPIVersion))
-	} else {
-		rs = append(rs, ok("daemon", "petreld %s at %s (daemon API v%d)", v.GetVersion(), socket, v.GetApiVersion()))
-	}
-	res, err := api.Plugins(ctx, &daemonv1.PluginsRequest{})
-	if err != nil {
-		return append(rs, fail("daemon", "petreld could not list its plugins: %v", err))
-	}
-	for _, p := range res.GetPlugins() {
-		what := fmt.Sprintf("plugin %s", p.GetName())
-		if p.GetKind() != "" {
-			what += " (" + p.GetKind() + ")"
-		}
-		if p.GetVersion() != "" {
-			what += " " + p.GetVersion()
-		}
-		detail := ""
-		if d := strings.TrimSpace(p.GetDescription()); d != "" {
-			detail = ": " + d
-		}
-		switch p.GetHealth() {
-		case "healthy":
-			rs = append(rs, ok("daemon", "%s healthy", what))
-		case "not enabled":
-			rs = append(rs, ok("daemon", "%s not enabled", what))
-		case "degraded", "unhealthy":
-			// The plugin runs but cannot serve (a missing tender, say):
-			// only what needs it is affected.
-			rs = append(rs, warn("daemon", "%s %s%s", what, p.GetHealth(), detail))
-		default:
-			restarts := ""
-			if n := p.GetRestarts(); n > 0 {
-				restarts = fmt.Sprintf(", restarted %d times", n)
-			}
-			rs = append(rs, fail("daemon", "%s %s%s (petreld's log says why%s)", what, p.GetHealth(), detail, restarts))
-		}
-	}
-	return rs
 }
 
 // checkSocket checks that the daemon socket is a socket and that not

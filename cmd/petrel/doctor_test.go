@@ -19,6 +19,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/vmrecord"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
 func mkdirs(t *testing.T, root string, dirs ...string) {
@@ -95,7 +96,8 @@ func TestCheckBackends(t *testing.T) {
 func TestCheckPlugins(t *testing.T) {
 	empty, dir := t.TempDir(), t.TempDir()
 	env := hostEnv{pluginDirs: []string{empty, dir}, lookPath: func(string) (string, error) { return "", errors.New("not found") }}
-	rs := checkPlugins(env, "1.0")
+	ctx := context.Background()
+	rs := checkPlugins(ctx, env, "1.0")
 	if len(rs) != 1 {
 		t.Fatalf("got %v", rs)
 	}
@@ -103,19 +105,37 @@ func TestCheckPlugins(t *testing.T) {
 
 	writeFile(t, filepath.Join(dir, "petrel-plugin-hvt"), "#!/bin/sh\n", 0o755)
 	writeFile(t, filepath.Join(dir, "petrel-plugin-influx"), "#!/bin/sh\n", 0o644)
-	rs = checkPlugins(env, "1.0")
+	rs = checkPlugins(ctx, env, "1.0")
 	if len(rs) != 3 {
 		t.Fatalf("got %v", rs)
 	}
-	expect(t, rs[0], statusOK, "petrel-plugin-hvt (version unknown)")
+	expect(t, rs[0], statusOK, "petrel-plugin-hvt (version unknown: it does not answer --version")
 	expect(t, rs[1], statusFail, "not an executable file")
 	expect(t, rs[2], statusFail, "petrel-shim is neither in")
 
+	// Plugins and the shim say their versions (as Petrel's answer
+	// --version with the one their Info reports).
+	env.run = defaultHostEnv("", "", dir).run
+	writeFile(t, filepath.Join(dir, "petrel-plugin-hvt"), "#!/bin/sh\necho petrel-plugin-hvt 1.0\n", 0o755)
 	writeFile(t, filepath.Join(dir, "petrel-plugin-influx"), "#!/bin/sh\n", 0o777)
-	writeFile(t, filepath.Join(dir, "petrel-shim"), "#!/bin/sh\n", 0o755)
-	rs = checkPlugins(env, "1.0")
+	writeFile(t, filepath.Join(dir, "petrel-shim"), "#!/bin/sh\necho petrel-shim 0.9\n", 0o755)
+	rs = checkPlugins(ctx, env, "1.0")
+	expect(t, rs[0], statusOK, "petrel-plugin-hvt 1.0")
 	expect(t, rs[1], statusFail, "writable by others")
-	expect(t, rs[2], statusOK, "petrel-shim")
+	expect(t, rs[2], statusWarn, "petrel-shim is version 0.9, petrel is 1.0")
+}
+
+func TestCheckQEMU(t *testing.T) {
+	dir := t.TempDir()
+	env := defaultHostEnv("", "", dir)
+	env.lookPath = func(string) (string, error) { return "", errors.New("not found") }
+	expect(t, checkQEMU(context.Background(), env), statusOK, "only the qemu backend needs it (virtio unikernels, Linux guests); to use it, apt install qemu-system-x86")
+	qemu := filepath.Join(dir, "qemu-system-x86_64")
+	writeFile(t, qemu, "#!/bin/sh\necho 'QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u12)'\n", 0o755)
+	env.lookPath = func(string) (string, error) { return qemu, nil }
+	expect(t, checkQEMU(context.Background(), env), statusOK, qemu+" (QEMU 7.2.15)")
+	writeFile(t, qemu, "#!/bin/sh\necho 'error while loading shared libraries' >&2; exit 127\n", 0o755)
+	expect(t, checkQEMU(context.Background(), env), statusWarn, "--version failed")
 }
 
 func TestBinaryVersion(t *testing.T) {
@@ -133,20 +153,34 @@ func TestBinaryVersion(t *testing.T) {
 	// A script has no Go build information.
 	p := filepath.Join(t.TempDir(), "script")
 	writeFile(t, p, "#!/bin/sh\n", 0o755)
-	if v := binaryVersion(p); v != "" {
+	if v := buildVersion(p); v != "" {
 		t.Errorf("version of a script: %q", v)
 	}
 	// The test binary is a Go binary; it must be read without error.
 	if _, err := os.Stat(os.Args[0]); err == nil {
-		_ = binaryVersion(os.Args[0])
+		_ = buildVersion(os.Args[0])
+	}
+	// --version answers win; one that does not name the binary is not
+	// taken for a version.
+	env := defaultHostEnv("", "", "")
+	writeFile(t, p, "#!/bin/sh\necho script 2.0\n", 0o755)
+	if v := binaryVersion(context.Background(), env, p); v != "2.0" {
+		t.Errorf("version of a script answering --version: %q", v)
+	}
+	writeFile(t, p, "#!/bin/sh\necho This binary is a plugin.\n", 0o755)
+	if v := binaryVersion(context.Background(), env, p); v != "" {
+		t.Errorf("version of a script answering something else: %q", v)
 	}
 }
 
-// fakeDaemon answers Version and Plugins; other methods are not called.
+// fakeDaemon answers Version, Host and Plugins; other methods are not
+// called.
 type fakeDaemon struct {
 	daemonv1.DaemonClient
 	versionErr error
 	api        uint32
+	host       *daemonv1.HostResponse
+	hostErr    error
 	plugins    []*daemonv1.Plugin
 }
 
@@ -157,34 +191,106 @@ func (f *fakeDaemon) Version(context.Context, *daemonv1.VersionRequest, ...grpc.
 	return &daemonv1.VersionResponse{Version: "1.0", ApiVersion: f.api}, nil
 }
 
+func (f *fakeDaemon) Host(context.Context, *daemonv1.HostRequest, ...grpc.CallOption) (*daemonv1.HostResponse, error) {
+	if f.host == nil && f.hostErr == nil {
+		return nil, status.Error(codes.Unimplemented, "unknown method Host")
+	}
+	return f.host, f.hostErr
+}
+
 func (f *fakeDaemon) Plugins(context.Context, *daemonv1.PluginsRequest, ...grpc.CallOption) (*daemonv1.PluginsResponse, error) {
 	return &daemonv1.PluginsResponse{Plugins: f.plugins}, nil
 }
 
-func TestCheckDaemon(t *testing.T) {
+func TestAskDaemon(t *testing.T) {
 	ctx := context.Background()
-	rs := checkDaemon(ctx, &fakeDaemon{versionErr: status.Error(codes.Unavailable, "dial unix /x: connect: no such file or directory")}, "/x")
+	view, rs := askDaemon(ctx, &fakeDaemon{versionErr: status.Error(codes.Unavailable, "dial unix /x: connect: no such file or directory")}, "/x")
+	if view != nil {
+		t.Errorf("a daemon that does not answer gave %+v", view)
+	}
 	expect(t, rs[0], statusFail, "systemctl start petreld")
-	rs = checkDaemon(ctx, &fakeDaemon{versionErr: status.Error(codes.Unavailable, "connect: permission denied")}, "/x")
+	_, rs = askDaemon(ctx, &fakeDaemon{versionErr: status.Error(codes.Unavailable, "connect: permission denied")}, "/x")
 	expect(t, rs[0], statusFail, "join the socket's group")
-	rs = checkDaemon(ctx, &fakeDaemon{api: 2}, "/x")
+	_, rs = askDaemon(ctx, &fakeDaemon{api: 2, host: &daemonv1.HostResponse{}}, "/x")
 	expect(t, rs[0], statusFail, "daemon API v2, this petrel v1")
-	rs = checkDaemon(ctx, &fakeDaemon{api: 1, plugins: []*daemonv1.Plugin{
-		{Name: "hvt", Kind: "hypervisor", Version: "1.0", Health: "healthy"},
-		{Name: "spt", Kind: "hypervisor", Health: "degraded", Description: "solo5-spt not found"},
-		{Name: "influx", Kind: "metrics", Health: "down", Restarts: 3},
-		{Name: "qemu", Kind: "hypervisor", Health: "unhealthy", Description: "qemu-system-x86_64 not found"},
-		{Name: "jsonl", Health: "not enabled"},
-	}}, "/x")
-	if len(rs) != 6 {
-		t.Fatalf("got %v", rs)
+
+	// A petreld from before Host: its plugins count, its directories are
+	// guessed, and doctor says so.
+	view, rs = askDaemon(ctx, &fakeDaemon{api: 1, plugins: []*daemonv1.Plugin{{Name: "hvt"}}}, "/x")
+	if view == nil || view.host != nil || len(view.plugins) != 1 || len(rs) != 2 {
+		t.Fatalf("older daemon: %+v, %v", view, rs)
 	}
 	expect(t, rs[0], statusOK, "petreld 1.0 at /x (daemon API v1)")
-	expect(t, rs[1], statusOK, "plugin hvt (hypervisor) 1.0 healthy")
-	expect(t, rs[2], statusWarn, "degraded: solo5-spt not found")
-	expect(t, rs[3], statusFail, "down (petreld's log says why, restarted 3 times)")
-	expect(t, rs[4], statusWarn, "unhealthy: qemu-system-x86_64 not found")
-	expect(t, rs[5], statusOK, "not enabled")
+	expect(t, rs[1], statusWarn, "does not report its configuration: the checks below look at the defaults")
+
+	view, rs = askDaemon(ctx, &fakeDaemon{api: 1, host: &daemonv1.HostResponse{DataDir: "/srv/petrel"}}, "/x")
+	if view == nil || view.host.GetDataDir() != "/srv/petrel" || len(rs) != 1 {
+		t.Fatalf("current daemon: %+v, %v", view, rs)
+	}
+}
+
+// backendPlugins are what a petreld with hvt on KVM, spt with the built-in
+// tender and qemu without QEMU reports.
+var backendPlugins = []*daemonv1.Plugin{
+	{Name: "hvt", Kind: "hypervisor", Version: "1.0", Health: "healthy", Path: "/p/petrel-plugin-hvt", Targets: []string{"hvt"},
+		Attributes: map[string]string{"target": "hvt", "tender": "/usr/local/bin/solo5-hvt", "tender.abi_version": "2", "kvm": "usable", "shim": "/p/petrel-shim"}},
+	{Name: "spt", Kind: "hypervisor", Version: "1.0", Health: "healthy", Path: "/p/petrel-plugin-spt", Targets: []string{"spt"},
+		Attributes: map[string]string{"target": "spt", "tender": "/p/petrel-plugin-spt tender", "tender.abi_version": "2"}},
+	{Name: "qemu", Kind: "hypervisor", Version: "1.0", Health: "unhealthy", Path: "/p/petrel-plugin-qemu",
+		Description: "QEMU qemu-system-x86_64 not found",
+		Problems:    []*pluginv1.Problem{{Description: "QEMU qemu-system-x86_64 not found", Fix: "apt install qemu-system-x86"}}},
+	{Name: "influx", Kind: "metrics", Version: "0.9", Health: "down", Restarts: 3, Path: "/p/petrel-plugin-influx"},
+	{Name: "jsonl", Health: "not enabled", Path: "/p/petrel-plugin-jsonl"},
+}
+
+// TestCheckDaemonBackends: each enabled backend is described from its own
+// fingerprint, and what it misses comes with the command that fixes it;
+// the summary follows the daemon, not this petrel's guess.
+func TestCheckDaemonBackends(t *testing.T) {
+	view := &daemonView{host: &daemonv1.HostResponse{Backends: []string{"hvt", "spt", "qemu"}, DefaultBackend: "hvt"}, plugins: backendPlugins}
+	rs := checkDaemonBackends(view)
+	if len(rs) != 4 {
+		t.Fatalf("got %v", rs)
+	}
+	expect(t, rs[0], statusOK, "hvt runs Solo5 hvt unikernels with /usr/local/bin/solo5-hvt (Solo5 ABI 2), on KVM")
+	expect(t, rs[1], statusOK, "spt runs Solo5 spt unikernels with Petrel's built-in tender (Solo5 ABI 2), without KVM")
+	expect(t, rs[2], statusWarn, "qemu cannot run VMs: QEMU qemu-system-x86_64 not found; fix: apt install qemu-system-x86")
+	expect(t, rs[3], statusOK, "petreld runs hvt (solo5-hvt, on KVM), spt (built-in tender, without KVM); not qemu (apt install qemu-system-x86)")
+
+	qemu := &daemonv1.Plugin{Name: "qemu", Kind: "hypervisor", Health: "healthy",
+		Attributes: map[string]string{"qemu": "/usr/bin/qemu-system-x86_64", "qemu.version": "7.2.15", "accel.virtio": "tcg", "accel.linux": "tcg"},
+		Problems:   []*pluginv1.Problem{{Description: "KVM unusable: open /dev/kvm: no such file or directory: guests run under TCG", Fix: "modprobe kvm_intel"}}}
+	view = &daemonView{host: &daemonv1.HostResponse{Backends: []string{"qemu", "hvt"}, DefaultBackend: "hvt"},
+		plugins: []*daemonv1.Plugin{qemu, {Name: "hvt", Kind: "hypervisor", Health: "unhealthy", Description: "open /dev/kvm: no such file or directory"}}}
+	rs = checkDaemonBackends(view)
+	expect(t, rs[0], statusOK, "qemu runs Solo5 virtio unikernels under TCG (software emulation, slow) and Linux guests under TCG (software emulation, slow) with /usr/bin/qemu-system-x86_64 (QEMU 7.2.15); KVM unusable")
+	expect(t, rs[0], statusOK, "fix: modprobe kvm_intel")
+	expect(t, rs[1], statusWarn, "hvt cannot run VMs: open /dev/kvm")
+	expect(t, rs[2], statusWarn, "the default backend hvt cannot run VMs")
+
+	view = &daemonView{host: &daemonv1.HostResponse{Backends: []string{"hvt"}}, plugins: []*daemonv1.Plugin{{Name: "hvt", Health: "down"}}}
+	rs = checkDaemonBackends(view)
+	expect(t, rs[0], statusFail, "hvt is down")
+	expect(t, rs[1], statusFail, "petreld can run no VMs on this host")
+}
+
+func TestCheckDaemonPlugins(t *testing.T) {
+	view := &daemonView{plugins: backendPlugins}
+	rs := checkDaemonPlugins(context.Background(), hostEnv{}, view, "1.0", false)
+	if len(rs) != 5 {
+		t.Fatalf("got %v", rs)
+	}
+	expect(t, rs[0], statusOK, "hvt (hypervisor) 1.0 healthy: /p/petrel-plugin-hvt")
+	expect(t, rs[2], statusWarn, "qemu (hypervisor) 1.0 unhealthy: /p/petrel-plugin-qemu; the backend line above says what it misses")
+	expect(t, rs[3], statusFail, "influx (metrics) 0.9 down")
+	expect(t, rs[4], statusOK, "jsonl (version unknown) not enabled: /p/petrel-plugin-jsonl")
+}
+
+func TestCheckConfig(t *testing.T) {
+	h := &daemonv1.HostResponse{ConfigFile: "/etc/petrel/petreld.hcl", DataDir: "/srv/petrel", RunDir: "/run/p", PluginDir: "/opt/petrel",
+		Backends: []string{"hvt", "spt"}, DefaultBackend: "spt", Networks: []string{"bridge"}, Metrics: []string{"influx"}}
+	expect(t, checkConfig(h), statusOK, "/etc/petrel/petreld.hcl: data_dir /srv/petrel, run_dir /run/p, plugin_dir /opt/petrel; backends hvt, spt (default); network bridge; metrics influx")
+	expect(t, checkConfig(&daemonv1.HostResponse{}), statusFail, "the embedded defaults and flags (no --config)")
 }
 
 func TestCheckSocket(t *testing.T) {
@@ -274,7 +380,8 @@ func TestCheckCgroups(t *testing.T) {
 }
 
 // TestDoctorCommand runs the whole command against a daemon that is not
-// there: it still checks the host, reports the daemon as FAIL and exits 1.
+// there: it says it checks the defaults, still checks the host, reports
+// the daemon as FAIL and exits 1.
 func TestDoctorCommand(t *testing.T) {
 	dir := t.TempDir()
 	var out, errw bytes.Buffer
@@ -301,7 +408,7 @@ func TestDoctorCommand(t *testing.T) {
 			seen[r.Check] = r.Status
 		}
 	}
-	for _, c := range []string{"kvm", "tun", "bridges", "tender", "plugin", "daemon", "data-dir", "cgroups"} {
+	for _, c := range []string{"kvm", "tun", "bridges", "tender", "qemu", "plugin", "backends", "daemon", "data-dir", "cgroups"} {
 		if _, ok := seen[c]; !ok {
 			t.Errorf("no %s check in %s", c, out.String())
 		}
@@ -309,10 +416,104 @@ func TestDoctorCommand(t *testing.T) {
 	if seen["daemon"] != statusFail || seen["plugin"] != statusFail {
 		t.Errorf("daemon %s and plugin %s, want both FAIL", seen["daemon"], seen["plugin"])
 	}
+	if rs[0].Check != "daemon" || !strings.Contains(rs[0].Message, "the checks below look at the defaults (data directory "+dir) {
+		t.Errorf("the first line does not say the defaults are checked: %+v", rs[0])
+	}
 
 	out.Reset()
 	printChecks(&out, []checkResult{ok("kvm", "fine"), fail("daemon", "down")})
 	if want := "OK    kvm       fine\nFAIL  daemon    down\n"; out.String() != want {
 		t.Errorf("printed %q, want %q", out.String(), want)
+	}
+}
+
+// daemonServer is a petreld that answers what doctor asks.
+type daemonServer struct {
+	daemonv1.UnimplementedDaemonServer
+	host    *daemonv1.HostResponse
+	plugins []*daemonv1.Plugin
+}
+
+func (d *daemonServer) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.VersionResponse, error) {
+	return &daemonv1.VersionResponse{Version: "7.7", ApiVersion: daemonAPIVersion}, nil
+}
+
+func (d *daemonServer) Host(context.Context, *daemonv1.HostRequest) (*daemonv1.HostResponse, error) {
+	return d.host, nil
+}
+
+func (d *daemonServer) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
+	return &daemonv1.PluginsResponse{Plugins: d.plugins}, nil
+}
+
+// TestDoctorFollowsDaemon runs the whole command against a petreld whose
+// directories are not the defaults: doctor checks its data directory and
+// plugins, with the versions petreld reports, and describes its backends
+// from their fingerprints instead of looking for tenders on PATH.
+func TestDoctorFollowsDaemon(t *testing.T) {
+	dir := t.TempDir()
+	data, plugins := filepath.Join(dir, "data"), filepath.Join(dir, "plugins")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	hvt, shim := filepath.Join(plugins, "petrel-plugin-hvt"), filepath.Join(plugins, "petrel-shim")
+	writeFile(t, hvt, "#!/bin/sh\n", 0o755)
+	writeFile(t, shim, "#!/bin/sh\necho petrel-shim 7.7\n", 0o755)
+	sock := filepath.Join(dir, "petreld.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	daemonv1.RegisterDaemonServer(srv, &daemonServer{
+		host: &daemonv1.HostResponse{ConfigFile: filepath.Join(dir, "petreld.hcl"), DataDir: data, RunDir: dir, PluginDir: plugins,
+			Socket: sock, Backends: []string{"hvt"}, DefaultBackend: "hvt"},
+		plugins: []*daemonv1.Plugin{{Name: "hvt", Kind: "hypervisor", Version: "7.7", Health: "healthy", Path: hvt,
+			Attributes: map[string]string{"target": "hvt", "tender": hvt + " tender", "kvm": "usable", "shim": shim}}},
+	})
+	go srv.Serve(lis)
+	defer srv.Stop()
+
+	var out, errw bytes.Buffer
+	a := &app{socket: sock, out: &out, errw: &errw}
+	cmd := a.doctorCmd()
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	cmd.SetArgs([]string{"--json"})
+	cmd.SetOut(&out)
+	cmd.SetErr(&errw)
+	_ = cmd.Execute() // the host's own checks may fail here
+	var rs []checkResult
+	if err := json.Unmarshal(out.Bytes(), &rs); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, out.String())
+	}
+	byCheck := map[string][]checkResult{}
+	for _, r := range rs {
+		byCheck[r.Check] = append(byCheck[r.Check], r)
+	}
+	if len(byCheck["tender"]) != 0 || len(byCheck["qemu"]) != 0 {
+		t.Errorf("with petreld answering, doctor looked for tenders and QEMU on PATH:\n%s", out.String())
+	}
+	for _, c := range []struct {
+		check, want string
+		st          checkStatus
+	}{
+		{"daemon", "petreld 7.7 at " + sock, statusOK},
+		{"config", "petreld.hcl: data_dir " + data, statusOK},
+		{"backend", "hvt runs Solo5 hvt unikernels with Petrel's built-in tender, on KVM", statusOK},
+		{"backends", "petreld runs hvt (built-in tender, on KVM)", statusOK},
+		{"plugin", "hvt (hypervisor) 7.7 healthy: " + hvt, statusOK},
+		{"plugin", shim + " 7.7", statusOK},
+		{"data-dir", data + " mode 0700", statusOK},
+	} {
+		found := false
+		for _, r := range byCheck[c.check] {
+			found = found || (r.Status == c.st && strings.Contains(r.Message, c.want))
+		}
+		if !found && !(c.check == "data-dir" && os.Geteuid() != 0) {
+			t.Errorf("no %s %s line containing %q in:\n%s", c.st, c.check, c.want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), defaultDataDir) {
+		t.Errorf("doctor checked the default data directory though petreld uses %s:\n%s", data, out.String())
 	}
 }

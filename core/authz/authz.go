@@ -23,10 +23,10 @@
 //   - PolicyAdd and PolicyRemove act strictly below the domain: a
 //     delegate may subdivide its share but not change the share itself,
 //     which its certificate states.
-//   - Plugins describes the host and is left to the root domain (a leaf
-//     the root CA signed directly). Bridges and Version are open to every
-//     authenticated caller: bridge names are what policies are written
-//     in, and the version is needed to talk to the daemon at all.
+//   - Plugins and Host describe the host and are left to the root domain
+//     (a leaf the root CA signed directly). Bridges and Version are open
+//     to every authenticated caller: bridge names are what policies are
+//     written in, and the version is needed to talk to the daemon at all.
 //   - A leaf carrying a command (a capability) may use only the methods
 //     of that command (see Commands), plus Version. If the command has
 //     an argument, it is the one absolute name the capability covers: the
@@ -120,6 +120,7 @@ var rules = map[string]rule{
 	daemonv1.Daemon_Events_FullMethodName: {kind: Listing, newReq: mk[daemonv1.EventsRequest](),
 		target: field(func(r *daemonv1.EventsRequest) *string { return &r.Path })},
 	daemonv1.Daemon_Plugins_FullMethodName: {kind: NoTarget, rootOnly: true},
+	daemonv1.Daemon_Host_FullMethodName:    {kind: NoTarget, rootOnly: true},
 	daemonv1.Daemon_BlockList_FullMethodName: {kind: Listing,
 		target: field(func(r *daemonv1.BlockListRequest) *string { return &r.Path })},
 	daemonv1.Daemon_BlockCreate_FullMethodName: {kind: Below, deploy: true,
@@ -154,6 +155,7 @@ var commands = map[string][]string{
 	"events":         {daemonv1.Daemon_Events_FullMethodName},
 	"stats":          {daemonv1.Daemon_Stats_FullMethodName},
 	"plugins":        {daemonv1.Daemon_Plugins_FullMethodName},
+	"doctor":         {daemonv1.Daemon_Plugins_FullMethodName, daemonv1.Daemon_Host_FullMethodName},
 	"bridges":        {daemonv1.Daemon_Bridges_FullMethodName},
 	"version":        {daemonv1.Daemon_Version_FullMethodName},
 	"block":          {daemonv1.Daemon_BlockList_FullMethodName},

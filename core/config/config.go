@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
@@ -52,6 +53,11 @@ type Config struct {
 	// when it changes; empty means no certificate is revoked.
 	RevocationFile string `hcl:"revocation_file,optional"`
 
+	// File is the configuration file read over the defaults, empty when
+	// there was none; not a setting, but what petreld reports so that an
+	// operator knows which file to change.
+	File string
+
 	Backends []Backend `hcl:"backend,block"`
 	// Networks configures network plugins (petrel-plugin-NAME); VMs get
 	// their taps from the first enabled one.
@@ -86,6 +92,10 @@ func Load(path string) (*Config, error) {
 		}
 		if cfg, err = parse(src, path, cfg); err != nil {
 			return nil, err
+		}
+		cfg.File = path
+		if abs, err := filepath.Abs(path); err == nil {
+			cfg.File = abs
 		}
 	}
 	if err := cfg.Validate(); err != nil {

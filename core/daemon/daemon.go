@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/stats"
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/supervisor"
+	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -81,6 +82,8 @@ type Daemon struct {
 	pluginDir string
 	// releaseRunDir gives up the claim on the run directory.
 	releaseRunDir func()
+	// stopBridges ends the watch on the host's bridges; nil without one.
+	stopBridges func()
 
 	// images accounts for image storage (images.go).
 	images imageLedger
@@ -159,6 +162,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	if err := d.loadPolicies(); err != nil {
 		return nil, err
 	}
+	d.watchBridges()
 	pluginDir := PluginDir(cfg.PluginDir)
 	d.pluginDir = pluginDir
 	d.plugins = pluginhost.New(pluginhost.Options{
@@ -220,6 +224,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 				}
 			}
 			return ids
+		},
+		RemoveRun: func(ctx context.Context, backend, runID string) error {
+			return removeRun(ctx, vmsDir, backend, runID)
 		},
 	})
 	close(d.supReady)
@@ -368,6 +375,9 @@ func (d *Daemon) Close() {
 	if d.stopStats != nil {
 		d.stopStats()
 	}
+	if d.stopBridges != nil {
+		d.stopBridges()
+	}
 	if d.sup != nil {
 		d.sup.Close()
 	}
@@ -454,3 +464,20 @@ func (b blockAdapter) Acquire(dev, vm string) (string, int64, error) {
 }
 
 func (b blockAdapter) Release(dev, vm string) { b.m.Release(dev, vm) }
+
+// removeRun kills what still runs of run runID of backend, through the
+// shim in its runtime directory, and removes the directory, without the
+// backend's plugin: the backend of an unsupervised VM is not enabled.
+func removeRun(ctx context.Context, vmsDir, backend, runID string) error {
+	if runID == "" {
+		return nil
+	}
+	if backend == "" || backend == "." || backend == ".." || strings.ContainsRune(backend, filepath.Separator) {
+		return fmt.Errorf("backend name %q is not a directory name", backend)
+	}
+	dir, err := hypervisor.RunDir(filepath.Join(vmsDir, backend), runID)
+	if err != nil {
+		return err
+	}
+	return hypervisor.RemoveShimVM(ctx, dir)
+}

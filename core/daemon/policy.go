@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -80,6 +81,36 @@ func (d *Daemon) readPolicies(collection string) ([]policy.Entry, error) {
 		return nil, fmt.Errorf("load %s: %w", collection, err)
 	}
 	return entries, nil
+}
+
+// watchBridges makes the root policy follow the host's bridges as they
+// come and go (policy.WatchBridges), so that a policy or VM may name a
+// bridge the moment it exists. Where that is not possible, bridges are
+// re-read with the rest of the host (refreshRoot), and whenever a policy
+// names one the root does not have (PolicyAdd).
+func (d *Daemon) watchBridges() {
+	stop, err := policy.WatchBridges(func() { d.readRoot(true) }, func(err error) {
+		d.log.Warn("following bridge changes", "error", err)
+	})
+	if err != nil {
+		d.log.Warn("bridges are re-read at deploys and policy changes only", "error", err)
+		return
+	}
+	d.stopBridges = stop
+}
+
+// knowsBridges reports whether the root policy has every one of bridges.
+func (d *Daemon) knowsBridges(bridges []string) bool {
+	root, ok := d.policies.Get(name.Root)
+	if !ok {
+		return false
+	}
+	for _, b := range bridges {
+		if !slices.Contains(root.Bridges, b) {
+			return false
+		}
+	}
+	return true
 }
 
 // rootRefreshEvery bounds how often the host is re-read: creates are
@@ -181,6 +212,10 @@ func (s *server) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*
 		return nil, status.Error(codes.InvalidArgument, "the root policy is what the host has; add policies for paths below it")
 	}
 	p := fromPolicyMsg(req.GetPolicy())
+	if !s.d.knowsBridges(p.Bridges) {
+		// A bridge made a moment ago, whose news may still be on its way.
+		s.d.readRoot(true)
+	}
 	s.d.policyMu.Lock()
 	defer s.d.policyMu.Unlock()
 	old, _ := s.d.policies.Records(path)

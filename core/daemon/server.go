@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/block"
+	"github.com/petrel-vmm/petrel/core/config"
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
@@ -258,6 +260,10 @@ func (s *server) Destroy(ctx context.Context, req *daemonv1.DestroyRequest) (*da
 	if err := s.d.sup.Destroy(ctx, req.GetName()); err != nil {
 		return nil, grpcError(err)
 	}
+	// Statistics stop listing it now, not at the next collection.
+	if p, err := name.ParseVM(req.GetName()); err == nil {
+		s.d.stats.Forget(p.String())
+	}
 	s.d.collectImages()
 	return &daemonv1.DestroyResponse{}, nil
 }
@@ -370,7 +376,15 @@ func toEvent(e events.Event) *daemonv1.Event {
 	return &daemonv1.Event{TimeNs: e.Time.UnixNano(), Type: e.Type, Name: e.Name, ExitCode: e.ExitCode, ExitSignal: e.ExitSignal, Message: e.Message}
 }
 
-func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
+// capabilitiesTimeout bounds the Capabilities call Plugins makes of each
+// backend, so that a hung plugin does not hang the listing.
+const capabilitiesTimeout = 2 * time.Second
+
+// Plugins lists the plugins petreld runs, with their versions (from each
+// plugin's Info), health, what each misses and how to fix it (from its
+// fingerprint) and, for backends, what they run; then the plugin binaries
+// no configuration block enables.
+func (s *server) Plugins(ctx context.Context, _ *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
 	out := &daemonv1.PluginsResponse{}
 	for _, st := range s.d.plugins.Status() {
 		p := &daemonv1.Plugin{Name: st.Name, Path: st.Path, Restarts: uint32(st.Restarts), Kind: kindName(st.Kind)}
@@ -385,6 +399,10 @@ func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.P
 			p.Health = healthName(st.Fingerprint.GetHealth().String())
 			p.Description = st.Fingerprint.GetDescription()
 			p.Attributes = st.Fingerprint.GetAttributes()
+			p.Problems = st.Fingerprint.GetProblems()
+		}
+		if st.Running && st.Kind == pluginv1.Kind_KIND_HYPERVISOR {
+			p.Targets = s.targets(ctx, st.Name)
 		}
 		out.Plugins = append(out.Plugins, p)
 	}
@@ -401,6 +419,42 @@ func (s *server) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.P
 		}
 		out.Plugins = append(out.Plugins, &daemonv1.Plugin{Name: n, Path: path, Health: "not enabled",
 			Description: fmt.Sprintf("found in %s; enable it with a backend, network or metrics block named %q", s.d.pluginDir, n)})
+	}
+	return out, nil
+}
+
+// targets asks backend name what it runs; nil when it does not answer.
+func (s *server) targets(ctx context.Context, name string) []string {
+	hv, err := s.d.plugins.Hypervisor(name)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, capabilitiesTimeout)
+	defer cancel()
+	caps, err := hv.Capabilities(ctx)
+	if err != nil {
+		return nil
+	}
+	return caps.GetTargets()
+}
+
+// Host reports petreld's configuration as it runs, for `petrel doctor`.
+func (s *server) Host(context.Context, *daemonv1.HostRequest) (*daemonv1.HostResponse, error) {
+	cfg := s.d.cfg
+	out := &daemonv1.HostResponse{
+		DataDir: cfg.DataDir, RunDir: cfg.RunDir, PluginDir: s.d.pluginDir, Socket: s.d.admin.path,
+		RemoteSocket: s.d.remote.path, DefaultBackend: cfg.DefaultBackend, Os: runtime.GOOS, Arch: runtime.GOARCH,
+		ConfigFile: cfg.File,
+	}
+	for _, set := range []struct {
+		blocks []config.Backend
+		names  *[]string
+	}{{cfg.Backends, &out.Backends}, {cfg.Networks, &out.Networks}, {cfg.Metrics, &out.Metrics}} {
+		for _, b := range set.blocks {
+			if b.IsEnabled() {
+				*set.names = append(*set.names, b.Name)
+			}
+		}
 	}
 	return out, nil
 }

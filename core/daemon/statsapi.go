@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/supervisor"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -25,10 +26,33 @@ func filterBatch(b *pluginv1.Batch, under name.Path) *pluginv1.Batch {
 	return out
 }
 
+// coversAll reports whether b has a sample of every VM of recs.
+func coversAll(b *pluginv1.Batch, recs []supervisor.Record) bool {
+	in := make(map[string]bool, len(b.GetVms()))
+	for _, vm := range b.GetVms() {
+		in[vm.GetName()] = true
+	}
+	for _, r := range recs {
+		if !in[r.Name] {
+			return false
+		}
+	}
+	return true
+}
+
+// Stats sends the newest statistics of the VMs under the requested path,
+// then, with follow, each new batch. A name or path that no VM has is
+// NotFound, as it is for Info, rather than an empty batch that reads as
+// a VM using nothing; a VM created since the last collection is sampled
+// at once rather than missing from the answer.
 func (s *server) Stats(req *daemonv1.StatsRequest, stream daemonv1.Daemon_StatsServer) error {
 	under, err := name.Parse(req.GetPath())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	recs, err := s.d.sup.Info(under.String())
+	if err != nil {
+		return grpcError(err)
 	}
 	var follow <-chan *pluginv1.Batch
 	if req.GetFollow() {
@@ -36,7 +60,11 @@ func (s *server) Stats(req *daemonv1.StatsRequest, stream daemonv1.Daemon_StatsS
 		defer stop()
 		follow = ch
 	}
-	if err := stream.Send(filterBatch(s.d.stats.Latest(stream.Context()), under)); err != nil {
+	latest := filterBatch(s.d.stats.Latest(stream.Context()), under)
+	if !coversAll(latest, recs) {
+		latest = filterBatch(s.d.stats.Collect(stream.Context()), under)
+	}
+	if err := stream.Send(latest); err != nil {
 		return err
 	}
 	if follow == nil {

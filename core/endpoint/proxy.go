@@ -148,6 +148,10 @@ func (p *proxy) Plugins(ctx context.Context, req *daemonv1.PluginsRequest) (*dae
 	return unary(ctx, req, p.up.Plugins)
 }
 
+func (p *proxy) Host(ctx context.Context, req *daemonv1.HostRequest) (*daemonv1.HostResponse, error) {
+	return unary(ctx, req, p.up.Host)
+}
+
 func (p *proxy) BlockList(ctx context.Context, req *daemonv1.BlockListRequest) (*daemonv1.BlockListResponse, error) {
 	return unary(ctx, req, p.up.BlockList)
 }

@@ -9,10 +9,10 @@ import (
 )
 
 // holdsResources reports whether a VM in state counts against policies:
-// one that runs or will run again does; one that exited or failed does
-// not.
+// one that runs, may run (unsupervised) or will run again does; one that
+// exited or failed does not.
 func holdsResources(state string) bool {
-	return state == StateStarting || state == StateRunning || state == StateRestarting
+	return state == StateStarting || state == StateRunning || state == StateRestarting || state == StateUnsupervised
 }
 
 // usageOf is what one VM takes from its ancestors' policies.

@@ -55,7 +55,7 @@ func FuzzCreateParams(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sup := New(Options{Store: st, Backends: backends{newFake()}, Events: events.New(), DefaultBackend: "fake",
+	sup := New(Options{Store: st, Backends: backends{hv: newFake()}, Events: events.New(), DefaultBackend: "fake",
 		ConsoleLines: 100, ConsoleBytes: 1 << 16, StopTimeout: time.Second, BackoffMin: 10 * time.Millisecond,
 		BackoffMax: 40 * time.Millisecond, ResetAfter: time.Minute, BootID: "fuzz", HostCPUs: 2, HostMemoryMB: 4096,
 		RunIDs: func(string) []string { return nil }})

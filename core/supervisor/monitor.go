@@ -171,10 +171,7 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, runID string, st *pl
 		return 0, false
 	}
 	ranFor := time.Since(v.rec.StartedAt)
-	v.rec.ExitedAt = time.Unix(0, st.GetExitedAtNs()).UTC()
-	if st.GetExitedAtNs() == 0 {
-		v.rec.ExitedAt = time.Now().UTC()
-	}
+	v.rec.StartedAt, v.rec.ExitedAt = runTimes(v.rec.StartedAt, st)
 	v.rec.Pid, v.rec.ShimPid = 0, 0
 	if st.GetLost() {
 		// Nothing recorded how the guest ended: no exit code at all (an
@@ -193,6 +190,11 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, runID string, st *pl
 	} else {
 		v.rec.Message = fmt.Sprintf("exited with code %d", st.GetCode())
 	}
+	if m := st.GetMessage(); m != "" {
+		// The backend's account, e.g. the raw status the code was
+		// decoded from.
+		v.rec.Message += ": " + m
+	}
 	s.event(events.Exited, v.rec, v.rec.Message)
 	if !ShouldRestart(v.rec.Restart, st.GetCode(), st.GetSignal(), false) {
 		v.rec.State = StateExited
@@ -209,6 +211,25 @@ func (s *Supervisor) recordExit(ctx context.Context, v *vm, runID string, st *pl
 		s.opts.Logger.Error("save restarting state", "vm", v.rec.Name, "error", err)
 	}
 	return delay, true
+}
+
+// runTimes returns the start and exit times of a run that ended with st,
+// which the daemon recorded as started at started. The exit record's own
+// start time wins: it comes from the clock the exit was taken by. Either
+// way the start is never after the exit; a backend that reports no exit
+// time exited now.
+func runTimes(started time.Time, st *pluginv1.ExitStatus) (time.Time, time.Time) {
+	exited := time.Now().UTC()
+	if ns := st.GetExitedAtNs(); ns != 0 {
+		exited = time.Unix(0, ns).UTC()
+	}
+	if ns := st.GetStartedAtNs(); ns > 0 {
+		started = time.Unix(0, ns).UTC()
+	}
+	if started.After(exited) {
+		started = exited
+	}
+	return started, exited
 }
 
 // stayDown records that v, whose run ended, stays down: it gives back its

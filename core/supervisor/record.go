@@ -23,6 +23,7 @@ const (
 	StateRestarting   = vmrecord.StateRestarting
 	StateFailed       = vmrecord.StateFailed
 	StateLost         = vmrecord.StateLost
+	StateUnsupervised = vmrecord.StateUnsupervised
 	RecordsCollection = vmrecord.Collection
 )
 

@@ -37,6 +37,12 @@ func (s *Supervisor) Recover(ctx context.Context) (reattached, started int, err 
 			return nil
 		}
 		v := &vm{rec: r, ring: s.newRing()}
+		hv, hvErr := s.opts.Backends.Hypervisor(r.Backend)
+		if hvErr == nil && r.State == StateUnsupervised {
+			// Its backend is back: it is followed as any running VM.
+			v.rec.State, v.rec.Message = StateRunning, ""
+			r = v.rec
+		}
 		s.mu.Lock()
 		s.vms[r.Name] = v
 		s.mu.Unlock()
@@ -45,11 +51,8 @@ func (s *Supervisor) Recover(ctx context.Context) (reattached, started int, err 
 			known[r.Backend] = map[string]bool{}
 		}
 		known[r.Backend][r.RunID] = true
-		hv, err := s.opts.Backends.Hypervisor(r.Backend)
-		if err != nil {
-			v.mu.Lock()
-			s.markFailed(v, fmt.Errorf("backend %s: %w", r.Backend, err))
-			v.mu.Unlock()
+		if hvErr != nil {
+			s.withoutBackend(v, hvErr)
 			return nil
 		}
 		switch {
@@ -79,6 +82,51 @@ func (s *Supervisor) Recover(ctx context.Context) (reattached, started int, err 
 	return reattached, started, nil
 }
 
+// withoutBackend settles a VM found at start-up whose backend is not
+// enabled (hvErr says so). A VM whose run is over keeps its state and exit
+// status: nothing about it changed. One that was running in this boot may
+// still run and is unsupervised, keeping its devices; one that restarts on
+// failure waits for its backend, as it waits for a plugin that is away;
+// one that was to be started (starting, or running before a reboot) cannot
+// be, and is failed.
+func (s *Supervisor) withoutBackend(v *vm, hvErr error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r := &v.rec
+	switch {
+	case vmrecord.Down(r.State):
+		v.ring.SetClosed(true)
+		return
+	case (r.State == StateRunning || r.State == StateUnsupervised) && r.BootID == s.opts.BootID:
+		r.State = StateUnsupervised
+		r.Message = fmt.Sprintf("backend %s is not enabled: the guest may still run, but petreld cannot follow it; enable the backend again (petreld reattaches at its next start), or destroy the VM", r.Backend)
+		s.reclaimBlocks(v)
+		s.opts.Logger.Warn("VM unsupervised: its backend is not enabled", "vm", r.Name, "backend", r.Backend)
+	case r.State == StateRestarting:
+		r.Message = fmt.Sprintf("to be started again once backend %s is enabled", r.Backend)
+	default:
+		s.markFailed(v, fmt.Errorf("backend %s: %w", r.Backend, hvErr))
+		return
+	}
+	if err := s.persist(v); err != nil {
+		s.opts.Logger.Error("save VM without backend", "vm", r.Name, "error", err)
+	}
+	v.ring.SetClosed(true)
+}
+
+// reclaimBlocks takes back the block devices of a VM found running (or
+// perhaps running) at start-up, which still uses them. Caller holds v.mu.
+func (s *Supervisor) reclaimBlocks(v *vm) {
+	if s.opts.Blocks == nil {
+		return
+	}
+	for _, b := range v.rec.Blocks {
+		if _, _, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name); err != nil {
+			s.opts.Logger.Warn("reclaim block device", "vm", v.rec.Name, "device", b.Device, "error", err)
+		}
+	}
+}
+
 // reattach follows a VM started by an earlier daemon.
 func (s *Supervisor) reattach(ctx context.Context, v *vm, hv hypervisor.Hypervisor) bool {
 	v.mu.Lock()
@@ -88,14 +136,7 @@ func (s *Supervisor) reattach(ctx context.Context, v *vm, hv hypervisor.Hypervis
 		h = &pluginv1.Handle{Id: v.rec.RunID}
 	}
 	// The VM still holds its block devices.
-	for _, b := range v.rec.Blocks {
-		if s.opts.Blocks == nil {
-			break
-		}
-		if _, _, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name); err != nil {
-			s.opts.Logger.Warn("reclaim block device", "vm", v.rec.Name, "device", b.Device, "error", err)
-		}
-	}
+	s.reclaimBlocks(v)
 	res, err := hv.Recover(ctx, h)
 	if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		s.opts.Logger.Warn("recover VM", "vm", v.rec.Name, "error", err)

@@ -110,6 +110,11 @@ type Options struct {
 	// RunIDs lists the run ids that backend has runtime directories for,
 	// so that orphans can be removed at start-up.
 	RunIDs func(backend string) []string
+	// RemoveRun kills what still runs of a run of backend, through its
+	// shim, and removes its runtime directory, without the backend: it
+	// serves destroy and restart of a VM whose backend is no longer
+	// enabled (unsupervised). Nil leaves such runs alone.
+	RemoveRun func(ctx context.Context, backend, runID string) error
 	// Blocks provides block devices; nil when the host has none.
 	Blocks BlockDevices
 	// Network provides taps; nil when no network plugin is configured.
@@ -715,7 +720,7 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	}
 	v.rec.State = StateRunning
 	v.rec.Handle, v.rec.Pid, v.rec.ShimPid, v.rec.Argv = hb, h.GetPid(), h.GetShimPid(), h.GetArgv()
-	v.rec.StartedAt = time.Now().UTC()
+	v.rec.StartedAt = startedAt(h)
 	v.rec.Message = ""
 	if err := s.persist(v); err != nil {
 		s.releaseDevices(v)
@@ -724,6 +729,17 @@ func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor,
 	}
 	v.ring.SetClosed(false)
 	return nil
+}
+
+// startedAt is when the run of h started: as its shim recorded it, which
+// is the clock its exit is recorded by too, or, from a backend that does
+// not say, now. A guest that exits at once may be gone before Start
+// returns, so the daemon's own clock would put its start after its exit.
+func startedAt(h *pluginv1.Handle) time.Time {
+	if ns := h.GetStartedAtNs(); ns > 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Now().UTC()
 }
 
 // cleanupRun removes a run at the backend on a failure path.
@@ -768,10 +784,18 @@ func (s *Supervisor) teardown(ctx context.Context, v *vm) (err error) {
 	}
 	hv, err := s.opts.Backends.Hypervisor(v.rec.Backend)
 	if err != nil {
-		if errors.Is(err, hypervisor.ErrInvalid) {
-			return nil // backend no longer configured: nothing to stop
+		if !errors.Is(err, hypervisor.ErrInvalid) {
+			return err
 		}
-		return err
+		// The backend is no longer enabled: what still runs of the VM is
+		// stopped through its shim.
+		if s.opts.RemoveRun != nil {
+			if err := s.opts.RemoveRun(ctx, v.rec.Backend, v.rec.RunID); err != nil {
+				return fmt.Errorf("stop %s without its backend: %w", v.rec.Name, err)
+			}
+		}
+		s.releaseDevices(v)
+		return nil
 	}
 	defer func() {
 		// The VM may still run: keep following it, so its state stays true.

@@ -33,6 +33,9 @@ type fakeHV struct {
 	specs map[string]*pluginv1.VMSpec
 	// noConfine makes the backend say it cannot confine VMs to CPUs.
 	noConfine bool
+	// startedAt, when set, is the start time handles report, as a shim
+	// records it.
+	startedAt time.Time
 }
 
 func newFake() *fakeHV {
@@ -81,7 +84,11 @@ func (f *fakeHV) Start(ctx context.Context, s *pluginv1.VMSpec) (*pluginv1.Handl
 	f.running[s.GetId()] = make(chan *pluginv1.ExitStatus, 1)
 	f.started = append(f.started, s.GetName())
 	f.specs[s.GetName()] = s
-	return &pluginv1.Handle{Id: s.GetId(), Pid: 4242}, nil
+	h := &pluginv1.Handle{Id: s.GetId(), Pid: 4242}
+	if !f.startedAt.IsZero() {
+		h.StartedAtNs = f.startedAt.UnixNano()
+	}
+	return h, nil
 }
 func (f *fakeHV) Recover(_ context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
 	f.mu.Lock()
@@ -110,6 +117,14 @@ func (f *fakeHV) exit(id string, code, sig int32) {
 	f.mu.Unlock()
 	ch <- &pluginv1.ExitStatus{Code: code, Signal: sig, ExitedAtNs: time.Now().UnixNano()}
 }
+
+// exitWith ends run id with st.
+func (f *fakeHV) exitWith(id string, st *pluginv1.ExitStatus) {
+	f.mu.Lock()
+	ch := f.running[id]
+	f.mu.Unlock()
+	ch <- st
+}
 func (f *fakeHV) Stop(_ context.Context, id string, _ time.Duration) error {
 	f.mu.Lock()
 	ch, ok := f.running[id]
@@ -136,12 +151,21 @@ func (f *fakeHV) Console(ctx context.Context, r *pluginv1.ConsoleRequest, fn fun
 	return nil
 }
 
-type backends struct{ hv hypervisor.Hypervisor }
+// backends offers hv as backend "fake", unless disabled.
+type backends struct {
+	hv       hypervisor.Hypervisor
+	disabled bool
+}
 
-func (b backends) Names() []string { return []string{"fake"} }
+func (b backends) Names() []string {
+	if b.disabled {
+		return nil
+	}
+	return []string{"fake"}
+}
 
 func (b backends) Hypervisor(name string) (hypervisor.Hypervisor, error) {
-	if name != "fake" {
+	if name != "fake" || b.disabled {
 		return nil, fmt.Errorf("%w: no backend %q", hypervisor.ErrInvalid, name)
 	}
 	return b.hv, nil
@@ -154,6 +178,10 @@ type fixture struct {
 	hv  *fakeHV
 	sha string
 	sup *Supervisor
+	// disabled opens the supervisor with backend "fake" not enabled.
+	disabled bool
+	// removed lists the runs RemoveRun was called for, as backend/run.
+	removed []string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -173,10 +201,14 @@ func (f *fixture) open(boot string, runIDs []string) {
 		f.t.Fatal(err)
 	}
 	f.st = st
-	f.sup = New(Options{Store: st, Backends: backends{f.hv}, Events: events.New(), DefaultBackend: "fake",
+	f.sup = New(Options{Store: st, Backends: backends{hv: f.hv, disabled: f.disabled}, Events: events.New(), DefaultBackend: "fake",
 		ConsoleLines: 100, ConsoleBytes: 1 << 16, StopTimeout: time.Second, BackoffMin: 10 * time.Millisecond,
 		BackoffMax: 40 * time.Millisecond, ResetAfter: time.Minute, BootID: boot, HostCPUs: 2,
-		RunIDs: func(string) []string { return runIDs }})
+		RunIDs: func(string) []string { return runIDs },
+		RemoveRun: func(_ context.Context, backend, runID string) error {
+			f.removed = append(f.removed, backend+"/"+runID)
+			return nil
+		}})
 	f.t.Cleanup(f.close)
 }
 
@@ -495,4 +527,106 @@ func TestCreateErrors(t *testing.T) {
 	if len(keys) != 0 {
 		t.Fatalf("failed creates left stored records: %v", keys)
 	}
+}
+
+// TestRunTimesOrdered: a guest that exits before Start returns shows a
+// start before its exit. The shim's record of the start wins over the
+// daemon's clock; from a backend that reports no start, the start is
+// never put after the exit either.
+func TestRunTimesOrdered(t *testing.T) {
+	f := newFixture(t)
+	shimStart := time.Now().Add(-10 * time.Second).UTC().Round(0)
+	f.hv.mu.Lock()
+	f.hv.startedAt = shimStart
+	f.hv.mu.Unlock()
+	r := f.create("quick", 0, false)
+	if !r.StartedAt.Equal(shimStart) {
+		t.Fatalf("started_at %v, want the shim's %v", r.StartedAt, shimStart)
+	}
+	exited := shimStart.Add(time.Millisecond)
+	f.hv.exitWith(r.RunID, &pluginv1.ExitStatus{ExitedAtNs: exited.UnixNano(), StartedAtNs: shimStart.UnixNano(), Message: "guest powered off"})
+	eventually(t, "exit", func() bool { return f.state("quick").State == StateExited })
+	got := f.state("quick")
+	if !got.StartedAt.Equal(shimStart) || !got.ExitedAt.Equal(exited) {
+		t.Fatalf("started %v exited %v, want %v and %v", got.StartedAt, got.ExitedAt, shimStart, exited)
+	}
+	if got.Message != "exited with code 0: guest powered off" {
+		t.Fatalf("message %q: the backend's account is kept", got.Message)
+	}
+
+	// A backend that reports neither: the exit it reports, taken before
+	// Start returned, bounds the start.
+	f.hv.mu.Lock()
+	f.hv.startedAt = time.Time{}
+	f.hv.mu.Unlock()
+	before := time.Now().UTC()
+	r = f.create("old", 0, false)
+	early := before.Add(-time.Microsecond)
+	f.hv.exitWith(r.RunID, &pluginv1.ExitStatus{ExitedAtNs: early.UnixNano()})
+	eventually(t, "exit", func() bool { return f.state("old").State == StateExited })
+	got = f.state("old")
+	if got.StartedAt.After(got.ExitedAt) || !got.ExitedAt.Equal(early) {
+		t.Fatalf("started %v after exited %v", got.StartedAt, got.ExitedAt)
+	}
+}
+
+// TestBackendDisabled: a petreld started without the backend its VMs ran
+// on keeps exited VMs exited, with their exit code; running ones become
+// unsupervised (still counted against policies, destroyed through
+// RemoveRun), ones that restart on failure wait for the backend, and once
+// it is enabled again an unsupervised VM is reattached.
+func TestBackendDisabled(t *testing.T) {
+	f := newFixture(t)
+	done := f.create("done", 0, false)
+	f.hv.exit(done.RunID, 3, 0)
+	eventually(t, "exit", func() bool { return f.state("done").State == StateExited })
+	up := f.create("up", 0, false)
+	gone := f.create("gone", 0, false)
+	later := f.create("later", 0, true)
+	f.hv.mu.Lock()
+	f.hv.unreachable = 1 << 20
+	f.hv.mu.Unlock()
+	f.hv.exit(later.RunID, 3, 0)
+	eventually(t, "restarting", func() bool { return f.state("later").State == StateRestarting })
+	f.close()
+	f.hv.mu.Lock()
+	f.hv.unreachable = 0
+	f.hv.mu.Unlock()
+
+	f.disabled = true
+	f.open("boot-1", nil)
+	if _, _, err := f.sup.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.state("done"); s.State != StateExited || !s.HasExit || s.ExitCode != 3 {
+		t.Fatalf("an exited VM changed with its backend disabled: %+v", s)
+	}
+	for _, n := range []string{"up", "gone"} {
+		if s := f.state(n); s.State != StateUnsupervised || !strings.Contains(s.Message, "backend fake is not enabled") {
+			t.Fatalf("%s, running when its backend was disabled: %+v", n, s)
+		}
+	}
+	if s := f.state("later"); s.State != StateRestarting || !strings.Contains(s.Message, "once backend fake is enabled") {
+		t.Fatalf("restarting VM with its backend disabled: %+v", s)
+	}
+	if u := f.sup.UsageUnder(name.Root, ""); u.VMs != 3 {
+		t.Fatalf("%d VMs counted against policies, want the unsupervised and restarting ones (3)", u.VMs)
+	}
+	if err := f.sup.Destroy(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(f.removed) != "[fake/"+gone.RunID+"]" {
+		t.Fatalf("destroy of an unsupervised VM removed %v, want its run %s", f.removed, gone.RunID)
+	}
+	f.close()
+
+	f.disabled = false
+	f.open("boot-1", nil)
+	if reattached, _, err := f.sup.Recover(context.Background()); err != nil || reattached != 1 {
+		t.Fatalf("Recover with the backend back: %d reattached, %v", reattached, err)
+	}
+	if s := f.state("up"); s.State != StateRunning || s.RunID != up.RunID || s.Message != "" {
+		t.Fatalf("an unsupervised VM whose backend is back: %+v", s)
+	}
+	eventually(t, "the restarting VM started again", func() bool { return f.state("later").State == StateRunning })
 }

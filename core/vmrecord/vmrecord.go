@@ -29,11 +29,18 @@ const (
 	// must not take the unknown for success. A lost VM is not restarted,
 	// whatever its restart policy, because nothing says it failed.
 	StateLost = "lost"
+	// StateUnsupervised: the VM was running when petreld last saw it, and
+	// its backend is no longer enabled, so petreld can neither follow nor
+	// stop it through the backend. The guest may still run: the VM keeps
+	// its devices and its share of its policies, destroy kills it through
+	// its shim, and once the backend is enabled again petreld reattaches
+	// to it at its next start.
+	StateUnsupervised = "unsupervised"
 )
 
 // States lists every VM state, for reports that count VMs by state and
 // must show the empty ones too.
-var States = []string{StateStarting, StateRunning, StateExited, StateRestarting, StateFailed, StateLost}
+var States = []string{StateStarting, StateRunning, StateExited, StateRestarting, StateFailed, StateLost, StateUnsupervised}
 
 // Down reports whether a VM in state runs no more and will not run again
 // unless asked to: it holds no resources (taps, block devices, policy

@@ -35,10 +35,29 @@ func CPUSet(spec *pluginv1.VMSpec) []int {
 	return cpus
 }
 
-// ShimExitStatus converts the exit record a shim wrote.
+// ShimHandle is the Handle of run id, started (or adopted) as shim
+// process p with the tender command line argv: the daemon persists it,
+// shows pids and argv, and takes the run's start time from the shim's
+// record rather than its own clock after Start returns.
+func ShimHandle(id string, state []byte, p *shim.Process, argv []string) *pluginv1.Handle {
+	return &pluginv1.Handle{Id: id, State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv,
+		StartedAtNs: unixNanos(p.StartedAt)}
+}
+
+// unixNanos is t in Unix nanoseconds, or 0 for the zero time, which the
+// plugin API reads as unknown.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// ShimExitStatus converts the exit record a shim wrote, with the start
+// of the run from the same record, so that the two times are ordered.
 func ShimExitStatus(e shim.Exit) *pluginv1.ExitStatus {
 	return &pluginv1.ExitStatus{
-		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(),
+		Code: int32(e.Code), Signal: int32(e.Signal), ExitedAtNs: e.ExitedAt.UnixNano(), StartedAtNs: unixNanos(e.StartedAt),
 		Rusage: &pluginv1.Rusage{UtimeNs: e.Rusage.UtimeNS, StimeNs: e.Rusage.StimeNS, MaxrssBytes: e.Rusage.MaxRSSBytes,
 			Minflt: e.Rusage.Minflt, Majflt: e.Rusage.Majflt, Nvcsw: e.Rusage.Nvcsw, Nivcsw: e.Rusage.Nivcsw},
 	}

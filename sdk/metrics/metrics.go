@@ -25,7 +25,7 @@
 //	tags:   vm (full name, "a:b:web"), path (the parent path, "a:b", or ":"
 //	        for a VM at the root), backend ("hvt", "spt", ...), state
 //	        ("starting", "running", "exited", "restarting", "failed",
-//	        "lost")
+//	        "lost", "unsupervised")
 //	fields: cpu_user_seconds, cpu_system_seconds (counters, CPU time of the
 //	        VM's tender), rss_bytes, vsize_bytes, shim_rss_bytes (gauges),
 //	        minor_faults, major_faults, voluntary_context_switches,

@@ -19,4 +19,7 @@ func MetricsPluginSets(impl metrics.Sink) map[int]goplugin.PluginSet {
 // whole body of a sink's main function, for Petrel's own sinks and
 // third-party ones alike. The plugin exits when petreld dies, so no sink
 // keeps a listener or connection open on its own.
-func ServeMetrics(impl metrics.Sink) { serve(MetricsPluginSets(impl)) }
+func ServeMetrics(impl metrics.Sink) {
+	printVersion(impl)
+	serve(MetricsPluginSets(impl))
+}

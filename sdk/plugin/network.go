@@ -19,4 +19,7 @@ func NetworkPluginSets(impl network.Network) map[int]goplugin.PluginSet {
 // the whole body of a network plugin's main function. When the parent
 // (petreld) dies the plugin exits too, so no orphaned plugin lingers; the
 // interfaces it created stay, tagged, for the next petreld to reconcile.
-func ServeNetwork(impl network.Network) { serve(NetworkPluginSets(impl)) }
+func ServeNetwork(impl network.Network) {
+	printVersion(impl)
+	serve(NetworkPluginSets(impl))
+}

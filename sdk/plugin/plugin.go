@@ -5,8 +5,11 @@
 package plugin
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -15,6 +18,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
 // ProtocolVersion is the newest plugin protocol version this SDK speaks.
@@ -76,7 +80,37 @@ func serve(sets map[int]goplugin.PluginSet) {
 // It is the whole body of a backend's main function. When the parent
 // (petreld) dies, the plugin exits too, so no orphaned plugin lingers;
 // VMs are not affected because their shims run in their own sessions.
-func ServeHypervisor(impl hypervisor.Hypervisor) { serve(HypervisorPluginSets(impl)) }
+func ServeHypervisor(impl hypervisor.Hypervisor) {
+	printVersion(impl)
+	serve(HypervisorPluginSets(impl))
+}
+
+// VersionFlag, as a plugin binary's only argument, makes it print its
+// file name and the version its Info reports, and exit: so that `petrel
+// doctor` can tell the version of a plugin petreld is not running, from
+// the plugin itself (a -trimpath build records no -ldflags to read).
+const VersionFlag = "--version"
+
+// informer is what every kind of plugin has: its identity.
+type informer interface {
+	Info(ctx context.Context) (*pluginv1.PluginInfo, error)
+}
+
+// printVersion serves VersionFlag: when it is the only argument, it
+// prints "NAME VERSION" and exits.
+func printVersion(impl informer) {
+	if len(os.Args) != 2 || os.Args[1] != VersionFlag {
+		return
+	}
+	name := filepath.Base(os.Args[0])
+	info, err := impl.Info(context.Background())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+	fmt.Printf("%s %s\n", name, info.GetVersion())
+	os.Exit(0)
+}
 
 // pluginGCPercent is the garbage collector's target for plugin processes
 // unless GOGC says otherwise: plugins hold little live data but one

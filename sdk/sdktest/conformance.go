@@ -133,6 +133,14 @@ func (s HypervisorSuite) Run(t *testing.T) {
 		if err != nil || st.GetCode() != 7 || st.GetSignal() != 0 {
 			t.Fatalf("Wait = %v, %v; want code 7", st, err)
 		}
+		// Start times are optional; given, they are one instant, and
+		// never after the exit.
+		if hs, es := h.GetStartedAtNs(), st.GetStartedAtNs(); hs != 0 && es != 0 && hs != es {
+			t.Errorf("the handle says the run started at %d, its exit status %d", hs, es)
+		}
+		if es := st.GetStartedAtNs(); es != 0 && st.GetExitedAtNs() != 0 && es > st.GetExitedAtNs() {
+			t.Errorf("the run started at %d, after its exit at %d", es, st.GetExitedAtNs())
+		}
 		var saw bool
 		hv.Console(ctx, &pluginv1.ConsoleRequest{Id: spec.GetId()}, func(l *pluginv1.ConsoleLine) error {
 			saw = saw || strings.Contains(l.GetText(), s.Marker)

@@ -58,6 +58,10 @@ type Process struct {
 	ShimPID int
 	// TenderPID is the tender, the shim's child.
 	TenderPID int
+	// StartedAt is when the shim started the tender, by the shim's clock
+	// (zero from a shim too old to report it). Exit.StartedAt is the same
+	// instant, so a run's start and exit are always ordered.
+	StartedAt time.Time
 	// Dir is the runtime directory, for Dial, ReadExit and ReadConsole.
 	Dir string
 	// Done is closed when the shim process exits. Only the launcher sees
@@ -155,7 +159,7 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 		}
 		return nil, err
 	}
-	return &Process{ShimPID: r.pid, TenderPID: rep.TenderPID, Dir: cfg.Dir, Done: r.done}, nil
+	return &Process{ShimPID: r.pid, TenderPID: rep.TenderPID, StartedAt: rep.StartedAt, Dir: cfg.Dir, Done: r.done}, nil
 }
 
 // flagOwnGOMAXPROCS tells the shim that GOMAXPROCS in its environment was

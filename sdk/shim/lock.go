@@ -89,7 +89,7 @@ func Resume(ctx context.Context, dir string) (*Process, error) {
 	for {
 		info, err := c.Info(ctx)
 		if err == nil {
-			return &Process{ShimPID: info.ShimPID, TenderPID: info.TenderPID, Dir: dir}, nil
+			return &Process{ShimPID: info.ShimPID, TenderPID: info.TenderPID, StartedAt: info.StartedAt, Dir: dir}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("resume the run in %s: %w", dir, ctx.Err())
@@ -101,7 +101,7 @@ func Resume(ctx context.Context, dir string) (*Process, error) {
 				// that ran would have left its exit record before exiting.
 				_ = lock.Close()
 				if info, err := c.Info(ctx); err == nil {
-					return &Process{ShimPID: info.ShimPID, TenderPID: info.TenderPID, Dir: dir}, nil
+					return &Process{ShimPID: info.ShimPID, TenderPID: info.TenderPID, StartedAt: info.StartedAt, Dir: dir}, nil
 				}
 				return nil, fmt.Errorf("%s: %w", dir, ErrNoRun)
 			}

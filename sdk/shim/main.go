@@ -95,7 +95,7 @@ func Main(args []string) int {
 		return 1
 	}
 	// The launcher waits for the report, so the log line comes after it.
-	report(ready, readyReport{TenderPID: s.pid}, logger)
+	report(ready, readyReport{TenderPID: s.pid, StartedAt: s.started}, logger)
 	logger.Printf("tender %d started: %q", s.pid, opts.argv)
 	return s.run(sigs)
 }

@@ -267,6 +267,11 @@ func TestLifecycle(t *testing.T) {
 	if !ex.ExitedAt.After(ex.StartedAt) || ex.Rusage.MaxRSSBytes <= 0 {
 		t.Errorf("exit times or rusage implausible: %+v", ex)
 	}
+	// The launcher learns the start from the shim: the instant its exit
+	// record and Info carry.
+	if !p.StartedAt.Equal(ex.StartedAt) || !info.StartedAt.Equal(ex.StartedAt) {
+		t.Errorf("started at %v (launch), %v (info), %v (exit record): one instant expected", p.StartedAt, info.StartedAt, ex.StartedAt)
+	}
 	waitDone(t, p)
 	if _, err := os.Stat(filepath.Join(p.Dir, SocketName)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("socket still present after the shim exited: %v", err)
@@ -857,8 +862,8 @@ func TestResume(t *testing.T) {
 	over := launch(t, testConfig(t, "exit:3"))
 	<-over.Done
 	p, err = Resume(ctx, over.Dir)
-	if err != nil || p.TenderPID != over.TenderPID {
-		t.Fatalf("Resume(exited) = %+v, %v; want tender %d", p, err, over.TenderPID)
+	if err != nil || p.TenderPID != over.TenderPID || !p.StartedAt.Equal(over.StartedAt) {
+		t.Fatalf("Resume(exited) = %+v, %v; want tender %d started at %v", p, err, over.TenderPID, over.StartedAt)
 	}
 
 	empty := t.TempDir()

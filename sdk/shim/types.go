@@ -185,6 +185,7 @@ type response struct {
 
 // readyReport is the line written to the readiness pipe.
 type readyReport struct {
-	TenderPID int    `json:"tender_pid,omitempty"`
-	Error     string `json:"error,omitempty"`
+	TenderPID int       `json:"tender_pid,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	Error     string    `json:"error,omitempty"`
 }

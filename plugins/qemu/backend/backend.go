@@ -24,12 +24,14 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
+	"github.com/petrel-vmm/petrel/sdk/kvm"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -264,6 +266,8 @@ type view struct {
 	firmware string // -bios file, "" for QEMU's default
 	fwErr    error
 	sandbox  bool
+	// pluginDir is where petreld found the plugin (and looks for the shim).
+	pluginDir string
 }
 
 // snapshot returns the configuration and host facts, probing again first
@@ -277,7 +281,7 @@ func (b *Backend) snapshot(ctx context.Context) (view, error) {
 	if b.host.qemuErr != nil || b.host.shimErr != nil || b.fwErr != nil {
 		b.resolveLocked(ctx)
 	}
-	return view{cfg: b.cfg, host: b.host, firmware: b.firmware, fwErr: b.fwErr, sandbox: b.sandbox}, nil
+	return view{cfg: b.cfg, host: b.host, firmware: b.firmware, fwErr: b.fwErr, sandbox: b.sandbox, pluginDir: b.pluginDir}, nil
 }
 
 // chooseAccel picks the accelerator for a guest of target, and a warning
@@ -318,7 +322,8 @@ func cpuModel(cfg settings, h host, accel string) string {
 
 // Fingerprint reports whether VMs can run, QEMU's version, whether KVM
 // works with it, whether it is kvm_pvm and which accelerator each kind of
-// guest gets.
+// guest gets; each thing missing is a problem with the one command or
+// setting that provides it (KVM, when guests fall back to TCG, too).
 func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error) {
 	v, err := b.snapshot(ctx)
 	if err != nil {
@@ -330,19 +335,29 @@ func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintRespons
 		"kvm.pvm": strconv.FormatBool(h.pvm), "sandbox": strconv.FormatBool(v.sandbox),
 	}
 	var problems, warnings []string
+	var fixes []*pluginv1.Problem
 	if h.qemuErr != nil {
 		problems = append(problems, h.qemuErr.Error())
+		fix := ""
+		if h.qemu == "" { // not found, rather than found and broken
+			fix = installQEMU()
+		}
+		fixes = append(fixes, &pluginv1.Problem{Description: h.qemuErr.Error(), Fix: fix})
 	} else {
 		attrs["qemu"] = h.qemu
 		attrs["qemu.version"] = h.version
 	}
 	if h.shimErr != nil {
 		problems = append(problems, h.shimErr.Error())
+		fixes = append(fixes, &pluginv1.Problem{Description: h.shimErr.Error(),
+			Fix: fmt.Sprintf("install petrel-shim in %s (or set settings.%s in the \"qemu\" backend block)", v.pluginDir, SettingShim)})
 	} else {
 		attrs["shim"] = h.shim
 	}
 	if fwErr != nil {
 		problems = append(problems, fwErr.Error())
+		fixes = append(fixes, &pluginv1.Problem{Description: fwErr.Error(),
+			Fix: fmt.Sprintf("set settings.%s = \"auto\" in the \"qemu\" backend block", SettingFirmware)})
 	} else if fw != "" {
 		attrs["firmware"] = fw
 	} else {
@@ -351,6 +366,9 @@ func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintRespons
 	if h.kvmErr != nil {
 		attrs["kvm"] = "unusable"
 		attrs["kvm.error"] = h.kvmErr.Error()
+		if h.qemuErr == nil {
+			fixes = append(fixes, &pluginv1.Problem{Description: h.kvmErr.Error() + ": guests run under TCG, QEMU's software emulation (slow)", Fix: kvm.Fix(h.kvmErr)})
+		}
 	} else {
 		attrs["kvm"] = "usable"
 	}
@@ -359,6 +377,7 @@ func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintRespons
 			accel, warn, err := chooseAccel(cfg, h, t)
 			if err != nil {
 				problems = append(problems, err.Error())
+				fixes = append(fixes, &pluginv1.Problem{Description: err.Error(), Fix: kvm.Fix(h.kvmErr)})
 				continue
 			}
 			attrs["accel."+t] = accel
@@ -368,13 +387,23 @@ func (b *Backend) Fingerprint(ctx context.Context) (*pluginv1.FingerprintRespons
 		}
 	}
 	if len(problems) > 0 {
-		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(problems, "; "), Attributes: attrs}, nil
+		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(problems, "; "),
+			Attributes: attrs, Problems: fixes}, nil
 	}
 	desc := "ready"
 	if len(warnings) > 0 {
 		desc = "ready; " + strings.Join(warnings, "; ")
 	}
-	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: desc, Attributes: attrs}, nil
+	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: desc, Attributes: attrs, Problems: fixes}, nil
+}
+
+// installQEMU is the command that installs QEMU for x86-64 guests on
+// this host's system.
+func installQEMU() string {
+	if runtime.GOOS == "freebsd" {
+		return "pkg install qemu"
+	}
+	return "apt install qemu-system-x86"
 }
 
 // Capabilities describes the backend.

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -93,7 +95,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 				return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 			}
 			b.watch(spec.GetId(), dir)
-			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
+			return hypervisor.ShimHandle(spec.GetId(), state, proc, argv), nil
 		}
 		if !errors.Is(err, shim.ErrNoRun) {
 			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
@@ -120,7 +122,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
 	b.watch(spec.GetId(), dir)
-	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(proc.TenderPID), ShimPid: int64(proc.ShimPID), Argv: argv}, nil
+	return hypervisor.ShimHandle(spec.GetId(), state, proc, argv), nil
 }
 
 // awaitReady waits until QEMU answers on QMP or exits. An exit with
@@ -231,7 +233,9 @@ func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.Re
 }
 
 // Wait blocks until QEMU exits and reports how the guest ended: a failure
-// the monitor recorded becomes exit code 1 with its reason.
+// the monitor recorded becomes exit code 1 with its reason, and a status
+// the guest set through isa-debug-exit is decoded into the guest's own
+// exit code, QEMU's raw status being kept in the message.
 func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
 	dir, err := b.existingDir(id)
 	if err != nil {
@@ -252,41 +256,82 @@ func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, er
 		st.Code, st.Signal, st.Message = 1, 0, f.Reason
 		return st, nil
 	}
-	st.Message = b.exitMessage(ctx, c, dir, e)
+	rec, _ := readRecord(dir)
+	st.Code, st.Message = guestExit(e, rec, consoleOf(ctx, c))
 	return st, nil
 }
 
-// solo5VirtioExit is QEMU's status when a Solo5 virtio guest calls
-// solo5_exit: the binding writes 41 to isa-debug-exit whatever the
-// guest's status.
+// solo5VirtioExit is QEMU's status when a Solo5 virtio guest ends: the
+// binding writes 41 to isa-debug-exit whatever the guest's status, and
+// QEMU exits with (41<<1)|1. The guest's status is in Solo5's report on
+// the console (solo5Exit).
 const solo5VirtioExit = 83
 
-// exitMessage explains an exit status in words.
-func (b *Backend) exitMessage(ctx context.Context, c *shim.Client, dir string, e shim.Exit) string {
-	rec, _ := readRecord(dir)
+// solo5ExitAbort is SOLO5_EXIT_ABORT, the status of solo5_abort.
+const solo5ExitAbort = 255
+
+// Solo5's reports of a guest's end on the console: solo5_exit with the
+// guest's status, solo5_abort, and the fatal errors that abort.
+var (
+	solo5Exit  = regexp.MustCompile(`^Solo5: solo5_exit\((-?\d+)\) called`)
+	solo5Abort = regexp.MustCompile(`^Solo5: (solo5_abort\(\) called|PANIC|trap)`)
+)
+
+// guestExit returns the guest's own exit code for QEMU's exit e, and says
+// in words how the guest ended. QEMU's isa-debug-exit device ends QEMU
+// with status (N<<1)|1 for the value N the guest writes, so that an odd
+// status of 3 or more is a guest's N; for a Solo5 virtio guest, whose
+// binding always writes 41, N is the status Solo5 printed. Whenever the
+// code differs from QEMU's status, the message keeps the latter. Status
+// 1 stays 1: a guest that wrote 0 and a QEMU that failed both give it,
+// and an unknown end is not a success. rec (nil when unreadable) names
+// QEMU's binary and the guest's kind; console is the console history.
+func guestExit(e shim.Exit, rec *vmRecord, console []string) (int32, string) {
 	prog := "qemu-system-x86_64"
 	if rec != nil && len(rec.QEMU) > 0 {
 		prog = filepath.Base(rec.QEMU[0])
 	}
+	raw := int32(e.Code)
 	switch {
 	case e.Signal != 0:
-		return fmt.Sprintf("QEMU killed by signal %d", e.Signal)
-	case e.Code == 0:
-		for _, l := range consoleOf(ctx, c) {
+		return raw, fmt.Sprintf("QEMU killed by signal %d", e.Signal)
+	case raw == 0:
+		for _, l := range console {
 			if strings.HasPrefix(l, prog+": terminating on signal") {
-				return "QEMU terminated by a signal before the guest powered off"
+				return 0, "QEMU terminated by a signal before the guest powered off"
 			}
 		}
-		return "guest powered off"
-	case e.Code == 1:
-		if msgs := qemuErrors(consoleOf(ctx, c), prog); len(msgs) > 0 {
-			return "QEMU failed: " + strings.Join(msgs, "; ")
+		return 0, "guest powered off"
+	case raw == 1:
+		if msgs := qemuErrors(console, prog); len(msgs) > 0 {
+			return 1, "QEMU failed: " + strings.Join(msgs, "; ")
 		}
-		return "guest wrote 0 to isa-debug-exit, or QEMU failed"
-	case e.Code == solo5VirtioExit && rec != nil && rec.Target == TargetVirtio:
-		return "Solo5 guest exited (the virtio binding reports every exit as status 83)"
+		return 1, "guest wrote 0 to isa-debug-exit, or QEMU failed"
+	case raw%2 == 0 || raw < 0:
+		return raw, fmt.Sprintf("QEMU exited with status %d", raw)
+	case raw == solo5VirtioExit && rec != nil && rec.Target == TargetVirtio:
+		return solo5Status(console)
 	}
-	return fmt.Sprintf("guest exited through isa-debug-exit with status %d", e.Code)
+	return raw >> 1, fmt.Sprintf("guest wrote %d to isa-debug-exit (QEMU exit status %d)", raw>>1, raw)
+}
+
+// solo5Status reads the status of a Solo5 virtio guest, which QEMU
+// reported as solo5VirtioExit, from Solo5's last report on its console.
+// Without one (--solo5:quiet hides solo5_exit's), the guest called
+// solo5_exit with a status nobody saw: 0 is assumed, and said so.
+func solo5Status(console []string) (int32, string) {
+	for i := len(console) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(console[i])
+		if m := solo5Exit.FindStringSubmatch(l); m != nil {
+			if n, err := strconv.ParseInt(m[1], 10, 32); err == nil {
+				return int32(n), fmt.Sprintf("Solo5 guest called solo5_exit(%d) (QEMU exit status %d)", n, solo5VirtioExit)
+			}
+		}
+		if solo5Abort.MatchString(l) {
+			return solo5ExitAbort, fmt.Sprintf("Solo5 guest aborted: %s (QEMU exit status %d)", l, solo5VirtioExit)
+		}
+	}
+	return 0, fmt.Sprintf("Solo5 guest exited without reporting its status (--solo5:quiet); 0 assumed (QEMU exit status %d)", solo5VirtioExit)
 }
 
 // Stop presses the guest's ACPI power button through QMP and kills QEMU

@@ -646,3 +646,63 @@ func TestVirtioGuestBytes(t *testing.T) {
 		t.Fatalf("inspectImage = %+v, %v", im, err)
 	}
 }
+
+// TestGuestExit decodes QEMU's exit statuses into the guest's own exit
+// code: isa-debug-exit's (N<<1)|1 gives N, a Solo5 virtio guest's 83 the
+// status Solo5 printed, and the raw status stays in the message.
+func TestGuestExit(t *testing.T) {
+	virtio := &vmRecord{Target: TargetVirtio, QEMU: []string{"/usr/bin/qemu-system-x86_64"}}
+	linux := &vmRecord{Target: TargetLinux, QEMU: []string{"/usr/bin/qemu-system-x86_64"}}
+	for _, c := range []struct {
+		what    string
+		e       shim.Exit
+		rec     *vmRecord
+		console []string
+		code    int32
+		msg     string
+	}{
+		{"solo5_exit(0)", shim.Exit{Code: 83}, virtio, []string{"Solo5: solo5_exit(0) called"}, 0, "Solo5 guest called solo5_exit(0) (QEMU exit status 83)"},
+		{"solo5_exit(3), last report wins", shim.Exit{Code: 83}, virtio, []string{"Solo5: solo5_exit(9) called", "hello", "Solo5: solo5_exit(3) called\r"}, 3, "solo5_exit(3) (QEMU exit status 83)"},
+		{"abort", shim.Exit{Code: 83}, virtio, []string{"Solo5: solo5_abort() called"}, 255, "Solo5 guest aborted: Solo5: solo5_abort() called (QEMU exit status 83)"},
+		{"trap", shim.Exit{Code: 83}, virtio, []string{"Solo5: trap: type=#GP ec=0x0 rip=0x1"}, 255, "aborted: Solo5: trap"},
+		{"quiet", shim.Exit{Code: 83}, virtio, nil, 0, "without reporting its status (--solo5:quiet); 0 assumed (QEMU exit status 83)"},
+		{"83 from a Linux guest", shim.Exit{Code: 83}, linux, nil, 41, "guest wrote 41 to isa-debug-exit (QEMU exit status 83)"},
+		{"isa-debug-exit 7", shim.Exit{Code: 15}, linux, nil, 7, "guest wrote 7 to isa-debug-exit (QEMU exit status 15)"},
+		{"isa-debug-exit 1", shim.Exit{Code: 3}, virtio, nil, 1, "guest wrote 1 to isa-debug-exit (QEMU exit status 3)"},
+		{"power off", shim.Exit{Code: 0}, linux, nil, 0, "guest powered off"},
+		{"terminated", shim.Exit{Code: 0}, linux, []string{"qemu-system-x86_64: terminating on signal 15 from pid 1"}, 0, "QEMU terminated by a signal"},
+		{"QEMU failed", shim.Exit{Code: 1}, linux, []string{"qemu-system-x86_64: -m 99999999: cannot allocate"}, 1, "QEMU failed: -m 99999999: cannot allocate"},
+		{"wrote 0 or failed", shim.Exit{Code: 1}, nil, nil, 1, "guest wrote 0 to isa-debug-exit, or QEMU failed"},
+		{"even status", shim.Exit{Code: 2}, linux, nil, 2, "QEMU exited with status 2"},
+		{"signal", shim.Exit{Code: -1, Signal: 9}, linux, nil, -1, "QEMU killed by signal 9"},
+	} {
+		code, msg := guestExit(c.e, c.rec, c.console)
+		if code != c.code || !strings.Contains(msg, c.msg) {
+			t.Errorf("%s: code %d, %q; want %d, containing %q", c.what, code, msg, c.code, c.msg)
+		}
+	}
+}
+
+// TestFingerprintWithoutQEMU: a host without QEMU is told the command
+// that installs it, through the fingerprint's problems, as petreld and
+// petrel doctor show them.
+func TestFingerprintWithoutQEMU(t *testing.T) {
+	b := New("test")
+	t.Cleanup(b.Close)
+	dir := t.TempDir()
+	req := &pluginv1.ConfigureRequest{RunDir: filepath.Join(dir, "run"), PluginDir: dir,
+		Settings: map[string]string{SettingQEMU: filepath.Join(dir, "qemu-system-x86_64")}}
+	if err := b.Configure(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := b.Fingerprint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp.GetHealth() != pluginv1.Health_HEALTH_UNHEALTHY || len(fp.GetProblems()) == 0 {
+		t.Fatalf("fingerprint without QEMU: %v", fp)
+	}
+	if p := fp.GetProblems()[0]; !strings.Contains(p.GetDescription(), "not found") || p.GetFix() != "apt install qemu-system-x86" {
+		t.Fatalf("first problem %v; want QEMU not found, fixed by apt install qemu-system-x86", p)
+	}
+}

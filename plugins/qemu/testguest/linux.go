@@ -34,9 +34,9 @@ const (
 
 // Kernel command-line parameters read by /init.
 const (
-	// ParamExit (petrel.exit=N) makes the guest exit at once through
-	// QEMU's isa-debug-exit device at port 0xf4; QEMU's exit status is
-	// then N for odd N.
+	// ParamExit (petrel.exit=N) makes the guest exit at once by writing
+	// N to QEMU's isa-debug-exit device at port 0xf4; QEMU's exit status
+	// is then (N<<1)|1, and the backend reports N.
 	ParamExit = "petrel.exit"
 	// ParamIP (petrel.ip=ADDR/PREFIX) configures eth0.
 	ParamIP = "petrel.ip"
@@ -101,23 +101,23 @@ while :; do sleep 3600; done
 `
 
 // exitCode is /bin/petrel-exit: x86-64 code that parses argv[1] as a
-// decimal number N, gains access to port 0xf4 with ioperm and writes N>>1
+// decimal number N, gains access to port 0xf4 with ioperm and writes N
 // there as a 32-bit value, which makes QEMU's isa-debug-exit device end
-// QEMU with status 2*(N>>1)+1. If it is still running afterwards, it
+// QEMU with status (N<<1)|1. If it is still running afterwards, it
 // exits 1. Assembly (Intel syntax):
 //
 //	mov rsi,[rsp+16]; xor ebx,ebx; test rsi,rsi; je 2f
 //	1: movzx eax,byte [rsi]; inc rsi; sub eax,'0'; cmp eax,9; ja 2f
 //	   imul ebx,ebx,10; add ebx,eax; jmp 1b
 //	2: mov eax,173; mov edi,0xf4; mov esi,4; mov edx,1; syscall
-//	   mov eax,ebx; shr eax,1; mov dx,0xf4; out dx,eax
+//	   mov eax,ebx; nop; nop; mov dx,0xf4; out dx,eax
 //	   mov eax,60; mov edi,1; syscall
 var exitCode = []byte{
 	0x48, 0x8b, 0x74, 0x24, 0x10, 0x31, 0xdb, 0x48, 0x85, 0xf6, 0x74, 0x15,
 	0x0f, 0xb6, 0x06, 0x48, 0xff, 0xc6, 0x83, 0xe8, 0x30, 0x83, 0xf8, 0x09,
 	0x77, 0x07, 0x6b, 0xdb, 0x0a, 0x01, 0xc3, 0xeb, 0xeb, 0xb8, 0xad, 0x00,
 	0x00, 0x00, 0xbf, 0xf4, 0x00, 0x00, 0x00, 0xbe, 0x04, 0x00, 0x00, 0x00,
-	0xba, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x89, 0xd8, 0xd1, 0xe8, 0x66,
+	0xba, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x89, 0xd8, 0x90, 0x90, 0x66,
 	0xba, 0xf4, 0x00, 0xef, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0xbf, 0x01, 0x00,
 	0x00, 0x00, 0x0f, 0x05,
 }

@@ -25,9 +25,9 @@ const VirtioABIVersion = 1
 
 // Arguments understood by the virtio guest. The guest looks at the first
 // '=' in its command line and at the character after it: a digit D makes
-// it exit through QEMU's isa-debug-exit device at port 0x501 (as Solo5's
-// virtio binding does), so that QEMU's exit status is D when D is odd
-// (QEMU reports 2*(D>>1)+1); 'i' makes it execute int3 without an
+// it write D to QEMU's isa-debug-exit device at port 0x501 (where Solo5's
+// virtio binding writes), so that QEMU's exit status is (D<<1)|1 and the
+// backend reports D; 'i' makes it execute int3 without an
 // interrupt table, which a TCG guest turns into a triple fault and a
 // software KVM that cannot emulate int3 (kvm_pvm) into a KVM internal
 // error; anything else makes it halt forever.
@@ -37,7 +37,7 @@ const (
 )
 
 // VirtioExit returns the argument that makes the virtio guest exit with
-// code, which must be an odd number below 10.
+// code, a digit.
 func VirtioExit(code int) string { return fmt.Sprintf("exit=%d", code) }
 
 // virtioCode is the guest: a multiboot header using the a.out kludge (so
@@ -52,7 +52,7 @@ func VirtioExit(code int) string { return fmt.Sprintf("exit=%d", code) }
 //	       call puts; mov $10,%al; call putc; pop %esi
 //	scan:  lodsb; test %al,%al; jz halt; cmp $'=',%al; jne scan
 //	       lodsb; cmp $'i',%al; je crash; sub $'0',%al; cmp $9,%al; ja halt
-//	       shr $1,%al; mov $0x501,%dx; outb %al,%dx
+//	       nop; nop; mov $0x501,%dx; outb %al,%dx
 //	halt:  cli; hlt; jmp halt
 //	crash: int3; jmp halt
 //	puts:  lodsb; test %al,%al; jz 1f; call putc; jmp puts; 1: ret
@@ -66,7 +66,7 @@ var virtioCode = []byte{
 	0x00, 0xf7, 0x07, 0x04, 0x00, 0x00, 0x00, 0x74, 0x2c, 0x8b, 0x77, 0x10,
 	0x56, 0xe8, 0x2a, 0x00, 0x00, 0x00, 0xb0, 0x0a, 0xe8, 0x30, 0x00, 0x00,
 	0x00, 0x5e, 0xac, 0x84, 0xc0, 0x74, 0x16, 0x3c, 0x3d, 0x75, 0xf7, 0xac,
-	0x3c, 0x69, 0x74, 0x11, 0x2c, 0x30, 0x3c, 0x09, 0x77, 0x07, 0xd0, 0xe8,
+	0x3c, 0x69, 0x74, 0x11, 0x2c, 0x30, 0x3c, 0x09, 0x77, 0x07, 0x90, 0x90,
 	0x66, 0xba, 0x01, 0x05, 0xee, 0xfa, 0xf4, 0xeb, 0xfc, 0xcc, 0xeb, 0xf9,
 	0xac, 0x84, 0xc0, 0x74, 0x07, 0xe8, 0x03, 0x00, 0x00, 0x00, 0xeb, 0xf4,
 	0xc3, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xc3, 0x50, 0x45, 0x54, 0x52, 0x45,

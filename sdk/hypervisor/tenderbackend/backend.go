@@ -216,7 +216,8 @@ func (b *Backend) findShim() (string, error) {
 	return shim.Find(b.pluginDir)
 }
 
-// Fingerprint reports whether VMs can run.
+// Fingerprint reports whether VMs can run, and for each thing missing the
+// one command or setting that provides it.
 func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -224,30 +225,45 @@ func (b *Backend) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, e
 		b.resolveLocked() // the operator may have installed something since
 	}
 	attrs := map[string]string{"target": b.cfg.Target.String()}
-	var problems []string
+	var problems []*pluginv1.Problem
 	if b.tenderErr != nil {
-		problems = append(problems, b.tenderErr.Error())
+		problems = append(problems, &pluginv1.Problem{Description: b.tenderErr.Error(), Fix: b.tenderFixLocked()})
 	} else {
 		attrs["tender"] = strings.Join(b.tender, " ")
 		attrs["tender.abi_version"] = strconv.FormatUint(uint64(b.abi), 10)
 	}
 	if b.shimErr != nil {
-		problems = append(problems, b.shimErr.Error())
+		problems = append(problems, &pluginv1.Problem{Description: b.shimErr.Error(),
+			Fix: fmt.Sprintf("install petrel-shim in %s (or set settings.%s in the %q backend block)", b.pluginDir, SettingShim, b.cfg.Name)})
 	} else {
 		attrs["shim"] = b.shimPath
 	}
 	if b.needsKVMLocked() {
 		if err := kvm.Probe(); err != nil {
-			problems = append(problems, err.Error())
+			problems = append(problems, &pluginv1.Problem{Description: err.Error(), Fix: kvm.Fix(err)})
 			attrs["kvm"] = "unusable"
 		} else {
 			attrs["kvm"] = "usable"
 		}
 	}
 	if len(problems) > 0 {
-		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(problems, "; "), Attributes: attrs}, nil
+		var desc []string
+		for _, p := range problems {
+			desc = append(desc, p.GetDescription())
+		}
+		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY, Description: strings.Join(desc, "; "),
+			Attributes: attrs, Problems: problems}, nil
 	}
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY, Description: "ready", Attributes: attrs}, nil
+}
+
+// tenderFixLocked says how to get a tender when none was found: the
+// built-in one where the backend has it, else Solo5's. Caller holds b.mu.
+func (b *Backend) tenderFixLocked() string {
+	if b.cfg.Builtin != nil {
+		return fmt.Sprintf("set settings = { %s = \"builtin\" } in petreld's %q backend block (Petrel's built-in tender)", SettingEngine, b.cfg.Name)
+	}
+	return fmt.Sprintf("install Solo5's %s, or set settings.%s in petreld's %q backend block", b.cfg.DefaultTender, SettingTender, b.cfg.Name)
 }
 
 // needsKVM reports whether VMs of this backend need a usable KVM here:
@@ -396,7 +412,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		// it could answer: adopt the run it made rather than make another.
 		p, err := shim.Resume(ctx, dir)
 		if err == nil {
-			return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+			return hypervisor.ShimHandle(spec.GetId(), state, p, argv), nil
 		}
 		if !errors.Is(err, shim.ErrNoRun) {
 			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
@@ -410,7 +426,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
-	return &pluginv1.Handle{Id: spec.GetId(), State: state, Pid: int64(p.TenderPID), ShimPid: int64(p.ShimPID), Argv: argv}, nil
+	return hypervisor.ShimHandle(spec.GetId(), state, p, argv), nil
 }
 
 // Recover reports whether the VM of h still runs.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
@@ -85,6 +86,39 @@ func TestNeedsKVMSetting(t *testing.T) {
 		err := New(HVT("test", nil)).Configure(context.Background(), &pluginv1.ConfigureRequest{RunDir: t.TempDir(), Settings: map[string]string{SettingNeedsKVM: v}})
 		if (err == nil) != ok {
 			t.Errorf("needs_kvm = %q: %v", v, err)
+		}
+	}
+}
+
+// TestFingerprintProblems: what a backend misses is reported one problem
+// at a time, each with the setting or command that provides it.
+func TestFingerprintProblems(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv("PATH", empty)
+	builtin := func() ([]string, error) { return nil, nil }
+	for _, c := range []struct {
+		cfg  Config
+		want []string
+	}{
+		{SPT("test", builtin), []string{`set settings = { engine = "builtin" } in petreld's "spt" backend block`, "install petrel-shim in " + empty}},
+		{SPT("test", nil), []string{`install Solo5's solo5-spt`, "install petrel-shim in " + empty}},
+	} {
+		b := New(c.cfg)
+		req := &pluginv1.ConfigureRequest{RunDir: t.TempDir(), PluginDir: empty, Settings: map[string]string{SettingEngine: "external"}}
+		if err := b.Configure(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		fp, err := b.Fingerprint(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fp.GetHealth() != pluginv1.Health_HEALTH_UNHEALTHY || len(fp.GetProblems()) != len(c.want) {
+			t.Fatalf("%s: %v", c.cfg.Name, fp)
+		}
+		for i, w := range c.want {
+			if p := fp.GetProblems()[i]; p.GetDescription() == "" || !strings.HasPrefix(p.GetFix(), w) {
+				t.Errorf("%s: problem %d is %v, want a fix starting %q", c.cfg.Name, i, p, w)
+			}
 		}
 	}
 }

@@ -27,6 +27,187 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// HostRequest is empty.
+type HostRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostRequest) Reset() {
+	*x = HostRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostRequest) ProtoMessage() {}
+
+func (x *HostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostRequest.ProtoReflect.Descriptor instead.
+func (*HostRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+// HostResponse is petreld's configuration as it runs.
+type HostResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// State directory (VM records, images, block devices).
+	DataDir string `protobuf:"bytes,1,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`
+	// Runtime directory (sockets, per-VM runtime files).
+	RunDir string `protobuf:"bytes,2,opt,name=run_dir,json=runDir,proto3" json:"run_dir,omitempty"`
+	// Where plugin binaries are found.
+	PluginDir string `protobuf:"bytes,3,opt,name=plugin_dir,json=pluginDir,proto3" json:"plugin_dir,omitempty"`
+	// The administrators' socket.
+	Socket string `protobuf:"bytes,4,opt,name=socket,proto3" json:"socket,omitempty"`
+	// The socket petrel-endpoint forwards requests to.
+	RemoteSocket string `protobuf:"bytes,5,opt,name=remote_socket,json=remoteSocket,proto3" json:"remote_socket,omitempty"`
+	// Backend used when a create names none.
+	DefaultBackend string `protobuf:"bytes,6,opt,name=default_backend,json=defaultBackend,proto3" json:"default_backend,omitempty"`
+	// Enabled backends, network plugins and metrics sinks, by plugin name;
+	// Plugins says how each is doing.
+	Backends []string `protobuf:"bytes,7,rep,name=backends,proto3" json:"backends,omitempty"`
+	Networks []string `protobuf:"bytes,8,rep,name=networks,proto3" json:"networks,omitempty"`
+	Metrics  []string `protobuf:"bytes,9,rep,name=metrics,proto3" json:"metrics,omitempty"`
+	// Operating system and architecture petreld runs on, as Go names them.
+	Os   string `protobuf:"bytes,10,opt,name=os,proto3" json:"os,omitempty"`
+	Arch string `protobuf:"bytes,11,opt,name=arch,proto3" json:"arch,omitempty"`
+	// The configuration file petreld read over its defaults; empty when
+	// it runs on the embedded defaults and flags alone.
+	ConfigFile    string `protobuf:"bytes,12,opt,name=config_file,json=configFile,proto3" json:"config_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostResponse) Reset() {
+	*x = HostResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostResponse) ProtoMessage() {}
+
+func (x *HostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostResponse.ProtoReflect.Descriptor instead.
+func (*HostResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HostResponse) GetDataDir() string {
+	if x != nil {
+		return x.DataDir
+	}
+	return ""
+}
+
+func (x *HostResponse) GetRunDir() string {
+	if x != nil {
+		return x.RunDir
+	}
+	return ""
+}
+
+func (x *HostResponse) GetPluginDir() string {
+	if x != nil {
+		return x.PluginDir
+	}
+	return ""
+}
+
+func (x *HostResponse) GetSocket() string {
+	if x != nil {
+		return x.Socket
+	}
+	return ""
+}
+
+func (x *HostResponse) GetRemoteSocket() string {
+	if x != nil {
+		return x.RemoteSocket
+	}
+	return ""
+}
+
+func (x *HostResponse) GetDefaultBackend() string {
+	if x != nil {
+		return x.DefaultBackend
+	}
+	return ""
+}
+
+func (x *HostResponse) GetBackends() []string {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *HostResponse) GetNetworks() []string {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+func (x *HostResponse) GetMetrics() []string {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *HostResponse) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *HostResponse) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *HostResponse) GetConfigFile() string {
+	if x != nil {
+		return x.ConfigFile
+	}
+	return ""
+}
+
 // StatsRequest selects VMs by name or path ("" for all).
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +219,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +231,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +244,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StatsRequest) GetPath() string {
@@ -99,7 +280,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -111,7 +292,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -124,7 +305,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Policy) GetVms() int32 {
@@ -194,7 +375,7 @@ type PolicyEntry struct {
 
 func (x *PolicyEntry) Reset() {
 	*x = PolicyEntry{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +387,7 @@ func (x *PolicyEntry) String() string {
 func (*PolicyEntry) ProtoMessage() {}
 
 func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +400,7 @@ func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyEntry.ProtoReflect.Descriptor instead.
 func (*PolicyEntry) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PolicyEntry) GetPath() string {
@@ -288,7 +469,7 @@ type PolicyListRequest struct {
 
 func (x *PolicyListRequest) Reset() {
 	*x = PolicyListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +481,7 @@ func (x *PolicyListRequest) String() string {
 func (*PolicyListRequest) ProtoMessage() {}
 
 func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +494,7 @@ func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyListRequest.ProtoReflect.Descriptor instead.
 func (*PolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyListRequest) GetPath() string {
@@ -333,7 +514,7 @@ type PolicyListResponse struct {
 
 func (x *PolicyListResponse) Reset() {
 	*x = PolicyListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +526,7 @@ func (x *PolicyListResponse) String() string {
 func (*PolicyListResponse) ProtoMessage() {}
 
 func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +539,7 @@ func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyListResponse.ProtoReflect.Descriptor instead.
 func (*PolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PolicyListResponse) GetPolicies() []*PolicyEntry {
@@ -379,7 +560,7 @@ type PolicyAddRequest struct {
 
 func (x *PolicyAddRequest) Reset() {
 	*x = PolicyAddRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +572,7 @@ func (x *PolicyAddRequest) String() string {
 func (*PolicyAddRequest) ProtoMessage() {}
 
 func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +585,7 @@ func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyAddRequest.ProtoReflect.Descriptor instead.
 func (*PolicyAddRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyAddRequest) GetPath() string {
@@ -431,7 +612,7 @@ type PolicyRemoveRequest struct {
 
 func (x *PolicyRemoveRequest) Reset() {
 	*x = PolicyRemoveRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +624,7 @@ func (x *PolicyRemoveRequest) String() string {
 func (*PolicyRemoveRequest) ProtoMessage() {}
 
 func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +637,7 @@ func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRemoveRequest.ProtoReflect.Descriptor instead.
 func (*PolicyRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyRemoveRequest) GetPath() string {
@@ -475,7 +656,7 @@ type PolicyRemoveResponse struct {
 
 func (x *PolicyRemoveResponse) Reset() {
 	*x = PolicyRemoveResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +668,7 @@ func (x *PolicyRemoveResponse) String() string {
 func (*PolicyRemoveResponse) ProtoMessage() {}
 
 func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +681,7 @@ func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRemoveResponse.ProtoReflect.Descriptor instead.
 func (*PolicyRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 // NetAttachment connects a manifest net device to a host bridge.
@@ -520,7 +701,7 @@ type NetAttachment struct {
 
 func (x *NetAttachment) Reset() {
 	*x = NetAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +713,7 @@ func (x *NetAttachment) String() string {
 func (*NetAttachment) ProtoMessage() {}
 
 func (x *NetAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +726,7 @@ func (x *NetAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetAttachment.ProtoReflect.Descriptor instead.
 func (*NetAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NetAttachment) GetName() string {
@@ -585,7 +766,7 @@ type BridgesRequest struct {
 
 func (x *BridgesRequest) Reset() {
 	*x = BridgesRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +778,7 @@ func (x *BridgesRequest) String() string {
 func (*BridgesRequest) ProtoMessage() {}
 
 func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +791,7 @@ func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesRequest.ProtoReflect.Descriptor instead.
 func (*BridgesRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 // HostBridge is one host bridge.
@@ -627,7 +808,7 @@ type HostBridge struct {
 
 func (x *HostBridge) Reset() {
 	*x = HostBridge{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +820,7 @@ func (x *HostBridge) String() string {
 func (*HostBridge) ProtoMessage() {}
 
 func (x *HostBridge) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +833,7 @@ func (x *HostBridge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostBridge.ProtoReflect.Descriptor instead.
 func (*HostBridge) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HostBridge) GetName() string {
@@ -700,7 +881,7 @@ type BridgesResponse struct {
 
 func (x *BridgesResponse) Reset() {
 	*x = BridgesResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +893,7 @@ func (x *BridgesResponse) String() string {
 func (*BridgesResponse) ProtoMessage() {}
 
 func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +906,7 @@ func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesResponse.ProtoReflect.Descriptor instead.
 func (*BridgesResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BridgesResponse) GetBridges() []*HostBridge {
@@ -750,7 +931,7 @@ type BlockInfo struct {
 
 func (x *BlockInfo) Reset() {
 	*x = BlockInfo{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +943,7 @@ func (x *BlockInfo) String() string {
 func (*BlockInfo) ProtoMessage() {}
 
 func (x *BlockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +956,7 @@ func (x *BlockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockInfo.ProtoReflect.Descriptor instead.
 func (*BlockInfo) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlockInfo) GetName() string {
@@ -816,7 +997,7 @@ type BlockListRequest struct {
 
 func (x *BlockListRequest) Reset() {
 	*x = BlockListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +1009,7 @@ func (x *BlockListRequest) String() string {
 func (*BlockListRequest) ProtoMessage() {}
 
 func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +1022,7 @@ func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListRequest.ProtoReflect.Descriptor instead.
 func (*BlockListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BlockListRequest) GetPath() string {
@@ -863,7 +1044,7 @@ type BlockListResponse struct {
 
 func (x *BlockListResponse) Reset() {
 	*x = BlockListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1056,7 @@ func (x *BlockListResponse) String() string {
 func (*BlockListResponse) ProtoMessage() {}
 
 func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1069,7 @@ func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListResponse.ProtoReflect.Descriptor instead.
 func (*BlockListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BlockListResponse) GetDevices() []*BlockInfo {
@@ -916,7 +1097,7 @@ type BlockCreateRequest struct {
 
 func (x *BlockCreateRequest) Reset() {
 	*x = BlockCreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1109,7 @@ func (x *BlockCreateRequest) String() string {
 func (*BlockCreateRequest) ProtoMessage() {}
 
 func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1122,7 @@ func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockCreateRequest.ProtoReflect.Descriptor instead.
 func (*BlockCreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlockCreateRequest) GetName() string {
@@ -977,7 +1158,7 @@ type BlockChunk struct {
 
 func (x *BlockChunk) Reset() {
 	*x = BlockChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1170,7 @@ func (x *BlockChunk) String() string {
 func (*BlockChunk) ProtoMessage() {}
 
 func (x *BlockChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1183,7 @@ func (x *BlockChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChunk.ProtoReflect.Descriptor instead.
 func (*BlockChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BlockChunk) GetName() string {
@@ -1052,7 +1233,7 @@ type BlockDownloadRequest struct {
 
 func (x *BlockDownloadRequest) Reset() {
 	*x = BlockDownloadRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1245,7 @@ func (x *BlockDownloadRequest) String() string {
 func (*BlockDownloadRequest) ProtoMessage() {}
 
 func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1258,7 @@ func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDownloadRequest.ProtoReflect.Descriptor instead.
 func (*BlockDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlockDownloadRequest) GetName() string {
@@ -1104,7 +1285,7 @@ type BlockDestroyRequest struct {
 
 func (x *BlockDestroyRequest) Reset() {
 	*x = BlockDestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1297,7 @@ func (x *BlockDestroyRequest) String() string {
 func (*BlockDestroyRequest) ProtoMessage() {}
 
 func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1310,7 @@ func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyRequest.ProtoReflect.Descriptor instead.
 func (*BlockDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BlockDestroyRequest) GetName() string {
@@ -1148,7 +1329,7 @@ type BlockDestroyResponse struct {
 
 func (x *BlockDestroyResponse) Reset() {
 	*x = BlockDestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1341,7 @@ func (x *BlockDestroyResponse) String() string {
 func (*BlockDestroyResponse) ProtoMessage() {}
 
 func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1354,7 @@ func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyResponse.ProtoReflect.Descriptor instead.
 func (*BlockDestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
 }
 
 // BlockAttachment connects a manifest block device to a Petrel block
@@ -1193,7 +1374,7 @@ type BlockAttachment struct {
 
 func (x *BlockAttachment) Reset() {
 	*x = BlockAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1386,7 @@ func (x *BlockAttachment) String() string {
 func (*BlockAttachment) ProtoMessage() {}
 
 func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1399,7 @@ func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockAttachment.ProtoReflect.Descriptor instead.
 func (*BlockAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlockAttachment) GetName() string {
@@ -1251,7 +1432,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1444,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1457,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
 }
 
 // VersionResponse reports the daemon's version and API versions.
@@ -1290,7 +1471,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1483,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1496,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -1349,7 +1530,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1542,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1555,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -1409,7 +1590,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1602,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1615,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -1464,7 +1645,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1657,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1670,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -1537,7 +1718,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1730,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1743,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -1673,7 +1854,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1866,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1879,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -1717,7 +1898,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1910,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1923,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -1758,7 +1939,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1951,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1964,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -1817,7 +1998,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2010,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2023,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -1862,7 +2043,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2055,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2068,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -1901,8 +2082,10 @@ func (x *InfoResponse) GetVms() []*VM {
 type VM struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// "starting", "running", "exited", "restarting", "failed", or "lost"
-	// (the shim vanished without recording the exit: no exit code is known).
+	// "starting", "running", "exited", "restarting", "failed", "lost"
+	// (the shim vanished without recording the exit: no exit code is known),
+	// or "unsupervised" (it was running and its backend is no longer
+	// enabled: it may still run, and petreld cannot follow it).
 	State       string         `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	Backend     string         `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
 	ImageSha256 string         `protobuf:"bytes,4,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
@@ -1937,7 +2120,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2132,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2145,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VM) GetName() string {
@@ -2155,7 +2338,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2350,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2363,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -2225,7 +2408,7 @@ type ConsoleLine struct {
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2420,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2433,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -2291,7 +2474,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2486,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2499,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -2345,7 +2528,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2540,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2553,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -2424,7 +2607,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2619,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2632,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -2462,7 +2645,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2657,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2670,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -2499,22 +2682,28 @@ func (x *PluginsResponse) GetPlugins() []*Plugin {
 
 // Plugin is a loaded plugin and its health.
 type Plugin struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
-	Health        string                 `protobuf:"bytes,5,opt,name=health,proto3" json:"health,omitempty"`
-	Description   string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
-	Attributes    map[string]string      `protobuf:"bytes,7,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Restarts      uint32                 `protobuf:"varint,8,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind        string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Version     string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Path        string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	Health      string                 `protobuf:"bytes,5,opt,name=health,proto3" json:"health,omitempty"`
+	Description string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	Attributes  map[string]string      `protobuf:"bytes,7,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Restarts    uint32                 `protobuf:"varint,8,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// What the plugin misses on this host, each with the command that
+	// provides it (from its fingerprint).
+	Problems []*v1.Problem `protobuf:"bytes,9,rep,name=problems,proto3" json:"problems,omitempty"`
+	// For a backend: the Solo5 targets or guest kinds it runs ("hvt",
+	// "spt", "virtio", "linux").
+	Targets       []string `protobuf:"bytes,10,rep,name=targets,proto3" json:"targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2715,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2728,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Plugin) GetName() string {
@@ -2598,11 +2787,42 @@ func (x *Plugin) GetRestarts() uint32 {
 	return 0
 }
 
+func (x *Plugin) GetProblems() []*v1.Problem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *Plugin) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
 var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x17plugin/v1/metrics.proto\":\n" +
+	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x16plugin/v1/common.proto\x1a\x17plugin/v1/metrics.proto\"\r\n" +
+	"\vHostRequest\"\xde\x02\n" +
+	"\fHostResponse\x12\x19\n" +
+	"\bdata_dir\x18\x01 \x01(\tR\adataDir\x12\x17\n" +
+	"\arun_dir\x18\x02 \x01(\tR\x06runDir\x12\x1d\n" +
+	"\n" +
+	"plugin_dir\x18\x03 \x01(\tR\tpluginDir\x12\x16\n" +
+	"\x06socket\x18\x04 \x01(\tR\x06socket\x12#\n" +
+	"\rremote_socket\x18\x05 \x01(\tR\fremoteSocket\x12'\n" +
+	"\x0fdefault_backend\x18\x06 \x01(\tR\x0edefaultBackend\x12\x1a\n" +
+	"\bbackends\x18\a \x03(\tR\bbackends\x12\x1a\n" +
+	"\bnetworks\x18\b \x03(\tR\bnetworks\x12\x18\n" +
+	"\ametrics\x18\t \x03(\tR\ametrics\x12\x0e\n" +
+	"\x02os\x18\n" +
+	" \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\v \x01(\tR\x04arch\x12\x1f\n" +
+	"\vconfig_file\x18\f \x01(\tR\n" +
+	"configFile\":\n" +
 	"\fStatsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xc2\x01\n" +
@@ -2779,7 +2999,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\amessage\x18\x06 \x01(\tR\amessage\"\x10\n" +
 	"\x0ePluginsRequest\"E\n" +
 	"\x0fPluginsResponse\x122\n" +
-	"\aplugins\x18\x01 \x03(\v2\x18.petrel.daemon.v1.PluginR\aplugins\"\xbd\x02\n" +
+	"\aplugins\x18\x01 \x03(\v2\x18.petrel.daemon.v1.PluginR\aplugins\"\x8e\x03\n" +
 	"\x06Plugin\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -2790,10 +3010,13 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\a \x03(\v2(.petrel.daemon.v1.Plugin.AttributesEntryR\n" +
 	"attributes\x12\x1a\n" +
-	"\brestarts\x18\b \x01(\rR\brestarts\x1a=\n" +
+	"\brestarts\x18\b \x01(\rR\brestarts\x125\n" +
+	"\bproblems\x18\t \x03(\v2\x19.petrel.plugin.v1.ProblemR\bproblems\x12\x18\n" +
+	"\atargets\x18\n" +
+	" \x03(\tR\atargets\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xea\v\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xb1\f\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
@@ -2814,7 +3037,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"PolicyList\x12#.petrel.daemon.v1.PolicyListRequest\x1a$.petrel.daemon.v1.PolicyListResponse\x12N\n" +
 	"\tPolicyAdd\x12\".petrel.daemon.v1.PolicyAddRequest\x1a\x1d.petrel.daemon.v1.PolicyEntry\x12]\n" +
 	"\fPolicyRemove\x12%.petrel.daemon.v1.PolicyRemoveRequest\x1a&.petrel.daemon.v1.PolicyRemoveResponse\x12B\n" +
-	"\x05Stats\x12\x1e.petrel.daemon.v1.StatsRequest\x1a\x17.petrel.plugin.v1.Batch0\x01B;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
+	"\x05Stats\x12\x1e.petrel.daemon.v1.StatsRequest\x1a\x17.petrel.plugin.v1.Batch0\x01\x12E\n" +
+	"\x04Host\x12\x1d.petrel.daemon.v1.HostRequest\x1a\x1e.petrel.daemon.v1.HostResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -2828,111 +3052,117 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*StatsRequest)(nil),         // 0: petrel.daemon.v1.StatsRequest
-	(*Policy)(nil),               // 1: petrel.daemon.v1.Policy
-	(*PolicyEntry)(nil),          // 2: petrel.daemon.v1.PolicyEntry
-	(*PolicyListRequest)(nil),    // 3: petrel.daemon.v1.PolicyListRequest
-	(*PolicyListResponse)(nil),   // 4: petrel.daemon.v1.PolicyListResponse
-	(*PolicyAddRequest)(nil),     // 5: petrel.daemon.v1.PolicyAddRequest
-	(*PolicyRemoveRequest)(nil),  // 6: petrel.daemon.v1.PolicyRemoveRequest
-	(*PolicyRemoveResponse)(nil), // 7: petrel.daemon.v1.PolicyRemoveResponse
-	(*NetAttachment)(nil),        // 8: petrel.daemon.v1.NetAttachment
-	(*BridgesRequest)(nil),       // 9: petrel.daemon.v1.BridgesRequest
-	(*HostBridge)(nil),           // 10: petrel.daemon.v1.HostBridge
-	(*BridgesResponse)(nil),      // 11: petrel.daemon.v1.BridgesResponse
-	(*BlockInfo)(nil),            // 12: petrel.daemon.v1.BlockInfo
-	(*BlockListRequest)(nil),     // 13: petrel.daemon.v1.BlockListRequest
-	(*BlockListResponse)(nil),    // 14: petrel.daemon.v1.BlockListResponse
-	(*BlockCreateRequest)(nil),   // 15: petrel.daemon.v1.BlockCreateRequest
-	(*BlockChunk)(nil),           // 16: petrel.daemon.v1.BlockChunk
-	(*BlockDownloadRequest)(nil), // 17: petrel.daemon.v1.BlockDownloadRequest
-	(*BlockDestroyRequest)(nil),  // 18: petrel.daemon.v1.BlockDestroyRequest
-	(*BlockDestroyResponse)(nil), // 19: petrel.daemon.v1.BlockDestroyResponse
-	(*BlockAttachment)(nil),      // 20: petrel.daemon.v1.BlockAttachment
-	(*VersionRequest)(nil),       // 21: petrel.daemon.v1.VersionRequest
-	(*VersionResponse)(nil),      // 22: petrel.daemon.v1.VersionResponse
-	(*ImageChunk)(nil),           // 23: petrel.daemon.v1.ImageChunk
-	(*ImageRef)(nil),             // 24: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),        // 25: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),        // 26: petrel.daemon.v1.CreateRequest
-	(*DestroyRequest)(nil),       // 27: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil),      // 28: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),       // 29: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),          // 30: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),         // 31: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),                   // 32: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),       // 33: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),          // 34: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 35: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 36: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 37: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 38: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 39: petrel.daemon.v1.Plugin
-	nil,                          // 40: petrel.daemon.v1.Plugin.AttributesEntry
-	(*v1.Batch)(nil),             // 41: petrel.plugin.v1.Batch
+	(*HostRequest)(nil),          // 0: petrel.daemon.v1.HostRequest
+	(*HostResponse)(nil),         // 1: petrel.daemon.v1.HostResponse
+	(*StatsRequest)(nil),         // 2: petrel.daemon.v1.StatsRequest
+	(*Policy)(nil),               // 3: petrel.daemon.v1.Policy
+	(*PolicyEntry)(nil),          // 4: petrel.daemon.v1.PolicyEntry
+	(*PolicyListRequest)(nil),    // 5: petrel.daemon.v1.PolicyListRequest
+	(*PolicyListResponse)(nil),   // 6: petrel.daemon.v1.PolicyListResponse
+	(*PolicyAddRequest)(nil),     // 7: petrel.daemon.v1.PolicyAddRequest
+	(*PolicyRemoveRequest)(nil),  // 8: petrel.daemon.v1.PolicyRemoveRequest
+	(*PolicyRemoveResponse)(nil), // 9: petrel.daemon.v1.PolicyRemoveResponse
+	(*NetAttachment)(nil),        // 10: petrel.daemon.v1.NetAttachment
+	(*BridgesRequest)(nil),       // 11: petrel.daemon.v1.BridgesRequest
+	(*HostBridge)(nil),           // 12: petrel.daemon.v1.HostBridge
+	(*BridgesResponse)(nil),      // 13: petrel.daemon.v1.BridgesResponse
+	(*BlockInfo)(nil),            // 14: petrel.daemon.v1.BlockInfo
+	(*BlockListRequest)(nil),     // 15: petrel.daemon.v1.BlockListRequest
+	(*BlockListResponse)(nil),    // 16: petrel.daemon.v1.BlockListResponse
+	(*BlockCreateRequest)(nil),   // 17: petrel.daemon.v1.BlockCreateRequest
+	(*BlockChunk)(nil),           // 18: petrel.daemon.v1.BlockChunk
+	(*BlockDownloadRequest)(nil), // 19: petrel.daemon.v1.BlockDownloadRequest
+	(*BlockDestroyRequest)(nil),  // 20: petrel.daemon.v1.BlockDestroyRequest
+	(*BlockDestroyResponse)(nil), // 21: petrel.daemon.v1.BlockDestroyResponse
+	(*BlockAttachment)(nil),      // 22: petrel.daemon.v1.BlockAttachment
+	(*VersionRequest)(nil),       // 23: petrel.daemon.v1.VersionRequest
+	(*VersionResponse)(nil),      // 24: petrel.daemon.v1.VersionResponse
+	(*ImageChunk)(nil),           // 25: petrel.daemon.v1.ImageChunk
+	(*ImageRef)(nil),             // 26: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 27: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 28: petrel.daemon.v1.CreateRequest
+	(*DestroyRequest)(nil),       // 29: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 30: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 31: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 32: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 33: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 34: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 35: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 36: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 37: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 38: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 39: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 40: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 41: petrel.daemon.v1.Plugin
+	nil,                          // 42: petrel.daemon.v1.Plugin.AttributesEntry
+	(*v1.Problem)(nil),           // 43: petrel.plugin.v1.Problem
+	(*v1.Batch)(nil),             // 44: petrel.plugin.v1.Batch
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	1,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
-	1,  // 1: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
-	1,  // 2: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
-	2,  // 3: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
-	1,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
-	10, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
-	12, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	25, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	20, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	8,  // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
-	32, // 10: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	25, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	20, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	8,  // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	39, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	40, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	21, // 16: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	23, // 17: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	26, // 18: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	27, // 19: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	29, // 20: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	30, // 21: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	33, // 22: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	35, // 23: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	37, // 24: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	13, // 25: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	15, // 26: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	16, // 27: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	17, // 28: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	18, // 29: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	9,  // 30: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	3,  // 31: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	5,  // 32: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	6,  // 33: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	0,  // 34: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	22, // 35: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	24, // 36: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	32, // 37: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	28, // 38: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	32, // 39: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	31, // 40: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	34, // 41: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	36, // 42: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	38, // 43: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	14, // 44: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	12, // 45: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	12, // 46: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	16, // 47: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	19, // 48: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	11, // 49: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	4,  // 50: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	2,  // 51: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	7,  // 52: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	41, // 53: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	35, // [35:54] is the sub-list for method output_type
-	16, // [16:35] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
+	3,  // 1: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
+	3,  // 2: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
+	4,  // 3: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
+	3,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
+	12, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
+	14, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	27, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	22, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	10, // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
+	34, // 10: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	27, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	22, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	10, // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	41, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	42, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	43, // 16: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
+	23, // 17: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	25, // 18: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	28, // 19: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	29, // 20: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	31, // 21: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	32, // 22: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	35, // 23: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	37, // 24: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	39, // 25: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	15, // 26: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	17, // 27: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	18, // 28: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	19, // 29: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	20, // 30: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	11, // 31: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	5,  // 32: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	7,  // 33: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	8,  // 34: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	2,  // 35: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	0,  // 36: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
+	24, // 37: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	26, // 38: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	34, // 39: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	30, // 40: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	34, // 41: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	33, // 42: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	36, // 43: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	38, // 44: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	40, // 45: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	16, // 46: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	14, // 47: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	14, // 48: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	18, // 49: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	21, // 50: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	13, // 51: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	6,  // 52: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	4,  // 53: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	9,  // 54: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	44, // 55: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	1,  // 56: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
+	37, // [37:57] is the sub-list for method output_type
+	17, // [17:37] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -2940,14 +3170,14 @@ func file_daemon_v1_daemon_proto_init() {
 	if File_daemon_v1_daemon_proto != nil {
 		return
 	}
-	file_daemon_v1_daemon_proto_msgTypes[1].OneofWrappers = []any{}
+	file_daemon_v1_daemon_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -417,7 +417,12 @@ type FingerprintResponse struct {
 	// One line for an operator, e.g. "solo5-hvt not found on PATH".
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Facts such as "tender.path", "tender.abi_version", "kvm".
-	Attributes    map[string]string `protobuf:"bytes,3,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attributes map[string]string `protobuf:"bytes,3,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// What keeps the plugin from being fully usable, one entry per missing
+	// piece, each with the command that provides it, so that petreld and
+	// `petrel doctor` can tell an operator exactly what to do rather than
+	// guess from the description.
+	Problems      []*Problem `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +478,69 @@ func (x *FingerprintResponse) GetAttributes() map[string]string {
 	return nil
 }
 
+func (x *FingerprintResponse) GetProblems() []*Problem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+// Problem is one thing a plugin misses on this host.
+type Problem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What is missing or wrong, e.g. "qemu-system-x86_64 not found".
+	Description string `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
+	// The one command (or configuration change) that fixes it, e.g.
+	// "apt install qemu-system-x86"; empty when there is none to give.
+	Fix           string `protobuf:"bytes,2,opt,name=fix,proto3" json:"fix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Problem) Reset() {
+	*x = Problem{}
+	mi := &file_plugin_v1_common_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Problem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Problem) ProtoMessage() {}
+
+func (x *Problem) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_common_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Problem.ProtoReflect.Descriptor instead.
+func (*Problem) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Problem) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Problem) GetFix() string {
+	if x != nil {
+		return x.Fix
+	}
+	return ""
+}
+
 var File_plugin_v1_common_proto protoreflect.FileDescriptor
 
 const file_plugin_v1_common_proto_rawDesc = "" +
@@ -497,16 +565,20 @@ const file_plugin_v1_common_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
 	"\x11ConfigureResponse\"\x14\n" +
-	"\x12FingerprintRequest\"\xff\x01\n" +
+	"\x12FingerprintRequest\"\xb6\x02\n" +
 	"\x13FingerprintResponse\x120\n" +
 	"\x06health\x18\x01 \x01(\x0e2\x18.petrel.plugin.v1.HealthR\x06health\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12U\n" +
 	"\n" +
 	"attributes\x18\x03 \x03(\v25.petrel.plugin.v1.FingerprintResponse.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x125\n" +
+	"\bproblems\x18\x04 \x03(\v2\x19.petrel.plugin.v1.ProblemR\bproblems\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*U\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\aProblem\x12 \n" +
+	"\vdescription\x18\x01 \x01(\tR\vdescription\x12\x10\n" +
+	"\x03fix\x18\x02 \x01(\tR\x03fix*U\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKIND_HYPERVISOR\x10\x01\x12\x10\n" +
@@ -531,7 +603,7 @@ func file_plugin_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_plugin_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_plugin_v1_common_proto_goTypes = []any{
 	(Kind)(0),                   // 0: petrel.plugin.v1.Kind
 	(Health)(0),                 // 1: petrel.plugin.v1.Health
@@ -541,19 +613,21 @@ var file_plugin_v1_common_proto_goTypes = []any{
 	(*ConfigureResponse)(nil),   // 5: petrel.plugin.v1.ConfigureResponse
 	(*FingerprintRequest)(nil),  // 6: petrel.plugin.v1.FingerprintRequest
 	(*FingerprintResponse)(nil), // 7: petrel.plugin.v1.FingerprintResponse
-	nil,                         // 8: petrel.plugin.v1.ConfigureRequest.SettingsEntry
-	nil,                         // 9: petrel.plugin.v1.FingerprintResponse.AttributesEntry
+	(*Problem)(nil),             // 8: petrel.plugin.v1.Problem
+	nil,                         // 9: petrel.plugin.v1.ConfigureRequest.SettingsEntry
+	nil,                         // 10: petrel.plugin.v1.FingerprintResponse.AttributesEntry
 }
 var file_plugin_v1_common_proto_depIdxs = []int32{
-	0, // 0: petrel.plugin.v1.PluginInfo.kind:type_name -> petrel.plugin.v1.Kind
-	8, // 1: petrel.plugin.v1.ConfigureRequest.settings:type_name -> petrel.plugin.v1.ConfigureRequest.SettingsEntry
-	1, // 2: petrel.plugin.v1.FingerprintResponse.health:type_name -> petrel.plugin.v1.Health
-	9, // 3: petrel.plugin.v1.FingerprintResponse.attributes:type_name -> petrel.plugin.v1.FingerprintResponse.AttributesEntry
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: petrel.plugin.v1.PluginInfo.kind:type_name -> petrel.plugin.v1.Kind
+	9,  // 1: petrel.plugin.v1.ConfigureRequest.settings:type_name -> petrel.plugin.v1.ConfigureRequest.SettingsEntry
+	1,  // 2: petrel.plugin.v1.FingerprintResponse.health:type_name -> petrel.plugin.v1.Health
+	10, // 3: petrel.plugin.v1.FingerprintResponse.attributes:type_name -> petrel.plugin.v1.FingerprintResponse.AttributesEntry
+	8,  // 4: petrel.plugin.v1.FingerprintResponse.problems:type_name -> petrel.plugin.v1.Problem
+	5,  // [5:5] is the sub-list for method output_type
+	5,  // [5:5] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_plugin_v1_common_proto_init() }
@@ -567,7 +641,7 @@ func file_plugin_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_common_proto_rawDesc), len(file_plugin_v1_common_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

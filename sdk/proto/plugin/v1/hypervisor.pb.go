@@ -518,7 +518,12 @@ type Handle struct {
 	// Pid of the per-VM shim.
 	ShimPid int64 `protobuf:"varint,4,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
 	// The exact tender command line, for operators.
-	Argv          []string `protobuf:"bytes,5,rep,name=argv,proto3" json:"argv,omitempty"`
+	Argv []string `protobuf:"bytes,5,rep,name=argv,proto3" json:"argv,omitempty"`
+	// When the tender was started (Unix nanoseconds), as the shim that
+	// started it recorded; 0 when unknown. The daemon shows this rather than
+	// when Start returned, so that a guest that exits at once never appears
+	// to have started after its exit.
+	StartedAtNs   int64 `protobuf:"varint,6,opt,name=started_at_ns,json=startedAtNs,proto3" json:"started_at_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +591,13 @@ func (x *Handle) GetArgv() []string {
 		return x.Argv
 	}
 	return nil
+}
+
+func (x *Handle) GetStartedAtNs() int64 {
+	if x != nil {
+		return x.StartedAtNs
+	}
+	return 0
 }
 
 // RecoverResponse says whether the VM still runs.
@@ -792,8 +804,13 @@ type ExitStatus struct {
 	ExitedAtNs int64   `protobuf:"varint,3,opt,name=exited_at_ns,json=exitedAtNs,proto3" json:"exited_at_ns,omitempty"`
 	Rusage     *Rusage `protobuf:"bytes,4,opt,name=rusage,proto3" json:"rusage,omitempty"`
 	// True when the shim disappeared and the real status is unknown.
-	Lost          bool   `protobuf:"varint,5,opt,name=lost,proto3" json:"lost,omitempty"`
-	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Lost bool `protobuf:"varint,5,opt,name=lost,proto3" json:"lost,omitempty"`
+	// How the guest ended in words, beyond the code: e.g. the tender's own
+	// status when the code was decoded from it.
+	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// When the run that ended was started (Unix nanoseconds), from the same
+	// record and clock as exited_at_ns; 0 when unknown.
+	StartedAtNs   int64 `protobuf:"varint,7,opt,name=started_at_ns,json=startedAtNs,proto3" json:"started_at_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -868,6 +885,13 @@ func (x *ExitStatus) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *ExitStatus) GetStartedAtNs() int64 {
+	if x != nil {
+		return x.StartedAtNs
+	}
+	return 0
 }
 
 // StopRequest asks for a graceful stop.
@@ -1300,13 +1324,14 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x1f\n" +
 	"\vabi_version\x18\x04 \x01(\rR\n" +
-	"abiVersion\"o\n" +
+	"abiVersion\"\x93\x01\n" +
 	"\x06Handle\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\fR\x05state\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x03R\x03pid\x12\x19\n" +
 	"\bshim_pid\x18\x04 \x01(\x03R\ashimPid\x12\x12\n" +
-	"\x04argv\x18\x05 \x03(\tR\x04argv\"?\n" +
+	"\x04argv\x18\x05 \x03(\tR\x04argv\x12\"\n" +
+	"\rstarted_at_ns\x18\x06 \x01(\x03R\vstartedAtNs\"?\n" +
 	"\x0fRecoverResponse\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\bR\arunning\x12\x12\n" +
 	"\x04lost\x18\x02 \x01(\bR\x04lost\"\x17\n" +
@@ -1319,7 +1344,7 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x06minflt\x18\x04 \x01(\x03R\x06minflt\x12\x16\n" +
 	"\x06majflt\x18\x05 \x01(\x03R\x06majflt\x12\x14\n" +
 	"\x05nvcsw\x18\x06 \x01(\x03R\x05nvcsw\x12\x16\n" +
-	"\x06nivcsw\x18\a \x01(\x03R\x06nivcsw\"\xba\x01\n" +
+	"\x06nivcsw\x18\a \x01(\x03R\x06nivcsw\"\xde\x01\n" +
 	"\n" +
 	"ExitStatus\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
@@ -1328,7 +1353,8 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"exitedAtNs\x120\n" +
 	"\x06rusage\x18\x04 \x01(\v2\x18.petrel.plugin.v1.RusageR\x06rusage\x12\x12\n" +
 	"\x04lost\x18\x05 \x01(\bR\x04lost\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"<\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\"\n" +
+	"\rstarted_at_ns\x18\a \x01(\x03R\vstartedAtNs\"<\n" +
 	"\vStopRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
