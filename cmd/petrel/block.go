@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -119,33 +120,28 @@ downloads and destroy are refused while it is in use.`,
 	return cmd
 }
 
-func parseSize(s string) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSuffix(strings.ToUpper(s), "M"), 10, 64)
-	if err != nil || n <= 0 {
-		return 0, usageError{fmt.Errorf("size %q is not a positive number of MB", s)}
-	}
-	return n, nil
-}
-
 func (a *app) blockCreateCmd() *cobra.Command {
 	var data string
 	var gz bool
 	cmd := &cobra.Command{
-		Use:     "create NAME SIZE_MB",
-		Short:   "Create a block device of SIZE_MB megabytes, empty or from a file",
-		Example: "  petrel block create team:disk 64\n  petrel block create team:disk 64 --data ./disk.img --gzip",
+		Use:   "create NAME SIZE",
+		Short: "Create a block device of SIZE, empty or from a file",
+		Long: `Create block device NAME of SIZE (` + sizeHelp + `), empty, or with
+the content of the --data file, which must fit.`,
+		Example: "  petrel block create team:disk 64\n  petrel block create team:disk 1G --data ./disk.img --gzip",
 		Args:    args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			size, err := parseSize(pos[1])
-			if err != nil {
-				return err
+			sz := sizeFlag{Max: math.MaxInt64, Positive: true, ZeroHint: "a block device needs at least 1 MB"}
+			if err := sz.Set(pos[1]); err != nil {
+				return usageError{valueError("SIZE", pos[1], err)}
 			}
+			size := sz.MB
 			if data != "" {
 				fi, err := os.Stat(data)
 				if err != nil {
 					return err
 				}
-				if fi.Size() > size<<20 {
+				if size <= math.MaxInt64>>20 && fi.Size() > size<<20 {
 					return fmt.Errorf("%s (%d bytes) does not fit in %d MB", data, fi.Size(), size)
 				}
 			}

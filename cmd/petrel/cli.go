@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -149,7 +150,7 @@ for example "team:web:frontend".
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{flagError(err)} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
 	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
@@ -202,7 +203,7 @@ func isTerminal(w io.Writer) bool {
 func (a *app) createCmd() *cobra.Command {
 	var (
 		backend, imageName string
-		mem                uint32
+		mem                = sizeFlag{Max: math.MaxUint32, Positive: true, ZeroHint: "a VM needs memory; leave --mem out for petreld's default (32 MB)"}
 		cpus               []uint
 		vmArgs             []string
 		restartOnFail      bool
@@ -270,7 +271,7 @@ given with --exit-code.`,
 				initrdSHA = iref.GetSha256()
 			}
 			req := &daemonv1.CreateRequest{
-				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: mem, Args: vmArgs,
+				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: uint32(mem.MB), Args: vmArgs,
 				Restart: &daemonv1.RestartPolicy{OnFailure: restartOnFail}, Startup: startup, Force: force,
 				ImageName: filepath.Base(pos[1]),
 			}
@@ -299,7 +300,7 @@ given with --exit-code.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&backend, "backend", "", "hypervisor backend, e.g. hvt or spt (default: the host's default_backend)")
-	f.Uint32Var(&mem, "mem", 0, "memory in MB (default 32)")
+	f.Var(&mem, "mem", "memory: "+sizeHelp+" (default: petreld's, 32 MB)")
 	f.UintSliceVar(&cpus, "cpu", nil, "pin the VM to this host CPU (repeatable)")
 	f.StringArrayVar(&vmArgs, "arg", nil, "argument passed to the unikernel (repeatable, in order)")
 	f.BoolVar(&restartOnFail, "restart-on-fail", false, "restart the VM when it fails")

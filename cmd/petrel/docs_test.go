@@ -50,7 +50,7 @@ func TestGenDocs(t *testing.T) {
 		`.TH "PETREL\-CREATE" "1"`,
 		`petrel\-create \- Deploy a unikernel image as a VM`,
 		".SH SYNOPSIS\n.B petrel create\nNAME IMAGE [flags]\n",
-		`\fB\-\-mem\fR \fIuint32\fR`,
+		`\fB\-\-mem\fR \fIsize\fR`,
 		".SH OPTIONS INHERITED FROM PARENT COMMANDS",
 		`\fB\-\-socket\fR`,
 		".SH EXAMPLES",
