@@ -143,7 +143,7 @@ Typical use:
   petrel destroy web                                     stop and remove it
 
 VM names are paths of labels ([a-z0-9.-], 1-63 characters) joined by ':',
-for example "team:web:frontend".
+for example "team:web:frontend". Upper case is refused, not lower-cased.
 
 ` + exitCodeHelp,
 		SilenceUsage:  true,
