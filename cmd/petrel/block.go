@@ -137,12 +137,15 @@ the content of the --data file, which must fit.`,
 			}
 			size := sz.MB
 			if data != "" {
+				if err := inputFile("--data", data); err != nil {
+					return err
+				}
 				fi, err := os.Stat(data)
 				if err != nil {
 					return err
 				}
 				if size <= math.MaxInt64>>20 && fi.Size() > size<<20 {
-					return fmt.Errorf("%s (%d bytes) does not fit in %d MB", data, fi.Size(), size)
+					return invalidInput{fmt.Errorf("--data %s (%d bytes) does not fit in %d MB", data, fi.Size(), size)}
 				}
 			}
 			ctx, c, done, err := a.session()
@@ -179,6 +182,9 @@ switches to it only when the SHA-256 of what it received matches FILE's,
 so an interrupted or corrupted upload leaves the old content.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := inputFile("file", pos[1]); err != nil {
+				return err
+			}
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
@@ -203,6 +209,9 @@ func (a *app) blockDownloadCmd() *cobra.Command {
 		Short: "Write a block device's content to FILE (checksum verified)",
 		Args:  args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := outputFile("file", pos[1]); err != nil {
+				return err
+			}
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err

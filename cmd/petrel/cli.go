@@ -95,6 +95,10 @@ func classify(err error, socket string, remote bool) (int, string) {
 	if errors.As(err, &ue) {
 		return exitUsage, ue.Error()
 	}
+	var ii invalidInput
+	if errors.As(err, &ii) {
+		return exitInvalid, ii.Error()
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
@@ -252,6 +256,14 @@ given with --exit-code.`,
 					return usageError{err}
 				}
 				atts = append(atts, att)
+			}
+			if err := regularFile("image", pos[1]); err != nil {
+				return err
+			}
+			if initrd != "" {
+				if err := regularFile("--initrd", initrd); err != nil {
+					return err
+				}
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {

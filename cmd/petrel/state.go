@@ -379,6 +379,9 @@ host, give it an identity of its own with --new-identity.`,
 			var in io.Reader = os.Stdin
 			var size int64
 			if pos[0] != "-" {
+				if err := inputFile("archive", pos[0]); err != nil {
+					return err
+				}
 				f, err := os.Open(pos[0])
 				if err != nil {
 					return err
