@@ -44,7 +44,7 @@ const (
 const exitCodeHelp = `Exit codes:
   0  success
   1  other error
-  2  usage error (bad flags or arguments)
+  2  usage error (unknown command, flag or help topic; bad value or arguments)
   3  petreld unreachable (not running, or no access to its socket)
   4  no such VM or block device
   5  a VM of that name already exists (use --force to replace it)
@@ -154,11 +154,15 @@ for example "team:web:frontend". Upper case is refused, not lower-cased.
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{flagError(err)} })
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{flagError(cmd, err)} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
 	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
 	a.addRemote(root)
+	root.SetHelpCommand(a.helpCmd())
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	strict(root)
 	return root
 }
 

@@ -136,7 +136,7 @@ func writeManPage(w io.Writer, c *cobra.Command, version string) {
 
 	fmt.Fprintln(w, ".SH SYNOPSIS")
 	use := c.UseLine()
-	if c.HasAvailableSubCommands() && !c.Runnable() {
+	if isGroup(c) {
 		use = c.CommandPath() + " COMMAND"
 	}
 	fmt.Fprintf(w, ".B %s\n", roffEscape(c.CommandPath()))

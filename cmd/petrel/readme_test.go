@@ -85,7 +85,7 @@ func TestReadmeCommands(t *testing.T) {
 				t.Errorf("petrel %s: %v", strings.Join(args, " "), err)
 			}
 		}
-		if !cmd.Runnable() {
+		if !cmd.Runnable() || isGroup(cmd) {
 			t.Errorf("petrel %s: %s is a command group, not a command", strings.Join(args, " "), cmd.CommandPath())
 		}
 	}

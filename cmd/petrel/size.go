@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -118,21 +119,26 @@ func valueError(what, value string, err error) error {
 // flagError rewrites pflag's complaints about a flag's value as a
 // sentence naming the flag, its value and what is wrong with it, instead
 // of Go's parser errors (`strconv.ParseUint: parsing "64G": invalid
-// syntax`). Other errors pass unchanged.
-func flagError(err error) error {
+// syntax`), and points from an unknown flag to the help of cmd, which
+// lists the known ones. Other errors pass unchanged.
+func flagError(cmd *cobra.Command, err error) error {
+	var ne *pflag.NotExistError
+	if errors.As(err, &ne) {
+		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
+	}
 	var iv *pflag.InvalidValueError
 	if !errors.As(err, &iv) {
 		return err
 	}
 	name := "--" + iv.GetFlag().Name
 	cause := errors.Unwrap(iv)
-	var ne *strconv.NumError
+	var num *strconv.NumError
 	switch {
 	case cause == nil:
 		return err
-	case errors.As(cause, &ne) && errors.Is(ne.Err, strconv.ErrRange):
+	case errors.As(cause, &num) && errors.Is(num.Err, strconv.ErrRange):
 		return valueError(name, iv.GetValue(), errors.New("out of range"))
-	case errors.As(cause, &ne):
+	case errors.As(cause, &num):
 		return valueError(name, iv.GetValue(), errors.New("not a number"))
 	}
 	return valueError(name, iv.GetValue(), cause)
