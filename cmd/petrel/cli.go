@@ -584,30 +584,40 @@ exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 func (a *app) consoleCmd() *cobra.Command {
 	var (
 		since    string
-		count    int32
+		count    lineCount
 		follow   bool
 		jsonOut  bool
+		stamps   bool
 		noStamps bool
 	)
 	cmd := &cobra.Command{
 		Use:   "console NAME",
 		Short: "Show a VM's console output, optionally following it live",
 		Long: `Show the console lines petreld keeps for VM NAME (also after it exited),
-selected by time (--since) and/or number (--count, the last N lines), and
-with --follow keep printing new lines until the VM exits or Ctrl-C.`,
-		Example: "  petrel console web\n  petrel console web --count 20 --follow\n  petrel console web --since 2026-11-24T10:00:00Z",
+selected by time (--since: a duration back from now such as 10m, 1h30m or
+2d, or an RFC 3339 time) and/or number (--count, or --tail as docker and
+kubectl spell it: the last N lines), and with --follow keep printing new
+lines until the VM exits or Ctrl-C.
+
+Each line starts with the time petreld received it (UTC); --timestamps=false
+or --no-timestamps prints the text only.`,
+		Example: "  petrel console web\n  petrel console web --tail 20 --follow\n  petrel console web --since 10m --no-timestamps\n  petrel console web --since 2026-11-24T10:00:00Z",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count, Follow: follow}
-			if count < 0 {
-				return usageError{fmt.Errorf("--count must not be negative")}
-			}
+			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow}
 			if since != "" {
-				t, err := time.Parse(time.RFC3339Nano, since)
+				t, err := parseSince(since, time.Now())
 				if err != nil {
-					return usageError{fmt.Errorf("--since %q is not an RFC 3339 time such as 2026-11-24T10:00:00Z", since)}
+					return usageError{err}
 				}
 				req.SinceNs = t.UnixNano()
+			}
+			f := cmd.Flags()
+			if f.Changed("timestamps") && f.Changed("no-timestamps") && stamps == noStamps {
+				return usageError{fmt.Errorf("--timestamps=%t and --no-timestamps=%t contradict each other; give one", stamps, noStamps)}
+			}
+			if f.Changed("no-timestamps") {
+				stamps = !noStamps
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {
@@ -633,7 +643,7 @@ with --follow keep printing new lines until the VM exits or Ctrl-C.`,
 					}
 				case l.GetDropped() > 0:
 					fmt.Fprintf(a.errw, "petrel: %d console lines dropped (reading too slowly)\n", l.GetDropped())
-				case noStamps:
+				case !stamps:
 					fmt.Fprintln(a.out, l.GetText())
 				default:
 					fmt.Fprintf(a.out, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
@@ -642,11 +652,13 @@ with --follow keep printing new lines until the VM exits or Ctrl-C.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&since, "since", "", "only lines at or after this RFC 3339 time")
-	f.Int32Var(&count, "count", 0, "only the last N lines (0: all kept lines)")
+	f.StringVar(&since, "since", "", "only lines since `WHEN`: a duration ago (10m, 1h30m, 2d) or an RFC 3339 time")
+	f.Var(&count, "count", "only the last N lines, or all")
+	f.VarP(&count, "tail", "n", "the same as --count, as docker and kubectl spell it")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
 	f.BoolVar(&jsonOut, "json", false, "print one JSON object per line")
-	f.BoolVar(&noStamps, "no-timestamps", false, "print the text only")
+	f.BoolVarP(&stamps, "timestamps", "t", true, "start each line with the time petreld received it")
+	f.BoolVar(&noStamps, "no-timestamps", false, "print the text only (--timestamps=false)")
 	return cmd
 }
 

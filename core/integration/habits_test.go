@@ -3,8 +3,10 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
@@ -70,5 +72,34 @@ func TestErrorsNameTheUsersFiles(t *testing.T) {
 	}
 	if r := e.mustPetrel("block", "--json"); strings.Contains(r, "disk") {
 		t.Errorf("a block device was created for a missing --data file: %s", r)
+	}
+}
+
+// TestConsoleAsDockerUsersTypeIt: console takes --tail (and -n) for
+// --count, --since as a duration back from now, and prints timestamps
+// unless told not to.
+func TestConsoleAsDockerUsersTypeIt(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	img := e.image("ok.hvt", solo5.TargetHVT)
+	e.mustPetrel("create", "vm", img, "--arg", "lines=5", "--arg", "run=forever")
+	waitFor(t, "five console lines", 10*time.Second, func() bool {
+		return strings.Contains(e.petrel("console", "vm").out, "line 5")
+	})
+	for _, args := range [][]string{{"--tail", "2"}, {"-n", "2"}, {"--count", "2"}} {
+		out := e.mustPetrel(append([]string{"console", "vm", "--no-timestamps"}, args...)...)
+		if out != "line 4\nline 5\n" {
+			t.Errorf("console %v: %q, want the last two lines", args, out)
+		}
+	}
+	if out := e.mustPetrel("console", "vm", "--since", "10m", "--timestamps=false"); !strings.Contains(out, "line 1\n") || strings.Contains(out, "Z line") {
+		t.Errorf("console --since 10m --timestamps=false: %q", out)
+	}
+	if out := e.mustPetrel("console", "vm", "--tail", "1"); !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z line 5\n$`).MatchString(out) {
+		t.Errorf("console --tail 1: %q, want the line with its timestamp", out)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if out := e.mustPetrel("console", "vm", "--since", "1s"); strings.Contains(out, "line") {
+		t.Errorf("console --since 1s shows lines older than a second: %q", out)
 	}
 }
