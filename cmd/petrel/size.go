@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/petrel-vmm/petrel/cmd/internal/cmdline"
 )
 
 // sizeHelp is how every size flag's help names its format, so the
@@ -124,7 +126,7 @@ func valueError(what, value string, err error) error {
 func flagError(cmd *cobra.Command, err error) error {
 	var ne *pflag.NotExistError
 	if errors.As(err, &ne) {
-		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
+		return cmdline.UnknownFlag(cmd, err)
 	}
 	var iv *pflag.InvalidValueError
 	if !errors.As(err, &iv) {
