@@ -153,12 +153,13 @@ for example "team:web:frontend". Upper case is refused, not lower-cased.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "`PATH` of petreld's socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{flagError(cmd, err)} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
 	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
 	a.addRemote(root)
+	root.SetUsageFunc(usage)
 	root.SetHelpCommand(a.helpCmd())
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

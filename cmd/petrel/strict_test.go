@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -94,6 +95,48 @@ func TestEditDistance(t *testing.T) {
 	}{{"add", "add", 0}, {"ad", "add", 1}, {"craete", "create", 1}, {"cretae", "create", 1}, {"", "abc", 3}, {"team", "add", 4}} {
 		if got := editDistance(c.a, c.b); got != c.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+// flagLine matches help's line for a remote flag.
+var flagLine = regexp.MustCompile(`(?m)^\s+--(destination|server-ca|server-name|cert|key|csr) [A-Z]`)
+
+// TestRemoteFlagsGroupedOnce: the root's help lists the remote-mode
+// flags in a group of their own; every other command's help points there
+// in one line instead of listing them again (keeping --ca and --ca-key,
+// which sign, under 'petrel ca'), and groups show no flags line of their
+// own in their usage.
+func TestRemoteFlagsGroupedOnce(t *testing.T) {
+	root := (&app{out: io.Discard, errw: io.Discard}).rootCmd()
+	_, out, _ := runCLI("--help")
+	flags := out[strings.Index(out, "\nFlags:"):]
+	group := out[strings.Index(out, "Remote mode flags"):]
+	for _, f := range []string{"--destination HOST[:PORT]", "--ca FILE", "--ca-key FILE", "--server-ca FILE", "--server-name NAME", "--cert FILE", "--key FILE", "--csr FILE"} {
+		if strings.Count(flags, f) != 1 || !strings.Contains(group, f) {
+			t.Errorf("petrel --help: %s is not listed once, among the remote mode flags", f)
+		}
+	}
+	if !strings.Contains(out, "Usage:\n  petrel COMMAND\n") {
+		t.Errorf("petrel --help: usage line is not 'petrel COMMAND':\n%s", out)
+	}
+	for _, p := range commandPaths(root, nil) {
+		if p[0] == "gen-docs" {
+			continue
+		}
+		_, out, _ := runCLI(append(p, "--help")...)
+		path := "petrel " + strings.Join(p, " ")
+		if flagLine.MatchString(out) {
+			t.Errorf("%s --help lists the remote mode flags again", path)
+		}
+		if !strings.Contains(out, "Remote mode: ") || !strings.Contains(out, "--destination") {
+			t.Errorf("%s --help does not point to the remote mode flags", path)
+		}
+		if signing := strings.Contains(out, "--ca-key FILE"); signing != (p[0] == "ca") {
+			t.Errorf("%s --help: signing flags listed: %t", path, signing)
+		}
+		if cmd, _, _ := root.Find(p); isGroup(cmd) && strings.Contains(out, "[flags]") {
+			t.Errorf("%s --help: a group's usage shows [flags]", path)
 		}
 	}
 }

@@ -24,7 +24,6 @@ type stubDaemon struct {
 	devices []*daemonv1.BlockInfo
 	bridges []*daemonv1.HostBridge
 	plugins []*daemonv1.Plugin
-	dataDir string
 }
 
 // startStub serves d on a socket in a temporary directory and
