@@ -45,7 +45,7 @@ func TestConsoleFlags(t *testing.T) {
 	sock := startStub(t, d)
 	console := func(args ...string) (*daemonv1.ConsoleRequest, string) {
 		t.Helper()
-		code, out, errText := runCLI(append([]string{"--socket", sock, "console", "web"}, args...)...)
+		code, out, errText := runPetrel(append([]string{"--socket", sock, "console", "web"}, args...)...)
 		if code != exitOK {
 			t.Fatalf("petrel console web %v: exit %d: %s", args, code, errText)
 		}
@@ -92,7 +92,7 @@ func TestConsoleFlags(t *testing.T) {
 		{[]string{"--since", "yesterday"}, "neither a duration back from now"},
 		{[]string{"--timestamps", "--no-timestamps"}, "contradict each other"},
 	} {
-		code, _, errText := runCLI(append([]string{"--socket", sock, "console", "web"}, c.args...)...)
+		code, _, errText := runPetrel(append([]string{"--socket", sock, "console", "web"}, c.args...)...)
 		if code != exitUsage || !strings.Contains(errText, c.want) {
 			t.Errorf("console %v: exit %d %q, want %d and %q", c.args, code, errText, exitUsage, c.want)
 		}

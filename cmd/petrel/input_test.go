@@ -46,7 +46,7 @@ func TestInputFiles(t *testing.T) {
 		{[]string{"create", "vm", fifo}, exitInvalid, "image " + fifo + " is not a regular file"},
 		{[]string{"create", "vm", img}, exitUnreachable, "cannot connect to petreld"},
 	} {
-		code, _, errText := runCLI(append([]string{"--socket", sock}, c.args...)...)
+		code, _, errText := runPetrel(append([]string{"--socket", sock}, c.args...)...)
 		if code != c.code || !strings.Contains(errText, c.want) {
 			t.Errorf("petrel %v: exit %d %q, want %d and %q", c.args, code, errText, c.code, c.want)
 		}

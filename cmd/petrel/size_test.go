@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"math"
 	"strings"
 	"testing"
@@ -45,13 +44,6 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-// runCLI runs petrel with args and returns its exit code and output.
-func runCLI(args ...string) (code int, stdout, stderr string) {
-	var out, errb bytes.Buffer
-	code = run(args, &out, &errb)
-	return code, out.String(), errb.String()
-}
-
 // TestSizeFlags checks that every flag and argument that takes a size
 // parses it with the one parser, refusing bad ones as usage errors (exit
 // 2) with a sentence naming the flag, before petreld is asked anything.
@@ -76,7 +68,7 @@ func TestSizeFlags(t *testing.T) {
 		{[]string{"block", "create", "disk", "0"}, "SIZE 0: a block device needs at least 1 MB"},
 		{[]string{"create", "vm", "x.hvt", "--cpu", "x"}, "--cpu x: not a number"},
 	} {
-		code, _, errText := runCLI(append([]string{"--socket", sock}, c.args...)...)
+		code, _, errText := runPetrel(append([]string{"--socket", sock}, c.args...)...)
 		if code != exitUsage {
 			t.Errorf("petrel %v: exit %d, want %d (%s)", c.args, code, exitUsage, errText)
 		}
@@ -94,7 +86,7 @@ func TestSizeFlags(t *testing.T) {
 		{"policy", "add", "team", "--vms", "0", "--mem", "0"},
 		{"block", "create", "disk", "1G"},
 	} {
-		if code, _, errText := runCLI(append([]string{"--socket", sock}, args...)...); code != exitUnreachable {
+		if code, _, errText := runPetrel(append([]string{"--socket", sock}, args...)...); code != exitUnreachable {
 			t.Errorf("petrel %v: exit %d, want %d (%s)", args, code, exitUnreachable, errText)
 		}
 	}

@@ -35,7 +35,7 @@ func TestUnknownCommandsAndFlags(t *testing.T) {
 	}
 	expect := func(want int, args ...string) (string, string) {
 		t.Helper()
-		code, out, errText := runCLI(append([]string{"--socket", sock}, args...)...)
+		code, out, errText := runPetrel(append([]string{"--socket", sock}, args...)...)
 		if code != want {
 			t.Errorf("petrel %s: exit %d, want %d (%s)", strings.Join(args, " "), code, want, errText)
 		}
@@ -109,7 +109,7 @@ var flagLine = regexp.MustCompile(`(?m)^\s+--(destination|server-ca|server-name|
 // own in their usage.
 func TestRemoteFlagsGroupedOnce(t *testing.T) {
 	root := (&app{out: io.Discard, errw: io.Discard}).rootCmd()
-	_, out, _ := runCLI("--help")
+	_, out, _ := runPetrel("--help")
 	flags := out[strings.Index(out, "\nFlags:"):]
 	group := out[strings.Index(out, "Remote mode flags"):]
 	for _, f := range []string{"--destination HOST[:PORT]", "--ca FILE", "--ca-key FILE", "--server-ca FILE", "--server-name NAME", "--cert FILE", "--key FILE", "--csr FILE"} {
@@ -124,7 +124,7 @@ func TestRemoteFlagsGroupedOnce(t *testing.T) {
 		if p[0] == "gen-docs" {
 			continue
 		}
-		_, out, _ := runCLI(append(p, "--help")...)
+		_, out, _ := runPetrel(append(p, "--help")...)
 		path := "petrel " + strings.Join(p, " ")
 		if flagLine.MatchString(out) {
 			t.Errorf("%s --help lists the remote mode flags again", path)

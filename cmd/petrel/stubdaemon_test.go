@@ -24,6 +24,7 @@ type stubDaemon struct {
 	devices []*daemonv1.BlockInfo
 	bridges []*daemonv1.HostBridge
 	plugins []*daemonv1.Plugin
+	dataDir string
 }
 
 // startStub serves d on a socket in a temporary directory and
@@ -76,4 +77,8 @@ func (d *stubDaemon) Bridges(context.Context, *daemonv1.BridgesRequest) (*daemon
 
 func (d *stubDaemon) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
 	return &daemonv1.PluginsResponse{Plugins: d.plugins}, nil
+}
+
+func (d *stubDaemon) DataDir(context.Context, *daemonv1.DataDirRequest) (*daemonv1.DataDirResponse, error) {
+	return &daemonv1.DataDirResponse{Path: d.dataDir}, nil
 }

@@ -23,8 +23,8 @@
 //   - PolicyAdd and PolicyRemove act strictly below the domain: a
 //     delegate may subdivide its share but not change the share itself,
 //     which its certificate states.
-//   - Plugins describes the host and is left to the root domain (a leaf
-//     the root CA signed directly). Bridges and Version are open to every
+//   - Plugins and DataDir describe the host and are left to the root
+//     domain (a leaf the root CA signed directly). Bridges and Version are open to every
 //     authenticated caller: bridge names are what policies are written
 //     in, and the version is needed to talk to the daemon at all.
 //   - A leaf carrying a command (a capability) may use only the methods
@@ -120,6 +120,7 @@ var rules = map[string]rule{
 	daemonv1.Daemon_Events_FullMethodName: {kind: Listing, newReq: mk[daemonv1.EventsRequest](),
 		target: field(func(r *daemonv1.EventsRequest) *string { return &r.Path })},
 	daemonv1.Daemon_Plugins_FullMethodName: {kind: NoTarget, rootOnly: true},
+	daemonv1.Daemon_DataDir_FullMethodName: {kind: NoTarget, rootOnly: true},
 	daemonv1.Daemon_BlockList_FullMethodName: {kind: Listing,
 		target: field(func(r *daemonv1.BlockListRequest) *string { return &r.Path })},
 	daemonv1.Daemon_BlockCreate_FullMethodName: {kind: Below, deploy: true,

@@ -82,6 +82,16 @@ func (s *server) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.V
 	return &daemonv1.VersionResponse{Version: Version, ApiVersion: APIVersion}, nil
 }
 
+// DataDir names the data directory, absolute, so that petrel state
+// inspect reads this daemon's state however it was configured.
+func (s *server) DataDir(context.Context, *daemonv1.DataDirRequest) (*daemonv1.DataDirResponse, error) {
+	dir, err := filepath.Abs(s.d.cfg.DataDir)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "data directory %s: %v", s.d.cfg.DataDir, err)
+	}
+	return &daemonv1.DataDirResponse{Path: dir}, nil
+}
+
 // UploadImage stores an image for the caller's domain, within the image
 // storage its policies and the host allow (images.go). An image the store
 // has already is not received again when the first chunk names its

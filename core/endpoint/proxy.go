@@ -116,6 +116,10 @@ func (p *proxy) Version(ctx context.Context, req *daemonv1.VersionRequest) (*dae
 	return unary(ctx, req, p.up.Version)
 }
 
+func (p *proxy) DataDir(ctx context.Context, req *daemonv1.DataDirRequest) (*daemonv1.DataDirResponse, error) {
+	return unary(ctx, req, p.up.DataDir)
+}
+
 func (p *proxy) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	return relayUp(stream, p.up.UploadImage)
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -101,5 +102,30 @@ func TestConsoleAsDockerUsersTypeIt(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	if out := e.mustPetrel("console", "vm", "--since", "1s"); strings.Contains(out, "line") {
 		t.Errorf("console --since 1s shows lines older than a second: %q", out)
+	}
+}
+
+// TestStateInspectFollowsTheDaemon: petrel state inspect, without
+// --data-dir, reads the data directory of the petreld it talks to, not
+// the default one.
+func TestStateInspectFollowsTheDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	e.mustPetrel("create", "vm", e.image("ok.hvt", solo5.TargetHVT), "--arg", "run=forever")
+	r := e.petrel("state", "inspect", "--json")
+	var rep struct {
+		Source string `json:"source"`
+		VMs    []struct {
+			Name string `json:"name"`
+		} `json:"vms"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
+		t.Fatalf("state inspect --json: exit %d: %v\n%s%s", r.code, err, r.out, r.err)
+	}
+	if rep.Source != e.dataDir || len(rep.VMs) != 1 || rep.VMs[0].Name != "vm" {
+		t.Fatalf("state inspect read %s (%d VMs), want petreld's %s with vm", rep.Source, len(rep.VMs), e.dataDir)
+	}
+	if !strings.Contains(r.err, e.dataDir) {
+		t.Errorf("state inspect does not say it reads petreld's directory: %q", r.err)
 	}
 }

@@ -27,6 +27,88 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DataDirRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataDirRequest) Reset() {
+	*x = DataDirRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataDirRequest) ProtoMessage() {}
+
+func (x *DataDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataDirRequest.ProtoReflect.Descriptor instead.
+func (*DataDirRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+// DataDirResponse names the daemon's data directory.
+type DataDirResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of the data directory, on the daemon's host.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataDirResponse) Reset() {
+	*x = DataDirResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataDirResponse) ProtoMessage() {}
+
+func (x *DataDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataDirResponse.ProtoReflect.Descriptor instead.
+func (*DataDirResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DataDirResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // StatsRequest selects VMs by name or path ("" for all).
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +120,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +132,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +145,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StatsRequest) GetPath() string {
@@ -99,7 +181,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -111,7 +193,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -124,7 +206,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Policy) GetVms() int32 {
@@ -194,7 +276,7 @@ type PolicyEntry struct {
 
 func (x *PolicyEntry) Reset() {
 	*x = PolicyEntry{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +288,7 @@ func (x *PolicyEntry) String() string {
 func (*PolicyEntry) ProtoMessage() {}
 
 func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +301,7 @@ func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyEntry.ProtoReflect.Descriptor instead.
 func (*PolicyEntry) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PolicyEntry) GetPath() string {
@@ -288,7 +370,7 @@ type PolicyListRequest struct {
 
 func (x *PolicyListRequest) Reset() {
 	*x = PolicyListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +382,7 @@ func (x *PolicyListRequest) String() string {
 func (*PolicyListRequest) ProtoMessage() {}
 
 func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +395,7 @@ func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyListRequest.ProtoReflect.Descriptor instead.
 func (*PolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyListRequest) GetPath() string {
@@ -333,7 +415,7 @@ type PolicyListResponse struct {
 
 func (x *PolicyListResponse) Reset() {
 	*x = PolicyListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +427,7 @@ func (x *PolicyListResponse) String() string {
 func (*PolicyListResponse) ProtoMessage() {}
 
 func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +440,7 @@ func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyListResponse.ProtoReflect.Descriptor instead.
 func (*PolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PolicyListResponse) GetPolicies() []*PolicyEntry {
@@ -379,7 +461,7 @@ type PolicyAddRequest struct {
 
 func (x *PolicyAddRequest) Reset() {
 	*x = PolicyAddRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +473,7 @@ func (x *PolicyAddRequest) String() string {
 func (*PolicyAddRequest) ProtoMessage() {}
 
 func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +486,7 @@ func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyAddRequest.ProtoReflect.Descriptor instead.
 func (*PolicyAddRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyAddRequest) GetPath() string {
@@ -431,7 +513,7 @@ type PolicyRemoveRequest struct {
 
 func (x *PolicyRemoveRequest) Reset() {
 	*x = PolicyRemoveRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +525,7 @@ func (x *PolicyRemoveRequest) String() string {
 func (*PolicyRemoveRequest) ProtoMessage() {}
 
 func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +538,7 @@ func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRemoveRequest.ProtoReflect.Descriptor instead.
 func (*PolicyRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyRemoveRequest) GetPath() string {
@@ -475,7 +557,7 @@ type PolicyRemoveResponse struct {
 
 func (x *PolicyRemoveResponse) Reset() {
 	*x = PolicyRemoveResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +569,7 @@ func (x *PolicyRemoveResponse) String() string {
 func (*PolicyRemoveResponse) ProtoMessage() {}
 
 func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +582,7 @@ func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRemoveResponse.ProtoReflect.Descriptor instead.
 func (*PolicyRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 // NetAttachment connects a manifest net device to a host bridge.
@@ -520,7 +602,7 @@ type NetAttachment struct {
 
 func (x *NetAttachment) Reset() {
 	*x = NetAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +614,7 @@ func (x *NetAttachment) String() string {
 func (*NetAttachment) ProtoMessage() {}
 
 func (x *NetAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +627,7 @@ func (x *NetAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetAttachment.ProtoReflect.Descriptor instead.
 func (*NetAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NetAttachment) GetName() string {
@@ -585,7 +667,7 @@ type BridgesRequest struct {
 
 func (x *BridgesRequest) Reset() {
 	*x = BridgesRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +679,7 @@ func (x *BridgesRequest) String() string {
 func (*BridgesRequest) ProtoMessage() {}
 
 func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +692,7 @@ func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesRequest.ProtoReflect.Descriptor instead.
 func (*BridgesRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 // HostBridge is one host bridge.
@@ -627,7 +709,7 @@ type HostBridge struct {
 
 func (x *HostBridge) Reset() {
 	*x = HostBridge{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +721,7 @@ func (x *HostBridge) String() string {
 func (*HostBridge) ProtoMessage() {}
 
 func (x *HostBridge) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +734,7 @@ func (x *HostBridge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostBridge.ProtoReflect.Descriptor instead.
 func (*HostBridge) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HostBridge) GetName() string {
@@ -700,7 +782,7 @@ type BridgesResponse struct {
 
 func (x *BridgesResponse) Reset() {
 	*x = BridgesResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +794,7 @@ func (x *BridgesResponse) String() string {
 func (*BridgesResponse) ProtoMessage() {}
 
 func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +807,7 @@ func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesResponse.ProtoReflect.Descriptor instead.
 func (*BridgesResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BridgesResponse) GetBridges() []*HostBridge {
@@ -750,7 +832,7 @@ type BlockInfo struct {
 
 func (x *BlockInfo) Reset() {
 	*x = BlockInfo{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +844,7 @@ func (x *BlockInfo) String() string {
 func (*BlockInfo) ProtoMessage() {}
 
 func (x *BlockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +857,7 @@ func (x *BlockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockInfo.ProtoReflect.Descriptor instead.
 func (*BlockInfo) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlockInfo) GetName() string {
@@ -816,7 +898,7 @@ type BlockListRequest struct {
 
 func (x *BlockListRequest) Reset() {
 	*x = BlockListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +910,7 @@ func (x *BlockListRequest) String() string {
 func (*BlockListRequest) ProtoMessage() {}
 
 func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +923,7 @@ func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListRequest.ProtoReflect.Descriptor instead.
 func (*BlockListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BlockListRequest) GetPath() string {
@@ -863,7 +945,7 @@ type BlockListResponse struct {
 
 func (x *BlockListResponse) Reset() {
 	*x = BlockListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +957,7 @@ func (x *BlockListResponse) String() string {
 func (*BlockListResponse) ProtoMessage() {}
 
 func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +970,7 @@ func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListResponse.ProtoReflect.Descriptor instead.
 func (*BlockListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BlockListResponse) GetDevices() []*BlockInfo {
@@ -916,7 +998,7 @@ type BlockCreateRequest struct {
 
 func (x *BlockCreateRequest) Reset() {
 	*x = BlockCreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1010,7 @@ func (x *BlockCreateRequest) String() string {
 func (*BlockCreateRequest) ProtoMessage() {}
 
 func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1023,7 @@ func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockCreateRequest.ProtoReflect.Descriptor instead.
 func (*BlockCreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlockCreateRequest) GetName() string {
@@ -977,7 +1059,7 @@ type BlockChunk struct {
 
 func (x *BlockChunk) Reset() {
 	*x = BlockChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1071,7 @@ func (x *BlockChunk) String() string {
 func (*BlockChunk) ProtoMessage() {}
 
 func (x *BlockChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1084,7 @@ func (x *BlockChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChunk.ProtoReflect.Descriptor instead.
 func (*BlockChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BlockChunk) GetName() string {
@@ -1052,7 +1134,7 @@ type BlockDownloadRequest struct {
 
 func (x *BlockDownloadRequest) Reset() {
 	*x = BlockDownloadRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1146,7 @@ func (x *BlockDownloadRequest) String() string {
 func (*BlockDownloadRequest) ProtoMessage() {}
 
 func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1159,7 @@ func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDownloadRequest.ProtoReflect.Descriptor instead.
 func (*BlockDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlockDownloadRequest) GetName() string {
@@ -1104,7 +1186,7 @@ type BlockDestroyRequest struct {
 
 func (x *BlockDestroyRequest) Reset() {
 	*x = BlockDestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1198,7 @@ func (x *BlockDestroyRequest) String() string {
 func (*BlockDestroyRequest) ProtoMessage() {}
 
 func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1211,7 @@ func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyRequest.ProtoReflect.Descriptor instead.
 func (*BlockDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BlockDestroyRequest) GetName() string {
@@ -1148,7 +1230,7 @@ type BlockDestroyResponse struct {
 
 func (x *BlockDestroyResponse) Reset() {
 	*x = BlockDestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1242,7 @@ func (x *BlockDestroyResponse) String() string {
 func (*BlockDestroyResponse) ProtoMessage() {}
 
 func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1255,7 @@ func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyResponse.ProtoReflect.Descriptor instead.
 func (*BlockDestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
 }
 
 // BlockAttachment connects a manifest block device to a Petrel block
@@ -1193,7 +1275,7 @@ type BlockAttachment struct {
 
 func (x *BlockAttachment) Reset() {
 	*x = BlockAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1287,7 @@ func (x *BlockAttachment) String() string {
 func (*BlockAttachment) ProtoMessage() {}
 
 func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1300,7 @@ func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockAttachment.ProtoReflect.Descriptor instead.
 func (*BlockAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlockAttachment) GetName() string {
@@ -1251,7 +1333,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1345,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1358,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
 }
 
 // VersionResponse reports the daemon's version and API versions.
@@ -1290,7 +1372,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1384,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1397,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -1349,7 +1431,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1443,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1456,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -1409,7 +1491,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1503,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1516,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -1464,7 +1546,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1558,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1571,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -1537,7 +1619,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1631,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1644,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -1673,7 +1755,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1767,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1780,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -1717,7 +1799,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1811,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1824,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -1758,7 +1840,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1852,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1865,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -1817,7 +1899,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1911,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1924,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -1862,7 +1944,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1956,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +1969,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -1937,7 +2019,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2031,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2044,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VM) GetName() string {
@@ -2155,7 +2237,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2249,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2262,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -2225,7 +2307,7 @@ type ConsoleLine struct {
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2319,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2332,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -2291,7 +2373,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2385,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2398,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -2345,7 +2427,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2439,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2452,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -2424,7 +2506,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2518,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2531,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -2462,7 +2544,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2556,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2569,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -2514,7 +2596,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2608,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2621,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Plugin) GetName() string {
@@ -2602,7 +2684,10 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x17plugin/v1/metrics.proto\":\n" +
+	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x17plugin/v1/metrics.proto\"\x10\n" +
+	"\x0eDataDirRequest\"%\n" +
+	"\x0fDataDirResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\":\n" +
 	"\fStatsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xc2\x01\n" +
@@ -2793,7 +2878,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\brestarts\x18\b \x01(\rR\brestarts\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xea\v\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xba\f\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
@@ -2814,7 +2899,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"PolicyList\x12#.petrel.daemon.v1.PolicyListRequest\x1a$.petrel.daemon.v1.PolicyListResponse\x12N\n" +
 	"\tPolicyAdd\x12\".petrel.daemon.v1.PolicyAddRequest\x1a\x1d.petrel.daemon.v1.PolicyEntry\x12]\n" +
 	"\fPolicyRemove\x12%.petrel.daemon.v1.PolicyRemoveRequest\x1a&.petrel.daemon.v1.PolicyRemoveResponse\x12B\n" +
-	"\x05Stats\x12\x1e.petrel.daemon.v1.StatsRequest\x1a\x17.petrel.plugin.v1.Batch0\x01B;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
+	"\x05Stats\x12\x1e.petrel.daemon.v1.StatsRequest\x1a\x17.petrel.plugin.v1.Batch0\x01\x12N\n" +
+	"\aDataDir\x12 .petrel.daemon.v1.DataDirRequest\x1a!.petrel.daemon.v1.DataDirResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -2828,108 +2914,112 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*StatsRequest)(nil),         // 0: petrel.daemon.v1.StatsRequest
-	(*Policy)(nil),               // 1: petrel.daemon.v1.Policy
-	(*PolicyEntry)(nil),          // 2: petrel.daemon.v1.PolicyEntry
-	(*PolicyListRequest)(nil),    // 3: petrel.daemon.v1.PolicyListRequest
-	(*PolicyListResponse)(nil),   // 4: petrel.daemon.v1.PolicyListResponse
-	(*PolicyAddRequest)(nil),     // 5: petrel.daemon.v1.PolicyAddRequest
-	(*PolicyRemoveRequest)(nil),  // 6: petrel.daemon.v1.PolicyRemoveRequest
-	(*PolicyRemoveResponse)(nil), // 7: petrel.daemon.v1.PolicyRemoveResponse
-	(*NetAttachment)(nil),        // 8: petrel.daemon.v1.NetAttachment
-	(*BridgesRequest)(nil),       // 9: petrel.daemon.v1.BridgesRequest
-	(*HostBridge)(nil),           // 10: petrel.daemon.v1.HostBridge
-	(*BridgesResponse)(nil),      // 11: petrel.daemon.v1.BridgesResponse
-	(*BlockInfo)(nil),            // 12: petrel.daemon.v1.BlockInfo
-	(*BlockListRequest)(nil),     // 13: petrel.daemon.v1.BlockListRequest
-	(*BlockListResponse)(nil),    // 14: petrel.daemon.v1.BlockListResponse
-	(*BlockCreateRequest)(nil),   // 15: petrel.daemon.v1.BlockCreateRequest
-	(*BlockChunk)(nil),           // 16: petrel.daemon.v1.BlockChunk
-	(*BlockDownloadRequest)(nil), // 17: petrel.daemon.v1.BlockDownloadRequest
-	(*BlockDestroyRequest)(nil),  // 18: petrel.daemon.v1.BlockDestroyRequest
-	(*BlockDestroyResponse)(nil), // 19: petrel.daemon.v1.BlockDestroyResponse
-	(*BlockAttachment)(nil),      // 20: petrel.daemon.v1.BlockAttachment
-	(*VersionRequest)(nil),       // 21: petrel.daemon.v1.VersionRequest
-	(*VersionResponse)(nil),      // 22: petrel.daemon.v1.VersionResponse
-	(*ImageChunk)(nil),           // 23: petrel.daemon.v1.ImageChunk
-	(*ImageRef)(nil),             // 24: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),        // 25: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),        // 26: petrel.daemon.v1.CreateRequest
-	(*DestroyRequest)(nil),       // 27: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil),      // 28: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),       // 29: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),          // 30: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),         // 31: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),                   // 32: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),       // 33: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),          // 34: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 35: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 36: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 37: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 38: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 39: petrel.daemon.v1.Plugin
-	nil,                          // 40: petrel.daemon.v1.Plugin.AttributesEntry
-	(*v1.Batch)(nil),             // 41: petrel.plugin.v1.Batch
+	(*DataDirRequest)(nil),       // 0: petrel.daemon.v1.DataDirRequest
+	(*DataDirResponse)(nil),      // 1: petrel.daemon.v1.DataDirResponse
+	(*StatsRequest)(nil),         // 2: petrel.daemon.v1.StatsRequest
+	(*Policy)(nil),               // 3: petrel.daemon.v1.Policy
+	(*PolicyEntry)(nil),          // 4: petrel.daemon.v1.PolicyEntry
+	(*PolicyListRequest)(nil),    // 5: petrel.daemon.v1.PolicyListRequest
+	(*PolicyListResponse)(nil),   // 6: petrel.daemon.v1.PolicyListResponse
+	(*PolicyAddRequest)(nil),     // 7: petrel.daemon.v1.PolicyAddRequest
+	(*PolicyRemoveRequest)(nil),  // 8: petrel.daemon.v1.PolicyRemoveRequest
+	(*PolicyRemoveResponse)(nil), // 9: petrel.daemon.v1.PolicyRemoveResponse
+	(*NetAttachment)(nil),        // 10: petrel.daemon.v1.NetAttachment
+	(*BridgesRequest)(nil),       // 11: petrel.daemon.v1.BridgesRequest
+	(*HostBridge)(nil),           // 12: petrel.daemon.v1.HostBridge
+	(*BridgesResponse)(nil),      // 13: petrel.daemon.v1.BridgesResponse
+	(*BlockInfo)(nil),            // 14: petrel.daemon.v1.BlockInfo
+	(*BlockListRequest)(nil),     // 15: petrel.daemon.v1.BlockListRequest
+	(*BlockListResponse)(nil),    // 16: petrel.daemon.v1.BlockListResponse
+	(*BlockCreateRequest)(nil),   // 17: petrel.daemon.v1.BlockCreateRequest
+	(*BlockChunk)(nil),           // 18: petrel.daemon.v1.BlockChunk
+	(*BlockDownloadRequest)(nil), // 19: petrel.daemon.v1.BlockDownloadRequest
+	(*BlockDestroyRequest)(nil),  // 20: petrel.daemon.v1.BlockDestroyRequest
+	(*BlockDestroyResponse)(nil), // 21: petrel.daemon.v1.BlockDestroyResponse
+	(*BlockAttachment)(nil),      // 22: petrel.daemon.v1.BlockAttachment
+	(*VersionRequest)(nil),       // 23: petrel.daemon.v1.VersionRequest
+	(*VersionResponse)(nil),      // 24: petrel.daemon.v1.VersionResponse
+	(*ImageChunk)(nil),           // 25: petrel.daemon.v1.ImageChunk
+	(*ImageRef)(nil),             // 26: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 27: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 28: petrel.daemon.v1.CreateRequest
+	(*DestroyRequest)(nil),       // 29: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 30: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 31: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 32: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 33: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 34: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 35: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 36: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 37: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 38: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 39: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 40: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 41: petrel.daemon.v1.Plugin
+	nil,                          // 42: petrel.daemon.v1.Plugin.AttributesEntry
+	(*v1.Batch)(nil),             // 43: petrel.plugin.v1.Batch
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	1,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
-	1,  // 1: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
-	1,  // 2: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
-	2,  // 3: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
-	1,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
-	10, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
-	12, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	25, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	20, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	8,  // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
-	32, // 10: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	25, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	20, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	8,  // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	39, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	40, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	21, // 16: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	23, // 17: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	26, // 18: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	27, // 19: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	29, // 20: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	30, // 21: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	33, // 22: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	35, // 23: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	37, // 24: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	13, // 25: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	15, // 26: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	16, // 27: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	17, // 28: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	18, // 29: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	9,  // 30: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	3,  // 31: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	5,  // 32: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	6,  // 33: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	0,  // 34: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	22, // 35: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	24, // 36: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	32, // 37: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	28, // 38: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	32, // 39: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	31, // 40: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	34, // 41: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	36, // 42: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	38, // 43: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	14, // 44: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	12, // 45: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	12, // 46: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	16, // 47: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	19, // 48: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	11, // 49: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	4,  // 50: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	2,  // 51: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	7,  // 52: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	41, // 53: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	35, // [35:54] is the sub-list for method output_type
-	16, // [16:35] is the sub-list for method input_type
+	3,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
+	3,  // 1: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
+	3,  // 2: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
+	4,  // 3: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
+	3,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
+	12, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
+	14, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	27, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	22, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	10, // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
+	34, // 10: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	27, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	22, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	10, // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	41, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	42, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	23, // 16: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	25, // 17: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	28, // 18: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	29, // 19: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	31, // 20: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	32, // 21: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	35, // 22: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	37, // 23: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	39, // 24: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	15, // 25: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	17, // 26: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	18, // 27: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	19, // 28: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	20, // 29: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	11, // 30: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	5,  // 31: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	7,  // 32: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	8,  // 33: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	2,  // 34: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	0,  // 35: petrel.daemon.v1.Daemon.DataDir:input_type -> petrel.daemon.v1.DataDirRequest
+	24, // 36: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	26, // 37: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	34, // 38: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	30, // 39: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	34, // 40: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	33, // 41: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	36, // 42: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	38, // 43: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	40, // 44: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	16, // 45: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	14, // 46: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	14, // 47: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	18, // 48: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	21, // 49: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	13, // 50: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	6,  // 51: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	4,  // 52: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	9,  // 53: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	43, // 54: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	1,  // 55: petrel.daemon.v1.Daemon.DataDir:output_type -> petrel.daemon.v1.DataDirResponse
+	36, // [36:56] is the sub-list for method output_type
+	16, // [16:36] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -2940,14 +3030,14 @@ func file_daemon_v1_daemon_proto_init() {
 	if File_daemon_v1_daemon_proto != nil {
 		return
 	}
-	file_daemon_v1_daemon_proto_msgTypes[1].OneofWrappers = []any{}
+	file_daemon_v1_daemon_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

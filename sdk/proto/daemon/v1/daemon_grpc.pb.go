@@ -44,6 +44,7 @@ const (
 	Daemon_PolicyAdd_FullMethodName     = "/petrel.daemon.v1.Daemon/PolicyAdd"
 	Daemon_PolicyRemove_FullMethodName  = "/petrel.daemon.v1.Daemon/PolicyRemove"
 	Daemon_Stats_FullMethodName         = "/petrel.daemon.v1.Daemon/Stats"
+	Daemon_DataDir_FullMethodName       = "/petrel.daemon.v1.Daemon/DataDir"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -89,6 +90,10 @@ type DaemonClient interface {
 	// Stats returns the newest statistics of VMs under a path (the same
 	// batch metrics sinks receive), then, with follow, each new one.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.Batch], error)
+	// DataDir returns the directory the daemon keeps its state in, so that
+	// tools that read the state directly (petrel state inspect) read the
+	// running daemon's, wherever its configuration puts it.
+	DataDir(ctx context.Context, in *DataDirRequest, opts ...grpc.CallOption) (*DataDirResponse, error)
 }
 
 type daemonClient struct {
@@ -331,6 +336,16 @@ func (c *daemonClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Daemon_StatsClient = grpc.ServerStreamingClient[v1.Batch]
 
+func (c *daemonClient) DataDir(ctx context.Context, in *DataDirRequest, opts ...grpc.CallOption) (*DataDirResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DataDirResponse)
+	err := c.cc.Invoke(ctx, Daemon_DataDir_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -374,6 +389,10 @@ type DaemonServer interface {
 	// Stats returns the newest statistics of VMs under a path (the same
 	// batch metrics sinks receive), then, with follow, each new one.
 	Stats(*StatsRequest, grpc.ServerStreamingServer[v1.Batch]) error
+	// DataDir returns the directory the daemon keeps its state in, so that
+	// tools that read the state directly (petrel state inspect) read the
+	// running daemon's, wherever its configuration puts it.
+	DataDir(context.Context, *DataDirRequest) (*DataDirResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -440,6 +459,9 @@ func (UnimplementedDaemonServer) PolicyRemove(context.Context, *PolicyRemoveRequ
 }
 func (UnimplementedDaemonServer) Stats(*StatsRequest, grpc.ServerStreamingServer[v1.Batch]) error {
 	return status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedDaemonServer) DataDir(context.Context, *DataDirRequest) (*DataDirResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DataDir not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -754,6 +776,24 @@ func _Daemon_Stats_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Daemon_StatsServer = grpc.ServerStreamingServer[v1.Batch]
 
+func _Daemon_DataDir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DataDirRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).DataDir(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_DataDir_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).DataDir(ctx, req.(*DataDirRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -812,6 +852,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PolicyRemove",
 			Handler:    _Daemon_PolicyRemove_Handler,
+		},
+		{
+			MethodName: "DataDir",
+			Handler:    _Daemon_DataDir_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
