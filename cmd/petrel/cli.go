@@ -159,6 +159,7 @@ for example "team:web:frontend". Upper case is refused, not lower-cased.
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
 	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
 	a.addRemote(root)
+	a.completions(root)
 	root.SetUsageFunc(usage)
 	root.SetHelpCommand(a.helpCmd())
 	root.InitDefaultHelpCmd()

@@ -17,14 +17,15 @@ import (
 type stubDaemon struct {
 	daemonv1.UnimplementedDaemonServer
 
-	mu      sync.Mutex
-	console *daemonv1.ConsoleRequest
-	lines   []*daemonv1.ConsoleLine
-	vms     []*daemonv1.VM
-	devices []*daemonv1.BlockInfo
-	bridges []*daemonv1.HostBridge
-	plugins []*daemonv1.Plugin
-	dataDir string
+	mu       sync.Mutex
+	console  *daemonv1.ConsoleRequest
+	lines    []*daemonv1.ConsoleLine
+	vms      []*daemonv1.VM
+	devices  []*daemonv1.BlockInfo
+	bridges  []*daemonv1.HostBridge
+	plugins  []*daemonv1.Plugin
+	dataDir  string
+	policies []*daemonv1.PolicyEntry
 }
 
 // startStub serves d on a socket in a temporary directory and
@@ -81,4 +82,8 @@ func (d *stubDaemon) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemon
 
 func (d *stubDaemon) DataDir(context.Context, *daemonv1.DataDirRequest) (*daemonv1.DataDirResponse, error) {
 	return &daemonv1.DataDirResponse{Path: d.dataDir}, nil
+}
+
+func (d *stubDaemon) PolicyList(context.Context, *daemonv1.PolicyListRequest) (*daemonv1.PolicyListResponse, error) {
+	return &daemonv1.PolicyListResponse{Policies: d.policies}, nil
 }
