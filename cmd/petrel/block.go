@@ -8,41 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
-
-// progressBar returns a progress callback drawing on stderr when it is a
-// terminal, or nil.
-func (a *app) progressBar(what string) client.Progress {
-	if !isTerminal(a.errw) {
-		return nil
-	}
-	var last time.Time
-	start := time.Now()
-	return func(done, total int64) {
-		if time.Since(last) < 100*time.Millisecond && done < total {
-			return
-		}
-		last = time.Now()
-		rate := float64(done) / time.Since(start).Seconds() / (1 << 20)
-		if total > 0 {
-			const width = 30
-			filled := int(float64(width) * float64(done) / float64(total))
-			fmt.Fprintf(a.errw, "\r%s [%s%s] %5.1f%% %.1f MB/s", what, strings.Repeat("=", filled), strings.Repeat(" ", width-filled),
-				float64(done)*100/float64(total), rate)
-		} else {
-			fmt.Fprintf(a.errw, "\r%s %d bytes %.1f MB/s", what, done, rate)
-		}
-		if total > 0 && done >= total {
-			fmt.Fprintln(a.errw)
-		}
-	}
-}
 
 // parseBlockFlag parses NAME[:DEVICE][@SECTOR].
 func parseBlockFlag(s string) (*daemonv1.BlockAttachment, error) {

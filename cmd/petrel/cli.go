@@ -65,6 +65,9 @@ type app struct {
 	out    io.Writer
 	errw   io.Writer
 	remote remoteFlags
+
+	// midLine is set while a progress bar's line on errw is unfinished.
+	midLine bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -78,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code, msg := classify(err, a.socketPath(), a.remote.destination != "")
+	a.endProgress()
 	fmt.Fprintf(stderr, "petrel: %s\n", msg)
 	return code
 }
@@ -334,27 +338,9 @@ given with --exit-code.`,
 	return cmd
 }
 
-// upload sends an image file, with a progress line on a terminal.
+// upload sends an image file, with a progress bar on a terminal.
 func (a *app) upload(ctx context.Context, c *client.Client, path string) (*daemonv1.ImageRef, error) {
-	var progress func(sent, total int64)
-	if isTerminal(a.errw) {
-		last := time.Time{}
-		progress = func(sent, total int64) {
-			if time.Since(last) < 100*time.Millisecond && sent < total {
-				return
-			}
-			last = time.Now()
-			pct := 100.0
-			if total > 0 {
-				pct = float64(sent) * 100 / float64(total)
-			}
-			fmt.Fprintf(a.errw, "\ruploading %s: %5.1f%% (%d/%d bytes)", filepath.Base(path), pct, sent, total)
-			if sent >= total {
-				fmt.Fprintln(a.errw)
-			}
-		}
-	}
-	ref, err := c.UploadImageFile(ctx, path, progress)
+	ref, err := c.UploadImageFile(ctx, path, a.progressBar("uploading "+filepath.Base(path)))
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return nil, err
