@@ -12,7 +12,7 @@ BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(dir $(GO)):$(GOBIN):$(PATH)
 
-.PHONY: all build examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests deps check demo fuzz clean $(BINARIES)
+.PHONY: all build examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests linux-guest deps check demo fuzz clean $(BINARIES)
 
 all: build
 
@@ -37,6 +37,12 @@ examples:
 # bin/guests/NAME.hvt and bin/guests/NAME.spt.
 guests:
 	$(MAKE) -C contrib/guests OUT=$(CURDIR)/bin/guests
+
+# The Linux guest of the README's QEMU example, from Debian's cloud kernel
+# (linux-image-cloud-amd64) and busybox-static: bin/guests/vmlinuz and
+# bin/guests/initrd.cpio.
+linux-guest:
+	$(GO) run ./contrib/linuxguest bin/guests
 
 # Unit and integration tests, with the race detector.
 test: build guests examples

@@ -7,7 +7,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,121 +16,54 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/petrel-vmm/petrel/cmd/internal/cmdline"
 	"github.com/petrel-vmm/petrel/core/endpoint"
 )
 
 // version is set at build time with -ldflags.
 var version = "0.1.0-dev"
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	os.Exit(cmdline.Execute(cmdline.Endpoint(run), os.Args[1:], os.Stdout, os.Stderr))
+}
 
-const usage = `Usage: petrel-endpoint --ca FILE --cert FILE --key FILE [flags]
-
-petrel-endpoint is the network side of Petrel's remote management. It
-listens for the petrel CLI over TLS 1.3 with mutual X.509 authentication:
-a client's certificate chain must lead to the root CA given with --ca,
-be at most 9 certificates long (root included), name valid labels, nest
-its policies, and have no certificate on the revocation list. The chain's
-sub-CA names form the caller's domain (root -> "alice" -> leaf acts on
-alice:...); a leaf carrying a command may run that command only.
-Allowed requests are forwarded to petreld with the chain, and petreld
-verifies it again against its own ca_file before acting.
-
-Set up once, on the host:
-  petrel ca init /etc/petrel/ca --host host.example.org
-  # petreld's configuration:  ca_file = "/etc/petrel/ca/ca.pem"
-  #                           revocation_file = "/etc/petrel/ca/revoked.json"
-  #                           remote_socket_mode = "0660"
-  #                           remote_socket_group = "petrel-endpoint"
-  petrel-endpoint --ca /etc/petrel/ca/ca.pem \
-      --cert /etc/petrel/ca/server.pem --key /etc/petrel/ca/server.key \
-      --revocations /etc/petrel/ca/revoked.json --user petrel-endpoint
-
-The endpoint forwards to petreld's socket for remote requests,
-<run-dir>/petreld-remote.sock, where petreld serves a request only with a
-certificate chain it verifies itself: the endpoint has no rights of its
-own, only its callers'. Nor does it need privileges: it reads its key and
-binds its port, then runs as --user, which must be able to open that
-socket and should be its only client (remote_socket_group above), and
-which must not be able to open the administrators' socket, petreld.sock.
-It refuses to keep running as root, or to switch to a --user with uid or
-gid 0, unless --allow-root is given. The revocation list is re-read
-within a second of every change ('petrel ca revoke'), no restart needed,
-and open streams (events, console and stats followed) end within a
-second of a certificate of their chain being revoked or expiring.
-
-Flags:
-`
-
-func run(args []string) int {
-	fs := flag.NewFlagSet("petrel-endpoint", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", endpoint.DefaultListen, "TCP address to listen on (Albatross's port by default), or \"systemd\" for the socket systemd passes (petrel-endpoint.socket)")
-	socket := fs.String("socket", endpoint.DefaultSocket, "petreld's socket for forwarded requests (<run-dir>/petreld-remote.sock)")
-	caFile := fs.String("ca", "", "root CA certificate that client chains must lead to (ca.pem of 'petrel ca init')")
-	certFile := fs.String("cert", "", "the endpoint's certificate chain (server.pem of 'petrel ca init')")
-	keyFile := fs.String("key", "", "the endpoint's private key (server.key of 'petrel ca init')")
-	revFile := fs.String("revocations", "", "revocation list kept with 'petrel ca revoke' (revoked.json of 'petrel ca init'); without it nothing can be revoked")
-	userName := fs.String("user", "", "after binding, run as this user (name or uid) and its primary group")
-	allowRoot := fs.Bool("allow-root", false, "keep running as root when --user is not given or names root (uid or gid 0); not recommended")
-	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *showVersion {
+// run is petrel-endpoint with its command-line settings: it binds,
+// drops its privileges and serves until SIGINT or SIGTERM.
+func run(o cmdline.EndpointOptions) error {
+	if o.Version {
 		fmt.Printf("petrel-endpoint %s\n", version)
-		return 0
+		return nil
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "petrel-endpoint: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *caFile == "" || *certFile == "" || *keyFile == "" {
-		fmt.Fprintln(os.Stderr, "petrel-endpoint: --ca, --cert and --key are required (see --help)")
-		return 2
-	}
-	if os.Geteuid() == 0 && *userName == "" && !*allowRoot {
-		fmt.Fprintln(os.Stderr, "petrel-endpoint: refusing to run as root: give --user NAME to drop privileges after binding, or --allow-root to run as root anyway")
-		return 2
+	if os.Geteuid() == 0 && o.User == "" && !o.AllowRoot {
+		return cmdline.Usagef("refusing to run as root: give --user NAME to drop privileges after binding, or --allow-root to run as root anyway")
 	}
 	var uid, gid int
-	if *userName != "" {
+	if o.User != "" {
 		var err error
-		if uid, gid, err = lookupUser(*userName); err != nil {
-			fmt.Fprintf(os.Stderr, "petrel-endpoint: --user: %v\n", err)
-			return 2
+		if uid, gid, err = lookupUser(o.User); err != nil {
+			return cmdline.Usagef("--user: %w", err)
 		}
-		if err := checkUnprivileged(*userName, uid, gid, *allowRoot); err != nil {
-			fmt.Fprintf(os.Stderr, "petrel-endpoint: %v\n", err)
-			return 2
+		if err := checkUnprivileged(o.User, uid, gid, o.AllowRoot); err != nil {
+			return cmdline.UsageError{Err: err}
 		}
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "petrel-endpoint", Level: hclog.LevelFromString(*logLevel), Output: os.Stderr})
+	log := hclog.New(&hclog.LoggerOptions{Name: "petrel-endpoint", Level: hclog.LevelFromString(o.LogLevel), Output: os.Stderr})
 	srv, err := endpoint.New(endpoint.Options{
-		Listen: *listen, Socket: *socket, CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile,
-		RevocationFile: *revFile, Logger: log,
+		Listen: o.Listen, Socket: o.Socket, CAFile: o.CA, CertFile: o.Cert, KeyFile: o.Key,
+		RevocationFile: o.Revocations, Logger: log,
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "petrel-endpoint: %v\n", err)
-		return 1
+		return err
 	}
 	defer srv.Close()
-	if *userName != "" {
+	if o.User != "" {
 		if err := dropPrivileges(uid, gid); err != nil {
-			fmt.Fprintf(os.Stderr, "petrel-endpoint: %v\n", err)
-			return 1
+			return err
 		}
 		if uid == 0 || gid == 0 {
-			log.Warn("running with root's privileges (--allow-root)", "user", *userName, "uid", uid, "gid", gid)
+			log.Warn("running with root's privileges (--allow-root)", "user", o.User, "uid", uid, "gid", gid)
 		} else {
-			log.Info("running unprivileged", "user", *userName, "uid", uid, "gid", gid)
+			log.Info("running unprivileged", "user", o.User, "uid", uid, "gid", gid)
 		}
 	} else if os.Geteuid() == 0 {
 		log.Warn("running as root (--allow-root)")
@@ -143,15 +75,12 @@ func run(args []string) int {
 	go func() { done <- srv.Serve() }()
 	select {
 	case err := <-done:
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "petrel-endpoint: %v\n", err)
-			return 1
-		}
+		return err
 	case <-sigs:
 		srv.Close()
 		<-done
 	}
-	return 0
+	return nil
 }
 
 // lookupUser resolves a user name or numeric uid to uid and primary gid.

@@ -2,46 +2,17 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
-
-// progressBar returns a progress callback drawing on stderr when it is a
-// terminal, or nil.
-func (a *app) progressBar(what string) client.Progress {
-	if !isTerminal(a.errw) {
-		return nil
-	}
-	var last time.Time
-	start := time.Now()
-	return func(done, total int64) {
-		if time.Since(last) < 100*time.Millisecond && done < total {
-			return
-		}
-		last = time.Now()
-		rate := float64(done) / time.Since(start).Seconds() / (1 << 20)
-		if total > 0 {
-			const width = 30
-			filled := int(float64(width) * float64(done) / float64(total))
-			fmt.Fprintf(a.errw, "\r%s [%s%s] %5.1f%% %.1f MB/s", what, strings.Repeat("=", filled), strings.Repeat(" ", width-filled),
-				float64(done)*100/float64(total), rate)
-		} else {
-			fmt.Fprintf(a.errw, "\r%s %d bytes %.1f MB/s", what, done, rate)
-		}
-		if total > 0 && done >= total {
-			fmt.Fprintln(a.errw)
-		}
-	}
-}
 
 // parseBlockFlag parses NAME[:DEVICE][@SECTOR].
 func parseBlockFlag(s string) (*daemonv1.BlockAttachment, error) {
@@ -119,34 +90,32 @@ downloads and destroy are refused while it is in use.`,
 	return cmd
 }
 
-func parseSize(s string) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSuffix(strings.ToUpper(s), "M"), 10, 64)
-	if err != nil || n <= 0 {
-		return 0, usageError{fmt.Errorf("size %q is not a positive number of MB", s)}
-	}
-	return n, nil
-}
-
 func (a *app) blockCreateCmd() *cobra.Command {
 	var data string
 	var gz bool
 	cmd := &cobra.Command{
-		Use:     "create NAME SIZE_MB",
-		Short:   "Create a block device of SIZE_MB megabytes, empty or from a file",
-		Example: "  petrel block create team:disk 64\n  petrel block create team:disk 64 --data ./disk.img --gzip",
+		Use:   "create NAME SIZE",
+		Short: "Create a block device of SIZE, empty or from a file",
+		Long: `Create block device NAME of SIZE (` + sizeHelp + `), empty, or with
+the content of the --data file, which must fit.`,
+		Example: "  petrel block create team:disk 64\n  petrel block create team:disk 1G --data ./disk.img --gzip",
 		Args:    args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			size, err := parseSize(pos[1])
-			if err != nil {
-				return err
+			sz := sizeFlag{Max: math.MaxInt64, Positive: true, ZeroHint: "a block device needs at least 1 MB"}
+			if err := sz.Set(pos[1]); err != nil {
+				return usageError{valueError("SIZE", pos[1], err)}
 			}
+			size := sz.MB
 			if data != "" {
+				if err := inputFile("--data", data); err != nil {
+					return err
+				}
 				fi, err := os.Stat(data)
 				if err != nil {
 					return err
 				}
-				if fi.Size() > size<<20 {
-					return fmt.Errorf("%s (%d bytes) does not fit in %d MB", data, fi.Size(), size)
+				if size <= math.MaxInt64>>20 && fi.Size() > size<<20 {
+					return invalidInput{fmt.Errorf("--data %s (%d bytes) does not fit in %d MB", data, fi.Size(), size)}
 				}
 			}
 			ctx, c, done, err := a.session()
@@ -183,6 +152,9 @@ switches to it only when the SHA-256 of what it received matches FILE's,
 so an interrupted or corrupted upload leaves the old content.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := inputFile("file", pos[1]); err != nil {
+				return err
+			}
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
@@ -207,6 +179,9 @@ func (a *app) blockDownloadCmd() *cobra.Command {
 		Short: "Write a block device's content to FILE (checksum verified)",
 		Args:  args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
+			if err := outputFile("file", pos[1]); err != nil {
+				return err
+			}
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err

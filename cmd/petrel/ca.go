@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -165,24 +166,26 @@ func readCSR(path string) (*x509.CertificateRequest, error) {
 
 func (a *app) caSignPolicyCmd() *cobra.Command {
 	var (
-		vms, mem, block int
-		images          int
-		cpus            []int
-		bridges         []string
-		out             string
-		days            int
+		vms     int
+		mem     = sizeFlag{Max: math.MaxInt}
+		block   = sizeFlag{Max: math.MaxInt}
+		images  = sizeFlag{Max: math.MaxInt}
+		cpus    []int
+		bridges []string
+		out     string
+		days    int
 	)
 	cmd := &cobra.Command{
-		Use:   "sign-policy CSR --vms N --mem MB [--cpu N]... [--block MB] [--images MB] [--bridge B]... --out CERT",
+		Use:   "sign-policy CSR --vms N --mem SIZE [--cpu N]... [--block SIZE] [--images SIZE] [--bridge B]... --out CERT",
 		Short: "Sign a request as a sub-CA carrying a resource policy",
 		Long: `Sign CSR (from 'petrel ca csr') with the CA given by the global --ca and
 --ca-key, making a sub-CA certificate that carries the policy: at most
---vms VMs with --mem MB of memory in total, running only on the --cpu ids
+--vms VMs with --mem of memory in total, running only on the --cpu ids
 (unpinned VMs are confined to them, pinned ones must name some of them),
---block MB of block storage (none if not given), --images MB of image
-storage (as much as --mem if not given: the images its VMs use and its
-uploads for VMs to come, in the host's image store) and the --bridge
-bridges.
+--block of block storage (none if not given), --images of image storage
+(as much as --mem if not given: the images its VMs use and its uploads
+for VMs to come, in the host's image store) and the --bridge bridges.
+Sizes are MB (256), or carry a unit (512M, 2G, 1Gi; 1G = 1024M).
 The policy must be within the signer's own in every field, or signing is
 refused (exit 10). --out receives the new certificate followed by the
 signer's chain (without the root): the file the delegate passes as --ca.`,
@@ -201,12 +204,14 @@ signer's chain (without the root): the file the delegate passes as --ca.`,
 			if err != nil {
 				return err
 			}
-			p := policy.Policy{VMs: vms, MemoryMB: mem, CPUs: cpus, Bridges: bridges}
+			p := policy.Policy{VMs: vms, MemoryMB: int(mem.MB), CPUs: cpus, Bridges: bridges}
 			if cmd.Flags().Changed("block") {
-				p.BlockMB = &block
+				b := int(block.MB)
+				p.BlockMB = &b
 			}
 			if cmd.Flags().Changed("images") {
-				p.ImagesMB = &images
+				i := int(images.MB)
+				p.ImagesMB = &i
 			}
 			c, err := pki.SignPolicy(csr, chain[0], key, p, time.Duration(days)*24*time.Hour)
 			if err != nil {
@@ -224,10 +229,10 @@ signer's chain (without the root): the file the delegate passes as --ca.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&vms, "vms", 0, "number of VMs")
-	f.IntVar(&mem, "mem", 0, "memory in MB, in total")
+	f.Var(&mem, "mem", "memory in total: "+sizeHelp)
 	f.IntSliceVar(&cpus, "cpu", nil, "CPU id VMs may run on (repeatable): unpinned VMs are confined to these")
-	f.IntVar(&block, "block", 0, "block storage in MB, in total (default: none)")
-	f.IntVar(&images, "images", 0, "image storage in MB, in total (default: as much as --mem)")
+	f.Var(&block, "block", "block storage in total: "+sizeHelp+" (default: none)")
+	f.Var(&images, "images", "image storage in total: "+sizeHelp+" (default: as much as --mem)")
 	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
 	f.StringVar(&out, "out", "", "file for the certificate chain")
 	f.IntVar(&days, "days", 365, "validity in days (never beyond the signer's)")

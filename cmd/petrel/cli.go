@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -43,7 +44,7 @@ const (
 const exitCodeHelp = `Exit codes:
   0  success
   1  other error
-  2  usage error (bad flags or arguments)
+  2  usage error (unknown command, flag or help topic; bad value or arguments)
   3  petreld unreachable (not running, or no access to its socket)
   4  no such VM or block device
   5  a VM of that name already exists (use --force to replace it)
@@ -64,6 +65,9 @@ type app struct {
 	out    io.Writer
 	errw   io.Writer
 	remote remoteFlags
+
+	// midLine is set while a progress bar's line on errw is unfinished.
+	midLine bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -77,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code, msg := classify(err, a.socketPath(), a.remote.destination != "")
+	a.endProgress()
 	fmt.Fprintf(stderr, "petrel: %s\n", msg)
 	return code
 }
@@ -93,6 +98,10 @@ func classify(err error, socket string, remote bool) (int, string) {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage, ue.Error()
+	}
+	var ii invalidInput
+	if errors.As(err, &ii) {
+		return exitInvalid, ii.Error()
 	}
 	st, ok := status.FromError(err)
 	if !ok {
@@ -142,18 +151,24 @@ Typical use:
   petrel destroy web                                     stop and remove it
 
 VM names are paths of labels ([a-z0-9.-], 1-63 characters) joined by ':',
-for example "team:web:frontend".
+for example "team:web:frontend". Upper case is refused, not lower-cased.
 
 ` + exitCodeHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "petreld socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "`PATH` of petreld's socket (default $"+client.SocketEnv+" or "+client.DefaultSocket+")")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{flagError(cmd, err)} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
 	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
 	a.addRemote(root)
+	a.completions(root)
+	root.SetUsageFunc(usage)
+	root.SetHelpCommand(a.helpCmd())
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	strict(root)
 	return root
 }
 
@@ -202,7 +217,7 @@ func isTerminal(w io.Writer) bool {
 func (a *app) createCmd() *cobra.Command {
 	var (
 		backend, imageName string
-		mem                uint32
+		mem                = sizeFlag{Max: math.MaxUint32, Positive: true, ZeroHint: "a VM needs memory; leave --mem out for petreld's default (32 MB)"}
 		cpus               []uint
 		vmArgs             []string
 		restartOnFail      bool
@@ -252,6 +267,14 @@ given with --exit-code.`,
 				}
 				atts = append(atts, att)
 			}
+			if err := regularFile("image", pos[1]); err != nil {
+				return err
+			}
+			if initrd != "" {
+				if err := regularFile("--initrd", initrd); err != nil {
+					return err
+				}
+			}
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
@@ -270,7 +293,7 @@ given with --exit-code.`,
 				initrdSHA = iref.GetSha256()
 			}
 			req := &daemonv1.CreateRequest{
-				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: mem, Args: vmArgs,
+				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: uint32(mem.MB), Args: vmArgs,
 				Restart: &daemonv1.RestartPolicy{OnFailure: restartOnFail}, Startup: startup, Force: force,
 				ImageName: filepath.Base(pos[1]),
 			}
@@ -299,7 +322,7 @@ given with --exit-code.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&backend, "backend", "", "hypervisor backend, e.g. hvt or spt (default: the host's default_backend)")
-	f.Uint32Var(&mem, "mem", 0, "memory in MB (default 32)")
+	f.Var(&mem, "mem", "memory: "+sizeHelp+" (default: petreld's, 32 MB)")
 	f.UintSliceVar(&cpus, "cpu", nil, "pin the VM to this host CPU (repeatable)")
 	f.StringArrayVar(&vmArgs, "arg", nil, "argument passed to the unikernel (repeatable, in order)")
 	f.BoolVar(&restartOnFail, "restart-on-fail", false, "restart the VM when it fails")
@@ -315,27 +338,9 @@ given with --exit-code.`,
 	return cmd
 }
 
-// upload sends an image file, with a progress line on a terminal.
+// upload sends an image file, with a progress bar on a terminal.
 func (a *app) upload(ctx context.Context, c *client.Client, path string) (*daemonv1.ImageRef, error) {
-	var progress func(sent, total int64)
-	if isTerminal(a.errw) {
-		last := time.Time{}
-		progress = func(sent, total int64) {
-			if time.Since(last) < 100*time.Millisecond && sent < total {
-				return
-			}
-			last = time.Now()
-			pct := 100.0
-			if total > 0 {
-				pct = float64(sent) * 100 / float64(total)
-			}
-			fmt.Fprintf(a.errw, "\ruploading %s: %5.1f%% (%d/%d bytes)", filepath.Base(path), pct, sent, total)
-			if sent >= total {
-				fmt.Fprintln(a.errw)
-			}
-		}
-	}
-	ref, err := c.UploadImageFile(ctx, path, progress)
+	ref, err := c.UploadImageFile(ctx, path, a.progressBar("uploading "+filepath.Base(path)))
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return nil, err
@@ -567,30 +572,40 @@ exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 func (a *app) consoleCmd() *cobra.Command {
 	var (
 		since    string
-		count    int32
+		count    lineCount
 		follow   bool
 		jsonOut  bool
+		stamps   bool
 		noStamps bool
 	)
 	cmd := &cobra.Command{
 		Use:   "console NAME",
 		Short: "Show a VM's console output, optionally following it live",
 		Long: `Show the console lines petreld keeps for VM NAME (also after it exited),
-selected by time (--since) and/or number (--count, the last N lines), and
-with --follow keep printing new lines until the VM exits or Ctrl-C.`,
-		Example: "  petrel console web\n  petrel console web --count 20 --follow\n  petrel console web --since 2026-11-24T10:00:00Z",
+selected by time (--since: a duration back from now such as 10m, 1h30m or
+2d, or an RFC 3339 time) and/or number (--count, or --tail as docker and
+kubectl spell it: the last N lines), and with --follow keep printing new
+lines until the VM exits or Ctrl-C.
+
+Each line starts with the time petreld received it (UTC); --timestamps=false
+or --no-timestamps prints the text only.`,
+		Example: "  petrel console web\n  petrel console web --tail 20 --follow\n  petrel console web --since 10m --no-timestamps\n  petrel console web --since 2026-11-24T10:00:00Z",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count, Follow: follow}
-			if count < 0 {
-				return usageError{fmt.Errorf("--count must not be negative")}
-			}
+			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow}
 			if since != "" {
-				t, err := time.Parse(time.RFC3339Nano, since)
+				t, err := parseSince(since, time.Now())
 				if err != nil {
-					return usageError{fmt.Errorf("--since %q is not an RFC 3339 time such as 2026-11-24T10:00:00Z", since)}
+					return usageError{err}
 				}
 				req.SinceNs = t.UnixNano()
+			}
+			f := cmd.Flags()
+			if f.Changed("timestamps") && f.Changed("no-timestamps") && stamps == noStamps {
+				return usageError{fmt.Errorf("--timestamps=%t and --no-timestamps=%t contradict each other; give one", stamps, noStamps)}
+			}
+			if f.Changed("no-timestamps") {
+				stamps = !noStamps
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {
@@ -616,7 +631,7 @@ with --follow keep printing new lines until the VM exits or Ctrl-C.`,
 					}
 				case l.GetDropped() > 0:
 					fmt.Fprintf(a.errw, "petrel: %d console lines dropped (reading too slowly)\n", l.GetDropped())
-				case noStamps:
+				case !stamps:
 					fmt.Fprintln(a.out, l.GetText())
 				default:
 					fmt.Fprintf(a.out, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
@@ -625,11 +640,13 @@ with --follow keep printing new lines until the VM exits or Ctrl-C.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&since, "since", "", "only lines at or after this RFC 3339 time")
-	f.Int32Var(&count, "count", 0, "only the last N lines (0: all kept lines)")
+	f.StringVar(&since, "since", "", "only lines since `WHEN`: a duration ago (10m, 1h30m, 2d) or an RFC 3339 time")
+	f.Var(&count, "count", "only the last N lines, or all")
+	f.VarP(&count, "tail", "n", "the same as --count, as docker and kubectl spell it")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
 	f.BoolVar(&jsonOut, "json", false, "print one JSON object per line")
-	f.BoolVar(&noStamps, "no-timestamps", false, "print the text only")
+	f.BoolVarP(&stamps, "timestamps", "t", true, "start each line with the time petreld received it")
+	f.BoolVar(&noStamps, "no-timestamps", false, "print the text only (--timestamps=false)")
 	return cmd
 }
 

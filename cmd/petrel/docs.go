@@ -136,7 +136,7 @@ func writeManPage(w io.Writer, c *cobra.Command, version string) {
 
 	fmt.Fprintln(w, ".SH SYNOPSIS")
 	use := c.UseLine()
-	if c.HasAvailableSubCommands() && !c.Runnable() {
+	if isGroup(c) {
 		use = c.CommandPath() + " COMMAND"
 	}
 	fmt.Fprintf(w, ".B %s\n", roffEscape(c.CommandPath()))
@@ -159,8 +159,16 @@ func writeManPage(w io.Writer, c *cobra.Command, version string) {
 			fmt.Fprintln(w, roffEscape(s.Short))
 		}
 	}
-	writeFlags(w, "OPTIONS", c.NonInheritedFlags())
-	writeFlags(w, "OPTIONS INHERITED FROM PARENT COMMANDS", c.InheritedFlags())
+	local, localRemote := splitRemote(c, c.NonInheritedFlags())
+	inherited, inheritedRemote := splitRemote(c, c.InheritedFlags())
+	writeFlags(w, "OPTIONS", local)
+	writeFlags(w, "REMOTE MODE OPTIONS", localRemote)
+	writeFlags(w, "OPTIONS INHERITED FROM PARENT COMMANDS", inherited)
+	if hasVisible(inheritedRemote) {
+		fmt.Fprintln(w, ".SH REMOTE MODE")
+		fmt.Fprintf(w, "%s run this command on another host; see\n.BR %s (1).\n",
+			roffEscape(remoteNames(inheritedRemote)), roffEscape(manName(c.Root())))
+	}
 	if c.Example != "" {
 		fmt.Fprintln(w, ".SH EXAMPLES")
 		roffBlock(w, c.Example)

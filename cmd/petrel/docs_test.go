@@ -50,7 +50,7 @@ func TestGenDocs(t *testing.T) {
 		`.TH "PETREL\-CREATE" "1"`,
 		`petrel\-create \- Deploy a unikernel image as a VM`,
 		".SH SYNOPSIS\n.B petrel create\nNAME IMAGE [flags]\n",
-		`\fB\-\-mem\fR \fIuint32\fR`,
+		`\fB\-\-mem\fR \fIsize\fR`,
 		".SH OPTIONS INHERITED FROM PARENT COMMANDS",
 		`\fB\-\-socket\fR`,
 		".SH EXAMPLES",
@@ -66,6 +66,14 @@ func TestGenDocs(t *testing.T) {
 	}
 	if !bytes.Contains(rootPage, []byte(".BR petrel\\-create (1)")) {
 		t.Error("petrel.1 does not list petrel-create")
+	}
+	// Remote mode's flags are described once, on petrel(1); the other
+	// pages point there.
+	if !bytes.Contains(rootPage, []byte(".SH REMOTE MODE OPTIONS")) || !bytes.Contains(rootPage, []byte(`\fB\-\-destination\fR \fIHOST[:PORT]\fR`)) {
+		t.Error("petrel.1 does not describe the remote mode flags")
+	}
+	if bytes.Contains(page, []byte(`\fB\-\-destination\fR`)) || !bytes.Contains(page, []byte(".SH REMOTE MODE\n")) {
+		t.Error("petrel-create.1 describes the remote mode flags instead of pointing to petrel(1)")
 	}
 	for _, f := range []string{"petrel.bash", "_petrel", "petrel.fish"} {
 		b, err := os.ReadFile(filepath.Join(dir, "completions", f))

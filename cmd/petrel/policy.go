@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"text/tabwriter"
 
@@ -124,36 +125,37 @@ func policySources(e *daemonv1.PolicyEntry) string {
 func (a *app) policyAddCmd() *cobra.Command {
 	var (
 		vms     int32
-		mem     int64
+		mem     = sizeFlag{Max: math.MaxInt64}
 		cpus    []int32
-		block   int64
-		images  int64
+		block   = sizeFlag{Max: math.MaxInt64}
+		images  = sizeFlag{Max: math.MaxInt64}
 		bridges []string
 	)
 	cmd := &cobra.Command{
-		Use:   "add PATH --vms N --mem MB [--cpu N]... [--block MB] [--images MB] [--bridge B]...",
+		Use:   "add PATH --vms N --mem SIZE [--cpu N]... [--block SIZE] [--images SIZE] [--bridge B]...",
 		Short: "Set the resource policy of a path",
-		Long: `Set the resource policy of PATH: at most --vms VMs below it with --mem MB of
-memory, --block MB of block storage and --images MB of image storage in
-total, on the --bridge bridges.
+		Long: `Set the resource policy of PATH: at most --vms VMs below it with --mem of
+memory, --block of block storage and --images of image storage in total,
+on the --bridge bridges. Sizes are MB (512), or carry a unit (512M, 2G,
+1Gi; units are binary, 1G = 1024M); 0 allows nothing.
 
 With --cpu, VMs below PATH run only on those CPUs: a VM created with --cpu
 must name some of them, and one created without is confined to them (with
 its tender's every thread and child), from its next start for VMs that
 already run. A policy without --cpu lets its VMs be pinned to no CPU, and
 confines them only as far as the policies above it do.`,
-		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --images 128 --bridge br0",
+		Example: "  petrel policy add team --vms 4 --mem 512 --cpu 0 --block 1024 --images 128 --bridge br0\n  petrel policy add team:ci --vms 8 --mem 4G --block 20G",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if !cmd.Flags().Changed("vms") || !cmd.Flags().Changed("mem") {
 				return usageError{fmt.Errorf("--vms and --mem are required")}
 			}
-			p := &daemonv1.Policy{Vms: vms, MemoryMb: mem, Cpus: cpus, Bridges: bridges}
+			p := &daemonv1.Policy{Vms: vms, MemoryMb: mem.MB, Cpus: cpus, Bridges: bridges}
 			if cmd.Flags().Changed("block") {
-				p.BlockMb = &block
+				p.BlockMb = &block.MB
 			}
 			if cmd.Flags().Changed("images") {
-				p.ImagesMb = &images
+				p.ImagesMb = &images.MB
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {
@@ -170,10 +172,10 @@ confines them only as far as the policies above it do.`,
 	}
 	f := cmd.Flags()
 	f.Int32Var(&vms, "vms", 0, "number of VMs")
-	f.Int64Var(&mem, "mem", 0, "memory in MB, in total")
+	f.Var(&mem, "mem", "memory in total: "+sizeHelp)
 	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may run on (repeatable): unpinned VMs are confined to these")
-	f.Int64Var(&block, "block", 0, "block storage in MB, in total (default: none)")
-	f.Int64Var(&images, "images", 0, "image storage in MB, in total: the VMs' images and uploads waiting for a create (default: as much as --mem)")
+	f.Var(&block, "block", "block storage in total: "+sizeHelp+" (default: none)")
+	f.Var(&images, "images", "image storage in total, the VMs' images and uploads waiting for a create: "+sizeHelp+" (default: as much as --mem)")
 	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
 	return cmd
 }

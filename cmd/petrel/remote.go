@@ -63,14 +63,19 @@ type remoteFlags struct {
 func (a *app) addRemote(root *cobra.Command) {
 	f := root.PersistentFlags()
 	r := &a.remote
-	f.StringVar(&r.destination, "destination", "", "run the command on the petrel-endpoint at HOST[:PORT] (default port "+client.DefaultRemotePort+")")
-	f.StringVar(&r.caFile, "ca", "", "your CA certificate chain: signs a leaf per remote command, or signs with 'petrel ca'")
-	f.StringVar(&r.caKeyFile, "ca-key", "", "the private key of --ca")
-	f.StringVar(&r.serverCA, "server-ca", "", "the CA certificate the endpoint's certificate must lead to (remote mode)")
-	f.StringVar(&r.serverName, "server-name", "", "name the endpoint's certificate must carry (default: the host of --destination)")
-	f.StringVar(&r.certFile, "cert", "", "an existing client certificate chain, leaf first, instead of --ca/--ca-key (remote mode)")
-	f.StringVar(&r.keyFile, "key", "", "the private key of --cert")
-	f.StringVar(&r.csrFile, "csr", "", "write a certificate request for this command to FILE (key to FILE.key) instead of running it")
+	f.StringVar(&r.destination, "destination", "", "run the command on the petrel-endpoint at `HOST[:PORT]` (default port "+client.DefaultRemotePort+")")
+	f.StringVar(&r.caFile, "ca", "", "`FILE` with your CA certificate chain: it signs a leaf per remote command, or signs with 'petrel ca'")
+	f.StringVar(&r.caKeyFile, "ca-key", "", "`FILE` with the private key of --ca")
+	f.StringVar(&r.serverCA, "server-ca", "", "`FILE` with the CA certificate the endpoint's certificate must lead to")
+	f.StringVar(&r.serverName, "server-name", "", "`NAME` the endpoint's certificate must carry (default: the host of --destination)")
+	f.StringVar(&r.certFile, "cert", "", "`FILE` with an existing client certificate chain, leaf first, instead of --ca/--ca-key")
+	f.StringVar(&r.keyFile, "key", "", "`FILE` with the private key of --cert")
+	f.StringVar(&r.csrFile, "csr", "", "write a certificate request for this command to `FILE` (key to FILE.key) instead of running it")
+	for _, name := range []string{"destination", "ca", "ca-key", "server-ca", "server-name", "cert", "key", "csr"} {
+		if err := f.SetAnnotation(name, remoteAnnotation, []string{"true"}); err != nil {
+			panic(err)
+		}
+	}
 	root.Long += remoteHelp
 	root.PersistentPreRunE = a.prepareRemote
 }

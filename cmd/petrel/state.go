@@ -16,11 +16,53 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/statedump"
+	"github.com/petrel-vmm/petrel/sdk/client"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
 // defaultDataDir is petreld's default state directory, for the commands
 // that read it directly.
 const defaultDataDir = "/var/lib/petrel"
+
+// dataDirHelp describes --data-dir of the commands that read a data
+// directory, which follow the running petreld's.
+const dataDirHelp = "petreld's state directory (default: the running petreld's, else " + defaultDataDir + ")"
+
+// dataDir is the data directory a state command reads: --data-dir when
+// given, else the one the petreld at --socket says it uses, so that a
+// daemon configured with another directory is inspected where it keeps
+// its state, else the default. Where the answer came from is said on
+// standard error.
+func (a *app) dataDir(cmd *cobra.Command, flagValue string) string {
+	if cmd.Flags().Changed("data-dir") {
+		return flagValue
+	}
+	if dir := a.daemonDataDir(); dir != "" {
+		if dir != defaultDataDir {
+			fmt.Fprintf(a.errw, "petrel: reading %s, the data directory of the petreld at %s (--data-dir to choose another)\n", dir, a.socketPath())
+		}
+		return dir
+	}
+	return defaultDataDir
+}
+
+// daemonDataDir asks the petreld at --socket for its data directory,
+// returning "" when none answers within two seconds (not running, or
+// too old to say).
+func (a *app) daemonDataDir() string {
+	c, err := client.Dial(a.socketPath())
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	res, err := c.API.Host(ctx, &daemonv1.HostRequest{})
+	if err != nil {
+		return ""
+	}
+	return res.GetDataDir()
+}
 
 func (a *app) stateCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -29,7 +71,7 @@ func (a *app) stateCmd() *cobra.Command {
 		Long: `Work on petreld's data directory directly, on the host, without petreld:
 the VM records, delegated policies, unikernel images and block devices.
 
-  petrel state inspect                         what /var/lib/petrel holds, and what is wrong with it
+  petrel state inspect                         what petreld's data directory holds, and what is wrong with it
   petrel state export -o host1.tar.gz          stop petreld first (or add --live)
   petrel state import host1.tar.gz --data-dir /var/lib/petrel
                                                into a new or empty directory, then start petreld
@@ -61,9 +103,11 @@ func (a *app) stateInspectCmd() *cobra.Command {
 		Use:   "inspect [DIR | EXPORT]",
 		Short: "Show what a data directory or an export holds",
 		Long: `Show the schema version, VMs, policies, images, block devices and
-quarantined records of a data directory (default --data-dir) or of an
-archive written by "petrel state export", and list problems: damaged
-records or images, VMs whose image or block device is missing.
+quarantined records of a data directory (--data-dir; by default the
+running petreld's, wherever its configuration puts it, else
+/var/lib/petrel) or of an archive written by "petrel state export", and
+list problems: damaged records or images, VMs whose image or block device
+is missing.
 
 It reads without locking or changing anything, so it is safe while
 petreld runs. Exits 1 when it finds problems.`,
@@ -71,7 +115,7 @@ petreld runs. Exits 1 when it finds problems.`,
   petrel state inspect --json /srv/backup/host1.tar.gz`,
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			src := dataDir
+			src := a.dataDir(cmd, dataDir)
 			if len(pos) == 1 {
 				src = pos[0]
 			}
@@ -94,7 +138,7 @@ petreld runs. Exits 1 when it finds problems.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", dataDirHelp)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON (every record in full)")
 	return cmd
 }
@@ -277,6 +321,7 @@ temporary file and renamed when complete.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			dataDir := a.dataDir(cmd, dataDir)
 			opts := statedump.ExportOptions{Blocks: blocks, Live: live}
 			if out == "-" {
 				if isTerminal(a.out) {
@@ -298,7 +343,7 @@ temporary file and renamed when complete.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", defaultDataDir, "petreld's state directory")
+	f.StringVar(&dataDir, "data-dir", "", dataDirHelp)
 	f.StringVarP(&out, "output", "o", "", "archive to write (- for standard output)")
 	f.BoolVar(&blocks, "blocks", false, "include the block devices' contents")
 	f.BoolVar(&live, "live", false, "export while petreld runs (not one instant's state)")
@@ -379,6 +424,9 @@ host, give it an identity of its own with --new-identity.`,
 			var in io.Reader = os.Stdin
 			var size int64
 			if pos[0] != "-" {
+				if err := inputFile("archive", pos[0]); err != nil {
+					return err
+				}
 				f, err := os.Open(pos[0])
 				if err != nil {
 					return err

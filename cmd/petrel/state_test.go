@@ -122,3 +122,36 @@ func TestStateExportInterrupted(t *testing.T) {
 		t.Fatalf("interrupted import left %v", left)
 	}
 }
+
+// TestStateFollowsTheDaemon: without --data-dir, state inspect and export
+// read the data directory the running petreld says it uses, and say so.
+func TestStateFollowsTheDaemon(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "elsewhere")
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(vmrecord.Collection, "web", vmrecord.Record{Name: "web", Backend: "hvt", ImageSHA256: strings.Repeat("0", 64), MemoryMB: 32, State: vmrecord.StateExited}); err != nil {
+		t.Fatal(err)
+	}
+	sock := startStub(t, &stubDaemon{dataDir: dir})
+	_, out, errText := runPetrel("--socket", sock, "state", "inspect")
+	if !strings.Contains(out, "data directory "+dir) || !strings.Contains(out, "web") {
+		t.Errorf("state inspect did not read the daemon's data directory %s:\n%s", dir, out)
+	}
+	if !strings.Contains(errText, "reading "+dir+", the data directory of the petreld at "+sock) {
+		t.Errorf("state inspect does not say whose data directory it reads: %q", errText)
+	}
+	// While petreld holds the directory, an export without --live is
+	// refused, naming the daemon's directory.
+	code, _, errText := runPetrel("--socket", sock, "state", "export", "-o", filepath.Join(t.TempDir(), "x.tar.gz"))
+	if code == exitOK || !strings.Contains(errText, dir) {
+		t.Errorf("state export of a held directory: exit %d %q, want a refusal naming %s", code, errText, dir)
+	}
+	s.Close()
+	// --data-dir still wins.
+	other := filepath.Join(t.TempDir(), "other")
+	if _, out, _ := runPetrel("--socket", sock, "state", "inspect", "--data-dir", other); strings.Contains(out, dir) {
+		t.Errorf("state inspect --data-dir %s read the daemon's directory:\n%s", other, out)
+	}
+}

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,73 +11,45 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/petrel-vmm/petrel/cmd/internal/cmdline"
 	"github.com/petrel-vmm/petrel/core/config"
 	"github.com/petrel-vmm/petrel/core/daemon"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	os.Exit(cmdline.Execute(cmdline.Petreld(run), os.Args[1:], os.Stdout, os.Stderr))
+}
 
-func run(args []string) int {
-	fs := flag.NewFlagSet("petreld", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: petreld [--config FILE] [flags]
-
-petreld runs and supervises unikernels. It reads the embedded defaults
-(print them with --print-defaults), then FILE, then the flags below, and
-serves the petrel CLI on <run-dir>/petreld.sock and petrel-endpoint on
-<run-dir>/petreld-remote.sock (requests with a certificate chain only).
-Stopping petreld leaves VMs running; the next petreld reattaches to them.
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	cfgPath := fs.String("config", "", "HCL configuration file")
-	dataDir := fs.String("data-dir", "", "state directory (default /var/lib/petrel)")
-	runDir := fs.String("run-dir", "", "runtime directory for the socket and VM files (default /run/petrel)")
-	pluginDir := fs.String("plugin-dir", "", "plugin directory (default: beside petreld, then /usr/libexec/petrel)")
-	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
-	printDefaults := fs.Bool("print-defaults", false, "print the embedded default configuration and exit")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "petreld: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *printDefaults {
+// run is petreld with its command-line settings: it prints what was
+// asked for, or serves until SIGINT or SIGTERM.
+func run(o cmdline.PetreldOptions) error {
+	if o.PrintDefaults {
 		fmt.Print(config.Defaults)
-		return 0
+		return nil
 	}
-	if *showVersion {
+	if o.Version {
 		fmt.Printf("petreld %s\n", daemon.Version)
-		return 0
+		return nil
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := config.Load(o.Config)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "petreld: %v\n", err)
-		return 2
+		return cmdline.UsageError{Err: err}
 	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
+	if o.DataDir != "" {
+		cfg.DataDir = o.DataDir
 	}
-	if *runDir != "" {
-		cfg.RunDir = *runDir
+	if o.RunDir != "" {
+		cfg.RunDir = o.RunDir
 	}
-	if *pluginDir != "" {
-		cfg.PluginDir = *pluginDir
+	if o.PluginDir != "" {
+		cfg.PluginDir = o.PluginDir
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "petreld", Level: hclog.LevelFromString(*logLevel), Output: os.Stderr})
+	log := hclog.New(&hclog.LoggerOptions{Name: "petreld", Level: hclog.LevelFromString(o.LogLevel), Output: os.Stderr})
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	d, err := daemon.Start(ctx, cfg, log)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "petreld: %v\n", err)
-		return 1
+		return err
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- d.Serve() }()
@@ -87,13 +58,9 @@ Flags:
 		log.Info("shutting down; VMs keep running")
 		d.Close()
 		<-errc
-		return 0
+		return nil
 	case err := <-errc:
 		d.Close()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "petreld: %v\n", err)
-			return 1
-		}
-		return 0
+		return err
 	}
 }

@@ -118,6 +118,8 @@ func TestAuthorize(t *testing.T) {
 		{alice, daemonv1.Daemon_PolicyRemove_FullMethodName, &daemonv1.PolicyRemoveRequest{Path: "alice"}, codes.PermissionDenied},
 		{alice, daemonv1.Daemon_Plugins_FullMethodName, &daemonv1.PluginsRequest{}, codes.PermissionDenied},
 		{ident(":", nil), daemonv1.Daemon_Plugins_FullMethodName, &daemonv1.PluginsRequest{}, codes.OK},
+		{alice, daemonv1.Daemon_Host_FullMethodName, &daemonv1.HostRequest{}, codes.PermissionDenied},
+		{ident(":", nil), daemonv1.Daemon_Host_FullMethodName, &daemonv1.HostRequest{}, codes.OK},
 		{alice, daemonv1.Daemon_Bridges_FullMethodName, &daemonv1.BridgesRequest{}, codes.OK},
 		{alice, "/petrel.daemon.v1.Daemon/Future", &daemonv1.VersionRequest{}, codes.PermissionDenied},
 		// Capabilities.

@@ -441,8 +441,11 @@ func (s *server) targets(ctx context.Context, name string) []string {
 // Host reports petreld's configuration as it runs, for `petrel doctor`.
 func (s *server) Host(context.Context, *daemonv1.HostRequest) (*daemonv1.HostResponse, error) {
 	cfg := s.d.cfg
+	// Directories are absolute, so that tools reading the state directly
+	// (petrel state inspect, doctor) find it whatever petreld's working
+	// directory was.
 	out := &daemonv1.HostResponse{
-		DataDir: cfg.DataDir, RunDir: cfg.RunDir, PluginDir: s.d.pluginDir, Socket: s.d.admin.path,
+		DataDir: absDir(cfg.DataDir), RunDir: absDir(cfg.RunDir), PluginDir: s.d.pluginDir, Socket: s.d.admin.path,
 		RemoteSocket: s.d.remote.path, DefaultBackend: cfg.DefaultBackend, Os: runtime.GOOS, Arch: runtime.GOARCH,
 		ConfigFile: cfg.File,
 	}
@@ -481,4 +484,12 @@ func healthName(s string) string {
 		return "unhealthy"
 	}
 	return fmt.Sprintf("unknown (%s)", s)
+}
+
+// absDir is dir made absolute, or dir itself when that fails.
+func absDir(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
 }

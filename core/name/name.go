@@ -7,8 +7,10 @@
 // must not be made only of dots: "." and ".." would name the directory
 // entries of the same names wherever a name becomes a file, and a label of
 // dots alone names nothing a reader could tell apart.
-// Input is lower-cased (ASCII only) before validation, so "Web:Frontend"
-// and "web:frontend" are the same name. The path with no labels is the
+// Upper-case letters are refused, not lower-cased: a name is what its user
+// typed or nothing, so "Web" never turns into an existing "web" behind
+// their back (and the refusal says which lower-case name is valid). The
+// path with no labels is the
 // root; it is written ":" and also parsed from the empty string. Policies
 // attach to any path, including the root; a VM name is a non-empty path,
 // and the policies of all its ancestors apply to it.
@@ -53,7 +55,7 @@ func Parse(s string) (Path, error) {
 	if len(rest) > MaxLength {
 		return Path{}, fmt.Errorf("name %.40q...: %d bytes long, the limit is %d", s, len(rest), MaxLength)
 	}
-	parts := strings.Split(lowerASCII(rest), ":")
+	parts := strings.Split(rest, ":")
 	for i, l := range parts {
 		if err := checkLabel(l); err != nil {
 			return Path{}, fmt.Errorf("name %q: label %d %w", s, i+1, err)
@@ -122,10 +124,10 @@ func (p Path) Last() string {
 	return p.labels[len(p.labels)-1]
 }
 
-// Child returns p extended by label, which is lower-cased and validated
-// like a label in Parse.
+// Child returns p extended by label, which is validated like a label in
+// Parse.
 func (p Path) Child(label string) (Path, error) {
-	l := lowerASCII(label)
+	l := label
 	if err := checkLabel(l); err != nil {
 		return Path{}, fmt.Errorf("child of %q: label %w", p.String(), err)
 	}
@@ -203,9 +205,6 @@ func FromFileKey(s string) (Path, error) {
 		if err := checkLabel(l); err != nil {
 			return Path{}, fmt.Errorf("file key %q: label %d %w", s, i+1, err)
 		}
-		if lowerASCII(l) != l {
-			return Path{}, fmt.Errorf("file key %q: label %d %q is not lower case", s, i+1, l)
-		}
 	}
 	return Path{labels: parts}, nil
 }
@@ -229,8 +228,8 @@ func (p *Path) UnmarshalText(text []byte) error {
 
 var errEmptyLabel = errors.New("is empty")
 
-// checkLabel validates an already lower-cased label. Its errors read as
-// the continuation of "label N ".
+// checkLabel validates a label. Its errors read as the continuation of
+// "label N ".
 func checkLabel(l string) error {
 	if l == "" {
 		return errEmptyLabel
@@ -253,14 +252,18 @@ func checkLabel(l string) error {
 		if c >= 0x80 {
 			what = fmt.Sprintf("byte 0x%02x", c)
 		}
+		if c >= 'A' && c <= 'Z' {
+			return fmt.Errorf("%q contains the upper-case %s: names are lower case, only a-z, 0-9, '.' and '-' (write %q)", l, what, lowerASCII(l))
+		}
 		return fmt.Errorf("%q contains %s, only a-z, 0-9, '.' and '-' are allowed", l, what)
 	}
 	return nil
 }
 
-// lowerASCII lower-cases ASCII letters only; strings.ToLower would also
-// map some non-ASCII runes (such as the Kelvin sign) onto ASCII letters
-// and so accept names that do not round-trip.
+// lowerASCII lower-cases ASCII letters only, for the suggestion of a
+// refusal; strings.ToLower would also map some non-ASCII runes (such as
+// the Kelvin sign) onto ASCII letters and suggest a name the user never
+// wrote.
 func lowerASCII(s string) string {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= 'A' && c <= 'Z' {

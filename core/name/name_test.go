@@ -18,7 +18,6 @@ func TestParseValid(t *testing.T) {
 		{"vm", "vm", []string{"vm"}},
 		{"a:b:vm", "a:b:vm", []string{"a", "b", "vm"}},
 		{":a:b", "a:b", []string{"a", "b"}},
-		{"Web:FrontEnd", "web:frontend", []string{"web", "frontend"}},
 		{"a-b.c:0", "a-b.c:0", []string{"a-b.c", "0"}},
 		{"a.:.b", "a.:.b", []string{"a.", ".b"}},
 		{"...x", "...x", []string{"...x"}},
@@ -50,6 +49,9 @@ func TestParseInvalid(t *testing.T) {
 		{"::", `label 1 is empty`},
 		{"::a", `label 1 is empty`},
 		{"a_b", `"a_b" contains '_'`},
+		{"Hello", `name "Hello": label 1 "Hello" contains the upper-case 'H': names are lower case, only a-z, 0-9, '.' and '-' (write "hello")`},
+		{"team:Web.Front", `label 2 "Web.Front" contains the upper-case 'W'`},
+		{"team:web.Front", `(write "web.front")`},
 		{"a/b", `contains '/'`},
 		{"a b", `contains ' '`},
 		{"vm\n", `contains '\n'`},
@@ -126,7 +128,7 @@ func TestRootAndAccessors(t *testing.T) {
 
 func TestChild(t *testing.T) {
 	p := MustParse("a:b")
-	c1, err := p.Child("Vm1")
+	c1, err := p.Child("vm1")
 	if err != nil || c1.String() != "a:b:vm1" {
 		t.Fatalf("Child = %v, %v", c1, err)
 	}
@@ -137,7 +139,7 @@ func TestChild(t *testing.T) {
 	if x.String() != "a:b:x" || y.String() != "a:b:y" {
 		t.Fatalf("children alias: %q %q", x, y)
 	}
-	for _, bad := range []string{".", "..", "", "-x", "a:b", "a/b", strings.Repeat("z", 64)} {
+	for _, bad := range []string{".", "..", "", "-x", "a:b", "a/b", "Vm1", strings.Repeat("z", 64)} {
 		if _, err := p.Child(bad); err == nil {
 			t.Errorf("Child(%q) succeeded", bad)
 		}
@@ -190,7 +192,7 @@ func TestAncestry(t *testing.T) {
 }
 
 func TestEqual(t *testing.T) {
-	if !MustParse("A:b").Equal(MustParse(":a:B")) {
+	if !MustParse("a:b").Equal(MustParse(":a:b")) {
 		t.Error("equal names differ")
 	}
 	if MustParse("a:b").Equal(MustParse("a")) || MustParse("a:b").Equal(MustParse("a:c")) {
@@ -235,8 +237,11 @@ func TestJSON(t *testing.T) {
 		t.Fatalf("Marshal = %s, %v", b, err)
 	}
 	var r rec
-	if err := json.Unmarshal([]byte(`{"name":"X:Y"}`), &r); err != nil || r.Name.String() != "x:y" {
+	if err := json.Unmarshal([]byte(`{"name":"x:y"}`), &r); err != nil || r.Name.String() != "x:y" {
 		t.Fatalf("Unmarshal = %q, %v", r.Name, err)
+	}
+	if err := json.Unmarshal([]byte(`{"name":"X:Y"}`), &r); err == nil {
+		t.Fatal("Unmarshal accepted an upper-case name")
 	}
 	if err := json.Unmarshal([]byte(`{"name":"a::b"}`), &r); err == nil {
 		t.Fatal("Unmarshal accepted an invalid name")

@@ -321,7 +321,10 @@ func CSR(key crypto.Signer, cn string, cmd *Command) ([]byte, error) {
 		return nil, fmt.Errorf("certificate request: %w", err)
 	}
 	n, err := name.Parse(cn)
-	if err != nil || n.IsRoot() {
+	if err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	if n.IsRoot() {
 		return nil, fmt.Errorf("certificate request: common name %q is not a valid name", cn)
 	}
 	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: n.String()}}

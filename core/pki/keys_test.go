@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -140,7 +141,10 @@ func TestCertAndCSRFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	der, err := CSR(b.key, "Vm", &Command{Name: "create", Args: []string{"x"}})
+	if _, err := CSR(b.key, "Vm", nil); err == nil || !strings.Contains(err.Error(), `write "vm"`) {
+		t.Errorf("CSR with an upper-case name: %v, want a refusal suggesting the lower-case name", err)
+	}
+	der, err := CSR(b.key, "vm", &Command{Name: "create", Args: []string{"x"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,5 +165,5 @@ func TestCertAndCSRFiles(t *testing.T) {
 	_, err = DecodeCSR(EncodeCSR(bad))
 	wantErr(t, err, "signature")
 	_, err = CSR(b.key, "bad name", nil)
-	wantErr(t, err, "not a valid name")
+	wantErr(t, err, `contains ' '`)
 }

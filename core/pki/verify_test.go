@@ -72,7 +72,7 @@ func drain(s *testServer) error {
 func TestIdentity(t *testing.T) {
 	rootPol := policy.Policy{VMs: 10, CPUs: []int{0, 1, 2}, MemoryMB: 8192, BlockMB: intp(5000), Bridges: []string{"br0", "br1", "br2"}}
 	root := newRootCA(t, KeyEd25519, &rootPol)
-	a := root.sub(t, "A", polA, KeyEd25519) // names are lower-cased like every Petrel name
+	a := root.sub(t, "a", polA, KeyEd25519)
 	b := a.sub(t, "b", polB, KeyP256)
 	chain, _ := b.leaf(t, "vm", &Command{Name: "destroy"}, KeyEd25519)
 	v := &Verifier{Roots: []*x509.Certificate{root.cert}}

@@ -33,7 +33,8 @@ func (s *Supervisor) chooseBackend(ctx context.Context, p *CreateParams, imagePa
 		if errors.Is(err, solo5.ErrNotSolo5) || errors.Is(err, solo5.ErrNotELF) {
 			return hv, nil
 		}
-		return nil, invalid("image %s: %v", s.imageLabel(p), err)
+		why := strings.TrimPrefix(err.Error(), imagePath+": ")
+		return nil, hideStorePaths(invalid("image %s: %s", s.imageLabel(p), why), &pluginv1.VMSpec{ImagePath: imagePath}, s.imageLabel(p))
 	}
 	target := img.Target.String()
 	runs, err := s.runsTarget(ctx, hv, target)
@@ -57,6 +58,50 @@ func (s *Supervisor) imageLabel(p *CreateParams) string {
 		return p.ImageName
 	}
 	return "sha256:" + p.ImageSHA256
+}
+
+// recordImageLabel names a VM's image the way its user gave it, like
+// imageLabel does for a create.
+func recordImageLabel(r Record) string {
+	if r.ImageName != "" {
+		return r.ImageName
+	}
+	return "sha256:" + r.ImageSHA256
+}
+
+// storePathError is an error whose message names files by what their
+// users call them; it unwraps to the original, so its kind (invalid,
+// unavailable...) is unchanged.
+type storePathError struct {
+	err error
+	msg string
+}
+
+func (e *storePathError) Error() string { return e.msg }
+func (e *storePathError) Unwrap() error { return e.err }
+
+// hideStorePaths replaces the image store's file names in err, as
+// backends report them ("image: /var/lib/petrel/images/sha256/cc46...:
+// not an ELF file"), with the names a user knows: the image's (the file
+// they gave) and "initrd". A store path means nothing to the user, and
+// to a remote one it describes the host.
+func hideStorePaths(err error, spec *pluginv1.VMSpec, image string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if p := spec.GetImagePath(); p != "" {
+		msg = strings.ReplaceAll(msg, "image: "+p, "image "+image)
+		msg = strings.ReplaceAll(msg, p, image)
+	}
+	if p := spec.GetInitrdPath(); p != "" {
+		msg = strings.ReplaceAll(msg, "initrd: "+p, "initrd")
+		msg = strings.ReplaceAll(msg, p, "the initrd")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &storePathError{err: err, msg: msg}
 }
 
 // mismatch explains why backend p.Backend cannot run a target image and

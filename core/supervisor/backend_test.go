@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -120,5 +121,30 @@ func TestChooseBackend(t *testing.T) {
 				t.Fatalf("Create = %q, %v; want backend %s", rec.Backend, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestHideStorePaths: errors name the image and initrd as their users
+// gave them, never by their files in the image store, and keep their
+// kind.
+func TestHideStorePaths(t *testing.T) {
+	spec := &pluginv1.VMSpec{ImagePath: "/var/lib/petrel/images/sha256/cc46", InitrdPath: "/var/lib/petrel/images/sha256/77ab"}
+	for _, tc := range []struct{ in, want string }{
+		{"image: /var/lib/petrel/images/sha256/cc46: not an ELF file", "image web.hvt: not an ELF file"},
+		{"cannot read /var/lib/petrel/images/sha256/cc46", "cannot read web.hvt"},
+		{"initrd: /var/lib/petrel/images/sha256/77ab: too large", "initrd: too large"},
+		{"qemu: could not load /var/lib/petrel/images/sha256/77ab", "qemu: could not load the initrd"},
+	} {
+		err := hideStorePaths(invalid("%s", tc.in), spec, "web.hvt")
+		if !strings.HasSuffix(err.Error(), tc.want) || strings.Contains(err.Error(), "/var/lib") {
+			t.Errorf("hideStorePaths(%q) = %q, want it to end in %q", tc.in, err, tc.want)
+		}
+		if !errors.Is(err, hypervisor.ErrInvalid) {
+			t.Errorf("hideStorePaths(%q) lost the error's kind", tc.in)
+		}
+	}
+	plain := errors.New("no paths here")
+	if hideStorePaths(plain, spec, "web.hvt") != plain || hideStorePaths(nil, spec, "x") != nil {
+		t.Error("hideStorePaths changed an error without store paths")
 	}
 }

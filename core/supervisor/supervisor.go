@@ -582,7 +582,7 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 		for _, b := range rec.Blocks {
 			spec.Blocks = append(spec.Blocks, &pluginv1.BlockDevice{Name: b.Name, SectorSize: b.SectorSize})
 		}
-		if err := s.validate(ctx, hv, spec); err != nil {
+		if err := s.validate(ctx, hv, spec, recordImageLabel(rec)); err != nil {
 			return Record{}, err
 		}
 		if err := s.checkNets(ctx, v, rec.Nets); err != nil {
@@ -667,24 +667,33 @@ func (s *Supervisor) confine(ctx context.Context, hv hypervisor.Hypervisor, spec
 	return nil
 }
 
-func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec) error {
+// validate asks the backend whether it can run spec; image is how the
+// refusal names the image (see hideStorePaths).
+func (s *Supervisor) validate(ctx context.Context, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, image string) error {
 	res, err := hv.Validate(ctx, spec)
 	if err != nil {
-		return fmt.Errorf("validate %s: %w", spec.Name, err)
+		return hideStorePaths(fmt.Errorf("validate %s: %w", spec.Name, err), spec, image)
 	}
 	if !res.GetOk() {
-		return invalid("%s", res.GetReason())
+		return hideStorePaths(invalid("%s", res.GetReason()), spec, image)
 	}
 	return nil
 }
 
-// start runs spec for v and records it as running. A VM that already has
+// start runs spec for v and records it as running (see startSpec); its
+// errors name the image and initrd as their users know them, never by
+// their files in the image store.
+func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, fresh bool) error {
+	return hideStorePaths(s.startSpec(ctx, v, hv, spec, fresh), spec, recordImageLabel(v.rec))
+}
+
+// startSpec runs spec for v and records it as running. A VM that already has
 // a record is first recorded as starting, so that a daemon killed
 // mid-start starts it again; a fresh create needs no such step, because
 // until it is acknowledged a crash may forget it (the half-started run is
 // then an orphan, removed at recovery). On failure nothing is left at the
 // backend. Caller holds v.mu.
-func (s *Supervisor) start(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, fresh bool) error {
+func (s *Supervisor) startSpec(ctx context.Context, v *vm, hv hypervisor.Hypervisor, spec *pluginv1.VMSpec, fresh bool) error {
 	s.startMu.RLock()
 	defer s.startMu.RUnlock()
 	v.rec.State = StateStarting
@@ -894,7 +903,7 @@ func (s *Supervisor) Restart(ctx context.Context, n string, args []string) (Reco
 		next.Args = args
 	}
 	spec := s.spec(next, imagePath, newRunID())
-	if err := s.validate(ctx, hv, spec); err != nil {
+	if err := s.validate(ctx, hv, spec, recordImageLabel(next)); err != nil {
 		return Record{}, err
 	}
 	if err := s.confine(ctx, hv, spec); err != nil {
