@@ -18,43 +18,14 @@ type execSeg struct {
 	flags               elf.ProgFlag
 }
 
-// makeExec builds a static x86-64 executable with the given PT_LOAD
-// segments, placing each segment's data at a page-aligned file offset. A
-// segment's physical address defaults to its virtual address.
+// makeExec builds an executable with RawExecutable from the test's
+// shorter segment descriptions.
 func makeExec(entry uint64, segs []execSeg) []byte {
-	le := binary.LittleEndian
-	hdr := make([]byte, ehdrSize+len(segs)*phdrSize)
-	copy(hdr, elf.ELFMAG)
-	hdr[4], hdr[5], hdr[6] = 2, 1, 1
-	le.PutUint16(hdr[16:], elfTypeExec)
-	le.PutUint16(hdr[18:], elfMachineX86)
-	le.PutUint32(hdr[20:], 1)
-	le.PutUint64(hdr[24:], entry)
-	le.PutUint64(hdr[32:], ehdrSize)
-	le.PutUint16(hdr[52:], ehdrSize)
-	le.PutUint16(hdr[54:], phdrSize)
-	le.PutUint16(hdr[56:], uint16(len(segs)))
-	out := hdr
+	raw := make([]RawSegment, len(segs))
 	for i, s := range segs {
-		off := (len(out) + 0xfff) &^ 0xfff
-		out = append(out, make([]byte, off-len(out))...)
-		out = append(out, s.data...)
-		ph := hdr[ehdrSize+i*phdrSize:]
-		paddr := s.paddr
-		if paddr == 0 {
-			paddr = s.vaddr
-		}
-		le.PutUint32(ph[0:], ptLoad)
-		le.PutUint32(ph[4:], uint32(s.flags))
-		le.PutUint64(ph[8:], uint64(off))
-		le.PutUint64(ph[16:], s.vaddr)
-		le.PutUint64(ph[24:], paddr)
-		le.PutUint64(ph[32:], uint64(len(s.data)))
-		le.PutUint64(ph[40:], s.memsz)
-		le.PutUint64(ph[48:], 0x1000)
+		raw[i] = RawSegment{VAddr: s.vaddr, PAddr: s.paddr, MemSize: s.memsz, Data: s.data, Flags: s.flags}
 	}
-	copy(out, hdr)
-	return out
+	return RawExecutable(entry, raw)
 }
 
 var testLimits = LoadLimits{MinAddr: 0x100000, MaxAddr: 4 << 30}

@@ -2,6 +2,7 @@ package tender
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -10,59 +11,26 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
-// ELF constants used by makeELF.
-const (
-	elfHeaderSize  = 64
-	elfPhdrSize    = 56
-	elfTypeExec    = 2
-	elfMachineX86  = 62
-	elfPTLoad      = 1
-	elfFlagExecute = 1
-)
-
-// testSeg describes one PT_LOAD segment for makeELF.
+// testSeg describes one PT_LOAD segment for makeELF, loaded at the same
+// physical and virtual address.
 type testSeg struct {
 	paddr, memsz uint64
 	data         []byte
 	exec         bool
 }
 
-// makeELF builds a static x86-64 executable with the given PT_LOAD
-// segments, placing each segment's data at a page-aligned file offset.
+// makeELF builds an executable with solo5.RawExecutable from the test's
+// shorter segment descriptions.
 func makeELF(entry uint64, segs []testSeg) []byte {
-	le := binary.LittleEndian
-	hdr := make([]byte, elfHeaderSize+len(segs)*elfPhdrSize)
-	copy(hdr, "\x7fELF")
-	hdr[4], hdr[5], hdr[6] = 2, 1, 1
-	le.PutUint16(hdr[16:], elfTypeExec)
-	le.PutUint16(hdr[18:], elfMachineX86)
-	le.PutUint32(hdr[20:], 1)
-	le.PutUint64(hdr[24:], entry)
-	le.PutUint64(hdr[32:], elfHeaderSize)
-	le.PutUint16(hdr[52:], elfHeaderSize)
-	le.PutUint16(hdr[54:], elfPhdrSize)
-	le.PutUint16(hdr[56:], uint16(len(segs)))
-	out := hdr
+	raw := make([]solo5.RawSegment, len(segs))
 	for i, s := range segs {
-		off := (len(out) + 0xfff) &^ 0xfff
-		out = append(out, make([]byte, off-len(out))...)
-		out = append(out, s.data...)
-		ph := hdr[elfHeaderSize+i*elfPhdrSize:]
-		le.PutUint32(ph[0:], elfPTLoad)
-		flags := uint32(4)
+		flags := elf.PF_R
 		if s.exec {
-			flags |= elfFlagExecute
+			flags |= elf.PF_X
 		}
-		le.PutUint32(ph[4:], flags)
-		le.PutUint64(ph[8:], uint64(off))
-		le.PutUint64(ph[16:], s.paddr)
-		le.PutUint64(ph[24:], s.paddr)
-		le.PutUint64(ph[32:], uint64(len(s.data)))
-		le.PutUint64(ph[40:], s.memsz)
-		le.PutUint64(ph[48:], 0x1000)
+		raw[i] = solo5.RawSegment{VAddr: s.paddr, MemSize: s.memsz, Data: s.data, Flags: flags}
 	}
-	copy(out, hdr)
-	return out
+	return solo5.RawExecutable(entry, raw)
 }
 
 func TestLoadELFFromBuild(t *testing.T) {
@@ -120,7 +88,7 @@ func TestLoadELFRefuses(t *testing.T) {
 	phoffPastEnd := makeELF(0x100000, []testSeg{good})
 	binary.LittleEndian.PutUint64(phoffPastEnd[32:], uint64(len(phoffPastEnd))-10)
 	hugeOffset := makeELF(0x100000, []testSeg{good})
-	binary.LittleEndian.PutUint64(hugeOffset[elfHeaderSize+8:], ^uint64(0)-2)
+	binary.LittleEndian.PutUint64(hugeOffset[64+8:], ^uint64(0)-2)
 	fileBigger := makeELF(0x100000, []testSeg{{paddr: 0x100000, memsz: 1, data: []byte{1, 2}, exec: true}})
 	wrongMachine := makeELF(0x100000, []testSeg{good})
 	binary.LittleEndian.PutUint16(wrongMachine[18:], 183)

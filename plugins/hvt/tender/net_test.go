@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-vmm/petrel/sdk/sdktest/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,36 +25,6 @@ const (
 	netHostAddr  = "10.213.0.1"
 	netGuestAddr = "10.213.0.2"
 )
-
-// setupNetns creates a network namespace holding tap0, addressed
-// netHostAddr/24 and up, and returns its name. Everything is removed when the
-// test ends.
-func setupNetns(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the net test needs root to create a network namespace and a tap device")
-	}
-	ipPath, err := exec.LookPath("ip")
-	if err != nil {
-		t.Skipf("the net test needs the ip command (iproute2): %v", err)
-	}
-	ns := fmt.Sprintf("petrel-tender-test-%d", os.Getpid())
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ipPath, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() {
-		_ = exec.Command(ipPath, "-n", ns, "link", "del", "tap0").Run()
-		_ = exec.Command(ipPath, "netns", "del", ns).Run()
-	})
-	ip("-n", ns, "tuntap", "add", "tap0", "mode", "tap")
-	ip("-n", ns, "addr", "add", netHostAddr+"/24", "dev", "tap0")
-	ip("-n", ns, "link", "set", "tap0", "up")
-	return ns
-}
 
 // icmpChecksum is the Internet checksum of b.
 func icmpChecksum(b []byte) uint16 {
@@ -170,7 +141,7 @@ func parseIPv4(s string) []byte {
 // it waits in POLL.
 func TestNet(t *testing.T) {
 	netGuest := guest(t, "net")
-	ns := setupNetns(t)
+	_, ns := netnstest.WithTap(t, "petrel-tender-test", netHostAddr+"/24")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, os.Args[0],

@@ -78,38 +78,14 @@ type seg struct {
 	flags       elf.ProgFlag
 }
 
-// makeImage builds a static x86-64 executable with the given PT_LOAD
-// segments, each segment's data at a page-aligned file offset.
+// makeImage builds an executable with solo5.RawExecutable from the test's
+// shorter segment descriptions.
 func makeImage(entry uint64, segs []seg) []byte {
-	le := binary.LittleEndian
-	hdr := make([]byte, 64+len(segs)*56)
-	copy(hdr, elf.ELFMAG)
-	hdr[4], hdr[5], hdr[6] = 2, 1, 1
-	le.PutUint16(hdr[16:], uint16(elf.ET_EXEC))
-	le.PutUint16(hdr[18:], uint16(elf.EM_X86_64))
-	le.PutUint32(hdr[20:], 1)
-	le.PutUint64(hdr[24:], entry)
-	le.PutUint64(hdr[32:], 64)
-	le.PutUint16(hdr[52:], 64)
-	le.PutUint16(hdr[54:], 56)
-	le.PutUint16(hdr[56:], uint16(len(segs)))
-	out := hdr
+	raw := make([]solo5.RawSegment, len(segs))
 	for i, s := range segs {
-		off := (len(out) + 0xfff) &^ 0xfff
-		out = append(out, make([]byte, off-len(out))...)
-		out = append(out, s.data...)
-		ph := hdr[64+i*56:]
-		le.PutUint32(ph[0:], uint32(elf.PT_LOAD))
-		le.PutUint32(ph[4:], uint32(s.flags))
-		le.PutUint64(ph[8:], uint64(off))
-		le.PutUint64(ph[16:], s.addr)
-		le.PutUint64(ph[24:], s.addr)
-		le.PutUint64(ph[32:], uint64(len(s.data)))
-		le.PutUint64(ph[40:], s.memsz)
-		le.PutUint64(ph[48:], 0x1000)
+		raw[i] = solo5.RawSegment{VAddr: s.addr, MemSize: s.memsz, Data: s.data, Flags: s.flags}
 	}
-	copy(out, hdr)
-	return out
+	return solo5.RawExecutable(entry, raw)
 }
 
 const (

@@ -5,13 +5,13 @@ package tender
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/petrel-vmm/petrel/sdk/sdktest/netnstest"
 )
 
 // Addresses used inside the test's private network namespace.
@@ -20,42 +20,12 @@ const (
 	netGuestAddr = "10.213.1.2"
 )
 
-// setupNetns creates a throwaway network namespace holding tap0,
-// addressed netHostAddr/24 and up, and returns the ip command and the
-// namespace's name. Everything is removed when the test ends.
-func setupNetns(t *testing.T) (string, string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the net test needs root to create a network namespace and a tap device")
-	}
-	ipPath, err := exec.LookPath("ip")
-	if err != nil {
-		t.Skipf("the net test needs the ip command (iproute2): %v", err)
-	}
-	ns := fmt.Sprintf("petrel-spt-test-%d", os.Getpid())
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ipPath, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() {
-		_ = exec.Command(ipPath, "-n", ns, "link", "del", "tap0").Run()
-		_ = exec.Command(ipPath, "netns", "del", ns).Run()
-	})
-	ip("-n", ns, "tuntap", "add", "tap0", "mode", "tap")
-	ip("-n", ns, "addr", "add", netHostAddr+"/24", "dev", "tap0")
-	ip("-n", ns, "link", "set", "tap0", "up")
-	return ipPath, ns
-}
-
 // TestNet runs the net guest on a tap in a throwaway network namespace and
 // pings it from there; while the guest waits for frames, its process holds
 // the tap and nothing else beyond the console, epoll set and timerfd.
 func TestNet(t *testing.T) {
 	netGuest := guest(t, "net.spt")
-	ipPath, ns := setupNetns(t)
+	ipPath, ns := netnstest.WithTap(t, "petrel-spt-test", netHostAddr+"/24")
 	pingPath, err := exec.LookPath("ping")
 	if err != nil {
 		t.Skipf("the net test needs ping (iputils-ping): %v", err)
