@@ -23,6 +23,12 @@ for entry in /dev/* /dev/.[!.]*; do
 	[ -e "$entry" ] || [ -L "$entry" ] || continue
 	name=${entry#/dev/}
 	[ "$name" = kvm ] && continue
+	# A bound ptmx cannot find its devpts instance; the pts directory's own
+	# multiplexer serves the same pseudo-terminals, as in containers.
+	if [ "$name" = ptmx ] && [ -c /dev/pts/ptmx ]; then
+		ln -s pts/ptmx "$new/ptmx"
+		continue
+	fi
 	if [ -L "$entry" ]; then
 		cp -P "$entry" "$new/$name"
 	elif [ -d "$entry" ]; then

@@ -9,6 +9,7 @@ import (
 	"go/format"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -148,6 +149,10 @@ const waiterHelperEnv = "PETREL_SPT_WAITER_HELPER"
 // runs. A non-numeric argument is a command to run; a number is a pid to
 // wait for that is not the helper's child.
 func waiterHelper(args []string) {
+	// Under nohup the test runs with SIGHUP ignored, and an ignored
+	// signal stays ignored in a child; a handled one reverts to its
+	// default there, as the forwarding cases need.
+	signal.Notify(make(chan os.Signal, 1), forwardedSignals...)
 	pid, err := strconv.Atoi(args[0])
 	if err != nil {
 		cmd := exec.Command(args[0], args[1:]...)
