@@ -164,7 +164,7 @@ function overviewParts(hv, o) {
   if (top) {
     const cpus = new Set();
     for (const vm of o.vms) if (vm.state === 'running') for (const c of vm.cpus) cpus.add(c);
-    parts.push(h('h3', {}, 'Capacity of ' + top.path),
+    parts.push(h('h3', {}, 'Capacity of ' + (top.path === ':' ? 'the host' : top.path)),
       bar('VMs', top.used_vms, top.vms), bar('Memory', top.used_memory_mb, top.memory_mb, mb),
       bar('Block storage', top.used_block_mb, top.block_mb === null ? 0 : top.block_mb, mb),
       bar('Image storage', top.used_images_mb, top.images_mb === null ? top.memory_mb : top.images_mb, mb),
