@@ -8,6 +8,7 @@
 //   PETREL_DOWNLOAD                   where to save the device downloaded
 //   PETREL_SCREENSHOTS                directory for screenshots
 //   PETREL_BOB_PEM                    bob's certificate, to revoke
+//   PETREL_CAROL_CSR                  a request for alice to sign
 // Each passed step prints a line starting with "ok "; a failure exits 1.
 import { chromium } from 'playwright-core';
 import path from 'node:path';
@@ -162,6 +163,26 @@ try {
   const outside = await page.textContent('main');
   if (!outside.includes('outside your domain')) throw new Error('bob:other through alice: ' + outside);
   step("a tenant's page lists only its own VMs and cannot open another tenant's");
+
+  // Delegation: alice signs carol's request, never beyond her own policy.
+  await go(page, '#/policies');
+  await page.selectOption('#host', 'alice');
+  await page.waitForSelector('#sign');
+  await page.setInputFiles('#s-csr', env('PETREL_CAROL_CSR'));
+  await page.fill('#s-vms', '5');
+  await page.fill('#s-mem', '64M');
+  await page.click('#sign button[type=submit]');
+  await page.waitForSelector('#sign .error');
+  const over = await page.textContent('#sign .error');
+  if (!over.includes('exceeds')) throw new Error('signing 5 VMs under alice: ' + over);
+  step('signing beyond the signer\'s policy is refused: ' + over.trim());
+  await page.fill('#s-vms', '1');
+  await page.click('#sign button[type=submit]');
+  await page.waitForSelector('#s-result');
+  const [pem] = await Promise.all([page.waitForEvent('download'), page.click('#s-result')]);
+  const pemText = await (await import('node:fs/promises')).readFile(await pem.path(), 'utf8');
+  if ((pemText.match(/BEGIN CERTIFICATE/g) || []).length !== 2) throw new Error('signed chain: ' + pemText);
+  step("carol's sub-CA signed by alice and downloaded with alice's chain");
 
   // Policies, and revoking bob from the owner's console.
   const bob = await ctx.newPage();

@@ -93,7 +93,8 @@ func (e *env) startUI(name string, hosts map[string]any) string {
 // and sees its console line live, restarts it, sees a chart get a point,
 // creates, uploads and downloads a block device (the checksums must
 // match), checks that a tenant's page shows only the tenant's VMs, and
-// that a certificate revoked from the console stops its page. It writes
+// that a certificate revoked from the console stops its page; alice signs
+// carol's request into a sub-CA, refused beyond alice's own policy. It writes
 // screenshots of the main pages at desktop and phone widths.
 func TestWebUI(t *testing.T) {
 	node := needBrowser(t)
@@ -123,6 +124,9 @@ func TestWebUI(t *testing.T) {
 	}})
 	bobURL := r.startUI("bob", map[string]any{"hosts": []any{remoteHost("bob", bob, bobKey)}})
 
+	carolCSR := filepath.Join(r.dir, "carol.csr")
+	r.mustPetrel("ca", "csr", "carol", "--key-out", filepath.Join(r.dir, "carol.key"), "--out", carolCSR)
+
 	blockData := filepath.Join(r.dir, "block.bin")
 	content := make([]byte, 1<<20)
 	rand.Read(content)
@@ -141,7 +145,7 @@ func TestWebUI(t *testing.T) {
 	cmd := exec.Command(node, "webui.mjs")
 	cmd.Dir = webuiTestDir
 	cmd.Env = append(os.Environ(), "PETREL_UI_URL="+owner, "PETREL_UI_BOB_URL="+bobURL, "PETREL_HELLO="+hello,
-		"PETREL_BLOCK_FILE="+blockData, "PETREL_DOWNLOAD="+download, "PETREL_SCREENSHOTS="+shots, "PETREL_BOB_PEM="+bob)
+		"PETREL_BLOCK_FILE="+blockData, "PETREL_DOWNLOAD="+download, "PETREL_SCREENSHOTS="+shots, "PETREL_BOB_PEM="+bob, "PETREL_CAROL_CSR="+carolCSR)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
