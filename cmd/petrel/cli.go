@@ -161,7 +161,7 @@ for example "team:web:frontend". Upper case is refused, not lower-cased.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{flagError(cmd, err)} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
-	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.genDocsCmd())
+	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.uiCmd(), a.genDocsCmd())
 	a.addRemote(root)
 	a.completions(root)
 	root.SetUsageFunc(usage)

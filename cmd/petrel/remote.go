@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto"
 	"crypto/x509"
 	"fmt"
@@ -9,9 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/petrel-vmm/petrel/cmd/internal/remote"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/pki"
@@ -107,23 +105,9 @@ func (a *app) prepareRemote(cmd *cobra.Command, pos []string) error {
 	return nil
 }
 
-// domainOf is the administrative domain a chain file stands for: the
-// common names of its sub-CA certificates (self-signed roots left out),
-// issuer-most first.
-func domainOf(certs []*x509.Certificate) (name.Path, error) {
-	d := name.Root
-	for i := len(certs) - 1; i >= 0; i-- {
-		c := certs[i]
-		if !c.IsCA || string(c.RawIssuer) == string(c.RawSubject) {
-			continue
-		}
-		var err error
-		if d, err = d.Child(c.Subject.CommonName); err != nil {
-			return name.Path{}, fmt.Errorf("certificate %q: %w", c.Subject.CommonName, err)
-		}
-	}
-	return d, nil
-}
+// domainOf is the administrative domain a chain file stands for
+// (package remote, which petrel ui shares).
+func domainOf(certs []*x509.Certificate) (name.Path, error) { return remote.DomainOf(certs) }
 
 // capability is the command a leaf for the current command carries, its
 // absolute target (or "") and the leaf's common name: the target
@@ -278,50 +262,5 @@ func (a *app) remoteDial() (*client.Client, error) {
 	default:
 		return nil, usageError{fmt.Errorf("--destination needs --ca and --ca-key (your CA, to make a leaf certificate), or --cert and --key")}
 	}
-	return client.DialTLS(r.destination, chain, key, serverCA[0], r.serverName,
-		grpc.WithChainUnaryInterceptor(qualifyUnary(domain)), grpc.WithChainStreamInterceptor(qualifyStream(domain)))
-}
-
-// qualifyUnary makes the names of unary requests absolute.
-func qualifyUnary(domain name.Path) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if m, ok := req.(proto.Message); ok {
-			if _, err := authz.Qualify(method, m, domain); err != nil {
-				return err
-			}
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-}
-
-// qualifyStream makes the names in the first message of streams
-// absolute (the only one that carries a name).
-func qualifyStream(domain name.Path) grpc.StreamClientInterceptor {
-	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		s, err := streamer(ctx, desc, cc, method, opts...)
-		if err != nil {
-			return nil, err
-		}
-		return &qualifyingStream{ClientStream: s, method: method, domain: domain}, nil
-	}
-}
-
-// qualifyingStream qualifies the first message it sends.
-type qualifyingStream struct {
-	grpc.ClientStream
-	method string
-	domain name.Path
-	sent   bool
-}
-
-func (s *qualifyingStream) SendMsg(m any) error {
-	if !s.sent {
-		s.sent = true
-		if pm, ok := m.(proto.Message); ok {
-			if _, err := authz.Qualify(s.method, pm, s.domain); err != nil {
-				return err
-			}
-		}
-	}
-	return s.ClientStream.SendMsg(m)
+	return client.DialTLS(r.destination, chain, key, serverCA[0], r.serverName, remote.Qualifying(domain)...)
 }

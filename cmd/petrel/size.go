@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"math/big"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -12,59 +10,18 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/petrel-vmm/petrel/cmd/internal/cmdline"
+	"github.com/petrel-vmm/petrel/cmd/internal/size"
 )
 
 // sizeHelp is how every size flag's help names its format, so the
 // format reads the same wherever a size is given.
-const sizeHelp = "MB, or a size with a unit: 512M, 2G, 1Gi"
+const sizeHelp = size.Help
 
-// sizeSyntax is a number, possibly with a fraction, then an optional unit.
-var sizeSyntax = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]*)$`)
-
-// sizeUnits maps the units a size may carry, lower-cased, to bytes.
-// Every unit is binary, as docker's --memory takes them: 1G and 1Gi
-// are both 1024 MB, and a plain number is MB (petreld's unit, and
-// Albatross's), not bytes.
-var sizeUnits = map[string]int64{
-	"b": 1,
-	"k": 1 << 10, "kb": 1 << 10, "ki": 1 << 10, "kib": 1 << 10,
-	"m": 1 << 20, "mb": 1 << 20, "mi": 1 << 20, "mib": 1 << 20,
-	"g": 1 << 30, "gb": 1 << 30, "gi": 1 << 30, "gib": 1 << 30,
-	"t": 1 << 40, "tb": 1 << 40, "ti": 1 << 40, "tib": 1 << 40,
-}
-
-// parseSize is the one parser of sizes on petrel's command line: memory
-// of VMs and policies, block and image storage, block devices. It returns
-// whole megabytes (MiB), at most maxMB. Its errors say what is wrong
-// without repeating s, to follow the flag or argument and its value
-// (see flagError).
-func parseSize(s string, maxMB int64) (int64, error) {
-	m := sizeSyntax.FindStringSubmatch(strings.TrimSpace(s))
-	if m == nil {
-		return 0, errors.New("not a size: give megabytes (512) or a number with a unit (512M, 2G, 1Gi)")
-	}
-	unit := int64(1 << 20)
-	if m[2] != "" {
-		u, ok := sizeUnits[strings.ToLower(m[2])]
-		if !ok {
-			return 0, fmt.Errorf("unknown unit %q: use M, G or T (also written MB, Mi or MiB; all are binary, 1G = 1024M)", m[2])
-		}
-		unit = u
-	}
-	n, ok := new(big.Rat).SetString(m[1])
-	if !ok {
-		return 0, errors.New("not a size: give megabytes (512) or a number with a unit (512M, 2G, 1Gi)")
-	}
-	n.Mul(n, new(big.Rat).SetInt64(unit))
-	n.Quo(n, new(big.Rat).SetInt64(1<<20))
-	if !n.IsInt() {
-		return 0, errors.New("not a whole number of megabytes")
-	}
-	if !n.Num().IsInt64() || n.Num().Int64() > maxMB {
-		return 0, fmt.Errorf("more than the largest size here, %d MB", maxMB)
-	}
-	return n.Num().Int64(), nil
-}
+// parseSize is the one parser of sizes on petrel's command line (package
+// size, which the web console's forms use too): memory of VMs and
+// policies, block and image storage, block devices, in whole megabytes,
+// at most maxMB.
+func parseSize(s string, maxMB int64) (int64, error) { return size.Parse(s, maxMB) }
 
 // sizeFlag is the one flag type of sizes (a pflag.Value over parseSize),
 // so that every size flag accepts the same spellings and refuses bad ones

@@ -1,16 +1,22 @@
 #!/bin/sh
 # Installs what building and testing Petrel needs on Debian, idempotently:
 # Debian packages (protoc, gcc, iproute2; InfluxDB, Prometheus, QEMU, a
-# Linux kernel and busybox for the tests with real servers and guests) and
-# Go tools from the module proxy.
+# Linux kernel and busybox for the tests with real servers and guests;
+# chromium and node for the web console's browser test), Go tools from the
+# module proxy, and the browser test's npm packages (playwright-core, from
+# its lock file; it never downloads a browser).
 set -eu
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go)/bin:$PATH"
 
 need=""
 for pkg in protobuf-compiler gcc libc6-dev make iproute2 iputils-ping binutils influxdb prometheus \
-	qemu-system-x86 busybox-static linux-image-cloud-amd64 systemd groff-base debootstrap systemd-container; do
+	qemu-system-x86 busybox-static linux-image-cloud-amd64 systemd groff-base debootstrap systemd-container \
+	chromium; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
+# Node and npm, for the browser test, from Debian unless already installed
+# some other way (NodeSource's nodejs carries npm).
+command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
 if [ -n "$need" ]; then
 	echo "installing Debian packages:$need"
 	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -40,3 +46,13 @@ install_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 install_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 install_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
 install_tool nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+
+# The web console's browser test (core/integration TestWebUI) drives
+# Debian's chromium with playwright-core, installed from the committed lock
+# file, again only when the lock file changed since the last install.
+webui="$(dirname "$0")/../webui-test"
+if command -v npm >/dev/null 2>&1 && ! cmp -s "$webui/package-lock.json" "$webui/node_modules/.package-lock.json.installed"; then
+	echo "installing the web console test's npm packages"
+	(cd "$webui" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) &&
+		cp "$webui/package-lock.json" "$webui/node_modules/.package-lock.json.installed"
+fi
