@@ -157,7 +157,7 @@ function overviewParts(hv, o) {
   const by = {};
   for (const vm of o.vms) by[vm.state] = (by[vm.state] || 0) + 1;
   parts.push(h('div', {class: 'chips', 'aria-label': 'VMs by state'},
-    h('a', {class: 'chip', href: '#/vms?' + q({host: hv.name})}, o.vms.length + ' VMs'),
+    h('a', {class: 'chip', href: '#/vms?' + q({host: hv.name})}, o.vms.length + (o.vms.length === 1 ? ' VM' : ' VMs')),
     Object.keys(by).sort().map((s) => h('span', {class: 'chip state-' + s}, by[s] + ' ' + s))));
   if (o.errors.vms) parts.push(errorBox(o.errors.vms));
   const top = o.policies.find((p) => p.path === o.domain) || o.policies[0];
