@@ -7,18 +7,18 @@ GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
-BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
+BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-kubelet petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
             petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(dir $(GO)):$(GOBIN):$(PATH)
 
-.PHONY: all build examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests linux-guest deps check demo fuzz clean $(BINARIES)
+.PHONY: kube all build examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests linux-guest deps check demo fuzz clean $(BINARIES)
 
 all: build
 
 build: $(BINARIES)
 
-petrel petreld petrel-endpoint petrel-shim:
+petrel petreld petrel-endpoint petrel-shim petrel-kubelet:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@
 
 petrel-plugin-hvt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu:
@@ -44,8 +44,14 @@ guests:
 linux-guest:
 	$(GO) run ./contrib/linuxguest bin/guests
 
+# The Kubernetes control plane the fleet test runs against (bin/kube/):
+# kube-apiserver, kube-controller-manager and kube-scheduler from the
+# pinned module in contrib/kube. Long the first time, seconds after.
+kube:
+	GO=$(GO) contrib/scripts/kube-build.sh
+
 # Unit and integration tests, with the race detector.
-test: build guests examples
+test: build guests examples kube
 	$(MAKE) fuzz FUZZTIME=20000x
 	PETREL_BIN=$(CURDIR)/bin PETREL_GUESTS=$(CURDIR)/bin/guests $(GO) test -race -count=1 -timeout 20m ./...
 

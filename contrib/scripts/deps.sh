@@ -4,19 +4,22 @@
 # Linux kernel and busybox for the tests with real servers and guests;
 # chromium and node for the web console's browser test), Go tools from the
 # module proxy, and the browser test's npm packages (playwright-core, from
-# its lock file; it never downloads a browser).
+# its lock file; it never downloads a browser); etcd and kubectl for the
+# fleet test, whose control plane bin/kube/ the Makefile builds.
 set -eu
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go)/bin:$PATH"
 
 need=""
 for pkg in protobuf-compiler gcc libc6-dev make iproute2 iputils-ping binutils influxdb prometheus \
 	qemu-system-x86 busybox-static linux-image-cloud-amd64 systemd groff-base debootstrap systemd-container \
-	chromium; do
+	chromium etcd-server; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 # Node and npm, for the browser test, from Debian unless already installed
 # some other way (NodeSource's nodejs carries npm).
 command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
+# kubectl for the fleet test, from Debian unless one is installed already.
+command -v kubectl >/dev/null 2>&1 || need="$need kubernetes-client"
 if [ -n "$need" ]; then
 	echo "installing Debian packages:$need"
 	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
