@@ -1,0 +1,77 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// ImageResolver makes the image a pod names available to petreld and
+// fills in what the create request needs to name it. The agent calls it
+// before every create; it must be safe for concurrent use.
+//
+// Until petreld pulls images from registries itself, FileImages serves a
+// local-file form; a resolver that passes the reference on to the create
+// call replaces it without touching the rest of the agent.
+type ImageResolver interface {
+	Resolve(ctx context.Context, ref string, req *daemonv1.CreateRequest) error
+}
+
+// Uploader is the part of sdk/client.Client that FileImages needs.
+type Uploader interface {
+	UploadImageFile(ctx context.Context, path string, progress func(sent, total int64)) (*daemonv1.ImageRef, error)
+}
+
+// FileImages maps an image reference to a file in Dir and uploads it to
+// petreld (which answers at once when it has those bytes already):
+// "REGISTRY/PATH/NAME:TAG" is Dir/NAME.TAG, and "NAME" without a tag is
+// Dir/NAME. So "local/hello:spt" is Dir/hello.spt.
+type FileImages struct {
+	// Dir holds the image files.
+	Dir string
+	// Upload sends a file to petreld.
+	Upload Uploader
+}
+
+// FilePath is the file a reference names, or an error when the reference
+// is not of the local-file form.
+func (f FileImages) FilePath(ref string) (string, error) {
+	base := ref
+	if i := strings.LastIndexByte(base, '/'); i >= 0 {
+		base = base[i+1:]
+	}
+	if at := strings.IndexByte(base, '@'); at >= 0 {
+		return "", &Refusal{Reason: fmt.Sprintf("image %q is pinned by digest, which the local image directory cannot serve", ref)}
+	}
+	name, tag, _ := strings.Cut(base, ":")
+	if name == "" || name == "." || name == ".." || tag == "." || tag == ".." || strings.ContainsAny(tag, "/") {
+		return "", &Refusal{Reason: fmt.Sprintf("image %q does not name a file", ref)}
+	}
+	file := name
+	if tag != "" {
+		file = name + "." + tag
+	}
+	return filepath.Join(f.Dir, file), nil
+}
+
+// Resolve uploads the file the reference names and sets the request's
+// image digest.
+func (f FileImages) Resolve(ctx context.Context, ref string, req *daemonv1.CreateRequest) error {
+	path, err := f.FilePath(ref)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("image %q: %w", ref, err)
+	}
+	img, err := f.Upload.UploadImageFile(ctx, path, nil)
+	if err != nil {
+		return fmt.Errorf("upload image %q from %s: %w", ref, path, err)
+	}
+	req.ImageSha256 = img.GetSha256()
+	return nil
+}
