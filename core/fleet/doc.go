@@ -12,7 +12,8 @@
 //
 // VM names are derived from the pod's namespace, name and UID (VMLabel),
 // so an agent that restarts finds its VMs again and never makes a second
-// one, and a VM whose name it did not derive is never touched. What a
+// one; its image name carries the pod it runs (OwnerMark), and a VM
+// whose name and mark it did not derive is never touched. What a
 // node may use is what the host's owner delegated to the cluster: the
 // policy of the agent's domain, which petreld enforces on every create.
 package fleet

@@ -238,7 +238,7 @@ func (f *fakeDaemon) Create(_ context.Context, r *daemonv1.CreateRequest, _ ...g
 		return nil, status.Error(codes.AlreadyExists, "exists")
 	}
 	f.creates++
-	vm := &daemonv1.VM{Name: "cluster:" + r.Name, State: "running", MemoryMb: r.MemoryMb, CreatedAtNs: time.Now().UnixNano()}
+	vm := &daemonv1.VM{Name: "cluster:" + r.Name, State: "running", MemoryMb: r.MemoryMb, CreatedAtNs: time.Now().UnixNano(), ImageName: r.ImageName}
 	f.vms[r.Name] = vm
 	return vm, nil
 }
@@ -332,6 +332,9 @@ func TestProviderLifecycle(t *testing.T) {
 	if d.creates != 1 {
 		t.Fatalf("%d creates for one pod", d.creates)
 	}
+	if vm := d.vms[VMLabel("default", "web", pod.UID)]; !ownedBy(vm, VMLabel("default", "web", pod.UID)) {
+		t.Fatalf("VM without the owner mark: %v", vm)
+	}
 	st, err := p.GetPodStatus(ctx, "default", "web")
 	if err != nil || st.Phase != corev1.PodRunning {
 		t.Fatalf("status %v %v", st, err)
@@ -376,11 +379,19 @@ func TestProviderLifecycle(t *testing.T) {
 func TestProviderOrphans(t *testing.T) {
 	ctx := context.Background()
 	kept, gone := testPod("kept"), testPod("gone")
+	vm := func(p *corev1.Pod) *daemonv1.VM {
+		return &daemonv1.VM{Name: "cluster:" + VMLabel(p.Namespace, p.Name, p.UID), State: "running", ImageName: OwnerMark(p) + " local/hello:spt"}
+	}
+	// Made by hand in the agent's name form, even with a mark of another
+	// pod: not the agent's.
+	forged := vm(gone)
+	forged.Name = "cluster:k8s-handmade-0123456789ab"
 	d := &fakeDaemon{vms: map[string]*daemonv1.VM{
 		"web":                                {Name: "cluster:web", State: "running"},
-		"k8s-handmade":                       {Name: "cluster:k8s-handmade", State: "running"},
-		VMLabel("default", "kept", kept.UID): {Name: "cluster:" + VMLabel("default", "kept", kept.UID), State: "running"},
-		VMLabel("default", "gone", gone.UID): {Name: "cluster:" + VMLabel("default", "gone", gone.UID), State: "running"},
+		"k8s-handmade-0123456789ab":          forged,
+		"k8s-plain-0123456789ab":             {Name: "cluster:k8s-plain-0123456789ab", State: "running", ImageName: "hello.spt"},
+		VMLabel("default", "kept", kept.UID): vm(kept),
+		VMLabel("default", "gone", gone.UID): vm(gone),
 	}}
 	// The agent restarted; "gone" was deleted from Kubernetes meanwhile.
 	p, _, _ := newTestProvider(t, d, kept)

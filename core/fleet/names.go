@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"strings"
 
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	corev1 "k8s.io/api/core/v1"
+
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -74,4 +77,27 @@ func LastLabel(path string) string {
 		return path[i+1:]
 	}
 	return path
+}
+
+// markPrefix starts the owner mark in a VM's image name.
+const markPrefix = "pod:"
+
+// OwnerMark is what the agent writes at the start of the image name of
+// every VM it makes (petreld keeps it for display): the pod's namespace,
+// name and UID. Only a VM whose mark derives its own name is the agent's,
+// so a VM made by hand is never taken for one, whatever its name.
+func OwnerMark(pod *corev1.Pod) string {
+	return markPrefix + pod.Namespace + "/" + pod.Name + "/" + string(pod.UID)
+}
+
+// ownedBy reports whether vm, named label, carries the owner mark of the
+// pod its label derives from.
+func ownedBy(vm *daemonv1.VM, label string) bool {
+	mark, _, _ := strings.Cut(vm.GetImageName(), " ")
+	rest, ok := strings.CutPrefix(mark, markPrefix)
+	if !ok {
+		return false
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	return len(parts) == 3 && VMLabel(parts[0], parts[1], types.UID(parts[2])) == label
 }

@@ -151,6 +151,7 @@ func (p *Provider) ensureVM(ctx context.Context, e *entry, spec *Spec) error {
 	p.push(e)
 	req := spec.Request
 	req.Name = name
+	req.ImageName = OwnerMark(e.pod) + " " + spec.Image
 	if err := p.cfg.Images.Resolve(ctx, spec.Image, req); err != nil {
 		return fmt.Errorf("image %s: %w", spec.Image, err)
 	}
@@ -355,7 +356,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 	}
 	byLabel := map[string]*daemonv1.VM{}
 	for _, vm := range resp.GetVms() {
-		if l := LastLabel(vm.GetName()); IsManaged(l) {
+		if l := LastLabel(vm.GetName()); IsManaged(l) && ownedBy(vm, l) {
 			byLabel[l] = vm
 		}
 	}
