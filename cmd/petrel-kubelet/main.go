@@ -32,6 +32,10 @@ import (
 	"syscall"
 	"time"
 
+	"log/slog"
+
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	vkslog "github.com/virtual-kubelet/virtual-kubelet/log/slog"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"google.golang.org/grpc"
@@ -42,6 +46,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/petrel-vmm/petrel/cmd/internal/remote"
 	"github.com/petrel-vmm/petrel/core/fleet"
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
@@ -57,6 +62,7 @@ type options struct {
 	destination, caFile, caKey, serverCA, serverNm string
 	imageDir                                       string
 	interval                                       time.Duration
+	debug                                          bool
 }
 
 func main() {
@@ -91,12 +97,19 @@ Flags:
 	fs.StringVar(&o.serverNm, "server-name", "", "name the endpoint's certificate must carry (default: the --destination host)")
 	fs.StringVar(&o.imageDir, "image-dir", "", "directory of unikernel images: reference REPO/NAME:TAG is the file NAME.TAG (required)")
 	fs.DurationVar(&o.interval, "interval", time.Second, "how often VM states are read")
+	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		os.Exit(2)
 	}
+	level := slog.LevelInfo
+	if o.debug {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	vklog.L = vkslog.FromSlog(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, o)
 	stop()
@@ -108,7 +121,54 @@ Flags:
 
 // dialPetrel connects to petreld as the options say; the returned
 // function runs what keeps the connection usable until ctx ends.
-func dialPetrel(o options) (daemonv1.DaemonClient, func(context.Context), func(), error) {
+// petrelConn is how the agent reaches petreld.
+type petrelConn struct {
+	daemon daemonv1.DaemonClient
+	// keep runs what keeps the connection usable until its context ends.
+	keep  func(context.Context)
+	close func()
+	// root is the absolute path of the agent's domain; delegated the
+	// policy its sub-CA carries (nil on the local socket).
+	root      string
+	delegated *daemonv1.Policy
+}
+
+// dialPetrel connects to petreld as the options say.
+func dialPetrel(o options) (*petrelConn, error) {
+	c, keep, closeFn, err := dialDaemon(o)
+	if err != nil {
+		return nil, err
+	}
+	pc := &petrelConn{daemon: c, keep: keep, close: closeFn, root: o.domain}
+	if o.destination == "" {
+		return pc, nil
+	}
+	chain, err := pki.ReadCertsFile(o.caFile)
+	if err != nil {
+		closeFn()
+		return nil, err
+	}
+	domain, err := remote.DomainOf(chain)
+	if err != nil {
+		closeFn()
+		return nil, fmt.Errorf("domain of the sub-CA: %w", err)
+	}
+	pc.root = domain.String()
+	if o.domain != "" {
+		pc.root += ":" + o.domain
+	}
+	if p, err := pki.PolicyOf(chain[0]); err == nil && p != nil {
+		cpus := make([]int32, len(p.CPUs))
+		for i, c := range p.CPUs {
+			cpus[i] = int32(c)
+		}
+		pc.delegated = &daemonv1.Policy{Vms: int32(p.VMs), MemoryMb: int64(p.MemoryMB), Cpus: cpus, Bridges: p.Bridges}
+	}
+	return pc, nil
+}
+
+// dialDaemon opens the connection.
+func dialDaemon(o options) (daemonv1.DaemonClient, func(context.Context), func(), error) {
 	if o.destination == "" {
 		if o.domain == "" {
 			return nil, nil, nil, errors.New("--socket needs --domain: the path the host's owner gave the cluster a policy for")
@@ -175,11 +235,12 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	daemon, keep, closeDaemon, err := dialPetrel(o)
+	pconn, err := dialPetrel(o)
 	if err != nil {
 		return err
 	}
-	defer closeDaemon()
+	defer pconn.close()
+	daemon, keep := pconn.daemon, pconn.keep
 	tlsCfg, err := servingTLS(o.clientCA, o.nodeIP)
 	if err != nil {
 		return err
@@ -210,7 +271,7 @@ func run(ctx context.Context, o options) error {
 			return nil, nil, err
 		}
 		prov = p
-		nodeProv = fleet.NewNode(fleet.NodeConfig{Daemon: daemon, Domain: o.domain}, pc.Node)
+		nodeProv = fleet.NewNode(fleet.NodeConfig{Daemon: daemon, Domain: o.domain, Root: pconn.root, Delegated: pconn.delegated}, pc.Node)
 		nodeProv.Refresh(ctx)
 		return statsless{p}, nodeProv, nil
 	},
@@ -242,6 +303,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer wg.Wait()
 	defer cancel()
+	vklog.G(ctx).Infof("node %s: running pods as Petrel VMs (VM path %q)", o.nodeName, o.domain)
 	if err := n.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("node controller: %w", err)
 	}

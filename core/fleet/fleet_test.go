@@ -213,7 +213,7 @@ func TestCapacityAndConditions(t *testing.T) {
 		t.Fatal("ready without a usable backend")
 	}
 	conds = Conditions(conds, nil, status.Error(codes.Unavailable, "down"))
-	if conds[0].Status != corev1.ConditionFalse || !strings.Contains(conds[0].Message, "does not answer") {
+	if conds[0].Status != corev1.ConditionFalse || !strings.Contains(conds[0].Message, "down") {
 		t.Fatalf("unreachable: %+v", conds[0])
 	}
 }

@@ -25,6 +25,14 @@ type NodeConfig struct {
 	Daemon daemonv1.DaemonClient
 	// Domain is the agent's VM path (see Config.Domain).
 	Domain string
+	// Root is the absolute path of the agent's domain (the sub-CA's
+	// domain, or Domain on the local socket), whose policy entry is the
+	// node's capacity.
+	Root string
+	// Delegated is the policy the agent's sub-CA certificate carries, the
+	// capacity until petreld lists one for Root (it learns a
+	// certificate's policy with the first request that brings the chain).
+	Delegated *daemonv1.Policy
 	// Interval is how often capacity and health are read (default 10s).
 	Interval time.Duration
 }
@@ -92,7 +100,10 @@ func (n *Node) Refresh(ctx context.Context) {
 		n.node.Status.Capacity = capacity
 		n.node.Status.Allocatable = capacity
 	}
-	n.node.Status.Conditions = Conditions(n.node.Status.Conditions, plugins.GetPlugins(), firstErr(capErr, plugErr))
+	if capErr != nil && n.node.Status.Capacity == nil && plugErr == nil {
+		plugErr = capErr
+	}
+	n.node.Status.Conditions = Conditions(n.node.Status.Conditions, plugins.GetPlugins(), plugErr)
 	d := nodeDigest(n.node)
 	cb := n.cb
 	changed := d != n.last
@@ -106,27 +117,22 @@ func (n *Node) Refresh(ctx context.Context) {
 	}
 }
 
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
-}
-
 // capacity is the delegated policy as node resources.
 func (n *Node) capacity(ctx context.Context) (corev1.ResourceList, error) {
 	resp, err := n.cfg.Daemon.PolicyList(ctx, &daemonv1.PolicyListRequest{Path: n.cfg.Domain})
 	if err != nil {
 		return nil, fmt.Errorf("policy of %q: %w", n.cfg.Domain, err)
 	}
-	entries := resp.GetPolicies()
-	if len(entries) == 0 || entries[0].GetPolicy() == nil {
-		return nil, fmt.Errorf("no policy is delegated to %q", n.cfg.Domain)
+	root := strings.TrimPrefix(n.cfg.Root, ":")
+	for _, e := range resp.GetPolicies() {
+		if strings.TrimPrefix(e.GetPath(), ":") == root && e.GetPolicy() != nil {
+			return Capacity(e.GetPolicy()), nil
+		}
 	}
-	// Parents come first: the first entry is the domain's own policy.
-	return Capacity(entries[0].GetPolicy()), nil
+	if n.cfg.Delegated != nil {
+		return Capacity(n.cfg.Delegated), nil
+	}
+	return nil, fmt.Errorf("no policy is delegated to %q", root)
 }
 
 // Capacity turns a Petrel policy into node resources: VMs are pods,
@@ -167,7 +173,7 @@ func Conditions(old []corev1.NodeCondition, plugins []*daemonv1.Plugin, err erro
 	var ready, healthy bool
 	var readyMsg, pluginMsg string
 	if err != nil {
-		readyMsg = "petreld does not answer: " + err.Error()
+		readyMsg = "petreld: " + err.Error()
 		pluginMsg = readyMsg
 	} else {
 		healthy = true

@@ -43,7 +43,8 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(tmp)
 		for pkg, out := range map[string]string{
 			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim", "./cmd/petrel-endpoint": "petrel-endpoint",
-			"./plugins/hvt": "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge", "./plugins/qemu": "petrel-plugin-qemu",
+			"./cmd/petrel-kubelet": "petrel-kubelet",
+			"./plugins/hvt":        "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge", "./plugins/qemu": "petrel-plugin-qemu",
 			"./contrib/metrics-plugin-example": "petrel-plugin-jsonl",
 		} {
 			args := []string{"build", "-o", filepath.Join(tmp, out)}
