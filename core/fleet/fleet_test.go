@@ -212,6 +212,10 @@ func TestCapacityAndConditions(t *testing.T) {
 	if conds[0].Status != corev1.ConditionFalse {
 		t.Fatal("ready without a usable backend")
 	}
+	hidden := HiddenConditions(conds)
+	if hidden[0].Status != corev1.ConditionTrue || hidden[1].Status != corev1.ConditionUnknown {
+		t.Fatalf("hidden plugins: %+v", hidden[:2])
+	}
 	conds = Conditions(conds, nil, status.Error(codes.Unavailable, "down"))
 	if conds[0].Status != corev1.ConditionFalse || !strings.Contains(conds[0].Message, "down") {
 		t.Fatalf("unreachable: %+v", conds[0])

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +97,13 @@ func (n *Node) Refresh(ctx context.Context) {
 	defer cancel()
 	capacity, capErr := n.capacity(ctx)
 	plugins, plugErr := n.cfg.Daemon.Plugins(ctx, &daemonv1.PluginsRequest{})
+	hidden := false
+	if status.Code(plugErr) == codes.PermissionDenied {
+		// Plugin health is the host owner's to see: through the endpoint
+		// the agent knows only that petreld answers.
+		_, plugErr = n.cfg.Daemon.Version(ctx, &daemonv1.VersionRequest{})
+		hidden = plugErr == nil
+	}
 	n.mu.Lock()
 	if capErr == nil {
 		n.node.Status.Capacity = capacity
@@ -103,7 +112,11 @@ func (n *Node) Refresh(ctx context.Context) {
 	if capErr != nil && n.node.Status.Capacity == nil && plugErr == nil {
 		plugErr = capErr
 	}
-	n.node.Status.Conditions = Conditions(n.node.Status.Conditions, plugins.GetPlugins(), plugErr)
+	if hidden {
+		n.node.Status.Conditions = HiddenConditions(n.node.Status.Conditions)
+	} else {
+		n.node.Status.Conditions = Conditions(n.node.Status.Conditions, plugins.GetPlugins(), plugErr)
+	}
 	d := nodeDigest(n.node)
 	cb := n.cb
 	changed := d != n.last
@@ -210,6 +223,17 @@ func Conditions(old []corev1.NodeCondition, plugins []*daemonv1.Plugin, err erro
 		set(corev1.NodePIDPressure, false, "NoPIDs", "VMs use no host PIDs beyond their tender"),
 		set(corev1.NodeNetworkUnavailable, false, "Bridges", "VMs use host bridges"),
 	}
+}
+
+// HiddenConditions are the node conditions when petreld answers but
+// keeps its plugins' health to the host's owner (an agent connected
+// through petrel-endpoint): Ready, and ConditionPlugins Unknown.
+func HiddenConditions(old []corev1.NodeCondition) []corev1.NodeCondition {
+	conds := Conditions(old, []*daemonv1.Plugin{{Name: "petreld", Kind: "hypervisor", Health: "healthy"}}, nil)
+	conds[0].Message = "petreld answers; its plugins' health is reserved to the host's owner"
+	conds[1].Status, conds[1].Reason, conds[1].Message = corev1.ConditionUnknown, "ReservedToOwner",
+		"plugin health is visible on petreld's own socket only; run the agent there (--socket) to report it"
+	return conds
 }
 
 // nodeDigest is what of a node's status is worth an update.

@@ -102,6 +102,7 @@ func PodStatus(pod *corev1.Pod, vm *daemonv1.VM, ph Phase, hostIP string) corev1
 			st.Phase, st.Reason, st.Message = corev1.PodUnknown, "VM"+titled(vm.GetState()), fmt.Sprintf("petreld reports the VM %s: %s", vm.GetState(), vm.GetMessage())
 		}
 	}
+	cs.Ready = ready
 	st.ContainerStatuses = []corev1.ContainerStatus{cs}
 	st.Conditions = conditions(pod, st.Phase, ready)
 	return st

@@ -199,7 +199,7 @@ func startKube(t *testing.T) *kubeCluster {
 		"--kubelet-client-key", filepath.Join(dir, "kubelet-client.key"), "--enable-priority-and-fairness=false",
 		// On loopback there is no address for the kubernetes service's
 		// endpoints; nothing in the test uses it.
-		"--endpoint-reconciler-type=none")
+		"--endpoint-reconciler-type=none", "--kubelet-preferred-address-types=InternalIP")
 	conf := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -382,30 +382,16 @@ func (h *fleetHost) podVMs() int {
 	return n
 }
 
-const fleetDeployment = `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: hello}
-spec:
-  replicas: %d
-  selector: {matchLabels: {app: hello}}
-  template:
-    metadata:
-      labels: {app: hello}
-      annotations: {petrel-vmm.io/backend: %s, petrel-vmm.io/networks: service0=br0}
-    spec:
-      automountServiceAccountToken: false
-      tolerations:
-      - {key: petrel-vmm.io/unikernel, operator: Exists, effect: NoSchedule}
-      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
-      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
-      topologySpreadConstraints:
-      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: hello}}}
-      containers:
-      - name: net
-        image: local/net:%s
-        args: ["10.77.0.10"]
-        resources: {limits: {memory: 32Mi}}
-`
+// fleetDeployment is the README's Deployment (contrib/kube/hello.yaml)
+// with the backend the host runs guests on.
+func fleetDeployment(t *testing.T, backend string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../contrib/kube/hello.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("backend: hvt", "backend: "+backend, "local/net:hvt", "local/net:"+backend).Replace(string(b))
+}
 
 // TestFleet: two Petrel hosts join a real Kubernetes cluster; a
 // Deployment spreads over both and runs real unikernels, whose console is
@@ -438,10 +424,10 @@ func TestFleet(t *testing.T) {
 	}
 
 	// A VM made outside Kubernetes, in the cluster's own domain.
-	a.mustRemote(a.subPEM, a.subKey, "create", "k8s-handmade-0123456789ab", guestPath, "--backend", backend, "--mem", "16", "--net", "service0:br0", "--", "10.77.0.99")
+	a.mustRemote(a.subPEM, a.subKey, "create", "k8s-handmade-0123456789ab", guestPath, "--backend", backend, "--mem", "16", "--net", "service0:br0", "--arg", "10.77.0.99")
 
 	start := time.Now()
-	k.apply(fmt.Sprintf(fleetDeployment, 3, backend, backend))
+	k.apply(fleetDeployment(t, backend))
 	var pods []podView
 	waitFor(t, "3 running pods", 120*time.Second, func() bool {
 		pods = k.pods("app=hello")
@@ -473,6 +459,15 @@ func TestFleet(t *testing.T) {
 		return false
 	})
 	t.Logf("kubectl apply to the console of the first pod checked: %v (3 replicas)", firstLine.Round(time.Millisecond))
+	// The same unikernel with petrel create on the same host, for the
+	// figure in BENCHMARKS.md.
+	start = time.Now()
+	a.mustRemote(a.subPEM, a.subKey, "create", "direct", guestPath, "--backend", backend, "--mem", "16", "--net", "service0:br0", "--arg", "10.77.0.12")
+	waitFor(t, "the console of petrel create", 60*time.Second, func() bool {
+		return strings.Contains(a.remote(a.subPEM, a.subKey, "console", "direct").out, "answering for 10.77.0.12")
+	})
+	t.Logf("petrel create to the console checked: %v", time.Since(start).Round(time.Millisecond))
+	a.mustRemote(a.subPEM, a.subKey, "destroy", "direct")
 	if got := a.podVMs() + b.podVMs(); got != 4 { // 3 pods and the handmade VM
 		t.Fatalf("%d agent-form VMs, want 3 pods + 1 handmade", got)
 	}
