@@ -204,6 +204,10 @@ func TestCapacityAndConditions(t *testing.T) {
 	if rl.Pods().Value() != 3 || rl.Memory().Value() != 256<<20 || rl.Cpu().Value() != 2 {
 		t.Fatalf("capacity %v", rl)
 	}
+	al := Allocatable(rl, []*daemonv1.VM{{MemoryMb: 16}, {MemoryMb: 512}})
+	if al.Pods().Value() != 1 || al.Memory().Value() != 0 || rl.Pods().Value() != 3 {
+		t.Fatalf("allocatable %v of %v", al, rl)
+	}
 	conds := Conditions(nil, []*daemonv1.Plugin{{Name: "spt", Kind: "hypervisor", Health: "healthy"}, {Name: "hvt", Kind: "hypervisor", Health: "unhealthy"}}, nil)
 	if conds[0].Type != corev1.NodeReady || conds[0].Status != corev1.ConditionTrue || conds[1].Status != corev1.ConditionFalse || !strings.Contains(conds[1].Message, "hvt unhealthy") {
 		t.Fatalf("conditions %+v", conds)

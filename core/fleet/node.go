@@ -96,6 +96,10 @@ func (n *Node) Refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	capacity, capErr := n.capacity(ctx)
+	var foreign []*daemonv1.VM
+	if capErr == nil {
+		foreign, capErr = n.foreignVMs(ctx)
+	}
 	plugins, plugErr := n.cfg.Daemon.Plugins(ctx, &daemonv1.PluginsRequest{})
 	hidden := false
 	if status.Code(plugErr) == codes.PermissionDenied {
@@ -107,7 +111,7 @@ func (n *Node) Refresh(ctx context.Context) {
 	n.mu.Lock()
 	if capErr == nil {
 		n.node.Status.Capacity = capacity
-		n.node.Status.Allocatable = capacity
+		n.node.Status.Allocatable = Allocatable(capacity, foreign)
 	}
 	if capErr != nil && n.node.Status.Capacity == nil && plugErr == nil {
 		plugErr = capErr
@@ -146,6 +150,39 @@ func (n *Node) capacity(ctx context.Context) (corev1.ResourceList, error) {
 		return Capacity(n.cfg.Delegated), nil
 	}
 	return nil, fmt.Errorf("no policy is delegated to %q", root)
+}
+
+// foreignVMs are the VMs under the agent's path that it did not make:
+// they take from the delegated share what pods cannot have.
+func (n *Node) foreignVMs(ctx context.Context) ([]*daemonv1.VM, error) {
+	resp, err := n.cfg.Daemon.Info(ctx, &daemonv1.InfoRequest{Name: n.cfg.Domain})
+	if status.Code(err) == codes.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list VMs: %w", err)
+	}
+	var out []*daemonv1.VM
+	for _, vm := range resp.GetVms() {
+		if l := LastLabel(vm.GetName()); !IsManaged(l) || !ownedBy(vm, l) {
+			out = append(out, vm)
+		}
+	}
+	return out, nil
+}
+
+// Allocatable is what pods may use: the capacity less what VMs made
+// outside Kubernetes take (never below zero).
+func Allocatable(capacity corev1.ResourceList, foreign []*daemonv1.VM) corev1.ResourceList {
+	pods, mem := capacity.Pods().Value(), capacity.Memory().Value()
+	for _, vm := range foreign {
+		pods--
+		mem -= int64(vm.GetMemoryMb()) * mib
+	}
+	out := capacity.DeepCopy()
+	out[corev1.ResourcePods] = *resource.NewQuantity(max(pods, 0), resource.DecimalSI)
+	out[corev1.ResourceMemory] = *resource.NewQuantity(max(mem, 0), resource.BinarySI)
+	return out
 }
 
 // Capacity turns a Petrel policy into node resources: VMs are pods,
@@ -240,8 +277,8 @@ func HiddenConditions(old []corev1.NodeCondition) []corev1.NodeCondition {
 func nodeDigest(n *corev1.Node) string {
 	var b strings.Builder
 	for _, r := range []corev1.ResourceName{corev1.ResourcePods, corev1.ResourceMemory, corev1.ResourceCPU} {
-		q := n.Status.Capacity[r]
-		b.WriteString(q.String() + "|")
+		q, a := n.Status.Capacity[r], n.Status.Allocatable[r]
+		b.WriteString(q.String() + "/" + a.String() + "|")
 	}
 	for _, c := range n.Status.Conditions {
 		b.WriteString(string(c.Type) + string(c.Status) + c.Message + "|")

@@ -425,8 +425,8 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, _ s
 		return nil, fmt.Errorf("pod %s/%s does not run here", namespace, podName)
 	}
 	req := &daemonv1.ConsoleRequest{Name: p.vmName(e.label), Follow: opts.Follow, Count: int32(opts.Tail)}
-	if opts.Tail <= 0 {
-		req.Count = 1 << 20
+	if opts.Tail <= 0 || opts.Tail > consoleKept {
+		req.Count = consoleKept
 	}
 	switch {
 	case !opts.SinceTime.IsZero():
@@ -470,6 +470,10 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, _ s
 	}()
 	return &logReader{PipeReader: pr, cancel: cancel}, nil
 }
+
+// consoleKept is how many console lines petreld keeps per VM: all of a
+// pod's log.
+const consoleKept = 1000
 
 // logReader ends its console stream when closed.
 type logReader struct {
