@@ -81,7 +81,7 @@ type Network interface {
 	// BridgeExists reports whether bridge exists on the host.
 	BridgeExists(ctx context.Context, bridge string) (bool, error)
 	// Attach creates (or, if it is already there, reuses) hostIf on
-	// bridge, up; it returns the MTU.
+	// bridge, up.
 	Attach(ctx context.Context, vm, netName, bridge, mac, hostIf string) error
 	// Detach removes hostIf; a missing one is not an error.
 	Detach(ctx context.Context, hostIf string) error
@@ -498,8 +498,9 @@ func (s *Supervisor) releaseBlocks(v *vm) {
 	}
 }
 
-// lockNew returns the VM entry for name locked, creating a placeholder
-// (gone=true) when there is none.
+// lockEntry returns the VM entry for n with its lock held. When there is
+// none it returns ErrNotFound, or with create a new placeholder (gone=true)
+// that dropIfGone removes if it never becomes a VM.
 func (s *Supervisor) lockEntry(n string, create bool) (*vm, error) {
 	for {
 		s.mu.Lock()
