@@ -339,7 +339,7 @@ func (d *Daemon) unknownImages(caller name.Path, shas []string) error {
 	}
 	d.refreshRoot()
 	if err := policy.CheckMayDeploy(d.policies.Applying(caller), caller); err != nil {
-		return imageRefusal("create refused", err)
+		return imageRefusal("upload refused", err) // the refusal an upload would meet
 	}
 	st := status.Newf(codes.InvalidArgument, "image sha256:%s is not in petreld's image store (unknown digest): upload it, then create", missing[0])
 	withDetail, err := st.WithDetails(&daemonv1.UnknownImage{Sha256: missing})
