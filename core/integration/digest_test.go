@@ -141,6 +141,8 @@ func TestCreateSendsDigestNotImage(t *testing.T) {
 	viaLocal("create", "--force", "vm", img, "--arg", "run=forever")
 	if n := local.take(); n >= size/8 {
 		t.Fatalf("re-deploy sent %d bytes: the image (%d bytes) was sent again", n, size)
+	} else {
+		t.Logf("local re-deploy sent %d bytes", n)
 	}
 	viaLocal("create", "other", img, "--arg", "run=forever")
 	if n := local.take(); n >= size/8 {
@@ -170,6 +172,8 @@ func TestCreateSendsDigestNotImage(t *testing.T) {
 	}
 	if n := remote.take(); n >= size/8 {
 		t.Fatalf("remote re-deploy sent %d bytes: the image was sent again", n)
+	} else {
+		t.Logf("remote re-deploy sent %d bytes", n)
 	}
 	// The policy still applies to a create by digest: alice may run one VM.
 	res := viaRemote("create", "second", img, "--mem", "32", "--arg", "run=forever")
