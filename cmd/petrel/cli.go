@@ -233,6 +233,8 @@ func (a *app) createCmd() *cobra.Command {
 		Use:   "create NAME IMAGE",
 		Short: "Deploy a unikernel image as a VM",
 		Long: `Upload IMAGE (a Solo5 unikernel) to petreld and start it as VM NAME.
+The image is named by its SHA-256 first and sent only when petreld does
+not hold it already, so deploying the same image again transfers nothing.
 
 The image is checked before anything starts: it must be a Solo5 image for
 the chosen backend, and the devices its manifest declares must be exactly
