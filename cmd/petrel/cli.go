@@ -233,6 +233,8 @@ func (a *app) createCmd() *cobra.Command {
 		Use:   "create NAME IMAGE",
 		Short: "Deploy a unikernel image as a VM",
 		Long: `Upload IMAGE (a Solo5 unikernel) to petreld and start it as VM NAME.
+The image is named by its SHA-256 first and sent only when petreld does
+not hold it already, so deploying the same image again transfers nothing.
 
 The image is checked before anything starts: it must be a Solo5 image for
 the chosen backend, and the devices its manifest declares must be exactly
@@ -280,20 +282,8 @@ given with --exit-code.`,
 				return err
 			}
 			defer done()
-			ref, err := a.upload(ctx, c, pos[1])
-			if err != nil {
-				return err
-			}
-			var initrdSHA string
-			if initrd != "" {
-				iref, err := a.upload(ctx, c, initrd)
-				if err != nil {
-					return err
-				}
-				initrdSHA = iref.GetSha256()
-			}
 			req := &daemonv1.CreateRequest{
-				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: uint32(mem.MB), Args: vmArgs,
+				Name: pos[0], Backend: backend, MemoryMb: uint32(mem.MB), Args: vmArgs,
 				Restart: &daemonv1.RestartPolicy{OnFailure: restartOnFail}, Startup: startup, Force: force,
 				ImageName: filepath.Base(pos[1]),
 			}
@@ -308,8 +298,9 @@ given with --exit-code.`,
 			}
 			req.Blocks = atts
 			req.Nets = netAtts
-			req.InitrdSha256, req.KernelCmdline = initrdSHA, cmdline
-			vm, err := c.API.Create(ctx, req)
+			req.KernelCmdline = cmdline
+			// Digests first: an image petreld holds already is not sent.
+			vm, err := c.CreateFromFiles(ctx, req, pos[1], initrd, a.uploadProgress)
 			if err != nil {
 				return err
 			}
@@ -338,16 +329,10 @@ given with --exit-code.`,
 	return cmd
 }
 
-// upload sends an image file, with a progress bar on a terminal.
-func (a *app) upload(ctx context.Context, c *client.Client, path string) (*daemonv1.ImageRef, error) {
-	ref, err := c.UploadImageFile(ctx, path, a.progressBar("uploading "+filepath.Base(path)))
-	if err != nil {
-		if _, ok := status.FromError(err); ok {
-			return nil, err
-		}
-		return nil, fmt.Errorf("image %s: %w", path, err)
-	}
-	return ref, nil
+// uploadProgress is the progress bar of an image upload (none unless on
+// a terminal).
+func (a *app) uploadProgress(path string) func(sent, total int64) {
+	return a.progressBar("uploading " + filepath.Base(path))
 }
 
 func (a *app) destroyCmd() *cobra.Command {

@@ -203,6 +203,12 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 	images := []string{req.GetImageSha256(), req.GetInitrdSha256()}
 	var hold uint64
 	if vm, err := name.ParseVM(req.GetName()); err == nil {
+		// Before anything else, and without dropping the caller's claims,
+		// so that a client that named a digest uploads it and creates
+		// again. (A bad name is reported before any upload.)
+		if err := s.d.unknownImages(caller, images); err != nil {
+			return nil, err
+		}
 		replacing := ""
 		if req.GetForce() {
 			replacing = vm.String()

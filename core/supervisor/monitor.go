@@ -233,13 +233,18 @@ func runTimes(started time.Time, st *pluginv1.ExitStatus) (time.Time, time.Time)
 }
 
 // stayDown records that v, whose run ended, stays down: it gives back its
-// devices and closes its console. Caller holds v.mu.
+// devices and closes its console. The exit is shown (Info) and console
+// followers are ended before the record is written to disk, so that
+// `petrel console --follow` ends as soon as the exit is known rather than
+// after a synchronous write; a daemon that dies in between learns the
+// same exit again from the shim's exit record. Caller holds v.mu.
 func (s *Supervisor) stayDown(v *vm) {
 	s.releaseDevices(v)
+	s.publishRecord(v)
+	v.ring.SetClosed(true)
 	if err := s.persist(v); err != nil {
 		s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
 	}
-	v.ring.SetClosed(true)
 }
 
 // Outcomes of restartAfterFailure.
