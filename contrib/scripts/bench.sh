@@ -11,6 +11,8 @@ out=bin/bench.txt
 run() { go test -run '^$' "$@" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|FAIL|---)' >&2 || true; }
 run -bench '^Benchmark(Deploy|DaemonRPC|PluginRPC|RemoteCreate)$' -benchtime 200x -timeout 30m ./core/integration/
 run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
+run -bench '^Benchmark(Transfer|TransferGzip|TLSLoopback)$' -benchtime 3x -timeout 30m ./core/integration/
+run -bench 'SHA256|GzipChunks' ./sdk/transfer/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
 run -bench '^Benchmark(BuiltinTenders|TenderMemory|DeploySPT)$' -benchtime 50x -timeout 20m ./core/integration/
 run -bench '^Benchmark(CLIDeploy|CLIStart|FollowExitLatency)$' -benchtime 50x -timeout 20m ./core/integration/
