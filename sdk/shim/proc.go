@@ -3,11 +3,13 @@ package shim
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -32,55 +34,59 @@ func ReadStats(dir string) (Stats, error) {
 	if _, err := os.Stat(filepath.Join(dir, ExitFile)); err == nil {
 		return Stats{}, ErrExited
 	}
-	if ppid, err := parentOf(rec.TenderPID); err != nil || ppid != rec.ShimPID {
+	st, err := statsOf(rec.TenderPID, rec.ShimPID, "/proc/"+strconv.Itoa(rec.ShimPID)+"/statm")
+	if errors.Is(err, errNotChild) {
 		return Stats{}, ErrExited
 	}
-	st, err := statsOf(rec.TenderPID, "/proc/"+strconv.Itoa(rec.ShimPID)+"/status")
 	if err != nil {
 		return Stats{}, err
 	}
 	return st, nil
 }
 
-// parentOf reads a process's parent pid.
-func parentOf(pid int) (int, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 || f[0] == "Z" || f[0] == "X" {
-		return 0, fmt.Errorf("process %d is gone", pid)
-	}
-	return strconv.Atoi(f[1])
-}
+// errNotChild is statsOf's answer when the tender pid no longer names a
+// live child of the shim: the tender exited (and perhaps its pid was
+// reused).
+var errNotChild = errors.New("tender is no longer the shim's child")
 
 // readStats samples /proc for pid from inside the shim. The caller
 // guarantees pid still names the tender (not yet reaped).
-func readStats(pid int) (Stats, error) { return statsOf(pid, "/proc/self/status") }
+func readStats(pid int) (Stats, error) { return statsOf(pid, 0, "/proc/self/statm") }
 
 // statsOf samples /proc for the tender pid and every live process below
-// it, and the shim's memory from shimStatus. A tender may run its guest
-// in a child process (Petrel's built-in spt tender does: the guest is a
-// single-threaded, sandboxed child of the tender), so the VM's CPU time,
-// memory, faults, threads and context switches are the sums over that
-// process tree; StartedAt is the tender's.
-func statsOf(pid int, shimStatus string) (Stats, error) {
-	st, startTicks, err := processStats(pid)
+// it, and the shim's memory from shimStatm (its /proc statm file). With
+// shim > 0, the tender must be a live child of that pid, or statsOf
+// returns errNotChild. A tender may run its guest in a child process
+// (Petrel's built-in spt tender does: the guest is a single-threaded,
+// sandboxed child of the tender), so the VM's CPU time, memory, faults,
+// threads and context switches are the sums over that process tree;
+// StartedAt is the tender's.
+func statsOf(pid, shim int, shimStatm string) (Stats, error) {
+	ps, err := readProcStat(pid)
+	if err != nil {
+		if shim > 0 {
+			return Stats{}, errNotChild
+		}
+		return Stats{TenderPID: pid}, err
+	}
+	if shim > 0 && (ps.ppid != shim || ps.state == 'Z' || ps.state == 'X') {
+		return Stats{}, errNotChild
+	}
+	st, err := processStats(pid, ps)
 	if err != nil {
 		return st, err
 	}
 	if boot, berr := bootTime(); berr == nil {
-		st.StartedAt = boot.Add(time.Duration(startTicks * nsPerTick)).UTC()
+		st.StartedAt = boot.Add(time.Duration(ps.startTicks * nsPerTick)).UTC()
 	}
-	for _, child := range descendants(pid) {
-		c, _, err := processStats(child)
+	for _, child := range descendants(pid, ps.threads) {
+		cps, err := readProcStat(child)
 		if err != nil {
 			continue // exited meanwhile: its figures are the tender's now
+		}
+		c, err := processStats(child, cps)
+		if err != nil {
+			continue
 		}
 		st.UtimeNS += c.UtimeNS
 		st.StimeNS += c.StimeNS
@@ -92,11 +98,9 @@ func statsOf(pid int, shimStatus string) (Stats, error) {
 		st.Nvcsw += c.Nvcsw
 		st.Nivcsw += c.Nivcsw
 	}
-	self, err := readStatus(shimStatus)
-	if err != nil {
+	if st.ShimRSSBytes, err = residentBytes(shimStatm); err != nil {
 		return st, err
 	}
-	st.ShimRSSBytes = self["VmRSS"]
 	return st, nil
 }
 
@@ -104,95 +108,229 @@ func statsOf(pid int, shimStatus string) (Stats, error) {
 // that a guest cannot make statistics collection expensive.
 const maxDescendants = 64
 
-// descendants lists the live processes below pid, from the children
-// files of its threads (/proc/PID/task/TID/children), breadth first. A
-// kernel without those files yields none.
-func descendants(pid int) []int {
+// descendants lists the live processes below pid, which has threads
+// threads, from the children files of its threads
+// (/proc/PID/task/TID/children), breadth first. A single-threaded
+// process (the spt tender and its guest are) has one such file, read
+// without listing the task directory. A kernel without those files yields
+// none.
+func descendants(pid int, threads int64) []int {
 	var out []int
-	queue := []int{pid}
+	type proc struct {
+		pid     int
+		threads int64
+	}
+	queue := []proc{{pid, threads}}
 	for len(queue) > 0 && len(out) < maxDescendants {
 		p := queue[0]
 		queue = queue[1:]
-		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
-		if err != nil {
-			continue
+		base := "/proc/" + strconv.Itoa(p.pid) + "/task/"
+		var tasks []string
+		if p.threads == 1 {
+			tasks = []string{strconv.Itoa(p.pid)}
+		} else {
+			entries, err := os.ReadDir(base)
+			if err != nil {
+				continue
+			}
+			for _, t := range entries {
+				tasks = append(tasks, t.Name())
+			}
 		}
 		for _, t := range tasks {
-			data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + t.Name() + "/children")
+			data, err := os.ReadFile(base + t + "/children")
 			if err != nil {
 				continue
 			}
 			for _, f := range strings.Fields(string(data)) {
-				if c, err := strconv.Atoi(f); err == nil && len(out) < maxDescendants {
-					out = append(out, c)
-					queue = append(queue, c)
+				c, err := strconv.Atoi(f)
+				if err != nil || len(out) >= maxDescendants {
+					continue
 				}
+				out = append(out, c)
+				// A child's thread count is read only to choose how to
+				// list its children; 0 (unknown) lists its task directory.
+				var ct int64
+				if cps, err := readProcStat(c); err == nil {
+					ct = cps.threads
+				}
+				queue = append(queue, proc{c, ct})
 			}
 		}
 	}
 	return out
 }
 
-// processStats samples /proc for one process; it returns its start time
-// as /proc gives it, in clock ticks since boot.
-func processStats(pid int) (Stats, int64, error) {
-	st := Stats{TenderPID: pid}
-	base := "/proc/" + strconv.Itoa(pid)
+// procStat holds the fields of /proc/PID/stat that statistics use.
+type procStat struct {
+	state                byte
+	ppid                 int
+	minflt, majflt       int64
+	utime, stime         int64 // clock ticks
+	threads              int64
+	startTicks           int64 // clock ticks since boot
+	vsizeBytes, rssPages int64
+}
 
-	data, err := os.ReadFile(base + "/stat")
+// readProcStat reads /proc/PID/stat once and parses it without
+// allocating per field.
+func readProcStat(pid int) (procStat, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return st, 0, fmt.Errorf("read stats: %w", err)
+		return procStat{}, fmt.Errorf("read stats: %w", err)
 	}
-	// The command name (field 2) is in parentheses and may contain spaces
-	// and parentheses; fields after the last ')' are plain numbers.
+	return parseProcStat(path, data)
+}
+
+// parseProcStat parses the content of a /proc/PID/stat file read from
+// path. The command name (field 2) is in parentheses and may contain
+// spaces and parentheses; fields after the last ')' are plain numbers.
+func parseProcStat(path string, data []byte) (procStat, error) {
+	var ps procStat
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return st, 0, fmt.Errorf("parse %s/stat: no command name", base)
+		return ps, fmt.Errorf("parse %s: no command name", path)
 	}
-	fields := strings.Fields(string(data[i+1:]))
-	// fields[0] is stat field 3 (state); stat field n is fields[n-3].
-	if len(fields) < 22 {
-		return st, 0, fmt.Errorf("parse %s/stat: %d fields", base, len(fields)+2)
-	}
-	num := func(field int) int64 {
-		v, perr := strconv.ParseInt(fields[field-3], 10, 64)
-		if perr != nil && err == nil {
-			err = fmt.Errorf("parse %s/stat field %d: %w", base, field, perr)
+	rest := data[i+1:]
+	field := 2
+	for len(rest) > 0 && field < 23 {
+		rest = bytes.TrimLeft(rest, " ")
+		end := bytes.IndexAny(rest, " \n")
+		if end < 0 {
+			end = len(rest)
 		}
-		return v
+		tok := rest[:end]
+		rest = rest[end:]
+		if len(tok) == 0 {
+			break
+		}
+		field++
+		if field == 3 {
+			ps.state = tok[0]
+			continue
+		}
+		var dst *int64
+		switch field {
+		case 10:
+			dst = &ps.minflt
+		case 12:
+			dst = &ps.majflt
+		case 14:
+			dst = &ps.utime
+		case 15:
+			dst = &ps.stime
+		case 20:
+			dst = &ps.threads
+		case 22:
+			dst = &ps.startTicks
+		case 23:
+			dst = &ps.vsizeBytes
+		case 4:
+			v, err := parseDecimal(tok)
+			if err != nil {
+				return ps, fmt.Errorf("parse %s field %d: %w", path, field, err)
+			}
+			ps.ppid = int(v)
+			continue
+		default:
+			continue
+		}
+		v, err := parseDecimal(tok)
+		if err != nil {
+			return ps, fmt.Errorf("parse %s field %d: %w", path, field, err)
+		}
+		*dst = v
 	}
-	st.Minflt = num(10)
-	st.Majflt = num(12)
-	st.UtimeNS = num(14) * nsPerTick
-	st.StimeNS = num(15) * nsPerTick
-	st.Threads = num(20)
-	startTicks := num(22)
-	st.VSizeBytes = num(23)
-	if err != nil {
-		return st, 0, err
+	if field < 23 {
+		return ps, fmt.Errorf("parse %s: %d fields", path, field)
 	}
+	return ps, nil
+}
 
-	data, err = os.ReadFile(base + "/statm")
-	if err != nil {
-		return st, 0, fmt.Errorf("read stats: %w", err)
+// parseDecimal parses a possibly negative decimal integer.
+func parseDecimal(b []byte) (int64, error) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
 	}
-	sm := strings.Fields(string(data))
-	if len(sm) < 2 {
-		return st, 0, fmt.Errorf("parse %s/statm: %d fields", base, len(sm))
+	if len(b) == 0 || len(b) > 19 {
+		return 0, fmt.Errorf("bad number %q", b)
 	}
-	pages, err := strconv.ParseInt(sm[1], 10, 64)
-	if err != nil {
-		return st, 0, fmt.Errorf("parse %s/statm: %w", base, err)
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("bad number %q", b)
+		}
+		v = v*10 + int64(c-'0')
 	}
-	st.RSSBytes = pages * int64(os.Getpagesize())
+	if neg {
+		v = -v
+	}
+	return v, nil
+}
 
-	status, err := readStatus(base + "/status")
+// processStats turns one process's parsed stat into Stats, adding its
+// resident memory from /proc/PID/statm and its context switches from
+// /proc/PID/status.
+func processStats(pid int, ps procStat) (Stats, error) {
+	st := Stats{TenderPID: pid,
+		Minflt: ps.minflt, Majflt: ps.majflt,
+		UtimeNS: ps.utime * nsPerTick, StimeNS: ps.stime * nsPerTick,
+		Threads: ps.threads, VSizeBytes: ps.vsizeBytes}
+	base := "/proc/" + strconv.Itoa(pid)
+	// statm, not the rss field of stat: the kernel sums its per-CPU
+	// counters exactly for statm only.
+	rss, err := residentBytes(base + "/statm")
 	if err != nil {
-		return st, 0, err
+		return st, err
 	}
-	st.Nvcsw = status["voluntary_ctxt_switches"]
-	st.Nivcsw = status["nonvoluntary_ctxt_switches"]
-	return st, startTicks, nil
+	st.RSSBytes = rss
+	data, err := os.ReadFile(base + "/status")
+	if err != nil {
+		return st, fmt.Errorf("read stats: %w", err)
+	}
+	st.Nvcsw = statusField(data, "voluntary_ctxt_switches:")
+	st.Nivcsw = statusField(data, "nonvoluntary_ctxt_switches:")
+	return st, nil
+}
+
+// statusField is the number after key at the start of a line of a
+// /proc/PID/status file, or 0.
+func statusField(data []byte, key string) int64 {
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if v, ok := bytes.CutPrefix(line, []byte(key)); ok {
+			n, _ := parseDecimal(bytes.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// pageSize is the unit of /proc/PID/statm.
+var pageSize = os.Getpagesize()
+
+// residentBytes is the resident set size from a /proc/PID/statm file.
+func residentBytes(statm string) (int64, error) {
+	data, err := os.ReadFile(statm)
+	if err != nil {
+		return 0, fmt.Errorf("read stats: %w", err)
+	}
+	f := bytes.Fields(data)
+	if len(f) < 2 {
+		return 0, fmt.Errorf("parse %s: %d fields", statm, len(f))
+	}
+	pages, err := parseDecimal(f[1])
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", statm, err)
+	}
+	return pages * int64(pageSize), nil
 }
 
 // readStatus returns the numeric fields of a /proc/PID/status file; sizes
@@ -224,8 +362,12 @@ func readStatus(path string) (map[string]int64, error) {
 	return out, nil
 }
 
-// bootTime reads the system boot time from /proc/stat.
-func bootTime() (time.Time, error) {
+// bootTime is the system boot time, read from /proc/stat once: it does
+// not change, and /proc/stat is long on a host with many CPUs.
+var bootTime = sync.OnceValues(readBootTime)
+
+// readBootTime reads the system boot time from /proc/stat.
+func readBootTime() (time.Time, error) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read boot time: %w", err)
