@@ -321,7 +321,8 @@ func cpuTime(pids []int) time.Duration {
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
 }
 
-// BenchmarkStatsCost runs 500 VMs (fake tender) and measures the CPU time
+// BenchmarkStatsCost runs 500 VMs (the idle guest on the built-in spt
+// tender: a tender and a guest process each) and measures the CPU time
 // petreld, its plugins and the shims spend per statistics collection,
 // per VM: CPU over a window with collections every 500 ms, minus the
 // same window with collection effectively off (the baseline, measured in
@@ -331,6 +332,7 @@ func BenchmarkStatsCost(b *testing.B) {
 	const window = 5 * time.Second
 	e := newEnvTB(b)
 	tmpfsRunDir(b, e)
+	e.useBuiltinTenders()
 	base, _ := os.ReadFile(e.config)
 	setInterval := func(d string) {
 		os.WriteFile(e.config, append(append([]byte{}, base...), []byte(fmt.Sprintf("stats_interval = %q\n", d))...), 0o600)
@@ -343,14 +345,10 @@ func BenchmarkStatsCost(b *testing.B) {
 	}
 	defer c.Close()
 	ctx := context.Background()
-	img := e.image("s.hvt", solo5.TargetHVT)
-	ref, err := c.UploadImageFile(ctx, img, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	sha := uploadIdle(b, c)
 	var shims []int
 	for i := 0; i < vms; i++ {
-		vm, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("s%d", i), ImageSha256: ref.GetSha256(), MemoryMb: 16, Args: []string{"run=forever"}})
+		vm, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("s%d", i), ImageSha256: sha, MemoryMb: 16})
 		if err != nil {
 			b.Fatal(err)
 		}
