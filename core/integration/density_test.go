@@ -74,7 +74,9 @@ func destroyIdle(c *client.Client, n int) {
 // and of the tender's processes (the waiting tender and the guest's
 // process, guest pages included), and their sum: what a VM costs the host
 // beyond its guest memory. The targets at 1000 VMs are petreld +
-// plugins ≤ 100 MB and shim + tender ≤ 4 MB per VM.
+// plugins ≤ 100 MB and shim + tender ≤ 4 MB per VM. PETREL_DENSITY_HOLD
+// (a duration) keeps the VMs running that long after measuring, to look
+// at the processes.
 func BenchmarkDensityScale(b *testing.B) {
 	for _, vms := range []int{1, 100, 1000} {
 		b.Run(strconv.Itoa(vms), func(b *testing.B) {
@@ -119,6 +121,11 @@ func densityAt(b *testing.B, vms int) {
 	b.ReportMetric(float64(tenderKB)/n/1024, "tender-PSS-MB/VM")
 	b.ReportMetric(float64(shimKB+tenderKB)/n/1024, "per-VM-PSS-MB")
 	b.ReportMetric(float64(deploy.Microseconds())/n/1000, "create-ms/VM")
+	if d, err := time.ParseDuration(os.Getenv("PETREL_DENSITY_HOLD")); err == nil {
+		// Time to look at the processes (smaps, pprof) before the VMs go.
+		b.Logf("holding %v: petreld is pid %d, config %s", d, e.pid(), e.config)
+		time.Sleep(d)
+	}
 }
 
 // pssKB is a process's proportional set size, or 0 if it is gone.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -60,9 +61,11 @@ func readStats(pid int) (Stats, error) { return statsOf(pid, 0, "/proc/self/stat
 // (Petrel's built-in spt tender does: the guest is a single-threaded,
 // sandboxed child of the tender), so the VM's CPU time, memory, faults,
 // threads and context switches are the sums over that process tree;
-// StartedAt is the tender's.
+// StartedAt is the tender's. Each process costs three small reads (stat,
+// status and its children), made by procReader without os.File.
 func statsOf(pid, shim int, shimStatm string) (Stats, error) {
-	ps, err := readProcStat(pid)
+	r := procReader{buf: make([]byte, 4096)}
+	ps, err := r.stat(pid)
 	if err != nil {
 		if shim > 0 {
 			return Stats{}, errNotChild
@@ -72,21 +75,18 @@ func statsOf(pid, shim int, shimStatm string) (Stats, error) {
 	if shim > 0 && (ps.ppid != shim || ps.state == 'Z' || ps.state == 'X') {
 		return Stats{}, errNotChild
 	}
-	st, err := processStats(pid, ps)
+	st, err := r.processStats(pid, ps)
 	if err != nil {
 		return st, err
 	}
+	st.TenderPID = pid
 	if boot, berr := bootTime(); berr == nil {
 		st.StartedAt = boot.Add(time.Duration(ps.startTicks * nsPerTick)).UTC()
 	}
-	for _, child := range descendants(pid, ps.threads) {
-		cps, err := readProcStat(child)
+	for _, child := range r.descendants(pid, ps) {
+		c, err := r.processStats(child.pid, child.stat)
 		if err != nil {
 			continue // exited meanwhile: its figures are the tender's now
-		}
-		c, err := processStats(child, cps)
-		if err != nil {
-			continue
 		}
 		st.UtimeNS += c.UtimeNS
 		st.StimeNS += c.StimeNS
@@ -98,7 +98,7 @@ func statsOf(pid, shim int, shimStatm string) (Stats, error) {
 		st.Nvcsw += c.Nvcsw
 		st.Nivcsw += c.Nivcsw
 	}
-	if st.ShimRSSBytes, err = residentBytes(shimStatm); err != nil {
+	if st.ShimRSSBytes, err = r.resident(shimStatm); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -108,54 +108,96 @@ func statsOf(pid, shim int, shimStatm string) (Stats, error) {
 // that a guest cannot make statistics collection expensive.
 const maxDescendants = 64
 
-// descendants lists the live processes below pid, which has threads
-// threads, from the children files of its threads
-// (/proc/PID/task/TID/children), breadth first. A single-threaded
-// process (the spt tender and its guest are) has one such file, read
-// without listing the task directory. A kernel without those files yields
-// none.
-func descendants(pid int, threads int64) []int {
-	var out []int
-	type proc struct {
-		pid     int
-		threads int64
+// procReader reads small /proc files into one buffer it reuses, with
+// open, read and close alone: no os.File, and so no poller registration,
+// fcntl or finalizer for each of the many files a collection reads.
+// What it returns is valid until its next read.
+type procReader struct{ buf []byte }
+
+// read returns the content of the file at path.
+func (r *procReader) read(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
 	}
-	queue := []proc{{pid, threads}}
+	if err != nil {
+		return nil, fmt.Errorf("read stats: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer syscall.Close(fd)
+	n := 0
+	for {
+		if n == len(r.buf) {
+			r.buf = append(r.buf, make([]byte, len(r.buf))...)
+		}
+		m, err := syscall.Read(fd, r.buf[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read stats: %w", &os.PathError{Op: "read", Path: path, Err: err})
+		}
+		if m <= 0 {
+			return r.buf[:n], nil
+		}
+		n += m
+	}
+}
+
+// child is a process below a tender, with its parsed stat.
+type child struct {
+	pid  int
+	stat procStat
+}
+
+// descendants lists the live processes below pid, whose stat is ps, from
+// the children files of its threads (/proc/PID/task/TID/children),
+// breadth first. A single-threaded process (the spt tender and its guest
+// are) has one such file, read without listing the task directory. A
+// kernel without those files yields none.
+func (r *procReader) descendants(pid int, ps procStat) []child {
+	var out []child
+	queue := []child{{pid, ps}}
 	for len(queue) > 0 && len(out) < maxDescendants {
 		p := queue[0]
 		queue = queue[1:]
 		base := "/proc/" + strconv.Itoa(p.pid) + "/task/"
-		var tasks []string
-		if p.threads == 1 {
-			tasks = []string{strconv.Itoa(p.pid)}
-		} else {
+		tasks := []string{strconv.Itoa(p.pid)}
+		if p.stat.threads != 1 {
 			entries, err := os.ReadDir(base)
 			if err != nil {
 				continue
 			}
+			tasks = tasks[:0]
 			for _, t := range entries {
 				tasks = append(tasks, t.Name())
 			}
 		}
+		var pids []int
 		for _, t := range tasks {
-			data, err := os.ReadFile(base + t + "/children")
+			data, err := r.read(base + t + "/children")
 			if err != nil {
 				continue
 			}
-			for _, f := range strings.Fields(string(data)) {
-				c, err := strconv.Atoi(f)
-				if err != nil || len(out) >= maxDescendants {
-					continue
+			for _, f := range bytes.Fields(data) {
+				if c, err := parseDecimal(f); err == nil {
+					pids = append(pids, int(c))
 				}
-				out = append(out, c)
-				// A child's thread count is read only to choose how to
-				// list its children; 0 (unknown) lists its task directory.
-				var ct int64
-				if cps, err := readProcStat(c); err == nil {
-					ct = cps.threads
-				}
-				queue = append(queue, proc{c, ct})
 			}
+		}
+		for _, c := range pids {
+			if len(out) >= maxDescendants {
+				break
+			}
+			cps, err := r.stat(c)
+			if err != nil {
+				continue // exited meanwhile
+			}
+			out = append(out, child{c, cps})
+			queue = append(queue, child{c, cps})
 		}
 	}
 	return out
@@ -163,22 +205,21 @@ func descendants(pid int, threads int64) []int {
 
 // procStat holds the fields of /proc/PID/stat that statistics use.
 type procStat struct {
-	state                byte
-	ppid                 int
-	minflt, majflt       int64
-	utime, stime         int64 // clock ticks
-	threads              int64
-	startTicks           int64 // clock ticks since boot
-	vsizeBytes, rssPages int64
+	state          byte
+	ppid           int
+	minflt, majflt int64
+	utime, stime   int64 // clock ticks
+	threads        int64
+	startTicks     int64 // clock ticks since boot
+	vsizeBytes     int64
 }
 
-// readProcStat reads /proc/PID/stat once and parses it without
-// allocating per field.
-func readProcStat(pid int) (procStat, error) {
+// stat reads and parses /proc/PID/stat.
+func (r *procReader) stat(pid int) (procStat, error) {
 	path := "/proc/" + strconv.Itoa(pid) + "/stat"
-	data, err := os.ReadFile(path)
+	data, err := r.read(path)
 	if err != nil {
-		return procStat{}, fmt.Errorf("read stats: %w", err)
+		return procStat{}, err
 	}
 	return parseProcStat(path, data)
 }
@@ -271,25 +312,18 @@ func parseDecimal(b []byte) (int64, error) {
 }
 
 // processStats turns one process's parsed stat into Stats, adding its
-// resident memory from /proc/PID/statm and its context switches from
-// /proc/PID/status.
-func processStats(pid int, ps procStat) (Stats, error) {
+// resident memory and context switches from /proc/PID/status (whose
+// VmRSS the kernel sums exactly, unlike the rss field of stat).
+func (r *procReader) processStats(pid int, ps procStat) (Stats, error) {
 	st := Stats{TenderPID: pid,
 		Minflt: ps.minflt, Majflt: ps.majflt,
 		UtimeNS: ps.utime * nsPerTick, StimeNS: ps.stime * nsPerTick,
 		Threads: ps.threads, VSizeBytes: ps.vsizeBytes}
-	base := "/proc/" + strconv.Itoa(pid)
-	// statm, not the rss field of stat: the kernel sums its per-CPU
-	// counters exactly for statm only.
-	rss, err := residentBytes(base + "/statm")
+	data, err := r.read("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return st, err
 	}
-	st.RSSBytes = rss
-	data, err := os.ReadFile(base + "/status")
-	if err != nil {
-		return st, fmt.Errorf("read stats: %w", err)
-	}
+	st.RSSBytes = statusField(data, "VmRSS:") * 1024
 	st.Nvcsw = statusField(data, "voluntary_ctxt_switches:")
 	st.Nivcsw = statusField(data, "nonvoluntary_ctxt_switches:")
 	return st, nil
@@ -306,7 +340,11 @@ func statusField(data []byte, key string) int64 {
 			data = nil
 		}
 		if v, ok := bytes.CutPrefix(line, []byte(key)); ok {
-			n, _ := parseDecimal(bytes.TrimSpace(v))
+			v = bytes.TrimSpace(v)
+			if i := bytes.IndexByte(v, ' '); i >= 0 {
+				v = v[:i] // the unit (kB)
+			}
+			n, _ := parseDecimal(v)
 			return n
 		}
 	}
@@ -316,11 +354,11 @@ func statusField(data []byte, key string) int64 {
 // pageSize is the unit of /proc/PID/statm.
 var pageSize = os.Getpagesize()
 
-// residentBytes is the resident set size from a /proc/PID/statm file.
-func residentBytes(statm string) (int64, error) {
-	data, err := os.ReadFile(statm)
+// resident is the resident set size from a /proc/PID/statm file.
+func (r *procReader) resident(statm string) (int64, error) {
+	data, err := r.read(statm)
 	if err != nil {
-		return 0, fmt.Errorf("read stats: %w", err)
+		return 0, err
 	}
 	f := bytes.Fields(data)
 	if len(f) < 2 {

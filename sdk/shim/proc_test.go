@@ -38,7 +38,8 @@ func TestStatsOfChildTree(t *testing.T) {
 	pid := cmd.Process.Pid
 	var st Stats
 	for i := 0; i < 100; i++ {
-		if len(descendants(pid, 1)) > 0 {
+		r := procReader{buf: make([]byte, 512)}
+		if len(r.descendants(pid, procStat{threads: 1})) > 0 {
 			break
 		}
 		exec.Command("sleep", "0.02").Run()
@@ -52,5 +53,25 @@ func TestStatsOfChildTree(t *testing.T) {
 	}
 	if _, err := statsOf(pid, 1, "/proc/self/statm"); err != errNotChild {
 		t.Fatalf("stats of a process that is not init's child: %v", err)
+	}
+}
+
+// BenchmarkReadStats samples a running VM whose tender keeps a child
+// process, as the built-in spt tender keeps its guest: what a plugin
+// spends on one VM per statistics collection.
+func BenchmarkReadStats(b *testing.B) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		b.Skipf("no sh to spawn a child process: %v", err)
+	}
+	cfg := testConfig(b)
+	cfg.Argv = []string{sh, "-c", "sleep 30 & echo $!; wait"}
+	p := launch(b, cfg)
+	waitLines(b, Dial(p.Dir), 1)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := ReadStats(p.Dir); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
