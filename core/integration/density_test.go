@@ -90,6 +90,7 @@ func BenchmarkDensityScale(b *testing.B) {
 // densityAt starts vms VMs in a fresh installation, reports the memory
 // figures, and removes them.
 func densityAt(b *testing.B, vms int) {
+	began := time.Now()
 	e, c, sha := densityEnv(b)
 	ctx := context.Background()
 	start := time.Now()
@@ -100,7 +101,10 @@ func densityAt(b *testing.B, vms int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(time.Second) // let the last start-ups settle
+	// Let the last start-ups settle, and measure the steady state: once
+	// petreld and the plugins have given back their start-up text pages
+	// (10 s after they started).
+	time.Sleep(max(time.Second, time.Until(began.Add(12*time.Second))))
 	var shimKB, tenderKB int
 	for _, vm := range res.GetVms() {
 		shimKB += pssKB(int(vm.GetShimPid()))
