@@ -13,12 +13,13 @@ run -bench '^Benchmark(Deploy|DaemonRPC|PluginRPC|RemoteCreate)$' -benchtime 200
 run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
 run -bench '^Benchmark(Transfer|TransferGzip|TLSLoopback)$' -benchtime 3x -timeout 30m ./core/integration/
 run -bench 'SHA256|GzipChunks' ./sdk/transfer/
+run -bench 'RestartReattach' -benchtime 3x -timeout 30m ./core/integration/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
 run -bench '^Benchmark(BuiltinTenders|TenderMemory|DeploySPT)$' -benchtime 50x -timeout 20m ./core/integration/
 run -bench '^Benchmark(CLIDeploy|CLIStart|FollowExitLatency)$' -benchtime 50x -timeout 20m ./core/integration/
 run -bench 'Hello' ./plugins/hvt/tender/
 run -bench 'Handshake|LoopbackTCP' ./core/pki/
-run -bench 'Launch' ./sdk/shim/
+run -bench 'Launch|ReadStats' ./sdk/shim/
 run -bench 'CreateToMarker' -timeout 20m ./plugins/qemu/backend/
 if grep -q '^FAIL' "$out"; then
 	echo "bench: a benchmark failed; see $out" >&2
