@@ -177,3 +177,34 @@ func TestReadConsole(t *testing.T) {
 		t.Errorf("cut left a partial rune: %q", lines[4].Text)
 	}
 }
+
+// TestBatchRoundTrip checks that a batch survives encoding, and that
+// batches whose parts disagree are refused rather than trusted.
+func TestBatchRoundTrip(t *testing.T) {
+	base := time.Unix(1700000000, 5).UTC()
+	lines := []Line{{Time: base, Text: "a"}, {Time: base.Add(3), Text: "", Truncated: true}, {Time: base.Add(time.Second), Text: "c é"}}
+	b, err := encodeBatch(lines, 7).decode()
+	if err != nil || b.Dropped != 7 || len(b.Lines) != 3 {
+		t.Fatalf("round trip: %+v, %v", b, err)
+	}
+	for i := range lines {
+		if !b.Lines[i].Time.Equal(lines[i].Time) || b.Lines[i].Text != lines[i].Text || b.Lines[i].Truncated != lines[i].Truncated {
+			t.Errorf("line %d: %+v, want %+v", i, b.Lines[i], lines[i])
+		}
+	}
+	if b, err := encodeBatch(nil, 3).decode(); err != nil || b.Dropped != 3 || len(b.Lines) != 0 {
+		t.Errorf("marker only: %+v, %v", b, err)
+	}
+	for _, bad := range []batch{
+		{N: 2, Deltas: []int64{1}, Text: "no newline"},
+		{N: 2, Text: "a\nb"},
+		{N: -1},
+		{N: 0, Text: "x"},
+		{N: 1, Text: "x", Truncated: []int{1}},
+		{N: 1, Text: "x", Truncated: []int{-1}},
+	} {
+		if _, err := bad.decode(); err == nil {
+			t.Errorf("malformed batch %+v accepted", bad)
+		}
+	}
+}
