@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -554,6 +555,10 @@ exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 	return cmd
 }
 
+// missedFormat is the line printed in place of console lines a follower
+// lost; scripts recognise it by its form, "[petrel: N lines missed]".
+const missedFormat = "[petrel: %d lines missed]"
+
 func (a *app) consoleCmd() *cobra.Command {
 	var (
 		since    string
@@ -573,11 +578,19 @@ kubectl spell it: the last N lines), and with --follow keep printing new
 lines until the VM exits or Ctrl-C.
 
 Each line starts with the time petreld received it (UTC); --timestamps=false
-or --no-timestamps prints the text only.`,
+or --no-timestamps prints the text only.
+
+A follower that reads more slowly than the VM writes never slows the VM:
+it loses lines instead, and a line of its own, without a timestamp, says
+how many at the place they were lost:
+
+  [petrel: 1234 lines missed]
+
+(with --json, an object whose "dropped" is the count).`,
 		Example: "  petrel console web\n  petrel console web --tail 20 --follow\n  petrel console web --since 10m --no-timestamps\n  petrel console web --since 2026-11-24T10:00:00Z",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow}
+			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow, Batch: true}
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {
@@ -601,25 +614,44 @@ or --no-timestamps prints the text only.`,
 			if err != nil {
 				return err
 			}
+			// Output is buffered and flushed once per message, which
+			// carries many lines when the console is busy.
+			w := bufio.NewWriterSize(a.out, 64<<10)
+			enc := json.NewEncoder(w)
+			print := func(l *daemonv1.ConsoleLine) error {
+				switch {
+				case jsonOut:
+					return enc.Encode(map[string]any{"time": ts(l.GetTimeNs()), "text": l.GetText(), "truncated": l.GetTruncated(), "dropped": l.GetDropped()})
+				case l.GetDropped() > 0:
+					_, err := fmt.Fprintf(w, missedFormat+"\n", l.GetDropped())
+					return err
+				case !stamps:
+					_, err := fmt.Fprintln(w, l.GetText())
+					return err
+				default:
+					_, err := fmt.Fprintf(w, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
+					return err
+				}
+			}
 			for {
 				l, err := stream.Recv()
 				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
-					return nil
+					return w.Flush()
 				}
 				if err != nil {
+					_ = w.Flush()
 					return err
 				}
-				switch {
-				case jsonOut:
-					if err := json.NewEncoder(a.out).Encode(map[string]any{"time": ts(l.GetTimeNs()), "text": l.GetText(), "truncated": l.GetTruncated(), "dropped": l.GetDropped()}); err != nil {
+				if err := print(l); err != nil {
+					return err
+				}
+				for _, m := range l.GetMore() {
+					if err := print(m); err != nil {
 						return err
 					}
-				case l.GetDropped() > 0:
-					fmt.Fprintf(a.errw, "petrel: %d console lines dropped (reading too slowly)\n", l.GetDropped())
-				case !stamps:
-					fmt.Fprintln(a.out, l.GetText())
-				default:
-					fmt.Fprintf(a.out, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
+				}
+				if err := w.Flush(); err != nil {
+					return err
 				}
 			}
 		},

@@ -215,8 +215,10 @@ func (s *Supervisor) loadConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 	if t := ring.LastTime(); !t.IsZero() {
 		since = t.UnixNano()
 	}
-	err := hv.Console(ctx, &pluginv1.ConsoleRequest{Id: runID, SinceNs: since}, func(l *pluginv1.ConsoleLine) error {
-		ring.Append(console.Line{Time: time.Unix(0, l.GetTimeNs()), Text: l.GetText(), Truncated: l.GetTruncated()})
+	var buf []console.Line
+	err := hv.Console(ctx, &pluginv1.ConsoleRequest{Id: runID, SinceNs: since, Batch: true}, func(l *pluginv1.ConsoleLine) error {
+		buf = consoleLines(buf[:0], l)
+		ring.AppendBatch(buf)
 		return nil
 	})
 	if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {

@@ -2381,8 +2381,11 @@ type ConsoleRequest struct {
 	// Unix ns; 0 for no bound.
 	SinceNs int64 `protobuf:"varint,2,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
 	// Last count lines; 0 for the default.
-	Count         int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
-	Follow        bool  `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	Count  int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Follow bool  `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	// The client accepts several lines per message (in ConsoleLine.more).
+	// A daemon that predates it sends one line per message.
+	Batch         bool `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2445,14 +2448,26 @@ func (x *ConsoleRequest) GetFollow() bool {
 	return false
 }
 
+func (x *ConsoleRequest) GetBatch() bool {
+	if x != nil {
+		return x.Batch
+	}
+	return false
+}
+
 // ConsoleLine is one console line.
 type ConsoleLine struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	TimeNs    int64                  `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
 	Text      string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
 	Truncated bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
-	// Set on the marker sent when a follower fell behind and lines were lost.
-	Dropped       uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Set, on a line without text, on the marker sent when a follower fell
+	// behind: this many lines were lost before the lines that follow.
+	Dropped uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Further lines (and markers), in order after this one, sent in the
+	// same message when the request set batch; they never carry more
+	// themselves.
+	More          []*ConsoleLine `protobuf:"bytes,5,rep,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2513,6 +2528,13 @@ func (x *ConsoleLine) GetDropped() uint64 {
 		return x.Dropped
 	}
 	return 0
+}
+
+func (x *ConsoleLine) GetMore() []*ConsoleLine {
+	if x != nil {
+		return x.More
+	}
+	return nil
 }
 
 // EventsRequest subscribes to events under a path ("" for all).
@@ -3029,17 +3051,19 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x06blocks\x18\x16 \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
 	"\x04nets\x18\x17 \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\x12#\n" +
 	"\rinitrd_sha256\x18\x18 \x01(\tR\finitrdSha256\x12%\n" +
-	"\x0ekernel_cmdline\x18\x19 \x01(\tR\rkernelCmdline\"m\n" +
+	"\x0ekernel_cmdline\x18\x19 \x01(\tR\rkernelCmdline\"\x83\x01\n" +
 	"\x0eConsoleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x05R\x05count\x12\x16\n" +
-	"\x06follow\x18\x04 \x01(\bR\x06follow\"r\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x14\n" +
+	"\x05batch\x18\x05 \x01(\bR\x05batch\"\xa5\x01\n" +
 	"\vConsoleLine\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x18\n" +
-	"\adropped\x18\x04 \x01(\x04R\adropped\"#\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\x121\n" +
+	"\x04more\x18\x05 \x03(\v2\x1d.petrel.daemon.v1.ConsoleLineR\x04more\"#\n" +
 	"\rEventsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\xa0\x01\n" +
 	"\x05Event\x12\x17\n" +
@@ -3169,54 +3193,55 @@ var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	28, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
 	22, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
 	10, // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	42, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	43, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	44, // 16: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
-	23, // 17: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	25, // 18: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	29, // 19: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	30, // 20: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	32, // 21: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	33, // 22: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	36, // 23: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	38, // 24: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	40, // 25: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	15, // 26: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	17, // 27: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	18, // 28: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	19, // 29: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	20, // 30: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	11, // 31: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	5,  // 32: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	7,  // 33: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	8,  // 34: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	2,  // 35: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	0,  // 36: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
-	24, // 37: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	27, // 38: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	35, // 39: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	31, // 40: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	35, // 41: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	34, // 42: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	37, // 43: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	39, // 44: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	41, // 45: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	16, // 46: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	14, // 47: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	14, // 48: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	18, // 49: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	21, // 50: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	13, // 51: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	6,  // 52: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	4,  // 53: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	9,  // 54: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	45, // 55: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	1,  // 56: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
-	37, // [37:57] is the sub-list for method output_type
-	17, // [17:37] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	37, // 14: petrel.daemon.v1.ConsoleLine.more:type_name -> petrel.daemon.v1.ConsoleLine
+	42, // 15: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	43, // 16: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	44, // 17: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
+	23, // 18: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	25, // 19: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	29, // 20: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	30, // 21: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	32, // 22: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	33, // 23: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	36, // 24: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	38, // 25: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	40, // 26: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	15, // 27: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	17, // 28: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	18, // 29: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	19, // 30: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	20, // 31: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	11, // 32: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	5,  // 33: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	7,  // 34: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	8,  // 35: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	2,  // 36: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	0,  // 37: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
+	24, // 38: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	27, // 39: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	35, // 40: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	31, // 41: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	35, // 42: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	34, // 43: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	37, // 44: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	39, // 45: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	41, // 46: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	16, // 47: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	14, // 48: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	14, // 49: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	18, // 50: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	21, // 51: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	13, // 52: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	6,  // 53: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	4,  // 54: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	9,  // 55: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	45, // 56: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	1,  // 57: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
+	38, // [38:58] is the sub-list for method output_type
+	18, // [18:38] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
