@@ -539,6 +539,26 @@ func (s *Server) createVM(r *http.Request) (any, error) {
 	return vmOf(vm), nil
 }
 
+// named decodes a request that acts on one named thing (a VM, a block
+// device, a policy path) of the host the URL names, and returns the
+// host's client, the request and the name qualified for that host: the
+// preamble every such action shares.
+func (s *Server) named(r *http.Request, what string) (*client.Client, nameRequest, string, error) {
+	var nr nameRequest
+	h, c, err := s.hostAndClient(r)
+	if err != nil {
+		return nil, nr, "", err
+	}
+	if err := decode(r, &nr); err != nil {
+		return nil, nr, "", err
+	}
+	n, err := targetName(h, what, nr.Name)
+	if err != nil {
+		return nil, nr, "", err
+	}
+	return c, nr, n, nil
+}
+
 // nameRequest names a VM, device or path to act on.
 type nameRequest struct {
 	Name        string   `json:"name"`
@@ -547,15 +567,7 @@ type nameRequest struct {
 }
 
 func (s *Server) restartVM(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	n, err := targetName(h, "VM", nr.Name)
+	c, nr, n, err := s.named(r, "VM")
 	if err != nil {
 		return nil, err
 	}
@@ -569,15 +581,7 @@ func (s *Server) restartVM(r *http.Request) (any, error) {
 }
 
 func (s *Server) destroyVM(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	n, err := targetName(h, "VM", nr.Name)
+	c, _, n, err := s.named(r, "VM")
 	if err != nil {
 		return nil, err
 	}
@@ -730,15 +734,7 @@ func (s *Server) addPolicy(r *http.Request) (any, error) {
 }
 
 func (s *Server) removePolicy(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	path, err := targetName(h, "policy path", nr.Name)
+	c, _, path, err := s.named(r, "policy path")
 	if err != nil {
 		return nil, err
 	}
