@@ -44,7 +44,7 @@ const (
 
 const exitCodeHelp = `Exit codes:
   0  success
-  1  other error
+  1  other error (such as a registry petreld cannot reach)
   2  usage error (unknown command, flag or help topic; bad value or arguments)
   3  petreld unreachable (not running, or no access to its socket)
   4  no such VM or block device
@@ -119,6 +119,9 @@ func classify(err error, socket string, remote bool) (int, string) {
 	msg := st.Message()
 	switch st.Code() {
 	case codes.Unavailable:
+		if strings.HasPrefix(msg, "registry ") {
+			return exitError, msg // petreld answered: its registry did not
+		}
 		if strings.Contains(msg, "permission denied") {
 			return exitDenied, fmt.Sprintf("cannot connect to petreld at %s: permission denied", socket)
 		}

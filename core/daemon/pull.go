@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/petrel-vmm/petrel/core/authz"
@@ -49,7 +50,8 @@ func registryError(ref string, err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, errdef.ErrNotFound):
 		return status.Errorf(codes.NotFound, "%s: %v", ref, err)
-	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
+	case errors.Is(err, auth.ErrBasicCredentialNotFound),
+		errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
 		return status.Errorf(codes.PermissionDenied, "registry refused access to %s (credentials come from petreld's registry_config): %v", ref, err)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())

@@ -260,13 +260,13 @@ func (s *server) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daem
 		if recs, ierr := s.d.sup.Info(vm.String()); ierr == nil && len(recs) == 1 && recs[0].ImageSHA256 == old.ImageSHA256 {
 			return nil, err // refused before anything was replaced
 		}
-		return s.rollBack(work, caller, old, fmt.Errorf("the new image did not start: %v", status.Convert(err).Message()))
+		return s.rollBack(work, caller, old, img.GetSha256(), fmt.Errorf("the new image did not start: %v", status.Convert(err).Message()))
 	}
 	if why := s.d.watch(work, vm.String(), grace, req.GetHealthyMarker(), req.GetProbe()); why != nil {
 		if errors.Is(why, errVanished) {
 			return nil, status.Errorf(codes.Aborted, "update of %s: %v", vm, why)
 		}
-		return s.rollBack(work, caller, old, why)
+		return s.rollBack(work, caller, old, img.GetSha256(), why)
 	}
 	recs, err = s.d.sup.Info(vm.String())
 	if err != nil || len(recs) != 1 {
@@ -276,15 +276,17 @@ func (s *server) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daem
 		Message: fmt.Sprintf("updated %s to %s; it held for %s", vm, fmtPulled(img), grace)}, nil
 }
 
-// rollBack runs a VM's previous configuration again after its update
-// failed for the reason why.
-func (s *server) rollBack(ctx context.Context, caller name.Path, old supervisor.Record, why error) (*daemonv1.UpdateResponse, error) {
+// rollBack runs a VM's previous configuration again after its update to
+// image failed for the reason why. The caller's claim on the failed
+// image ends, as after a failed create, so that it is not kept.
+func (s *server) rollBack(ctx context.Context, caller name.Path, old supervisor.Record, image string, why error) (*daemonv1.UpdateResponse, error) {
 	prev := old.ImageName
 	if old.ImageRef != "" {
 		prev = old.ImageRef + "@" + old.ImageDigest
 	}
 	s.d.log.Warn("update rolled back", "vm", old.Name, "reason", why)
 	rec, err := s.d.createVM(ctx, caller, paramsOf(old))
+	s.d.createDone(caller, 0, []string{image}, true)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "update of %s failed (%v), and restoring its previous image %s failed too: %v",
 			old.Name, why, prev, status.Convert(err).Message())
