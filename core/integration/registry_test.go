@@ -281,6 +281,32 @@ func TestRegistryCreateFromReference(t *testing.T) {
 		t.Fatalf("a refused create left a VM: exit %d: %s", r.code, r.out)
 	}
 
+	// Image allowances apply to pulled images as to uploaded ones: a 2 MB
+	// image under a 1 MB allowance is refused. (The local administrator,
+	// whose pull shows progress, may hold it; the VM may not.)
+	big := filepath.Join(t.TempDir(), "big.hvt")
+	img, err := os.ReadFile(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, append(img, make([]byte, 2<<20)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.push(big, reg.Host+"/team/big:1.0")
+	e.mustPetrel("policy", "add", "team", "--vms", "2", "--mem", "256", "--images", "1")
+	if r := e.petrel("create", "team:big", reg.Host+"/team/big:1.0"); r.code != 10 {
+		t.Fatalf("pull beyond the image allowance: exit %d: %s%s", r.code, r.out, r.err)
+	}
+	if r := e.petrel("info", "team:big"); r.code != 4 {
+		t.Fatalf("a refused create left a VM: exit %d: %s", r.code, r.out)
+	}
+	before := reg.blobGets.Load()
+	e.mustPetrel("create", "team:small", ref) // the host has it: no fetch
+	if n := reg.blobGets.Load(); n != before {
+		t.Fatalf("create of a stored digest under a policy fetched %d blobs", n-before)
+	}
+	e.mustPetrel("destroy", "team:small")
+
 	// info --check-updates is quick when the registry is down.
 	e.mustPetrel("destroy", "hello2")
 	e.mustPetrel("destroy", "hello3")
@@ -556,4 +582,45 @@ func BenchmarkRegistryPull(b *testing.B) {
 	b.ReportMetric(ms(viaRegistry), "pull-ms")
 	b.ReportMetric(ms(plain), "copy-ms")
 	b.ReportMetric(ms(viaRegistry)/ms(plain), "ratio")
+}
+
+// TestRegistryRemote: a delegate creates a VM from a reference through
+// petrel-endpoint, petreld pulling for it, and a pull beyond its image
+// allowance is refused before anything is fetched.
+func TestRegistryRemote(t *testing.T) {
+	hello := guest(t, "hello")
+	reg := startRegistry(t, registryOptions{})
+	r := newRemoteEnv(t)
+	r.stop()
+	r.useBuiltinTenders()
+	r.start()
+	big := filepath.Join(t.TempDir(), "big.hvt")
+	img, err := os.ReadFile(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, append(img, make([]byte, 2<<20)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := r.push(hello, reg.Host+"/alice/hello:1")
+	r.push(big, reg.Host+"/alice/big:1")
+	alice, aliceKey := r.subCA("alice", r.file("ca.pem"), r.file("ca.key"), "--vms", "2", "--mem", "64", "--images", "1")
+
+	out := r.mustRemote(alice, aliceKey, "create", "hello", reg.Host+"/alice/hello:1", "--mem", "32")
+	if !strings.Contains(out, "created alice:hello") {
+		t.Fatalf("remote create said %q", out)
+	}
+	if vm := r.vmImage("alice:hello"); vm.ImageSHA != p.SHA || vm.ImageRef != reg.Host+"/alice/hello:1" {
+		t.Fatalf("remote create from a reference: %+v", vm)
+	}
+	before := reg.blobGets.Load()
+	if res := r.remote(alice, aliceKey, "create", "big", reg.Host+"/alice/big:1", "--mem", "32"); res.code != 10 {
+		t.Fatalf("pull beyond alice's image allowance: exit %d: %s%s", res.code, res.out, res.err)
+	}
+	if n := reg.blobGets.Load(); n != before {
+		t.Fatalf("a pull refused by policy fetched %d blobs", n-before)
+	}
+	if res := r.petrel("info", "alice:big"); res.code != 4 {
+		t.Fatalf("a refused create left a VM: exit %d", res.code)
+	}
 }
