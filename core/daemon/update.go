@@ -31,7 +31,9 @@ import (
 // (console marker, TCP or HTTP probe) that does not succeed within it,
 // makes petreld restore the previous image the same way, and the update
 // is reported as rolled back. The previous image is held in the store
-// until the update is decided.
+// until the update is decided, so while an update runs both images count
+// against the image allowances of the VM's domain. One VM is updated by
+// one update at a time.
 
 // Update limits.
 const (
@@ -222,6 +224,10 @@ func (s *server) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daem
 	if err := checkProbe(req.GetProbe()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if _, busy := s.d.updating.LoadOrStore(vm.String(), true); busy {
+		return nil, status.Errorf(codes.Aborted, "an update of %s is in progress", vm)
+	}
+	defer s.d.updating.Delete(vm.String())
 	recs, err := s.d.sup.Info(vm.String())
 	if err != nil {
 		return nil, grpcError(err)
