@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs Petrel's benchmarks and prints one table: benchmark, figure, value.
 # Figures with a baseline measured in the same run (the bare tender, a
-# plain copy, the local socket, plain TCP) come with their ratio. The raw
+# plain copy or an fsynced file copy, the local socket, plain TCP) come with their ratio. The raw
 # `go test -bench` output is kept in bin/bench.txt.
 set -eu
 cd "$(dirname "$0")/../.."
@@ -14,6 +14,7 @@ run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -time
 run -bench '^Benchmark(Transfer|TransferGzip|TLSLoopback)$' -benchtime 3x -timeout 30m ./core/integration/
 run -bench 'SHA256|GzipChunks' ./sdk/transfer/
 run -bench 'RestartReattach' -benchtime 3x -timeout 30m ./core/integration/
+run -bench 'RegistryPull' -benchtime 10x -timeout 10m ./core/integration/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
 run -bench '^Benchmark(BuiltinTenders|TenderMemory|DeploySPT)$' -benchtime 50x -timeout 20m ./core/integration/
 run -bench '^Benchmark(CLIDeploy|CLIStart|FollowExitLatency)$' -benchtime 50x -timeout 20m ./core/integration/

@@ -52,6 +52,13 @@ type Config struct {
 	// RevocationFile is the revocation list (`petrel ca revoke`), re-read
 	// when it changes; empty means no certificate is revoked.
 	RevocationFile string `hcl:"revocation_file,optional"`
+	// InsecureRegistries are registry hosts (host or host:port) petreld
+	// reaches over plain HTTP although they are not loopback.
+	InsecureRegistries []string `hcl:"insecure_registries,optional"`
+	// RegistryConfig is the docker configuration file with registry
+	// credentials; empty for $DOCKER_CONFIG/config.json or the petreld
+	// user's ~/.docker/config.json.
+	RegistryConfig string `hcl:"registry_config,optional"`
 
 	// File is the configuration file read over the defaults, empty when
 	// there was none; not a setting, but what petreld reports so that an

@@ -84,6 +84,9 @@ type Daemon struct {
 	releaseRunDir func()
 	// stopBridges ends the watch on the host's bridges; nil without one.
 	stopBridges func()
+	// updating holds the names of VMs being updated (update.go), so that
+	// two updates of one VM never interleave.
+	updating sync.Map
 
 	// images accounts for image storage (images.go).
 	images imageLedger

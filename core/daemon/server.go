@@ -186,6 +186,7 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 		vm.Nets = append(vm.Nets, &daemonv1.NetAttachment{Name: n.Name, Bridge: n.Bridge, Mac: n.MAC, HostIf: n.HostIf})
 	}
 	vm.InitrdSha256, vm.KernelCmdline = r.InitrdSHA256, r.KernelCmdline
+	vm.ImageRef, vm.ImageDigest = r.ImageRef, r.ImageDigest
 	if !r.StartedAt.IsZero() {
 		vm.StartedAtNs = r.StartedAt.UnixNano()
 	}
@@ -200,6 +201,16 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 // the create fails, images that nothing else holds are removed at once.
 func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daemonv1.VM, error) {
 	caller := callerDomain(authz.IdentityFrom(ctx))
+	var pulled *daemonv1.PulledImage
+	if req.GetImageRef() != "" {
+		var err error
+		if pulled, err = s.pullForCreate(ctx, caller, req); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetImageName() == "" {
+		req.ImageName = req.GetImageRef()
+	}
 	images := []string{req.GetImageSha256(), req.GetInitrdSha256()}
 	var hold uint64
 	if vm, err := name.ParseVM(req.GetName()); err == nil {
@@ -223,6 +234,7 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
 		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
 		Nets: netParams(req.GetNets()), InitrdSHA256: req.GetInitrdSha256(), KernelCmdline: req.GetKernelCmdline(),
+		ImageRef: req.GetImageRef(), ImageDigest: pulled.GetManifestDigest(),
 	})
 	s.d.createDone(caller, hold, images, err != nil)
 	if err != nil {

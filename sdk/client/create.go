@@ -64,15 +64,19 @@ func HashFile(path string) (string, error) {
 // does not hold one (UnknownImages) is that file uploaded, and the create
 // sent again. Deploying an image petreld holds already (a re-deploy, or
 // another VM's) therefore costs one call and no transfer; the create is
-// checked against the caller's policies either way. progress, when not
-// nil, gives the progress callback of each upload (it may return nil).
+// checked against the caller's policies either way. image is empty when
+// req names its image otherwise (ImageRef, a registry reference petreld
+// pulls). progress, when not nil, gives the progress callback of each
+// upload (it may return nil).
 func (c *Client) CreateFromFiles(ctx context.Context, req *daemonv1.CreateRequest, image, initrd string, progress func(path string) func(sent, total int64)) (*daemonv1.VM, error) {
 	files := map[string]string{}
-	sha, err := HashFile(image)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", image, err)
+	if image != "" {
+		sha, err := HashFile(image)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", image, err)
+		}
+		req.ImageSha256, files[sha] = sha, image
 	}
-	req.ImageSha256, files[sha] = sha, image
 	if initrd != "" {
 		isha, err := HashFile(initrd)
 		if err != nil {
