@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,11 +40,12 @@ const (
 	exitDenied      = 8  // permission denied
 	exitBusy        = 9  // a block device is in use
 	exitLimit       = 10 // refused by a resource policy or another limit
+	exitRolledBack  = 11 // an update failed and the previous image runs again
 )
 
 const exitCodeHelp = `Exit codes:
   0  success
-  1  other error
+  1  other error (such as a registry petreld cannot reach)
   2  usage error (unknown command, flag or help topic; bad value or arguments)
   3  petreld unreachable (not running, or no access to its socket)
   4  no such VM or block device
@@ -52,7 +54,8 @@ const exitCodeHelp = `Exit codes:
   7  backend not usable on this host (missing tender, no /dev/kvm...)
   8  permission denied
   9  block device in use (by a VM or a transfer)
-  10 refused by a resource policy (or another limit, such as console followers)`
+  10 refused by a resource policy (or another limit, such as console followers)
+  11 update rolled back (the new image failed; the previous one runs again)`
 
 // usageError marks mistakes in the command line itself.
 type usageError struct{ error }
@@ -99,6 +102,10 @@ func classify(err error, socket string, remote bool) (int, string) {
 	if errors.As(err, &ue) {
 		return exitUsage, ue.Error()
 	}
+	var rb rolledBack
+	if errors.As(err, &rb) {
+		return exitRolledBack, rb.Error()
+	}
 	var ii invalidInput
 	if errors.As(err, &ii) {
 		return exitInvalid, ii.Error()
@@ -113,6 +120,9 @@ func classify(err error, socket string, remote bool) (int, string) {
 	msg := st.Message()
 	switch st.Code() {
 	case codes.Unavailable:
+		if strings.HasPrefix(msg, "registry ") {
+			return exitError, msg // petreld answered: its registry did not
+		}
 		if strings.Contains(msg, "permission denied") {
 			return exitDenied, fmt.Sprintf("cannot connect to petreld at %s: permission denied", socket)
 		}
@@ -161,6 +171,7 @@ for example "team:web:frontend". Upper case is refused, not lower-cased.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{flagError(cmd, err)} })
 	root.AddCommand(a.createCmd(), a.destroyCmd(), a.restartCmd(), a.infoCmd(), a.consoleCmd(),
 		a.eventsCmd(), a.versionCmd(), a.pluginsCmd(), a.blockCmd(), a.bridgesCmd(), a.policyCmd(), a.statsCmd(), a.caCmd())
+	root.AddCommand(a.imageCmd(), a.updateCmd())
 	root.AddCommand(a.doctorCmd(), a.stateCmd(), a.uiCmd(), a.genDocsCmd())
 	a.addRemote(root)
 	a.completions(root)
@@ -233,6 +244,15 @@ func (a *app) createCmd() *cobra.Command {
 		Use:   "create NAME IMAGE",
 		Short: "Deploy a unikernel image as a VM",
 		Long: `Upload IMAGE (a Solo5 unikernel) to petreld and start it as VM NAME.
+The image is named by its SHA-256 first and sent only when petreld does
+not hold it already, so deploying the same image again transfers nothing.
+
+IMAGE is a file, or an OCI registry reference naming its registry host
+(registry.example.org/team/web:1.4, localhost:5000/web@sha256:...): an
+existing file wins, and anything that is neither is refused. petreld
+pulls a reference itself, with its own credentials (registry_config), and
+only when its store lacks the digest; the VM records the reference and
+digest, for petrel update and petrel info --check-updates.
 
 The image is checked before anything starts: it must be a Solo5 image for
 the chosen backend, and the devices its manifest declares must be exactly
@@ -245,6 +265,7 @@ Restart on failure (--restart-on-fail) never restarts after a signal or
 after exit code 1 or 60-64; otherwise on any exit code, or only on those
 given with --exit-code.`,
 		Example: `  petrel create hello ./hello.hvt
+  petrel create web registry.example.org/team/web:1.4 --mem 64
   petrel create web ./web.hvt --mem 64 --cpu 1 --arg=--ipv4=10.0.0.2/24 --restart-on-fail
   petrel create web ./web.hvt --net service0:br0 --block storage:disk
   petrel create web ./web-v2.hvt --force
@@ -267,7 +288,8 @@ given with --exit-code.`,
 				}
 				atts = append(atts, att)
 			}
-			if err := regularFile("image", pos[1]); err != nil {
+			imageRef, err := imageSource(pos[1])
+			if err != nil {
 				return err
 			}
 			if initrd != "" {
@@ -280,22 +302,22 @@ given with --exit-code.`,
 				return err
 			}
 			defer done()
-			ref, err := a.upload(ctx, c, pos[1])
-			if err != nil {
-				return err
-			}
-			var initrdSHA string
-			if initrd != "" {
-				iref, err := a.upload(ctx, c, initrd)
-				if err != nil {
+			imageFile := pos[1]
+			if imageRef != "" {
+				// petreld pulls the reference; pulling it first here shows
+				// the transfer's progress, and the create then names it.
+				if err := a.pull(ctx, c, imageRef); err != nil {
 					return err
 				}
-				initrdSHA = iref.GetSha256()
+				imageFile = ""
 			}
 			req := &daemonv1.CreateRequest{
-				Name: pos[0], ImageSha256: ref.GetSha256(), Backend: backend, MemoryMb: uint32(mem.MB), Args: vmArgs,
+				Name: pos[0], Backend: backend, MemoryMb: uint32(mem.MB), Args: vmArgs,
 				Restart: &daemonv1.RestartPolicy{OnFailure: restartOnFail}, Startup: startup, Force: force,
 				ImageName: filepath.Base(pos[1]),
+			}
+			if imageRef != "" {
+				req.ImageRef, req.ImageName = imageRef, imageRef
 			}
 			if imageName != "" {
 				req.ImageName = imageName
@@ -308,8 +330,9 @@ given with --exit-code.`,
 			}
 			req.Blocks = atts
 			req.Nets = netAtts
-			req.InitrdSha256, req.KernelCmdline = initrdSHA, cmdline
-			vm, err := c.API.Create(ctx, req)
+			req.KernelCmdline = cmdline
+			// Digests first: an image petreld holds already is not sent.
+			vm, err := c.CreateFromFiles(ctx, req, imageFile, initrd, a.uploadProgress)
 			if err != nil {
 				return err
 			}
@@ -338,16 +361,10 @@ given with --exit-code.`,
 	return cmd
 }
 
-// upload sends an image file, with a progress bar on a terminal.
-func (a *app) upload(ctx context.Context, c *client.Client, path string) (*daemonv1.ImageRef, error) {
-	ref, err := c.UploadImageFile(ctx, path, a.progressBar("uploading "+filepath.Base(path)))
-	if err != nil {
-		if _, ok := status.FromError(err); ok {
-			return nil, err
-		}
-		return nil, fmt.Errorf("image %s: %w", path, err)
-	}
-	return ref, nil
+// uploadProgress is the progress bar of an image upload (none unless on
+// a terminal).
+func (a *app) uploadProgress(path string) func(sent, total int64) {
+	return a.progressBar("uploading " + filepath.Base(path))
 }
 
 func (a *app) destroyCmd() *cobra.Command {
@@ -428,6 +445,13 @@ type vmView struct {
 	Command    []string    `json:"command,omitempty"`
 	Nets       []netView   `json:"nets"`
 	Blocks     []blockView `json:"blocks"`
+	// ImageRef and ImageDigest: the OCI reference the image came from and
+	// the manifest digest it named; ImageLatest is what it names now and
+	// ImageCheck why that is unknown (info --check-updates only).
+	ImageRef    string `json:"image_ref,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	ImageLatest string `json:"image_latest,omitempty"`
+	ImageCheck  string `json:"image_check_error,omitempty"`
 }
 
 // netView is a VM network device in JSON output.
@@ -459,7 +483,7 @@ func vmJSON(vm *daemonv1.VM) vmView {
 		Pid: vm.GetPid(), ShimPid: vm.GetShimPid(), Restarts: vm.GetRestarts(),
 		RestartOn: vm.GetRestart().GetOnFailure(), ExitCodes: vm.GetRestart().GetExitCodes(), Startup: vm.GetStartup(),
 		CreatedAt: ts(vm.GetCreatedAtNs()), StartedAt: ts(vm.GetStartedAtNs()), ExitedAt: ts(vm.GetExitedAtNs()),
-		Message: vm.GetMessage(), Command: vm.GetArgv(),
+		Message: vm.GetMessage(), Command: vm.GetArgv(), ImageRef: vm.GetImageRef(), ImageDigest: vm.GetImageDigest(),
 	}
 	if v.CPUs == nil {
 		v.CPUs = []uint32{}
@@ -490,8 +514,23 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// imageStatus is what info says of a VM's image from a registry: its
+// reference and digest and, when checked, whether the tag moved on.
+func imageStatus(vm *daemonv1.VM, st *daemonv1.ImageStatus) string {
+	s := fmt.Sprintf("image: %s@%s", vm.GetImageRef(), vm.GetImageDigest())
+	switch {
+	case st == nil:
+		return s
+	case st.GetError() != "":
+		return s + " (registry unreachable: " + st.GetError() + ")"
+	case st.GetLatest() == st.GetCurrent():
+		return s + " (up to date)"
+	}
+	return s + " (newer digest " + st.GetLatest() + " available)"
+}
+
 func (a *app) infoCmd() *cobra.Command {
-	var jsonOut bool
+	var jsonOut, checkUpdates bool
 	cmd := &cobra.Command{
 		Use:   "info [NAME|PATH]",
 		Short: "Show VMs: one by name, every VM under a path, or all",
@@ -502,9 +541,17 @@ A VM is lost when its shim vanished (killed outright) without recording
 how the guest ended: its exit is unknown, so it shows no exit code ("-",
 and no exit_code in JSON) rather than a 0 that would read as success.
 
+A VM created from a registry reference shows it with the digest it runs
+("image: REF@sha256:..."). With --check-updates, petreld asks each
+registry (at most 3 seconds each, in parallel) what the reference names
+now, and info adds "up to date", "newer digest sha256:... available" or
+"registry unreachable: ..."; without it, info never waits on a registry.
+
 With --json, prints a list of objects with at least name, state, backend,
-exit_code (once the VM has exited, never for a lost VM) and restarts.`,
-		Example: "  petrel info\n  petrel info team:web --json",
+exit_code (once the VM has exited, never for a lost VM) and restarts;
+image_ref and image_digest for an image from a registry, and with
+--check-updates image_latest or image_check_error.`,
+		Example: "  petrel info\n  petrel info team:web --json\n  petrel info web --check-updates",
 		Args:    args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			ctx, c, done, err := a.session()
@@ -520,10 +567,24 @@ exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 			if err != nil {
 				return err
 			}
+			checked := map[string]*daemonv1.ImageStatus{}
+			if checkUpdates {
+				cres, err := c.API.CheckImage(ctx, &daemonv1.CheckImageRequest{Name: req.GetName()})
+				if err != nil {
+					return err
+				}
+				for _, st := range cres.GetImages() {
+					checked[st.GetName()] = st
+				}
+			}
 			if jsonOut {
 				views := []vmView{}
 				for _, vm := range res.GetVms() {
-					views = append(views, vmJSON(vm))
+					v := vmJSON(vm)
+					if st := checked[vm.GetName()]; st != nil {
+						v.ImageLatest, v.ImageCheck = st.GetLatest(), st.GetError()
+					}
+					views = append(views, v)
 				}
 				return writeJSON(a.out, views)
 			}
@@ -558,6 +619,9 @@ exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 				for _, b := range vm.GetBlocks() {
 					fmt.Fprintf(a.out, "  %s: block %s on device %s\n", vm.GetName(), b.GetName(), b.GetDevice())
 				}
+				if vm.GetImageRef() != "" {
+					fmt.Fprintf(a.out, "  %s: %s\n", vm.GetName(), imageStatus(vm, checked[vm.GetName()]))
+				}
 				if vm.GetMessage() != "" && vm.GetState() != "running" {
 					fmt.Fprintf(a.out, "  %s: %s\n", vm.GetName(), vm.GetMessage())
 				}
@@ -566,8 +630,13 @@ exit_code (once the VM has exited, never for a lost VM) and restarts.`,
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&checkUpdates, "check-updates", false, "ask the registries whether the references of VMs name newer images")
 	return cmd
 }
+
+// missedFormat is the line printed in place of console lines a follower
+// lost; scripts recognise it by its form, "[petrel: N lines missed]".
+const missedFormat = "[petrel: %d lines missed]"
 
 func (a *app) consoleCmd() *cobra.Command {
 	var (
@@ -588,11 +657,19 @@ kubectl spell it: the last N lines), and with --follow keep printing new
 lines until the VM exits or Ctrl-C.
 
 Each line starts with the time petreld received it (UTC); --timestamps=false
-or --no-timestamps prints the text only.`,
+or --no-timestamps prints the text only.
+
+A follower that reads more slowly than the VM writes never slows the VM:
+it loses lines instead, and a line of its own, without a timestamp, says
+how many at the place they were lost:
+
+  [petrel: 1234 lines missed]
+
+(with --json, an object whose "dropped" is the count).`,
 		Example: "  petrel console web\n  petrel console web --tail 20 --follow\n  petrel console web --since 10m --no-timestamps\n  petrel console web --since 2026-11-24T10:00:00Z",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow}
+			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow, Batch: true}
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {
@@ -616,25 +693,44 @@ or --no-timestamps prints the text only.`,
 			if err != nil {
 				return err
 			}
+			// Output is buffered and flushed once per message, which
+			// carries many lines when the console is busy.
+			w := bufio.NewWriterSize(a.out, 64<<10)
+			enc := json.NewEncoder(w)
+			print := func(l *daemonv1.ConsoleLine) error {
+				switch {
+				case jsonOut:
+					return enc.Encode(map[string]any{"time": ts(l.GetTimeNs()), "text": l.GetText(), "truncated": l.GetTruncated(), "dropped": l.GetDropped()})
+				case l.GetDropped() > 0:
+					_, err := fmt.Fprintf(w, missedFormat+"\n", l.GetDropped())
+					return err
+				case !stamps:
+					_, err := fmt.Fprintln(w, l.GetText())
+					return err
+				default:
+					_, err := fmt.Fprintf(w, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
+					return err
+				}
+			}
 			for {
 				l, err := stream.Recv()
 				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
-					return nil
+					return w.Flush()
 				}
 				if err != nil {
+					_ = w.Flush()
 					return err
 				}
-				switch {
-				case jsonOut:
-					if err := json.NewEncoder(a.out).Encode(map[string]any{"time": ts(l.GetTimeNs()), "text": l.GetText(), "truncated": l.GetTruncated(), "dropped": l.GetDropped()}); err != nil {
+				if err := print(l); err != nil {
+					return err
+				}
+				for _, m := range l.GetMore() {
+					if err := print(m); err != nil {
 						return err
 					}
-				case l.GetDropped() > 0:
-					fmt.Fprintf(a.errw, "petrel: %d console lines dropped (reading too slowly)\n", l.GetDropped())
-				case !stamps:
-					fmt.Fprintln(a.out, l.GetText())
-				default:
-					fmt.Fprintf(a.out, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
+				}
+				if err := w.Flush(); err != nil {
+					return err
 				}
 			}
 		},

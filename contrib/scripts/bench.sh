@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs Petrel's benchmarks and prints one table: benchmark, figure, value.
 # Figures with a baseline measured in the same run (the bare tender, a
-# plain copy, the local socket, plain TCP) come with their ratio. The raw
+# plain copy or an fsynced file copy, the local socket, plain TCP) come with their ratio. The raw
 # `go test -bench` output is kept in bin/bench.txt.
 set -eu
 cd "$(dirname "$0")/../.."
@@ -11,11 +11,16 @@ out=bin/bench.txt
 run() { go test -run '^$' "$@" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|FAIL|---)' >&2 || true; }
 run -bench '^Benchmark(Deploy|DaemonRPC|PluginRPC|RemoteCreate)$' -benchtime 200x -timeout 30m ./core/integration/
 run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
+run -bench '^Benchmark(Transfer|TransferGzip|TLSLoopback)$' -benchtime 3x -timeout 30m ./core/integration/
+run -bench 'SHA256|GzipChunks' ./sdk/transfer/
+run -bench 'RestartReattach' -benchtime 3x -timeout 30m ./core/integration/
+run -bench 'RegistryPull' -benchtime 10x -timeout 10m ./core/integration/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
 run -bench '^Benchmark(BuiltinTenders|TenderMemory|DeploySPT)$' -benchtime 50x -timeout 20m ./core/integration/
+run -bench '^Benchmark(CLIDeploy|CLIStart|FollowExitLatency)$' -benchtime 50x -timeout 20m ./core/integration/
 run -bench 'Hello' ./plugins/hvt/tender/
 run -bench 'Handshake|LoopbackTCP' ./core/pki/
-run -bench 'Launch' ./sdk/shim/
+run -bench 'Launch|ReadStats' ./sdk/shim/
 run -bench 'CreateToMarker' -timeout 20m ./plugins/qemu/backend/
 if grep -q '^FAIL' "$out"; then
 	echo "bench: a benchmark failed; see $out" >&2

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what building and testing Petrel needs on Debian, idempotently:
 # Debian packages (protoc, gcc, iproute2; InfluxDB, Prometheus, QEMU, a
-# Linux kernel and busybox for the tests with real servers and guests;
+# Linux kernel and busybox, docker-registry for the tests with real
+# servers, guests and registries;
 # chromium and node for the web console's browser test), Go tools from the
 # module proxy, and the browser test's npm packages (playwright-core, from
 # its lock file; it never downloads a browser); etcd and kubectl for the
@@ -9,10 +10,11 @@
 set -eu
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo /root/go)/bin:$PATH"
 
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=""
 for pkg in protobuf-compiler gcc libc6-dev make iproute2 iputils-ping binutils influxdb prometheus \
 	qemu-system-x86 busybox-static linux-image-cloud-amd64 systemd groff-base debootstrap systemd-container \
-	chromium etcd-server; do
+	chromium docker-registry etcd-server; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 # Node and npm, for the browser test, from Debian unless already installed
@@ -22,7 +24,6 @@ command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
 command -v kubectl >/dev/null 2>&1 || need="$need kubernetes-client"
 if [ -n "$need" ]; then
 	echo "installing Debian packages:$need"
-	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
 	# Packages that ship services must not start them here: a policy-rc.d
 	# refuses while they install, and is removed again on every path, so a
@@ -35,6 +36,20 @@ if [ -n "$need" ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 	$SUDO rm -f /usr/sbin/policy-rc.d
 	trap - EXIT INT TERM
+fi
+
+# The registry tests start a docker-registry of their own on loopback;
+# Debian's package enables a system service, which must not run (nor start
+# at the next boot) on a build host.
+if dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q "install ok installed"; then
+	if [ -d /run/systemd/system ]; then
+		$SUDO systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+	elif command -v deb-systemd-helper >/dev/null 2>&1; then
+		$SUDO deb-systemd-helper disable docker-registry.service >/dev/null 2>&1 || true
+	fi
+	if command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/docker-registry ]; then
+		$SUDO update-rc.d docker-registry disable >/dev/null 2>&1 || true
+	fi
 fi
 
 gobin="$(go env GOPATH)/bin"

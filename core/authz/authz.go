@@ -109,6 +109,11 @@ var rules = map[string]rule{
 	daemonv1.Daemon_UploadImage_FullMethodName: {kind: NoTarget, deploy: true},
 	daemonv1.Daemon_Create_FullMethodName: {kind: Below, deploy: true,
 		target: field(func(r *daemonv1.CreateRequest) *string { return &r.Name })},
+	daemonv1.Daemon_PullImage_FullMethodName: {kind: NoTarget, deploy: true, newReq: mk[daemonv1.PullImageRequest]()},
+	daemonv1.Daemon_Update_FullMethodName: {kind: Below, deploy: true,
+		target: field(func(r *daemonv1.UpdateRequest) *string { return &r.Name })},
+	daemonv1.Daemon_CheckImage_FullMethodName: {kind: Listing,
+		target: field(func(r *daemonv1.CheckImageRequest) *string { return &r.Name })},
 	daemonv1.Daemon_Destroy_FullMethodName: {kind: Below,
 		target: field(func(r *daemonv1.DestroyRequest) *string { return &r.Name })},
 	daemonv1.Daemon_Restart_FullMethodName: {kind: Below, deploy: true,
@@ -147,10 +152,11 @@ var rules = map[string]rule{
 // with spaces as dashes ("block upload" is "block-upload"), so that
 // `petrel --csr` can ask for exactly the command it would run.
 var commands = map[string][]string{
-	"create":         {daemonv1.Daemon_UploadImage_FullMethodName, daemonv1.Daemon_Create_FullMethodName},
+	"create":         {daemonv1.Daemon_UploadImage_FullMethodName, daemonv1.Daemon_PullImage_FullMethodName, daemonv1.Daemon_Create_FullMethodName},
+	"update":         {daemonv1.Daemon_PullImage_FullMethodName, daemonv1.Daemon_Update_FullMethodName},
 	"destroy":        {daemonv1.Daemon_Destroy_FullMethodName},
 	"restart":        {daemonv1.Daemon_Restart_FullMethodName},
-	"info":           {daemonv1.Daemon_Info_FullMethodName},
+	"info":           {daemonv1.Daemon_Info_FullMethodName, daemonv1.Daemon_CheckImage_FullMethodName},
 	"console":        {daemonv1.Daemon_Console_FullMethodName},
 	"events":         {daemonv1.Daemon_Events_FullMethodName},
 	"stats":          {daemonv1.Daemon_Stats_FullMethodName},

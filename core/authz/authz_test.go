@@ -85,6 +85,10 @@ func reqFor(t *testing.T, method string) proto.Message {
 		return &daemonv1.PolicyAddRequest{}
 	case daemonv1.Daemon_PolicyRemove_FullMethodName:
 		return &daemonv1.PolicyRemoveRequest{}
+	case daemonv1.Daemon_Update_FullMethodName:
+		return &daemonv1.UpdateRequest{}
+	case daemonv1.Daemon_CheckImage_FullMethodName:
+		return &daemonv1.CheckImageRequest{}
 	}
 	if m := NewRequest(method); m != nil {
 		return m
@@ -105,6 +109,8 @@ func TestAuthorize(t *testing.T) {
 		{alice, daemonv1.Daemon_Create_FullMethodName, &daemonv1.CreateRequest{Name: "alice:x:web"}, codes.OK},
 		{alice, daemonv1.Daemon_Create_FullMethodName, &daemonv1.CreateRequest{Name: "alice"}, codes.PermissionDenied},
 		{alice, daemonv1.Daemon_Create_FullMethodName, &daemonv1.CreateRequest{Name: "bob:web"}, codes.PermissionDenied},
+		{alice, daemonv1.Daemon_Update_FullMethodName, &daemonv1.UpdateRequest{Name: "alice:web"}, codes.OK},
+		{alice, daemonv1.Daemon_Update_FullMethodName, &daemonv1.UpdateRequest{Name: "bob:web"}, codes.PermissionDenied},
 		{alice, daemonv1.Daemon_Create_FullMethodName, &daemonv1.CreateRequest{Name: "alicex:web"}, codes.PermissionDenied},
 		{alice, daemonv1.Daemon_Create_FullMethodName, &daemonv1.CreateRequest{Name: "Alice:Bad_Name"}, codes.InvalidArgument},
 		{alice, daemonv1.Daemon_Destroy_FullMethodName, &daemonv1.DestroyRequest{Name: ":bob:vm"}, codes.PermissionDenied},

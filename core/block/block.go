@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // MB is the unit of device sizes.
@@ -317,7 +318,10 @@ func (m *Manager) Destroy(n string) error {
 }
 
 // Upload is an upload in progress: Write the new content, then Commit
-// with the checksum the sender computed, or Abort.
+// with the checksum the sender computed, or Abort. Writing to the
+// temporary file (with write-back to disk started as the content
+// arrives) and hashing run on goroutines of the upload's own, so the
+// caller receives the next chunk meanwhile; Commit and Abort stop them.
 type Upload struct {
 	m       *Manager
 	dev     name.Path
@@ -325,6 +329,7 @@ type Upload struct {
 	size    int64
 	f       *os.File
 	h       hash.Hash
+	fan     *transfer.Fanout
 	written int64
 	done    bool
 }
@@ -346,18 +351,45 @@ func (m *Manager) BeginUpload(n string) (*Upload, error) {
 		return nil, fmt.Errorf("upload to %s: %w", d.Name, err)
 	}
 	p, _ := parse(d.Name)
-	return &Upload{m: m, dev: p, tok: tok, size: d.SizeMB * MB, f: f, h: sha256.New()}, nil
+	h := sha256.New()
+	fan := transfer.NewFanout(func(b []byte) error {
+		h.Write(b)
+		return nil
+	}, transfer.NewFileSink(f).Write)
+	return &Upload{m: m, dev: p, tok: tok, size: d.SizeMB * MB, f: f, h: h, fan: fan}, nil
+}
+
+// tooLarge is the error of an upload that exceeds its device.
+func (u *Upload) tooLarge() error {
+	return fmt.Errorf("%w: upload is larger than the device %s (%d MB)", ErrInvalid, u.dev, u.size/MB)
 }
 
 // Write appends data; more than the device holds is refused.
 func (u *Upload) Write(b []byte) (int, error) {
 	if u.written+int64(len(b)) > u.size {
-		return 0, fmt.Errorf("%w: upload is larger than the device %s (%d MB)", ErrInvalid, u.dev, u.size/MB)
+		return 0, u.tooLarge()
 	}
-	n, err := u.f.Write(b)
+	n, err := u.fan.Write(b)
 	u.written += int64(n)
-	u.h.Write(b[:n])
-	return n, err
+	if err != nil {
+		return n, fmt.Errorf("upload to %s: %w", u.dev, err)
+	}
+	return n, nil
+}
+
+// ReadFrom appends r's content to its end (io.Copy uses it), reading it
+// straight into the upload's buffers; more than the device holds is
+// refused.
+func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
+	n, err := u.fan.ReadFrom(io.LimitReader(r, u.size-u.written+1))
+	u.written += n
+	if err != nil {
+		return n, err
+	}
+	if u.written > u.size {
+		return n, u.tooLarge()
+	}
+	return n, nil
 }
 
 // Written is how many bytes arrived so far.
@@ -369,6 +401,10 @@ func (u *Upload) Written() int64 { return u.written }
 func (u *Upload) Commit(want string) (string, error) {
 	if u.done {
 		return "", errors.New("upload already finished")
+	}
+	if err := u.fan.Close(); err != nil {
+		u.Abort()
+		return "", fmt.Errorf("upload to %s: %w", u.dev, err)
 	}
 	got := hex.EncodeToString(u.h.Sum(nil))
 	if want != "" && !strings.EqualFold(want, got) {
@@ -397,13 +433,17 @@ func (u *Upload) Abort() {
 		return
 	}
 	u.done = true
+	u.fan.Abort(errors.New("upload discarded"))
 	u.f.Close()
 	os.Remove(u.f.Name())
 	u.m.release(u.dev.String(), u.tok)
 }
 
 // Download streams a device's content to w and returns its SHA-256. The
-// device is reserved while it is read.
+// device is reserved while it is read. Reading the file, hashing it and
+// writing to w run on goroutines of their own, chunk by chunk: w is
+// written from another goroutine than the caller's (never two at once),
+// and must not keep what it is given.
 func (m *Manager) Download(n string, w io.Writer) (string, int64, error) {
 	d, err := m.Get(n)
 	if err != nil {
@@ -420,8 +460,19 @@ func (m *Manager) Download(n string, w io.Writer) (string, int64, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	n64, err := io.CopyBuffer(io.MultiWriter(w, h), f, make([]byte, 1<<20))
+	fan := transfer.NewFanout(func(b []byte) error {
+		h.Write(b)
+		return nil
+	}, func(b []byte) error {
+		_, err := w.Write(b)
+		return err
+	})
+	n64, err := fan.ReadFrom(f)
 	if err != nil {
+		fan.Abort(err)
+		return "", n64, fmt.Errorf("download %s: %w", d.Name, err)
+	}
+	if err := fan.Close(); err != nil {
 		return "", n64, fmt.Errorf("download %s: %w", d.Name, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n64, nil

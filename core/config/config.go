@@ -52,6 +52,13 @@ type Config struct {
 	// RevocationFile is the revocation list (`petrel ca revoke`), re-read
 	// when it changes; empty means no certificate is revoked.
 	RevocationFile string `hcl:"revocation_file,optional"`
+	// InsecureRegistries are registry hosts (host or host:port) petreld
+	// reaches over plain HTTP although they are not loopback.
+	InsecureRegistries []string `hcl:"insecure_registries,optional"`
+	// RegistryConfig is the docker configuration file with registry
+	// credentials; empty for $DOCKER_CONFIG/config.json or the petreld
+	// user's ~/.docker/config.json.
+	RegistryConfig string `hcl:"registry_config,optional"`
 
 	// File is the configuration file read over the defaults, empty when
 	// there was none; not a setting, but what petreld reports so that an
@@ -200,17 +207,8 @@ func (c *Config) Validate() error {
 	if _, err := c.RemoteSocketPerm(); err != nil {
 		return err
 	}
-	for _, d := range []struct{ name, v string }{
-		{"stop_timeout", c.StopTimeout},
-		{"restart_backoff_min", c.RestartBackoffMin},
-		{"restart_backoff_max", c.RestartBackoffMax},
-		{"restart_reset_after", c.RestartResetAfter},
-		{"plugin_health_interval", c.PluginHealthInterval},
-		{"stats_interval", c.StatsInterval},
-	} {
-		if _, err := parseDuration(d.name, d.v); err != nil {
-			return err
-		}
+	if _, err := c.parseDurations(); err != nil {
+		return err
 	}
 	if c.ImageStoreMB < 1 || c.ImageStoreMB > maxImageStoreMB {
 		return fmt.Errorf("config: image_store_mb must be between 1 and %d, not %d", maxImageStoreMB, c.ImageStoreMB)
@@ -262,25 +260,49 @@ func (c *Config) RemoteSocketPerm() (os.FileMode, error) {
 	return parsePerm("remote_socket_mode", c.RemoteSocketMode)
 }
 
-// Duration returns a validated duration setting by its HCL name.
-func (c *Config) Duration(name string) time.Duration {
-	var v string
-	switch name {
-	case "stop_timeout":
-		v = c.StopTimeout
-	case "restart_backoff_min":
-		v = c.RestartBackoffMin
-	case "restart_backoff_max":
-		v = c.RestartBackoffMax
-	case "restart_reset_after":
-		v = c.RestartResetAfter
-	case "plugin_health_interval":
-		v = c.PluginHealthInterval
-	case "stats_interval":
-		v = c.StatsInterval
-	}
-	d, _ := parseDuration(name, v)
+// Durations are the duration settings of a configuration, parsed. They
+// are fields rather than lookups by HCL name, so that a misspelt setting
+// fails to compile instead of reading as zero.
+type Durations struct {
+	StopTimeout          time.Duration
+	RestartBackoffMin    time.Duration
+	RestartBackoffMax    time.Duration
+	RestartResetAfter    time.Duration
+	PluginHealthInterval time.Duration
+	StatsInterval        time.Duration
+}
+
+// Durations returns the configuration's duration settings. Validate has
+// refused a configuration where one does not parse, so here each is a
+// positive duration.
+func (c *Config) Durations() Durations {
+	d, _ := c.parseDurations()
 	return d
+}
+
+// parseDurations parses every duration setting, naming the first that is
+// not a positive duration.
+func (c *Config) parseDurations() (Durations, error) {
+	var out Durations
+	for _, d := range []struct {
+		name string
+		v    string
+		to   *time.Duration
+	}{
+		{"stop_timeout", c.StopTimeout, &out.StopTimeout},
+		{"restart_backoff_min", c.RestartBackoffMin, &out.RestartBackoffMin},
+		{"restart_backoff_max", c.RestartBackoffMax, &out.RestartBackoffMax},
+		{"restart_reset_after", c.RestartResetAfter, &out.RestartResetAfter},
+		{"plugin_health_interval", c.PluginHealthInterval, &out.PluginHealthInterval},
+		{"stats_interval", c.StatsInterval, &out.StatsInterval},
+	} {
+		v, err := parseDuration(d.name, d.v)
+		if err != nil {
+			return Durations{}, err
+		}
+		*d.to = v
+	}
+	return out, nil
 }
 
 func parseDuration(name, v string) (time.Duration, error) {

@@ -19,8 +19,8 @@ func TestDefaults(t *testing.T) {
 	if len(cfg.Backends) != 3 || cfg.Backends[0].Name != "hvt" || cfg.Backends[1].Name != "qemu" || cfg.Backends[2].Name != "spt" {
 		t.Fatalf("backends: %+v", cfg.Backends)
 	}
-	if cfg.Duration("stop_timeout") != 5*time.Second {
-		t.Fatalf("stop_timeout %v", cfg.Duration("stop_timeout"))
+	if cfg.Durations().StopTimeout != 5*time.Second {
+		t.Fatalf("stop_timeout %v", cfg.Durations().StopTimeout)
 	}
 	if m, _ := cfg.SocketPerm(); m != 0o600 {
 		t.Fatalf("socket mode %o", m)

@@ -75,6 +75,18 @@ stats_interval = "10s"
 ca_file = ""
 revocation_file = ""
 
+# OCI registries, for `petrel create NAME REF` and `petrel update`: petreld
+# pulls. Registries are reached over HTTPS, except loopback ones
+# (localhost, 127.0.0.0/8, ::1) and the hosts listed in
+# insecure_registries, reached over plain HTTP. Credentials come from
+# registry_config, a docker configuration file; empty for
+# $DOCKER_CONFIG/config.json or petreld's user's ~/.docker/config.json
+# (root's: /root/.docker/config.json). Every caller's pulls use them.
+#   insecure_registries = ["registry.lan:5000"]
+#   registry_config = "/etc/petrel/registry.json"
+insecure_registries = []
+registry_config = ""
+
 # Solo5 hvt (KVM). tender: the solo5-hvt path or name on PATH; engine:
 # "auto" (solo5-hvt when found, else the built-in tender), "builtin" or
 # "solo5-hvt". Where KVM is unusable, creates are refused at once; set

@@ -16,8 +16,9 @@ type Line struct {
 	Time      time.Time
 	Text      string
 	Truncated bool
-	// Dropped is set on a marker line telling a follower how many lines it
-	// missed because it read too slowly.
+	// Dropped is set on a marker line (without text) telling a follower
+	// how many lines it missed, at this point of the stream, because it
+	// or the path from the VM read too slowly.
 	Dropped uint64
 }
 
@@ -38,12 +39,28 @@ type Ring struct {
 	closed    bool
 	lastTime  time.Time
 	lastTexts []string // texts of the trailing lines that share lastTime
+	// followLines and followBytes bound each follower's queue.
+	followLines int
+	followBytes int
 }
+
+// Bounds of one follower's queue of lines not yet taken: how far a
+// follower may fall behind the VM's output before it loses lines. The
+// queue holds lines only while the follower lags.
+const (
+	// FollowLines is the most lines queued for one follower.
+	FollowLines = 1 << 16
+	// FollowBytes is the most text queued for one follower.
+	FollowBytes = 8 << 20
+	// reuseLines is the largest queue buffer Take keeps for reuse.
+	reuseLines = 4096
+)
 
 // NewRing returns a ring bounded by maxLines and maxBytes of text, with at
 // most maxFollowers live followers.
 func NewRing(maxLines, maxBytes, maxFollowers int) *Ring {
-	return &Ring{maxLines: maxLines, maxBytes: maxBytes, maxSubs: maxFollowers, subs: map[*Follower]struct{}{}}
+	return &Ring{maxLines: maxLines, maxBytes: maxBytes, maxSubs: maxFollowers, subs: map[*Follower]struct{}{},
+		followLines: FollowLines, followBytes: FollowBytes}
 }
 
 // Capacity is the most lines the ring can hold, the upper bound of a count
@@ -55,8 +72,42 @@ func (r *Ring) Capacity() int { return r.maxLines }
 // timestamp; duplicates are recognised by timestamp and text). It returns
 // whether the line was new.
 func (r *Ring) Append(l Line) bool {
+	return r.AppendBatch([]Line{l}) == 1
+}
+
+// AppendBatch adds lines in order, as Append does, under one lock and with
+// one wake-up per follower, which is what keeps a busy console cheap. A
+// line with Dropped set is not kept: it tells followers that lines were
+// lost before the ones after it (upstream fell behind the VM's output).
+// It returns how many lines were new.
+func (r *Ring) AppendBatch(lines []Line) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	added := 0
+	for _, l := range lines {
+		if l.Dropped > 0 {
+			for f := range r.subs {
+				f.lose(l.Dropped)
+			}
+			continue
+		}
+		if !r.appendLocked(l) {
+			continue
+		}
+		added++
+		for f := range r.subs {
+			f.offer(l)
+		}
+	}
+	for f := range r.subs {
+		f.wake()
+	}
+	return added
+}
+
+// appendLocked adds l to the history unless it is a duplicate. Caller
+// holds r.mu.
+func (r *Ring) appendLocked(l Line) bool {
 	if l.Time.Before(r.lastTime) {
 		return false
 	}
@@ -77,9 +128,6 @@ func (r *Ring) Append(l Line) bool {
 		r.bytes -= len(r.lines[0].Text)
 		r.lines[0] = Line{}
 		r.lines = r.lines[1:]
-	}
-	for f := range r.subs {
-		f.offer(l)
 	}
 	return true
 }
@@ -130,7 +178,7 @@ func (r *Ring) Follow(since time.Time, count int) ([]Line, *Follower, error) {
 	if len(r.subs) >= r.maxSubs {
 		return nil, nil, fmt.Errorf("%w (at most %d)", ErrTooManyFollowers, r.maxSubs)
 	}
-	f := &Follower{ring: r, ch: make(chan Line, 256), done: make(chan struct{})}
+	f := &Follower{ring: r, maxLines: r.followLines, maxBytes: r.followBytes, ready: make(chan struct{}, 1), done: make(chan struct{})}
 	if r.closed {
 		close(f.done)
 	} else {
@@ -161,37 +209,82 @@ func (r *Ring) SetClosed(closed bool) {
 	}
 }
 
-// Follower receives live lines from a Ring.
+// Follower receives live lines from a Ring. Lines wait in a queue of its
+// own until the follower takes them; when the queue is full, further lines
+// are lost for this follower only (the VM and other followers never wait
+// for it) and a marker line (Dropped set) takes their place in the queue,
+// counting them.
 type Follower struct {
-	ring    *Ring
-	ch      chan Line
-	done    chan struct{}
-	dropped uint64 // guarded by ring.mu
+	ring     *Ring
+	ready    chan struct{} // holds a token while lines wait
+	done     chan struct{}
+	maxLines int
+	maxBytes int
+	// Guarded by ring.mu:
+	pending []Line // waiting lines and markers, oldest first
+	bytes   int    // text bytes of pending
+	lost    uint64 // lines lost since the last marker queued
 }
 
-// offer delivers l without blocking; a follower that is full loses the
-// line and is told how many it lost with its next delivered line.
+// offer queues l, or counts it lost when the queue is full. Caller holds
+// ring.mu.
 func (f *Follower) offer(l Line) {
-	if f.dropped > 0 {
-		select {
-		case f.ch <- Line{Time: l.Time, Dropped: f.dropped}:
-			f.dropped = 0
-		default:
-			f.dropped++
-			return
-		}
+	// One slot stays free for the marker Take may add.
+	if len(f.pending)+1 >= f.maxLines || (len(f.pending) > 0 && f.bytes+len(l.Text) > f.maxBytes) {
+		f.lost++
+		return
+	}
+	if f.lost > 0 {
+		f.pending = append(f.pending, Line{Time: l.Time, Dropped: f.lost})
+		f.lost = 0
+	}
+	f.pending = append(f.pending, l)
+	f.bytes += len(l.Text)
+}
+
+// lose records n lines lost before the next one queued. Caller holds
+// ring.mu.
+func (f *Follower) lose(n uint64) { f.lost += n }
+
+// wake tells the follower lines wait. Caller holds ring.mu.
+func (f *Follower) wake() {
+	if len(f.pending) == 0 && f.lost == 0 {
+		return
 	}
 	select {
-	case f.ch <- l:
+	case f.ready <- struct{}{}:
 	default:
-		f.dropped++
 	}
 }
 
-// Lines delivers live lines.
-func (f *Follower) Lines() <-chan Line { return f.ch }
+// Ready receives a value when lines wait to be taken.
+func (f *Follower) Ready() <-chan struct{} { return f.ready }
 
-// Done is closed when no more lines will come.
+// Take returns the waiting lines, oldest first, ending with a marker when
+// lines were lost after them, and empties the queue; nil when nothing
+// waits. buf, when it has room, is reused for the result (pass the
+// previous result once done with it).
+func (f *Follower) Take(buf []Line) []Line {
+	f.ring.mu.Lock()
+	defer f.ring.mu.Unlock()
+	if len(f.pending) == 0 && f.lost == 0 {
+		return nil
+	}
+	out := f.pending
+	if f.lost > 0 {
+		out = append(out, Line{Dropped: f.lost})
+		f.lost = 0
+	}
+	if cap(buf) > reuseLines {
+		buf = nil // let a burst's large queue go once it is drained
+	}
+	clear(buf)
+	f.pending, f.bytes = buf[:0], 0
+	return out
+}
+
+// Done is closed when no more lines will come; lines may still wait to
+// be taken.
 func (f *Follower) Done() <-chan struct{} { return f.done }
 
 // Close detaches the follower.

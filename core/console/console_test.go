@@ -75,8 +75,8 @@ func TestFollowersAndCap(t *testing.T) {
 	r.Append(Line{Time: at(1), Text: "after"})
 	for _, f := range []*Follower{f1, f2} {
 		select {
-		case l := <-f.Lines():
-			if l.Text != "after" {
+		case <-f.Ready():
+			if l := f.Take(nil); len(l) != 1 || l[0].Text != "after" {
 				t.Fatal(l)
 			}
 		case <-time.After(time.Second):
@@ -108,12 +108,13 @@ func TestFollowersAndCap(t *testing.T) {
 
 func TestSlowFollowerDropsNotBlocks(t *testing.T) {
 	r := NewRing(10000, 1<<30, 1)
+	r.followLines = 100
 	_, f, _ := r.Follow(time.Time{}, 0)
 	defer f.Close()
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < 1000; i++ {
-			r.Append(Line{Time: at(i), Text: "x"})
+			r.Append(Line{Time: at(i), Text: fmt.Sprint(i)})
 		}
 		close(done)
 	}()
@@ -122,43 +123,62 @@ func TestSlowFollowerDropsNotBlocks(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a slow follower blocked the producer")
 	}
-	got, dropped := 0, uint64(0)
-	for {
-		select {
-		case l := <-f.Lines():
-			if l.Dropped > 0 {
-				dropped += l.Dropped
-			} else {
-				got++
-			}
-			continue
-		default:
-		}
-		break
-	}
+	lines := f.Take(nil)
 	r.Append(Line{Time: at(2000), Text: "y"})
-	for l := range drain(f) {
-		if l.Dropped > 0 {
-			dropped += l.Dropped
-		} else {
-			got++
-		}
-	}
-	if got+int(dropped) != 1001 {
-		t.Fatalf("got %d + dropped %d != 1001", got, dropped)
+	lines = append(lines, f.Take(nil)...)
+	checkSequence(t, lines, 1001)
+	if lines[len(lines)-2].Dropped != 1000-99 {
+		t.Errorf("marker %+v, want %d lines lost after the first 99", lines[len(lines)-2], 1000-99)
 	}
 }
 
-func drain(f *Follower) <-chan Line {
-	out := make(chan Line, 1024)
-	for {
-		select {
-		case l := <-f.Lines():
-			out <- l
+// checkSequence checks that lines hold markers and lines whose counts add
+// up to total, and that every line is in order (as its text says).
+func checkSequence(t *testing.T, lines []Line, total int) {
+	t.Helper()
+	got, dropped := 0, uint64(0)
+	for _, l := range lines {
+		if l.Dropped > 0 {
+			dropped += l.Dropped
 			continue
-		default:
 		}
-		close(out)
-		return out
+		if want := fmt.Sprint(got + int(dropped)); l.Text != want && l.Text != "y" {
+			t.Fatalf("line %q where %q was due (%d lines, %d lost before)", l.Text, want, got, dropped)
+		}
+		got++
+	}
+	if got+int(dropped) != total {
+		t.Fatalf("got %d + dropped %d != %d", got, dropped, total)
+	}
+}
+
+// TestBatchGapsReachFollowers checks that a marker in an appended batch
+// (lines lost upstream) is passed on to followers at its place, is not
+// kept in the history, and that a lagging follower's queue is bounded in
+// lines and bytes while the ring's own bounds are unchanged.
+func TestBatchGapsReachFollowers(t *testing.T) {
+	r := NewRing(5, 1<<20, 1)
+	r.followLines, r.followBytes = 1000, 20
+	_, f, _ := r.Follow(time.Time{}, 0)
+	defer f.Close()
+	r.AppendBatch([]Line{{Time: at(0), Text: "0"}, {Time: at(1), Text: "1"}, {Dropped: 3}, {Time: at(5), Text: "5"}})
+	<-f.Ready()
+	lines := f.Take(nil)
+	if len(lines) != 4 || lines[2].Dropped != 3 || lines[3].Text != "5" {
+		t.Fatalf("follower got %+v", lines)
+	}
+	if h, _ := r.History(time.Time{}, 0); len(h) != 3 {
+		t.Fatalf("history holds %+v, want the 3 lines without the marker", h)
+	}
+	for i := 6; i < 100; i++ {
+		r.Append(Line{Time: at(i), Text: fmt.Sprint(i)})
+	}
+	lines = f.Take(lines)
+	// 20 bytes hold "6" to "9" and "10" to "17": 12 lines, then a marker.
+	if len(lines) != 13 || lines[11].Text != "17" || lines[12].Dropped != 100-18 {
+		t.Fatalf("lagging follower got %+v", lines)
+	}
+	if h, _ := r.History(time.Time{}, 0); len(h) != 5 || h[4].Text != "99" {
+		t.Fatalf("history %+v", h)
 	}
 }

@@ -12,10 +12,13 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/block"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
-// blockChunkSize is the size of each download message.
-const blockChunkSize = 1 << 20
+// blockChunkSize is the largest download message: a chunk of content,
+// or a chunk's gzip member, which may be a few bytes larger than the
+// chunk when it is stored.
+const blockChunkSize = 2 << 20
 
 func blockInfo(d block.Device) *daemonv1.BlockInfo {
 	return &daemonv1.BlockInfo{Name: d.Name, SizeMb: d.SizeMB, InUseBy: d.InUseBy}
@@ -110,7 +113,9 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 		defer zr.Close()
 		src = zr
 	}
-	if _, err := io.CopyBuffer(u, src, make([]byte, blockChunkSize)); err != nil {
+	// The upload writes and hashes on goroutines of its own while this
+	// one receives (and decompresses) the next chunks.
+	if _, err := u.ReadFrom(src); err != nil {
 		if r.err != nil {
 			return status.Errorf(codes.Canceled, "upload to %s interrupted (the device is unchanged): %v", d.Name, r.err)
 		}
@@ -132,6 +137,16 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	info := blockInfo(d)
 	info.Sha256 = sum
 	return stream.SendAndClose(info)
+}
+
+// sinkWriter makes a transfer.Sink an io.Writer.
+type sinkWriter transfer.Sink
+
+func (s sinkWriter) Write(p []byte) (int, error) {
+	if err := s(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // chunkWriter sends written bytes as download chunks.
@@ -158,11 +173,17 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Gzip: req.GetGzip(), Total: d.SizeMB * block.MB}); err != nil {
 		return err
 	}
-	var w io.Writer = chunkWriter{stream: stream, gzip: req.GetGzip()}
-	var zw *gzip.Writer
+	send := chunkWriter{stream: stream, gzip: req.GetGzip()}
+	var w io.Writer = send
+	var gz *transfer.GzipChunks
 	if req.GetGzip() {
-		zw = gzip.NewWriter(w)
-		w = zw
+		// One gzip member per chunk, stored when the chunk would not
+		// shrink: together one gzip stream, as clients expect.
+		gz = transfer.NewGzipChunks(func(b []byte) error {
+			_, err := send.Write(b)
+			return err
+		})
+		w = sinkWriter(gz.Write)
 	}
 	sum, _, err := s.d.blocks.Download(d.Name, w)
 	if err != nil {
@@ -171,8 +192,8 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 		}
 		return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
 	}
-	if zw != nil {
-		if err := zw.Close(); err != nil {
+	if gz != nil {
+		if err := gz.Finish(); err != nil {
 			return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
 		}
 	}

@@ -84,6 +84,9 @@ type Daemon struct {
 	releaseRunDir func()
 	// stopBridges ends the watch on the host's bridges; nil without one.
 	stopBridges func()
+	// updating holds the names of VMs being updated (update.go), so that
+	// two updates of one VM never interleave.
+	updating sync.Map
 
 	// images accounts for image storage (images.go).
 	images imageLedger
@@ -168,7 +171,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	d.plugins = pluginhost.New(pluginhost.Options{
 		PluginDir: pluginDir, RunDir: vmsDir, StateDir: filepath.Join(cfg.DataDir, store.PluginsDir),
 		Logger: log.Named("plugin"), InstanceID: st.InstanceID(),
-		HealthInterval: cfg.Duration("plugin_health_interval"),
+		HealthInterval: cfg.Durations().PluginHealthInterval,
 		OnEvent: func(typ, name, msg string) {
 			d.events.Publish(events.Event{Type: typ, Name: name, Message: msg})
 			if typ != events.PluginRestarted {
@@ -211,8 +214,8 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, 
 	d.sup = supervisor.New(supervisor.Options{
 		Store: st, Backends: d.plugins, Events: d.events, Logger: log.Named("supervisor"),
 		DefaultBackend: cfg.DefaultBackend, ConsoleLines: cfg.ConsoleLines, ConsoleBytes: cfg.ConsoleBytes,
-		StopTimeout: cfg.Duration("stop_timeout"), BackoffMin: cfg.Duration("restart_backoff_min"),
-		BackoffMax: cfg.Duration("restart_backoff_max"), ResetAfter: cfg.Duration("restart_reset_after"),
+		StopTimeout: cfg.Durations().StopTimeout, BackoffMin: cfg.Durations().RestartBackoffMin,
+		BackoffMax: cfg.Durations().RestartBackoffMax, ResetAfter: cfg.Durations().RestartResetAfter,
 		Blocks: blockAdapter{d.blocks}, Network: netw, Policies: d.policies, BeforeAdmit: d.refreshRoot,
 		BootID: bootID(), HostCPUs: runtime.NumCPU(), HostMemoryMB: hostMemoryMB(),
 		RunIDs: func(backend string) []string {
@@ -417,7 +420,7 @@ func (l listener) close() {
 // startStats starts the statistics loop and the metrics sinks.
 func (d *Daemon) startStats() error {
 	opts := stats.Options{
-		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Duration("stats_interval"), Logger: d.log.Named("stats"), Version: Version,
+		Source: d.sup, Backends: d.plugins, Interval: d.cfg.Durations().StatsInterval, Logger: d.log.Named("stats"), Version: Version,
 		Daemon: func(ds *pluginv1.DaemonSample) {
 			ds.PluginRestarts = map[string]uint32{}
 			for _, p := range d.plugins.Status() {

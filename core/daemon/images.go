@@ -317,6 +317,38 @@ func (d *Daemon) claimKnown(domain name.Path, sha string) (*daemonv1.ImageRef, b
 	return &daemonv1.ImageRef{Sha256: sha, Size: size}, true, nil
 }
 
+// unknownImages refuses a create that names digests the image store does
+// not hold, with an UnknownImage detail listing them, so that a client
+// that sent digests rather than content knows to upload them and create
+// again. A caller whose policies allow no VM is told that instead, so the
+// store's content is shown to no one who could not deploy it. Digests
+// that are not SHA-256 are left to the create, which refuses them as
+// invalid.
+func (d *Daemon) unknownImages(caller name.Path, shas []string) error {
+	var missing []string
+	for _, sha := range shas {
+		if sha == "" || !store.IsImageName(sha) {
+			continue
+		}
+		if _, err := d.store.ImagePath(sha); err != nil {
+			missing = append(missing, sha)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	d.refreshRoot()
+	if err := policy.CheckMayDeploy(d.policies.Applying(caller), caller); err != nil {
+		return imageRefusal("upload refused", err) // the refusal an upload would meet
+	}
+	st := status.Newf(codes.InvalidArgument, "image sha256:%s is not in petreld's image store (unknown digest): upload it, then create", missing[0])
+	withDetail, err := st.WithDetails(&daemonv1.UnknownImage{Sha256: missing})
+	if err != nil {
+		return st.Err()
+	}
+	return withDetail.Err()
+}
+
 // claimLocked records domain's claim on sha; d.images.mu must be held.
 func (d *Daemon) claimLocked(sha string, domain name.Path) {
 	if d.images.claims[sha] == nil {

@@ -186,6 +186,7 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 		vm.Nets = append(vm.Nets, &daemonv1.NetAttachment{Name: n.Name, Bridge: n.Bridge, Mac: n.MAC, HostIf: n.HostIf})
 	}
 	vm.InitrdSha256, vm.KernelCmdline = r.InitrdSHA256, r.KernelCmdline
+	vm.ImageRef, vm.ImageDigest = r.ImageRef, r.ImageDigest
 	if !r.StartedAt.IsZero() {
 		vm.StartedAtNs = r.StartedAt.UnixNano()
 	}
@@ -200,9 +201,25 @@ func toVM(r supervisor.Record) *daemonv1.VM {
 // the create fails, images that nothing else holds are removed at once.
 func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daemonv1.VM, error) {
 	caller := callerDomain(authz.IdentityFrom(ctx))
+	var pulled *daemonv1.PulledImage
+	if req.GetImageRef() != "" {
+		var err error
+		if pulled, err = s.pullForCreate(ctx, caller, req); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetImageName() == "" {
+		req.ImageName = req.GetImageRef()
+	}
 	images := []string{req.GetImageSha256(), req.GetInitrdSha256()}
 	var hold uint64
 	if vm, err := name.ParseVM(req.GetName()); err == nil {
+		// Before anything else, and without dropping the caller's claims,
+		// so that a client that named a digest uploads it and creates
+		// again. (A bad name is reported before any upload.)
+		if err := s.d.unknownImages(caller, images); err != nil {
+			return nil, err
+		}
 		replacing := ""
 		if req.GetForce() {
 			replacing = vm.String()
@@ -217,6 +234,7 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
 		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
 		Nets: netParams(req.GetNets()), InitrdSHA256: req.GetInitrdSha256(), KernelCmdline: req.GetKernelCmdline(),
+		ImageRef: req.GetImageRef(), ImageDigest: pulled.GetManifestDigest(),
 	})
 	s.d.createDone(caller, hold, images, err != nil)
 	if err != nil {
@@ -292,10 +310,63 @@ func (s *server) Info(_ context.Context, req *daemonv1.InfoRequest) (*daemonv1.I
 	return out, nil
 }
 
-func sendLine(stream daemonv1.Daemon_ConsoleServer, l console.Line) error {
-	return stream.Send(&daemonv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated, Dropped: l.Dropped})
+// Bounds of one console message to a client that accepts batches: enough
+// lines that a busy console costs few messages, few enough bytes to stay
+// well below the 4 MB a gRPC client accepts by default (a line is at most
+// 1 MB).
+const (
+	consoleBatchLines = 4096
+	consoleBatchBytes = 512 << 10
+)
+
+// toConsoleLine fills m from l.
+func toConsoleLine(l *console.Line, m *daemonv1.ConsoleLine) {
+	if !l.Time.IsZero() {
+		m.TimeNs = l.Time.UnixNano()
+	}
+	m.Text, m.Truncated, m.Dropped = l.Text, l.Truncated, l.Dropped
 }
 
+// sendLines sends lines, one per message or, when batch, as few messages
+// as the bounds allow (the first line of each with the rest in More).
+func sendLines(stream daemonv1.Daemon_ConsoleServer, lines []console.Line, batch bool) error {
+	if !batch {
+		for i := range lines {
+			var m daemonv1.ConsoleLine
+			toConsoleLine(&lines[i], &m)
+			if err := stream.Send(&m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for len(lines) > 0 {
+		n, size := 0, 0
+		for n < len(lines) && n < consoleBatchLines && (n == 0 || size+len(lines[n].Text) <= consoleBatchBytes) {
+			size += len(lines[n].Text)
+			n++
+		}
+		msgs := make([]daemonv1.ConsoleLine, n)
+		more := make([]*daemonv1.ConsoleLine, n-1)
+		for i := range msgs {
+			toConsoleLine(&lines[i], &msgs[i])
+			if i > 0 {
+				more[i-1] = &msgs[i]
+			}
+		}
+		msgs[0].More = more
+		if err := stream.Send(&msgs[0]); err != nil {
+			return err
+		}
+		lines = lines[n:]
+	}
+	return nil
+}
+
+// Console sends the selected history of a VM's console and, with follow,
+// its live lines until the VM's output ends or the client goes away. A
+// follower that reads too slowly loses lines (never slowing the VM) and
+// gets a marker counting them in their place.
 func (s *server) Console(req *daemonv1.ConsoleRequest, stream daemonv1.Daemon_ConsoleServer) error {
 	if req.GetCount() < 0 {
 		return status.Errorf(codes.InvalidArgument, "console line count must not be negative, got %d", req.GetCount())
@@ -312,45 +383,32 @@ func (s *server) Console(req *daemonv1.ConsoleRequest, stream daemonv1.Daemon_Co
 	if req.GetSinceNs() != 0 {
 		since = time.Unix(0, req.GetSinceNs())
 	}
+	batch := req.GetBatch()
 	if !req.GetFollow() {
 		lines, err := ring.History(since, count)
 		if err != nil {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
-		for _, l := range lines {
-			if err := sendLine(stream, l); err != nil {
-				return err
-			}
-		}
-		return nil
+		return sendLines(stream, lines, batch)
 	}
 	hist, f, err := ring.Follow(since, count)
 	if err != nil {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	defer f.Close()
-	for _, l := range hist {
-		if err := sendLine(stream, l); err != nil {
-			return err
-		}
+	if err := sendLines(stream, hist, batch); err != nil {
+		return err
 	}
+	var buf []console.Line
 	for {
 		select {
-		case l := <-f.Lines():
-			if err := sendLine(stream, l); err != nil {
+		case <-f.Ready():
+			buf = f.Take(buf)
+			if err := sendLines(stream, buf, batch); err != nil {
 				return err
 			}
 		case <-f.Done():
-			for {
-				select {
-				case l := <-f.Lines():
-					if err := sendLine(stream, l); err != nil {
-						return err
-					}
-				default:
-					return nil
-				}
-			}
+			return sendLines(stream, f.Take(buf), batch)
 		case <-stream.Context().Done():
 			return nil
 		}

@@ -124,6 +124,18 @@ func (p *proxy) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daemo
 	return unary(ctx, req, p.up.Create)
 }
 
+func (p *proxy) PullImage(req *daemonv1.PullImageRequest, stream daemonv1.Daemon_PullImageServer) error {
+	return serverStream(stream, req, p.up.PullImage)
+}
+
+func (p *proxy) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daemonv1.UpdateResponse, error) {
+	return unary(ctx, req, p.up.Update)
+}
+
+func (p *proxy) CheckImage(ctx context.Context, req *daemonv1.CheckImageRequest) (*daemonv1.CheckImageResponse, error) {
+	return unary(ctx, req, p.up.CheckImage)
+}
+
 func (p *proxy) Destroy(ctx context.Context, req *daemonv1.DestroyRequest) (*daemonv1.DestroyResponse, error) {
 	return unary(ctx, req, p.up.Destroy)
 }

@@ -321,7 +321,8 @@ func cpuTime(pids []int) time.Duration {
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
 }
 
-// BenchmarkStatsCost runs 500 VMs (fake tender) and measures the CPU time
+// BenchmarkStatsCost runs 500 VMs (the idle guest on the built-in spt
+// tender: a tender and a guest process each) and measures the CPU time
 // petreld, its plugins and the shims spend per statistics collection,
 // per VM: CPU over a window with collections every 500 ms, minus the
 // same window with collection effectively off (the baseline, measured in
@@ -331,6 +332,7 @@ func BenchmarkStatsCost(b *testing.B) {
 	const window = 5 * time.Second
 	e := newEnvTB(b)
 	tmpfsRunDir(b, e)
+	e.useBuiltinTenders()
 	base, _ := os.ReadFile(e.config)
 	setInterval := func(d string) {
 		os.WriteFile(e.config, append(append([]byte{}, base...), []byte(fmt.Sprintf("stats_interval = %q\n", d))...), 0o600)
@@ -343,26 +345,30 @@ func BenchmarkStatsCost(b *testing.B) {
 	}
 	defer c.Close()
 	ctx := context.Background()
-	img := e.image("s.hvt", solo5.TargetHVT)
-	ref, err := c.UploadImageFile(ctx, img, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	sha := uploadIdle(b, c)
 	var shims []int
 	for i := 0; i < vms; i++ {
-		vm, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("s%d", i), ImageSha256: ref.GetSha256(), MemoryMb: 16, Args: []string{"run=forever"}})
+		vm, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("s%d", i), ImageSha256: sha, MemoryMb: 16})
 		if err != nil {
 			b.Fatal(err)
 		}
 		shims = append(shims, int(vm.GetShimPid()))
 	}
-	measure := func() time.Duration {
-		pids := append([]int{e.pid()}, children(e.pid(), "petrel-plugin-")...)
-		pids = append(pids, shims...)
-		before := cpuTime(pids)
+	// measure returns the CPU time of petreld, of its plugins and of the
+	// shims over the window.
+	measure := func() [3]time.Duration {
+		groups := [3][]int{{e.pid()}, children(e.pid(), "petrel-plugin-"), shims}
+		var before, out [3]time.Duration
+		for i, g := range groups {
+			before[i] = cpuTime(g)
+		}
 		time.Sleep(window)
-		return cpuTime(pids) - before
+		for i, g := range groups {
+			out[i] = cpuTime(g) - before[i]
+		}
+		return out
 	}
+	sum := func(d [3]time.Duration) time.Duration { return d[0] + d[1] + d[2] }
 	b.ResetTimer()
 	idle := measure()
 	e.stop() // VMs keep running; the next petreld reattaches
@@ -372,23 +378,32 @@ func BenchmarkStatsCost(b *testing.B) {
 	busy := measure()
 	b.StopTimer()
 	collections := float64(window / (500 * time.Millisecond))
-	perVM := float64((busy - idle).Microseconds()) / collections / vms
-	b.ReportMetric(float64(idle.Milliseconds()), "idle-cpu-ms/5s")
-	b.ReportMetric(float64(busy.Milliseconds()), "collecting-cpu-ms/5s")
-	b.ReportMetric(perVM, "cpu-us/VM/collection")
+	perVM := func(busy, idle time.Duration) float64 {
+		return float64((busy - idle).Microseconds()) / collections / vms
+	}
+	b.ReportMetric(float64(sum(idle).Milliseconds()), "idle-cpu-ms/5s")
+	b.ReportMetric(float64(sum(busy).Milliseconds()), "collecting-cpu-ms/5s")
+	b.ReportMetric(perVM(sum(busy), sum(idle)), "cpu-us/VM/collection")
+	b.ReportMetric(perVM(busy[0], idle[0]), "petreld-us/VM")
+	b.ReportMetric(perVM(busy[1], idle[1]), "plugins-us/VM")
+	b.ReportMetric(perVM(busy[2], idle[2]), "shims-us/VM")
 	for i := 0; i < vms; i++ {
 		c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: fmt.Sprintf("s%d", i)})
 	}
 }
 
 // BenchmarkConsoleThroughput streams a chatty guest's console (100 000
-// lines from the fake tender, which then exits) to a follower through the
-// shim, the plugin and petreld, and reports lines/s and MB/s delivered,
-// and lines lost by the follower (a follower that falls behind loses
-// lines rather than slowing the guest); the baseline is the same tender
-// writing to a pipe read directly, in the same run.
+// lines, printed as fast as the tender can) to a follower through shim,
+// plugin and petreld, and, as the baseline in the same run, reads the same
+// tender's output from a pipe directly. It reports the lines delivered per
+// second (from the first line received to the end of the stream), the
+// lines the follower lost (counted from the markers and checked against
+// the lines received), and the ratio of the two rates. The follower
+// attaches before the guest prints (delay=), so that every line can reach
+// it.
 func BenchmarkConsoleThroughput(b *testing.B) {
 	const lines = 100000
+	const delay = 300 * time.Millisecond
 	e, c, sha := benchEnv(b)
 	tender := filepath.Join(e.dir, "solo5-hvt")
 	image := filepath.Join(e.dir, "bench.hvt")
@@ -410,13 +425,25 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 		bare += time.Since(start)
 
 		name := fmt.Sprintf("chatty%d", i)
-		start = time.Now()
-		if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 32, Args: []string{fmt.Sprintf("lines=%d", lines)}}); err != nil {
+		if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 32,
+			Args: []string{"delay=" + delay.String(), fmt.Sprintf("lines=%d", lines)}}); err != nil {
 			b.Fatal(err)
 		}
-		stream, err := c.API.Console(ctx, &daemonv1.ConsoleRequest{Name: name, Follow: true})
+		stream, err := c.API.Console(ctx, &daemonv1.ConsoleRequest{Name: name, Follow: true, Batch: true})
 		if err != nil {
 			b.Fatal(err)
+		}
+		var first time.Time
+		var n, missed int64
+		take := func(l *daemonv1.ConsoleLine) {
+			if l.GetDropped() > 0 {
+				missed += int64(l.GetDropped())
+				return
+			}
+			if strings.HasPrefix(l.GetText(), "line ") {
+				n++
+				bytes += int64(len(l.GetText()) + 1)
+			}
 		}
 		for {
 			l, err := stream.Recv()
@@ -426,18 +453,26 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if l.GetDropped() > 0 {
-				lost += int64(l.GetDropped())
-				continue
+			if first.IsZero() {
+				first = time.Now()
 			}
-			got++
-			bytes += int64(len(l.GetText()) + 1)
+			take(l)
+			for _, m := range l.GetMore() {
+				take(m)
+			}
 		}
-		via += time.Since(start)
+		via += time.Since(first)
+		got += n
+		lost += lines - n
+		if missed < lines-n {
+			b.Errorf("run %d: %d lines missing, only %d reported by markers", i, lines-n, missed)
+		}
 		c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: name})
 	}
-	b.ReportMetric(float64(got)/via.Seconds(), "lines/s")
+	rate, bareRate := float64(got)/via.Seconds(), float64(lines*b.N)/bare.Seconds()
+	b.ReportMetric(rate, "lines/s")
 	b.ReportMetric(float64(bytes)/via.Seconds()/(1<<20), "MB/s")
 	b.ReportMetric(float64(lost)/float64(b.N), "lost-lines/op")
-	b.ReportMetric(float64(lines*b.N)/bare.Seconds(), "bare-lines/s")
+	b.ReportMetric(bareRate, "bare-lines/s")
+	b.ReportMetric(rate/bareRate, "ratio")
 }

@@ -1,15 +1,10 @@
 package integration
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -113,75 +108,4 @@ func TestChurn(t *testing.T) {
 	if left := e.runDirEntries(); len(left) != 0 {
 		t.Fatalf("runtime files left: %v", left)
 	}
-}
-
-// BenchmarkDensityScale runs 1, 100 and 1000 VMs (fake tender) and
-// reports petreld's and the plugins' RSS and the mean RSS of a shim and
-// of a tender per VM. The targets at 1000 VMs are petreld+plugins
-// ≤ 150 MB and shims ≤ 5 MB each. 1000 fake tenders take about 10 GB, so
-// a size whose VMs would not fit in the available memory is skipped.
-func BenchmarkDensityScale(b *testing.B) {
-	for _, vms := range []int{1, 100, 1000} {
-		b.Run(strconv.Itoa(vms), func(b *testing.B) {
-			if avail := memAvailableMB(); avail > 0 && avail < vms*12 {
-				b.Skipf("needs about %d MB of available memory for %d fake tenders, the host has %d MB", vms*12, vms, avail)
-			}
-			for i := 0; i < b.N; i++ {
-				densityAt(b, vms)
-			}
-		})
-	}
-}
-
-// densityAt starts vms VMs in a fresh installation, reports the memory
-// figures, and removes them.
-func densityAt(b *testing.B, vms int) {
-	e, c, sha := benchEnv(b)
-	ctx := context.Background()
-	start := time.Now()
-	for j := 0; j < vms; j++ {
-		if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: fmt.Sprintf("d%d", j), ImageSha256: sha, MemoryMb: 16, Args: []string{"run=forever"}}); err != nil {
-			b.Fatalf("VM %d: %v", j, err)
-		}
-	}
-	deploy := time.Since(start)
-	res, err := c.API.Info(ctx, &daemonv1.InfoRequest{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	shimKB, tenderKB := 0, 0
-	for _, vm := range res.GetVms() {
-		shimKB += rssKB(int(vm.GetShimPid()))
-		tenderKB += rssKB(int(vm.GetPid()))
-	}
-	daemonKB := rssKB(e.pid())
-	pluginKB := 0
-	for _, p := range children(e.pid(), "petrel-plugin-") {
-		pluginKB += rssKB(p)
-	}
-	n := float64(len(res.GetVms()))
-	b.ReportMetric(float64(daemonKB)/1024, "petreld-MB")
-	b.ReportMetric(float64(pluginKB)/1024, "plugins-MB")
-	b.ReportMetric(float64(daemonKB+pluginKB)/1024, "petreld+plugins-MB")
-	b.ReportMetric(float64(shimKB)/n/1024, "shim-MB/VM")
-	b.ReportMetric(float64(tenderKB)/n/1024, "tender-MB/VM")
-	b.ReportMetric(float64(deploy.Microseconds())/n/1000, "create-ms/VM")
-	for j := 0; j < vms; j++ {
-		c.API.Destroy(ctx, &daemonv1.DestroyRequest{Name: fmt.Sprintf("d%d", j)})
-	}
-}
-
-// memAvailableMB is the host's available memory, or 0 if unknown.
-func memAvailableMB() int {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemAvailable:" {
-			kb, _ := strconv.Atoi(f[1])
-			return kb / 1024
-		}
-	}
-	return 0
 }

@@ -139,6 +139,14 @@ func (p *proxy) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error)
 	return call(ctx, p.m, func(x hypervisor.Hypervisor) (*pluginv1.VMStats, error) { return x.Stats(ctx, id) })
 }
 
+// StatsBatch samples ids on the plugin's current process in one call
+// (hypervisor.StatsBatch), repeated on the next process like Stats.
+func (p *proxy) StatsBatch(ctx context.Context, ids []string) (map[string]*pluginv1.VMStats, error) {
+	return call(ctx, p.m, func(x hypervisor.Hypervisor) (map[string]*pluginv1.VMStats, error) {
+		return hypervisor.StatsBatch(ctx, x, ids)
+	})
+}
+
 // Console is repeated on the next process only while no line has been
 // delivered: a stream cut short later ends with its error, and the caller
 // resumes it from the last line it has.

@@ -289,9 +289,8 @@ func (c *Collector) Collect(ctx context.Context) *pluginv1.Batch {
 	b := &pluginv1.Batch{TimeNs: start.UnixNano(), Host: host}
 	vms := c.opts.Source.StatsVMs()
 	samples := make([]*pluginv1.VMSample, len(vms))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
 	var vmMemory uint64
+	byBackend := map[string][]int{}
 	for i, vm := range vms {
 		s := &pluginv1.VMSample{Name: vm.Name, Backend: vm.Backend, State: vm.State, Restarts: vm.Restarts, MemoryMb: vm.MemoryMB}
 		samples[i] = s
@@ -300,13 +299,15 @@ func (c *Collector) Collect(ctx context.Context) *pluginv1.Batch {
 		}
 		vmMemory += uint64(vm.MemoryMB) << 20
 		s.UptimeSeconds = time.Since(vm.StartedAt).Seconds()
+		byBackend[vm.Backend] = append(byBackend[vm.Backend], i)
+	}
+	var wg sync.WaitGroup
+	for backend, idx := range byBackend {
 		wg.Add(1)
-		go func(vm VM, s *pluginv1.VMSample) {
+		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			c.sampleVM(ctx, vm, s)
-		}(vm, s)
+			c.sampleBackend(ctx, backend, vms, idx, samples)
+		}()
 	}
 	wg.Wait()
 	c.sampleInterfaces(ctx, vms, samples)
@@ -330,22 +331,35 @@ func (c *Collector) Collect(ctx context.Context) *pluginv1.Batch {
 	return b
 }
 
-func (c *Collector) sampleVM(ctx context.Context, vm VM, s *pluginv1.VMSample) {
-	hv, err := c.opts.Backends.Hypervisor(vm.Backend)
+// sampleBackend samples the running VMs vms[i], i in idx, all of one
+// backend, in one call to its plugin, and fills samples[i].
+func (c *Collector) sampleBackend(ctx context.Context, backend string, vms []VM, idx []int, samples []*pluginv1.VMSample) {
+	hv, err := c.opts.Backends.Hypervisor(backend)
 	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, err := hv.Stats(ctx, vm.RunID)
+	ids := make([]string, len(idx))
+	for j, i := range idx {
+		ids[j] = vms[i].RunID
+	}
+	stats, err := hypervisor.StatsBatch(ctx, hv, ids)
 	if err != nil {
-		c.opts.Logger.Debug("sample VM", "vm", vm.Name, "error", err)
+		c.opts.Logger.Debug("sample VMs", "backend", backend, "error", err)
 		return
 	}
-	s.CpuUserNs, s.CpuSystemNs = st.GetUtimeNs(), st.GetStimeNs()
-	s.RssBytes, s.VsizeBytes, s.ShimRssBytes = st.GetRssBytes(), st.GetVsizeBytes(), st.GetShimRssBytes()
-	s.Minflt, s.Majflt = st.GetMinflt(), st.GetMajflt()
-	s.Nvcsw, s.Nivcsw, s.Threads = st.GetNvcsw(), st.GetNivcsw(), st.GetThreads()
+	for _, i := range idx {
+		st, ok := stats[vms[i].RunID]
+		if !ok {
+			continue
+		}
+		s := samples[i]
+		s.CpuUserNs, s.CpuSystemNs = st.GetUtimeNs(), st.GetStimeNs()
+		s.RssBytes, s.VsizeBytes, s.ShimRssBytes = st.GetRssBytes(), st.GetVsizeBytes(), st.GetShimRssBytes()
+		s.Minflt, s.Majflt = st.GetMinflt(), st.GetMajflt()
+		s.Nvcsw, s.Nivcsw, s.Threads = st.GetNvcsw(), st.GetNivcsw(), st.GetThreads()
+	}
 }
 
 // sampleInterfaces reads every tap in one call and turns host-side

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // ErrTooLarge is wrapped by the error of StageImage (and PutImage) when
@@ -85,9 +87,19 @@ func (s *Store) StageImage(r io.Reader, maxBytes int64) (*StagedImage, error) {
 	if limit < math.MaxInt64 {
 		limit++ // read one byte more than allowed to detect oversize input
 	}
+	// Hashing and writing (with write-back started as the content
+	// arrives) run on goroutines of their own while r is read.
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit))
+	fan := transfer.NewFanout(func(b []byte) error {
+		h.Write(b)
+		return nil
+	}, transfer.NewFileSink(f).Write)
+	n, err := fan.ReadFrom(io.LimitReader(r, limit))
 	if err != nil {
+		fan.Abort(err)
+		return nil, fmt.Errorf("put image: write %s: %w", tmp, err)
+	}
+	if err := fan.Close(); err != nil {
 		return nil, fmt.Errorf("put image: write %s: %w", tmp, err)
 	}
 	if n > maxBytes {

@@ -148,8 +148,10 @@ func (s *Supervisor) pumpConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 		if t := ring.LastTime(); !t.IsZero() {
 			since = t.UnixNano()
 		}
-		err := hv.Console(ctx, &pluginv1.ConsoleRequest{Id: runID, SinceNs: since, Follow: true}, func(l *pluginv1.ConsoleLine) error {
-			ring.Append(console.Line{Time: time.Unix(0, l.GetTimeNs()), Text: l.GetText(), Truncated: l.GetTruncated()})
+		var buf []console.Line
+		err := hv.Console(ctx, &pluginv1.ConsoleRequest{Id: runID, SinceNs: since, Follow: true, Batch: true}, func(l *pluginv1.ConsoleLine) error {
+			buf = consoleLines(buf[:0], l)
+			ring.AppendBatch(buf)
 			failures = 0 // the stream worked: count failures afresh
 			return nil
 		})
@@ -160,6 +162,16 @@ func (s *Supervisor) pumpConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 			return
 		}
 	}
+}
+
+// consoleLines appends the lines of a console message (the line and those
+// in its More, a plugin's batch) to buf, as ring lines.
+func consoleLines(buf []console.Line, m *pluginv1.ConsoleLine) []console.Line {
+	buf = append(buf, console.Line{Time: time.Unix(0, m.GetTimeNs()), Text: m.GetText(), Truncated: m.GetTruncated(), Dropped: m.GetDropped()})
+	for _, l := range m.GetMore() {
+		buf = append(buf, console.Line{Time: time.Unix(0, l.GetTimeNs()), Text: l.GetText(), Truncated: l.GetTruncated(), Dropped: l.GetDropped()})
+	}
+	return buf
 }
 
 // recordExit stores an exit. It returns the delay before a restart, or
@@ -233,13 +245,18 @@ func runTimes(started time.Time, st *pluginv1.ExitStatus) (time.Time, time.Time)
 }
 
 // stayDown records that v, whose run ended, stays down: it gives back its
-// devices and closes its console. Caller holds v.mu.
+// devices and closes its console. The exit is shown (Info) and console
+// followers are ended before the record is written to disk, so that
+// `petrel console --follow` ends as soon as the exit is known rather than
+// after a synchronous write; a daemon that dies in between learns the
+// same exit again from the shim's exit record. Caller holds v.mu.
 func (s *Supervisor) stayDown(v *vm) {
 	s.releaseDevices(v)
+	s.publishRecord(v)
+	v.ring.SetClosed(true)
 	if err := s.persist(v); err != nil {
 		s.opts.Logger.Error("save exit", "vm", v.rec.Name, "error", err)
 	}
-	v.ring.SetClosed(true)
 }
 
 // Outcomes of restartAfterFailure.

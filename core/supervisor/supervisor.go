@@ -81,7 +81,7 @@ type Network interface {
 	// BridgeExists reports whether bridge exists on the host.
 	BridgeExists(ctx context.Context, bridge string) (bool, error)
 	// Attach creates (or, if it is already there, reuses) hostIf on
-	// bridge, up; it returns the MTU.
+	// bridge, up.
 	Attach(ctx context.Context, vm, netName, bridge, mac, hostIf string) error
 	// Detach removes hostIf; a missing one is not an error.
 	Detach(ctx context.Context, hostIf string) error
@@ -150,6 +150,9 @@ type CreateParams struct {
 	// InitrdSHA256 and KernelCmdline are for Linux guests.
 	InitrdSHA256  string
 	KernelCmdline string
+	// ImageRef and ImageDigest record the OCI reference the image was
+	// pulled by and its manifest digest (see vmrecord.Record).
+	ImageRef, ImageDigest string
 }
 
 // Supervisor manages every VM of one daemon.
@@ -498,8 +501,9 @@ func (s *Supervisor) releaseBlocks(v *vm) {
 	}
 }
 
-// lockNew returns the VM entry for name locked, creating a placeholder
-// (gone=true) when there is none.
+// lockEntry returns the VM entry for n with its lock held. When there is
+// none it returns ErrNotFound, or with create a new placeholder (gone=true)
+// that dropIfGone removes if it never becomes a VM.
 func (s *Supervisor) lockEntry(n string, create bool) (*vm, error) {
 	for {
 		s.mu.Lock()
@@ -569,7 +573,7 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 		Name: p.Name, Backend: p.Backend, ImageSHA256: p.ImageSHA256, ImageName: p.ImageName,
 		MemoryMB: p.MemoryMB, CPUs: p.CPUs, Args: p.Args, Restart: p.Restart, Startup: p.Startup,
 		Blocks: p.Blocks, Nets: p.Nets, InitrdSHA256: p.InitrdSHA256, KernelCmdline: p.KernelCmdline,
-		CreatedAt: time.Now().UTC(),
+		ImageRef: p.ImageRef, ImageDigest: p.ImageDigest, CreatedAt: time.Now().UTC(),
 	}
 	spec := s.spec(rec, imagePath, newRunID())
 	if !v.gone || len(rec.Nets) > 0 || len(rec.Blocks) > 0 {
@@ -598,7 +602,19 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	}
 	defer release()
 	if !v.gone {
+		// The replacement is recorded, starting, before the old run
+		// goes: a daemon killed from here on finds the new configuration
+		// and starts it (the old run, which no record names then, is
+		// removed as an orphan), never a record of a run that is gone.
+		next := rec
+		next.State, next.RunID, next.BootID = StateStarting, spec.Id, s.opts.BootID
+		if err := s.opts.Store.Put(RecordsCollection, recordKey(rec.Name), next); err != nil {
+			return Record{}, fmt.Errorf("replace %s: save VM: %w", p.Name, err)
+		}
 		if err := s.teardown(ctx, v); err != nil {
+			if perr := s.persist(v); perr != nil {
+				s.opts.Logger.Error("restore record of VM not replaced", "vm", p.Name, "error", perr)
+			}
 			return Record{}, fmt.Errorf("replace %s: %w", p.Name, err)
 		}
 		v.ring.SetClosed(true)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -629,4 +630,47 @@ func TestBackendDisabled(t *testing.T) {
 		t.Fatalf("an unsupervised VM whose backend is back: %+v", s)
 	}
 	eventually(t, "the restarting VM started again", func() bool { return f.state("later").State == StateRunning })
+}
+
+// TestReplaceRecordedBeforeOldRunGoes: a forced create (petrel update,
+// create --force) records the new configuration, starting, before the old
+// run is stopped, so a daemon killed while the new run starts finds the
+// new image recorded and starts it, never the old record of a run that is
+// gone. When the old run cannot be stopped, the old record stays.
+func TestReplaceRecordedBeforeOldRunGoes(t *testing.T) {
+	f := newFixture(t)
+	old := f.create("web", 0, false)
+	sha2, _, err := f.st.PutImage(bytes.NewReader([]byte("image 2")), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	f.hv.mu.Lock()
+	f.hv.block["web"] = release
+	f.hv.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.sup.Create(context.Background(), CreateParams{Name: "web", ImageSHA256: sha2, MemoryMB: 16, Force: true,
+			ImageRef: "registry.example.org/web:2", ImageDigest: "sha256:feed"})
+		done <- err
+	}()
+	eventually(t, "the old run to be stopped", func() bool {
+		f.hv.mu.Lock()
+		defer f.hv.mu.Unlock()
+		return slices.Contains(f.hv.destroyed, old.RunID)
+	})
+	var stored Record
+	if err := f.st.Get(RecordsCollection, recordKey("web"), &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.ImageSHA256 != sha2 || stored.State != StateStarting || stored.RunID == old.RunID || stored.ImageRef != "registry.example.org/web:2" {
+		t.Fatalf("while the new run starts, the store holds %+v", stored)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := f.state("web"); s.ImageSHA256 != sha2 || s.State != StateRunning || s.ImageDigest != "sha256:feed" {
+		t.Fatalf("after the replace: %+v", s)
+	}
 }

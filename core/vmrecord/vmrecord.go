@@ -98,6 +98,12 @@ type Record struct {
 	// InitrdSHA256 and KernelCmdline are for Linux guests.
 	InitrdSHA256  string `json:"initrd_sha256,omitempty"`
 	KernelCmdline string `json:"kernel_cmdline,omitempty"`
+	// ImageRef is the OCI reference the image was pulled by, as given
+	// (with its tag), and ImageDigest the manifest digest it named then;
+	// both empty for an uploaded image. `petrel update` pulls ImageRef
+	// again, and `petrel info --check-updates` compares its digest now.
+	ImageRef    string `json:"image_ref,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
 
 	State string `json:"state"`
 	// RunID names the current (or last) run at the backend; every start

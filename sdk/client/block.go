@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
 
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // Progress is called as a transfer advances, with the bytes of content
@@ -35,15 +37,28 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// hashSink feeds a hash; it never fails.
+func hashSink(h hash.Hash) transfer.Sink {
+	return func(b []byte) error {
+		h.Write(b)
+		return nil
+	}
+}
+
 // streamWriter sends written bytes as upload chunks.
 type streamWriter struct {
 	stream daemonv1.Daemon_BlockUploadClient
 	first  *daemonv1.BlockChunk
 }
 
+// maxBlockMessage is the largest upload message: a chunk of content, or
+// a chunk's gzip member, which may be a few bytes larger than the chunk
+// when it is stored.
+const maxBlockMessage = 2 << 20
+
 func (w *streamWriter) Write(p []byte) (int, error) {
-	for off := 0; off < len(p); off += ChunkSize {
-		end := min(off+ChunkSize, len(p))
+	for off := 0; off < len(p); off += maxBlockMessage {
+		end := min(off+maxBlockMessage, len(p))
 		msg := &daemonv1.BlockChunk{Data: p[off:end]}
 		if w.first != nil {
 			msg, w.first = w.first, nil
@@ -69,18 +84,25 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	if err != nil {
 		return nil, err
 	}
+	// Reading the file, hashing it and sending it (compressing first,
+	// with --gzip) run on goroutines of their own, chunk by chunk.
 	h := sha256.New()
-	src := &countingReader{r: io.TeeReader(r, h), total: total, progress: progress}
 	w := &streamWriter{stream: stream, first: &daemonv1.BlockChunk{Name: name, Gzip: compress, Total: total}}
-	var copyErr error
-	buf := make([]byte, ChunkSize)
+	send := func(b []byte) error { _, err := w.Write(b); return err }
+	var gz *transfer.GzipChunks
 	if compress {
-		zw := gzip.NewWriter(w)
-		if _, copyErr = io.CopyBuffer(zw, src, buf); copyErr == nil {
-			copyErr = zw.Close()
-		}
+		gz = transfer.NewGzipChunks(send)
+		send = gz.Write
+	}
+	fan := transfer.NewFanout(hashSink(h), send)
+	_, copyErr := fan.ReadFrom(&countingReader{r: r, total: total, progress: progress})
+	if copyErr != nil {
+		fan.Abort(copyErr)
 	} else {
-		_, copyErr = io.CopyBuffer(w, src, buf)
+		copyErr = fan.Close()
+	}
+	if gz != nil && copyErr == nil {
+		copyErr = gz.Finish() // empty content is still a gzip stream
 	}
 	if w.first != nil && copyErr == nil { // empty content: still name the device
 		copyErr = stream.Send(w.first)
@@ -161,9 +183,16 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 		}
 		src = zr
 	}
+	// Receiving, hashing and writing (with write-back started as the
+	// content arrives) run on goroutines of their own, chunk by chunk.
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), &countingReader{r: src, total: head.GetTotal(), progress: progress}, make([]byte, ChunkSize))
+	fan := transfer.NewFanout(hashSink(h), transfer.NewFileSink(tmp).Write)
+	n, err := fan.ReadFrom(&countingReader{r: src, total: head.GetTotal(), progress: progress})
 	if err != nil {
+		fan.Abort(err)
+		return n, fmt.Errorf("download %s: %w", name, err)
+	}
+	if err := fan.Close(); err != nil {
 		return n, fmt.Errorf("download %s: %w", name, err)
 	}
 	for r.sha == "" { // the checksum follows the content

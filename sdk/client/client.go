@@ -4,8 +4,6 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -125,6 +123,16 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 // again, and an image the caller's domain holds already costs its image
 // allowance nothing.
 func (c *Client) UploadImageFile(ctx context.Context, path string, progress func(sent, total int64)) (*daemonv1.ImageRef, error) {
+	sha, err := HashFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return c.uploadImageFile(ctx, path, sha, progress)
+}
+
+// uploadImageFile uploads the file at path, whose SHA-256 the caller
+// computed: petreld checks the content against it.
+func (c *Client) uploadImageFile(ctx context.Context, path, sha string, progress func(sent, total int64)) (*daemonv1.ImageRef, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -137,19 +145,12 @@ func (c *Client) UploadImageFile(ctx context.Context, path string, progress func
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
 	var p func(int64)
 	var reported int64
 	if progress != nil {
 		p = func(sent int64) { reported = sent; progress(sent, fi.Size()) }
 	}
-	ref, err := c.uploadImage(ctx, f, fi.Size(), hex.EncodeToString(h.Sum(nil)), p)
+	ref, err := c.uploadImage(ctx, f, fi.Size(), sha, p)
 	if err == nil && progress != nil && reported < fi.Size() {
 		progress(fi.Size(), fi.Size()) // done, though answered early
 	}

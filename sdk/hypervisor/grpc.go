@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/sdk/pluginglue"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -97,6 +98,11 @@ func (s *server) Stats(ctx context.Context, ref *pluginv1.VMRef) (*pluginv1.VMSt
 	return r, toStatus(err)
 }
 
+func (s *server) StatsBatch(ctx context.Context, req *pluginv1.StatsBatchRequest) (*pluginv1.StatsBatchResponse, error) {
+	r, err := StatsBatch(ctx, s.impl, req.GetIds())
+	return &pluginv1.StatsBatchResponse{Stats: r}, toStatus(err)
+}
+
 func (s *server) Console(req *pluginv1.ConsoleRequest, stream pluginv1.Hypervisor_ConsoleServer) error {
 	return toStatus(s.impl.Console(stream.Context(), req, stream.Send))
 }
@@ -158,6 +164,23 @@ func (c *client) Destroy(ctx context.Context, id string) error {
 func (c *client) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
 	r, err := c.c.Stats(ctx, &pluginv1.VMRef{Id: id})
 	return r, fromStatus(err)
+}
+
+// fallbackParallel is how many Stats calls StatsBatch makes at a time
+// into a plugin that predates StatsBatch.
+const fallbackParallel = 16
+
+// StatsBatch samples ids in one round trip; a plugin that predates the
+// call is asked for each VM's Stats instead.
+func (c *client) StatsBatch(ctx context.Context, ids []string) (map[string]*pluginv1.VMStats, error) {
+	r, err := c.c.StatsBatch(ctx, &pluginv1.StatsBatchRequest{Ids: ids})
+	if status.Code(err) == codes.Unimplemented {
+		return statsEach(ctx, c, ids, fallbackParallel)
+	}
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return r.GetStats(), nil
 }
 
 func (c *client) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {

@@ -132,17 +132,64 @@ func ShimStats(dir string) (*pluginv1.VMStats, error) {
 
 // ShimConsole serves a Console request from the shim in dir, or after the
 // VM exited from the history the shim saved. A killed shim's output ends
-// the stream without an error: it is over, and was not saved.
+// the stream without an error: it is over, and was not saved. When the
+// request sets batch, each call of fn carries every line the shim handed
+// out at once (the first, or a marker of lines lost, with the rest in
+// more), so that a busy console costs few messages.
 func ShimConsole(ctx context.Context, dir string, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
 	var since time.Time
 	if req.GetSinceNs() != 0 {
 		since = time.Unix(0, req.GetSinceNs())
 	}
-	err := shim.Dial(dir).Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
-		return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
-	})
+	c := shim.Dial(dir)
+	var err error
+	if req.GetBatch() {
+		err = c.ConsoleBatches(ctx, since, int(req.GetCount()), req.GetFollow(), func(b shim.Batch) error {
+			if m := batchMessage(b); m != nil {
+				return fn(m)
+			}
+			return nil
+		})
+	} else {
+		err = c.Console(ctx, since, int(req.GetCount()), req.GetFollow(), func(l shim.Line) error {
+			return fn(&pluginv1.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated})
+		})
+	}
 	if errors.Is(err, shim.ErrShimLost) {
 		return nil
 	}
 	return err
+}
+
+// batchMessage turns a batch of shim console lines into one console
+// message: a marker of the lines lost (when there were) or the first line,
+// with the others in More. It returns nil for an empty batch.
+func batchMessage(b shim.Batch) *pluginv1.ConsoleLine {
+	n := len(b.Lines)
+	if b.Dropped > 0 {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	msgs := make([]pluginv1.ConsoleLine, n)
+	ptrs := make([]*pluginv1.ConsoleLine, n)
+	i := 0
+	if b.Dropped > 0 {
+		msgs[0].Dropped = b.Dropped
+		if len(b.Lines) > 0 {
+			msgs[0].TimeNs = b.Lines[0].Time.UnixNano()
+		}
+		ptrs[0] = &msgs[0]
+		i = 1
+	}
+	for _, l := range b.Lines {
+		m := &msgs[i]
+		m.TimeNs, m.Text, m.Truncated = l.Time.UnixNano(), l.Text, l.Truncated
+		ptrs[i] = m
+		i++
+	}
+	head := ptrs[0]
+	head.More = ptrs[1:]
+	return head
 }

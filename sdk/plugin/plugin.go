@@ -19,6 +19,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/textpages"
 )
 
 // ProtocolVersion is the newest plugin protocol version this SDK speaks.
@@ -118,12 +119,19 @@ func printVersion(impl informer) {
 // tighter heap matters more than the collector's CPU time.
 const pluginGCPercent = 50
 
+// releaseTextAfter is when a plugin gives back the pages of its binary
+// it mapped while starting (textpages): past the handshake and
+// petreld's first calls.
+const releaseTextAfter = 10 * time.Second
+
 // startPlugin does what every plugin process does first: tighten the
-// heap, and exit with its parent.
+// heap, give back its start-up text pages once started, and exit with
+// its parent.
 func startPlugin() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(pluginGCPercent)
 	}
+	textpages.ReleaseAfter(releaseTextAfter)
 	go exitWithParent(os.Getppid(), time.Second)
 }
 

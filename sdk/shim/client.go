@@ -185,7 +185,8 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 // Console calls fn for each console line at or after since (zero: no
 // bound), only the newest count of them (0: all), oldest first. With follow
 // it then keeps calling fn for new lines until the tender exits or ctx
-// ends. An error from fn stops the stream and is returned.
+// ends. An error from fn stops the stream and is returned. Lines a slow
+// follower loses are skipped silently; ConsoleBatches counts them.
 //
 // If the shim is gone, lines are served from console.jsonl (follow then
 // ends at once), provided the shim recorded the exit; otherwise the error
@@ -193,10 +194,27 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 // rest is served from console.jsonl in the same way (or ErrShimLost is
 // returned after the lines already delivered).
 func (c *Client) Console(ctx context.Context, since time.Time, count int, follow bool, fn func(Line) error) error {
+	return c.ConsoleBatches(ctx, since, count, follow, func(b Batch) error {
+		for _, l := range b.Lines {
+			if err := fn(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ConsoleBatches is Console delivering many lines per call of fn, as the
+// shim hands them out (a busy console costs a few calls per read of the
+// tender's output rather than one per line), and telling a follower that
+// fell too far behind the tender how many lines it lost (Batch.Dropped).
+// The tender's output never waits for a follower. A shim that predates
+// batches is served one line per call.
+func (c *Client) ConsoleBatches(ctx context.Context, since time.Time, count int, follow bool, fn func(Batch) error) error {
 	if count < 0 {
 		return fmt.Errorf("console: count must not be negative, got %d", count)
 	}
-	req := request{Op: "console", Count: count, Follow: follow}
+	req := request{Op: "console", Count: count, Follow: follow, Batch: true}
 	if !since.IsZero() {
 		req.Since = since.Format(time.RFC3339Nano)
 	}
@@ -205,9 +223,18 @@ func (c *Client) Console(ctx context.Context, since time.Time, count int, follow
 		switch {
 		case r.End:
 			return true, nil
+		case r.Batch != nil:
+			b, err := r.Batch.decode()
+			if err != nil {
+				return true, fmt.Errorf("shim %s: console: %w", c.dir, err)
+			}
+			if n := len(b.Lines); n > 0 {
+				last = b.Lines[n-1].Time
+			}
+			return false, fn(b)
 		case r.Line != nil:
 			last = r.Line.Time
-			return false, fn(*r.Line)
+			return false, fn(Batch{Lines: []Line{*r.Line}})
 		default:
 			return true, fmt.Errorf("shim %s: console: unexpected response", c.dir)
 		}
@@ -227,10 +254,12 @@ func (c *Client) Console(ctx context.Context, since time.Time, count int, follow
 		// The stream broke after some lines: deliver only the rest.
 		lines = selectLines(lines, last.Add(time.Nanosecond), 0)
 	}
-	for _, l := range lines {
-		if err := fn(l); err != nil {
+	for len(lines) > 0 {
+		n := chunkLen(lines)
+		if err := fn(Batch{Lines: lines[:n]}); err != nil {
 			return err
 		}
+		lines = lines[n:]
 	}
 	return nil
 }

@@ -3,11 +3,14 @@ package shim
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -32,53 +35,56 @@ func ReadStats(dir string) (Stats, error) {
 	if _, err := os.Stat(filepath.Join(dir, ExitFile)); err == nil {
 		return Stats{}, ErrExited
 	}
-	if ppid, err := parentOf(rec.TenderPID); err != nil || ppid != rec.ShimPID {
+	st, err := statsOf(rec.TenderPID, rec.ShimPID, "/proc/"+strconv.Itoa(rec.ShimPID)+"/statm")
+	if errors.Is(err, errNotChild) {
 		return Stats{}, ErrExited
 	}
-	st, err := statsOf(rec.TenderPID, "/proc/"+strconv.Itoa(rec.ShimPID)+"/status")
 	if err != nil {
 		return Stats{}, err
 	}
 	return st, nil
 }
 
-// parentOf reads a process's parent pid.
-func parentOf(pid int) (int, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 || f[0] == "Z" || f[0] == "X" {
-		return 0, fmt.Errorf("process %d is gone", pid)
-	}
-	return strconv.Atoi(f[1])
-}
+// errNotChild is statsOf's answer when the tender pid no longer names a
+// live child of the shim: the tender exited (and perhaps its pid was
+// reused).
+var errNotChild = errors.New("tender is no longer the shim's child")
 
 // readStats samples /proc for pid from inside the shim. The caller
 // guarantees pid still names the tender (not yet reaped).
-func readStats(pid int) (Stats, error) { return statsOf(pid, "/proc/self/status") }
+func readStats(pid int) (Stats, error) { return statsOf(pid, 0, "/proc/self/statm") }
 
 // statsOf samples /proc for the tender pid and every live process below
-// it, and the shim's memory from shimStatus. A tender may run its guest
-// in a child process (Petrel's built-in spt tender does: the guest is a
-// single-threaded, sandboxed child of the tender), so the VM's CPU time,
-// memory, faults, threads and context switches are the sums over that
-// process tree; StartedAt is the tender's.
-func statsOf(pid int, shimStatus string) (Stats, error) {
-	st, startTicks, err := processStats(pid)
+// it, and the shim's memory from shimStatm (its /proc statm file). With
+// shim > 0, the tender must be a live child of that pid, or statsOf
+// returns errNotChild. A tender may run its guest in a child process
+// (Petrel's built-in spt tender does: the guest is a single-threaded,
+// sandboxed child of the tender), so the VM's CPU time, memory, faults,
+// threads and context switches are the sums over that process tree;
+// StartedAt is the tender's. Each process costs three small reads (stat,
+// status and its children), made by procReader without os.File.
+func statsOf(pid, shim int, shimStatm string) (Stats, error) {
+	r := procReader{buf: make([]byte, 4096)}
+	ps, err := r.stat(pid)
+	if err != nil {
+		if shim > 0 {
+			return Stats{}, errNotChild
+		}
+		return Stats{TenderPID: pid}, err
+	}
+	if shim > 0 && (ps.ppid != shim || ps.state == 'Z' || ps.state == 'X') {
+		return Stats{}, errNotChild
+	}
+	st, err := r.processStats(pid, ps)
 	if err != nil {
 		return st, err
 	}
+	st.TenderPID = pid
 	if boot, berr := bootTime(); berr == nil {
-		st.StartedAt = boot.Add(time.Duration(startTicks * nsPerTick)).UTC()
+		st.StartedAt = boot.Add(time.Duration(ps.startTicks * nsPerTick)).UTC()
 	}
-	for _, child := range descendants(pid) {
-		c, _, err := processStats(child)
+	for _, child := range r.descendants(pid, ps) {
+		c, err := r.processStats(child.pid, child.stat)
 		if err != nil {
 			continue // exited meanwhile: its figures are the tender's now
 		}
@@ -92,11 +98,9 @@ func statsOf(pid int, shimStatus string) (Stats, error) {
 		st.Nvcsw += c.Nvcsw
 		st.Nivcsw += c.Nivcsw
 	}
-	self, err := readStatus(shimStatus)
-	if err != nil {
+	if st.ShimRSSBytes, err = r.resident(shimStatm); err != nil {
 		return st, err
 	}
-	st.ShimRSSBytes = self["VmRSS"]
 	return st, nil
 }
 
@@ -104,95 +108,267 @@ func statsOf(pid int, shimStatus string) (Stats, error) {
 // that a guest cannot make statistics collection expensive.
 const maxDescendants = 64
 
-// descendants lists the live processes below pid, from the children
-// files of its threads (/proc/PID/task/TID/children), breadth first. A
+// procReader reads small /proc files into one buffer it reuses, with
+// open, read and close alone: no os.File, and so no poller registration,
+// fcntl or finalizer for each of the many files a collection reads.
+// What it returns is valid until its next read.
+type procReader struct{ buf []byte }
+
+// read returns the content of the file at path.
+func (r *procReader) read(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stats: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer syscall.Close(fd)
+	n := 0
+	for {
+		if n == len(r.buf) {
+			r.buf = append(r.buf, make([]byte, len(r.buf))...)
+		}
+		m, err := syscall.Read(fd, r.buf[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read stats: %w", &os.PathError{Op: "read", Path: path, Err: err})
+		}
+		if m <= 0 {
+			return r.buf[:n], nil
+		}
+		n += m
+	}
+}
+
+// child is a process below a tender, with its parsed stat.
+type child struct {
+	pid  int
+	stat procStat
+}
+
+// descendants lists the live processes below pid, whose stat is ps, from
+// the children files of its threads (/proc/PID/task/TID/children),
+// breadth first. A single-threaded process (the spt tender and its guest
+// are) has one such file, read without listing the task directory. A
 // kernel without those files yields none.
-func descendants(pid int) []int {
-	var out []int
-	queue := []int{pid}
+func (r *procReader) descendants(pid int, ps procStat) []child {
+	var out []child
+	queue := []child{{pid, ps}}
 	for len(queue) > 0 && len(out) < maxDescendants {
 		p := queue[0]
 		queue = queue[1:]
-		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
-		if err != nil {
-			continue
-		}
-		for _, t := range tasks {
-			data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + t.Name() + "/children")
+		base := "/proc/" + strconv.Itoa(p.pid) + "/task/"
+		tasks := []string{strconv.Itoa(p.pid)}
+		if p.stat.threads != 1 {
+			entries, err := os.ReadDir(base)
 			if err != nil {
 				continue
 			}
-			for _, f := range strings.Fields(string(data)) {
-				if c, err := strconv.Atoi(f); err == nil && len(out) < maxDescendants {
-					out = append(out, c)
-					queue = append(queue, c)
+			tasks = tasks[:0]
+			for _, t := range entries {
+				tasks = append(tasks, t.Name())
+			}
+		}
+		var pids []int
+		for _, t := range tasks {
+			data, err := r.read(base + t + "/children")
+			if err != nil {
+				continue
+			}
+			for _, f := range bytes.Fields(data) {
+				if c, err := parseDecimal(f); err == nil {
+					pids = append(pids, int(c))
 				}
 			}
+		}
+		for _, c := range pids {
+			if len(out) >= maxDescendants {
+				break
+			}
+			cps, err := r.stat(c)
+			if err != nil {
+				continue // exited meanwhile
+			}
+			out = append(out, child{c, cps})
+			queue = append(queue, child{c, cps})
 		}
 	}
 	return out
 }
 
-// processStats samples /proc for one process; it returns its start time
-// as /proc gives it, in clock ticks since boot.
-func processStats(pid int) (Stats, int64, error) {
-	st := Stats{TenderPID: pid}
-	base := "/proc/" + strconv.Itoa(pid)
+// procStat holds the fields of /proc/PID/stat that statistics use.
+type procStat struct {
+	state          byte
+	ppid           int
+	minflt, majflt int64
+	utime, stime   int64 // clock ticks
+	threads        int64
+	startTicks     int64 // clock ticks since boot
+	vsizeBytes     int64
+}
 
-	data, err := os.ReadFile(base + "/stat")
+// stat reads and parses /proc/PID/stat.
+func (r *procReader) stat(pid int) (procStat, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	data, err := r.read(path)
 	if err != nil {
-		return st, 0, fmt.Errorf("read stats: %w", err)
+		return procStat{}, err
 	}
-	// The command name (field 2) is in parentheses and may contain spaces
-	// and parentheses; fields after the last ')' are plain numbers.
+	return parseProcStat(path, data)
+}
+
+// parseProcStat parses the content of a /proc/PID/stat file read from
+// path. The command name (field 2) is in parentheses and may contain
+// spaces and parentheses; fields after the last ')' are plain numbers.
+func parseProcStat(path string, data []byte) (procStat, error) {
+	var ps procStat
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return st, 0, fmt.Errorf("parse %s/stat: no command name", base)
+		return ps, fmt.Errorf("parse %s: no command name", path)
 	}
-	fields := strings.Fields(string(data[i+1:]))
-	// fields[0] is stat field 3 (state); stat field n is fields[n-3].
-	if len(fields) < 22 {
-		return st, 0, fmt.Errorf("parse %s/stat: %d fields", base, len(fields)+2)
-	}
-	num := func(field int) int64 {
-		v, perr := strconv.ParseInt(fields[field-3], 10, 64)
-		if perr != nil && err == nil {
-			err = fmt.Errorf("parse %s/stat field %d: %w", base, field, perr)
+	rest := data[i+1:]
+	field := 2
+	for len(rest) > 0 && field < 23 {
+		rest = bytes.TrimLeft(rest, " ")
+		end := bytes.IndexAny(rest, " \n")
+		if end < 0 {
+			end = len(rest)
 		}
-		return v
+		tok := rest[:end]
+		rest = rest[end:]
+		if len(tok) == 0 {
+			break
+		}
+		field++
+		if field == 3 {
+			ps.state = tok[0]
+			continue
+		}
+		var dst *int64
+		switch field {
+		case 10:
+			dst = &ps.minflt
+		case 12:
+			dst = &ps.majflt
+		case 14:
+			dst = &ps.utime
+		case 15:
+			dst = &ps.stime
+		case 20:
+			dst = &ps.threads
+		case 22:
+			dst = &ps.startTicks
+		case 23:
+			dst = &ps.vsizeBytes
+		case 4:
+			v, err := parseDecimal(tok)
+			if err != nil {
+				return ps, fmt.Errorf("parse %s field %d: %w", path, field, err)
+			}
+			ps.ppid = int(v)
+			continue
+		default:
+			continue
+		}
+		v, err := parseDecimal(tok)
+		if err != nil {
+			return ps, fmt.Errorf("parse %s field %d: %w", path, field, err)
+		}
+		*dst = v
 	}
-	st.Minflt = num(10)
-	st.Majflt = num(12)
-	st.UtimeNS = num(14) * nsPerTick
-	st.StimeNS = num(15) * nsPerTick
-	st.Threads = num(20)
-	startTicks := num(22)
-	st.VSizeBytes = num(23)
-	if err != nil {
-		return st, 0, err
+	if field < 23 {
+		return ps, fmt.Errorf("parse %s: %d fields", path, field)
 	}
+	return ps, nil
+}
 
-	data, err = os.ReadFile(base + "/statm")
-	if err != nil {
-		return st, 0, fmt.Errorf("read stats: %w", err)
+// parseDecimal parses a possibly negative decimal integer.
+func parseDecimal(b []byte) (int64, error) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
 	}
-	sm := strings.Fields(string(data))
-	if len(sm) < 2 {
-		return st, 0, fmt.Errorf("parse %s/statm: %d fields", base, len(sm))
+	if len(b) == 0 || len(b) > 19 {
+		return 0, fmt.Errorf("bad number %q", b)
 	}
-	pages, err := strconv.ParseInt(sm[1], 10, 64)
-	if err != nil {
-		return st, 0, fmt.Errorf("parse %s/statm: %w", base, err)
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("bad number %q", b)
+		}
+		v = v*10 + int64(c-'0')
 	}
-	st.RSSBytes = pages * int64(os.Getpagesize())
+	if neg {
+		v = -v
+	}
+	return v, nil
+}
 
-	status, err := readStatus(base + "/status")
+// processStats turns one process's parsed stat into Stats, adding its
+// resident memory and context switches from /proc/PID/status (whose
+// VmRSS the kernel sums exactly, unlike the rss field of stat).
+func (r *procReader) processStats(pid int, ps procStat) (Stats, error) {
+	st := Stats{TenderPID: pid,
+		Minflt: ps.minflt, Majflt: ps.majflt,
+		UtimeNS: ps.utime * nsPerTick, StimeNS: ps.stime * nsPerTick,
+		Threads: ps.threads, VSizeBytes: ps.vsizeBytes}
+	data, err := r.read("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return st, 0, err
+		return st, err
 	}
-	st.Nvcsw = status["voluntary_ctxt_switches"]
-	st.Nivcsw = status["nonvoluntary_ctxt_switches"]
-	return st, startTicks, nil
+	st.RSSBytes = statusField(data, "VmRSS:") * 1024
+	st.Nvcsw = statusField(data, "voluntary_ctxt_switches:")
+	st.Nivcsw = statusField(data, "nonvoluntary_ctxt_switches:")
+	return st, nil
+}
+
+// statusField is the number after key at the start of a line of a
+// /proc/PID/status file, or 0.
+func statusField(data []byte, key string) int64 {
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if v, ok := bytes.CutPrefix(line, []byte(key)); ok {
+			v = bytes.TrimSpace(v)
+			if i := bytes.IndexByte(v, ' '); i >= 0 {
+				v = v[:i] // the unit (kB)
+			}
+			n, _ := parseDecimal(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// pageSize is the unit of /proc/PID/statm.
+var pageSize = os.Getpagesize()
+
+// resident is the resident set size from a /proc/PID/statm file.
+func (r *procReader) resident(statm string) (int64, error) {
+	data, err := r.read(statm)
+	if err != nil {
+		return 0, err
+	}
+	f := bytes.Fields(data)
+	if len(f) < 2 {
+		return 0, fmt.Errorf("parse %s: %d fields", statm, len(f))
+	}
+	pages, err := parseDecimal(f[1])
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", statm, err)
+	}
+	return pages * int64(pageSize), nil
 }
 
 // readStatus returns the numeric fields of a /proc/PID/status file; sizes
@@ -224,8 +400,12 @@ func readStatus(path string) (map[string]int64, error) {
 	return out, nil
 }
 
-// bootTime reads the system boot time from /proc/stat.
-func bootTime() (time.Time, error) {
+// bootTime is the system boot time, read from /proc/stat once: it does
+// not change, and /proc/stat is long on a host with many CPUs.
+var bootTime = sync.OnceValues(readBootTime)
+
+// readBootTime reads the system boot time from /proc/stat.
+func readBootTime() (time.Time, error) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read boot time: %w", err)

@@ -535,26 +535,53 @@ func (s *server) console(ctx context.Context, c *replier, req request) {
 		c.reply(response{Error: fmt.Sprintf("count must not be negative, got %d", req.Count), ErrorCode: codeBadRequest})
 		return
 	}
-	send := func(lines []Line) bool {
+	// send delivers lines (and, in batches, the count of lines lost
+	// before them) and reports whether the client is still reachable;
+	// responses are flushed only once the follower has caught up.
+	send := func(lines []Line, dropped uint64) bool {
+		if req.Batch {
+			if len(lines) == 0 && dropped == 0 {
+				return true
+			}
+			return c.send(response{Batch: encodeBatch(lines, dropped)})
+		}
 		for i := range lines {
 			if !c.send(response{Line: &lines[i]}) {
 				return false
 			}
 		}
-		return c.flush()
-	}
-	lines, next := s.ring.history(since, req.Count)
-	if !send(lines) {
-		return
+		return true
 	}
 	if !req.Follow {
+		lines, _ := s.ring.history(since, req.Count)
+		for len(lines) > 0 {
+			n := chunkLen(lines)
+			if !send(lines[:n], 0) {
+				return
+			}
+			lines = lines[n:]
+		}
 		c.reply(response{End: true})
 		return
 	}
+	hist, cur := s.ring.follow(since, req.Count)
+	defer s.ring.unfollow(cur)
+	for len(hist) > 0 {
+		n := chunkLen(hist)
+		if !send(hist[:n], 0) {
+			return
+		}
+		hist = hist[n:]
+	}
 	for {
-		lines, n, changed, closed := s.ring.after(next)
-		next = n
-		if !send(lines) {
+		lines, dropped, more, changed, closed := s.ring.read(cur)
+		if !send(lines, dropped) {
+			return
+		}
+		if more {
+			continue
+		}
+		if !c.flush() {
 			return
 		}
 		if closed {
@@ -567,4 +594,18 @@ func (s *server) console(ctx context.Context, c *replier, req request) {
 			return
 		}
 	}
+}
+
+// chunkLen is how many of lines (at least one) go into one batch: at most
+// batchLines, and no more than batchBytes of text unless the first line
+// alone is longer.
+func chunkLen(lines []Line) int {
+	size := 0
+	for i := range lines {
+		if i == batchLines || (i > 0 && size+len(lines[i].Text) > batchBytes) {
+			return i
+		}
+		size += len(lines[i].Text)
+	}
+	return len(lines)
 }

@@ -2,6 +2,8 @@ package shim
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -162,6 +164,10 @@ type request struct {
 	Since  string `json:"since,omitempty"`
 	Count  int    `json:"count,omitempty"`
 	Follow bool   `json:"follow,omitempty"`
+	// Batch asks for console lines packed into batch responses, with
+	// the lines a lagging follower lost counted there; a shim that
+	// predates it ignores it and sends one line per response.
+	Batch bool `json:"batch,omitempty"`
 }
 
 // Error codes in responses.
@@ -178,6 +184,7 @@ type response struct {
 	OK        bool   `json:"ok,omitempty"`
 	Stats     *Stats `json:"stats,omitempty"`
 	Line      *Line  `json:"line,omitempty"`
+	Batch     *batch `json:"batch,omitempty"`
 	End       bool   `json:"end,omitempty"`
 	Error     string `json:"error,omitempty"`
 	ErrorCode string `json:"error_code,omitempty"`
@@ -188,4 +195,94 @@ type readyReport struct {
 	TenderPID int       `json:"tender_pid,omitempty"`
 	StartedAt time.Time `json:"started_at,omitzero"`
 	Error     string    `json:"error,omitempty"`
+}
+
+// Batch is a run of console lines delivered together, oldest first.
+type Batch struct {
+	// Dropped counts the lines the reader lost just before Lines because
+	// it fell too far behind the tender's output; they are gone.
+	Dropped uint64
+	// Lines are the lines that follow, in order.
+	Lines []Line
+}
+
+// batch is the wire form of a Batch: one JSON object for many lines, so
+// that a busy console costs a few responses per read of the tender's
+// output rather than one per line, and times are small numbers.
+type batch struct {
+	// Dropped is Batch.Dropped.
+	Dropped uint64 `json:"dropped,omitempty"`
+	// N is the number of lines.
+	N int `json:"n"`
+	// Start is the time of the first line, in unix nanoseconds.
+	Start int64 `json:"t,omitempty"`
+	// Deltas are the nanoseconds from each line to the next (N-1 values).
+	Deltas []int64 `json:"d,omitempty"`
+	// Text is the lines' texts joined by newlines (no text contains one).
+	Text string `json:"x,omitempty"`
+	// Truncated lists the indexes of the lines that were cut.
+	Truncated []int `json:"tr,omitempty"`
+}
+
+// encodeBatch packs lines (none of which contains a newline) and the
+// number of lines lost before them.
+func encodeBatch(lines []Line, dropped uint64) *batch {
+	b := &batch{Dropped: dropped, N: len(lines)}
+	if len(lines) == 0 {
+		return b
+	}
+	size := len(lines) - 1
+	for i := range lines {
+		size += len(lines[i].Text)
+	}
+	var text strings.Builder
+	text.Grow(size)
+	b.Start = lines[0].Time.UnixNano()
+	b.Deltas = make([]int64, 0, len(lines)-1)
+	prev := b.Start
+	for i := range lines {
+		if i > 0 {
+			t := lines[i].Time.UnixNano()
+			b.Deltas = append(b.Deltas, t-prev)
+			prev = t
+			text.WriteByte('\n')
+		}
+		text.WriteString(lines[i].Text)
+		if lines[i].Truncated {
+			b.Truncated = append(b.Truncated, i)
+		}
+	}
+	b.Text = text.String()
+	return b
+}
+
+// decode unpacks b, refusing one whose parts do not agree.
+func (b *batch) decode() (Batch, error) {
+	out := Batch{Dropped: b.Dropped}
+	if b.N == 0 {
+		if len(b.Deltas) != 0 || b.Text != "" || len(b.Truncated) != 0 {
+			return Batch{}, errors.New("malformed console batch: content without lines")
+		}
+		return out, nil
+	}
+	if b.N < 0 || len(b.Deltas) != b.N-1 || strings.Count(b.Text, "\n") != b.N-1 {
+		return Batch{}, fmt.Errorf("malformed console batch: %d lines, %d time deltas, %d texts", b.N, len(b.Deltas), strings.Count(b.Text, "\n")+1)
+	}
+	out.Lines = make([]Line, b.N)
+	text, t := b.Text, b.Start
+	for i := range out.Lines {
+		if i > 0 {
+			t += b.Deltas[i-1]
+		}
+		line, rest, _ := strings.Cut(text, "\n")
+		out.Lines[i] = Line{Time: time.Unix(0, t).UTC(), Text: line}
+		text = rest
+	}
+	for _, i := range b.Truncated {
+		if i < 0 || i >= b.N {
+			return Batch{}, fmt.Errorf("malformed console batch: truncated line %d of %d", i, b.N)
+		}
+		out.Lines[i].Truncated = true
+	}
+	return out, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/petrel-vmm/petrel/cmd/internal/size"
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/sdk/client"
+	"github.com/petrel-vmm/petrel/sdk/oci"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -458,6 +459,7 @@ func (s *Server) getOverview(r *http.Request) (any, error) {
 type createRequest struct {
 	Name      string   `json:"name"`
 	ImageSHA  string   `json:"image_sha256"`
+	ImageRef  string   `json:"image_ref"`
 	ImageName string   `json:"image_name"`
 	Backend   string   `json:"backend"`
 	Memory    string   `json:"memory"`
@@ -486,10 +488,21 @@ func (cr *createRequest) request(h *host) (*daemonv1.CreateRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(cr.ImageSHA) != 64 {
-		return nil, badRequest("choose an image file to upload first")
+	ref := strings.TrimSpace(cr.ImageRef)
+	switch {
+	case ref != "" && cr.ImageSHA != "":
+		return nil, badRequest("give an image file or a registry reference, not both")
+	case ref != "":
+		if _, err := oci.ParseReference(ref); err != nil {
+			return nil, badRequest("registry reference %q: %v", ref, err)
+		}
+		if cr.ImageName == "" {
+			cr.ImageName = ref
+		}
+	case len(cr.ImageSHA) != 64:
+		return nil, badRequest("choose an image file to upload, or give a registry reference")
 	}
-	req := &daemonv1.CreateRequest{Name: n, ImageSha256: cr.ImageSHA, ImageName: cr.ImageName, Backend: strings.TrimSpace(cr.Backend),
+	req := &daemonv1.CreateRequest{Name: n, ImageSha256: cr.ImageSHA, ImageRef: ref, ImageName: cr.ImageName, Backend: strings.TrimSpace(cr.Backend),
 		Cpus: cr.CPUs, Args: cr.Args, Startup: cr.Startup, Force: cr.Force,
 		Restart: &daemonv1.RestartPolicy{OnFailure: cr.RestartOnFail || len(cr.ExitCodes) > 0, ExitCodes: cr.ExitCodes}}
 	if m := strings.TrimSpace(cr.Memory); m != "" {
@@ -539,6 +552,26 @@ func (s *Server) createVM(r *http.Request) (any, error) {
 	return vmOf(vm), nil
 }
 
+// named decodes a request that acts on one named thing (a VM, a block
+// device, a policy path) of the host the URL names, and returns the
+// host's client, the request and the name qualified for that host: the
+// preamble every such action shares.
+func (s *Server) named(r *http.Request, what string) (*client.Client, nameRequest, string, error) {
+	var nr nameRequest
+	h, c, err := s.hostAndClient(r)
+	if err != nil {
+		return nil, nr, "", err
+	}
+	if err := decode(r, &nr); err != nil {
+		return nil, nr, "", err
+	}
+	n, err := targetName(h, what, nr.Name)
+	if err != nil {
+		return nil, nr, "", err
+	}
+	return c, nr, n, nil
+}
+
 // nameRequest names a VM, device or path to act on.
 type nameRequest struct {
 	Name        string   `json:"name"`
@@ -547,15 +580,7 @@ type nameRequest struct {
 }
 
 func (s *Server) restartVM(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	n, err := targetName(h, "VM", nr.Name)
+	c, nr, n, err := s.named(r, "VM")
 	if err != nil {
 		return nil, err
 	}
@@ -569,15 +594,7 @@ func (s *Server) restartVM(r *http.Request) (any, error) {
 }
 
 func (s *Server) destroyVM(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	n, err := targetName(h, "VM", nr.Name)
+	c, _, n, err := s.named(r, "VM")
 	if err != nil {
 		return nil, err
 	}
@@ -730,15 +747,7 @@ func (s *Server) addPolicy(r *http.Request) (any, error) {
 }
 
 func (s *Server) removePolicy(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	path, err := targetName(h, "policy path", nr.Name)
+	c, _, path, err := s.named(r, "policy path")
 	if err != nil {
 		return nil, err
 	}

@@ -338,15 +338,7 @@ func (s *Server) downloadBlock(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) destroyBlock(r *http.Request) (any, error) {
-	h, c, err := s.hostAndClient(r)
-	if err != nil {
-		return nil, err
-	}
-	var nr nameRequest
-	if err := decode(r, &nr); err != nil {
-		return nil, err
-	}
-	n, err := targetName(h, "block device", nr.Name)
+	c, _, n, err := s.named(r, "block device")
 	if err != nil {
 		return nil, err
 	}

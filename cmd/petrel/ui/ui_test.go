@@ -117,6 +117,8 @@ func TestRefusesBadInputInWords(t *testing.T) {
 		{"/api/vm/create?host=local", `{"name":"web","image_sha256":"` + strings.Repeat("a", 64) + `","memory":"64X"}`, `unknown unit`},
 		{"/api/vm/create?host=local", `{"name":"web","image_sha256":"` + strings.Repeat("a", 64) + `","memory":"0"}`, `a VM needs memory`},
 		{"/api/vm/create?host=local", `{"name":"web"}`, `choose an image file`},
+		{"/api/vm/create?host=local", `{"name":"web","image_ref":"team/web:1.4"}`, `does not name a registry host`},
+		{"/api/vm/create?host=local", `{"name":"web","image_ref":"localhost:5000/web:1","image_sha256":"` + strings.Repeat("a", 64) + `"}`, `not both`},
 		{"/api/block/create?host=local", `{"name":"disk","size":"1.5"}`, `not a whole number of megabytes`},
 		{"/api/policy/add?host=local", `{"path":"team","vms":1}`, `memory: required`},
 		{"/api/vm/destroy?host=local", `{"name":`, `request body`},

@@ -17,6 +17,7 @@ import (
 	"strconv"
 
 	"github.com/petrel-vmm/petrel/sdk/network"
+	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -36,7 +37,7 @@ const (
 
 // info describes the plugin binary.
 func info(version string) *pluginv1.PluginInfo {
-	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_NETWORK, Name: Name, Version: version, ApiVersions: []uint32{1}}
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_NETWORK, Name: Name, Version: version, ApiVersions: []uint32{plugin.ProtocolVersion}}
 }
 
 // settings are the values Configure accepts, with the petreld instance

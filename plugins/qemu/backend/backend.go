@@ -32,6 +32,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
+	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -185,7 +186,7 @@ func (b *Backend) Close() {
 
 // Info identifies the plugin.
 func (b *Backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
-	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: Name, Version: b.version, ApiVersions: []uint32{1}}, nil
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: Name, Version: b.version, ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
 }
 
 // Configure records settings and probes the host: QEMU, its version,

@@ -11,6 +11,10 @@
 // The unikernel arguments after IMAGE control it:
 //
 //	lines=N      print N console lines "line 1" ... "line N" (default 1)
+//	rate=N       print at most N lines per second (default: as fast as
+//	             it can)
+//	delay=DUR    wait DUR (a Go duration) before printing anything, so
+//	             that a test can start following the console first
 //	exit=N       exit with code N once done (default 0)
 //	run=DUR      stay up for DUR (a Go duration) before exiting; "forever"
 //	             stays up until a signal
@@ -105,13 +109,18 @@ func Main(args []string) int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	lines, code, run := 1, 0, time.Duration(0)
+	lines, code, run, rate := 1, 0, time.Duration(0), 0
 	forever := false
 	for _, a := range ta.Args {
 		k, v, _ := strings.Cut(a, "=")
 		switch k {
 		case "lines":
 			lines, _ = strconv.Atoi(v)
+		case "rate":
+			rate, _ = strconv.Atoi(v)
+		case "delay":
+			d, _ := time.ParseDuration(v)
+			time.Sleep(d)
 		case "exit":
 			code, _ = strconv.Atoi(v)
 		case "run":
@@ -133,7 +142,13 @@ func Main(args []string) int {
 		}
 	}
 	fmt.Printf("Solo5: Petrel fake tender, memory %d MB, args %q\n", ta.MemMB, ta.Args)
+	start := time.Now()
 	for i := 1; i <= lines; i++ {
+		if rate > 0 && i%100 == 0 {
+			if d := time.Until(start.Add(time.Duration(int64(i) * int64(time.Second) / int64(rate)))); d > 0 {
+				time.Sleep(d)
+			}
+		}
 		fmt.Printf("line %d\n", i)
 	}
 	var timeout <-chan time.Time

@@ -366,7 +366,8 @@ async function deployPage() {
   const prefix = h('span', {class: 'mono'});
   const f = {
     name: h('input', {type: 'text', id: 'd-name', required: true, autocomplete: 'off', placeholder: 'web'}),
-    image: h('input', {type: 'file', id: 'd-image', required: true}),
+    image: h('input', {type: 'file', id: 'd-image'}),
+    ref: h('input', {type: 'text', id: 'd-ref', placeholder: 'registry.example.org/team/web:1.4', autocomplete: 'off'}),
     backend: h('input', {type: 'text', id: 'd-backend', list: 'backends', placeholder: "the host's default"}),
     memory: h('input', {type: 'text', id: 'd-memory', placeholder: '32M (MB, or 512M, 2G, 1Gi)'}),
     cpus: h('input', {type: 'text', id: 'd-cpus', placeholder: 'e.g. 0,1 (empty: as the policies allow)'}),
@@ -401,6 +402,7 @@ async function deployPage() {
     h('div', {class: 'full'}, hostPicker(list, async (v) => { hn = v; await loadHostData(); })),
     h('label', {for: 'd-name'}, 'Name'), h('div', {class: 'row'}, prefix, f.name),
     h('label', {for: 'd-image'}, 'Image file'), h('div', {}, f.image, progress),
+    h('label', {for: 'd-ref'}, 'or registry reference'), f.ref,
     h('label', {for: 'd-memory'}, 'Memory'), f.memory,
     h('label', {for: 'd-backend'}, 'Backend'), h('div', {}, f.backend, h('datalist', {id: 'backends'}, ['hvt', 'spt', 'qemu'].map((b) => h('option', {value: b})))),
     h('label', {for: 'd-cpus'}, 'CPUs'), f.cpus,
@@ -422,16 +424,17 @@ async function deployPage() {
     btn.disabled = true;
     try {
       const file = f.image.files[0];
-      if (!file) throw new Error('choose an image file');
+      const ref = f.ref.value.trim();
+      if (!file && !ref) throw new Error('choose an image file, or give a registry reference');
+      if (file && ref) throw new Error('give an image file or a registry reference, not both');
       const body = {
-        name: prefix.textContent + f.name.value.trim(), image_name: file.name, backend: f.backend.value, memory: f.memory.value,
+        name: prefix.textContent + f.name.value.trim(), image_name: file ? file.name : '', image_ref: ref, backend: f.backend.value, memory: f.memory.value,
         cpus: csvInts(f.cpus.value, 'CPU'), args: f.args.value.split('\n').filter((s) => s !== ''),
         restart_on_fail: f.rof.checked, exit_codes: csvInts(f.codes.value, 'exit code'), startup: parseInt(f.startup.value || '0', 10), force: f.force.checked,
         nets: [...nets.children].map((r) => ({name: r.children[0].value.trim(), bridge: r.children[1].value, mac: r.children[2].value.trim()})),
         blocks: [...blocks.children].map((r) => ({name: r.children[0].value.trim(), device: r.children[1].value, sector_size: parseInt(r.children[2].value || '0', 10)})),
       };
-      const ref = await send('/api/image?' + q({host: hn, name: file.name}), file, progress);
-      body.image_sha256 = ref.sha256;
+      if (file) body.image_sha256 = (await send('/api/image?' + q({host: hn, name: file.name}), file, progress)).sha256;
       const vm = await api('POST', '/api/vm/create?' + q({host: hn}), body);
       toast('Deployed ' + vm.name);
       location.hash = '#/vm/' + enc(hn) + '/' + enc(vm.name);

@@ -1579,6 +1579,53 @@ func (x *ImageChunk) GetSha256() string {
 	return ""
 }
 
+// UnknownImage is the detail of the InvalidArgument status with which
+// Create refuses digests that petreld's image store does not hold: upload
+// each of them (UploadImage) and create again.
+type UnknownImage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        []string               `protobuf:"bytes,1,rep,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnknownImage) Reset() {
+	*x = UnknownImage{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnknownImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnknownImage) ProtoMessage() {}
+
+func (x *UnknownImage) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnknownImage.ProtoReflect.Descriptor instead.
+func (*UnknownImage) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UnknownImage) GetSha256() []string {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 // ImageRef names a stored image.
 type ImageRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1590,7 +1637,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1649,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1662,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -1645,7 +1692,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1704,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1717,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -1691,7 +1738,11 @@ func (x *RestartPolicy) GetExitCodes() []int32 {
 type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Digest returned by UploadImage.
+	// SHA-256 of the image, lowercase hex: the digest UploadImage returned,
+	// or one the client computed itself. When petreld's image store does
+	// not hold it (nor initrd_sha256), Create fails with InvalidArgument and
+	// an UnknownImage detail; the client then uploads and creates again, so
+	// that deploying an image petreld holds already sends no image bytes.
 	ImageSha256 string `protobuf:"bytes,2,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
 	// Backend (plugin name); empty for the host's default.
 	Backend  string         `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
@@ -1712,13 +1763,17 @@ type CreateRequest struct {
 	InitrdSha256 string `protobuf:"bytes,13,opt,name=initrd_sha256,json=initrdSha256,proto3" json:"initrd_sha256,omitempty"`
 	// Kernel command line for Linux guests.
 	KernelCmdline string `protobuf:"bytes,14,opt,name=kernel_cmdline,json=kernelCmdline,proto3" json:"kernel_cmdline,omitempty"`
+	// OCI reference (registry/repository:tag or @sha256:digest) of the
+	// image, instead of image_sha256: petreld pulls it unless its store has
+	// the digest, and records the reference on the VM.
+	ImageRef      string `protobuf:"bytes,15,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1785,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1798,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -1844,6 +1899,551 @@ func (x *CreateRequest) GetKernelCmdline() string {
 	return ""
 }
 
+func (x *CreateRequest) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+// PullImageRequest names an OCI reference to pull.
+type PullImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// registry/repository:tag or registry/repository@sha256:digest.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageRequest) Reset() {
+	*x = PullImageRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageRequest) ProtoMessage() {}
+
+func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
+func (*PullImageRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PullImageRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+// PullProgress is one message of a pull: progress while the image is
+// fetched, then, last, the pulled image.
+type PullProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of the image fetched so far, and its size.
+	Done  int64 `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"`
+	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// Set on the last message only.
+	Image         *PulledImage `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullProgress) Reset() {
+	*x = PullProgress{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullProgress) ProtoMessage() {}
+
+func (x *PullProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullProgress.ProtoReflect.Descriptor instead.
+func (*PullProgress) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PullProgress) GetDone() int64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *PullProgress) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *PullProgress) GetImage() *PulledImage {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+// PulledImage is an image pulled from a registry and kept in the store.
+type PulledImage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Digest of the unikernel (lowercase hex), as with UploadImage.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// The reference pinned to its manifest digest: registry/repo@sha256:...
+	Pinned string `protobuf:"bytes,3,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	// Digest of the manifest the reference resolved to (sha256:...).
+	ManifestDigest string `protobuf:"bytes,4,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	// Whether the unikernel was fetched (false: the store had it).
+	Fetched bool `protobuf:"varint,5,opt,name=fetched,proto3" json:"fetched,omitempty"`
+	// Solo5 target and ABI version the artifact's annotations declare.
+	Target        string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	Abi           string `protobuf:"bytes,7,opt,name=abi,proto3" json:"abi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PulledImage) Reset() {
+	*x = PulledImage{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PulledImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PulledImage) ProtoMessage() {}
+
+func (x *PulledImage) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PulledImage.ProtoReflect.Descriptor instead.
+func (*PulledImage) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PulledImage) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PulledImage) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PulledImage) GetPinned() string {
+	if x != nil {
+		return x.Pinned
+	}
+	return ""
+}
+
+func (x *PulledImage) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
+func (x *PulledImage) GetFetched() bool {
+	if x != nil {
+		return x.Fetched
+	}
+	return false
+}
+
+func (x *PulledImage) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *PulledImage) GetAbi() string {
+	if x != nil {
+		return x.Abi
+	}
+	return ""
+}
+
+// UpdateRequest replaces a VM's image.
+type UpdateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// OCI reference of the new image; empty for the reference the VM was
+	// created from (its tag's current digest).
+	ImageRef string `protobuf:"bytes,2,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
+	// How long the new image must run without failing (milliseconds; 0
+	// for the default of 5 s).
+	GraceMs int64 `protobuf:"varint,3,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	// When set, the new image's console must print this text within the
+	// grace period.
+	HealthyMarker string `protobuf:"bytes,4,opt,name=healthy_marker,json=healthyMarker,proto3" json:"healthy_marker,omitempty"`
+	// When set, this probe must succeed within the grace period:
+	// tcp://HOST:PORT (a connection) or http://HOST[:PORT]/PATH (a 2xx or
+	// 3xx answer).
+	Probe         string `protobuf:"bytes,5,opt,name=probe,proto3" json:"probe,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRequest) Reset() {
+	*x = UpdateRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRequest) ProtoMessage() {}
+
+func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UpdateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateRequest) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+func (x *UpdateRequest) GetGraceMs() int64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
+}
+
+func (x *UpdateRequest) GetHealthyMarker() string {
+	if x != nil {
+		return x.HealthyMarker
+	}
+	return ""
+}
+
+func (x *UpdateRequest) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+// UpdateResponse says what Update did.
+type UpdateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The VM as it runs now.
+	Vm *VM `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// The new image failed and the previous one runs again.
+	RolledBack bool `protobuf:"varint,2,opt,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty"`
+	// The VM runs that image already: nothing was replaced.
+	Unchanged bool `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// What happened, for people.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateResponse) Reset() {
+	*x = UpdateResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateResponse) ProtoMessage() {}
+
+func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
+func (*UpdateResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UpdateResponse) GetVm() *VM {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *UpdateResponse) GetRolledBack() bool {
+	if x != nil {
+		return x.RolledBack
+	}
+	return false
+}
+
+func (x *UpdateResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+func (x *UpdateResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// CheckImageRequest selects VMs: a VM name or a path.
+type CheckImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckImageRequest) Reset() {
+	*x = CheckImageRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckImageRequest) ProtoMessage() {}
+
+func (x *CheckImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckImageRequest.ProtoReflect.Descriptor instead.
+func (*CheckImageRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CheckImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CheckImageResponse lists, for each selected VM created from a
+// reference, what its registry says now.
+type CheckImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Images        []*ImageStatus         `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckImageResponse) Reset() {
+	*x = CheckImageResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckImageResponse) ProtoMessage() {}
+
+func (x *CheckImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckImageResponse.ProtoReflect.Descriptor instead.
+func (*CheckImageResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CheckImageResponse) GetImages() []*ImageStatus {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+// ImageStatus compares a VM's image with what its reference names now.
+type ImageStatus struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ImageRef string                 `protobuf:"bytes,2,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
+	// Manifest digest the VM runs (sha256:...).
+	Current string `protobuf:"bytes,3,opt,name=current,proto3" json:"current,omitempty"`
+	// Manifest digest the reference names now; empty when unknown.
+	Latest string `protobuf:"bytes,4,opt,name=latest,proto3" json:"latest,omitempty"`
+	// Why latest is unknown (registry unreachable, ...).
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageStatus) Reset() {
+	*x = ImageStatus{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageStatus) ProtoMessage() {}
+
+func (x *ImageStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageStatus.ProtoReflect.Descriptor instead.
+func (*ImageStatus) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ImageStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageStatus) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+func (x *ImageStatus) GetCurrent() string {
+	if x != nil {
+		return x.Current
+	}
+	return ""
+}
+
+func (x *ImageStatus) GetLatest() string {
+	if x != nil {
+		return x.Latest
+	}
+	return ""
+}
+
+func (x *ImageStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // DestroyRequest removes a VM in whatever state it is.
 type DestroyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1854,7 +2454,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2466,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2479,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -1898,7 +2498,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2510,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2523,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -1939,7 +2539,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2551,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2564,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -1998,7 +2598,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2610,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2623,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -2043,7 +2643,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2655,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2668,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -2114,13 +2714,17 @@ type VM struct {
 	Nets          []*NetAttachment   `protobuf:"bytes,23,rep,name=nets,proto3" json:"nets,omitempty"`
 	InitrdSha256  string             `protobuf:"bytes,24,opt,name=initrd_sha256,json=initrdSha256,proto3" json:"initrd_sha256,omitempty"`
 	KernelCmdline string             `protobuf:"bytes,25,opt,name=kernel_cmdline,json=kernelCmdline,proto3" json:"kernel_cmdline,omitempty"`
+	// OCI reference the image came from (as given, e.g. with its tag), and
+	// the manifest digest it resolved to; empty for an uploaded image.
+	ImageRef      string `protobuf:"bytes,26,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
+	ImageDigest   string `protobuf:"bytes,27,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2736,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2749,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VM) GetName() string {
@@ -2323,6 +2927,20 @@ func (x *VM) GetKernelCmdline() string {
 	return ""
 }
 
+func (x *VM) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+func (x *VM) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
+}
+
 // ConsoleRequest selects console history and live lines.
 type ConsoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2330,15 +2948,18 @@ type ConsoleRequest struct {
 	// Unix ns; 0 for no bound.
 	SinceNs int64 `protobuf:"varint,2,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
 	// Last count lines; 0 for the default.
-	Count         int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
-	Follow        bool  `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	Count  int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Follow bool  `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	// The client accepts several lines per message (in ConsoleLine.more).
+	// A daemon that predates it sends one line per message.
+	Batch         bool `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2971,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2984,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -2394,21 +3015,33 @@ func (x *ConsoleRequest) GetFollow() bool {
 	return false
 }
 
+func (x *ConsoleRequest) GetBatch() bool {
+	if x != nil {
+		return x.Batch
+	}
+	return false
+}
+
 // ConsoleLine is one console line.
 type ConsoleLine struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	TimeNs    int64                  `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
 	Text      string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
 	Truncated bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
-	// Set on the marker sent when a follower fell behind and lines were lost.
-	Dropped       uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Set, on a line without text, on the marker sent when a follower fell
+	// behind: this many lines were lost before the lines that follow.
+	Dropped uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Further lines (and markers), in order after this one, sent in the
+	// same message when the request set batch; they never carry more
+	// themselves.
+	More          []*ConsoleLine `protobuf:"bytes,5,rep,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +3053,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +3066,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -2464,6 +3097,13 @@ func (x *ConsoleLine) GetDropped() uint64 {
 	return 0
 }
 
+func (x *ConsoleLine) GetMore() []*ConsoleLine {
+	if x != nil {
+		return x.More
+	}
+	return nil
+}
+
 // EventsRequest subscribes to events under a path ("" for all).
 type EventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2474,7 +3114,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +3126,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +3139,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -2528,7 +3168,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +3180,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +3193,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -2607,7 +3247,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +3259,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +3272,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{48}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -2645,7 +3285,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +3297,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +3310,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{40}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -2703,7 +3343,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +3355,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +3368,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{41}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Plugin) GetName() string {
@@ -2910,7 +3550,9 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"ImageChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"6\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"&\n" +
+	"\fUnknownImage\x12\x16\n" +
+	"\x06sha256\x18\x01 \x03(\tR\x06sha256\"6\n" +
 	"\bImageRef\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"M\n" +
@@ -2918,7 +3560,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"on_failure\x18\x01 \x01(\bR\tonFailure\x12\x1d\n" +
 	"\n" +
-	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\xeb\x03\n" +
+	"exit_codes\x18\x02 \x03(\x05R\texitCodes\"\x88\x04\n" +
 	"\rCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fimage_sha256\x18\x02 \x01(\tR\vimageSha256\x12\x18\n" +
@@ -2935,7 +3577,44 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x06blocks\x18\v \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
 	"\x04nets\x18\f \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\x12#\n" +
 	"\rinitrd_sha256\x18\r \x01(\tR\finitrdSha256\x12%\n" +
-	"\x0ekernel_cmdline\x18\x0e \x01(\tR\rkernelCmdline\"$\n" +
+	"\x0ekernel_cmdline\x18\x0e \x01(\tR\rkernelCmdline\x12\x1b\n" +
+	"\timage_ref\x18\x0f \x01(\tR\bimageRef\"$\n" +
+	"\x10PullImageRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"m\n" +
+	"\fPullProgress\x12\x12\n" +
+	"\x04done\x18\x01 \x01(\x03R\x04done\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total\x123\n" +
+	"\x05image\x18\x03 \x01(\v2\x1d.petrel.daemon.v1.PulledImageR\x05image\"\xbe\x01\n" +
+	"\vPulledImage\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06pinned\x18\x03 \x01(\tR\x06pinned\x12'\n" +
+	"\x0fmanifest_digest\x18\x04 \x01(\tR\x0emanifestDigest\x12\x18\n" +
+	"\afetched\x18\x05 \x01(\bR\afetched\x12\x16\n" +
+	"\x06target\x18\x06 \x01(\tR\x06target\x12\x10\n" +
+	"\x03abi\x18\a \x01(\tR\x03abi\"\x98\x01\n" +
+	"\rUpdateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\timage_ref\x18\x02 \x01(\tR\bimageRef\x12\x19\n" +
+	"\bgrace_ms\x18\x03 \x01(\x03R\agraceMs\x12%\n" +
+	"\x0ehealthy_marker\x18\x04 \x01(\tR\rhealthyMarker\x12\x14\n" +
+	"\x05probe\x18\x05 \x01(\tR\x05probe\"\x8f\x01\n" +
+	"\x0eUpdateResponse\x12$\n" +
+	"\x02vm\x18\x01 \x01(\v2\x14.petrel.daemon.v1.VMR\x02vm\x12\x1f\n" +
+	"\vrolled_back\x18\x02 \x01(\bR\n" +
+	"rolledBack\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\bR\tunchanged\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"'\n" +
+	"\x11CheckImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"K\n" +
+	"\x12CheckImageResponse\x125\n" +
+	"\x06images\x18\x01 \x03(\v2\x1d.petrel.daemon.v1.ImageStatusR\x06images\"\x86\x01\n" +
+	"\vImageStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\timage_ref\x18\x02 \x01(\tR\bimageRef\x12\x18\n" +
+	"\acurrent\x18\x03 \x01(\tR\acurrent\x12\x16\n" +
+	"\x06latest\x18\x04 \x01(\tR\x06latest\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"$\n" +
 	"\x0eDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
 	"\x0fDestroyResponse\"[\n" +
@@ -2946,7 +3625,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\vInfoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
 	"\fInfoResponse\x12&\n" +
-	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\x9a\x06\n" +
+	"\x03vms\x18\x01 \x03(\v2\x14.petrel.daemon.v1.VMR\x03vms\"\xda\x06\n" +
 	"\x02VM\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -2976,17 +3655,21 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x06blocks\x18\x16 \x03(\v2!.petrel.daemon.v1.BlockAttachmentR\x06blocks\x123\n" +
 	"\x04nets\x18\x17 \x03(\v2\x1f.petrel.daemon.v1.NetAttachmentR\x04nets\x12#\n" +
 	"\rinitrd_sha256\x18\x18 \x01(\tR\finitrdSha256\x12%\n" +
-	"\x0ekernel_cmdline\x18\x19 \x01(\tR\rkernelCmdline\"m\n" +
+	"\x0ekernel_cmdline\x18\x19 \x01(\tR\rkernelCmdline\x12\x1b\n" +
+	"\timage_ref\x18\x1a \x01(\tR\bimageRef\x12!\n" +
+	"\fimage_digest\x18\x1b \x01(\tR\vimageDigest\"\x83\x01\n" +
 	"\x0eConsoleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x05R\x05count\x12\x16\n" +
-	"\x06follow\x18\x04 \x01(\bR\x06follow\"r\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x14\n" +
+	"\x05batch\x18\x05 \x01(\bR\x05batch\"\xa5\x01\n" +
 	"\vConsoleLine\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x18\n" +
-	"\adropped\x18\x04 \x01(\x04R\adropped\"#\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\x121\n" +
+	"\x04more\x18\x05 \x03(\v2\x1d.petrel.daemon.v1.ConsoleLineR\x04more\"#\n" +
 	"\rEventsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\xa0\x01\n" +
 	"\x05Event\x12\x17\n" +
@@ -3016,11 +3699,15 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	" \x03(\tR\atargets\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xb1\f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xaa\x0e\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
-	"\x06Create\x12\x1f.petrel.daemon.v1.CreateRequest\x1a\x14.petrel.daemon.v1.VM\x12N\n" +
+	"\x06Create\x12\x1f.petrel.daemon.v1.CreateRequest\x1a\x14.petrel.daemon.v1.VM\x12Q\n" +
+	"\tPullImage\x12\".petrel.daemon.v1.PullImageRequest\x1a\x1e.petrel.daemon.v1.PullProgress0\x01\x12K\n" +
+	"\x06Update\x12\x1f.petrel.daemon.v1.UpdateRequest\x1a .petrel.daemon.v1.UpdateResponse\x12W\n" +
+	"\n" +
+	"CheckImage\x12#.petrel.daemon.v1.CheckImageRequest\x1a$.petrel.daemon.v1.CheckImageResponse\x12N\n" +
 	"\aDestroy\x12 .petrel.daemon.v1.DestroyRequest\x1a!.petrel.daemon.v1.DestroyResponse\x12A\n" +
 	"\aRestart\x12 .petrel.daemon.v1.RestartRequest\x1a\x14.petrel.daemon.v1.VM\x12E\n" +
 	"\x04Info\x12\x1d.petrel.daemon.v1.InfoRequest\x1a\x1e.petrel.daemon.v1.InfoResponse\x12L\n" +
@@ -3052,7 +3739,7 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*HostRequest)(nil),          // 0: petrel.daemon.v1.HostRequest
 	(*HostResponse)(nil),         // 1: petrel.daemon.v1.HostResponse
@@ -3080,25 +3767,34 @@ var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*VersionRequest)(nil),       // 23: petrel.daemon.v1.VersionRequest
 	(*VersionResponse)(nil),      // 24: petrel.daemon.v1.VersionResponse
 	(*ImageChunk)(nil),           // 25: petrel.daemon.v1.ImageChunk
-	(*ImageRef)(nil),             // 26: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),        // 27: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),        // 28: petrel.daemon.v1.CreateRequest
-	(*DestroyRequest)(nil),       // 29: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil),      // 30: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),       // 31: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),          // 32: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),         // 33: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),                   // 34: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),       // 35: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),          // 36: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 37: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 38: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 39: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 40: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 41: petrel.daemon.v1.Plugin
-	nil,                          // 42: petrel.daemon.v1.Plugin.AttributesEntry
-	(*v1.Problem)(nil),           // 43: petrel.plugin.v1.Problem
-	(*v1.Batch)(nil),             // 44: petrel.plugin.v1.Batch
+	(*UnknownImage)(nil),         // 26: petrel.daemon.v1.UnknownImage
+	(*ImageRef)(nil),             // 27: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 28: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 29: petrel.daemon.v1.CreateRequest
+	(*PullImageRequest)(nil),     // 30: petrel.daemon.v1.PullImageRequest
+	(*PullProgress)(nil),         // 31: petrel.daemon.v1.PullProgress
+	(*PulledImage)(nil),          // 32: petrel.daemon.v1.PulledImage
+	(*UpdateRequest)(nil),        // 33: petrel.daemon.v1.UpdateRequest
+	(*UpdateResponse)(nil),       // 34: petrel.daemon.v1.UpdateResponse
+	(*CheckImageRequest)(nil),    // 35: petrel.daemon.v1.CheckImageRequest
+	(*CheckImageResponse)(nil),   // 36: petrel.daemon.v1.CheckImageResponse
+	(*ImageStatus)(nil),          // 37: petrel.daemon.v1.ImageStatus
+	(*DestroyRequest)(nil),       // 38: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 39: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 40: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 41: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 42: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 43: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 44: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 45: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 46: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 47: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 48: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 49: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 50: petrel.daemon.v1.Plugin
+	nil,                          // 51: petrel.daemon.v1.Plugin.AttributesEntry
+	(*v1.Problem)(nil),           // 52: petrel.plugin.v1.Problem
+	(*v1.Batch)(nil),             // 53: petrel.plugin.v1.Batch
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	3,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
@@ -3108,61 +3804,71 @@ var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	3,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
 	12, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
 	14, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	27, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	28, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
 	22, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
 	10, // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
-	34, // 10: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	27, // 11: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	22, // 12: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	10, // 13: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	41, // 14: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	42, // 15: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	43, // 16: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
-	23, // 17: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	25, // 18: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	28, // 19: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	29, // 20: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	31, // 21: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	32, // 22: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	35, // 23: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	37, // 24: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	39, // 25: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	15, // 26: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	17, // 27: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	18, // 28: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	19, // 29: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	20, // 30: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	11, // 31: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	5,  // 32: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	7,  // 33: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	8,  // 34: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	2,  // 35: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	0,  // 36: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
-	24, // 37: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	26, // 38: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	34, // 39: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	30, // 40: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	34, // 41: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	33, // 42: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	36, // 43: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	38, // 44: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	40, // 45: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	16, // 46: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	14, // 47: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	14, // 48: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	18, // 49: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	21, // 50: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	13, // 51: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	6,  // 52: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	4,  // 53: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	9,  // 54: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	44, // 55: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	1,  // 56: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
-	37, // [37:57] is the sub-list for method output_type
-	17, // [17:37] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	32, // 10: petrel.daemon.v1.PullProgress.image:type_name -> petrel.daemon.v1.PulledImage
+	43, // 11: petrel.daemon.v1.UpdateResponse.vm:type_name -> petrel.daemon.v1.VM
+	37, // 12: petrel.daemon.v1.CheckImageResponse.images:type_name -> petrel.daemon.v1.ImageStatus
+	43, // 13: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	28, // 14: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	22, // 15: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	10, // 16: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	45, // 17: petrel.daemon.v1.ConsoleLine.more:type_name -> petrel.daemon.v1.ConsoleLine
+	50, // 18: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	51, // 19: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	52, // 20: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
+	23, // 21: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	25, // 22: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	29, // 23: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	30, // 24: petrel.daemon.v1.Daemon.PullImage:input_type -> petrel.daemon.v1.PullImageRequest
+	33, // 25: petrel.daemon.v1.Daemon.Update:input_type -> petrel.daemon.v1.UpdateRequest
+	35, // 26: petrel.daemon.v1.Daemon.CheckImage:input_type -> petrel.daemon.v1.CheckImageRequest
+	38, // 27: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	40, // 28: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	41, // 29: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	44, // 30: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	46, // 31: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	48, // 32: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	15, // 33: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	17, // 34: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	18, // 35: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	19, // 36: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	20, // 37: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	11, // 38: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	5,  // 39: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	7,  // 40: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	8,  // 41: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	2,  // 42: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	0,  // 43: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
+	24, // 44: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	27, // 45: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	43, // 46: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	31, // 47: petrel.daemon.v1.Daemon.PullImage:output_type -> petrel.daemon.v1.PullProgress
+	34, // 48: petrel.daemon.v1.Daemon.Update:output_type -> petrel.daemon.v1.UpdateResponse
+	36, // 49: petrel.daemon.v1.Daemon.CheckImage:output_type -> petrel.daemon.v1.CheckImageResponse
+	39, // 50: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	43, // 51: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	42, // 52: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	45, // 53: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	47, // 54: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	49, // 55: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	16, // 56: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	14, // 57: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	14, // 58: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	18, // 59: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	21, // 60: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	13, // 61: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	6,  // 62: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	4,  // 63: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	9,  // 64: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	53, // 65: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	1,  // 66: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
+	44, // [44:67] is the sub-list for method output_type
+	21, // [21:44] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -3177,7 +3883,7 @@ func file_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

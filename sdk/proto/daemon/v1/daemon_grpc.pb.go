@@ -28,6 +28,9 @@ const (
 	Daemon_Version_FullMethodName       = "/petrel.daemon.v1.Daemon/Version"
 	Daemon_UploadImage_FullMethodName   = "/petrel.daemon.v1.Daemon/UploadImage"
 	Daemon_Create_FullMethodName        = "/petrel.daemon.v1.Daemon/Create"
+	Daemon_PullImage_FullMethodName     = "/petrel.daemon.v1.Daemon/PullImage"
+	Daemon_Update_FullMethodName        = "/petrel.daemon.v1.Daemon/Update"
+	Daemon_CheckImage_FullMethodName    = "/petrel.daemon.v1.Daemon/CheckImage"
 	Daemon_Destroy_FullMethodName       = "/petrel.daemon.v1.Daemon/Destroy"
 	Daemon_Restart_FullMethodName       = "/petrel.daemon.v1.Daemon/Restart"
 	Daemon_Info_FullMethodName          = "/petrel.daemon.v1.Daemon/Info"
@@ -58,6 +61,17 @@ type DaemonClient interface {
 	// image store; Create then refers to it by digest.
 	UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImageChunk, ImageRef], error)
 	Create(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*VM, error)
+	// PullImage resolves an OCI reference at its registry and stores the
+	// unikernel it names for the caller's domain, unless the store has its
+	// digest already; it streams progress, then the result.
+	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullProgress], error)
+	// Update replaces a VM's image with the one an OCI reference names,
+	// keeping everything else, and restores the previous image when the new
+	// one fails within a grace period.
+	Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error)
+	// CheckImage asks the registry whether the tag a VM was created from
+	// names a newer image now.
+	CheckImage(ctx context.Context, in *CheckImageRequest, opts ...grpc.CallOption) (*CheckImageResponse, error)
 	Destroy(ctx context.Context, in *DestroyRequest, opts ...grpc.CallOption) (*DestroyResponse, error)
 	Restart(ctx context.Context, in *RestartRequest, opts ...grpc.CallOption) (*VM, error)
 	// Info lists the VM with this name, or every VM under a path.
@@ -137,6 +151,45 @@ func (c *daemonClient) Create(ctx context.Context, in *CreateRequest, opts ...gr
 	return out, nil
 }
 
+func (c *daemonClient) PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[1], Daemon_PullImage_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullImageRequest, PullProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_PullImageClient = grpc.ServerStreamingClient[PullProgress]
+
+func (c *daemonClient) Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateResponse)
+	err := c.cc.Invoke(ctx, Daemon_Update_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) CheckImage(ctx context.Context, in *CheckImageRequest, opts ...grpc.CallOption) (*CheckImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckImageResponse)
+	err := c.cc.Invoke(ctx, Daemon_CheckImage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *daemonClient) Destroy(ctx context.Context, in *DestroyRequest, opts ...grpc.CallOption) (*DestroyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DestroyResponse)
@@ -169,7 +222,7 @@ func (c *daemonClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.C
 
 func (c *daemonClient) Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleLine], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[1], Daemon_Console_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[2], Daemon_Console_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +241,7 @@ type Daemon_ConsoleClient = grpc.ServerStreamingClient[ConsoleLine]
 
 func (c *daemonClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[2], Daemon_Events_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[3], Daemon_Events_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +290,7 @@ func (c *daemonClient) BlockCreate(ctx context.Context, in *BlockCreateRequest, 
 
 func (c *daemonClient) BlockUpload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[BlockChunk, BlockInfo], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[3], Daemon_BlockUpload_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[4], Daemon_BlockUpload_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +303,7 @@ type Daemon_BlockUploadClient = grpc.ClientStreamingClient[BlockChunk, BlockInfo
 
 func (c *daemonClient) BlockDownload(ctx context.Context, in *BlockDownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlockChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[4], Daemon_BlockDownload_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[5], Daemon_BlockDownload_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +372,7 @@ func (c *daemonClient) PolicyRemove(ctx context.Context, in *PolicyRemoveRequest
 
 func (c *daemonClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.Batch], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[5], Daemon_Stats_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[6], Daemon_Stats_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -357,6 +410,17 @@ type DaemonServer interface {
 	// image store; Create then refers to it by digest.
 	UploadImage(grpc.ClientStreamingServer[ImageChunk, ImageRef]) error
 	Create(context.Context, *CreateRequest) (*VM, error)
+	// PullImage resolves an OCI reference at its registry and stores the
+	// unikernel it names for the caller's domain, unless the store has its
+	// digest already; it streams progress, then the result.
+	PullImage(*PullImageRequest, grpc.ServerStreamingServer[PullProgress]) error
+	// Update replaces a VM's image with the one an OCI reference names,
+	// keeping everything else, and restores the previous image when the new
+	// one fails within a grace period.
+	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
+	// CheckImage asks the registry whether the tag a VM was created from
+	// names a newer image now.
+	CheckImage(context.Context, *CheckImageRequest) (*CheckImageResponse, error)
 	Destroy(context.Context, *DestroyRequest) (*DestroyResponse, error)
 	Restart(context.Context, *RestartRequest) (*VM, error)
 	// Info lists the VM with this name, or every VM under a path.
@@ -411,6 +475,15 @@ func (UnimplementedDaemonServer) UploadImage(grpc.ClientStreamingServer[ImageChu
 }
 func (UnimplementedDaemonServer) Create(context.Context, *CreateRequest) (*VM, error) {
 	return nil, status.Error(codes.Unimplemented, "method Create not implemented")
+}
+func (UnimplementedDaemonServer) PullImage(*PullImageRequest, grpc.ServerStreamingServer[PullProgress]) error {
+	return status.Error(codes.Unimplemented, "method PullImage not implemented")
+}
+func (UnimplementedDaemonServer) Update(context.Context, *UpdateRequest) (*UpdateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Update not implemented")
+}
+func (UnimplementedDaemonServer) CheckImage(context.Context, *CheckImageRequest) (*CheckImageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckImage not implemented")
 }
 func (UnimplementedDaemonServer) Destroy(context.Context, *DestroyRequest) (*DestroyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Destroy not implemented")
@@ -523,6 +596,53 @@ func _Daemon_Create_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(DaemonServer).Create(ctx, req.(*CreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_PullImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PullImageRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DaemonServer).PullImage(m, &grpc.GenericServerStream[PullImageRequest, PullProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_PullImageServer = grpc.ServerStreamingServer[PullProgress]
+
+func _Daemon_Update_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Update(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Update_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Update(ctx, req.(*UpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_CheckImage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).CheckImage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_CheckImage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).CheckImage(ctx, req.(*CheckImageRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -810,6 +930,14 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Daemon_Create_Handler,
 		},
 		{
+			MethodName: "Update",
+			Handler:    _Daemon_Update_Handler,
+		},
+		{
+			MethodName: "CheckImage",
+			Handler:    _Daemon_CheckImage_Handler,
+		},
+		{
 			MethodName: "Destroy",
 			Handler:    _Daemon_Destroy_Handler,
 		},
@@ -863,6 +991,11 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "UploadImage",
 			Handler:       _Daemon_UploadImage_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "PullImage",
+			Handler:       _Daemon_PullImage_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "Console",

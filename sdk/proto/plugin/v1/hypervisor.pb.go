@@ -1154,8 +1154,12 @@ type ConsoleRequest struct {
 	// Only lines at or after this time (unix ns); 0 for no bound.
 	SinceNs int64 `protobuf:"varint,2,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
 	// At most the last count lines; 0 for all.
-	Count         uint32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
-	Follow        bool   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	Count  uint32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Follow bool   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	// The caller accepts several lines per message (in ConsoleLine.more)
+	// and markers of lost lines (ConsoleLine.dropped). A backend that
+	// predates it sends one line per message, which callers still accept.
+	Batch         bool `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,12 +1222,26 @@ func (x *ConsoleRequest) GetFollow() bool {
 	return false
 }
 
+func (x *ConsoleRequest) GetBatch() bool {
+	if x != nil {
+		return x.Batch
+	}
+	return false
+}
+
 // ConsoleLine is one line of a VM's console output.
 type ConsoleLine struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TimeNs        int64                  `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
-	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
-	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TimeNs    int64                  `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
+	Text      string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Truncated bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Set, on a line without text, when the reader fell too far behind the
+	// VM's output and this many lines were lost before the lines that
+	// follow (only when the request set batch).
+	Dropped uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Further lines, in order after this one, sent in the same message
+	// (only when the request set batch); they never carry more themselves.
+	More          []*ConsoleLine `protobuf:"bytes,5,rep,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1277,6 +1295,111 @@ func (x *ConsoleLine) GetTruncated() bool {
 		return x.Truncated
 	}
 	return false
+}
+
+func (x *ConsoleLine) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *ConsoleLine) GetMore() []*ConsoleLine {
+	if x != nil {
+		return x.More
+	}
+	return nil
+}
+
+// StatsBatchRequest names the VMs to sample (ids as in VMRef).
+type StatsBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsBatchRequest) Reset() {
+	*x = StatsBatchRequest{}
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsBatchRequest) ProtoMessage() {}
+
+func (x *StatsBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsBatchRequest.ProtoReflect.Descriptor instead.
+func (*StatsBatchRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_hypervisor_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StatsBatchRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// StatsBatchResponse holds a sample of each VM that could be sampled, by
+// id; a VM that is not running, or unknown, is left out.
+type StatsBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stats         map[string]*VMStats    `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsBatchResponse) Reset() {
+	*x = StatsBatchResponse{}
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsBatchResponse) ProtoMessage() {}
+
+func (x *StatsBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsBatchResponse.ProtoReflect.Descriptor instead.
+func (*StatsBatchResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_hypervisor_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StatsBatchResponse) GetStats() map[string]*VMStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
 }
 
 var File_plugin_v1_hypervisor_proto protoreflect.FileDescriptor
@@ -1374,16 +1497,27 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\athreads\x18\t \x01(\x03R\athreads\x12$\n" +
 	"\x0eshim_rss_bytes\x18\n" +
 	" \x01(\x03R\fshimRssBytes\x12\"\n" +
-	"\rstarted_at_ns\x18\v \x01(\x03R\vstartedAtNs\"i\n" +
+	"\rstarted_at_ns\x18\v \x01(\x03R\vstartedAtNs\"\x7f\n" +
 	"\x0eConsoleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\rR\x05count\x12\x16\n" +
-	"\x06follow\x18\x04 \x01(\bR\x06follow\"X\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x14\n" +
+	"\x05batch\x18\x05 \x01(\bR\x05batch\"\xa5\x01\n" +
 	"\vConsoleLine\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated2\x8b\a\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\x121\n" +
+	"\x04more\x18\x05 \x03(\v2\x1d.petrel.plugin.v1.ConsoleLineR\x04more\"%\n" +
+	"\x11StatsBatchRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"\xb0\x01\n" +
+	"\x12StatsBatchResponse\x12E\n" +
+	"\x05stats\x18\x01 \x03(\v2/.petrel.plugin.v1.StatsBatchResponse.StatsEntryR\x05stats\x1aS\n" +
+	"\n" +
+	"StatsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.petrel.plugin.v1.VMStatsR\x05value:\x028\x012\xe4\a\n" +
 	"\n" +
 	"Hypervisor\x12C\n" +
 	"\x04Info\x12\x1d.petrel.plugin.v1.InfoRequest\x1a\x1c.petrel.plugin.v1.PluginInfo\x12T\n" +
@@ -1397,7 +1531,9 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x04Stop\x12\x1d.petrel.plugin.v1.StopRequest\x1a\x1e.petrel.plugin.v1.StopResponse\x12E\n" +
 	"\aDestroy\x12\x17.petrel.plugin.v1.VMRef\x1a!.petrel.plugin.v1.DestroyResponse\x12;\n" +
 	"\x05Stats\x12\x17.petrel.plugin.v1.VMRef\x1a\x19.petrel.plugin.v1.VMStats\x12L\n" +
-	"\aConsole\x12 .petrel.plugin.v1.ConsoleRequest\x1a\x1d.petrel.plugin.v1.ConsoleLine0\x01B;Z9github.com/petrel-vmm/petrel/sdk/proto/plugin/v1;pluginv1b\x06proto3"
+	"\aConsole\x12 .petrel.plugin.v1.ConsoleRequest\x1a\x1d.petrel.plugin.v1.ConsoleLine0\x01\x12W\n" +
+	"\n" +
+	"StatsBatch\x12#.petrel.plugin.v1.StatsBatchRequest\x1a$.petrel.plugin.v1.StatsBatchResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_plugin_v1_hypervisor_proto_rawDescOnce sync.Once
@@ -1411,7 +1547,7 @@ func file_plugin_v1_hypervisor_proto_rawDescGZIP() []byte {
 	return file_plugin_v1_hypervisor_proto_rawDescData
 }
 
-var file_plugin_v1_hypervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_plugin_v1_hypervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_plugin_v1_hypervisor_proto_goTypes = []any{
 	(*CapabilitiesRequest)(nil),    // 0: petrel.plugin.v1.CapabilitiesRequest
 	(*HypervisorCapabilities)(nil), // 1: petrel.plugin.v1.HypervisorCapabilities
@@ -1430,46 +1566,54 @@ var file_plugin_v1_hypervisor_proto_goTypes = []any{
 	(*VMStats)(nil),                // 14: petrel.plugin.v1.VMStats
 	(*ConsoleRequest)(nil),         // 15: petrel.plugin.v1.ConsoleRequest
 	(*ConsoleLine)(nil),            // 16: petrel.plugin.v1.ConsoleLine
-	(*InfoRequest)(nil),            // 17: petrel.plugin.v1.InfoRequest
-	(*ConfigureRequest)(nil),       // 18: petrel.plugin.v1.ConfigureRequest
-	(*FingerprintRequest)(nil),     // 19: petrel.plugin.v1.FingerprintRequest
-	(*PluginInfo)(nil),             // 20: petrel.plugin.v1.PluginInfo
-	(*ConfigureResponse)(nil),      // 21: petrel.plugin.v1.ConfigureResponse
-	(*FingerprintResponse)(nil),    // 22: petrel.plugin.v1.FingerprintResponse
+	(*StatsBatchRequest)(nil),      // 17: petrel.plugin.v1.StatsBatchRequest
+	(*StatsBatchResponse)(nil),     // 18: petrel.plugin.v1.StatsBatchResponse
+	nil,                            // 19: petrel.plugin.v1.StatsBatchResponse.StatsEntry
+	(*InfoRequest)(nil),            // 20: petrel.plugin.v1.InfoRequest
+	(*ConfigureRequest)(nil),       // 21: petrel.plugin.v1.ConfigureRequest
+	(*FingerprintRequest)(nil),     // 22: petrel.plugin.v1.FingerprintRequest
+	(*PluginInfo)(nil),             // 23: petrel.plugin.v1.PluginInfo
+	(*ConfigureResponse)(nil),      // 24: petrel.plugin.v1.ConfigureResponse
+	(*FingerprintResponse)(nil),    // 25: petrel.plugin.v1.FingerprintResponse
 }
 var file_plugin_v1_hypervisor_proto_depIdxs = []int32{
 	2,  // 0: petrel.plugin.v1.VMSpec.nets:type_name -> petrel.plugin.v1.NetDevice
 	3,  // 1: petrel.plugin.v1.VMSpec.blocks:type_name -> petrel.plugin.v1.BlockDevice
 	9,  // 2: petrel.plugin.v1.ExitStatus.rusage:type_name -> petrel.plugin.v1.Rusage
-	17, // 3: petrel.plugin.v1.Hypervisor.Info:input_type -> petrel.plugin.v1.InfoRequest
-	18, // 4: petrel.plugin.v1.Hypervisor.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
-	19, // 5: petrel.plugin.v1.Hypervisor.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
-	0,  // 6: petrel.plugin.v1.Hypervisor.Capabilities:input_type -> petrel.plugin.v1.CapabilitiesRequest
-	4,  // 7: petrel.plugin.v1.Hypervisor.Validate:input_type -> petrel.plugin.v1.VMSpec
-	4,  // 8: petrel.plugin.v1.Hypervisor.Start:input_type -> petrel.plugin.v1.VMSpec
-	6,  // 9: petrel.plugin.v1.Hypervisor.Recover:input_type -> petrel.plugin.v1.Handle
-	8,  // 10: petrel.plugin.v1.Hypervisor.Wait:input_type -> petrel.plugin.v1.VMRef
-	11, // 11: petrel.plugin.v1.Hypervisor.Stop:input_type -> petrel.plugin.v1.StopRequest
-	8,  // 12: petrel.plugin.v1.Hypervisor.Destroy:input_type -> petrel.plugin.v1.VMRef
-	8,  // 13: petrel.plugin.v1.Hypervisor.Stats:input_type -> petrel.plugin.v1.VMRef
-	15, // 14: petrel.plugin.v1.Hypervisor.Console:input_type -> petrel.plugin.v1.ConsoleRequest
-	20, // 15: petrel.plugin.v1.Hypervisor.Info:output_type -> petrel.plugin.v1.PluginInfo
-	21, // 16: petrel.plugin.v1.Hypervisor.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
-	22, // 17: petrel.plugin.v1.Hypervisor.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
-	1,  // 18: petrel.plugin.v1.Hypervisor.Capabilities:output_type -> petrel.plugin.v1.HypervisorCapabilities
-	5,  // 19: petrel.plugin.v1.Hypervisor.Validate:output_type -> petrel.plugin.v1.ValidateResponse
-	6,  // 20: petrel.plugin.v1.Hypervisor.Start:output_type -> petrel.plugin.v1.Handle
-	7,  // 21: petrel.plugin.v1.Hypervisor.Recover:output_type -> petrel.plugin.v1.RecoverResponse
-	10, // 22: petrel.plugin.v1.Hypervisor.Wait:output_type -> petrel.plugin.v1.ExitStatus
-	12, // 23: petrel.plugin.v1.Hypervisor.Stop:output_type -> petrel.plugin.v1.StopResponse
-	13, // 24: petrel.plugin.v1.Hypervisor.Destroy:output_type -> petrel.plugin.v1.DestroyResponse
-	14, // 25: petrel.plugin.v1.Hypervisor.Stats:output_type -> petrel.plugin.v1.VMStats
-	16, // 26: petrel.plugin.v1.Hypervisor.Console:output_type -> petrel.plugin.v1.ConsoleLine
-	15, // [15:27] is the sub-list for method output_type
-	3,  // [3:15] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	16, // 3: petrel.plugin.v1.ConsoleLine.more:type_name -> petrel.plugin.v1.ConsoleLine
+	19, // 4: petrel.plugin.v1.StatsBatchResponse.stats:type_name -> petrel.plugin.v1.StatsBatchResponse.StatsEntry
+	14, // 5: petrel.plugin.v1.StatsBatchResponse.StatsEntry.value:type_name -> petrel.plugin.v1.VMStats
+	20, // 6: petrel.plugin.v1.Hypervisor.Info:input_type -> petrel.plugin.v1.InfoRequest
+	21, // 7: petrel.plugin.v1.Hypervisor.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
+	22, // 8: petrel.plugin.v1.Hypervisor.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
+	0,  // 9: petrel.plugin.v1.Hypervisor.Capabilities:input_type -> petrel.plugin.v1.CapabilitiesRequest
+	4,  // 10: petrel.plugin.v1.Hypervisor.Validate:input_type -> petrel.plugin.v1.VMSpec
+	4,  // 11: petrel.plugin.v1.Hypervisor.Start:input_type -> petrel.plugin.v1.VMSpec
+	6,  // 12: petrel.plugin.v1.Hypervisor.Recover:input_type -> petrel.plugin.v1.Handle
+	8,  // 13: petrel.plugin.v1.Hypervisor.Wait:input_type -> petrel.plugin.v1.VMRef
+	11, // 14: petrel.plugin.v1.Hypervisor.Stop:input_type -> petrel.plugin.v1.StopRequest
+	8,  // 15: petrel.plugin.v1.Hypervisor.Destroy:input_type -> petrel.plugin.v1.VMRef
+	8,  // 16: petrel.plugin.v1.Hypervisor.Stats:input_type -> petrel.plugin.v1.VMRef
+	15, // 17: petrel.plugin.v1.Hypervisor.Console:input_type -> petrel.plugin.v1.ConsoleRequest
+	17, // 18: petrel.plugin.v1.Hypervisor.StatsBatch:input_type -> petrel.plugin.v1.StatsBatchRequest
+	23, // 19: petrel.plugin.v1.Hypervisor.Info:output_type -> petrel.plugin.v1.PluginInfo
+	24, // 20: petrel.plugin.v1.Hypervisor.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
+	25, // 21: petrel.plugin.v1.Hypervisor.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
+	1,  // 22: petrel.plugin.v1.Hypervisor.Capabilities:output_type -> petrel.plugin.v1.HypervisorCapabilities
+	5,  // 23: petrel.plugin.v1.Hypervisor.Validate:output_type -> petrel.plugin.v1.ValidateResponse
+	6,  // 24: petrel.plugin.v1.Hypervisor.Start:output_type -> petrel.plugin.v1.Handle
+	7,  // 25: petrel.plugin.v1.Hypervisor.Recover:output_type -> petrel.plugin.v1.RecoverResponse
+	10, // 26: petrel.plugin.v1.Hypervisor.Wait:output_type -> petrel.plugin.v1.ExitStatus
+	12, // 27: petrel.plugin.v1.Hypervisor.Stop:output_type -> petrel.plugin.v1.StopResponse
+	13, // 28: petrel.plugin.v1.Hypervisor.Destroy:output_type -> petrel.plugin.v1.DestroyResponse
+	14, // 29: petrel.plugin.v1.Hypervisor.Stats:output_type -> petrel.plugin.v1.VMStats
+	16, // 30: petrel.plugin.v1.Hypervisor.Console:output_type -> petrel.plugin.v1.ConsoleLine
+	18, // 31: petrel.plugin.v1.Hypervisor.StatsBatch:output_type -> petrel.plugin.v1.StatsBatchResponse
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_plugin_v1_hypervisor_proto_init() }
@@ -1484,7 +1628,7 @@ func file_plugin_v1_hypervisor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_hypervisor_proto_rawDesc), len(file_plugin_v1_hypervisor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	Hypervisor_Destroy_FullMethodName      = "/petrel.plugin.v1.Hypervisor/Destroy"
 	Hypervisor_Stats_FullMethodName        = "/petrel.plugin.v1.Hypervisor/Stats"
 	Hypervisor_Console_FullMethodName      = "/petrel.plugin.v1.Hypervisor/Console"
+	Hypervisor_StatsBatch_FullMethodName   = "/petrel.plugin.v1.Hypervisor/StatsBatch"
 )
 
 // HypervisorClient is the client API for Hypervisor service.
@@ -67,6 +68,11 @@ type HypervisorClient interface {
 	// Console streams console lines: history selected by since/count, then
 	// new lines while follow is set.
 	Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleLine], error)
+	// StatsBatch samples many VMs in one call, as petreld's statistics loop
+	// does every interval: one round trip per plugin instead of one per VM.
+	// A plugin without it answers Unimplemented and petreld calls Stats for
+	// each VM instead.
+	StatsBatch(ctx context.Context, in *StatsBatchRequest, opts ...grpc.CallOption) (*StatsBatchResponse, error)
 }
 
 type hypervisorClient struct {
@@ -206,6 +212,16 @@ func (c *hypervisorClient) Console(ctx context.Context, in *ConsoleRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Hypervisor_ConsoleClient = grpc.ServerStreamingClient[ConsoleLine]
 
+func (c *hypervisorClient) StatsBatch(ctx context.Context, in *StatsBatchRequest, opts ...grpc.CallOption) (*StatsBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatsBatchResponse)
+	err := c.cc.Invoke(ctx, Hypervisor_StatsBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HypervisorServer is the server API for Hypervisor service.
 // All implementations must embed UnimplementedHypervisorServer
 // for forward compatibility.
@@ -238,6 +254,11 @@ type HypervisorServer interface {
 	// Console streams console lines: history selected by since/count, then
 	// new lines while follow is set.
 	Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleLine]) error
+	// StatsBatch samples many VMs in one call, as petreld's statistics loop
+	// does every interval: one round trip per plugin instead of one per VM.
+	// A plugin without it answers Unimplemented and petreld calls Stats for
+	// each VM instead.
+	StatsBatch(context.Context, *StatsBatchRequest) (*StatsBatchResponse, error)
 	mustEmbedUnimplementedHypervisorServer()
 }
 
@@ -283,6 +304,9 @@ func (UnimplementedHypervisorServer) Stats(context.Context, *VMRef) (*VMStats, e
 }
 func (UnimplementedHypervisorServer) Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleLine]) error {
 	return status.Error(codes.Unimplemented, "method Console not implemented")
+}
+func (UnimplementedHypervisorServer) StatsBatch(context.Context, *StatsBatchRequest) (*StatsBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StatsBatch not implemented")
 }
 func (UnimplementedHypervisorServer) mustEmbedUnimplementedHypervisorServer() {}
 func (UnimplementedHypervisorServer) testEmbeddedByValue()                    {}
@@ -514,6 +538,24 @@ func _Hypervisor_Console_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Hypervisor_ConsoleServer = grpc.ServerStreamingServer[ConsoleLine]
 
+func _Hypervisor_StatsBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HypervisorServer).StatsBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Hypervisor_StatsBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HypervisorServer).StatsBatch(ctx, req.(*StatsBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Hypervisor_ServiceDesc is the grpc.ServiceDesc for Hypervisor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -564,6 +606,10 @@ var Hypervisor_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _Hypervisor_Stats_Handler,
+		},
+		{
+			MethodName: "StatsBatch",
+			Handler:    _Hypervisor_StatsBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
