@@ -74,7 +74,7 @@ func main() {
 Through petrel-endpoint, with the sub-CA the host's owner signed for the cluster:
   petrel-kubelet --kubeconfig kubelet.conf --node-name host1 --node-ip 10.0.0.1 \
       --client-ca apiserver-kubelet-ca.pem --destination host1:1025 \
-      --ca cluster.pem --ca-key cluster.key --server-ca ca.pem --image-dir /srv/unikernels
+      --ca cluster.pem --ca-key cluster.key --server-ca ca.pem
 On the host, through petreld's socket, under a path with a policy:
   petrel-kubelet --kubeconfig kubelet.conf --node-name host1 --node-ip 10.0.0.1 \
       --client-ca apiserver-kubelet-ca.pem --domain k8s --image-dir /srv/unikernels
@@ -95,7 +95,7 @@ Flags:
 	fs.StringVar(&o.caKey, "ca-key", "", "the sub-CA's key (with --destination)")
 	fs.StringVar(&o.serverCA, "server-ca", "", "CA certificate of the endpoint's certificate (with --destination)")
 	fs.StringVar(&o.serverNm, "server-name", "", "name the endpoint's certificate must carry (default: the --destination host)")
-	fs.StringVar(&o.imageDir, "image-dir", "", "directory of unikernel images: reference REPO/NAME:TAG is the file NAME.TAG (required)")
+	fs.StringVar(&o.imageDir, "image-dir", "", "directory of unikernel images: reference REPO/NAME:TAG is the file NAME.TAG (default: petreld pulls the reference from its registry)")
 	fs.DurationVar(&o.interval, "interval", time.Second, "how often VM states are read")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -216,8 +216,8 @@ func run(ctx context.Context, o options) error {
 		}
 		o.nodeName = h
 	}
-	if o.nodeIP == "" || o.clientCA == "" || o.imageDir == "" {
-		return errors.New("--node-ip, --client-ca and --image-dir are required (see --help)")
+	if o.nodeIP == "" || o.clientCA == "" {
+		return errors.New("--node-ip and --client-ca are required (see --help)")
 	}
 	_, portText, err := net.SplitHostPort(o.listen)
 	if err != nil {
@@ -258,9 +258,13 @@ func run(ctx context.Context, o options) error {
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(o.nodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		setupNode(pc.Node, o, port)
+		var images fleet.ImageResolver = fleet.RegistryImages{}
+		if o.imageDir != "" {
+			images = fleet.FileImages{Dir: o.imageDir, Upload: fleet.DaemonUploader{Daemon: daemon}}
+		}
 		p, err := fleet.NewProvider(fleet.Config{
 			Daemon:   daemon,
-			Images:   fleet.FileImages{Dir: o.imageDir, Upload: fleet.DaemonUploader{Daemon: daemon}},
+			Images:   images,
 			Domain:   o.domain,
 			Pods:     pc.Pods,
 			Recorder: recorder,

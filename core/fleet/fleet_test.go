@@ -444,6 +444,13 @@ func TestProviderRefusal(t *testing.T) {
 	}
 }
 
+func TestRegistryImages(t *testing.T) {
+	req := &daemonv1.CreateRequest{}
+	if err := (RegistryImages{}).Resolve(context.Background(), "127.0.0.1:5000/net:hvt", req); err != nil || req.ImageRef != "127.0.0.1:5000/net:hvt" || req.ImageSha256 != "" {
+		t.Fatalf("%v %v", req, err)
+	}
+}
+
 func TestFileImages(t *testing.T) {
 	f := FileImages{Dir: "/srv"}
 	for ref, want := range map[string]string{"local/hello:spt": "/srv/hello.spt", "hello": "/srv/hello", "reg:5000/a/b/hello:hvt": "/srv/hello.hvt"} {

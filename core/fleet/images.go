@@ -14,9 +14,8 @@ import (
 // fills in what the create request needs to name it. The agent calls it
 // before every create; it must be safe for concurrent use.
 //
-// Until petreld pulls images from registries itself, FileImages serves a
-// local-file form; a resolver that passes the reference on to the create
-// call replaces it without touching the rest of the agent.
+// RegistryImages passes the reference to petreld, which pulls it;
+// FileImages serves a local-file form for hosts without a registry.
 type ImageResolver interface {
 	Resolve(ctx context.Context, ref string, req *daemonv1.CreateRequest) error
 }
@@ -73,5 +72,16 @@ func (f FileImages) Resolve(ctx context.Context, ref string, req *daemonv1.Creat
 		return fmt.Errorf("upload image %q from %s: %w", ref, path, err)
 	}
 	req.ImageSha256 = img.GetSha256()
+	return nil
+}
+
+// RegistryImages passes the reference on to petreld, which pulls it from
+// its registry by digest (unless its store holds that digest already) and
+// records the reference on the VM.
+type RegistryImages struct{}
+
+// Resolve sets the request's image reference.
+func (RegistryImages) Resolve(_ context.Context, ref string, req *daemonv1.CreateRequest) error {
+	req.ImageRef = ref
 	return nil
 }

@@ -155,9 +155,7 @@ func (p *Provider) ensureVM(ctx context.Context, e *entry, spec *Spec) error {
 	if err := p.cfg.Images.Resolve(ctx, spec.Image, req); err != nil {
 		return fmt.Errorf("image %s: %w", spec.Image, err)
 	}
-	p.mu.Lock()
-	e.phase = Phase{Waiting: "ContainerCreating"}
-	p.mu.Unlock()
+	// Still Pulling: petreld pulls a registry reference during the create.
 	vm, err := p.cfg.Daemon.Create(ctx, req)
 	switch status.Code(err) {
 	case codes.OK:
