@@ -23,9 +23,11 @@ import (
 // control plane: etcd (Debian's etcd-server) and kube-apiserver,
 // kube-controller-manager and kube-scheduler from bin/kube (make kube),
 // all on loopback and started by the test. Each host is a petreld in its
-// own network namespace (with its bridge br0), a petrel-endpoint, and a
-// petrel-kubelet that reaches petreld through the endpoint with a sub-CA
-// the host's owner signed for the cluster.
+// own network namespace (with its bridge br0, where its VMs' taps go), a
+// petrel-endpoint and a petrel-kubelet on loopback (the API server
+// reaches each agent at 127.0.0.1 and its own port); the agent reaches
+// petreld through the endpoint with a sub-CA the host's owner signed for
+// the cluster.
 
 // kubeBinDir is where make kube puts the control plane.
 func kubeBinDir(t *testing.T) string {
