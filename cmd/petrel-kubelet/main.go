@@ -95,7 +95,7 @@ Flags:
 	fs.StringVar(&o.caKey, "ca-key", "", "the sub-CA's key (with --destination)")
 	fs.StringVar(&o.serverCA, "server-ca", "", "CA certificate of the endpoint's certificate (with --destination)")
 	fs.StringVar(&o.serverNm, "server-name", "", "name the endpoint's certificate must carry (default: the --destination host)")
-	fs.StringVar(&o.imageDir, "image-dir", "", "directory of unikernel images: reference REPO/NAME:TAG is the file NAME.TAG (default: petreld pulls the reference from its registry)")
+	fs.StringVar(&o.imageDir, "image-dir", "", "directory of unikernel images: reference local/NAME:TAG is the file NAME.TAG (other references petreld pulls from their registry)")
 	fs.DurationVar(&o.interval, "interval", time.Second, "how often VM states are read")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -258,9 +258,9 @@ func run(ctx context.Context, o options) error {
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(o.nodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		setupNode(pc.Node, o, port)
-		var images fleet.ImageResolver = fleet.RegistryImages{}
+		images := fleet.Images{Registry: fleet.RegistryImages{}}
 		if o.imageDir != "" {
-			images = fleet.FileImages{Dir: o.imageDir, Upload: fleet.DaemonUploader{Daemon: daemon}}
+			images.Files = &fleet.FileImages{Dir: o.imageDir, Upload: fleet.DaemonUploader{Daemon: daemon}}
 		}
 		p, err := fleet.NewProvider(fleet.Config{
 			Daemon:   daemon,

@@ -451,6 +451,22 @@ func TestRegistryImages(t *testing.T) {
 	}
 }
 
+func TestImagesPicksResolver(t *testing.T) {
+	ctx := context.Background()
+	req := &daemonv1.CreateRequest{}
+	m := Images{Registry: RegistryImages{}}
+	if err := m.Resolve(ctx, "local/net:hvt", req); !IsRefusal(err) {
+		t.Fatalf("local reference without a directory: %v", err)
+	}
+	if err := m.Resolve(ctx, "127.0.0.1:5000/net:hvt", req); err != nil || req.ImageRef == "" {
+		t.Fatalf("registry reference: %v %v", req, err)
+	}
+	m.Files = &FileImages{Dir: t.TempDir(), Upload: DaemonUploader{}}
+	if err := m.Resolve(ctx, "local/missing:hvt", &daemonv1.CreateRequest{}); err == nil || IsRefusal(err) {
+		t.Fatalf("missing local file: %v", err)
+	}
+}
+
 func TestFileImages(t *testing.T) {
 	f := FileImages{Dir: "/srv"}
 	for ref, want := range map[string]string{"local/hello:spt": "/srv/hello.spt", "hello": "/srv/hello", "reg:5000/a/b/hello:hvt": "/srv/hello.hvt"} {

@@ -85,3 +85,27 @@ func (RegistryImages) Resolve(_ context.Context, ref string, req *daemonv1.Creat
 	req.ImageRef = ref
 	return nil
 }
+
+// LocalRegistry is the registry part of the references FileImages serves
+// when it sits beside a registry (Images): "local/NAME:TAG".
+const LocalRegistry = "local"
+
+// Images serves references of LocalRegistry from Files and passes every
+// other one to the registry resolver.
+type Images struct {
+	// Files serves "local/…" references; nil refuses them.
+	Files *FileImages
+	// Registry resolves the rest.
+	Registry ImageResolver
+}
+
+// Resolve picks the resolver for the reference.
+func (m Images) Resolve(ctx context.Context, ref string, req *daemonv1.CreateRequest) error {
+	if strings.HasPrefix(ref, LocalRegistry+"/") {
+		if m.Files == nil {
+			return &Refusal{Reason: fmt.Sprintf("image %q names the agent's image directory, and it has none (--image-dir)", ref)}
+		}
+		return m.Files.Resolve(ctx, ref, req)
+	}
+	return m.Registry.Resolve(ctx, ref, req)
+}
