@@ -272,9 +272,9 @@ func (k *kubeCluster) apply(manifest string) {
 
 // podView is what the test reads of a pod.
 type podView struct {
-	Name, Node, Phase, Reason, Message string
-	Deleting                           bool
-	Restarts                           int
+	Name, Node, Phase, Reason, Message, Image string
+	Deleting                                  bool
+	Restarts                                  int
 }
 
 // pods lists the pods with a label selector.
@@ -291,7 +291,10 @@ func (k *kubeCluster) pods(selector string) []podView {
 				DeletionTimestamp *string `json:"deletionTimestamp"`
 			} `json:"metadata"`
 			Spec struct {
-				NodeName string `json:"nodeName"`
+				NodeName   string `json:"nodeName"`
+				Containers []struct {
+					Image string `json:"image"`
+				} `json:"containers"`
 			} `json:"spec"`
 			Status struct {
 				Phase      string `json:"phase"`
@@ -313,6 +316,9 @@ func (k *kubeCluster) pods(selector string) []podView {
 	for _, it := range list.Items {
 		p := podView{Name: it.Metadata.Name, Node: it.Spec.NodeName, Phase: it.Status.Phase, Reason: it.Status.Reason,
 			Message: it.Status.Message, Deleting: it.Metadata.DeletionTimestamp != nil}
+		if len(it.Spec.Containers) > 0 {
+			p.Image = it.Spec.Containers[0].Image
+		}
 		for _, c := range it.Status.Conditions {
 			if c.Type == "PodScheduled" && c.Status == "False" {
 				p.Reason, p.Message = c.Reason, c.Message
@@ -398,8 +404,10 @@ func fleetDeployment(t *testing.T, backend string) string {
 // TestFleet: two Petrel hosts join a real Kubernetes cluster; a
 // Deployment spreads over both and runs real unikernels, whose console is
 // kubectl logs; scaling leaves exactly that many VMs; a stopped agent's
-// node goes NotReady and its pods are replaced on the other host; a VM
-// made outside Kubernetes is never touched; a pod asking for more than
+// node goes NotReady and its pods are replaced on the other host, and
+// when it returns nothing is duplicated; petreld killed with SIGKILL
+// loses and duplicates nothing; a rolling update goes to a new tag and
+// back from a failing one; a VM made outside Kubernetes is never touched; a pod asking for more than
 // the delegated share stays Pending with the reason; a pod the agent
 // cannot honour is refused with an event saying why.
 func TestFleet(t *testing.T) {
@@ -412,7 +420,18 @@ func TestFleet(t *testing.T) {
 	backend, why := realBackend()
 	t.Logf("unikernels run on %s: %s", backend, why)
 	guestPath := guestFor(t, "net", backend)
-	guests := filepath.Dir(guestPath)
+	// The agents' image directory: the net guest as the README's tag and
+	// as v2, and the exit guest as the failing tag "broken".
+	guests := t.TempDir()
+	for file, src := range map[string]string{"net." + backend: guestPath, "net.v2": guestPath, "net.broken": guestFor(t, "exit", backend)} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(guests, file), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	k := startKube(t)
 	a := newFleetHost(t, k, "petrel-a", guests)
 	b := newFleetHost(t, k, "petrel-b", guests)
@@ -519,6 +538,67 @@ func TestFleet(t *testing.T) {
 	waitFor(t, a.node+" Ready again", 60*time.Second, func() bool { return k.nodeReady(a.node) == "True" })
 	waitFor(t, "exactly 2 pod VMs after the agent's return", 90*time.Second, func() bool {
 		return a.podVMs()+b.podVMs() == 3
+	})
+
+	// kill -9 of petreld on a host with pods: its VMs keep running, the
+	// restarted petreld reattaches them, and the agent neither loses nor
+	// duplicates one.
+	before := b.podVMs()
+	b.kill9()
+	b.start()
+	time.Sleep(3 * time.Second)
+	waitFor(t, "the pods running after petreld's kill -9", 60*time.Second, func() bool {
+		n := 0
+		for _, p := range k.pods("app=hello") {
+			if p.Node == b.node && p.Phase == "Running" && !p.Deleting {
+				n++
+			}
+		}
+		return n == before && b.podVMs() == before
+	})
+	for _, vm := range b.infoAll() {
+		if strings.Contains(vm.Name, ":k8s-") && vm.State != "running" {
+			t.Fatalf("after petreld's kill -9: %+v", vm)
+		}
+	}
+
+	// A rolling update to a new tag, then to a failing one and back.
+	k.mustKubectl("set", "image", "deployment/hello", "net=local/net:v2")
+	k.mustKubectl("rollout", "status", "deployment/hello", "--timeout=120s")
+	waitFor(t, "2 pod VMs of the new tag", 90*time.Second, func() bool {
+		pods := k.pods("app=hello")
+		for _, p := range pods {
+			if p.Image != "local/net:v2" || p.Phase != "Running" {
+				return false
+			}
+		}
+		return len(pods) == 2 && a.podVMs()+b.podVMs() == 3
+	})
+	k.mustKubectl("set", "image", "deployment/hello", "net=local/net:broken")
+	waitFor(t, "the failing tag to fail", 90*time.Second, func() bool {
+		for _, p := range k.pods("app=hello") {
+			if p.Image == "local/net:broken" && (p.Phase == "Failed" || p.Restarts > 0) {
+				return true
+			}
+		}
+		return false
+	})
+	k.mustKubectl("rollout", "undo", "deployment/hello")
+	k.mustKubectl("rollout", "status", "deployment/hello", "--timeout=120s")
+	waitFor(t, "back to 2 pod VMs of the good tag", 90*time.Second, func() bool {
+		// The failed pods of the failing tag stay, as Kubernetes keeps
+		// terminated pods; they have no VM.
+		active := 0
+		for _, p := range k.pods("app=hello") {
+			if p.Phase == "Failed" || p.Phase == "Succeeded" {
+				continue
+			}
+			if p.Image != "local/net:v2" || p.Phase != "Running" {
+				return false
+			}
+			active++
+		}
+		return active == 2 && a.podVMs()+b.podVMs() == 3
 	})
 
 	// More than the delegated share: Pending with the reason.
