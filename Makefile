@@ -7,16 +7,21 @@ GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
-BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-kubelet petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
+# What one host runs (and the demo builds); the fleet's node agent,
+# which pulls in Kubernetes' client libraries, comes on top.
+HOST_BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
             petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu
+BINARIES := $(HOST_BINARIES) petrel-kubelet
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(dir $(GO)):$(GOBIN):$(PATH)
 
-.PHONY: kube all build examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests linux-guest deps check demo fuzz clean $(BINARIES)
+.PHONY: kube all build host examples deb deb-test docs config-reference chaos test lint proto proto-check bench guests linux-guest deps check demo fuzz clean $(BINARIES)
 
 all: build
 
 build: $(BINARIES)
+
+host: $(HOST_BINARIES)
 
 petrel petreld petrel-endpoint petrel-shim petrel-kubelet:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@

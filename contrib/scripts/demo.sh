@@ -59,7 +59,7 @@ fi
 
 # 3. Build.
 echo "== building Petrel and its test unikernels"
-make -s build guests GO="$GO"
+make -s host guests GO="$GO"
 PETREL="$BIN/petrel --socket $SOCK"
 
 # 4. petreld: reuse a running one, else start one with the defaults.
