@@ -356,16 +356,7 @@ func newFleetHost(t *testing.T, k *kubeCluster, node, guests string) *fleetHost 
 	t.Helper()
 	e := newBuiltinEnv(t)
 	e.inNetns()
-	r := &remoteEnv{env: e, ca: filepath.Join(e.dir, "ca"), log: filepath.Join(e.dir, "endpoint.log")}
-	e.mustPetrel("ca", "init", r.ca)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "ca_file = %q\nrevocation_file = %q\n", r.file("ca.pem"), r.file("revoked.json"))
-	f.Close()
-	e.start()
-	r.startEndpoint()
+	r := startRemote(t, e, "")
 	pemFile, keyFile := r.subCA("cluster", r.file("ca.pem"), r.file("ca.key"), "--vms", "3", "--mem", "96", "--bridge", "br0")
 	h := &fleetHost{remoteEnv: r, node: node, subPEM: pemFile, subKey: keyFile}
 	h.args = []string{filepath.Join(binDir, "petrel-kubelet"), "--kubeconfig", k.kubeconfig, "--node-name", node,

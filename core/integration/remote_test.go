@@ -47,14 +47,21 @@ type remoteEnv struct {
 
 func newRemoteEnv(t testing.TB) *remoteEnv {
 	t.Helper()
-	e := newEnvTB(t)
+	return startRemote(t, newEnvTB(t), "")
+}
+
+// startRemote makes a CA for e, names it and its revocation list in e's
+// petreld configuration with the extra settings given, and starts petreld
+// and the endpoint.
+func startRemote(t testing.TB, e *env, extra string) *remoteEnv {
+	t.Helper()
 	r := &remoteEnv{env: e, ca: filepath.Join(e.dir, "ca"), log: filepath.Join(e.dir, "endpoint.log")}
 	e.mustPetrel("ca", "init", r.ca)
 	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "ca_file = %q\nrevocation_file = %q\n", r.file("ca.pem"), r.file("revoked.json"))
+	fmt.Fprintf(f, "ca_file = %q\nrevocation_file = %q\n%s", r.file("ca.pem"), r.file("revoked.json"), extra)
 	f.Close()
 	e.start()
 	r.startEndpoint()

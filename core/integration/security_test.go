@@ -189,16 +189,7 @@ func onSocket(t *testing.T, sock string, chain []*x509.Certificate) (daemonv1.Da
 // the administrators' socket keeps serving local requests.
 func TestRemoteSocket(t *testing.T) {
 	e := newEnvTB(t)
-	r := &remoteEnv{env: e, ca: filepath.Join(e.dir, "ca"), log: filepath.Join(e.dir, "endpoint.log")}
-	e.mustPetrel("ca", "init", r.ca)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "ca_file = %q\nrevocation_file = %q\nremote_socket_mode = \"0660\"\nremote_socket_group = \"nogroup\"\n", r.file("ca.pem"), r.file("revoked.json"))
-	f.Close()
-	e.start()
-	r.startEndpoint()
+	r := startRemote(t, e, "remote_socket_mode = \"0660\"\nremote_socket_group = \"nogroup\"\n")
 	img := r.image("rs.hvt", solo5.TargetHVT)
 
 	fi, err := os.Stat(e.remoteSocket())
