@@ -59,7 +59,7 @@ delegated. FROM says which records a path has; --json shows them as
 						return err
 					}
 					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
-					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), imagesLimit(e.GetPolicy())
+					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), policy.FromProto(e.GetPolicy()).Images()
 					for key, rec := range map[string]*daemonv1.Policy{"local": e.GetLocal(), "certificate": e.GetCertificate()} {
 						if rec == nil {
 							continue
@@ -75,14 +75,14 @@ delegated. FROM says which records a path has; --json shows them as
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tIMAGES\tBRIDGES\tFROM")
 			for _, e := range res.GetPolicies() {
-				p := e.GetPolicy()
+				p := policy.FromProto(e.GetPolicy())
 				block := "none"
-				if p.BlockMb != nil {
-					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
+				if p.BlockMB != nil {
+					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), *p.BlockMB)
 				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, e.GetUsedImagesMb(), imagesLimit(p),
-					strings.Join(p.GetBridges(), ","), policySources(e))
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.VMs, e.GetUsedMemoryMb(), p.MemoryMB,
+					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.CPUs), " ", ","), "[]"), block, e.GetUsedImagesMb(), p.Images(),
+					strings.Join(p.Bridges, ","), policySources(e))
 			}
 			return tw.Flush()
 		},
@@ -108,12 +108,6 @@ func policyJSON(p *daemonv1.Policy) (map[string]any, error) {
 		return nil, fmt.Errorf("policy as JSON: %w", err)
 	}
 	return m, nil
-}
-
-// imagesLimit is a policy's image allowance: the one it states, or its
-// memory.
-func imagesLimit(p *daemonv1.Policy) int64 {
-	return int64(policy.FromProto(p).Images())
 }
 
 // policySources says which records a listed policy is the meet of: the
