@@ -49,6 +49,7 @@ import (
 	"github.com/petrel-vmm/petrel/cmd/internal/remote"
 	"github.com/petrel-vmm/petrel/core/fleet"
 	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
@@ -158,11 +159,7 @@ func dialPetrel(o options) (*petrelConn, error) {
 		pc.root += ":" + o.domain
 	}
 	if p, err := pki.PolicyOf(chain[0]); err == nil && p != nil {
-		cpus := make([]int32, len(p.CPUs))
-		for i, c := range p.CPUs {
-			cpus[i] = int32(c)
-		}
-		pc.delegated = &daemonv1.Policy{Vms: int32(p.VMs), MemoryMb: int64(p.MemoryMB), Cpus: cpus, Bridges: p.Bridges}
+		pc.delegated = policy.ToProto(*p)
 	}
 	return pc, nil
 }

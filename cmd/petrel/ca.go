@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"time"
 
@@ -166,14 +165,9 @@ func readCSR(path string) (*x509.CertificateRequest, error) {
 
 func (a *app) caSignPolicyCmd() *cobra.Command {
 	var (
-		vms     int
-		mem     = sizeFlag{Max: math.MaxInt}
-		block   = sizeFlag{Max: math.MaxInt}
-		images  = sizeFlag{Max: math.MaxInt}
-		cpus    []int
-		bridges []string
-		out     string
-		days    int
+		flags *policyFlags
+		out   string
+		days  int
 	)
 	cmd := &cobra.Command{
 		Use:   "sign-policy CSR --vms N --mem SIZE [--cpu N]... [--block SIZE] [--images SIZE] [--bridge B]... --out CERT",
@@ -196,6 +190,10 @@ signer's chain (without the root): the file the delegate passes as --ca.`,
 			if !cmd.Flags().Changed("vms") || !cmd.Flags().Changed("mem") || out == "" {
 				return usageError{errors.New("--vms, --mem and --out are required")}
 			}
+			p, err := flags.policy()
+			if err != nil {
+				return err
+			}
 			chain, key, err := a.signer()
 			if err != nil {
 				return err
@@ -203,15 +201,6 @@ signer's chain (without the root): the file the delegate passes as --ca.`,
 			csr, err := readCSR(pos[0])
 			if err != nil {
 				return err
-			}
-			p := policy.Policy{VMs: vms, MemoryMB: int(mem.MB), CPUs: cpus, Bridges: bridges}
-			if cmd.Flags().Changed("block") {
-				b := int(block.MB)
-				p.BlockMB = &b
-			}
-			if cmd.Flags().Changed("images") {
-				i := int(images.MB)
-				p.ImagesMB = &i
 			}
 			c, err := pki.SignPolicy(csr, chain[0], key, p, time.Duration(days)*24*time.Hour)
 			if err != nil {
@@ -228,12 +217,7 @@ signer's chain (without the root): the file the delegate passes as --ca.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&vms, "vms", 0, "number of VMs")
-	f.Var(&mem, "mem", "memory in total: "+sizeHelp)
-	f.IntSliceVar(&cpus, "cpu", nil, "CPU id VMs may run on (repeatable): unpinned VMs are confined to these")
-	f.Var(&block, "block", "block storage in total: "+sizeHelp+" (default: none)")
-	f.Var(&images, "images", "image storage in total: "+sizeHelp+" (default: as much as --mem)")
-	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
+	flags = bindPolicyFlags(f)
 	f.StringVar(&out, "out", "", "file for the certificate chain")
 	f.IntVar(&days, "days", 365, "validity in days (never beyond the signer's)")
 	return cmd

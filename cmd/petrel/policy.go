@@ -1,13 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
-	"math"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/petrel-vmm/petrel/core/policy"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -52,14 +54,19 @@ delegated. FROM says which records a path has; --json shows them as
 			if jsonOut {
 				list := []map[string]any{}
 				for _, e := range res.GetPolicies() {
-					m := policyJSON(e.GetPolicy())
-					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
-					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), imagesLimit(e.GetPolicy())
-					if e.Local != nil {
-						m["local"] = policyJSON(e.GetLocal())
+					m, err := policyJSON(e.GetPolicy())
+					if err != nil {
+						return err
 					}
-					if e.Certificate != nil {
-						m["certificate"] = policyJSON(e.GetCertificate())
+					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
+					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), policy.FromProto(e.GetPolicy()).Images()
+					for key, rec := range map[string]*daemonv1.Policy{"local": e.GetLocal(), "certificate": e.GetCertificate()} {
+						if rec == nil {
+							continue
+						}
+						if m[key], err = policyJSON(rec); err != nil {
+							return err
+						}
 					}
 					list = append(list, m)
 				}
@@ -68,14 +75,14 @@ delegated. FROM says which records a path has; --json shows them as
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tIMAGES\tBRIDGES\tFROM")
 			for _, e := range res.GetPolicies() {
-				p := e.GetPolicy()
+				p := policy.FromProto(e.GetPolicy())
 				block := "none"
-				if p.BlockMb != nil {
-					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
+				if p.BlockMB != nil {
+					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), *p.BlockMB)
 				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, e.GetUsedImagesMb(), imagesLimit(p),
-					strings.Join(p.GetBridges(), ","), policySources(e))
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.VMs, e.GetUsedMemoryMb(), p.MemoryMB,
+					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.CPUs), " ", ","), "[]"), block, e.GetUsedImagesMb(), p.Images(),
+					strings.Join(p.Bridges, ","), policySources(e))
 			}
 			return tw.Flush()
 		},
@@ -85,25 +92,22 @@ delegated. FROM says which records a path has; --json shows them as
 	return cmd
 }
 
-// policyJSON is the JSON form of a policy in `petrel policy --json`.
-func policyJSON(p *daemonv1.Policy) map[string]any {
-	m := map[string]any{"vms": p.GetVms(), "memory_mb": p.GetMemoryMb(), "cpus": p.GetCpus(), "bridges": p.GetBridges()}
-	if p.BlockMb != nil {
-		m["block_mb"] = p.GetBlockMb()
+// policyJSON is the JSON form of a policy in `petrel policy --json`:
+// policy.Policy's own JSON, which petreld also stores, as a map so that
+// the listing can add the path and usage beside the fields. Numbers stay
+// json.Number, so that sizes print as integers.
+func policyJSON(p *daemonv1.Policy) (map[string]any, error) {
+	b, err := json.Marshal(policy.FromProto(p))
+	if err != nil {
+		return nil, fmt.Errorf("policy as JSON: %w", err)
 	}
-	if p.ImagesMb != nil {
-		m["images_mb"] = p.GetImagesMb()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	m := map[string]any{}
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("policy as JSON: %w", err)
 	}
-	return m
-}
-
-// imagesLimit is a policy's image allowance: the one it states, or its
-// memory.
-func imagesLimit(p *daemonv1.Policy) int64 {
-	if p.ImagesMb != nil {
-		return p.GetImagesMb()
-	}
-	return p.GetMemoryMb()
+	return m, nil
 }
 
 // policySources says which records a listed policy is the meet of: the
@@ -123,14 +127,7 @@ func policySources(e *daemonv1.PolicyEntry) string {
 }
 
 func (a *app) policyAddCmd() *cobra.Command {
-	var (
-		vms     int32
-		mem     = sizeFlag{Max: math.MaxInt64}
-		cpus    []int32
-		block   = sizeFlag{Max: math.MaxInt64}
-		images  = sizeFlag{Max: math.MaxInt64}
-		bridges []string
-	)
+	var flags *policyFlags
 	cmd := &cobra.Command{
 		Use:   "add PATH --vms N --mem SIZE [--cpu N]... [--block SIZE] [--images SIZE] [--bridge B]...",
 		Short: "Set the resource policy of a path",
@@ -150,19 +147,16 @@ confines them only as far as the policies above it do.`,
 			if !cmd.Flags().Changed("vms") || !cmd.Flags().Changed("mem") {
 				return usageError{fmt.Errorf("--vms and --mem are required")}
 			}
-			p := &daemonv1.Policy{Vms: vms, MemoryMb: mem.MB, Cpus: cpus, Bridges: bridges}
-			if cmd.Flags().Changed("block") {
-				p.BlockMb = &block.MB
-			}
-			if cmd.Flags().Changed("images") {
-				p.ImagesMb = &images.MB
+			p, err := flags.policy()
+			if err != nil {
+				return err
 			}
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
 			defer done()
-			e, err := c.API.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: pos[0], Policy: p})
+			e, err := c.API.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: pos[0], Policy: policy.ToProto(p)})
 			if err != nil {
 				return err
 			}
@@ -170,13 +164,7 @@ confines them only as far as the policies above it do.`,
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.Int32Var(&vms, "vms", 0, "number of VMs")
-	f.Var(&mem, "mem", "memory in total: "+sizeHelp)
-	f.Int32SliceVar(&cpus, "cpu", nil, "CPU VMs may run on (repeatable): unpinned VMs are confined to these")
-	f.Var(&block, "block", "block storage in total: "+sizeHelp+" (default: none)")
-	f.Var(&images, "images", "image storage in total, the VMs' images and uploads waiting for a create: "+sizeHelp+" (default: as much as --mem)")
-	f.StringArrayVar(&bridges, "bridge", nil, "bridge VMs may attach to (repeatable)")
+	flags = bindPolicyFlags(cmd.Flags())
 	return cmd
 }
 

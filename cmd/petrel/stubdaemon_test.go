@@ -26,6 +26,8 @@ type stubDaemon struct {
 	plugins  []*daemonv1.Plugin
 	dataDir  string
 	policies []*daemonv1.PolicyEntry
+	// policyAdd is the last PolicyAdd request.
+	policyAdd *daemonv1.PolicyAddRequest
 }
 
 // startStub serves d on a socket in a temporary directory and
@@ -86,4 +88,18 @@ func (d *stubDaemon) Host(context.Context, *daemonv1.HostRequest) (*daemonv1.Hos
 
 func (d *stubDaemon) PolicyList(context.Context, *daemonv1.PolicyListRequest) (*daemonv1.PolicyListResponse, error) {
 	return &daemonv1.PolicyListResponse{Policies: d.policies}, nil
+}
+
+func (d *stubDaemon) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*daemonv1.PolicyEntry, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.policyAdd = req
+	return &daemonv1.PolicyEntry{Path: req.GetPath(), Policy: req.GetPolicy()}, nil
+}
+
+// lastPolicyAdd is the last policy add request the daemon received.
+func (d *stubDaemon) lastPolicyAdd() *daemonv1.PolicyAddRequest {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policyAdd
 }

@@ -141,51 +141,19 @@ func (d *Daemon) readRoot(force bool) {
 	}
 }
 
-func toPolicyMsg(p policy.Policy) *daemonv1.Policy {
-	m := &daemonv1.Policy{Vms: int32(p.VMs), MemoryMb: int64(p.MemoryMB), Bridges: p.Bridges}
-	for _, c := range p.CPUs {
-		m.Cpus = append(m.Cpus, int32(c))
-	}
-	if p.BlockMB != nil {
-		b := int64(*p.BlockMB)
-		m.BlockMb = &b
-	}
-	if p.ImagesMB != nil {
-		n := int64(*p.ImagesMB)
-		m.ImagesMb = &n
-	}
-	return m
-}
-
-func fromPolicyMsg(m *daemonv1.Policy) policy.Policy {
-	p := policy.Policy{VMs: int(m.GetVms()), MemoryMB: int(m.GetMemoryMb()), Bridges: m.GetBridges()}
-	for _, c := range m.GetCpus() {
-		p.CPUs = append(p.CPUs, int(c))
-	}
-	if m.BlockMb != nil {
-		b := int(m.GetBlockMb())
-		p.BlockMB = &b
-	}
-	if m.ImagesMb != nil {
-		n := int(m.GetImagesMb())
-		p.ImagesMB = &n
-	}
-	return p
-}
-
 // policyEntry lists the effective policy p of path with the usage under
 // it and the records it is the meet of.
 func (s *server) policyEntry(path name.Path, p policy.Policy) *daemonv1.PolicyEntry {
 	u := s.d.sup.UsageUnder(path, "")
 	blockMB, _ := s.d.blocks.TotalMB(path.String())
-	e := &daemonv1.PolicyEntry{Path: path.String(), Policy: toPolicyMsg(p), UsedVms: int32(u.VMs),
+	e := &daemonv1.PolicyEntry{Path: path.String(), Policy: policy.ToProto(p), UsedVms: int32(u.VMs),
 		UsedMemoryMb: int64(u.MemoryMB), UsedBlockMb: blockMB, UsedImagesMb: policy.ImagesMB(s.d.imagesUnder(path))}
 	local, cert := s.d.policies.Records(path)
 	if local != nil {
-		e.Local = toPolicyMsg(*local)
+		e.Local = policy.ToProto(*local)
 	}
 	if cert != nil {
-		e.Certificate = toPolicyMsg(*cert)
+		e.Certificate = policy.ToProto(*cert)
 	}
 	return e
 }
@@ -211,7 +179,7 @@ func (s *server) PolicyAdd(_ context.Context, req *daemonv1.PolicyAddRequest) (*
 	if path.IsRoot() {
 		return nil, status.Error(codes.InvalidArgument, "the root policy is what the host has; add policies for paths below it")
 	}
-	p := fromPolicyMsg(req.GetPolicy())
+	p := policy.FromProto(req.GetPolicy())
 	if !s.d.knowsBridges(p.Bridges) {
 		// A bridge made a moment ago, whose news may still be on its way.
 		s.d.readRoot(true)

@@ -79,7 +79,11 @@ func (c Command) Equal(d Command) bool {
 	return c.Name == d.Name && slices.Equal(c.Args, d.Args)
 }
 
-// MarshalPolicy encodes p, in canonical form, as a PolicyExt value.
+// MarshalPolicy encodes p, in canonical form, as a PolicyExt value. It
+// and unmarshalPolicy are the one place the extension lists Policy's
+// fields; a field added to policy.Policy gets an OPTIONAL element at the
+// end here, and core/policy's tests fail until it does (see that
+// package's documentation).
 func MarshalPolicy(p policy.Policy) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err

@@ -45,6 +45,41 @@
 // The root policy is discovered from the host (HostPolicy) rather than
 // configured, so that a policy never promises resources the machine does
 // not have.
+//
+// # One definition
+//
+// The Policy type is the one definition of a policy's fields; every other
+// form derives from it or is checked against it. Adding a field means
+// adding it to Policy (with its JSON key) and then to each of these, all
+// of which wire_test.go and the tests named below walk field by field,
+// so that one forgotten fails them:
+//
+//   - this package: Clone, Canonical, Equal, Meet, String, Validate and
+//     Within in policy.go (TestEveryFieldIsCompared), the usage checks in
+//     usage.go and tree.go if the field is a counted resource, and
+//     HostPolicy for the root policy;
+//   - the daemon API: message Policy in sdk/proto/daemon/v1/daemon.proto
+//     (a new field number; regenerate with `make proto`) and ToProto and
+//     FromProto in proto.go (TestEveryFieldRoundTrips);
+//   - the certificate extension: MarshalPolicy and UnmarshalPolicy in
+//     core/pki/ext.go and the PolicyExt schema in core/pki/doc.go, a new
+//     field being an OPTIONAL context-tagged element at the end
+//     (TestEveryFieldRoundTrips);
+//   - the JSON petreld stores and `petrel policy --json` prints: the
+//     struct tags here (TestWireFormatsAreStable);
+//   - the command line: policyFlags in cmd/petrel/policyflags.go, the one
+//     binder of `petrel policy add` and `petrel ca sign-policy`
+//     (TestPolicyFlagsSetEveryField), and the tables of `petrel policy`
+//     and `petrel state show`;
+//   - the web console: policyView and policyForm in cmd/petrel/ui/api.go
+//     (TestPolicyViewAndFormCoverEveryField) and the policy form and table
+//     in cmd/petrel/ui/assets/app.js;
+//   - the README's description of policies.
+//
+// Encodings written before must keep reading the same, and a policy that
+// leaves a new field unset must keep encoding the same
+// (TestWireFormatsAreStable, TestIssuedCertificatesStillRead): a new
+// field is optional on every wire, omitted when unset.
 package policy
 
 import (

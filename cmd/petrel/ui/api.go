@@ -17,6 +17,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/cmd/internal/size"
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/oci"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -625,14 +626,16 @@ func (s *Server) getBridges(r *http.Request) (any, error) {
 }
 
 // policyView is a policy entry as the page shows it: limits, use and
-// where the limits come from.
+// where the limits come from. The limits are policy.Policy's fields with
+// its JSON keys, except that an allowance the policy leaves unstated is
+// null rather than absent, which the page tests for.
 type policyView struct {
 	Path         string   `json:"path"`
-	VMs          int32    `json:"vms"`
-	MemoryMB     int64    `json:"memory_mb"`
-	CPUs         []int32  `json:"cpus"`
-	BlockMB      *int64   `json:"block_mb"`
-	ImagesMB     *int64   `json:"images_mb"`
+	VMs          int      `json:"vms"`
+	MemoryMB     int      `json:"memory_mb"`
+	CPUs         []int    `json:"cpus"`
+	BlockMB      *int     `json:"block_mb"`
+	ImagesMB     *int     `json:"images_mb"`
 	Bridges      []string `json:"bridges"`
 	UsedVMs      int32    `json:"used_vms"`
 	UsedMemoryMB int64    `json:"used_memory_mb"`
@@ -649,12 +652,12 @@ func listPolicies(ctx context.Context, c clientAPI) ([]policyView, error) {
 	}
 	out := []policyView{}
 	for _, e := range res.GetPolicies() {
-		p := e.GetPolicy()
-		v := policyView{Path: e.GetPath(), VMs: p.GetVms(), MemoryMB: p.GetMemoryMb(), CPUs: p.GetCpus(), BlockMB: p.BlockMb, ImagesMB: p.ImagesMb,
-			Bridges: p.GetBridges(), UsedVMs: e.GetUsedVms(), UsedMemoryMB: e.GetUsedMemoryMb(), UsedBlockMB: e.GetUsedBlockMb(),
+		p := policy.FromProto(e.GetPolicy())
+		v := policyView{Path: e.GetPath(), VMs: p.VMs, MemoryMB: p.MemoryMB, CPUs: p.CPUs, BlockMB: p.BlockMB, ImagesMB: p.ImagesMB,
+			Bridges: p.Bridges, UsedVMs: e.GetUsedVms(), UsedMemoryMB: e.GetUsedMemoryMb(), UsedBlockMB: e.GetUsedBlockMb(),
 			UsedImagesMB: e.GetUsedImagesMb(), Local: e.GetLocal() != nil, Certificate: e.GetCertificate() != nil}
 		if v.CPUs == nil {
-			v.CPUs = []int32{}
+			v.CPUs = []int{}
 		}
 		if v.Bridges == nil {
 			v.Bridges = []string{}
@@ -674,7 +677,9 @@ func (s *Server) getPolicies(r *http.Request) (any, error) {
 	return listPolicies(ctx, c.API)
 }
 
-// policyForm is the policy form, shared by policy add and signing.
+// policyForm is the policy form, shared by policy add and signing. VMs
+// and CPU ids are int32, what the daemon API carries, so that decoding
+// refuses larger numbers; sizes are text in the CLI's spellings.
 type policyForm struct {
 	Path    string   `json:"path"`
 	VMs     int32    `json:"vms"`
@@ -685,37 +690,42 @@ type policyForm struct {
 	Bridges []string `json:"bridges"`
 }
 
-// policy checks the form as `petrel policy add` checks its flags.
-func (f *policyForm) policy() (*daemonv1.Policy, error) {
+// policy checks the form as `petrel policy add` checks its flags and
+// returns the policy it describes; an empty block or image size leaves
+// that allowance unstated.
+func (f *policyForm) policy() (policy.Policy, error) {
 	if f.VMs < 0 {
-		return nil, badRequest("VMs: must be 0 or more")
+		return policy.Policy{}, badRequest("VMs: must be 0 or more")
 	}
 	if strings.TrimSpace(f.Memory) == "" {
-		return nil, badRequest("memory: required (0 allows none)")
+		return policy.Policy{}, badRequest("memory: required (0 allows none)")
 	}
 	mem, err := size.Parse(f.Memory, math.MaxInt64)
 	if err != nil {
-		return nil, badRequest("memory %q: %v", f.Memory, err)
+		return policy.Policy{}, badRequest("memory %q: %v", f.Memory, err)
 	}
-	p := &daemonv1.Policy{Vms: f.VMs, MemoryMb: mem, Cpus: f.CPUs, Bridges: slices.DeleteFunc(f.Bridges, func(b string) bool { return strings.TrimSpace(b) == "" })}
+	p := policy.Policy{VMs: int(f.VMs), MemoryMB: int(mem), Bridges: slices.DeleteFunc(f.Bridges, func(b string) bool { return strings.TrimSpace(b) == "" })}
 	for _, c := range f.CPUs {
 		if c < 0 {
-			return nil, badRequest("CPU %d: CPU ids are 0 or more", c)
+			return policy.Policy{}, badRequest("CPU %d: CPU ids are 0 or more", c)
 		}
+		p.CPUs = append(p.CPUs, int(c))
 	}
 	if strings.TrimSpace(f.Block) != "" {
 		b, err := size.Parse(f.Block, math.MaxInt64)
 		if err != nil {
-			return nil, badRequest("block storage %q: %v", f.Block, err)
+			return policy.Policy{}, badRequest("block storage %q: %v", f.Block, err)
 		}
-		p.BlockMb = &b
+		n := int(b)
+		p.BlockMB = &n
 	}
 	if strings.TrimSpace(f.Images) != "" {
 		i, err := size.Parse(f.Images, math.MaxInt64)
 		if err != nil {
-			return nil, badRequest("image storage %q: %v", f.Images, err)
+			return policy.Policy{}, badRequest("image storage %q: %v", f.Images, err)
 		}
-		p.ImagesMb = &i
+		n := int(i)
+		p.ImagesMB = &n
 	}
 	return p, nil
 }
@@ -739,7 +749,7 @@ func (s *Server) addPolicy(r *http.Request) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
-	e, err := c.API.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: path, Policy: p})
+	e, err := c.API.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: path, Policy: policy.ToProto(p)})
 	if err != nil {
 		return nil, err
 	}

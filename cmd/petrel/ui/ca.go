@@ -38,23 +38,11 @@ func (s *Server) signPolicy(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, badRequest("host %s cannot sign: %v", h.cfg.Name, err)
 	}
-	pp := policy.Policy{VMs: int(p.GetVms()), MemoryMB: int(p.GetMemoryMb()), Bridges: p.GetBridges()}
-	for _, c := range p.GetCpus() {
-		pp.CPUs = append(pp.CPUs, int(c))
-	}
-	if p.BlockMb != nil {
-		b := int(p.GetBlockMb())
-		pp.BlockMB = &b
-	}
-	if p.ImagesMb != nil {
-		i := int(p.GetImagesMb())
-		pp.ImagesMB = &i
-	}
 	days := req.Days
 	if days <= 0 {
 		days = 365
 	}
-	c, err := pki.SignPolicy(csr, chain[0], key, pp, time.Duration(days)*24*time.Hour)
+	c, err := pki.SignPolicy(csr, chain[0], key, p, time.Duration(days)*24*time.Hour)
 	if err != nil {
 		if errors.Is(err, policy.ErrExceeded) {
 			return nil, httpError{http.StatusUnprocessableEntity, err.Error()}
@@ -70,7 +58,7 @@ func (s *Server) signPolicy(r *http.Request) (any, error) {
 			out = append(out, pki.EncodeCerts(sc)...)
 		}
 	}
-	return map[string]string{"name": c.Subject.CommonName, "pem": string(out), "policy": pp.Canonical().String(),
+	return map[string]string{"name": c.Subject.CommonName, "pem": string(out), "policy": p.Canonical().String(),
 		"until": c.NotAfter.UTC().Format(time.RFC3339)}, nil
 }
 

@@ -261,7 +261,11 @@ func (x *StatsRequest) GetFollow() bool {
 	return false
 }
 
-// Policy bounds the resources of every VM under a path.
+// Policy bounds the resources of every VM under a path. It carries the
+// fields of petreld's policy type (core/policy's Policy), which converts
+// to and from it and whose package documentation says where else a new
+// field goes; a new field takes the next number and is absent when unset,
+// so that clients and certificates written before read the same.
 type Policy struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Vms      int32                  `protobuf:"varint,1,opt,name=vms,proto3" json:"vms,omitempty"`
