@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -49,9 +48,19 @@ delegated. FROM says which records a path has; --json shows them as
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				list := []map[string]any{}
-				for _, e := range res.GetPolicies() {
+			policies := listing[*daemonv1.PolicyEntry]{
+				columns: []string{"PATH", "VMS", "MEMORY", "CPUS", "BLOCK", "IMAGES", "BRIDGES", "FROM"},
+				row: func(e *daemonv1.PolicyEntry) []string {
+					p := e.GetPolicy()
+					block := "none"
+					if p.BlockMb != nil {
+						block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
+					}
+					return []string{e.GetPath(), fmt.Sprintf("%d/%d", e.GetUsedVms(), p.GetVms()), fmt.Sprintf("%d/%dM", e.GetUsedMemoryMb(), p.GetMemoryMb()),
+						strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, fmt.Sprintf("%d/%dM", e.GetUsedImagesMb(), imagesLimit(p)),
+						strings.Join(p.GetBridges(), ","), policySources(e)}
+				},
+				json: func(e *daemonv1.PolicyEntry) any {
 					m := policyJSON(e.GetPolicy())
 					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
 					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), imagesLimit(e.GetPolicy())
@@ -61,23 +70,10 @@ delegated. FROM says which records a path has; --json shows them as
 					if e.Certificate != nil {
 						m["certificate"] = policyJSON(e.GetCertificate())
 					}
-					list = append(list, m)
-				}
-				return writeJSON(a.out, list)
+					return m
+				},
 			}
-			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tIMAGES\tBRIDGES\tFROM")
-			for _, e := range res.GetPolicies() {
-				p := e.GetPolicy()
-				block := "none"
-				if p.BlockMb != nil {
-					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), p.GetBlockMb())
-				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.GetVms(), e.GetUsedMemoryMb(), p.GetMemoryMb(),
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.GetCpus()), " ", ","), "[]"), block, e.GetUsedImagesMb(), imagesLimit(p),
-					strings.Join(p.GetBridges(), ","), policySources(e))
-			}
-			return tw.Flush()
+			return policies.print(a.out, jsonOut, res.GetPolicies())
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
