@@ -7,10 +7,15 @@ GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X github.com/petrel-vmm/petrel/core/daemon.Version=$(VERSION)
+# Petrel's own plugins come from one list, plugins/catalog/plugins.txt
+# (name, kind, default, buildmode a line; its lines that list a plugin
+# start with the plugin's name, in lower case), which the Go code reads too.
+PLUGIN_LIST := plugins/catalog/plugins.txt
+PLUGINS  := $(shell awk '$$1 ~ /^[a-z0-9]/ { print $$1 }' $(PLUGIN_LIST))
+PLUGIN_BINARIES := $(addprefix petrel-plugin-,$(PLUGINS))
 # What one host runs (and the demo builds); the fleet's node agent,
 # which pulls in Kubernetes' client libraries, comes on top.
-HOST_BINARIES := petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt petrel-plugin-bridge \
-            petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu
+HOST_BINARIES := petrel petreld petrel-endpoint petrel-shim $(PLUGIN_BINARIES)
 BINARIES := $(HOST_BINARIES) petrel-kubelet
 PROTOS   := $(wildcard sdk/proto/plugin/v1/*.proto sdk/proto/daemon/v1/*.proto)
 export PATH := $(dir $(GO)):$(GOBIN):$(PATH)
@@ -26,13 +31,11 @@ host: $(HOST_BINARIES)
 petrel petreld petrel-endpoint petrel-shim petrel-kubelet:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./cmd/$@
 
-petrel-plugin-hvt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(subst petrel-plugin-,,$@)
-
-# The spt plugin is also the built-in spt tender, whose guests live at low
-# fixed addresses of its own address space: it must be position-independent.
-petrel-plugin-spt:
-	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/spt
+# Each plugin with the -buildmode its line in the list gives (pie for the
+# spt plugin, which is also the built-in spt tender).
+$(PLUGIN_BINARIES):
+	$(GO) build -trimpath -buildmode=$(shell awk '$$1 == "$(@:petrel-plugin-%=%)" { print $$4 }' $(PLUGIN_LIST)) \
+	  -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(@:petrel-plugin-%=%)
 
 # The example third-party metrics plugin (contrib/metrics-plugin-example).
 examples:

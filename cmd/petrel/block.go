@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -62,23 +61,22 @@ downloads and destroy are refused while it is in use.`,
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				list := []map[string]any{}
-				for _, d := range res.GetDevices() {
-					list = append(list, map[string]any{"name": d.GetName(), "size_mb": d.GetSizeMb(), "in_use_by": d.GetInUseBy()})
-				}
-				return writeJSON(a.out, list)
+			devices := listing[*daemonv1.BlockInfo]{
+				columns: []string{"NAME", "SIZE", "IN USE BY"},
+				row: func(d *daemonv1.BlockInfo) []string {
+					user := d.GetInUseBy()
+					if user == "" {
+						user = "-"
+					}
+					return []string{d.GetName(), fmt.Sprintf("%dM", d.GetSizeMb()), user}
+				},
+				json: func(d *daemonv1.BlockInfo) (any, error) {
+					return map[string]any{"name": d.GetName(), "size_mb": d.GetSizeMb(), "in_use_by": d.GetInUseBy()}, nil
+				},
 			}
-			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSIZE\tIN USE BY")
-			for _, d := range res.GetDevices() {
-				user := d.GetInUseBy()
-				if user == "" {
-					user = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%dM\t%s\n", d.GetName(), d.GetSizeMb(), user)
+			if err := devices.print(a.out, jsonOut, res.GetDevices()); err != nil || jsonOut {
+				return err
 			}
-			tw.Flush()
 			for _, o := range res.GetOrphans() {
 				fmt.Fprintf(a.errw, "petrel: %s in the block directory is not a block device (left alone)\n", o)
 			}

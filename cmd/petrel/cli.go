@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -476,6 +475,27 @@ func ts(ns int64) string {
 	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
 }
 
+// vmRow is a VM's row in petrel info's table.
+func vmRow(vm *daemonv1.VM) []string {
+	exit := "-"
+	if vm.GetHasExit() {
+		exit = fmt.Sprint(vm.GetExitCode())
+		if vm.GetExitSignal() != 0 {
+			exit = fmt.Sprintf("signal %d", vm.GetExitSignal())
+		}
+	}
+	pid := "-"
+	if vm.GetPid() != 0 {
+		pid = fmt.Sprint(vm.GetPid())
+	}
+	cpus := "-"
+	if len(vm.GetCpus()) > 0 {
+		cpus = strings.Trim(strings.ReplaceAll(fmt.Sprint(vm.GetCpus()), " ", ","), "[]")
+	}
+	return []string{vm.GetName(), vm.GetState(), vm.GetBackend(), fmt.Sprintf("%dM", vm.GetMemoryMb()), cpus, pid, exit,
+		fmt.Sprint(vm.GetRestarts()), vm.GetImageName()}
+}
+
 func vmJSON(vm *daemonv1.VM) vmView {
 	v := vmView{
 		Name: vm.GetName(), State: vm.GetState(), Backend: vm.GetBackend(), Image: vm.GetImageName(),
@@ -577,39 +597,18 @@ image_ref and image_digest for an image from a registry, and with
 					checked[st.GetName()] = st
 				}
 			}
-			if jsonOut {
-				views := []vmView{}
-				for _, vm := range res.GetVms() {
+			vms := listing[*daemonv1.VM]{
+				columns: []string{"NAME", "STATE", "BACKEND", "MEM", "CPUS", "PID", "EXIT", "RESTARTS", "IMAGE"},
+				row:     vmRow,
+				json: func(vm *daemonv1.VM) (any, error) {
 					v := vmJSON(vm)
 					if st := checked[vm.GetName()]; st != nil {
 						v.ImageLatest, v.ImageCheck = st.GetLatest(), st.GetError()
 					}
-					views = append(views, v)
-				}
-				return writeJSON(a.out, views)
+					return v, nil
+				},
 			}
-			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tMEM\tCPUS\tPID\tEXIT\tRESTARTS\tIMAGE")
-			for _, vm := range res.GetVms() {
-				exit := "-"
-				if vm.GetHasExit() {
-					exit = fmt.Sprint(vm.GetExitCode())
-					if vm.GetExitSignal() != 0 {
-						exit = fmt.Sprintf("signal %d", vm.GetExitSignal())
-					}
-				}
-				pid := "-"
-				if vm.GetPid() != 0 {
-					pid = fmt.Sprint(vm.GetPid())
-				}
-				cpus := "-"
-				if len(vm.GetCpus()) > 0 {
-					cpus = strings.Trim(strings.ReplaceAll(fmt.Sprint(vm.GetCpus()), " ", ","), "[]")
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%dM\t%s\t%s\t%s\t%d\t%s\n", vm.GetName(), vm.GetState(), vm.GetBackend(),
-					vm.GetMemoryMb(), cpus, pid, exit, vm.GetRestarts(), vm.GetImageName())
-			}
-			if err := tw.Flush(); err != nil {
+			if err := vms.print(a.out, jsonOut, res.GetVms()); err != nil || jsonOut {
 				return err
 			}
 			for _, vm := range res.GetVms() {
@@ -837,30 +836,27 @@ func (a *app) pluginsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				list := []map[string]any{}
-				for _, p := range res.GetPlugins() {
-					list = append(list, map[string]any{"name": p.GetName(), "kind": p.GetKind(), "version": p.GetVersion(),
+			plugins := listing[*daemonv1.Plugin]{
+				columns: []string{"NAME", "KIND", "VERSION", "HEALTH", "RESTARTS", "DETAILS"},
+				row: func(p *daemonv1.Plugin) []string {
+					var keys []string
+					for k := range p.GetAttributes() {
+						keys = append(keys, k)
+					}
+					sort.Strings(keys)
+					details := p.GetDescription()
+					for _, k := range keys {
+						details += fmt.Sprintf(" %s=%s", k, p.GetAttributes()[k])
+					}
+					return []string{p.GetName(), p.GetKind(), p.GetVersion(), p.GetHealth(), fmt.Sprint(p.GetRestarts()), strings.TrimSpace(details)}
+				},
+				json: func(p *daemonv1.Plugin) (any, error) {
+					return map[string]any{"name": p.GetName(), "kind": p.GetKind(), "version": p.GetVersion(),
 						"path": p.GetPath(), "health": p.GetHealth(), "description": p.GetDescription(),
-						"attributes": p.GetAttributes(), "restarts": p.GetRestarts()})
-				}
-				return writeJSON(a.out, list)
+						"attributes": p.GetAttributes(), "restarts": p.GetRestarts()}, nil
+				},
 			}
-			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tVERSION\tHEALTH\tRESTARTS\tDETAILS")
-			for _, p := range res.GetPlugins() {
-				var keys []string
-				for k := range p.GetAttributes() {
-					keys = append(keys, k)
-				}
-				sort.Strings(keys)
-				details := p.GetDescription()
-				for _, k := range keys {
-					details += fmt.Sprintf(" %s=%s", k, p.GetAttributes()[k])
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.GetName(), p.GetKind(), p.GetVersion(), p.GetHealth(), p.GetRestarts(), strings.TrimSpace(details))
-			}
-			return tw.Flush()
+			return plugins.print(a.out, jsonOut, res.GetPlugins())
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

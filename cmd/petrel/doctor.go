@@ -20,6 +20,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/statedump"
 	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/plugins/catalog"
 )
 
 // checkStatus is the verdict of one doctor check.
@@ -313,7 +314,7 @@ func checkPlugins(ctx context.Context, env hostEnv, self string) []checkResult {
 		hypervisor := false
 		for _, p := range plugins {
 			name := strings.TrimPrefix(filepath.Base(p), "petrel-plugin-")
-			if name == "hvt" || name == "spt" || name == "qemu" {
+			if own, ok := catalog.Lookup(name); ok && own.Kind == catalog.Hypervisor {
 				hypervisor = true
 			}
 			rs = append(rs, checkBinary(ctx, env, p, self, ""))
@@ -381,15 +382,20 @@ func mismatch(v, self string) bool {
 	return v != "" && self != "" && v != self && !strings.HasSuffix(self, "-dev")
 }
 
-// ownPlugins are the plugins built with petrel, whose versions must be
-// petrel's; third-party plugins have versions of their own.
-var ownPlugins = map[string]bool{"hvt": true, "spt": true, "qemu": true, "bridge": true, "influx": true, "prometheus": true}
+// ownPlugin reports whether a plugin is built with petrel (one of the
+// catalog's), so that its version must be petrel's; third-party plugins
+// have versions of their own.
+func ownPlugin(name string) bool {
+	_, ok := catalog.Lookup(name)
+	return ok
+}
 
-// isOwnBinary reports whether path is petrel-shim or one of ownPlugins.
+// isOwnBinary reports whether path is petrel-shim or one of Petrel's own
+// plugins.
 func isOwnBinary(path string) bool {
 	base := filepath.Base(path)
 	name, plugin := strings.CutPrefix(base, "petrel-plugin-")
-	return base == "petrel-shim" || plugin && ownPlugins[name]
+	return base == "petrel-shim" || plugin && ownPlugin(name)
 }
 
 // binaryVersion reads the version of a plugin or shim binary: what it
@@ -487,48 +493,65 @@ func installQEMUCommand() string {
 	return "apt install qemu-system-x86"
 }
 
-// checkBackends says which backends this host can run VMs with, from
-// what the other checks found: hvt needs a usable KVM and its plugin, spt
-// its plugin (its built-in tender needs neither KVM nor Solo5), qemu its
-// plugin and qemu-system-x86_64, with KVM or else under TCG. It fails
-// only when nothing can run.
+// backendNeeds says, for each of Petrel's hypervisor plugins, what it runs
+// on this host once installed (can), or else what it misses (cannot), from
+// what the other checks found: hvt needs a usable KVM, spt nothing more
+// (its built-in tender needs neither KVM nor Solo5), qemu
+// qemu-system-x86_64, with KVM or else under TCG. Every hypervisor of the
+// catalog has an entry (TestBackendNeedsCoverCatalog).
+var backendNeeds = map[string]func(env hostEnv, kvmUsable bool) (can, cannot string){
+	"hvt": func(_ hostEnv, kvmUsable bool) (string, string) {
+		if kvmUsable {
+			return "hvt (on KVM)", ""
+		}
+		return "", "hvt (needs a usable /dev/kvm)"
+	},
+	"spt": func(env hostEnv, _ bool) (string, string) {
+		tender := "Petrel's built-in tender"
+		if p, err := env.lookPath("solo5-spt"); err == nil {
+			tender = p
+		}
+		return "spt (with " + tender + ", no KVM needed)", ""
+	},
+	"qemu": func(env hostEnv, kvmUsable bool) (string, string) {
+		switch _, err := env.lookPath("qemu-system-x86_64"); {
+		case err != nil:
+			return "", "qemu (" + installQEMUCommand() + ")"
+		case kvmUsable:
+			return "qemu (virtio unikernels and Linux guests on KVM)", ""
+		}
+		return "qemu (virtio unikernels and Linux guests under TCG, software emulation)", ""
+	},
+}
+
+// checkBackends says which of Petrel's backends (the catalog's hypervisor
+// plugins) this host can run VMs with: each needs its plugin installed,
+// and then what backendNeeds says. It fails only when nothing can run.
 func checkBackends(env hostEnv, kvmUsable bool) checkResult {
 	plugin := func(name string) bool {
 		for _, dir := range env.pluginDirs {
-			if _, err := os.Stat(filepath.Join(dir, "petrel-plugin-"+name)); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 				return true
 			}
 		}
 		return false
 	}
 	var can, cannot []string
-	switch {
-	case !plugin("hvt"):
-		cannot = append(cannot, "hvt (petrel-plugin-hvt not installed)")
-	case kvmUsable:
-		can = append(can, "hvt (on KVM)")
-	default:
-		cannot = append(cannot, "hvt (needs a usable /dev/kvm)")
-	}
-	if plugin("spt") {
-		tender := "Petrel's built-in tender"
-		if p, err := env.lookPath("solo5-spt"); err == nil {
-			tender = p
+	for _, p := range catalog.OfKind(catalog.Hypervisor) {
+		if !plugin(p.Binary()) {
+			cannot = append(cannot, p.Name+" ("+p.Binary()+" not installed)")
+			continue
 		}
-		can = append(can, "spt (with "+tender+", no KVM needed)")
-	} else {
-		cannot = append(cannot, "spt (petrel-plugin-spt not installed)")
-	}
-	_, qerr := env.lookPath("qemu-system-x86_64")
-	switch {
-	case !plugin("qemu"):
-		cannot = append(cannot, "qemu (petrel-plugin-qemu not installed)")
-	case qerr != nil:
-		cannot = append(cannot, "qemu ("+installQEMUCommand()+")")
-	case kvmUsable:
-		can = append(can, "qemu (virtio unikernels and Linux guests on KVM)")
-	default:
-		can = append(can, "qemu (virtio unikernels and Linux guests under TCG, software emulation)")
+		needs, ok := backendNeeds[p.Name]
+		if !ok {
+			can = append(can, p.Name+" (installed; petreld reports what it needs)")
+			continue
+		}
+		if c, n := needs(env, kvmUsable); c != "" {
+			can = append(can, c)
+		} else {
+			cannot = append(cannot, n)
+		}
 	}
 	if len(can) == 0 {
 		return fail("backends", "this host can run no VMs: %s", strings.Join(cannot, "; "))

@@ -292,7 +292,7 @@ func checkDaemonPlugins(ctx context.Context, env hostEnv, view *daemonView, self
 			if h == "not enabled" {
 				where += fmt.Sprintf(" (a backend, network or metrics block named %q enables it)", p.GetName())
 			}
-			if ownPlugins[p.GetName()] && mismatch(p.GetVersion(), self) {
+			if ownPlugin(p.GetName()) && mismatch(p.GetVersion(), self) {
 				rs = append(rs, warn("plugin", "%s %s %s%s: petrel is %s; install petrel and its plugins from one build", what, v, h, where, self))
 			} else {
 				rs = append(rs, ok("plugin", "%s %s %s%s", what, v, h, where))

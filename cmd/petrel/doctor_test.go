@@ -18,6 +18,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/store"
 	"github.com/petrel-vmm/petrel/core/vmrecord"
+	"github.com/petrel-vmm/petrel/plugins/catalog"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -91,6 +92,38 @@ func TestCheckBackends(t *testing.T) {
 	expect(t, checkBackends(env, true), statusOK, "this host runs hvt (on KVM), spt (with /usr/local/bin/solo5-spt, no KVM needed), qemu (virtio unikernels and Linux guests on KVM)")
 	delete(onPath, "solo5-spt")
 	expect(t, checkBackends(env, false), statusOK, "this host runs spt (with Petrel's built-in tender, no KVM needed), qemu (virtio unikernels and Linux guests under TCG, software emulation); not hvt (needs a usable /dev/kvm)")
+}
+
+// TestBackendNeedsCoverCatalog: without petreld, doctor knows what each
+// of Petrel's backends (the catalog's hypervisor plugins) needs, and
+// describes no backend the catalog lacks: adding a backend to the catalog
+// without saying what it needs here fails.
+func TestBackendNeedsCoverCatalog(t *testing.T) {
+	listed := map[string]bool{}
+	for _, p := range catalog.OfKind(catalog.Hypervisor) {
+		listed[p.Name] = true
+		if backendNeeds[p.Name] == nil {
+			t.Errorf("the catalog lists the backend %s, but doctor's backendNeeds does not say what it needs", p.Name)
+		}
+	}
+	for name := range backendNeeds {
+		if !listed[name] {
+			t.Errorf("backendNeeds describes %s, which is no hypervisor plugin of the catalog", name)
+		}
+	}
+}
+
+// TestOwnPlugins: doctor holds the catalog's plugins to petrel's version,
+// and third-party plugins to none.
+func TestOwnPlugins(t *testing.T) {
+	for _, p := range catalog.All() {
+		if !isOwnBinary("/usr/libexec/petrel/" + p.Binary()) {
+			t.Errorf("%s is not taken for one of Petrel's own plugins", p.Binary())
+		}
+	}
+	if isOwnBinary("/usr/libexec/petrel/petrel-plugin-jsonl") || !isOwnBinary("/usr/libexec/petrel/petrel-shim") {
+		t.Error("petrel-plugin-jsonl taken for Petrel's own, or petrel-shim not")
+	}
 }
 
 func TestCheckPlugins(t *testing.T) {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -36,27 +35,24 @@ func (a *app) bridgesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				list := []map[string]any{}
-				for _, b := range res.GetBridges() {
+			bridges := listing[*daemonv1.HostBridge]{
+				columns: []string{"NAME", "MTU", "STATE", "MAC", "MEMBERS"},
+				row: func(b *daemonv1.HostBridge) []string {
+					state := "down"
+					if b.GetUp() {
+						state = "up"
+					}
+					return []string{b.GetName(), fmt.Sprint(b.GetMtu()), state, b.GetMac(), strings.Join(b.GetMembers(), ",")}
+				},
+				json: func(b *daemonv1.HostBridge) (any, error) {
 					members := b.GetMembers()
 					if members == nil {
 						members = []string{}
 					}
-					list = append(list, map[string]any{"name": b.GetName(), "mtu": b.GetMtu(), "mac": b.GetMac(), "up": b.GetUp(), "members": members})
-				}
-				return writeJSON(a.out, list)
+					return map[string]any{"name": b.GetName(), "mtu": b.GetMtu(), "mac": b.GetMac(), "up": b.GetUp(), "members": members}, nil
+				},
 			}
-			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tMTU\tSTATE\tMAC\tMEMBERS")
-			for _, b := range res.GetBridges() {
-				state := "down"
-				if b.GetUp() {
-					state = "up"
-				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", b.GetName(), b.GetMtu(), state, b.GetMac(), strings.Join(b.GetMembers(), ","))
-			}
-			return tw.Flush()
+			return bridges.print(a.out, jsonOut, res.GetBridges())
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -51,12 +50,22 @@ delegated. FROM says which records a path has; --json shows them as
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				list := []map[string]any{}
-				for _, e := range res.GetPolicies() {
+			policies := listing[*daemonv1.PolicyEntry]{
+				columns: []string{"PATH", "VMS", "MEMORY", "CPUS", "BLOCK", "IMAGES", "BRIDGES", "FROM"},
+				row: func(e *daemonv1.PolicyEntry) []string {
+					p := policy.FromProto(e.GetPolicy())
+					block := "none"
+					if p.BlockMB != nil {
+						block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), *p.BlockMB)
+					}
+					return []string{e.GetPath(), fmt.Sprintf("%d/%d", e.GetUsedVms(), p.VMs), fmt.Sprintf("%d/%dM", e.GetUsedMemoryMb(), p.MemoryMB),
+						strings.Trim(strings.ReplaceAll(fmt.Sprint(p.CPUs), " ", ","), "[]"), block, fmt.Sprintf("%d/%dM", e.GetUsedImagesMb(), p.Images()),
+						strings.Join(p.Bridges, ","), policySources(e)}
+				},
+				json: func(e *daemonv1.PolicyEntry) (any, error) {
 					m, err := policyJSON(e.GetPolicy())
 					if err != nil {
-						return err
+						return nil, err
 					}
 					m["path"], m["used_vms"], m["used_memory_mb"], m["used_block_mb"] = e.GetPath(), e.GetUsedVms(), e.GetUsedMemoryMb(), e.GetUsedBlockMb()
 					m["used_images_mb"], m["images_limit_mb"] = e.GetUsedImagesMb(), policy.FromProto(e.GetPolicy()).Images()
@@ -65,26 +74,13 @@ delegated. FROM says which records a path has; --json shows them as
 							continue
 						}
 						if m[key], err = policyJSON(rec); err != nil {
-							return err
+							return nil, err
 						}
 					}
-					list = append(list, m)
-				}
-				return writeJSON(a.out, list)
+					return m, nil
+				},
 			}
-			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PATH\tVMS\tMEMORY\tCPUS\tBLOCK\tIMAGES\tBRIDGES\tFROM")
-			for _, e := range res.GetPolicies() {
-				p := policy.FromProto(e.GetPolicy())
-				block := "none"
-				if p.BlockMB != nil {
-					block = fmt.Sprintf("%d/%dM", e.GetUsedBlockMb(), *p.BlockMB)
-				}
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%dM\t%s\t%s\t%d/%dM\t%s\t%s\n", e.GetPath(), e.GetUsedVms(), p.VMs, e.GetUsedMemoryMb(), p.MemoryMB,
-					strings.Trim(strings.ReplaceAll(fmt.Sprint(p.CPUs), " ", ","), "[]"), block, e.GetUsedImagesMb(), p.Images(),
-					strings.Join(p.Bridges, ","), policySources(e))
-			}
-			return tw.Flush()
+			return policies.print(a.out, jsonOut, res.GetPolicies())
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

@@ -22,6 +22,7 @@ type stubDaemon struct {
 	lines    []*daemonv1.ConsoleLine
 	vms      []*daemonv1.VM
 	devices  []*daemonv1.BlockInfo
+	orphans  []string
 	bridges  []*daemonv1.HostBridge
 	plugins  []*daemonv1.Plugin
 	dataDir  string
@@ -71,7 +72,7 @@ func (d *stubDaemon) Info(_ context.Context, req *daemonv1.InfoRequest) (*daemon
 }
 
 func (d *stubDaemon) BlockList(context.Context, *daemonv1.BlockListRequest) (*daemonv1.BlockListResponse, error) {
-	return &daemonv1.BlockListResponse{Devices: d.devices}, nil
+	return &daemonv1.BlockListResponse{Devices: d.devices, Orphans: d.orphans}, nil
 }
 
 func (d *stubDaemon) Bridges(context.Context, *daemonv1.BridgesRequest) (*daemonv1.BridgesResponse, error) {

@@ -20,8 +20,12 @@ cd "$(dirname "$0")/../.."
 BIN=$(cd "${1:-bin}" && pwd)
 OUT=$(mkdir -p "${2:-$BIN}" && cd "${2:-$BIN}" && pwd)
 
-for b in petrel petreld petrel-endpoint petrel-shim petrel-plugin-hvt petrel-plugin-spt \
-	petrel-plugin-bridge petrel-plugin-influx petrel-plugin-prometheus petrel-plugin-qemu; do
+# Petrel's own plugins, from the list the Makefile builds them from (the
+# lines naming a plugin start with its name, in lower case).
+PLUGINS=$(awk '$1 ~ /^[a-z0-9]/ { printf "%spetrel-plugin-%s", sep, $1; sep = "," }' plugins/catalog/plugins.txt)
+[ -n "$PLUGINS" ] || { echo "build-deb: plugins/catalog/plugins.txt lists no plugins" >&2; exit 1; }
+
+for b in petrel petreld petrel-endpoint petrel-shim $(echo "$PLUGINS" | tr , ' '); do
 	[ -x "$BIN/$b" ] || { echo "build-deb: $BIN/$b is missing (run make build)" >&2; exit 1; }
 done
 for g in hello exit fault blk net chatty; do
@@ -71,6 +75,6 @@ done
 "$BIN/petrel" gen-docs "$STAGE" >/dev/null
 gzip -9n "$STAGE"/man/*.1
 
-export BIN STAGE VERSION ARCH
+export BIN STAGE PLUGINS VERSION ARCH
 "$NFPM" package --config contrib/packaging/nfpm.yaml --packager deb --target "$OUT/petrel_${VERSION}_${ARCH}.deb" >&2
 echo "$OUT/petrel_${VERSION}_${ARCH}.deb"

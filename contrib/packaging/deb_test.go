@@ -12,14 +12,27 @@ import (
 	"testing"
 
 	"github.com/petrel-vmm/petrel/core/config"
+	"github.com/petrel-vmm/petrel/plugins/catalog"
 )
 
 // realBinaries are run while packaging; the others are only copied, so
 // small stand-ins keep the test fast.
 var realBinaries = map[string]string{"petrel": "./cmd/petrel", "petreld": "./cmd/petreld"}
 
-var stubBinaries = []string{"petrel-endpoint", "petrel-shim", "petrel-plugin-hvt", "petrel-plugin-spt",
-	"petrel-plugin-bridge", "petrel-plugin-influx", "petrel-plugin-prometheus", "petrel-plugin-qemu"}
+// stubBinaries are the others: petrel-endpoint, petrel-shim and every one
+// of Petrel's own plugins, and a third-party plugin the package must leave
+// out.
+func stubBinaries() []string {
+	stubs := []string{"petrel-endpoint", "petrel-shim", thirdParty}
+	for _, p := range catalog.All() {
+		stubs = append(stubs, p.Binary())
+	}
+	return stubs
+}
+
+// thirdParty is a plugin binary that is not Petrel's own (make examples
+// builds it into bin/): the package ships only the catalog's plugins.
+const thirdParty = "petrel-plugin-jsonl"
 
 // guests are Petrel's test unikernels (contrib/guests), shipped as example
 // guests; build-deb.sh insists on every one of them.
@@ -85,7 +98,7 @@ func TestBuildDeb(t *testing.T) {
 	if err := exec.Command(filepath.Join(bin, "petrel"), "gen-docs", "--help").Run(); err != nil {
 		t.Skip("petrel has no gen-docs command (add genDocsCmd to the root command): the package needs its man pages")
 	}
-	for _, name := range stubBinaries {
+	for _, name := range stubBinaries() {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -129,12 +142,6 @@ func TestBuildDeb(t *testing.T) {
 		"/usr/bin/petreld":                                 "-rwxr-xr-x root/root",
 		"/usr/bin/petrel-endpoint":                         "-rwxr-xr-x root/root",
 		"/usr/libexec/petrel/petrel-shim":                  "-rwxr-xr-x root/root",
-		"/usr/libexec/petrel/petrel-plugin-hvt":            "-rwxr-xr-x root/root",
-		"/usr/libexec/petrel/petrel-plugin-spt":            "-rwxr-xr-x root/root",
-		"/usr/libexec/petrel/petrel-plugin-bridge":         "-rwxr-xr-x root/root",
-		"/usr/libexec/petrel/petrel-plugin-influx":         "-rwxr-xr-x root/root",
-		"/usr/libexec/petrel/petrel-plugin-prometheus":     "-rwxr-xr-x root/root",
-		"/usr/libexec/petrel/petrel-plugin-qemu":           "-rwxr-xr-x root/root",
 		"/usr/lib/systemd/system/petreld.service":          "-rw-r--r-- root/root",
 		"/usr/lib/systemd/system/petrel-endpoint.service":  "-rw-r--r-- root/root",
 		"/usr/lib/systemd/system/petrel-endpoint.socket":   "-rw-r--r-- root/root",
@@ -154,18 +161,15 @@ func TestBuildDeb(t *testing.T) {
 	for _, f := range guestFiles() {
 		want["/usr/share/petrel/guests/"+f] = "-rw-r--r-- root/root"
 	}
-	// Every plugin petreld's defaults enable is in the package, where
-	// petreld looks for plugins when none are beside it.
-	defaults, err := config.Load("")
-	if err != nil {
-		t.Fatal(err)
+	// Every one of Petrel's own plugins is in the package, where petreld
+	// looks for plugins when none are beside it (the embedded defaults
+	// enable only plugins of the catalog: core/config's
+	// TestDefaultsFollowCatalog).
+	for _, p := range catalog.All() {
+		want["/usr/libexec/petrel/"+p.Binary()] = "-rwxr-xr-x root/root"
 	}
-	for _, blocks := range [][]config.Backend{defaults.Backends, defaults.Networks, defaults.Metrics} {
-		for _, b := range blocks {
-			if b.IsEnabled() {
-				want["/usr/libexec/petrel/petrel-plugin-"+b.Name] = "-rwxr-xr-x root/root"
-			}
-		}
+	if _, ok := modes["/usr/libexec/petrel/"+thirdParty]; ok {
+		t.Errorf("the package ships %s, which is not one of Petrel's plugins", thirdParty)
 	}
 	for path, mode := range want {
 		if got, ok := modes[path]; !ok {
@@ -224,7 +228,7 @@ func TestBuildDebNeedsGuests(t *testing.T) {
 		t.Skip("the Debian package is for Linux")
 	}
 	bin := t.TempDir()
-	for _, name := range append([]string{"petrel", "petreld"}, stubBinaries...) {
+	for _, name := range append([]string{"petrel", "petreld"}, stubBinaries()...) {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -362,9 +362,11 @@ in_root test -c /dev/net/tun || fail "/dev/net/tun is not visible in the root"
 # ---------------------------------------------------------------- install
 step apt-get install -y ./bin/"$(basename "$DEB")"
 in_root dpkg -s petrel >/dev/null || fail "petrel is not installed after apt-get install"
+# The plugins petreld's defaults enable, from the list of Petrel's plugins.
+DEFAULT_PLUGINS=$(awk '$1 ~ /^[a-z0-9]/ && $3 == "enabled" { print $1 }' plugins/catalog/plugins.txt)
+[ -n "$DEFAULT_PLUGINS" ] || fail "plugins/catalog/plugins.txt lists no plugin enabled by default"
 for f in /usr/bin/petrel /usr/bin/petreld /usr/bin/petrel-endpoint /usr/libexec/petrel/petrel-shim \
-	/usr/libexec/petrel/petrel-plugin-hvt /usr/libexec/petrel/petrel-plugin-spt \
-	/usr/libexec/petrel/petrel-plugin-qemu /usr/libexec/petrel/petrel-plugin-bridge \
+	$(for p in $DEFAULT_PLUGINS; do echo "/usr/libexec/petrel/petrel-plugin-$p"; done) \
 	/usr/lib/systemd/system/petreld.service /etc/petrel/petreld.hcl /usr/share/petrel/guests/hello.hvt /usr/share/petrel/guests/hello.spt; do
 	in_root test -e "$f" || fail "the installed package lacks $f"
 done
@@ -412,14 +414,14 @@ wait_petreld
 # -------------------------------------------------------------- deploy
 say "# petrel doctor"
 in_root petrel doctor | tee "$WORK/doctor.out" || fail "petrel doctor found a failure"
-for p in hvt spt qemu bridge; do
+for p in $DEFAULT_PLUGINS; do
 	grep -q "plugin .*/usr/libexec/petrel/petrel-plugin-$p" "$WORK/doctor.out" ||
 		fail "petrel doctor does not see /usr/libexec/petrel/petrel-plugin-$p"
 done
 
 say "# petrel plugins"
 in_root petrel plugins | tee "$WORK/plugins.out" || fail "petrel plugins failed"
-for p in hvt spt qemu bridge; do
+for p in $DEFAULT_PLUGINS; do
 	grep -qw "^$p" "$WORK/plugins.out" || fail "petreld did not load the plugin $p"
 done
 # hello needs hvt (KVM) or spt (its built-in tender); networked VMs need

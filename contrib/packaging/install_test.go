@@ -14,20 +14,36 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-vmm/petrel/plugins/catalog"
 )
 
-// packageBinaries maps every binary the package ships to its Go package.
-var packageBinaries = map[string]string{
-	"petrel":                   "./cmd/petrel",
-	"petreld":                  "./cmd/petreld",
-	"petrel-endpoint":          "./cmd/petrel-endpoint",
-	"petrel-shim":              "./cmd/petrel-shim",
-	"petrel-plugin-hvt":        "./plugins/hvt",
-	"petrel-plugin-spt":        "./plugins/spt",
-	"petrel-plugin-bridge":     "./plugins/bridge",
-	"petrel-plugin-influx":     "./plugins/influx",
-	"petrel-plugin-prometheus": "./plugins/prometheus",
-	"petrel-plugin-qemu":       "./plugins/qemu",
+// packageCommands maps the binaries the package ships besides the
+// plugins to their Go packages; the plugins come from the catalog.
+var packageCommands = map[string]string{
+	"petrel":          "./cmd/petrel",
+	"petreld":         "./cmd/petreld",
+	"petrel-endpoint": "./cmd/petrel-endpoint",
+	"petrel-shim":     "./cmd/petrel-shim",
+}
+
+// packageBuild is one binary the package ships: its name, Go package and
+// go build flags beside -trimpath and -o.
+type packageBuild struct {
+	name, pkg string
+	flags     []string
+}
+
+// packageBinaries lists every binary the package ships.
+func packageBinaries() []packageBuild {
+	var bs []packageBuild
+	for name, pkg := range packageCommands {
+		bs = append(bs, packageBuild{name: name, pkg: pkg})
+	}
+	for _, p := range catalog.All() {
+		bs = append(bs, packageBuild{name: p.Binary(), pkg: p.Package(), flags: p.BuildFlags()})
+	}
+	return bs
 }
 
 // installTimeout bounds install-test.sh: about a minute with a cached
@@ -105,8 +121,8 @@ func stageBinaries(t *testing.T, repo string) string {
 	dir := t.TempDir()
 	guestDir := filepath.Join(dir, "guests")
 	if src := os.Getenv("PETREL_BIN"); src != "" {
-		for name := range packageBinaries {
-			linkOrCopy(t, filepath.Join(src, name), filepath.Join(dir, name), 0o755)
+		for _, b := range packageBinaries() {
+			linkOrCopy(t, filepath.Join(src, b.name), filepath.Join(dir, b.name), 0o755)
 		}
 		guestSrc := os.Getenv("PETREL_GUESTS")
 		if guestSrc == "" {
@@ -125,16 +141,12 @@ func stageBinaries(t *testing.T, repo string) string {
 			t.Skipf("%s not found: cannot build the guests (or set PETREL_BIN and PETREL_GUESTS)", tool)
 		}
 	}
-	for name, pkg := range packageBinaries {
-		args := []string{"build", "-trimpath", "-o", filepath.Join(dir, name)}
-		if name == "petrel-plugin-spt" {
-			// The built-in spt tender must be position-independent.
-			args = append(args, "-buildmode=pie")
-		}
-		cmd := exec.Command("go", append(args, pkg)...)
+	for _, b := range packageBinaries() {
+		args := append([]string{"build", "-trimpath", "-o", filepath.Join(dir, b.name)}, b.flags...)
+		cmd := exec.Command("go", append(args, b.pkg)...)
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	}
 	cmd := exec.Command("make", "-C", filepath.Join(repo, "contrib", "guests"), "OUT="+guestDir)

@@ -32,9 +32,12 @@ import (
 // APIVersion is the daemon API version served.
 const APIVersion = 1
 
-// server implements the daemon API on top of the supervisor.
+// server implements the daemon API on top of the supervisor. It embeds
+// UnsafeDaemonServer rather than UnimplementedDaemonServer so that a
+// method added to the daemon API and not served here fails to compile
+// instead of answering "unimplemented".
 type server struct {
-	daemonv1.UnimplementedDaemonServer
+	daemonv1.UnsafeDaemonServer
 	d *Daemon
 }
 

@@ -14,9 +14,12 @@ import (
 )
 
 // proxy relays every daemon API call, already authorized by the
-// interceptors, to petreld with the caller's chain attached.
+// interceptors, to petreld with the caller's chain attached. It embeds
+// UnsafeDaemonServer rather than UnimplementedDaemonServer so that a
+// method of the daemon API it does not forward is a compile error here,
+// not an "unimplemented" answer remote callers alone would see.
 type proxy struct {
-	daemonv1.UnimplementedDaemonServer
+	daemonv1.UnsafeDaemonServer
 	up daemonv1.DaemonClient
 }
 

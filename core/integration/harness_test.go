@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/plugins/catalog"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -41,21 +42,9 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(tmp)
-		for pkg, out := range map[string]string{
-			"./cmd/petrel": "petrel", "./cmd/petreld": "petreld", "./cmd/petrel-shim": "petrel-shim", "./cmd/petrel-endpoint": "petrel-endpoint",
-			"./cmd/petrel-kubelet": "petrel-kubelet",
-			"./plugins/hvt":        "petrel-plugin-hvt", "./plugins/spt": "petrel-plugin-spt", "./plugins/bridge": "petrel-plugin-bridge", "./plugins/qemu": "petrel-plugin-qemu",
-			"./contrib/metrics-plugin-example": "petrel-plugin-jsonl",
-		} {
-			args := []string{"build", "-o", filepath.Join(tmp, out)}
-			if pkg == "./plugins/spt" {
-				// The built-in spt tender must be position-independent.
-				args = append(args, "-buildmode=pie")
-			}
-			cmd := exec.Command("go", append(args, pkg)...)
-			cmd.Dir = "../.."
-			if b, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+		for _, b := range testBuilds() {
+			if err := goBuild(filepath.Join(tmp, b.out), b.pkg, b.flags...); err != nil {
+				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
 		}
@@ -63,6 +52,40 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+// testBuild is one binary TestMain builds: its name, its Go package and
+// go build flags.
+type testBuild struct {
+	out, pkg string
+	flags    []string
+}
+
+// testBuilds are the binaries TestMain builds: the commands, the plugins
+// petreld's defaults enable (from the catalog, with the build flags it
+// gives them; needPlugins builds the others when a test asks) and the
+// example metrics plugin.
+func testBuilds() []testBuild {
+	bs := []testBuild{{"petrel", "./cmd/petrel", nil}, {"petreld", "./cmd/petreld", nil}, {"petrel-shim", "./cmd/petrel-shim", nil},
+		{"petrel-endpoint", "./cmd/petrel-endpoint", nil}, {"petrel-kubelet", "./cmd/petrel-kubelet", nil},
+		{"petrel-plugin-jsonl", "./contrib/metrics-plugin-example", nil}}
+	for _, p := range catalog.All() {
+		if p.Default {
+			bs = append(bs, testBuild{p.Binary(), p.Package(), p.BuildFlags()})
+		}
+	}
+	return bs
+}
+
+// goBuild builds pkg (relative to the repository's root) into out.
+func goBuild(out, pkg string, flags ...string) error {
+	args := append([]string{"build", "-o", out}, flags...)
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = "../.."
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
 }
 
 // env is one petreld installation in a temporary directory.
@@ -583,25 +606,28 @@ func (a *apiClient) destroy(name string) error {
 // pluginBuildMu serialises building missing plugins into binDir.
 var pluginBuildMu sync.Mutex
 
-// needPlugins makes sure binDir holds petrel-plugin-NAME for each name:
-// the test binary's own build directory gets them built on demand; a
-// $PETREL_BIN without them (make build puts them there) skips the test.
+// needPlugins makes sure binDir holds petrel-plugin-NAME for each of
+// Petrel's plugins named: the test binary's own build directory gets them
+// built on demand, as the catalog says; a $PETREL_BIN without them (make
+// build puts them there) skips the test.
 func needPlugins(t *testing.T, names ...string) {
 	t.Helper()
 	pluginBuildMu.Lock()
 	defer pluginBuildMu.Unlock()
 	for _, n := range names {
-		bin := filepath.Join(binDir, "petrel-plugin-"+n)
+		p, ok := catalog.Lookup(n)
+		if !ok {
+			t.Fatalf("%s is not one of Petrel's plugins (plugins/catalog/plugins.txt)", n)
+		}
+		bin := filepath.Join(binDir, p.Binary())
 		if _, err := os.Stat(bin); err == nil {
 			continue
 		}
 		if os.Getenv("PETREL_BIN") != "" {
 			t.Skipf("%s is missing from $PETREL_BIN (make build puts it there)", bin)
 		}
-		cmd := exec.Command("go", "build", "-o", bin, "./plugins/"+n)
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build plugins/%s: %v\n%s", n, err, out)
+		if err := goBuild(bin, p.Package(), p.BuildFlags()...); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -40,8 +40,12 @@ func NewClient(conn grpc.ClientConnInterface) Hypervisor {
 	return &client{c: pluginv1.NewHypervisorClient(conn)}
 }
 
+// server serves the hypervisor plugin API over gRPC by calling impl. It
+// embeds UnsafeHypervisorServer rather than UnimplementedHypervisorServer so
+// that an RPC added to the plugin API and not forwarded to impl fails to
+// compile instead of answering "unimplemented" from every plugin.
 type server struct {
-	pluginv1.UnimplementedHypervisorServer
+	pluginv1.UnsafeHypervisorServer
 	impl Hypervisor
 }
 

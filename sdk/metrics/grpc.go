@@ -39,8 +39,12 @@ func NewClient(conn grpc.ClientConnInterface) Sink {
 	return &client{c: pluginv1.NewMetricsSinkClient(conn)}
 }
 
+// server serves the metrics sink plugin API over gRPC by calling impl. It
+// embeds UnsafeMetricsSinkServer rather than UnimplementedMetricsSinkServer so
+// that an RPC added to the plugin API and not forwarded to impl fails to
+// compile instead of answering "unimplemented" from every plugin.
 type server struct {
-	pluginv1.UnimplementedMetricsSinkServer
+	pluginv1.UnsafeMetricsSinkServer
 	impl Sink
 }
 

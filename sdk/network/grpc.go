@@ -38,8 +38,12 @@ func toStatus(err error) error { return classes.ToStatus(err) }
 // fromStatus turns a gRPC status back into an error of the right class.
 func fromStatus(err error) error { return classes.FromStatus(err, "network plugin") }
 
+// server serves the network plugin API over gRPC by calling impl. It
+// embeds UnsafeNetworkServer rather than UnimplementedNetworkServer so
+// that an RPC added to the plugin API and not forwarded to impl fails to
+// compile instead of answering "unimplemented" from every plugin.
 type server struct {
-	pluginv1.UnimplementedNetworkServer
+	pluginv1.UnsafeNetworkServer
 	impl Network
 }
 
