@@ -1,0 +1,111 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+)
+
+// BlockDevices hands block devices to VMs, one VM at a time.
+type BlockDevices interface {
+	// Acquire reserves device dev for vm (again, harmlessly, if vm holds
+	// it already) and returns its file and size.
+	Acquire(dev, vm string) (path string, sizeMB int64, err error)
+	// Release returns a device vm holds.
+	Release(dev, vm string)
+}
+
+// Network gives VMs taps on host bridges.
+type Network interface {
+	// TapName and DeriveMAC are the deterministic names and addresses of
+	// a VM's devices.
+	TapName(vm, netName string) string
+	DeriveMAC(vm, netName string) string
+	// ParseMAC normalises a MAC given by a user.
+	ParseMAC(mac string) (string, error)
+	// BridgeExists reports whether bridge exists on the host.
+	BridgeExists(ctx context.Context, bridge string) (bool, error)
+	// Attach creates (or, if it is already there, reuses) hostIf on
+	// bridge, up.
+	Attach(ctx context.Context, vm, netName, bridge, mac, hostIf string) error
+	// Detach removes hostIf; a missing one is not an error.
+	Detach(ctx context.Context, hostIf string) error
+	// Reconcile removes every tap not in keep and returns what it removed.
+	Reconcile(ctx context.Context, keep []string) ([]string, error)
+}
+
+// attachNets creates v's taps and fills spec. On failure it removes the
+// taps it made. Caller holds v.mu.
+func (s *Supervisor) attachNets(ctx context.Context, v *vm, spec *pluginv1.VMSpec) error {
+	spec.Nets = nil
+	for i, nt := range v.rec.Nets {
+		if err := s.opts.Network.Attach(ctx, v.rec.Name, nt.Name, nt.Bridge, nt.MAC, nt.HostIf); err != nil {
+			for _, made := range v.rec.Nets[:i] {
+				s.detachOne(made.HostIf)
+			}
+			return fmt.Errorf("attach %s to %s: %w", nt.HostIf, nt.Bridge, err)
+		}
+		spec.Nets = append(spec.Nets, &pluginv1.NetDevice{Name: nt.Name, HostIf: nt.HostIf, Mac: nt.MAC})
+	}
+	return nil
+}
+
+func (s *Supervisor) detachOne(hostIf string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.opts.Network.Detach(ctx, hostIf); err != nil {
+		s.opts.Logger.Error("remove tap", "tap", hostIf, "error", err)
+	}
+}
+
+// detachNets removes v's taps. Caller holds v.mu.
+func (s *Supervisor) detachNets(v *vm) {
+	if s.opts.Network == nil {
+		return
+	}
+	for _, nt := range v.rec.Nets {
+		s.detachOne(nt.HostIf)
+	}
+}
+
+// releaseDevices gives back what a VM that no longer runs held.
+func (s *Supervisor) releaseDevices(v *vm) {
+	s.releaseBlocks(v)
+	s.detachNets(v)
+}
+
+// acquireBlocks reserves v's block devices and fills spec. On failure it
+// releases what it took. Caller holds v.mu.
+func (s *Supervisor) acquireBlocks(v *vm, spec *pluginv1.VMSpec) error {
+	spec.Blocks = nil
+	if len(v.rec.Blocks) > 0 && s.opts.Blocks == nil {
+		return invalid("this host has no block device storage")
+	}
+	for i, b := range v.rec.Blocks {
+		path, sizeMB, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name)
+		if err == nil && b.SectorSize != 0 && (sizeMB<<20)%int64(b.SectorSize) != 0 {
+			s.opts.Blocks.Release(b.Device, v.rec.Name)
+			err = invalid("sector size %d does not divide the %d MB of %s", b.SectorSize, sizeMB, b.Device)
+		}
+		if err != nil {
+			for _, taken := range v.rec.Blocks[:i] {
+				s.opts.Blocks.Release(taken.Device, v.rec.Name)
+			}
+			return fmt.Errorf("block device %s: %w", b.Device, err)
+		}
+		spec.Blocks = append(spec.Blocks, &pluginv1.BlockDevice{Name: b.Name, Path: path, SectorSize: b.SectorSize})
+	}
+	return nil
+}
+
+// releaseBlocks returns v's block devices. Caller holds v.mu.
+func (s *Supervisor) releaseBlocks(v *vm) {
+	if s.opts.Blocks == nil {
+		return
+	}
+	for _, b := range v.rec.Blocks {
+		s.opts.Blocks.Release(b.Device, v.rec.Name)
+	}
+}
