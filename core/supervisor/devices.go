@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -52,6 +53,9 @@ func (s *Supervisor) attachNets(ctx context.Context, v *vm, spec *pluginv1.VMSpe
 	return nil
 }
 
+// detachOne removes one tap, logging rather than returning a failure:
+// it serves paths that give devices back after the VM is down or never
+// came up, where nothing would be done with the error but report it.
 func (s *Supervisor) detachOne(hostIf string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -107,5 +111,52 @@ func (s *Supervisor) releaseBlocks(v *vm) {
 	}
 	for _, b := range v.rec.Blocks {
 		s.opts.Blocks.Release(b.Device, v.rec.Name)
+	}
+}
+
+// reclaimBlocks takes back the block devices of a VM found running (or
+// perhaps running) at start-up, which still uses them. Caller holds v.mu.
+func (s *Supervisor) reclaimBlocks(v *vm) {
+	if s.opts.Blocks == nil {
+		return
+	}
+	for _, b := range v.rec.Blocks {
+		if _, _, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name); err != nil {
+			s.opts.Logger.Warn("reclaim block device", "vm", v.rec.Name, "device", b.Device, "error", err)
+		}
+	}
+}
+
+// ReconcileNets removes taps that belong to no VM that runs or is about
+// to (left by a daemon killed mid-create, or by VMs destroyed meanwhile).
+// Recover calls it at start-up, and petreld whenever the network plugin
+// comes back after a crash, which may have interrupted a create or destroy.
+func (s *Supervisor) ReconcileNets(ctx context.Context) {
+	if s.opts.Network == nil {
+		return
+	}
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	var keep []string
+	s.mu.Lock()
+	for _, v := range s.vms {
+		v.pubMu.Lock()
+		r := v.pub
+		v.pubMu.Unlock()
+		if vmrecord.Down(r.State) {
+			continue
+		}
+		for _, nt := range r.Nets {
+			keep = append(keep, nt.HostIf)
+		}
+	}
+	s.mu.Unlock()
+	removed, err := s.opts.Network.Reconcile(ctx, keep)
+	if err != nil {
+		s.opts.Logger.Error("reconcile taps", "error", err)
+		return
+	}
+	if len(removed) > 0 {
+		s.opts.Logger.Info("removed orphaned taps", "taps", removed)
 	}
 }

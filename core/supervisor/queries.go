@@ -6,6 +6,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/console"
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/stats"
 )
 
 // Info returns the VM called n, or every VM under the path n ("" or ":"
@@ -73,4 +74,27 @@ func (s *Supervisor) Console(n string) (*console.Ring, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
 	return v.ring, nil
+}
+
+// StatsVMs lists every VM for the statistics loop.
+func (s *Supervisor) StatsVMs() []stats.VM {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]stats.VM, 0, len(s.vms))
+	for _, v := range s.vms {
+		v.pubMu.Lock()
+		r := v.pub
+		v.pubMu.Unlock()
+		if r.State == "" {
+			continue
+		}
+		vm := stats.VM{Name: r.Name, Backend: r.Backend, State: r.State, RunID: r.RunID, MemoryMB: r.MemoryMB,
+			Restarts: r.Restarts, StartedAt: r.StartedAt}
+		for _, n := range r.Nets {
+			vm.Nets = append(vm.Nets, stats.Net{Name: n.Name, HostIf: n.HostIf, Bridge: n.Bridge})
+		}
+		out = append(out, vm)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
