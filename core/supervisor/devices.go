@@ -14,7 +14,10 @@ type BlockDevices interface {
 	// Acquire reserves device dev for vm (again, harmlessly, if vm holds
 	// it already) and returns its file and size.
 	Acquire(dev, vm string) (path string, sizeMB int64, err error)
-	// Release returns a device vm holds.
+	// Release returns a device vm holds, and leaves alone one vm does
+	// not hold: every path that ends a run gives its devices back, so a
+	// VM's devices may be released more than once, after another VM has
+	// taken them.
 	Release(dev, vm string)
 }
 
@@ -29,7 +32,9 @@ type Network interface {
 	// BridgeExists reports whether bridge exists on the host.
 	BridgeExists(ctx context.Context, bridge string) (bool, error)
 	// Attach creates (or, if it is already there, reuses) hostIf on
-	// bridge, up.
+	// bridge, up. When it fails it leaves no tap of its making behind:
+	// the supervisor removes only the taps attached before the failing
+	// one.
 	Attach(ctx context.Context, vm, netName, bridge, mac, hostIf string) error
 	// Detach removes hostIf; a missing one is not an error.
 	Detach(ctx context.Context, hostIf string) error
@@ -38,9 +43,15 @@ type Network interface {
 }
 
 // attachNets creates v's taps and fills spec. On failure it removes the
-// taps it made. Caller holds v.mu.
+// taps it made. A VM created with network devices may be started again
+// by a daemon configured without a network plugin (after a reboot, a
+// restart, or a restart on failure): that start is refused, as a create
+// would be. Caller holds v.mu.
 func (s *Supervisor) attachNets(ctx context.Context, v *vm, spec *pluginv1.VMSpec) error {
 	spec.Nets = nil
+	if len(v.rec.Nets) > 0 && s.opts.Network == nil {
+		return invalid("VM %s has network devices, and no network plugin is configured on this host", v.rec.Name)
+	}
 	for i, nt := range v.rec.Nets {
 		if err := s.opts.Network.Attach(ctx, v.rec.Name, nt.Name, nt.Bridge, nt.MAC, nt.HostIf); err != nil {
 			for _, made := range v.rec.Nets[:i] {
