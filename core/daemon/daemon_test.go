@@ -118,8 +118,8 @@ func ctxT(t *testing.T) context.Context {
 
 // TestUploadImage: an upload is stored under its digest and, named by
 // digest again, not received twice; one that lies about its digest or
-// size, or names no SHA-256, is refused as the caller's mistake and
-// leaves nothing in the store.
+// size (a stream cut short included), or names no SHA-256, is refused as
+// the caller's mistake and leaves nothing in the store.
 func TestUploadImage(t *testing.T) {
 	td := startDaemon(t, nil)
 	ctx := ctxT(t)
@@ -150,6 +150,7 @@ func TestUploadImage(t *testing.T) {
 		{"wrong digest", other, int64(len(other)), digest([]byte("not it")), "its upload declared"},
 		{"digest not hex", other, 0, "ZZ", "not a lowercase hex SHA-256"},
 		{"larger than declared", other, 3, "", "larger than the 3 bytes its upload declared"},
+		{"shorter than declared", other, int64(len(other)) + 1, "", "not the 14 its upload declared"},
 		{"too large", other, MaxImageBytes + 1, "", "exceeds the limit"},
 		{"negative size", other, -1, "", "negative"},
 	} {
