@@ -135,6 +135,11 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 		return status.Errorf(codes.Internal, "store image: %v", err)
 	}
 	defer st.Discard()
+	if declared > 0 && st.Size != declared {
+		// The stream ended early: a client that stopped reading its
+		// source half-way must not leave a truncated image.
+		return status.Errorf(codes.InvalidArgument, "the image is %d bytes, not the %d its upload declared", st.Size, declared)
+	}
 	if wantSHA != "" && st.SHA256 != wantSHA {
 		return status.Errorf(codes.InvalidArgument, "the image's SHA-256 is %s, not the %s its upload declared", st.SHA256, wantSHA)
 	}

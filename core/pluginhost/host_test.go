@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -37,9 +39,23 @@ func (h *testHV) Info(context.Context) (*pluginv1.PluginInfo, error) {
 }
 func (h *testHV) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
 	h.runDir = req.GetRunDir()
+	if req.GetSettings()["record"] != "" {
+		// What the host configured, for the test to read.
+		b, err := protojson.Marshal(req)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(h.runDir, "configure.json"), b, 0o600)
+	}
 	return nil
 }
+
+// Fingerprint reports the plugin degraded while a file "degraded" is in
+// its run directory.
 func (h *testHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, error) {
+	if _, err := os.Stat(filepath.Join(h.runDir, "degraded")); err == nil {
+		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_DEGRADED, Description: "degraded on request"}, nil
+	}
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY}, nil
 }
 func (h *testHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
@@ -80,15 +96,8 @@ func (h *testHV) Console(context.Context, *pluginv1.ConsoleRequest, func(*plugin
 // returns the host, the plugin directory and the plugin events.
 func testHost(t *testing.T, callWait time.Duration) (*Host, string, <-chan event) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	script := fmt.Sprintf("#!/bin/sh\n%s=1 exec %q \"$@\"\n", envPlugin, exe)
-	if err := os.WriteFile(BinaryPath(dir, "fake"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	writePlugin(t, dir, "fake")
 	events := make(chan event, 100)
 	h := New(Options{PluginDir: dir, RunDir: filepath.Join(dir, "run"), StateDir: filepath.Join(dir, "state"), HealthInterval: time.Hour, CallWait: callWait,
 		OnEvent: func(typ, name, _ string) { events <- event{typ: typ, at: time.Now()} }})
@@ -97,6 +106,24 @@ func testHost(t *testing.T, callWait time.Duration) (*Host, string, <-chan event
 		t.Fatal(err)
 	}
 	return h, dir, events
+}
+
+// writePlugin installs the test binary, serving testHV, as plugin name
+// in dir.
+func writePlugin(t *testing.T, dir, name string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("#!/bin/sh\n%s=1 exec %q \"$@\"\n", envPlugin, exe)
+	tmp := BinaryPath(dir, name) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, BinaryPath(dir, name)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func pid(t *testing.T, h *Host) int {

@@ -5,7 +5,6 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
-	"github.com/petrel-vmm/petrel/core/stats"
 )
 
 // holdsResources reports whether a VM in state counts against policies:
@@ -90,27 +89,4 @@ func (s *Supervisor) admit(rec Record) (release func(), err error) {
 		delete(s.reserved, rec.Name)
 		s.mu.Unlock()
 	}, nil
-}
-
-// StatsVMs lists every VM for the statistics loop.
-func (s *Supervisor) StatsVMs() []stats.VM {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]stats.VM, 0, len(s.vms))
-	for _, v := range s.vms {
-		v.pubMu.Lock()
-		r := v.pub
-		v.pubMu.Unlock()
-		if r.State == "" {
-			continue
-		}
-		vm := stats.VM{Name: r.Name, Backend: r.Backend, State: r.State, RunID: r.RunID, MemoryMB: r.MemoryMB,
-			Restarts: r.Restarts, StartedAt: r.StartedAt}
-		for _, n := range r.Nets {
-			vm.Nets = append(vm.Nets, stats.Net{Name: n.Name, HostIf: n.HostIf, Bridge: n.Bridge})
-		}
-		out = append(out, vm)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
 }

@@ -141,19 +141,6 @@ func (s *Supervisor) withoutBackend(v *vm, hvErr error) {
 	v.ring.SetClosed(true)
 }
 
-// reclaimBlocks takes back the block devices of a VM found running (or
-// perhaps running) at start-up, which still uses them. Caller holds v.mu.
-func (s *Supervisor) reclaimBlocks(v *vm) {
-	if s.opts.Blocks == nil {
-		return
-	}
-	for _, b := range v.rec.Blocks {
-		if _, _, err := s.opts.Blocks.Acquire(b.Device, v.rec.Name); err != nil {
-			s.opts.Logger.Warn("reclaim block device", "vm", v.rec.Name, "device", b.Device, "error", err)
-		}
-	}
-}
-
 // reattach follows a VM started by an earlier daemon.
 func (s *Supervisor) reattach(ctx context.Context, v *vm, hv hypervisor.Hypervisor) bool {
 	v.mu.Lock()
@@ -223,40 +210,6 @@ func (s *Supervisor) loadConsole(ctx context.Context, hv hypervisor.Hypervisor, 
 	})
 	if err != nil && !errors.Is(err, hypervisor.ErrUnknownVM) {
 		s.opts.Logger.Debug("console history of exited VM", "run", runID, "error", err)
-	}
-}
-
-// ReconcileNets removes taps that belong to no VM that runs or is about
-// to (left by a daemon killed mid-create, or by VMs destroyed meanwhile).
-// Recover calls it at start-up, and petreld whenever the network plugin
-// comes back after a crash, which may have interrupted a create or destroy.
-func (s *Supervisor) ReconcileNets(ctx context.Context) {
-	if s.opts.Network == nil {
-		return
-	}
-	s.startMu.Lock()
-	defer s.startMu.Unlock()
-	var keep []string
-	s.mu.Lock()
-	for _, v := range s.vms {
-		v.pubMu.Lock()
-		r := v.pub
-		v.pubMu.Unlock()
-		if vmrecord.Down(r.State) {
-			continue
-		}
-		for _, nt := range r.Nets {
-			keep = append(keep, nt.HostIf)
-		}
-	}
-	s.mu.Unlock()
-	removed, err := s.opts.Network.Reconcile(ctx, keep)
-	if err != nil {
-		s.opts.Logger.Error("reconcile taps", "error", err)
-		return
-	}
-	if len(removed) > 0 {
-		s.opts.Logger.Info("removed orphaned taps", "taps", removed)
 	}
 }
 

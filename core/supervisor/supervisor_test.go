@@ -183,6 +183,10 @@ type fixture struct {
 	disabled bool
 	// removed lists the runs RemoveRun was called for, as backend/run.
 	removed []string
+	// blocks and net, when set, are the supervisor's block devices and
+	// network.
+	blocks BlockDevices
+	net    Network
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -205,6 +209,7 @@ func (f *fixture) open(boot string, runIDs []string) {
 	f.sup = New(Options{Store: st, Backends: backends{hv: f.hv, disabled: f.disabled}, Events: events.New(), DefaultBackend: "fake",
 		ConsoleLines: 100, ConsoleBytes: 1 << 16, StopTimeout: time.Second, BackoffMin: 10 * time.Millisecond,
 		BackoffMax: 40 * time.Millisecond, ResetAfter: time.Minute, BootID: boot, HostCPUs: 2,
+		Blocks: f.blocks, Network: f.net,
 		RunIDs: func(string) []string { return runIDs },
 		RemoveRun: func(_ context.Context, backend, runID string) error {
 			f.removed = append(f.removed, backend+"/"+runID)

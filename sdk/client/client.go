@@ -110,7 +110,10 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 			break
 		}
 		if rerr != nil {
-			stream.CloseSend()
+			// No CloseSend: a half-close would tell petreld the image is
+			// complete, and it could store the part received before the
+			// cancellation reached it. The deferred cancel aborts the
+			// stream instead.
 			return nil, fmt.Errorf("read image: %w", rerr)
 		}
 	}
