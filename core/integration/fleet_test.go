@@ -408,6 +408,9 @@ func fleetDeployment(t *testing.T, backend, ref string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(b), helloImage) {
+		t.Fatalf("contrib/kube/hello.yaml no longer names %s", helloImage)
+	}
 	return strings.NewReplacer("backend: hvt", "backend: "+backend, helloImage, ref).Replace(string(b))
 }
 
@@ -415,8 +418,10 @@ func fleetDeployment(t *testing.T, backend, ref string) string {
 // registry on loopback.
 const helloImage = "127.0.0.1:5000/petrel/net:hvt"
 
-// TestFleet: two Petrel hosts join a real Kubernetes cluster; a
-// Deployment spreads over both and runs real unikernels, whose console is
+// TestFleet: two Petrel hosts join a real Kubernetes cluster, their
+// plugin health read through the endpoint; the guest is pushed to a
+// registry with petrel image push, and a Deployment of it spreads over
+// both hosts, each pulling it, and runs real unikernels, whose console is
 // kubectl logs; scaling leaves exactly that many VMs; a stopped agent's
 // node goes NotReady and its pods are replaced on the other host, and
 // when it returns nothing is duplicated; petreld killed with SIGKILL

@@ -100,17 +100,23 @@ func forward(t testing.TB, from, listen, to, dial string) string {
 		conns[c] = true
 		return true
 	}
+	untrack := func(c net.Conn) {
+		mu.Lock()
+		delete(conns, c)
+		mu.Unlock()
+		c.Close()
+	}
 	relay := func(in net.Conn) {
 		defer wg.Done()
-		defer in.Close()
+		defer untrack(in)
 		out, err := dialIn(to, dial)
 		if err != nil {
 			return
 		}
-		defer out.Close()
 		if !track(out) {
 			return
 		}
+		defer untrack(out)
 		// Either direction ending ends the connection: what is relayed
 		// here (TLS, HTTP) does not use half-closed connections.
 		done := make(chan struct{})
@@ -125,10 +131,6 @@ func forward(t testing.TB, from, listen, to, dial string) string {
 		in.Close()
 		out.Close()
 		<-done
-		mu.Lock()
-		delete(conns, in)
-		delete(conns, out)
-		mu.Unlock()
 	}
 	wg.Add(1)
 	go func() {
