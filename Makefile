@@ -124,10 +124,12 @@ check: deps
 demo:
 	contrib/scripts/demo.sh
 
-# Debian package (nfpm) of everything, with units, example config and the
-# test unikernels as example guests.
+# Debian packages (nfpm): petrel, everything a host runs, with units,
+# example config and the test unikernels as example guests; and
+# petrel-kubelet, the Kubernetes node agent, with its unit disabled.
 deb: build guests
 	contrib/packaging/build-deb.sh bin bin
+	contrib/packaging/build-deb.sh bin bin petrel-kubelet
 
 # Build the package, install it on a clean Debian 12 root (debootstrap,
 # cached in /var/cache/petrel/debootstrap), run the README's deploy there

@@ -1,7 +1,11 @@
 #!/bin/sh
 # Builds Petrel's Debian package with nfpm (contrib/packaging/nfpm.yaml):
 #
-#   contrib/packaging/build-deb.sh [BIN_DIR [OUT_DIR]]
+#   contrib/packaging/build-deb.sh [BIN_DIR [OUT_DIR [PACKAGE]]]
+#
+# PACKAGE is petrel (the default: the host's daemon, endpoint, CLI and
+# plugins, nfpm.yaml) or petrel-kubelet (the Kubernetes node agent alone,
+# nfpm-kubelet.yaml, from BIN_DIR/petrel-kubelet).
 #
 # BIN_DIR holds the built binaries (default bin/, as `make build` leaves
 # them) and, in BIN_DIR/guests, Petrel's test unikernels (`make guests`),
@@ -19,12 +23,20 @@ set -eu
 cd "$(dirname "$0")/../.."
 BIN=$(cd "${1:-bin}" && pwd)
 OUT=$(mkdir -p "${2:-$BIN}" && cd "${2:-$BIN}" && pwd)
+PACKAGE=${3:-petrel}
+case $PACKAGE in
+petrel | petrel-kubelet) ;;
+*) echo "build-deb: unknown package $PACKAGE (petrel or petrel-kubelet)" >&2; exit 1 ;;
+esac
 
 # Petrel's own plugins, from the list the Makefile builds them from (the
 # lines naming a plugin start with its name, in lower case).
 PLUGINS=$(awk '$1 ~ /^[a-z0-9]/ { printf "%spetrel-plugin-%s", sep, $1; sep = "," }' plugins/catalog/plugins.txt)
 [ -n "$PLUGINS" ] || { echo "build-deb: plugins/catalog/plugins.txt lists no plugins" >&2; exit 1; }
 
+if [ "$PACKAGE" = petrel-kubelet ]; then
+	[ -x "$BIN/petrel-kubelet" ] || { echo "build-deb: $BIN/petrel-kubelet is missing (run make build)" >&2; exit 1; }
+else
 for b in petrel petreld petrel-endpoint petrel-shim $(echo "$PLUGINS" | tr , ' '); do
 	[ -x "$BIN/$b" ] || { echo "build-deb: $BIN/$b is missing (run make build)" >&2; exit 1; }
 done
@@ -33,6 +45,7 @@ for g in hello exit fault blk net chatty; do
 		[ -f "$BIN/guests/$g.$t" ] || { echo "build-deb: $BIN/guests/$g.$t is missing (run make guests)" >&2; exit 1; }
 	done
 done
+fi
 
 NFPM=${NFPM:-$(command -v nfpm || true)}
 if [ -z "$NFPM" ]; then
@@ -51,6 +64,13 @@ if [ -z "${VERSION:-}" ]; then
 	fi
 fi
 ARCH=${ARCH:-$(dpkg --print-architecture 2>/dev/null || go env GOARCH)}
+
+if [ "$PACKAGE" = petrel-kubelet ]; then
+	export BIN VERSION ARCH
+	"$NFPM" package --config contrib/packaging/nfpm-kubelet.yaml --packager deb --target "$OUT/petrel-kubelet_${VERSION}_${ARCH}.deb" >&2
+	echo "$OUT/petrel-kubelet_${VERSION}_${ARCH}.deb"
+	exit 0
+fi
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT INT TERM

@@ -126,16 +126,10 @@ func TestBuildDeb(t *testing.T) {
 		t.Fatalf("build-deb.sh printed %q", deb)
 	}
 
-	list, err := exec.Command("dpkg-deb", "-c", deb).Output()
-	if err != nil {
-		t.Fatalf("dpkg-deb -c: %v", err)
-	}
-	modes := map[string]string{}
-	for _, line := range strings.Split(string(list), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 6 {
-			modes[strings.TrimPrefix(f[5], ".")] = f[0] + " " + f[1]
-		}
+	modes := debModes(t, deb)
+	// The node agent is a package of its own.
+	if _, ok := modes["/usr/bin/petrel-kubelet"]; ok {
+		t.Error("the petrel package installs petrel-kubelet, which is the petrel-kubelet package's")
 	}
 	want := map[string]string{
 		"/usr/bin/petrel":                                  "-rwxr-xr-x root/root",
@@ -219,6 +213,109 @@ func TestBuildDeb(t *testing.T) {
 	if cfg.RemoteSocketMode != "0660" || cfg.RemoteSocketGroup != "petrel-endpoint" {
 		t.Errorf("packaged configuration: remote_socket_mode %q remote_socket_group %q, want \"0660\" and \"petrel-endpoint\"", cfg.RemoteSocketMode, cfg.RemoteSocketGroup)
 	}
+}
+
+// TestBuildDebKubelet builds the petrel-kubelet package and checks what it
+// installs: the agent, its unit (which nothing enables), its defaults as a
+// conffile; and that the petrel package leaves the agent out.
+func TestBuildDebKubelet(t *testing.T) {
+	nfpm := findNfpm(t)
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("dpkg-deb not found: cannot inspect the package")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the Debian package is for Linux")
+	}
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "petrel-kubelet"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cmd := exec.Command(filepath.Join("..", "..", "contrib", "packaging", "build-deb.sh"), bin, out, "petrel-kubelet")
+	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "VERSION=1.2.3~test", "ARCH=amd64")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build-deb.sh petrel-kubelet: %v\n%s", err, stderr.String())
+	}
+	deb := strings.TrimSpace(string(stdout))
+	if deb != filepath.Join(out, "petrel-kubelet_1.2.3~test_amd64.deb") {
+		t.Fatalf("build-deb.sh printed %q", deb)
+	}
+	modes := debModes(t, deb)
+	want := map[string]string{
+		"/usr/bin/petrel-kubelet":                        "-rwxr-xr-x root/root",
+		"/usr/lib/systemd/system/petrel-kubelet.service": "-rw-r--r-- root/root",
+		"/etc/default/petrel-kubelet":                    "-rw-r--r-- root/root",
+		"/etc/petrel/kubelet/":                           "drwxr-xr-x root/root",
+		"/usr/share/doc/petrel-kubelet/README":           "-rw-r--r-- root/root",
+	}
+	for path, mode := range want {
+		if got, ok := modes[path]; !ok {
+			t.Errorf("package lacks %s", path)
+		} else if got != mode {
+			t.Errorf("%s: %s, want %s", path, got, mode)
+		}
+	}
+	for path := range modes {
+		if strings.HasSuffix(path, "/") {
+			continue
+		}
+		if strings.HasPrefix(path, "/usr/bin/") && path != "/usr/bin/petrel-kubelet" || strings.HasPrefix(path, "/usr/libexec/") {
+			t.Errorf("the agent's package installs %s, which is the petrel package's", path)
+		}
+	}
+	info, err := exec.Command("dpkg-deb", "-I", deb).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -I: %v", err)
+	}
+	for _, w := range []string{"Package: petrel-kubelet", "Version: 1.2.3~test", "Recommends: petrel", "conffiles", "postinst", "prerm"} {
+		if !bytes.Contains(info, []byte(w)) {
+			t.Errorf("control information lacks %q:\n%s", w, info)
+		}
+	}
+	ctrl := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-e", deb, ctrl).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -e: %v\n%s", err, out)
+	}
+	conffiles, err := os.ReadFile(filepath.Join(ctrl, "conffiles"))
+	if err != nil || strings.TrimSpace(string(conffiles)) != "/etc/default/petrel-kubelet" {
+		t.Errorf("conffiles: %q %v", conffiles, err)
+	}
+	for _, s := range []string{"postinst", "prerm"} {
+		b, err := os.ReadFile(filepath.Join(ctrl, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("sh", "-n", filepath.Join(ctrl, s)).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", s, err, out)
+		}
+		// The unit stays disabled: the agent needs a cluster to join.
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "systemctl" && (f[1] == "enable" || f[1] == "start") {
+				t.Errorf("%s enables or starts the agent: %q", s, line)
+			}
+		}
+	}
+}
+
+// debModes lists a package's paths with their mode and owner, as
+// dpkg-deb -c shows them.
+func debModes(t *testing.T, deb string) map[string]string {
+	t.Helper()
+	list, err := exec.Command("dpkg-deb", "-c", deb).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -c: %v", err)
+	}
+	modes := map[string]string{}
+	for _, line := range strings.Split(string(list), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 {
+			modes[strings.TrimPrefix(f[5], ".")] = f[0] + " " + f[1]
+		}
+	}
+	return modes
 }
 
 // TestBuildDebNeedsGuests makes sure build-deb.sh refuses to build a

@@ -20,11 +20,11 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/client"
 )
 
-var units = []string{"petreld.service", "petrel-endpoint.socket", "petrel-endpoint.service"}
+var units = []string{"petreld.service", "petrel-endpoint.socket", "petrel-endpoint.service", "petrel-kubelet.service"}
 
 // binaries are the absolute ExecStart paths the units name; verify
 // insists they exist and are executable.
-var binaries = []string{"/usr/bin/petreld", "/usr/bin/petrel-endpoint"}
+var binaries = []string{"/usr/bin/petreld", "/usr/bin/petrel-endpoint", "/usr/bin/petrel-kubelet"}
 
 func tool(t *testing.T, name string) string {
 	t.Helper()

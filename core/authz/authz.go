@@ -24,9 +24,12 @@
 //     delegate may subdivide its share but not change the share itself,
 //     which its certificate states.
 //   - Plugins and Host describe the host and are left to the root domain
-//     (a leaf the root CA signed directly). Bridges and Version are open
-//     to every authenticated caller: bridge names are what policies are
-//     written in, and the version is needed to talk to the daemon at all.
+//     (a leaf the root CA signed directly). Bridges, Version and
+//     PluginHealth are open to every authenticated caller: bridge names
+//     are what policies are written in, the version is needed to talk to
+//     the daemon at all, and PluginHealth (names, kinds and health, no
+//     paths or configuration) tells a delegate whether the host can run
+//     what it deploys.
 //   - A leaf carrying a command (a capability) may use only the methods
 //     of that command (see Commands), plus Version. If the command has
 //     an argument, it is the one absolute name the capability covers: the
@@ -124,8 +127,9 @@ var rules = map[string]rule{
 		target: field(func(r *daemonv1.ConsoleRequest) *string { return &r.Name })},
 	daemonv1.Daemon_Events_FullMethodName: {kind: Listing, newReq: mk[daemonv1.EventsRequest](),
 		target: field(func(r *daemonv1.EventsRequest) *string { return &r.Path })},
-	daemonv1.Daemon_Plugins_FullMethodName: {kind: NoTarget, rootOnly: true},
-	daemonv1.Daemon_Host_FullMethodName:    {kind: NoTarget, rootOnly: true},
+	daemonv1.Daemon_Plugins_FullMethodName:      {kind: NoTarget, rootOnly: true},
+	daemonv1.Daemon_Host_FullMethodName:         {kind: NoTarget, rootOnly: true},
+	daemonv1.Daemon_PluginHealth_FullMethodName: {kind: NoTarget, open: true},
 	daemonv1.Daemon_BlockList_FullMethodName: {kind: Listing,
 		target: field(func(r *daemonv1.BlockListRequest) *string { return &r.Path })},
 	daemonv1.Daemon_BlockCreate_FullMethodName: {kind: Below, deploy: true,

@@ -127,6 +127,8 @@ func TestAuthorize(t *testing.T) {
 		{alice, daemonv1.Daemon_Host_FullMethodName, &daemonv1.HostRequest{}, codes.PermissionDenied},
 		{ident(":", nil), daemonv1.Daemon_Host_FullMethodName, &daemonv1.HostRequest{}, codes.OK},
 		{alice, daemonv1.Daemon_Bridges_FullMethodName, &daemonv1.BridgesRequest{}, codes.OK},
+		{alice, daemonv1.Daemon_PluginHealth_FullMethodName, &daemonv1.PluginHealthRequest{}, codes.OK},
+		{ident("alice", &pki.Command{Name: "info"}), daemonv1.Daemon_PluginHealth_FullMethodName, &daemonv1.PluginHealthRequest{}, codes.OK},
 		{alice, "/petrel.daemon.v1.Daemon/Future", &daemonv1.VersionRequest{}, codes.PermissionDenied},
 		// Capabilities.
 		{ident("alice", &pki.Command{Name: "info"}), daemonv1.Daemon_Info_FullMethodName, &daemonv1.InfoRequest{}, codes.OK},

@@ -10,11 +10,14 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"github.com/petrel-vmm/petrel/sdk/oci"
 )
 
 // Defaults is the embedded default configuration, shown by
@@ -55,6 +58,11 @@ type Config struct {
 	// InsecureRegistries are registry hosts (host or host:port) petreld
 	// reaches over plain HTTP although they are not loopback.
 	InsecureRegistries []string `hcl:"insecure_registries,optional"`
+	// AllowedRegistries are the registry hosts (host or host:port, as
+	// references name them) petreld pulls from, so that the host's owner
+	// decides where the code it runs comes from whoever asks; empty allows
+	// every registry.
+	AllowedRegistries []string `hcl:"allowed_registries,optional"`
 	// RegistryConfig is the docker configuration file with registry
 	// credentials; empty for $DOCKER_CONFIG/config.json or the petreld
 	// user's ~/.docker/config.json.
@@ -218,6 +226,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ConsoleBytes < 1024 || c.ConsoleBytes > 1<<30 {
 		return fmt.Errorf("config: console_bytes must be between 1024 and 1073741824, not %d", c.ConsoleBytes)
+	}
+	for _, h := range c.AllowedRegistries {
+		if strings.Contains(h, "/") {
+			return fmt.Errorf("config: allowed_registries: %q is not a registry host (host or host:port, as in registry.example.org or localhost:5000)", h)
+		}
+		if _, err := oci.ParseReference(h + "/image"); err != nil {
+			return fmt.Errorf("config: allowed_registries: %q is not a registry host (host or host:port, as in registry.example.org or localhost:5000)", h)
+		}
 	}
 	found := false
 	for _, b := range c.Backends {

@@ -59,13 +59,16 @@ backend "spt" {
 
 func TestBadConfigs(t *testing.T) {
 	cases := map[string]string{
-		`data_dir = `:                        "defaults",
-		`stop_timeout = "soon"`:              "stop_timeout",
-		`socket_mode = "rw"`:                 "socket_mode",
-		`default_backend = "bhyve"`:          "default_backend",
-		`console_lines = 0`:                  "console_lines",
-		`unknown_thing = 1`:                  "Unsupported argument",
-		"backend \"x\" {}\nbackend \"x\" {}": "twice",
+		`data_dir = `:                                        "defaults",
+		`stop_timeout = "soon"`:                              "stop_timeout",
+		`socket_mode = "rw"`:                                 "socket_mode",
+		`default_backend = "bhyve"`:                          "default_backend",
+		`console_lines = 0`:                                  "console_lines",
+		`unknown_thing = 1`:                                  "Unsupported argument",
+		"backend \"x\" {}\nbackend \"x\" {}":                 "twice",
+		`allowed_registries = ["registry.example.org/team"]`: "allowed_registries",
+		`allowed_registries = ["docker"]`:                    "allowed_registries",
+		`allowed_registries = ["localhost:http"]`:            "allowed_registries",
 	}
 	for src, want := range cases {
 		p := filepath.Join(t.TempDir(), "c.hcl")

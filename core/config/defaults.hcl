@@ -82,10 +82,15 @@ revocation_file = ""
 # registry_config, a docker configuration file; empty for
 # $DOCKER_CONFIG/config.json or petreld's user's ~/.docker/config.json
 # (root's: /root/.docker/config.json). Every caller's pulls use them.
+# allowed_registries, when not empty, are the only registries (host or
+# host:port, as references name them) petreld pulls from, whoever asks: a
+# reference to any other is refused before anything is fetched.
 #   insecure_registries = ["registry.lan:5000"]
 #   registry_config = "/etc/petrel/registry.json"
+#   allowed_registries = ["registry.example.org", "registry.lan:5000"]
 insecure_registries = []
 registry_config = ""
+allowed_registries = []
 
 # Solo5 hvt (KVM). tender: the solo5-hvt path or name on PATH; engine:
 # "auto" (solo5-hvt when found, else the built-in tender), "builtin" or

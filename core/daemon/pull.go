@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -38,6 +39,27 @@ func (d *Daemon) ociOptions() oci.Options {
 	return oci.Options{InsecureRegistries: d.cfg.InsecureRegistries, ConfigFile: d.cfg.RegistryConfig}
 }
 
+// allowRegistry checks that ref parses and names a registry this host
+// pulls from (allowed_registries; an empty list allows every one), before
+// anything is asked of the registry.
+func (d *Daemon) allowRegistry(ref string) error {
+	r, err := oci.ParseReference(ref)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	allowed := d.cfg.AllowedRegistries
+	if len(allowed) == 0 {
+		return nil
+	}
+	for _, h := range allowed {
+		if strings.EqualFold(h, r.Registry) {
+			return nil
+		}
+	}
+	return status.Errorf(codes.PermissionDenied, "%s: this host does not pull from the registry %s (allowed_registries in petreld's configuration: %s)",
+		ref, r.Registry, strings.Join(allowed, ", "))
+}
+
 // registryError turns an error of talking to a registry into the status
 // a caller sees.
 func registryError(ref string, err error) error {
@@ -65,8 +87,8 @@ func registryError(ref string, err error) error {
 // domain: claimed when the store has its digest, else fetched, verified
 // and stored. progress, when not nil, is called as bytes arrive.
 func (d *Daemon) pull(ctx context.Context, domain name.Path, ref string, progress func(done, total int64)) (*daemonv1.PulledImage, error) {
-	if _, err := oci.ParseReference(ref); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	if err := d.allowRegistry(ref); err != nil {
+		return nil, err
 	}
 	opts := d.ociOptions()
 	a, err := oci.Resolve(ctx, ref, opts)

@@ -457,12 +457,11 @@ func (s *server) Plugins(ctx context.Context, _ *daemonv1.PluginsRequest) (*daem
 		if st.Info != nil {
 			p.Version = st.Info.GetVersion()
 		}
+		p.Health = pluginHealth(st)
 		switch {
 		case !st.Running:
-			p.Health = "down"
 			p.Description = st.LastError
 		case st.Fingerprint != nil:
-			p.Health = healthName(st.Fingerprint.GetHealth().String())
 			p.Description = st.Fingerprint.GetDescription()
 			p.Attributes = st.Fingerprint.GetAttributes()
 			p.Problems = st.Fingerprint.GetProblems()
@@ -487,6 +486,35 @@ func (s *server) Plugins(ctx context.Context, _ *daemonv1.PluginsRequest) (*daem
 			Description: fmt.Sprintf("found in %s; enable it with a backend, network or metrics block named %q", s.d.pluginDir, n)})
 	}
 	return out, nil
+}
+
+// PluginHealth is the part of Plugins every authenticated caller may
+// read: each enabled plugin's name, kind, health and, for a running
+// backend, targets. Paths, versions, descriptions, attributes and the
+// binaries no block enables stay with Plugins, which is the host owner's.
+func (s *server) PluginHealth(ctx context.Context, _ *daemonv1.PluginHealthRequest) (*daemonv1.PluginHealthResponse, error) {
+	out := &daemonv1.PluginHealthResponse{}
+	for _, st := range s.d.plugins.Status() {
+		p := &daemonv1.PluginHealthEntry{Name: st.Name, Kind: kindName(st.Kind), Health: pluginHealth(st)}
+		if st.Running && st.Kind == pluginv1.Kind_KIND_HYPERVISOR {
+			p.Targets = s.targets(ctx, st.Name)
+		}
+		out.Plugins = append(out.Plugins, p)
+	}
+	return out, nil
+}
+
+// pluginHealth is a plugin's health as Plugins and PluginHealth report
+// it: "down" when it is not running, else its fingerprint's health ("" before
+// its first fingerprint).
+func pluginHealth(st pluginhost.Status) string {
+	switch {
+	case !st.Running:
+		return "down"
+	case st.Fingerprint != nil:
+		return healthName(st.Fingerprint.GetHealth().String())
+	}
+	return ""
 }
 
 // targets asks backend name what it runs; nil when it does not answer.

@@ -325,6 +325,10 @@ func (s *server) CheckImage(ctx context.Context, req *daemonv1.CheckImageRequest
 	for _, st := range out.Images {
 		go func() {
 			defer func() { done <- struct{}{} }()
+			if err := s.d.allowRegistry(st.ImageRef); err != nil {
+				st.Error = status.Convert(err).Message()
+				return
+			}
 			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 			defer cancel()
 			a, err := oci.Resolve(cctx, st.ImageRef, opts)

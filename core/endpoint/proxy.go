@@ -163,6 +163,10 @@ func (p *proxy) Plugins(ctx context.Context, req *daemonv1.PluginsRequest) (*dae
 	return unary(ctx, req, p.up.Plugins)
 }
 
+func (p *proxy) PluginHealth(ctx context.Context, req *daemonv1.PluginHealthRequest) (*daemonv1.PluginHealthResponse, error) {
+	return unary(ctx, req, p.up.PluginHealth)
+}
+
 func (p *proxy) Host(ctx context.Context, req *daemonv1.HostRequest) (*daemonv1.HostResponse, error) {
 	return unary(ctx, req, p.up.Host)
 }

@@ -480,3 +480,78 @@ func TestFileImages(t *testing.T) {
 		}
 	}
 }
+
+// endpointDaemon is petreld as a delegate sees it through the endpoint:
+// Plugins is refused, PluginHealth answers with summary (or is missing,
+// as on a petreld without it, when summary is nil).
+type endpointDaemon struct {
+	daemonv1.DaemonClient
+	summary []*daemonv1.PluginHealthEntry
+}
+
+func (d *endpointDaemon) Plugins(context.Context, *daemonv1.PluginsRequest, ...grpc.CallOption) (*daemonv1.PluginsResponse, error) {
+	return nil, status.Error(codes.PermissionDenied, "Plugins describes the host and is reserved to its owner")
+}
+
+func (d *endpointDaemon) PluginHealth(context.Context, *daemonv1.PluginHealthRequest, ...grpc.CallOption) (*daemonv1.PluginHealthResponse, error) {
+	if d.summary == nil {
+		return nil, status.Error(codes.Unimplemented, "unknown method PluginHealth")
+	}
+	return &daemonv1.PluginHealthResponse{Plugins: d.summary}, nil
+}
+
+func (d *endpointDaemon) Version(context.Context, *daemonv1.VersionRequest, ...grpc.CallOption) (*daemonv1.VersionResponse, error) {
+	return &daemonv1.VersionResponse{}, nil
+}
+
+func (d *endpointDaemon) PolicyList(context.Context, *daemonv1.PolicyListRequest, ...grpc.CallOption) (*daemonv1.PolicyListResponse, error) {
+	return &daemonv1.PolicyListResponse{Policies: []*daemonv1.PolicyEntry{{Path: ":cluster", Policy: &daemonv1.Policy{Vms: 3, MemoryMb: 96}}}}, nil
+}
+
+func (d *endpointDaemon) Info(context.Context, *daemonv1.InfoRequest, ...grpc.CallOption) (*daemonv1.InfoResponse, error) {
+	return &daemonv1.InfoResponse{}, nil
+}
+
+// TestNodeHealthThroughEndpoint: an agent that may not list the plugins
+// reports their health from the summary every delegate may read, and
+// Unknown only when petreld has no summary to give.
+func TestNodeHealthThroughEndpoint(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		summary         []*daemonv1.PluginHealthEntry
+		ready, plugins  corev1.ConditionStatus
+		messageContains string
+	}{
+		{"healthy", []*daemonv1.PluginHealthEntry{{Name: "hvt", Kind: "hypervisor", Health: "healthy"}, {Name: "bridge", Kind: "network", Health: "healthy"}},
+			corev1.ConditionTrue, corev1.ConditionTrue, "bridge healthy, hvt healthy"},
+		{"a plugin down", []*daemonv1.PluginHealthEntry{{Name: "hvt", Kind: "hypervisor", Health: "healthy"}, {Name: "bridge", Kind: "network", Health: "down"}},
+			corev1.ConditionTrue, corev1.ConditionFalse, "bridge down"},
+		{"no usable backend", []*daemonv1.PluginHealthEntry{{Name: "hvt", Kind: "hypervisor", Health: "unhealthy"}},
+			corev1.ConditionFalse, corev1.ConditionFalse, "hvt unhealthy"},
+		{"petreld without PluginHealth", nil, corev1.ConditionTrue, corev1.ConditionUnknown, "upgrade petreld"},
+	} {
+		node := &corev1.Node{}
+		n := NewNode(NodeConfig{Daemon: &endpointDaemon{summary: c.summary}, Root: ":cluster"}, node)
+		var got *corev1.Node
+		n.NotifyNodeStatus(context.Background(), func(nd *corev1.Node) { got = nd })
+		n.Refresh(context.Background())
+		if got == nil {
+			t.Fatalf("%s: no node status", c.name)
+		}
+		var ready, plugins corev1.NodeCondition
+		for _, cond := range got.Status.Conditions {
+			switch cond.Type {
+			case corev1.NodeReady:
+				ready = cond
+			case ConditionPlugins:
+				plugins = cond
+			}
+		}
+		if ready.Status != c.ready || plugins.Status != c.plugins || !strings.Contains(plugins.Message, c.messageContains) {
+			t.Errorf("%s: Ready %s (%s), %s %s (%s)", c.name, ready.Status, ready.Message, ConditionPlugins, plugins.Status, plugins.Message)
+		}
+		if q := got.Status.Capacity[corev1.ResourcePods]; q.Value() != 3 {
+			t.Errorf("%s: capacity %v", c.name, got.Status.Capacity)
+		}
+	}
+}

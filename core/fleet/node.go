@@ -100,11 +100,12 @@ func (n *Node) Refresh(ctx context.Context) {
 	if capErr == nil {
 		foreign, capErr = n.foreignVMs(ctx)
 	}
-	plugins, plugErr := n.cfg.Daemon.Plugins(ctx, &daemonv1.PluginsRequest{})
+	plugins, plugErr := n.plugins(ctx)
 	hidden := false
-	if status.Code(plugErr) == codes.PermissionDenied {
-		// Plugin health is the host owner's to see: through the endpoint
-		// the agent knows only that petreld answers.
+	if status.Code(plugErr) == codes.Unimplemented {
+		// A petreld older than PluginHealth keeps plugin health to the
+		// host's owner: through the endpoint the agent knows only that
+		// petreld answers.
 		_, plugErr = n.cfg.Daemon.Version(ctx, &daemonv1.VersionRequest{})
 		hidden = plugErr == nil
 	}
@@ -119,7 +120,7 @@ func (n *Node) Refresh(ctx context.Context) {
 	if hidden {
 		n.node.Status.Conditions = HiddenConditions(n.node.Status.Conditions)
 	} else {
-		n.node.Status.Conditions = Conditions(n.node.Status.Conditions, plugins.GetPlugins(), plugErr)
+		n.node.Status.Conditions = Conditions(n.node.Status.Conditions, plugins, plugErr)
 	}
 	d := nodeDigest(n.node)
 	cb := n.cb
@@ -132,6 +133,31 @@ func (n *Node) Refresh(ctx context.Context) {
 	if changed && cb != nil {
 		cb(node)
 	}
+}
+
+// plugins is petreld's plugin list: the full one on its own socket, and
+// through the endpoint, where that is the host owner's, the health
+// summary every caller may read (PluginHealth).
+func (n *Node) plugins(ctx context.Context) ([]*daemonv1.Plugin, error) {
+	full, err := n.cfg.Daemon.Plugins(ctx, &daemonv1.PluginsRequest{})
+	if status.Code(err) != codes.PermissionDenied {
+		return full.GetPlugins(), err
+	}
+	summary, err := n.cfg.Daemon.PluginHealth(ctx, &daemonv1.PluginHealthRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return SummaryPlugins(summary.GetPlugins()), nil
+}
+
+// SummaryPlugins turns PluginHealth's entries into the plugin list
+// Conditions reads, which needs only names, kinds and health.
+func SummaryPlugins(entries []*daemonv1.PluginHealthEntry) []*daemonv1.Plugin {
+	out := make([]*daemonv1.Plugin, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, &daemonv1.Plugin{Name: e.GetName(), Kind: e.GetKind(), Health: e.GetHealth(), Targets: e.GetTargets()})
+	}
+	return out
 }
 
 // capacity is the delegated policy as node resources.
@@ -264,12 +290,13 @@ func Conditions(old []corev1.NodeCondition, plugins []*daemonv1.Plugin, err erro
 
 // HiddenConditions are the node conditions when petreld answers but
 // keeps its plugins' health to the host's owner (an agent connected
-// through petrel-endpoint): Ready, and ConditionPlugins Unknown.
+// through petrel-endpoint to a petreld without PluginHealth): Ready, and
+// ConditionPlugins Unknown.
 func HiddenConditions(old []corev1.NodeCondition) []corev1.NodeCondition {
 	conds := Conditions(old, []*daemonv1.Plugin{{Name: "petreld", Kind: "hypervisor", Health: "healthy"}}, nil)
-	conds[0].Message = "petreld answers; its plugins' health is reserved to the host's owner"
+	conds[0].Message = "petreld answers; it does not report its plugins' health to delegates"
 	conds[1].Status, conds[1].Reason, conds[1].Message = corev1.ConditionUnknown, "ReservedToOwner",
-		"plugin health is visible on petreld's own socket only; run the agent there (--socket) to report it"
+		"this petreld reports plugin health on its own socket only (it has no PluginHealth); run the agent there (--socket) or upgrade petreld"
 	return conds
 }
 

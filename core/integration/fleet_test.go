@@ -22,12 +22,16 @@ import (
 // The fleet test runs two Petrel hosts as Kubernetes nodes of a real
 // control plane: etcd (Debian's etcd-server) and kube-apiserver,
 // kube-controller-manager and kube-scheduler from bin/kube (make kube),
-// all on loopback and started by the test. Each host is a petreld in its
-// own network namespace (with its bridge br0, where its VMs' taps go), a
-// petrel-endpoint and a petrel-kubelet on loopback (the API server
-// reaches each agent at 127.0.0.1 and its own port); the agent reaches
-// petreld through the endpoint with a sub-CA the host's owner signed for
-// the cluster.
+// all on loopback and started by the test, with Debian's docker-registry
+// (also on loopback) that the test pushes the guests to with petrel image
+// push. Each host is wholly in a network namespace of its own: petreld
+// (with its bridge br0, where its VMs' taps go), petrel-endpoint and
+// petrel-kubelet. The agent reaches petreld through the endpoint, on the
+// namespace's loopback, with a sub-CA the host's owner signed for the
+// cluster. What crosses between the test's loopback and a host's are
+// port forwards the test runs (forward): the API server's and the
+// registry's ports into the host, the agent's kubelet API port out of it
+// (the API server reaches each agent at 127.0.0.1 and a port of its own).
 
 // kubeBinDir is where make kube puts the control plane.
 func kubeBinDir(t *testing.T) string {
@@ -121,6 +125,7 @@ func (p *proc) stop(sig syscall.Signal) {
 type kubeCluster struct {
 	t          *testing.T
 	dir        string
+	api        string // the API server's address, host:port
 	kubeconfig string
 	caPEM      string
 }
@@ -183,6 +188,7 @@ func startKube(t *testing.T) *kubeCluster {
 	k := &kubeCluster{t: t, dir: dir, kubeconfig: filepath.Join(dir, "admin.conf"), caPEM: filepath.Join(dir, "ca.pem")}
 	kubePKI(t, dir)
 	etcdClient, etcdPeer, api := freePort(t), freePort(t), freePort(t)
+	k.api = api
 	startProc(t, dir, "etcd", "etcd", "--data-dir", filepath.Join(dir, "etcd"), "--name", "fleet",
 		"--listen-client-urls", "http://"+etcdClient, "--advertise-client-urls", "http://"+etcdClient,
 		"--listen-peer-urls", "http://"+etcdPeer, "--initial-advertise-peer-urls", "http://"+etcdPeer,
@@ -334,7 +340,12 @@ func (k *kubeCluster) pods(selector string) []podView {
 
 // nodeReady is the node's Ready condition status.
 func (k *kubeCluster) nodeReady(name string) string {
-	out, err := k.kubectl("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+	return k.nodeCondition(name, "Ready")
+}
+
+// nodeCondition is the status of one of the node's conditions.
+func (k *kubeCluster) nodeCondition(name, typ string) string {
+	out, err := k.kubectl("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="`+typ+`")].status}`)
 	if err != nil {
 		return ""
 	}
@@ -350,18 +361,26 @@ type fleetHost struct {
 	subPEM, subKey string
 }
 
-// newFleetHost starts petreld in its own network namespace, the endpoint
-// and, with a sub-CA of policy (3 VMs, 96 MB, bridge br0), the node agent.
-func newFleetHost(t *testing.T, k *kubeCluster, node, guests string) *fleetHost {
+// newFleetHost starts petreld, the endpoint and, with a sub-CA of policy
+// (3 VMs, 96 MB, bridge br0), the node agent, all in a network namespace
+// of the host's own, which reaches the API server and the registry at
+// their addresses on the test's loopback through port forwards.
+func newFleetHost(t *testing.T, k *kubeCluster, node string, reg *testRegistry) *fleetHost {
 	t.Helper()
 	e := newBuiltinEnv(t)
 	e.inNetns()
+	forward(t, e.netns, k.api, "", k.api)
+	forward(t, e.netns, reg.Host, "", reg.Host)
+	// The API server reaches the agent's kubelet API (kubectl logs) at
+	// 127.0.0.1 and a port of the test's loopback, relayed to the same
+	// port in the host.
+	kubelet := forward(t, "", "127.0.0.1:0", e.netns, "")
 	r := startRemote(t, e, "")
 	pemFile, keyFile := r.subCA("cluster", r.file("ca.pem"), r.file("ca.key"), "--vms", "3", "--mem", "96", "--bridge", "br0")
 	h := &fleetHost{remoteEnv: r, node: node, subPEM: pemFile, subKey: keyFile}
-	h.args = []string{filepath.Join(binDir, "petrel-kubelet"), "--kubeconfig", k.kubeconfig, "--node-name", node,
-		"--node-ip", "127.0.0.1", "--listen", freePort(t), "--client-ca", k.caPEM,
-		"--destination", r.addr, "--ca", pemFile, "--ca-key", keyFile, "--server-ca", r.file("ca.pem"), "--image-dir", guests, "--debug"}
+	h.args = []string{"ip", "netns", "exec", e.netns, filepath.Join(binDir, "petrel-kubelet"), "--kubeconfig", k.kubeconfig, "--node-name", node,
+		"--node-ip", "127.0.0.1", "--listen", kubelet, "--client-ca", k.caPEM,
+		"--destination", r.addr, "--ca", pemFile, "--ca-key", keyFile, "--server-ca", r.file("ca.pem"), "--debug"}
 	h.startAgent()
 	return h
 }
@@ -382,18 +401,27 @@ func (h *fleetHost) podVMs() int {
 }
 
 // fleetDeployment is the README's Deployment (contrib/kube/hello.yaml)
-// with the backend the host runs guests on.
-func fleetDeployment(t *testing.T, backend string) string {
+// with the backend the host runs guests on and the image at ref.
+func fleetDeployment(t *testing.T, backend, ref string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../contrib/kube/hello.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.NewReplacer("backend: hvt", "backend: "+backend, "local/net:hvt", "local/net:"+backend).Replace(string(b))
+	if !strings.Contains(string(b), helloImage) {
+		t.Fatalf("contrib/kube/hello.yaml no longer names %s", helloImage)
+	}
+	return strings.NewReplacer("backend: hvt", "backend: "+backend, helloImage, ref).Replace(string(b))
 }
 
-// TestFleet: two Petrel hosts join a real Kubernetes cluster; a
-// Deployment spreads over both and runs real unikernels, whose console is
+// helloImage is the image contrib/kube/hello.yaml names: the README's
+// registry on loopback.
+const helloImage = "127.0.0.1:5000/petrel/net:hvt"
+
+// TestFleet: two Petrel hosts join a real Kubernetes cluster, their
+// plugin health read through the endpoint; the guest is pushed to a
+// registry with petrel image push, and a Deployment of it spreads over
+// both hosts, each pulling it, and runs real unikernels, whose console is
 // kubectl logs; scaling leaves exactly that many VMs; a stopped agent's
 // node goes NotReady and its pods are replaced on the other host, and
 // when it returns nothing is duplicated; petreld killed with SIGKILL
@@ -411,23 +439,27 @@ func TestFleet(t *testing.T) {
 	backend, why := realBackend()
 	t.Logf("unikernels run on %s: %s", backend, why)
 	guestPath := guestFor(t, "net", backend)
-	// The agents' image directory: the net guest as the README's tag and
-	// as v2, and the exit guest as the failing tag "broken".
-	guests := t.TempDir()
-	for file, src := range map[string]string{"net." + backend: guestPath, "net.v2": guestPath, "net.broken": guestFor(t, "exit", backend)} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(guests, file), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reg := startRegistry(t, registryOptions{})
 	k := startKube(t)
-	a := newFleetHost(t, k, "petrel-a", guests)
-	b := newFleetHost(t, k, "petrel-b", guests)
+	a := newFleetHost(t, k, "petrel-a", reg)
+	b := newFleetHost(t, k, "petrel-b", reg)
+	// The guests in the registry, with petrel image push: the net guest
+	// as the README's tag and as v2, and the exit guest as the failing
+	// tag "broken".
+	ref := func(tag string) string { return reg.Host + "/petrel/net:" + tag }
+	for tag, src := range map[string]string{backend: guestPath, "v2": guestPath, "broken": guestFor(t, "exit", backend)} {
+		a.push(src, ref(tag))
+	}
 	for _, n := range []string{a.node, b.node} {
 		waitFor(t, n+" Ready", 60*time.Second, func() bool { return k.nodeReady(n) == "True" })
+	}
+	// Plugin health comes through the endpoint as the summary delegates
+	// may read.
+	for _, n := range []string{a.node, b.node} {
+		if c := k.nodeCondition(n, "PetrelPluginsHealthy"); c != "True" {
+			msg, _ := k.kubectl("get", "node", n, "-o", `jsonpath={.status.conditions[?(@.type=="PetrelPluginsHealthy")].message}`)
+			t.Fatalf("%s: PetrelPluginsHealthy %q: %s", n, c, msg)
+		}
 	}
 	// Capacity is the delegated share.
 	capOut := k.mustKubectl("get", "node", a.node, "-o", "jsonpath={.status.capacity.memory} {.status.capacity.pods} {.spec.taints[0].key}")
@@ -453,7 +485,7 @@ func TestFleet(t *testing.T) {
 	})
 
 	start = time.Now()
-	k.apply(fleetDeployment(t, backend))
+	k.apply(fleetDeployment(t, backend, ref(backend)))
 	var pods []podView
 	waitFor(t, "3 running pods", 120*time.Second, func() bool {
 		pods = k.pods("app=hello")
@@ -487,6 +519,19 @@ func TestFleet(t *testing.T) {
 	t.Logf("kubectl apply to the console of the first pod checked: %v (3 replicas)", firstLine.Round(time.Millisecond))
 	if got := a.podVMs() + b.podVMs(); got != 4 { // 3 pods and the handmade VM
 		t.Fatalf("%d agent-form VMs, want 3 pods + 1 handmade", got)
+	}
+	// Each host's petreld pulled the image from the registry.
+	if n := reg.blobGets.Load(); n < 2 {
+		t.Fatalf("the registry sent %d blobs for 2 hosts", n)
+	}
+	for _, h := range []*fleetHost{a, b} {
+		for _, vm := range h.infoAll() {
+			if strings.Contains(vm.Name, ":k8s-default.hello-") {
+				if img := h.vmImage(vm.Name); img.ImageRef != ref(backend) {
+					t.Fatalf("%s runs %q, not the pushed %q", vm.Name, img.ImageRef, ref(backend))
+				}
+			}
+		}
 	}
 
 	scale := func(n int) {
@@ -554,21 +599,21 @@ func TestFleet(t *testing.T) {
 	}
 
 	// A rolling update to a new tag, then to a failing one and back.
-	k.mustKubectl("set", "image", "deployment/hello", "net=local/net:v2")
+	k.mustKubectl("set", "image", "deployment/hello", "net="+ref("v2"))
 	k.mustKubectl("rollout", "status", "deployment/hello", "--timeout=120s")
 	waitFor(t, "2 pod VMs of the new tag", 90*time.Second, func() bool {
 		pods := k.pods("app=hello")
 		for _, p := range pods {
-			if p.Image != "local/net:v2" || p.Phase != "Running" {
+			if p.Image != ref("v2") || p.Phase != "Running" {
 				return false
 			}
 		}
 		return len(pods) == 2 && a.podVMs()+b.podVMs() == 3
 	})
-	k.mustKubectl("set", "image", "deployment/hello", "net=local/net:broken")
+	k.mustKubectl("set", "image", "deployment/hello", "net="+ref("broken"))
 	waitFor(t, "the failing tag to fail", 90*time.Second, func() bool {
 		for _, p := range k.pods("app=hello") {
-			if p.Image == "local/net:broken" && (p.Phase == "Failed" || p.Restarts > 0) {
+			if p.Image == ref("broken") && (p.Phase == "Failed" || p.Restarts > 0) {
 				return true
 			}
 		}
@@ -584,7 +629,7 @@ func TestFleet(t *testing.T) {
 			if p.Phase == "Failed" || p.Phase == "Succeeded" {
 				continue
 			}
-			if p.Image != "local/net:v2" || p.Phase != "Running" {
+			if p.Image != ref("v2") || p.Phase != "Running" {
 				return false
 			}
 			active++
@@ -599,7 +644,7 @@ metadata: {name: big, labels: {app: big}}
 spec:
   automountServiceAccountToken: false
   tolerations: [{key: petrel-vmm.io/unikernel, operator: Exists, effect: NoSchedule}]
-  containers: [{name: big, image: "local/net:` + backend + `", args: ["10.77.0.11"], resources: {limits: {memory: 512Mi}}}]
+  containers: [{name: big, image: "` + ref(backend) + `", args: ["10.77.0.11"], resources: {limits: {memory: 512Mi}}}]
 `)
 	waitFor(t, "the big pod Pending with the reason", 60*time.Second, func() bool {
 		p := k.pods("app=big")
@@ -614,7 +659,7 @@ spec:
   automountServiceAccountToken: false
   nodeName: ` + b.node + `
   tolerations: [{key: petrel-vmm.io/unikernel, operator: Exists, effect: NoSchedule}]
-  containers: [{name: sh, image: "local/net:` + backend + `", command: ["/bin/sh"], resources: {limits: {memory: 16Mi}}}]
+  containers: [{name: sh, image: "` + ref(backend) + `", command: ["/bin/sh"], resources: {limits: {memory: 16Mi}}}]
 `)
 	waitFor(t, "the shell pod refused", 60*time.Second, func() bool {
 		p := k.pods("app=shell")

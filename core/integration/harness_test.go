@@ -404,7 +404,11 @@ type result struct {
 }
 
 func (e *env) petrel(args ...string) result {
-	cmd := exec.Command(filepath.Join(binDir, "petrel"), append([]string{"--socket", e.socket}, args...)...)
+	return runCLI(exec.Command(filepath.Join(binDir, "petrel"), append([]string{"--socket", e.socket}, args...)...))
+}
+
+// runCLI runs a command of the CLI and collects its outcome.
+func runCLI(cmd *exec.Cmd) result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

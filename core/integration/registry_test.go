@@ -624,3 +624,44 @@ func TestRegistryRemote(t *testing.T) {
 		t.Fatalf("a refused create left a VM: exit %d", res.code)
 	}
 }
+
+// TestRegistryAllowList: with allowed_registries set, petreld refuses a
+// reference to any other registry, saying which ones it pulls from, before
+// asking the registry anything (petrel create and info --check-updates
+// alike), and pulls from a listed one.
+func TestRegistryAllowList(t *testing.T) {
+	hello := guest(t, "hello")
+	reg := startRegistry(t, registryOptions{})
+	e := newBuiltinEnv(t)
+	appendConfig(t, e, "allowed_registries = [\"registry.example.org\"]\n")
+	e.start()
+	ref := reg.Host + "/team/hello:1"
+	p := e.push(hello, ref)
+
+	r := e.petrel("create", "web", ref)
+	if r.code != 8 || !strings.Contains(r.err, "does not pull from the registry "+reg.Host) || !strings.Contains(r.err, "registry.example.org") {
+		t.Fatalf("create from a registry not allowed: exit %d: %s%s", r.code, r.out, r.err)
+	}
+	if n := reg.blobGets.Load(); n != 0 {
+		t.Fatalf("a refused registry sent %d blobs", n)
+	}
+	if res := e.petrel("info", "web"); res.code != 4 {
+		t.Fatalf("a refused create left a VM: exit %d", res.code)
+	}
+
+	// Listed: pulled. Then unlisted again: the VM keeps running, and the
+	// update check says why it does not ask the registry.
+	e.stop()
+	appendConfig(t, e, fmt.Sprintf("allowed_registries = [\"registry.example.org\", %q]\n", strings.ToUpper(reg.Host)))
+	e.start()
+	e.mustPetrel("create", "web", ref)
+	if vm := e.vmImage("web"); vm.ImageSHA != p.SHA || vm.ImageRef != ref {
+		t.Fatalf("pulled from an allowed registry: %+v, pushed %+v", vm, p)
+	}
+	e.stop()
+	appendConfig(t, e, "allowed_registries = [\"registry.example.org\"]\n")
+	e.start()
+	if vm := e.vmImage("web", "--check-updates"); !strings.Contains(vm.ImageCheck, "does not pull from the registry") {
+		t.Fatalf("update check of a VM whose registry is no longer allowed: %+v", vm)
+	}
+}

@@ -84,9 +84,17 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
+// endpointInNetns is where the endpoint listens when petreld runs in a
+// network namespace of its own (inNetns): the endpoint runs there too, at
+// its default port on the namespace's loopback, as on a host of its own.
+const endpointInNetns = "127.0.0.1:1025"
+
 func (r *remoteEnv) startEndpoint() {
 	t := r.t
 	r.addr = freePort(t)
+	if r.netns != "" {
+		r.addr = endpointInNetns
+	}
 	logf, err := os.Create(r.log)
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +102,9 @@ func (r *remoteEnv) startEndpoint() {
 	cmd := exec.Command(filepath.Join(binDir, "petrel-endpoint"), "--listen", r.addr, "--socket", r.remoteSocket(),
 		"--ca", r.file("ca.pem"), "--cert", r.file("server.pem"), "--key", r.file("server.key"),
 		"--revocations", r.file("revoked.json"), "--allow-root", "--log-level", "debug")
+	if r.netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", r.netns}, cmd.Args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -115,7 +126,7 @@ func (r *remoteEnv) startEndpoint() {
 		}
 	})
 	waitFor(t, "petrel-endpoint to listen", 10*time.Second, func() bool {
-		c, err := net.Dial("tcp", r.addr)
+		c, err := dialIn(r.netns, r.addr)
 		if err == nil {
 			c.Close()
 		}
@@ -137,9 +148,13 @@ func (r *remoteEnv) subCA(cn, signerPEM, signerKey string, policyFlags ...string
 }
 
 // remote runs the CLI against the endpoint with a one-step leaf signed
-// by the given CA.
+// by the given CA, from petreld's network namespace when it has one.
 func (r *remoteEnv) remote(pem, key string, args ...string) result {
-	return r.petrel(append([]string{"--destination", r.addr, "--ca", pem, "--ca-key", key, "--server-ca", r.file("ca.pem")}, args...)...)
+	args = append([]string{"--destination", r.addr, "--ca", pem, "--ca-key", key, "--server-ca", r.file("ca.pem")}, args...)
+	if r.netns == "" {
+		return r.petrel(args...)
+	}
+	return runCLI(exec.Command("ip", append([]string{"netns", "exec", r.netns, filepath.Join(binDir, "petrel"), "--socket", r.socket}, args...)...))
 }
 
 func (r *remoteEnv) mustRemote(pem, key string, args ...string) string {

@@ -240,6 +240,26 @@ func TestRemoteSocket(t *testing.T) {
 	wantCode(t, "alice destroying bob:vm on the remote socket", err, codes.PermissionDenied, `"bob:vm" is not below the certificate's domain "alice"`)
 	_, err = api.Plugins(ctx, &daemonv1.PluginsRequest{})
 	wantCode(t, "alice listing plugins on the remote socket", err, codes.PermissionDenied, "reserved to its owner")
+	// The health summary is alice's to read: every enabled plugin's name,
+	// kind and health, as the owner's own listing says.
+	health, err := pluginHealthSummary(ctx, api)
+	if err != nil {
+		t.Fatalf("alice's plugin health summary on the remote socket: %v", err)
+	}
+	ownerAPI, ownerCtx := onSocket(t, e.socket, nil)
+	full, err := ownerAPI.Plugins(ownerCtx, &daemonv1.PluginsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, p := range full.GetPlugins() {
+		if p.GetHealth() != "not enabled" {
+			want = append(want, p.GetName()+"/"+p.GetKind()+"/"+p.GetHealth())
+		}
+	}
+	if len(want) == 0 || strings.Join(health, " ") != strings.Join(want, " ") {
+		t.Errorf("alice's plugin health summary %q, want the owner's %q", health, want)
+	}
 	info, err := api.Info(ctx, &daemonv1.InfoRequest{})
 	if status.Code(err) != codes.NotFound && (err != nil || len(info.GetVms()) != 0) {
 		t.Errorf("alice's info on the remote socket: %v %v, want nothing of bob's", info, err)
@@ -609,4 +629,17 @@ func TestImageStoreHostLimit(t *testing.T) {
 	e.mustPetrel("create", "again", e.bigImage("one.hvt", 1, "one"), "--arg", "run=forever")
 	e.mustPetrel("destroy", "one")
 	e.mustPetrel("destroy", "again")
+}
+
+// pluginHealthSummary reads the plugin health summary as name/kind/health.
+func pluginHealthSummary(ctx context.Context, api daemonv1.DaemonClient) ([]string, error) {
+	resp, err := api.PluginHealth(ctx, &daemonv1.PluginHealthRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range resp.GetPlugins() {
+		out = append(out, p.GetName()+"/"+p.GetKind()+"/"+p.GetHealth())
+	}
+	return out, nil
 }

@@ -27,6 +27,160 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PluginHealthRequest is empty.
+type PluginHealthRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PluginHealthRequest) Reset() {
+	*x = PluginHealthRequest{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginHealthRequest) ProtoMessage() {}
+
+func (x *PluginHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginHealthRequest.ProtoReflect.Descriptor instead.
+func (*PluginHealthRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+// PluginHealthResponse lists the enabled plugins' health.
+type PluginHealthResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plugins       []*PluginHealthEntry   `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PluginHealthResponse) Reset() {
+	*x = PluginHealthResponse{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginHealthResponse) ProtoMessage() {}
+
+func (x *PluginHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginHealthResponse.ProtoReflect.Descriptor instead.
+func (*PluginHealthResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PluginHealthResponse) GetPlugins() []*PluginHealthEntry {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+// PluginHealthEntry is what any caller may know of a plugin.
+type PluginHealthEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "hypervisor", "network" or "metrics", as in Plugin.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// As in Plugin: "healthy", "degraded", "unhealthy", "down".
+	Health string `protobuf:"bytes,3,opt,name=health,proto3" json:"health,omitempty"`
+	// For a backend: the targets it runs, as in Plugin.
+	Targets       []string `protobuf:"bytes,4,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PluginHealthEntry) Reset() {
+	*x = PluginHealthEntry{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginHealthEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginHealthEntry) ProtoMessage() {}
+
+func (x *PluginHealthEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginHealthEntry.ProtoReflect.Descriptor instead.
+func (*PluginHealthEntry) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PluginHealthEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PluginHealthEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PluginHealthEntry) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *PluginHealthEntry) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
 // HostRequest is empty.
 type HostRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -36,7 +190,7 @@ type HostRequest struct {
 
 func (x *HostRequest) Reset() {
 	*x = HostRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +202,7 @@ func (x *HostRequest) String() string {
 func (*HostRequest) ProtoMessage() {}
 
 func (x *HostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[0]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +215,7 @@ func (x *HostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostRequest.ProtoReflect.Descriptor instead.
 func (*HostRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
 }
 
 // HostResponse is petreld's configuration as it runs.
@@ -96,7 +250,7 @@ type HostResponse struct {
 
 func (x *HostResponse) Reset() {
 	*x = HostResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -108,7 +262,7 @@ func (x *HostResponse) String() string {
 func (*HostResponse) ProtoMessage() {}
 
 func (x *HostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[1]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -121,7 +275,7 @@ func (x *HostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostResponse.ProtoReflect.Descriptor instead.
 func (*HostResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HostResponse) GetDataDir() string {
@@ -219,7 +373,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +385,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +398,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StatsRequest) GetPath() string {
@@ -284,7 +438,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +450,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +463,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Policy) GetVms() int32 {
@@ -379,7 +533,7 @@ type PolicyEntry struct {
 
 func (x *PolicyEntry) Reset() {
 	*x = PolicyEntry{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +545,7 @@ func (x *PolicyEntry) String() string {
 func (*PolicyEntry) ProtoMessage() {}
 
 func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +558,7 @@ func (x *PolicyEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyEntry.ProtoReflect.Descriptor instead.
 func (*PolicyEntry) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyEntry) GetPath() string {
@@ -473,7 +627,7 @@ type PolicyListRequest struct {
 
 func (x *PolicyListRequest) Reset() {
 	*x = PolicyListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +639,7 @@ func (x *PolicyListRequest) String() string {
 func (*PolicyListRequest) ProtoMessage() {}
 
 func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +652,7 @@ func (x *PolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyListRequest.ProtoReflect.Descriptor instead.
 func (*PolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyListRequest) GetPath() string {
@@ -518,7 +672,7 @@ type PolicyListResponse struct {
 
 func (x *PolicyListResponse) Reset() {
 	*x = PolicyListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +684,7 @@ func (x *PolicyListResponse) String() string {
 func (*PolicyListResponse) ProtoMessage() {}
 
 func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +697,7 @@ func (x *PolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyListResponse.ProtoReflect.Descriptor instead.
 func (*PolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PolicyListResponse) GetPolicies() []*PolicyEntry {
@@ -564,7 +718,7 @@ type PolicyAddRequest struct {
 
 func (x *PolicyAddRequest) Reset() {
 	*x = PolicyAddRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +730,7 @@ func (x *PolicyAddRequest) String() string {
 func (*PolicyAddRequest) ProtoMessage() {}
 
 func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +743,7 @@ func (x *PolicyAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyAddRequest.ProtoReflect.Descriptor instead.
 func (*PolicyAddRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PolicyAddRequest) GetPath() string {
@@ -616,7 +770,7 @@ type PolicyRemoveRequest struct {
 
 func (x *PolicyRemoveRequest) Reset() {
 	*x = PolicyRemoveRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +782,7 @@ func (x *PolicyRemoveRequest) String() string {
 func (*PolicyRemoveRequest) ProtoMessage() {}
 
 func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +795,7 @@ func (x *PolicyRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRemoveRequest.ProtoReflect.Descriptor instead.
 func (*PolicyRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyRemoveRequest) GetPath() string {
@@ -660,7 +814,7 @@ type PolicyRemoveResponse struct {
 
 func (x *PolicyRemoveResponse) Reset() {
 	*x = PolicyRemoveResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +826,7 @@ func (x *PolicyRemoveResponse) String() string {
 func (*PolicyRemoveResponse) ProtoMessage() {}
 
 func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +839,7 @@ func (x *PolicyRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRemoveResponse.ProtoReflect.Descriptor instead.
 func (*PolicyRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 // NetAttachment connects a manifest net device to a host bridge.
@@ -705,7 +859,7 @@ type NetAttachment struct {
 
 func (x *NetAttachment) Reset() {
 	*x = NetAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +871,7 @@ func (x *NetAttachment) String() string {
 func (*NetAttachment) ProtoMessage() {}
 
 func (x *NetAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +884,7 @@ func (x *NetAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetAttachment.ProtoReflect.Descriptor instead.
 func (*NetAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NetAttachment) GetName() string {
@@ -770,7 +924,7 @@ type BridgesRequest struct {
 
 func (x *BridgesRequest) Reset() {
 	*x = BridgesRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +936,7 @@ func (x *BridgesRequest) String() string {
 func (*BridgesRequest) ProtoMessage() {}
 
 func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +949,7 @@ func (x *BridgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesRequest.ProtoReflect.Descriptor instead.
 func (*BridgesRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
 }
 
 // HostBridge is one host bridge.
@@ -812,7 +966,7 @@ type HostBridge struct {
 
 func (x *HostBridge) Reset() {
 	*x = HostBridge{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +978,7 @@ func (x *HostBridge) String() string {
 func (*HostBridge) ProtoMessage() {}
 
 func (x *HostBridge) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[12]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +991,7 @@ func (x *HostBridge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostBridge.ProtoReflect.Descriptor instead.
 func (*HostBridge) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HostBridge) GetName() string {
@@ -885,7 +1039,7 @@ type BridgesResponse struct {
 
 func (x *BridgesResponse) Reset() {
 	*x = BridgesResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1051,7 @@ func (x *BridgesResponse) String() string {
 func (*BridgesResponse) ProtoMessage() {}
 
 func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[13]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1064,7 @@ func (x *BridgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgesResponse.ProtoReflect.Descriptor instead.
 func (*BridgesResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BridgesResponse) GetBridges() []*HostBridge {
@@ -935,7 +1089,7 @@ type BlockInfo struct {
 
 func (x *BlockInfo) Reset() {
 	*x = BlockInfo{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1101,7 @@ func (x *BlockInfo) String() string {
 func (*BlockInfo) ProtoMessage() {}
 
 func (x *BlockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[14]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1114,7 @@ func (x *BlockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockInfo.ProtoReflect.Descriptor instead.
 func (*BlockInfo) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlockInfo) GetName() string {
@@ -1001,7 +1155,7 @@ type BlockListRequest struct {
 
 func (x *BlockListRequest) Reset() {
 	*x = BlockListRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1167,7 @@ func (x *BlockListRequest) String() string {
 func (*BlockListRequest) ProtoMessage() {}
 
 func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[15]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1180,7 @@ func (x *BlockListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListRequest.ProtoReflect.Descriptor instead.
 func (*BlockListRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{15}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BlockListRequest) GetPath() string {
@@ -1048,7 +1202,7 @@ type BlockListResponse struct {
 
 func (x *BlockListResponse) Reset() {
 	*x = BlockListResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1214,7 @@ func (x *BlockListResponse) String() string {
 func (*BlockListResponse) ProtoMessage() {}
 
 func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[16]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1227,7 @@ func (x *BlockListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockListResponse.ProtoReflect.Descriptor instead.
 func (*BlockListResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{16}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlockListResponse) GetDevices() []*BlockInfo {
@@ -1101,7 +1255,7 @@ type BlockCreateRequest struct {
 
 func (x *BlockCreateRequest) Reset() {
 	*x = BlockCreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1267,7 @@ func (x *BlockCreateRequest) String() string {
 func (*BlockCreateRequest) ProtoMessage() {}
 
 func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[17]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1280,7 @@ func (x *BlockCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockCreateRequest.ProtoReflect.Descriptor instead.
 func (*BlockCreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{17}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BlockCreateRequest) GetName() string {
@@ -1162,7 +1316,7 @@ type BlockChunk struct {
 
 func (x *BlockChunk) Reset() {
 	*x = BlockChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1328,7 @@ func (x *BlockChunk) String() string {
 func (*BlockChunk) ProtoMessage() {}
 
 func (x *BlockChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[18]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1341,7 @@ func (x *BlockChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockChunk.ProtoReflect.Descriptor instead.
 func (*BlockChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{18}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BlockChunk) GetName() string {
@@ -1237,7 +1391,7 @@ type BlockDownloadRequest struct {
 
 func (x *BlockDownloadRequest) Reset() {
 	*x = BlockDownloadRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1403,7 @@ func (x *BlockDownloadRequest) String() string {
 func (*BlockDownloadRequest) ProtoMessage() {}
 
 func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[19]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1416,7 @@ func (x *BlockDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDownloadRequest.ProtoReflect.Descriptor instead.
 func (*BlockDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{19}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlockDownloadRequest) GetName() string {
@@ -1289,7 +1443,7 @@ type BlockDestroyRequest struct {
 
 func (x *BlockDestroyRequest) Reset() {
 	*x = BlockDestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1455,7 @@ func (x *BlockDestroyRequest) String() string {
 func (*BlockDestroyRequest) ProtoMessage() {}
 
 func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[20]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1468,7 @@ func (x *BlockDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyRequest.ProtoReflect.Descriptor instead.
 func (*BlockDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{20}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BlockDestroyRequest) GetName() string {
@@ -1333,7 +1487,7 @@ type BlockDestroyResponse struct {
 
 func (x *BlockDestroyResponse) Reset() {
 	*x = BlockDestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1499,7 @@ func (x *BlockDestroyResponse) String() string {
 func (*BlockDestroyResponse) ProtoMessage() {}
 
 func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[21]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1512,7 @@ func (x *BlockDestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDestroyResponse.ProtoReflect.Descriptor instead.
 func (*BlockDestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{21}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
 }
 
 // BlockAttachment connects a manifest block device to a Petrel block
@@ -1378,7 +1532,7 @@ type BlockAttachment struct {
 
 func (x *BlockAttachment) Reset() {
 	*x = BlockAttachment{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1544,7 @@ func (x *BlockAttachment) String() string {
 func (*BlockAttachment) ProtoMessage() {}
 
 func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[22]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1557,7 @@ func (x *BlockAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockAttachment.ProtoReflect.Descriptor instead.
 func (*BlockAttachment) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{22}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BlockAttachment) GetName() string {
@@ -1436,7 +1590,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1602,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[23]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1615,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{23}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
 }
 
 // VersionResponse reports the daemon's version and API versions.
@@ -1475,7 +1629,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1641,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[24]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1654,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{24}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -1534,7 +1688,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1700,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[25]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1713,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{25}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -1595,7 +1749,7 @@ type UnknownImage struct {
 
 func (x *UnknownImage) Reset() {
 	*x = UnknownImage{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1761,7 @@ func (x *UnknownImage) String() string {
 func (*UnknownImage) ProtoMessage() {}
 
 func (x *UnknownImage) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[26]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1774,7 @@ func (x *UnknownImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnknownImage.ProtoReflect.Descriptor instead.
 func (*UnknownImage) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{26}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UnknownImage) GetSha256() []string {
@@ -1641,7 +1795,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1807,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[27]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1820,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{27}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ImageRef) GetSha256() string {
@@ -1696,7 +1850,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1862,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[28]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1875,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{28}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RestartPolicy) GetOnFailure() bool {
@@ -1777,7 +1931,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1943,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[29]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1956,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{29}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateRequest) GetName() string {
@@ -1921,7 +2075,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2087,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[30]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2100,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{30}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PullImageRequest) GetRef() string {
@@ -1971,7 +2125,7 @@ type PullProgress struct {
 
 func (x *PullProgress) Reset() {
 	*x = PullProgress{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2137,7 @@ func (x *PullProgress) String() string {
 func (*PullProgress) ProtoMessage() {}
 
 func (x *PullProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[31]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2150,7 @@ func (x *PullProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullProgress.ProtoReflect.Descriptor instead.
 func (*PullProgress) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{31}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullProgress) GetDone() int64 {
@@ -2041,7 +2195,7 @@ type PulledImage struct {
 
 func (x *PulledImage) Reset() {
 	*x = PulledImage{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2207,7 @@ func (x *PulledImage) String() string {
 func (*PulledImage) ProtoMessage() {}
 
 func (x *PulledImage) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[32]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2220,7 @@ func (x *PulledImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulledImage.ProtoReflect.Descriptor instead.
 func (*PulledImage) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{32}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PulledImage) GetSha256() string {
@@ -2141,7 +2295,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2307,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[33]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2320,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{33}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UpdateRequest) GetName() string {
@@ -2221,7 +2375,7 @@ type UpdateResponse struct {
 
 func (x *UpdateResponse) Reset() {
 	*x = UpdateResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2387,7 @@ func (x *UpdateResponse) String() string {
 func (*UpdateResponse) ProtoMessage() {}
 
 func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[34]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2400,7 @@ func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{34}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateResponse) GetVm() *VM {
@@ -2287,7 +2441,7 @@ type CheckImageRequest struct {
 
 func (x *CheckImageRequest) Reset() {
 	*x = CheckImageRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2453,7 @@ func (x *CheckImageRequest) String() string {
 func (*CheckImageRequest) ProtoMessage() {}
 
 func (x *CheckImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[35]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2466,7 @@ func (x *CheckImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckImageRequest.ProtoReflect.Descriptor instead.
 func (*CheckImageRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{35}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CheckImageRequest) GetName() string {
@@ -2333,7 +2487,7 @@ type CheckImageResponse struct {
 
 func (x *CheckImageResponse) Reset() {
 	*x = CheckImageResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2499,7 @@ func (x *CheckImageResponse) String() string {
 func (*CheckImageResponse) ProtoMessage() {}
 
 func (x *CheckImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[36]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2512,7 @@ func (x *CheckImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckImageResponse.ProtoReflect.Descriptor instead.
 func (*CheckImageResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{36}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CheckImageResponse) GetImages() []*ImageStatus {
@@ -2385,7 +2539,7 @@ type ImageStatus struct {
 
 func (x *ImageStatus) Reset() {
 	*x = ImageStatus{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2551,7 @@ func (x *ImageStatus) String() string {
 func (*ImageStatus) ProtoMessage() {}
 
 func (x *ImageStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[37]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2564,7 @@ func (x *ImageStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageStatus.ProtoReflect.Descriptor instead.
 func (*ImageStatus) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{37}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ImageStatus) GetName() string {
@@ -2458,7 +2612,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2624,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[38]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2637,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{38}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DestroyRequest) GetName() string {
@@ -2502,7 +2656,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2668,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[39]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2681,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{39}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{42}
 }
 
 // RestartRequest stops and starts a VM, optionally with new arguments.
@@ -2543,7 +2697,7 @@ type RestartRequest struct {
 
 func (x *RestartRequest) Reset() {
 	*x = RestartRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2709,7 @@ func (x *RestartRequest) String() string {
 func (*RestartRequest) ProtoMessage() {}
 
 func (x *RestartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[40]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +2722,7 @@ func (x *RestartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
 func (*RestartRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{40}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RestartRequest) GetName() string {
@@ -2602,7 +2756,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2768,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[41]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2781,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{41}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InfoRequest) GetName() string {
@@ -2647,7 +2801,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[42]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2813,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[42]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2826,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{42}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *InfoResponse) GetVms() []*VM {
@@ -2728,7 +2882,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[43]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2894,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[43]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2907,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{43}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VM) GetName() string {
@@ -2963,7 +3117,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[44]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3129,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[44]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3142,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{44}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -3045,7 +3199,7 @@ type ConsoleLine struct {
 
 func (x *ConsoleLine) Reset() {
 	*x = ConsoleLine{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[45]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3211,7 @@ func (x *ConsoleLine) String() string {
 func (*ConsoleLine) ProtoMessage() {}
 
 func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[45]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3224,7 @@ func (x *ConsoleLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleLine.ProtoReflect.Descriptor instead.
 func (*ConsoleLine) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{45}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ConsoleLine) GetTimeNs() int64 {
@@ -3118,7 +3272,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[46]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3284,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[46]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3297,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{46}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -3172,7 +3326,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[47]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3338,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[47]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3351,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{47}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -3251,7 +3405,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[48]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3417,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[48]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3430,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{48}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{51}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -3289,7 +3443,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3301,7 +3455,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3314,7 +3468,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{49}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -3347,7 +3501,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3359,7 +3513,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3372,7 +3526,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{50}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Plugin) GetName() string {
@@ -3449,7 +3603,15 @@ var File_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x16plugin/v1/common.proto\x1a\x17plugin/v1/metrics.proto\"\r\n" +
+	"\x16daemon/v1/daemon.proto\x12\x10petrel.daemon.v1\x1a\x16plugin/v1/common.proto\x1a\x17plugin/v1/metrics.proto\"\x15\n" +
+	"\x13PluginHealthRequest\"U\n" +
+	"\x14PluginHealthResponse\x12=\n" +
+	"\aplugins\x18\x01 \x03(\v2#.petrel.daemon.v1.PluginHealthEntryR\aplugins\"m\n" +
+	"\x11PluginHealthEntry\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06health\x18\x03 \x01(\tR\x06health\x12\x18\n" +
+	"\atargets\x18\x04 \x03(\tR\atargets\"\r\n" +
 	"\vHostRequest\"\xde\x02\n" +
 	"\fHostResponse\x12\x19\n" +
 	"\bdata_dir\x18\x01 \x01(\tR\adataDir\x12\x17\n" +
@@ -3703,7 +3865,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	" \x03(\tR\atargets\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xaa\x0e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x89\x0f\n" +
 	"\x06Daemon\x12N\n" +
 	"\aVersion\x12 .petrel.daemon.v1.VersionRequest\x1a!.petrel.daemon.v1.VersionResponse\x12I\n" +
 	"\vUploadImage\x12\x1c.petrel.daemon.v1.ImageChunk\x1a\x1a.petrel.daemon.v1.ImageRef(\x01\x12?\n" +
@@ -3729,7 +3891,8 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\tPolicyAdd\x12\".petrel.daemon.v1.PolicyAddRequest\x1a\x1d.petrel.daemon.v1.PolicyEntry\x12]\n" +
 	"\fPolicyRemove\x12%.petrel.daemon.v1.PolicyRemoveRequest\x1a&.petrel.daemon.v1.PolicyRemoveResponse\x12B\n" +
 	"\x05Stats\x12\x1e.petrel.daemon.v1.StatsRequest\x1a\x17.petrel.plugin.v1.Batch0\x01\x12E\n" +
-	"\x04Host\x12\x1d.petrel.daemon.v1.HostRequest\x1a\x1e.petrel.daemon.v1.HostResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
+	"\x04Host\x12\x1d.petrel.daemon.v1.HostRequest\x1a\x1e.petrel.daemon.v1.HostResponse\x12]\n" +
+	"\fPluginHealth\x12%.petrel.daemon.v1.PluginHealthRequest\x1a&.petrel.daemon.v1.PluginHealthResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -3743,136 +3906,142 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_daemon_v1_daemon_proto_goTypes = []any{
-	(*HostRequest)(nil),          // 0: petrel.daemon.v1.HostRequest
-	(*HostResponse)(nil),         // 1: petrel.daemon.v1.HostResponse
-	(*StatsRequest)(nil),         // 2: petrel.daemon.v1.StatsRequest
-	(*Policy)(nil),               // 3: petrel.daemon.v1.Policy
-	(*PolicyEntry)(nil),          // 4: petrel.daemon.v1.PolicyEntry
-	(*PolicyListRequest)(nil),    // 5: petrel.daemon.v1.PolicyListRequest
-	(*PolicyListResponse)(nil),   // 6: petrel.daemon.v1.PolicyListResponse
-	(*PolicyAddRequest)(nil),     // 7: petrel.daemon.v1.PolicyAddRequest
-	(*PolicyRemoveRequest)(nil),  // 8: petrel.daemon.v1.PolicyRemoveRequest
-	(*PolicyRemoveResponse)(nil), // 9: petrel.daemon.v1.PolicyRemoveResponse
-	(*NetAttachment)(nil),        // 10: petrel.daemon.v1.NetAttachment
-	(*BridgesRequest)(nil),       // 11: petrel.daemon.v1.BridgesRequest
-	(*HostBridge)(nil),           // 12: petrel.daemon.v1.HostBridge
-	(*BridgesResponse)(nil),      // 13: petrel.daemon.v1.BridgesResponse
-	(*BlockInfo)(nil),            // 14: petrel.daemon.v1.BlockInfo
-	(*BlockListRequest)(nil),     // 15: petrel.daemon.v1.BlockListRequest
-	(*BlockListResponse)(nil),    // 16: petrel.daemon.v1.BlockListResponse
-	(*BlockCreateRequest)(nil),   // 17: petrel.daemon.v1.BlockCreateRequest
-	(*BlockChunk)(nil),           // 18: petrel.daemon.v1.BlockChunk
-	(*BlockDownloadRequest)(nil), // 19: petrel.daemon.v1.BlockDownloadRequest
-	(*BlockDestroyRequest)(nil),  // 20: petrel.daemon.v1.BlockDestroyRequest
-	(*BlockDestroyResponse)(nil), // 21: petrel.daemon.v1.BlockDestroyResponse
-	(*BlockAttachment)(nil),      // 22: petrel.daemon.v1.BlockAttachment
-	(*VersionRequest)(nil),       // 23: petrel.daemon.v1.VersionRequest
-	(*VersionResponse)(nil),      // 24: petrel.daemon.v1.VersionResponse
-	(*ImageChunk)(nil),           // 25: petrel.daemon.v1.ImageChunk
-	(*UnknownImage)(nil),         // 26: petrel.daemon.v1.UnknownImage
-	(*ImageRef)(nil),             // 27: petrel.daemon.v1.ImageRef
-	(*RestartPolicy)(nil),        // 28: petrel.daemon.v1.RestartPolicy
-	(*CreateRequest)(nil),        // 29: petrel.daemon.v1.CreateRequest
-	(*PullImageRequest)(nil),     // 30: petrel.daemon.v1.PullImageRequest
-	(*PullProgress)(nil),         // 31: petrel.daemon.v1.PullProgress
-	(*PulledImage)(nil),          // 32: petrel.daemon.v1.PulledImage
-	(*UpdateRequest)(nil),        // 33: petrel.daemon.v1.UpdateRequest
-	(*UpdateResponse)(nil),       // 34: petrel.daemon.v1.UpdateResponse
-	(*CheckImageRequest)(nil),    // 35: petrel.daemon.v1.CheckImageRequest
-	(*CheckImageResponse)(nil),   // 36: petrel.daemon.v1.CheckImageResponse
-	(*ImageStatus)(nil),          // 37: petrel.daemon.v1.ImageStatus
-	(*DestroyRequest)(nil),       // 38: petrel.daemon.v1.DestroyRequest
-	(*DestroyResponse)(nil),      // 39: petrel.daemon.v1.DestroyResponse
-	(*RestartRequest)(nil),       // 40: petrel.daemon.v1.RestartRequest
-	(*InfoRequest)(nil),          // 41: petrel.daemon.v1.InfoRequest
-	(*InfoResponse)(nil),         // 42: petrel.daemon.v1.InfoResponse
-	(*VM)(nil),                   // 43: petrel.daemon.v1.VM
-	(*ConsoleRequest)(nil),       // 44: petrel.daemon.v1.ConsoleRequest
-	(*ConsoleLine)(nil),          // 45: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 46: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 47: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 48: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 49: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 50: petrel.daemon.v1.Plugin
-	nil,                          // 51: petrel.daemon.v1.Plugin.AttributesEntry
-	(*v1.Problem)(nil),           // 52: petrel.plugin.v1.Problem
-	(*v1.Batch)(nil),             // 53: petrel.plugin.v1.Batch
+	(*PluginHealthRequest)(nil),  // 0: petrel.daemon.v1.PluginHealthRequest
+	(*PluginHealthResponse)(nil), // 1: petrel.daemon.v1.PluginHealthResponse
+	(*PluginHealthEntry)(nil),    // 2: petrel.daemon.v1.PluginHealthEntry
+	(*HostRequest)(nil),          // 3: petrel.daemon.v1.HostRequest
+	(*HostResponse)(nil),         // 4: petrel.daemon.v1.HostResponse
+	(*StatsRequest)(nil),         // 5: petrel.daemon.v1.StatsRequest
+	(*Policy)(nil),               // 6: petrel.daemon.v1.Policy
+	(*PolicyEntry)(nil),          // 7: petrel.daemon.v1.PolicyEntry
+	(*PolicyListRequest)(nil),    // 8: petrel.daemon.v1.PolicyListRequest
+	(*PolicyListResponse)(nil),   // 9: petrel.daemon.v1.PolicyListResponse
+	(*PolicyAddRequest)(nil),     // 10: petrel.daemon.v1.PolicyAddRequest
+	(*PolicyRemoveRequest)(nil),  // 11: petrel.daemon.v1.PolicyRemoveRequest
+	(*PolicyRemoveResponse)(nil), // 12: petrel.daemon.v1.PolicyRemoveResponse
+	(*NetAttachment)(nil),        // 13: petrel.daemon.v1.NetAttachment
+	(*BridgesRequest)(nil),       // 14: petrel.daemon.v1.BridgesRequest
+	(*HostBridge)(nil),           // 15: petrel.daemon.v1.HostBridge
+	(*BridgesResponse)(nil),      // 16: petrel.daemon.v1.BridgesResponse
+	(*BlockInfo)(nil),            // 17: petrel.daemon.v1.BlockInfo
+	(*BlockListRequest)(nil),     // 18: petrel.daemon.v1.BlockListRequest
+	(*BlockListResponse)(nil),    // 19: petrel.daemon.v1.BlockListResponse
+	(*BlockCreateRequest)(nil),   // 20: petrel.daemon.v1.BlockCreateRequest
+	(*BlockChunk)(nil),           // 21: petrel.daemon.v1.BlockChunk
+	(*BlockDownloadRequest)(nil), // 22: petrel.daemon.v1.BlockDownloadRequest
+	(*BlockDestroyRequest)(nil),  // 23: petrel.daemon.v1.BlockDestroyRequest
+	(*BlockDestroyResponse)(nil), // 24: petrel.daemon.v1.BlockDestroyResponse
+	(*BlockAttachment)(nil),      // 25: petrel.daemon.v1.BlockAttachment
+	(*VersionRequest)(nil),       // 26: petrel.daemon.v1.VersionRequest
+	(*VersionResponse)(nil),      // 27: petrel.daemon.v1.VersionResponse
+	(*ImageChunk)(nil),           // 28: petrel.daemon.v1.ImageChunk
+	(*UnknownImage)(nil),         // 29: petrel.daemon.v1.UnknownImage
+	(*ImageRef)(nil),             // 30: petrel.daemon.v1.ImageRef
+	(*RestartPolicy)(nil),        // 31: petrel.daemon.v1.RestartPolicy
+	(*CreateRequest)(nil),        // 32: petrel.daemon.v1.CreateRequest
+	(*PullImageRequest)(nil),     // 33: petrel.daemon.v1.PullImageRequest
+	(*PullProgress)(nil),         // 34: petrel.daemon.v1.PullProgress
+	(*PulledImage)(nil),          // 35: petrel.daemon.v1.PulledImage
+	(*UpdateRequest)(nil),        // 36: petrel.daemon.v1.UpdateRequest
+	(*UpdateResponse)(nil),       // 37: petrel.daemon.v1.UpdateResponse
+	(*CheckImageRequest)(nil),    // 38: petrel.daemon.v1.CheckImageRequest
+	(*CheckImageResponse)(nil),   // 39: petrel.daemon.v1.CheckImageResponse
+	(*ImageStatus)(nil),          // 40: petrel.daemon.v1.ImageStatus
+	(*DestroyRequest)(nil),       // 41: petrel.daemon.v1.DestroyRequest
+	(*DestroyResponse)(nil),      // 42: petrel.daemon.v1.DestroyResponse
+	(*RestartRequest)(nil),       // 43: petrel.daemon.v1.RestartRequest
+	(*InfoRequest)(nil),          // 44: petrel.daemon.v1.InfoRequest
+	(*InfoResponse)(nil),         // 45: petrel.daemon.v1.InfoResponse
+	(*VM)(nil),                   // 46: petrel.daemon.v1.VM
+	(*ConsoleRequest)(nil),       // 47: petrel.daemon.v1.ConsoleRequest
+	(*ConsoleLine)(nil),          // 48: petrel.daemon.v1.ConsoleLine
+	(*EventsRequest)(nil),        // 49: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 50: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 51: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 52: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 53: petrel.daemon.v1.Plugin
+	nil,                          // 54: petrel.daemon.v1.Plugin.AttributesEntry
+	(*v1.Problem)(nil),           // 55: petrel.plugin.v1.Problem
+	(*v1.Batch)(nil),             // 56: petrel.plugin.v1.Batch
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
-	3,  // 0: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
-	3,  // 1: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
-	3,  // 2: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
-	4,  // 3: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
-	3,  // 4: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
-	12, // 5: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
-	14, // 6: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
-	28, // 7: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	22, // 8: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	10, // 9: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
-	32, // 10: petrel.daemon.v1.PullProgress.image:type_name -> petrel.daemon.v1.PulledImage
-	43, // 11: petrel.daemon.v1.UpdateResponse.vm:type_name -> petrel.daemon.v1.VM
-	37, // 12: petrel.daemon.v1.CheckImageResponse.images:type_name -> petrel.daemon.v1.ImageStatus
-	43, // 13: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
-	28, // 14: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
-	22, // 15: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
-	10, // 16: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
-	45, // 17: petrel.daemon.v1.ConsoleLine.more:type_name -> petrel.daemon.v1.ConsoleLine
-	50, // 18: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	51, // 19: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	52, // 20: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
-	23, // 21: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	25, // 22: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	29, // 23: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	30, // 24: petrel.daemon.v1.Daemon.PullImage:input_type -> petrel.daemon.v1.PullImageRequest
-	33, // 25: petrel.daemon.v1.Daemon.Update:input_type -> petrel.daemon.v1.UpdateRequest
-	35, // 26: petrel.daemon.v1.Daemon.CheckImage:input_type -> petrel.daemon.v1.CheckImageRequest
-	38, // 27: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	40, // 28: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	41, // 29: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	44, // 30: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	46, // 31: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	48, // 32: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	15, // 33: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	17, // 34: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	18, // 35: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	19, // 36: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	20, // 37: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	11, // 38: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	5,  // 39: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	7,  // 40: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	8,  // 41: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	2,  // 42: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	0,  // 43: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
-	24, // 44: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	27, // 45: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	43, // 46: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	31, // 47: petrel.daemon.v1.Daemon.PullImage:output_type -> petrel.daemon.v1.PullProgress
-	34, // 48: petrel.daemon.v1.Daemon.Update:output_type -> petrel.daemon.v1.UpdateResponse
-	36, // 49: petrel.daemon.v1.Daemon.CheckImage:output_type -> petrel.daemon.v1.CheckImageResponse
-	39, // 50: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	43, // 51: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	42, // 52: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	45, // 53: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	47, // 54: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	49, // 55: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	16, // 56: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	14, // 57: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	14, // 58: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	18, // 59: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	21, // 60: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	13, // 61: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	6,  // 62: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	4,  // 63: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	9,  // 64: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	53, // 65: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	1,  // 66: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
-	44, // [44:67] is the sub-list for method output_type
-	21, // [21:44] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	2,  // 0: petrel.daemon.v1.PluginHealthResponse.plugins:type_name -> petrel.daemon.v1.PluginHealthEntry
+	6,  // 1: petrel.daemon.v1.PolicyEntry.policy:type_name -> petrel.daemon.v1.Policy
+	6,  // 2: petrel.daemon.v1.PolicyEntry.local:type_name -> petrel.daemon.v1.Policy
+	6,  // 3: petrel.daemon.v1.PolicyEntry.certificate:type_name -> petrel.daemon.v1.Policy
+	7,  // 4: petrel.daemon.v1.PolicyListResponse.policies:type_name -> petrel.daemon.v1.PolicyEntry
+	6,  // 5: petrel.daemon.v1.PolicyAddRequest.policy:type_name -> petrel.daemon.v1.Policy
+	15, // 6: petrel.daemon.v1.BridgesResponse.bridges:type_name -> petrel.daemon.v1.HostBridge
+	17, // 7: petrel.daemon.v1.BlockListResponse.devices:type_name -> petrel.daemon.v1.BlockInfo
+	31, // 8: petrel.daemon.v1.CreateRequest.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	25, // 9: petrel.daemon.v1.CreateRequest.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	13, // 10: petrel.daemon.v1.CreateRequest.nets:type_name -> petrel.daemon.v1.NetAttachment
+	35, // 11: petrel.daemon.v1.PullProgress.image:type_name -> petrel.daemon.v1.PulledImage
+	46, // 12: petrel.daemon.v1.UpdateResponse.vm:type_name -> petrel.daemon.v1.VM
+	40, // 13: petrel.daemon.v1.CheckImageResponse.images:type_name -> petrel.daemon.v1.ImageStatus
+	46, // 14: petrel.daemon.v1.InfoResponse.vms:type_name -> petrel.daemon.v1.VM
+	31, // 15: petrel.daemon.v1.VM.restart:type_name -> petrel.daemon.v1.RestartPolicy
+	25, // 16: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
+	13, // 17: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
+	48, // 18: petrel.daemon.v1.ConsoleLine.more:type_name -> petrel.daemon.v1.ConsoleLine
+	53, // 19: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	54, // 20: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	55, // 21: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
+	26, // 22: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	28, // 23: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	32, // 24: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	33, // 25: petrel.daemon.v1.Daemon.PullImage:input_type -> petrel.daemon.v1.PullImageRequest
+	36, // 26: petrel.daemon.v1.Daemon.Update:input_type -> petrel.daemon.v1.UpdateRequest
+	38, // 27: petrel.daemon.v1.Daemon.CheckImage:input_type -> petrel.daemon.v1.CheckImageRequest
+	41, // 28: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	43, // 29: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	44, // 30: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	47, // 31: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	49, // 32: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	51, // 33: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	18, // 34: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	20, // 35: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	21, // 36: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	22, // 37: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	23, // 38: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	14, // 39: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	8,  // 40: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	10, // 41: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	11, // 42: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	5,  // 43: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	3,  // 44: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
+	0,  // 45: petrel.daemon.v1.Daemon.PluginHealth:input_type -> petrel.daemon.v1.PluginHealthRequest
+	27, // 46: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	30, // 47: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	46, // 48: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	34, // 49: petrel.daemon.v1.Daemon.PullImage:output_type -> petrel.daemon.v1.PullProgress
+	37, // 50: petrel.daemon.v1.Daemon.Update:output_type -> petrel.daemon.v1.UpdateResponse
+	39, // 51: petrel.daemon.v1.Daemon.CheckImage:output_type -> petrel.daemon.v1.CheckImageResponse
+	42, // 52: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	46, // 53: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	45, // 54: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	48, // 55: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	50, // 56: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	52, // 57: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	19, // 58: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	17, // 59: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	17, // 60: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	21, // 61: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	24, // 62: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	16, // 63: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	9,  // 64: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	7,  // 65: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	12, // 66: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	56, // 67: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	4,  // 68: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
+	1,  // 69: petrel.daemon.v1.Daemon.PluginHealth:output_type -> petrel.daemon.v1.PluginHealthResponse
+	46, // [46:70] is the sub-list for method output_type
+	22, // [22:46] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -3880,14 +4049,14 @@ func file_daemon_v1_daemon_proto_init() {
 	if File_daemon_v1_daemon_proto != nil {
 		return
 	}
-	file_daemon_v1_daemon_proto_msgTypes[3].OneofWrappers = []any{}
+	file_daemon_v1_daemon_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

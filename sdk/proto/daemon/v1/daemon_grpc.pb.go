@@ -48,6 +48,7 @@ const (
 	Daemon_PolicyRemove_FullMethodName  = "/petrel.daemon.v1.Daemon/PolicyRemove"
 	Daemon_Stats_FullMethodName         = "/petrel.daemon.v1.Daemon/Stats"
 	Daemon_Host_FullMethodName          = "/petrel.daemon.v1.Daemon/Host"
+	Daemon_PluginHealth_FullMethodName  = "/petrel.daemon.v1.Daemon/PluginHealth"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -108,6 +109,13 @@ type DaemonClient interface {
 	// default and enabled backends. Tools such as `petrel doctor` check the
 	// daemon as it runs rather than defaults it may not use.
 	Host(ctx context.Context, in *HostRequest, opts ...grpc.CallOption) (*HostResponse, error)
+	// PluginHealth is a read-only summary of the enabled plugins' health
+	// (name, kind, health and, for backends, targets; no paths,
+	// configuration, versions or descriptions). Unlike Plugins, which only
+	// the host's owner may call, it is open to every authenticated caller,
+	// so that a delegate (a cluster's node agent) can tell whether the
+	// host can run what it deploys.
+	PluginHealth(ctx context.Context, in *PluginHealthRequest, opts ...grpc.CallOption) (*PluginHealthResponse, error)
 }
 
 type daemonClient struct {
@@ -399,6 +407,16 @@ func (c *daemonClient) Host(ctx context.Context, in *HostRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *daemonClient) PluginHealth(ctx context.Context, in *PluginHealthRequest, opts ...grpc.CallOption) (*PluginHealthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PluginHealthResponse)
+	err := c.cc.Invoke(ctx, Daemon_PluginHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -457,6 +475,13 @@ type DaemonServer interface {
 	// default and enabled backends. Tools such as `petrel doctor` check the
 	// daemon as it runs rather than defaults it may not use.
 	Host(context.Context, *HostRequest) (*HostResponse, error)
+	// PluginHealth is a read-only summary of the enabled plugins' health
+	// (name, kind, health and, for backends, targets; no paths,
+	// configuration, versions or descriptions). Unlike Plugins, which only
+	// the host's owner may call, it is open to every authenticated caller,
+	// so that a delegate (a cluster's node agent) can tell whether the
+	// host can run what it deploys.
+	PluginHealth(context.Context, *PluginHealthRequest) (*PluginHealthResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -535,6 +560,9 @@ func (UnimplementedDaemonServer) Stats(*StatsRequest, grpc.ServerStreamingServer
 }
 func (UnimplementedDaemonServer) Host(context.Context, *HostRequest) (*HostResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Host not implemented")
+}
+func (UnimplementedDaemonServer) PluginHealth(context.Context, *PluginHealthRequest) (*PluginHealthResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PluginHealth not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -914,6 +942,24 @@ func _Daemon_Host_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_PluginHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PluginHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).PluginHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_PluginHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).PluginHealth(ctx, req.(*PluginHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -984,6 +1030,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Host",
 			Handler:    _Daemon_Host_Handler,
+		},
+		{
+			MethodName: "PluginHealth",
+			Handler:    _Daemon_PluginHealth_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
