@@ -34,9 +34,12 @@ petrel-plugin-hvt petrel-plugin-bridge petrel-plugin-influx petrel-plugin-promet
 petrel-plugin-spt:
 	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/spt
 
-# The example third-party metrics plugin (contrib/metrics-plugin-example).
+# The example third-party plugins: a metrics sink
+# (contrib/metrics-plugin-example) and a hypervisor backend
+# (contrib/hypervisor-plugin-example).
 examples:
 	$(GO) build -trimpath -o bin/petrel-plugin-jsonl ./contrib/metrics-plugin-example
+	$(GO) build -trimpath -o bin/petrel-plugin-command ./contrib/hypervisor-plugin-example
 
 # Petrel's own Solo5 test unikernels (freestanding C), each for hvt and spt:
 # bin/guests/NAME.hvt and bin/guests/NAME.spt.
