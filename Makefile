@@ -37,9 +37,12 @@ $(PLUGIN_BINARIES):
 	$(GO) build -trimpath -buildmode=$(shell awk '$$1 == "$(@:petrel-plugin-%=%)" { print $$4 }' $(PLUGIN_LIST)) \
 	  -ldflags '$(LDFLAGS)' -o bin/$@ ./plugins/$(@:petrel-plugin-%=%)
 
-# The example third-party metrics plugin (contrib/metrics-plugin-example).
+# The example third-party plugins: a metrics sink
+# (contrib/metrics-plugin-example) and a hypervisor backend
+# (contrib/hypervisor-plugin-example).
 examples:
 	$(GO) build -trimpath -o bin/petrel-plugin-jsonl ./contrib/metrics-plugin-example
+	$(GO) build -trimpath -o bin/petrel-plugin-command ./contrib/hypervisor-plugin-example
 
 # Petrel's own Solo5 test unikernels (freestanding C), each for hvt and spt:
 # bin/guests/NAME.hvt and bin/guests/NAME.spt.

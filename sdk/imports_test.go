@@ -1,6 +1,7 @@
 // Package sdk_test guards the SDK's boundary: plugin authors import sdk/
 // and nothing else of Petrel, so nothing under sdk/ may depend on core/,
-// and Petrel's own plugins hold themselves to the same rule.
+// and Petrel's own plugins and the example plugins in contrib/ hold
+// themselves to the same rule.
 package sdk_test
 
 import (
@@ -44,5 +45,26 @@ func TestPluginsImportOnlySDK(t *testing.T) {
 				t.Errorf("%s depends on %s; plugins may only depend on sdk/", pkg, d)
 			}
 		}
+	}
+}
+
+// TestExamplePluginsImportOnlySDK covers contrib's example plugins
+// (contrib/*-plugin-example), which stand for third-party plugins: they
+// show what a plugin can be built from, and that is sdk/ alone.
+func TestExamplePluginsImportOnlySDK(t *testing.T) {
+	n := 0
+	for pkg, ds := range deps(t, module+"contrib/...") {
+		if !strings.HasSuffix(pkg, "-plugin-example") {
+			continue
+		}
+		n++
+		for _, d := range ds {
+			if strings.HasPrefix(d, module) && !strings.HasPrefix(d, module+"sdk/") {
+				t.Errorf("%s depends on %s; example plugins may only depend on sdk/", pkg, d)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no contrib/*-plugin-example package found")
 	}
 }

@@ -42,6 +42,12 @@ type HypervisorSuite struct {
 	WrongImage func(t *testing.T) string
 	// MemoryMB is a memory size the backend accepts.
 	MemoryMB uint32
+	// MaxArgsBytes is the longest guest command line, the arguments
+	// joined with single spaces, that the backend accepts: the suite
+	// checks that one byte more is refused before anything starts, with
+	// the limit named in the reason. 0 means a Solo5 guest's,
+	// solo5.MaxCmdline-1 bytes.
+	MaxArgsBytes int
 }
 
 var specSeq int
@@ -100,14 +106,18 @@ func (s HypervisorSuite) Run(t *testing.T) {
 				t.Fatalf("Start(%s) = %v; want ErrInvalid", img, err)
 			}
 		}
-		// Arguments no Solo5 command line can hold are refused, with the
-		// limit named, before anything starts.
-		long := s.spec(t, s.Image(t), []string{strings.Repeat("x", solo5.MaxCmdline)})
-		if res, err := hv.Validate(ctx, long); err != nil || res.GetOk() || !strings.Contains(res.GetReason(), strconv.Itoa(solo5.MaxCmdline-1)) {
-			t.Fatalf("Validate(%d bytes of arguments) = %v, %v; want a refusal naming the limit", solo5.MaxCmdline, res, err)
+		// Arguments the guest's command line cannot hold are refused,
+		// with the limit named, before anything starts.
+		limit := s.MaxArgsBytes
+		if limit == 0 {
+			limit = solo5.MaxCmdline - 1
+		}
+		long := s.spec(t, s.Image(t), []string{strings.Repeat("x", limit+1)})
+		if res, err := hv.Validate(ctx, long); err != nil || res.GetOk() || !strings.Contains(res.GetReason(), strconv.Itoa(limit)) {
+			t.Fatalf("Validate(%d bytes of arguments) = %v, %v; want a refusal naming the limit", limit+1, res, err)
 		}
 		if _, err := hv.Start(ctx, long); !errors.Is(err, hypervisor.ErrInvalid) {
-			t.Fatalf("Start(%d bytes of arguments) = %v; want ErrInvalid", solo5.MaxCmdline, err)
+			t.Fatalf("Start(%d bytes of arguments) = %v; want ErrInvalid", limit+1, err)
 		}
 		res, err := hv.Validate(ctx, s.spec(t, s.Image(t), nil))
 		if err != nil || !res.GetOk() {

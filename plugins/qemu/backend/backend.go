@@ -7,7 +7,10 @@
 // QEMU's parent and captures its serial console, and everything the
 // backend needs later (the guest kind, the accelerator, QEMU's QMP socket,
 // a recorded failure) is in that directory. Any instance of the plugin can
-// therefore serve any VM by its id.
+// therefore serve any VM by its id. hypervisor.ShimBackend provides what
+// it shares with every such backend (run directories, Stats, Console);
+// Start, Stop, Recover and Destroy add QEMU's part to the base's, and
+// Wait decodes QEMU's exit status.
 //
 // QEMU does not always end when its guest fails: a KVM internal error (an
 // instruction the host's KVM cannot emulate, common with the software
@@ -144,11 +147,11 @@ func parseSettings(m map[string]string) (settings, error) {
 
 // Backend implements hypervisor.Hypervisor with QEMU.
 type Backend struct {
+	hypervisor.ShimBackend
 	version string
 
 	mu        sync.Mutex
 	cfg       settings
-	runDir    string
 	pluginDir string
 	host      host
 	sandbox   bool
@@ -193,20 +196,16 @@ func (b *Backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
 // whether KVM works with it and whether it is kvm_pvm, the firmware and
 // the shim.
 func (b *Backend) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
-	if req.GetRunDir() == "" {
-		return fmt.Errorf("%w: configure: run_dir is required", hypervisor.ErrInvalid)
-	}
 	cfg, err := parseSettings(req.GetSettings())
 	if err != nil {
 		return fmt.Errorf("%w: backend %s: %v", hypervisor.ErrInvalid, Name, err)
 	}
-	if err := os.MkdirAll(req.GetRunDir(), 0o700); err != nil {
-		return fmt.Errorf("run directory: %w", err)
+	if err := b.SetRunDir(req.GetRunDir()); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cfg = cfg
-	b.runDir = req.GetRunDir()
 	b.pluginDir = req.GetPluginDir()
 	b.resolveLocked(ctx)
 	return nil
@@ -215,7 +214,7 @@ func (b *Backend) Configure(ctx context.Context, req *pluginv1.ConfigureRequest)
 // resolveLocked probes the host for the current settings.
 func (b *Backend) resolveLocked(ctx context.Context) {
 	h := host{pvm: kvmPVM(), qboot: findQboot()}
-	h.shim, h.shimErr = findShim(b.cfg.shim, b.pluginDir)
+	h.shim, h.shimErr = hypervisor.FindShim(b.cfg.shim, b.pluginDir)
 	if p, err := exec.LookPath(b.cfg.qemu); err != nil {
 		h.qemuErr = fmt.Errorf("QEMU %s not found (install Debian's qemu-system-x86 or set settings.%s): %w", b.cfg.qemu, SettingQEMU, err)
 	} else {
@@ -276,7 +275,7 @@ type view struct {
 func (b *Backend) snapshot(ctx context.Context) (view, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.runDir == "" {
+	if b.RunDir() == "" {
 		return view{}, fmt.Errorf("%w: backend not configured", hypervisor.ErrUnavailable)
 	}
 	if b.host.qemuErr != nil || b.host.shimErr != nil || b.fwErr != nil {
@@ -411,18 +410,4 @@ func installQEMU() string {
 func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
 	return &pluginv1.HypervisorCapabilities{Targets: []string{TargetVirtio, TargetLinux}, SupportsNet: true, SupportsBlock: true,
 		SupportsCpuPinning: true, ConfinesCpus: true, MinMemoryMb: MinMemoryMB, MaxMemoryMb: maxMemoryMB()}, nil
-}
-
-// dir returns the runtime directory of id.
-func (b *Backend) dir(id string) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return hypervisor.RunDir(b.runDir, id)
-}
-
-// existingDir is dir for a VM that must exist.
-func (b *Backend) existingDir(id string) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return hypervisor.ExistingRunDir(b.runDir, id)
 }

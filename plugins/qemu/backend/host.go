@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/kvm"
-	"github.com/petrel-vmm/petrel/sdk/shim"
 )
 
 // host is what Configure learns about the machine: the QEMU binary, its
@@ -104,19 +103,6 @@ func findQboot() string {
 		}
 	}
 	return ""
-}
-
-// findShim looks for petrel-shim as the setting says, beside the plugin
-// or on PATH.
-func findShim(setting, pluginDir string) (string, error) {
-	if setting != "" {
-		p, err := exec.LookPath(setting)
-		if err != nil {
-			return "", fmt.Errorf("shim %s: %w", setting, err)
-		}
-		return p, nil
-	}
-	return shim.Find(pluginDir)
 }
 
 // firstLine returns the first non-empty line of b, trimmed.

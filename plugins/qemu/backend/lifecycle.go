@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -57,9 +56,10 @@ const warningScript = `printf 'petrel: %s\n' "$1" >&2; shift; exec "$@"`
 
 // Start launches QEMU for spec under a new shim and returns once QEMU has
 // opened its devices and answers on QMP (or has already exited: a guest
-// may finish quickly). It is idempotent by id: a Start whose run
-// directory exists adopts the run an earlier, interrupted Start of the
-// same id made, and starts one only when nothing runs or ran there.
+// may finish quickly). It is idempotent by id (hypervisor.ShimBackend's
+// StartShim): a Start whose run directory exists adopts the run an
+// earlier, interrupted Start of the same id made, and starts one only
+// when nothing runs or ran there.
 func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
 	res, p, err := b.validate(ctx, spec)
 	if err != nil {
@@ -75,53 +75,28 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	if v.host.shimErr != nil {
 		return nil, fmt.Errorf("%w: %v", hypervisor.ErrUnavailable, v.host.shimErr)
 	}
-	dir, err := b.dir(spec.GetId())
+	dir, err := b.Dir(spec.GetId())
 	if err != nil {
 		return nil, err
 	}
 	p.dir = dir
 	argv := p.argv()
-	state, _ := json.Marshal(handleState{Dir: dir, Target: p.image.target, Accel: p.accel})
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("VM directory: %w", err)
-		}
-		// A Start of this id began before, in a plugin that crashed before
-		// it could answer: adopt the run it made rather than make another.
-		proc, err := shim.Resume(ctx, dir)
-		if err == nil {
-			if err := b.awaitReady(ctx, dir, filepath.Base(p.qemu)); err != nil {
-				b.discard(dir)
-				return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
-			}
-			b.watch(spec.GetId(), dir)
-			return hypervisor.ShimHandle(spec.GetId(), state, proc, argv), nil
-		}
-		if !errors.Is(err, shim.ErrNoRun) {
-			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
-		}
-	}
 	launch := argv
 	if p.warning != "" {
 		launch = append([]string{"/bin/sh", "-c", warningScript, "petrel-qemu", p.warning}, argv...)
 	}
-	if err := writeJSON(dir, VMFile, vmRecord{Target: p.image.target, Accel: p.accel, Warning: p.warning, QEMU: argv}); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
-	}
-	proc, err := shim.Launch(ctx, shim.Config{
-		ShimPath: v.host.shim, Dir: dir, CPUs: hypervisor.CPUSet(spec), ConsoleLines: int(spec.GetConsoleLines()),
-		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: launch, Env: os.Environ(),
-	})
+	rec := vmRecord{Target: p.image.target, Accel: p.accel, Warning: p.warning, QEMU: argv}
+	proc, _, err := b.StartShim(ctx, spec, hypervisor.ShimLaunch{Shim: v.host.shim, Argv: launch,
+		Prepare: func(dir string) error { return writeJSON(dir, VMFile, rec) }})
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
+		return nil, err
 	}
 	if err := b.awaitReady(ctx, dir, filepath.Base(p.qemu)); err != nil {
 		b.discard(dir)
 		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
 	}
 	b.watch(spec.GetId(), dir)
+	state, _ := json.Marshal(handleState{Dir: dir, Target: p.image.target, Accel: p.accel})
 	return hypervisor.ShimHandle(spec.GetId(), state, proc, argv), nil
 }
 
@@ -212,24 +187,17 @@ func readRecord(dir string) (*vmRecord, error) {
 	return &r, nil
 }
 
-// Recover reports whether the VM of h still runs, and watches it again.
+// Recover reports whether the VM of h still runs, as
+// hypervisor.ShimBackend does, and watches a running one again.
 func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
-	dir, err := b.existingDir(h.GetId())
-	if err != nil {
-		return nil, err
+	res, err := b.ShimBackend.Recover(ctx, h)
+	if err != nil || !res.GetRunning() {
+		return res, err
 	}
-	if shim.Alive(dir) {
-		info, err := shim.Dial(dir).Info(ctx)
-		if err == nil && info.Exited {
-			return &pluginv1.RecoverResponse{}, nil
-		}
+	if dir, err := b.Dir(h.GetId()); err == nil {
 		b.watch(h.GetId(), dir)
-		return &pluginv1.RecoverResponse{Running: true}, nil
 	}
-	if ex, err := shim.ReadExit(dir); err == nil && ex != nil {
-		return &pluginv1.RecoverResponse{}, nil
-	}
-	return &pluginv1.RecoverResponse{Lost: true}, nil
+	return res, nil
 }
 
 // Wait blocks until QEMU exits and reports how the guest ended: a failure
@@ -237,7 +205,7 @@ func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.Re
 // the guest set through isa-debug-exit is decoded into the guest's own
 // exit code, QEMU's raw status being kept in the message.
 func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
-	dir, err := b.existingDir(id)
+	dir, err := b.ExistingDir(id)
 	if err != nil {
 		return nil, err
 	}
@@ -338,76 +306,31 @@ func solo5Status(console []string) (int32, string) {
 // once timeout has passed. When QMP does not answer, QEMU gets SIGTERM
 // (it then quits at once, without the guest's cooperation).
 func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	dir, err := b.existingDir(id)
-	if err != nil {
-		return err
-	}
 	if timeout <= 0 {
 		timeout = defaultStopTimeout
 	}
-	c := shim.Dial(dir)
+	return b.StopWith(ctx, id, timeout, powerdown)
+}
+
+// powerdown is Stop's hypervisor.StopFunc: QMP's system_powerdown, or
+// SIGTERM when QMP does not answer. A QEMU that has exited is stopped.
+func powerdown(ctx context.Context, dir string, c *shim.Client) error {
 	info, err := c.Info(ctx)
 	if errors.Is(err, shim.ErrShimLost) || err == nil && info.Exited {
-		return nil
+		return shim.ErrExited
 	}
 	qctx, qcancel := context.WithTimeout(ctx, qmpTimeout)
 	_, qerr := qmpCall(qctx, filepath.Join(dir, QMPSocket), "system_powerdown", nil)
 	qcancel()
 	if qerr != nil {
-		if err := c.Kill(ctx, syscall.SIGTERM); err != nil {
-			if errors.Is(err, shim.ErrExited) || errors.Is(err, shim.ErrShimLost) {
-				return nil
-			}
-			return fmt.Errorf("stop %s: %w", id, err)
-		}
-	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	_, err = c.Wait(wctx)
-	cancel()
-	if err == nil || errors.Is(err, shim.ErrShimLost) {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("stop %s: %w", id, ctx.Err())
-	}
-	if err := hypervisor.KillShim(ctx, c); err != nil {
-		return fmt.Errorf("stop %s: %w", id, err)
+		return c.Kill(ctx, syscall.SIGTERM)
 	}
 	return nil
 }
 
-// Destroy kills the VM if it runs and removes its directory.
+// Destroy stops watching the VM, kills it if it runs and removes its
+// directory.
 func (b *Backend) Destroy(ctx context.Context, id string) error {
-	dir, err := b.dir(id)
-	if err != nil {
-		return err
-	}
 	b.unwatch(id)
-	if err := hypervisor.RemoveShimVM(ctx, dir); err != nil {
-		return fmt.Errorf("destroy %s: %w", id, err)
-	}
-	return nil
-}
-
-// Stats samples QEMU's resource usage.
-func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
-	dir, err := b.existingDir(id)
-	if err != nil {
-		return nil, err
-	}
-	st, err := hypervisor.ShimStats(dir)
-	if err != nil {
-		return nil, fmt.Errorf("stats of %s: %w", id, err)
-	}
-	return st, nil
-}
-
-// Console streams the serial console (and QEMU's own messages) from the
-// shim, or after the VM exited from its saved history.
-func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
-	dir, err := b.existingDir(req.GetId())
-	if err != nil {
-		return err
-	}
-	return hypervisor.ShimConsole(ctx, dir, req, fn)
+	return b.ShimBackend.Destroy(ctx, id)
 }

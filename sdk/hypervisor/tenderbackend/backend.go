@@ -7,30 +7,28 @@
 // The backend is stateless: every VM lives in its own directory
 // <run_dir>/<id> under a per-VM shim (sdk/shim), so any instance of the
 // plugin can serve any VM by its id, and a crashed or upgraded plugin
-// loses nothing.
+// loses nothing. What every such backend shares (run directories, Recover,
+// Wait, Stop, Destroy, Stats and Console) is hypervisor.ShimBackend; this
+// package adds what is particular to Solo5 tenders: finding the tender
+// and its ABI version, checking images against it, and its command line.
 package tenderbackend
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
-	"github.com/petrel-vmm/petrel/sdk/shim"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -89,11 +87,11 @@ const (
 
 // Backend implements hypervisor.Hypervisor for a Solo5 tender.
 type Backend struct {
+	hypervisor.ShimBackend
 	cfg Config
 
 	mu        sync.Mutex
 	settings  map[string]string
-	runDir    string
 	pluginDir string
 	tender    []string // argv prefix of the tender
 	tenderErr error
@@ -114,9 +112,6 @@ func (b *Backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
 
 // Configure records settings and resolves the tender and the shim.
 func (b *Backend) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
-	if req.GetRunDir() == "" {
-		return fmt.Errorf("%w: configure: run_dir is required", hypervisor.ErrInvalid)
-	}
 	for k := range req.GetSettings() {
 		switch k {
 		case SettingTender, SettingEngine, SettingShim:
@@ -128,14 +123,13 @@ func (b *Backend) Configure(_ context.Context, req *pluginv1.ConfigureRequest) e
 			return fmt.Errorf("%w: backend %s: unknown setting %q (known: tender, engine, shim, needs_kvm)", hypervisor.ErrInvalid, b.cfg.Name, k)
 		}
 	}
+	if err := b.SetRunDir(req.GetRunDir()); err != nil {
+		return err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.settings = req.GetSettings()
-	b.runDir = req.GetRunDir()
 	b.pluginDir = req.GetPluginDir()
-	if err := os.MkdirAll(b.runDir, 0o700); err != nil {
-		return fmt.Errorf("run directory: %w", err)
-	}
 	b.resolveLocked()
 	return nil
 }
@@ -143,7 +137,7 @@ func (b *Backend) Configure(_ context.Context, req *pluginv1.ConfigureRequest) e
 // resolveLocked finds the tender, its ABI version and the shim.
 func (b *Backend) resolveLocked() {
 	b.tender, b.abi, b.tenderErr = b.findTender()
-	b.shimPath, b.shimErr = b.findShim()
+	b.shimPath, b.shimErr = hypervisor.FindShim(b.settings[SettingShim], b.pluginDir)
 }
 
 func (b *Backend) findTender() ([]string, uint32, error) {
@@ -208,13 +202,6 @@ func tenderABI(argv []string) (uint32, error) {
 		return 0, fmt.Errorf("tender ABI version %q: %w", m[1], err)
 	}
 	return uint32(v), nil
-}
-
-func (b *Backend) findShim() (string, error) {
-	if p := b.settings[SettingShim]; p != "" {
-		return exec.LookPath(p)
-	}
-	return shim.Find(b.pluginDir)
 }
 
 // Fingerprint reports whether VMs can run, and for each thing missing the
@@ -285,20 +272,6 @@ func (b *Backend) needsKVMLocked() bool {
 func (b *Backend) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
 	return &pluginv1.HypervisorCapabilities{Targets: []string{b.cfg.Target.String()}, SupportsNet: true, SupportsBlock: true,
 		SupportsCpuPinning: true, ConfinesCpus: true, MinMemoryMb: b.cfg.MinMemoryMB, MaxMemoryMb: b.cfg.MaxMemoryMB}, nil
-}
-
-// dir returns the runtime directory of id.
-func (b *Backend) dir(id string) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return hypervisor.RunDir(b.runDir, id)
-}
-
-// existingDir is dir for a VM that must exist.
-func (b *Backend) existingDir(id string) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return hypervisor.ExistingRunDir(b.runDir, id)
 }
 
 // Validate checks spec against the image and the tender.
@@ -374,10 +347,8 @@ type handleState struct {
 	Dir string `json:"dir"`
 }
 
-// Start launches the VM under a new shim. It is idempotent by id: a Start
-// whose run directory exists adopts the run an earlier, interrupted Start
-// of the same id made (waiting for its shim to answer), and starts one
-// only when nothing runs or ran there.
+// Start launches the VM under a new shim (hypervisor.ShimBackend's
+// StartShim, which makes it idempotent by id).
 func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.Handle, error) {
 	res, tender, err := b.validate(spec)
 	if err != nil {
@@ -392,10 +363,6 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	if shimErr != nil {
 		return nil, fmt.Errorf("%w: %v", hypervisor.ErrUnavailable, shimErr)
 	}
-	dir, err := b.dir(spec.GetId())
-	if err != nil {
-		return nil, err
-	}
 	ta := solo5.TenderArgs{MemMB: int(spec.GetMemoryMb()), Image: spec.GetImagePath(), Args: spec.GetArgs()}
 	for _, n := range spec.GetNets() {
 		ta.Nets = append(ta.Nets, solo5.NetArg{Name: n.GetName(), Iface: n.GetHostIf(), MAC: n.GetMac()})
@@ -404,119 +371,10 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		ta.Blocks = append(ta.Blocks, solo5.BlockArg{Name: bl.GetName(), Path: bl.GetPath(), SectorSize: int(bl.GetSectorSize())})
 	}
 	argv := append(append([]string{}, tender...), ta.Argv()...)
+	p, dir, err := b.StartShim(ctx, spec, hypervisor.ShimLaunch{Shim: shimPath, Argv: argv})
+	if err != nil {
+		return nil, err
+	}
 	state, _ := json.Marshal(handleState{Dir: dir})
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("VM directory: %w", err)
-		}
-		// A Start of this id began before, in a plugin that crashed before
-		// it could answer: adopt the run it made rather than make another.
-		p, err := shim.Resume(ctx, dir)
-		if err == nil {
-			return hypervisor.ShimHandle(spec.GetId(), state, p, argv), nil
-		}
-		if !errors.Is(err, shim.ErrNoRun) {
-			return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
-		}
-	}
-	p, err := shim.Launch(ctx, shim.Config{
-		ShimPath: shimPath, Dir: dir, CPUs: hypervisor.CPUSet(spec), ConsoleLines: int(spec.GetConsoleLines()),
-		ConsoleBytes: int(spec.GetConsoleBytes()), Argv: argv, Env: os.Environ(),
-	})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", spec.GetName(), err)
-	}
 	return hypervisor.ShimHandle(spec.GetId(), state, p, argv), nil
-}
-
-// Recover reports whether the VM of h still runs.
-func (b *Backend) Recover(ctx context.Context, h *pluginv1.Handle) (*pluginv1.RecoverResponse, error) {
-	dir, err := b.existingDir(h.GetId())
-	if err != nil {
-		return nil, err
-	}
-	if shim.Alive(dir) {
-		return &pluginv1.RecoverResponse{Running: true}, nil
-	}
-	if ex, err := shim.ReadExit(dir); err == nil && ex != nil {
-		return &pluginv1.RecoverResponse{}, nil
-	}
-	return &pluginv1.RecoverResponse{Lost: true}, nil
-}
-
-// Wait blocks until the VM exits.
-func (b *Backend) Wait(ctx context.Context, id string) (*pluginv1.ExitStatus, error) {
-	dir, err := b.existingDir(id)
-	if err != nil {
-		return nil, err
-	}
-	st, _, err := hypervisor.WaitShim(ctx, dir)
-	if err != nil {
-		return nil, fmt.Errorf("wait for %s: %w", id, err)
-	}
-	return st, nil
-}
-
-// Stop sends SIGTERM and, after timeout, SIGKILL.
-func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	dir, err := b.existingDir(id)
-	if err != nil {
-		return err
-	}
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	c := shim.Dial(dir)
-	if err := c.Kill(ctx, syscall.SIGTERM); err != nil {
-		if errors.Is(err, shim.ErrExited) || errors.Is(err, shim.ErrShimLost) {
-			return nil
-		}
-		return fmt.Errorf("stop %s: %w", id, err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	_, err = c.Wait(wctx)
-	cancel()
-	if err == nil || errors.Is(err, shim.ErrShimLost) {
-		return nil
-	}
-	if err := hypervisor.KillShim(ctx, c); err != nil {
-		return fmt.Errorf("stop %s: %w", id, err)
-	}
-	return nil
-}
-
-// Destroy kills the VM if it runs and removes its directory.
-func (b *Backend) Destroy(ctx context.Context, id string) error {
-	dir, err := b.dir(id)
-	if err != nil {
-		return err
-	}
-	if err := hypervisor.RemoveShimVM(ctx, dir); err != nil {
-		return fmt.Errorf("destroy %s: %w", id, err)
-	}
-	return nil
-}
-
-// Stats samples the VM's resource usage.
-func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, error) {
-	dir, err := b.existingDir(id)
-	if err != nil {
-		return nil, err
-	}
-	st, err := hypervisor.ShimStats(dir)
-	if err != nil {
-		return nil, fmt.Errorf("stats of %s: %w", id, err)
-	}
-	return st, nil
-}
-
-// Console streams console lines from the shim (or, after it exited, from
-// its saved history).
-func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
-	dir, err := b.existingDir(req.GetId())
-	if err != nil {
-		return err
-	}
-	return hypervisor.ShimConsole(ctx, dir, req, fn)
 }
