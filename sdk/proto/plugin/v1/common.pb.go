@@ -1,5 +1,9 @@
 // Petrel plugin API, version 1: messages shared by every plugin kind.
 //
+// These .proto files are Petrel's stable plugin contract. The Go interfaces
+// of sdk/hypervisor, sdk/network and sdk/metrics take the messages generated
+// from them: they are this contract seen from Go, and change only with it.
+//
 // Compatibility rules: fields are only ever added; a field's meaning never
 // changes; new behaviour is announced through capabilities. A breaking wire
 // change needs a new package (petrel.plugin.v2) and a new go-plugin protocol

@@ -513,11 +513,15 @@ type Handle struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Backend-defined bytes, persisted by the daemon.
 	State []byte `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	// Pid of the process that runs the guest (the tender).
+	// Pid of the process that runs the guest (the tender), for operators;
+	// 0 when the backend has no such process. The daemon shows it and never
+	// signals it: id and state are all it relies on.
 	Pid int64 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
-	// Pid of the per-VM shim.
+	// Pid of the per-VM supervisor process (Petrel's shim) when the backend
+	// runs one, for operators; 0 otherwise.
 	ShimPid int64 `protobuf:"varint,4,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
-	// The exact tender command line, for operators.
+	// The exact command line of the process that runs the guest, for
+	// operators.
 	Argv []string `protobuf:"bytes,5,rep,name=argv,proto3" json:"argv,omitempty"`
 	// When the tender was started (Unix nanoseconds), as the shim that
 	// started it recorded; 0 when unknown. The daemon shows this rather than
