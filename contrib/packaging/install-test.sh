@@ -491,7 +491,8 @@ if [ "$MODE" = nspawn ]; then
 	done
 	cat "$WORK/remote-console.out"
 	grep -q "Hello from Petrel" "$WORK/remote-console.out" || fail "alice's remote console does not show the guest's greeting"
-	in_root petrel info | grep -qw "alice:web" || fail "the host does not list alice:web"
+	in_root petrel info >"$WORK/info-remote.out" || fail "petrel info failed"
+	grep -qw "alice:web" "$WORK/info-remote.out" || fail "the host does not list alice:web"
 	say "# the endpoint reaches petreld on petreld-remote.sock, and only there"
 	sock_owner=$(in_root stat -c '%U:%G %a' /run/petrel/petreld-remote.sock) || fail "no /run/petrel/petreld-remote.sock"
 	note "/run/petrel/petreld-remote.sock: $sock_owner"
@@ -506,7 +507,8 @@ if [ "$MODE" = nspawn ]; then
 	step petrel --ca alice.pem --ca-key alice.key ca sign-policy bob.csr --vms 1 --mem 64 --out bob.pem
 	BOB=(--destination localhost --ca bob.pem --ca-key bob.key --server-ca ca.pem)
 	step petrel "${BOB[@]}" create api /usr/share/petrel/guests/hello.$TARGET --mem 64
-	in_root petrel info | grep -qw "alice:bob:api" || fail "the host does not list alice:bob:api"
+	in_root petrel info >"$WORK/info-remote.out" || fail "petrel info failed"
+	grep -qw "alice:bob:api" "$WORK/info-remote.out" || fail "the host does not list alice:bob:api"
 	step petrel ca revoke --list /etc/petrel/ca/revoked.json bob.pem
 	say "# petrel ${BOB[*]} info (must be refused once the revocation is read)"
 	refused=""
