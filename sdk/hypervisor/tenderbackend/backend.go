@@ -511,6 +511,10 @@ func (b *Backend) Stats(ctx context.Context, id string) (*pluginv1.VMStats, erro
 	return st, nil
 }
 
+// ShimDir is the runtime directory of a VM, where its shim serves: with
+// it, FollowConsoles reads every VM's console in one loop.
+func (b *Backend) ShimDir(id string) (string, error) { return b.existingDir(id) }
+
 // Console streams console lines from the shim (or, after it exited, from
 // its saved history).
 func (b *Backend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {
