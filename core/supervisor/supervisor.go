@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/core/console"
+	"github.com/petrel-vmm/petrel/core/consolemux"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
@@ -171,6 +172,9 @@ type Supervisor struct {
 	// out while a start creates them and records them: reconciliation
 	// removes whatever no record names.
 	startMu sync.RWMutex
+
+	muxMu sync.Mutex
+	muxes map[string]*consolemux.Mux // each backend's console stream, by name
 }
 
 // vm is one VM's live state.
@@ -214,6 +218,7 @@ func New(opts Options) *Supervisor {
 func (s *Supervisor) Close() {
 	s.cancel()
 	s.wg.Wait()
+	s.closeConsoleMuxes()
 }
 
 func (s *Supervisor) newRing() *console.Ring {
