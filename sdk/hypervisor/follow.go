@@ -254,6 +254,7 @@ func (w *shimWatcher) start(id string, sinceNs int64) {
 	w.set.register(id, f)
 	dir, err := w.dirs.ShimDir(id)
 	if err != nil {
+		w.w.Stop(id) // a follow this one replaces
 		w.set.end(id, f, err)
 		return
 	}
