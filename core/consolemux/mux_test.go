@@ -236,3 +236,31 @@ func TestFailedFollowRetried(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// TestMarkersReachFollowers: lines the plugin's side lost, counted in a
+// marker, are told to the ring's followers at their place in the stream.
+func TestMarkersReachFollowers(t *testing.T) {
+	m, p := newMux(t, 3)
+	r := console.NewRing(100, 1<<20, 4)
+	_, fl, err := r.Follow(time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	done := follow(context.Background(), m, "a", r)
+	st := p.stream(t)
+	st.request(t)
+	st.msgs <- &pluginv1.FollowConsolesMessage{Id: "a", Lines: []*pluginv1.ConsoleLine{line(1, "w"), {TimeNs: 2, Dropped: 4}, line(3, "x")}, End: true}
+	outcome(t, done, "a")
+	var got []string
+	for _, l := range fl.Take(nil) {
+		if l.Dropped > 0 {
+			got = append(got, fmt.Sprintf("[%d missed]", l.Dropped))
+		} else {
+			got = append(got, l.Text)
+		}
+	}
+	if g := fmt.Sprint(got); g != "[w [4 missed] x]" {
+		t.Errorf("follower got %s", g)
+	}
+}
