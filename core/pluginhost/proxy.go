@@ -166,3 +166,19 @@ func (p *proxy) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn fu
 		}
 	}
 }
+
+// FollowConsoles opens a FollowConsoles stream on the plugin's current
+// process; when that process goes, the stream fails and the caller opens
+// another. A plugin served without the SDK's adapter, which cannot
+// follow consoles together, gives errors.ErrUnsupported.
+func (p *proxy) FollowConsoles(ctx context.Context) (hypervisor.ConsoleStream, error) {
+	_, x, err := as[hypervisor.Hypervisor](ctx, p.m)
+	if err != nil {
+		return nil, err
+	}
+	f, ok := x.(hypervisor.ConsoleFollower)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s: follow consoles: %w", p.m.name, errors.ErrUnsupported)
+	}
+	return f.FollowConsoles(ctx)
+}

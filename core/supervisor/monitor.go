@@ -44,13 +44,13 @@ func (s *Supervisor) spawnMonitor(v *vm, hv hypervisor.Hypervisor, pending bool)
 	ctx, cancel := context.WithCancel(s.ctx)
 	r := &run{cancel: cancel, done: make(chan struct{})}
 	v.run = r
-	runID := v.rec.RunID
+	runID, backend := v.rec.RunID, v.rec.Backend
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(r.done)
 		defer cancel()
-		s.monitor(ctx, v, hv, runID, pending)
+		s.monitor(ctx, v, hv, backend, runID, pending)
 	}()
 }
 
@@ -76,18 +76,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // policy says so. With pending, v is to be started first. A restart that
 // fails only because the plugin is not there is tried again after the
 // back-off, for as long as it takes.
-func (s *Supervisor) monitor(ctx context.Context, v *vm, hv hypervisor.Hypervisor, runID string, pending bool) {
+func (s *Supervisor) monitor(ctx context.Context, v *vm, hv hypervisor.Hypervisor, backend, runID string, pending bool) {
 	backoff := s.opts.BackoffMin
 	for {
 		if !pending {
 			v.pubMu.Lock()
 			ring := v.ring
 			v.pubMu.Unlock()
-			// The console stream ends when the guest's output does, that
-			// is when it exits; only then is the exit asked for. One
-			// stream per VM at a time keeps the plugins small with many
-			// VMs.
-			s.pumpConsole(ctx, hv, runID, ring)
+			// The console ends when the guest's output does, that is
+			// when it exits; only then is the exit asked for. Following
+			// it over the backend's one console stream, rather than a
+			// stream per VM, keeps petreld and the plugins small with
+			// many VMs.
+			s.followConsole(ctx, hv, backend, runID, ring)
 			st := s.waitExit(ctx, hv, runID)
 			if st == nil {
 				return
@@ -141,7 +142,9 @@ func (s *Supervisor) waitExit(ctx context.Context, hv hypervisor.Hypervisor, run
 const consoleRetries = 30
 
 // pumpConsole copies runID's console into ring until the run's output
-// ends, resuming after plugin restarts from the last line seen.
+// ends, resuming after plugin restarts from the last line seen, over a
+// Console stream of its own: for backends that cannot follow consoles
+// together.
 func (s *Supervisor) pumpConsole(ctx context.Context, hv hypervisor.Hypervisor, runID string, ring *console.Ring) {
 	for failures := 0; ctx.Err() == nil && failures < consoleRetries; failures++ {
 		var since int64

@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/petrel-vmm/petrel/core/console"
+	"github.com/petrel-vmm/petrel/core/consolemux"
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
@@ -112,6 +113,9 @@ type Supervisor struct {
 	// out while a start creates them and records them: reconciliation
 	// removes whatever no record names.
 	startMu sync.RWMutex
+
+	muxMu sync.Mutex
+	muxes map[string]*consolemux.Mux // each backend's console stream, by name
 }
 
 // vm is one VM's live state.
@@ -155,6 +159,7 @@ func New(opts Options) *Supervisor {
 func (s *Supervisor) Close() {
 	s.cancel()
 	s.wg.Wait()
+	s.closeConsoleMuxes()
 }
 
 func (s *Supervisor) newRing() *console.Ring {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/sdk/pluginglue"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -63,9 +64,20 @@ func (s *server) Fingerprint(ctx context.Context, _ *pluginv1.FingerprintRequest
 	return r, toStatus(err)
 }
 
+// Capabilities adds to the backend's own that this server serves
+// FollowConsoles, as it does for every backend.
 func (s *server) Capabilities(ctx context.Context, _ *pluginv1.CapabilitiesRequest) (*pluginv1.HypervisorCapabilities, error) {
 	r, err := s.impl.Capabilities(ctx)
-	return r, toStatus(err)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r == nil {
+		r = &pluginv1.HypervisorCapabilities{}
+	} else {
+		r = proto.CloneOf(r)
+	}
+	r.FollowsConsoles = true
+	return r, nil
 }
 
 func (s *server) Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
@@ -105,6 +117,13 @@ func (s *server) Stats(ctx context.Context, ref *pluginv1.VMRef) (*pluginv1.VMSt
 func (s *server) StatsBatch(ctx context.Context, req *pluginv1.StatsBatchRequest) (*pluginv1.StatsBatchResponse, error) {
 	r, err := StatsBatch(ctx, s.impl, req.GetIds())
 	return &pluginv1.StatsBatchResponse{Stats: r}, toStatus(err)
+}
+
+// FollowConsoles follows the consoles the stream asks for, reading the
+// shims of a ShimDirs backend in one loop and calling Console for each
+// VM of any other.
+func (s *server) FollowConsoles(stream pluginv1.Hypervisor_FollowConsolesServer) error {
+	return toStatus(FollowConsoles(stream.Context(), s.impl, stream.Recv, stream.Send))
 }
 
 func (s *server) Console(req *pluginv1.ConsoleRequest, stream pluginv1.Hypervisor_ConsoleServer) error {
@@ -185,6 +204,17 @@ func (c *client) StatsBatch(ctx context.Context, ids []string) (map[string]*plug
 		return nil, fromStatus(err)
 	}
 	return r.GetStats(), nil
+}
+
+// FollowConsoles opens a FollowConsoles stream; it lasts until ctx ends.
+// A plugin that predates it fails the stream's first Recv with an error
+// wrapping errors.ErrUnsupported.
+func (c *client) FollowConsoles(ctx context.Context) (ConsoleStream, error) {
+	s, err := c.c.FollowConsoles(ctx)
+	if err != nil {
+		return nil, followError(err)
+	}
+	return &clientConsoleStream{s: s}, nil
 }
 
 func (c *client) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {

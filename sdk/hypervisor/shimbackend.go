@@ -264,6 +264,11 @@ func (s *ShimBackend) StatsBatch(ctx context.Context, ids []string) (map[string]
 	return out, nil
 }
 
+// ShimDir is the runtime directory of a VM, where its shim serves: it
+// makes every embedding backend a ShimDirs, whose consoles FollowConsoles
+// reads in one loop instead of one stream per VM.
+func (s *ShimBackend) ShimDir(id string) (string, error) { return s.ExistingDir(id) }
+
 // Console streams the VM's console from its shim, or after the VM
 // exited from the history the shim saved (ShimConsole).
 func (s *ShimBackend) Console(ctx context.Context, req *pluginv1.ConsoleRequest, fn func(*pluginv1.ConsoleLine) error) error {

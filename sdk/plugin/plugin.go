@@ -114,9 +114,10 @@ func printVersion(impl informer) {
 }
 
 // pluginGCPercent is the garbage collector's target for plugin processes
-// unless GOGC says otherwise: plugins hold little live data but one
-// stream per VM, and a host runs several of them next to petreld, so a
-// tighter heap matters more than the collector's CPU time.
+// unless GOGC says otherwise: plugins hold little live data (a few
+// hundred bytes per VM whose console they follow), and a host runs
+// several of them next to petreld, so a tighter heap matters more than
+// the collector's CPU time.
 const pluginGCPercent = 50
 
 // releaseTextAfter is when a plugin gives back the pages of its binary

@@ -31,6 +31,9 @@ type Client struct {
 // Alive to probe.
 func Dial(dir string) *Client { return &Client{dir: dir} }
 
+// socket is the path of the shim's socket.
+func (c *Client) socket() string { return filepath.Join(c.dir, SocketName) }
+
 // errGone marks a shim that is not reachable (no socket, nobody listening,
 // or the connection broke before the answer was complete).
 var errGone = errors.New("shim not reachable")
@@ -40,7 +43,7 @@ var errGone = errors.New("shim not reachable")
 // (ErrExited for a tender that has exited); an unreachable shim yields an
 // error wrapping errGone.
 func (c *Client) call(ctx context.Context, req request, fn func(response) (done bool, err error)) error {
-	sock := filepath.Join(c.dir, SocketName)
+	sock := c.socket()
 	conn, err := dialUnix(ctx, sock)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -220,29 +223,44 @@ func (c *Client) ConsoleBatches(ctx context.Context, since time.Time, count int,
 	}
 	var last time.Time // time of the last line delivered, zero if none
 	err := c.call(ctx, req, func(r response) (bool, error) {
-		switch {
-		case r.End:
-			return true, nil
-		case r.Batch != nil:
-			b, err := r.Batch.decode()
-			if err != nil {
-				return true, fmt.Errorf("shim %s: console: %w", c.dir, err)
-			}
-			if n := len(b.Lines); n > 0 {
-				last = b.Lines[n-1].Time
-			}
-			return false, fn(b)
-		case r.Line != nil:
-			last = r.Line.Time
-			return false, fn(Batch{Lines: []Line{*r.Line}})
-		default:
-			return true, fmt.Errorf("shim %s: console: unexpected response", c.dir)
-		}
+		return c.consoleResponse(r, &last, fn)
 	})
 	if !errors.Is(err, errGone) {
 		return err
 	}
-	if _, ferr := c.exitFromFile(err); ferr != nil {
+	return c.consoleFromFile(err, since, count, last, fn)
+}
+
+// consoleResponse handles one response to a console request: it passes
+// the lines to fn, noting the time of the last one in last, and reports
+// whether the stream is over.
+func (c *Client) consoleResponse(r response, last *time.Time, fn func(Batch) error) (bool, error) {
+	switch {
+	case r.End:
+		return true, nil
+	case r.Batch != nil:
+		b, err := r.Batch.decode()
+		if err != nil {
+			return true, fmt.Errorf("shim %s: console: %w", c.dir, err)
+		}
+		if n := len(b.Lines); n > 0 {
+			*last = b.Lines[n-1].Time
+		}
+		return false, fn(b)
+	case r.Line != nil:
+		*last = r.Line.Time
+		return false, fn(Batch{Lines: []Line{*r.Line}})
+	default:
+		return true, fmt.Errorf("shim %s: console: unexpected response", c.dir)
+	}
+}
+
+// consoleFromFile serves the rest of a console request (since, count)
+// once the shim is unreachable (connErr said how): from console.jsonl,
+// after the line of time last when some lines were delivered, provided
+// the shim recorded the exit; otherwise the error wraps ErrShimLost.
+func (c *Client) consoleFromFile(connErr error, since time.Time, count int, last time.Time, fn func(Batch) error) error {
+	if _, ferr := c.exitFromFile(connErr); ferr != nil {
 		return ferr
 	}
 	lines, ferr := ReadConsole(c.dir)

@@ -98,9 +98,19 @@ func (l *listener) close() error {
 // dialUnix connects to the unix socket at path. The returned file supports
 // deadlines, and closing it unblocks pending reads and writes.
 func dialUnix(ctx context.Context, path string) (*os.File, error) {
+	fd, err := dialRaw(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// dialRaw connects to the unix socket at path and returns the connected,
+// non-blocking socket, which nothing else polls.
+func dialRaw(ctx context.Context, path string) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
 	for {
 		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
@@ -113,13 +123,13 @@ func dialUnix(ctx context.Context, path string) (*os.File, error) {
 		case <-ctx.Done():
 			t.Stop()
 			_ = unix.Close(fd)
-			return nil, ctx.Err()
+			return -1, ctx.Err()
 		case <-t.C:
 		}
 	}
 	if err != nil {
 		_ = unix.Close(fd)
-		return nil, &os.PathError{Op: "connect", Path: path, Err: err}
+		return -1, &os.PathError{Op: "connect", Path: path, Err: err}
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return fd, nil
 }

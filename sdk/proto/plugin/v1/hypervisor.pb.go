@@ -75,9 +75,11 @@ type HypervisorCapabilities struct {
 	// The backend runs a VM's processes (the tender, its every thread and
 	// child) within VMSpec.allowed_cpus. petreld starts no VM that a policy
 	// confines to CPUs on a backend that does not.
-	ConfinesCpus  bool `protobuf:"varint,7,opt,name=confines_cpus,json=confinesCpus,proto3" json:"confines_cpus,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ConfinesCpus bool `protobuf:"varint,7,opt,name=confines_cpus,json=confinesCpus,proto3" json:"confines_cpus,omitempty"`
+	// The plugin serves FollowConsoles.
+	FollowsConsoles bool `protobuf:"varint,8,opt,name=follows_consoles,json=followsConsoles,proto3" json:"follows_consoles,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HypervisorCapabilities) Reset() {
@@ -155,6 +157,13 @@ func (x *HypervisorCapabilities) GetMaxMemoryMb() uint32 {
 func (x *HypervisorCapabilities) GetConfinesCpus() bool {
 	if x != nil {
 		return x.ConfinesCpus
+	}
+	return false
+}
+
+func (x *HypervisorCapabilities) GetFollowsConsoles() bool {
+	if x != nil {
+		return x.FollowsConsoles
 	}
 	return false
 }
@@ -1406,12 +1415,167 @@ func (x *StatsBatchResponse) GetStats() map[string]*VMStats {
 	return nil
 }
 
+// FollowConsolesRequest starts or stops following one VM's console on a
+// FollowConsoles stream. Following a VM already followed on the stream
+// starts again from since_ns.
+type FollowConsolesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The VM's runtime id, as in VMRef.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Only lines at or after this time (unix ns); 0 for no bound. The whole
+	// history so selected comes first, then new lines as the VM prints them.
+	SinceNs int64 `protobuf:"varint,2,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
+	// Stop following the VM; no further message comes for it.
+	Stop          bool `protobuf:"varint,3,opt,name=stop,proto3" json:"stop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowConsolesRequest) Reset() {
+	*x = FollowConsolesRequest{}
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowConsolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowConsolesRequest) ProtoMessage() {}
+
+func (x *FollowConsolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowConsolesRequest.ProtoReflect.Descriptor instead.
+func (*FollowConsolesRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_hypervisor_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *FollowConsolesRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FollowConsolesRequest) GetSinceNs() int64 {
+	if x != nil {
+		return x.SinceNs
+	}
+	return 0
+}
+
+func (x *FollowConsolesRequest) GetStop() bool {
+	if x != nil {
+		return x.Stop
+	}
+	return false
+}
+
+// FollowConsolesMessage carries console lines of one VM, or the end of
+// its console. Messages of one VM come in the order of its lines.
+type FollowConsolesMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The VM's runtime id, as in the request.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Lines in order, as ConsoleLine with batch set: a line with dropped
+	// set and no text counts lines lost just before the lines after it (the
+	// follower fell too far behind the VM). They never carry more.
+	Lines []*ConsoleLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	// The VM's console ended: the VM exited and every line was sent, or
+	// following failed (code is then not 0). Nothing more comes for the id
+	// unless it is followed again.
+	End bool `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
+	// With end: the gRPC status code of the failure (NOT_FOUND for an
+	// unknown VM), 0 when the console simply ended.
+	Code int32 `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	// With a code: what went wrong.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowConsolesMessage) Reset() {
+	*x = FollowConsolesMessage{}
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowConsolesMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowConsolesMessage) ProtoMessage() {}
+
+func (x *FollowConsolesMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowConsolesMessage.ProtoReflect.Descriptor instead.
+func (*FollowConsolesMessage) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_hypervisor_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *FollowConsolesMessage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FollowConsolesMessage) GetLines() []*ConsoleLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *FollowConsolesMessage) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+func (x *FollowConsolesMessage) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *FollowConsolesMessage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_plugin_v1_hypervisor_proto protoreflect.FileDescriptor
 
 const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\n" +
 	"\x1aplugin/v1/hypervisor.proto\x12\x10petrel.plugin.v1\x1a\x16plugin/v1/common.proto\"\x15\n" +
-	"\x13CapabilitiesRequest\"\x9b\x02\n" +
+	"\x13CapabilitiesRequest\"\xc6\x02\n" +
 	"\x16HypervisorCapabilities\x12\x18\n" +
 	"\atargets\x18\x01 \x03(\tR\atargets\x12!\n" +
 	"\fsupports_net\x18\x02 \x01(\bR\vsupportsNet\x12%\n" +
@@ -1419,7 +1583,8 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x14supports_cpu_pinning\x18\x04 \x01(\bR\x12supportsCpuPinning\x12\"\n" +
 	"\rmin_memory_mb\x18\x05 \x01(\rR\vminMemoryMb\x12\"\n" +
 	"\rmax_memory_mb\x18\x06 \x01(\rR\vmaxMemoryMb\x12#\n" +
-	"\rconfines_cpus\x18\a \x01(\bR\fconfinesCpus\"J\n" +
+	"\rconfines_cpus\x18\a \x01(\bR\fconfinesCpus\x12)\n" +
+	"\x10follows_consoles\x18\b \x01(\bR\x0ffollowsConsoles\"J\n" +
 	"\tNetDevice\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\ahost_if\x18\x02 \x01(\tR\x06hostIf\x12\x10\n" +
@@ -1521,7 +1686,17 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\n" +
 	"StatsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.petrel.plugin.v1.VMStatsR\x05value:\x028\x012\xe4\a\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.petrel.plugin.v1.VMStatsR\x05value:\x028\x01\"V\n" +
+	"\x15FollowConsolesRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x12\n" +
+	"\x04stop\x18\x03 \x01(\bR\x04stop\"\x98\x01\n" +
+	"\x15FollowConsolesMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
+	"\x05lines\x18\x02 \x03(\v2\x1d.petrel.plugin.v1.ConsoleLineR\x05lines\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\bR\x03end\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error2\xcc\b\n" +
 	"\n" +
 	"Hypervisor\x12C\n" +
 	"\x04Info\x12\x1d.petrel.plugin.v1.InfoRequest\x1a\x1c.petrel.plugin.v1.PluginInfo\x12T\n" +
@@ -1537,7 +1712,8 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\x05Stats\x12\x17.petrel.plugin.v1.VMRef\x1a\x19.petrel.plugin.v1.VMStats\x12L\n" +
 	"\aConsole\x12 .petrel.plugin.v1.ConsoleRequest\x1a\x1d.petrel.plugin.v1.ConsoleLine0\x01\x12W\n" +
 	"\n" +
-	"StatsBatch\x12#.petrel.plugin.v1.StatsBatchRequest\x1a$.petrel.plugin.v1.StatsBatchResponseB;Z9github.com/petrel-vmm/petrel/sdk/proto/plugin/v1;pluginv1b\x06proto3"
+	"StatsBatch\x12#.petrel.plugin.v1.StatsBatchRequest\x1a$.petrel.plugin.v1.StatsBatchResponse\x12f\n" +
+	"\x0eFollowConsoles\x12'.petrel.plugin.v1.FollowConsolesRequest\x1a'.petrel.plugin.v1.FollowConsolesMessage(\x010\x01B;Z9github.com/petrel-vmm/petrel/sdk/proto/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_plugin_v1_hypervisor_proto_rawDescOnce sync.Once
@@ -1551,7 +1727,7 @@ func file_plugin_v1_hypervisor_proto_rawDescGZIP() []byte {
 	return file_plugin_v1_hypervisor_proto_rawDescData
 }
 
-var file_plugin_v1_hypervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_plugin_v1_hypervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_plugin_v1_hypervisor_proto_goTypes = []any{
 	(*CapabilitiesRequest)(nil),    // 0: petrel.plugin.v1.CapabilitiesRequest
 	(*HypervisorCapabilities)(nil), // 1: petrel.plugin.v1.HypervisorCapabilities
@@ -1572,52 +1748,57 @@ var file_plugin_v1_hypervisor_proto_goTypes = []any{
 	(*ConsoleLine)(nil),            // 16: petrel.plugin.v1.ConsoleLine
 	(*StatsBatchRequest)(nil),      // 17: petrel.plugin.v1.StatsBatchRequest
 	(*StatsBatchResponse)(nil),     // 18: petrel.plugin.v1.StatsBatchResponse
-	nil,                            // 19: petrel.plugin.v1.StatsBatchResponse.StatsEntry
-	(*InfoRequest)(nil),            // 20: petrel.plugin.v1.InfoRequest
-	(*ConfigureRequest)(nil),       // 21: petrel.plugin.v1.ConfigureRequest
-	(*FingerprintRequest)(nil),     // 22: petrel.plugin.v1.FingerprintRequest
-	(*PluginInfo)(nil),             // 23: petrel.plugin.v1.PluginInfo
-	(*ConfigureResponse)(nil),      // 24: petrel.plugin.v1.ConfigureResponse
-	(*FingerprintResponse)(nil),    // 25: petrel.plugin.v1.FingerprintResponse
+	(*FollowConsolesRequest)(nil),  // 19: petrel.plugin.v1.FollowConsolesRequest
+	(*FollowConsolesMessage)(nil),  // 20: petrel.plugin.v1.FollowConsolesMessage
+	nil,                            // 21: petrel.plugin.v1.StatsBatchResponse.StatsEntry
+	(*InfoRequest)(nil),            // 22: petrel.plugin.v1.InfoRequest
+	(*ConfigureRequest)(nil),       // 23: petrel.plugin.v1.ConfigureRequest
+	(*FingerprintRequest)(nil),     // 24: petrel.plugin.v1.FingerprintRequest
+	(*PluginInfo)(nil),             // 25: petrel.plugin.v1.PluginInfo
+	(*ConfigureResponse)(nil),      // 26: petrel.plugin.v1.ConfigureResponse
+	(*FingerprintResponse)(nil),    // 27: petrel.plugin.v1.FingerprintResponse
 }
 var file_plugin_v1_hypervisor_proto_depIdxs = []int32{
 	2,  // 0: petrel.plugin.v1.VMSpec.nets:type_name -> petrel.plugin.v1.NetDevice
 	3,  // 1: petrel.plugin.v1.VMSpec.blocks:type_name -> petrel.plugin.v1.BlockDevice
 	9,  // 2: petrel.plugin.v1.ExitStatus.rusage:type_name -> petrel.plugin.v1.Rusage
 	16, // 3: petrel.plugin.v1.ConsoleLine.more:type_name -> petrel.plugin.v1.ConsoleLine
-	19, // 4: petrel.plugin.v1.StatsBatchResponse.stats:type_name -> petrel.plugin.v1.StatsBatchResponse.StatsEntry
-	14, // 5: petrel.plugin.v1.StatsBatchResponse.StatsEntry.value:type_name -> petrel.plugin.v1.VMStats
-	20, // 6: petrel.plugin.v1.Hypervisor.Info:input_type -> petrel.plugin.v1.InfoRequest
-	21, // 7: petrel.plugin.v1.Hypervisor.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
-	22, // 8: petrel.plugin.v1.Hypervisor.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
-	0,  // 9: petrel.plugin.v1.Hypervisor.Capabilities:input_type -> petrel.plugin.v1.CapabilitiesRequest
-	4,  // 10: petrel.plugin.v1.Hypervisor.Validate:input_type -> petrel.plugin.v1.VMSpec
-	4,  // 11: petrel.plugin.v1.Hypervisor.Start:input_type -> petrel.plugin.v1.VMSpec
-	6,  // 12: petrel.plugin.v1.Hypervisor.Recover:input_type -> petrel.plugin.v1.Handle
-	8,  // 13: petrel.plugin.v1.Hypervisor.Wait:input_type -> petrel.plugin.v1.VMRef
-	11, // 14: petrel.plugin.v1.Hypervisor.Stop:input_type -> petrel.plugin.v1.StopRequest
-	8,  // 15: petrel.plugin.v1.Hypervisor.Destroy:input_type -> petrel.plugin.v1.VMRef
-	8,  // 16: petrel.plugin.v1.Hypervisor.Stats:input_type -> petrel.plugin.v1.VMRef
-	15, // 17: petrel.plugin.v1.Hypervisor.Console:input_type -> petrel.plugin.v1.ConsoleRequest
-	17, // 18: petrel.plugin.v1.Hypervisor.StatsBatch:input_type -> petrel.plugin.v1.StatsBatchRequest
-	23, // 19: petrel.plugin.v1.Hypervisor.Info:output_type -> petrel.plugin.v1.PluginInfo
-	24, // 20: petrel.plugin.v1.Hypervisor.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
-	25, // 21: petrel.plugin.v1.Hypervisor.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
-	1,  // 22: petrel.plugin.v1.Hypervisor.Capabilities:output_type -> petrel.plugin.v1.HypervisorCapabilities
-	5,  // 23: petrel.plugin.v1.Hypervisor.Validate:output_type -> petrel.plugin.v1.ValidateResponse
-	6,  // 24: petrel.plugin.v1.Hypervisor.Start:output_type -> petrel.plugin.v1.Handle
-	7,  // 25: petrel.plugin.v1.Hypervisor.Recover:output_type -> petrel.plugin.v1.RecoverResponse
-	10, // 26: petrel.plugin.v1.Hypervisor.Wait:output_type -> petrel.plugin.v1.ExitStatus
-	12, // 27: petrel.plugin.v1.Hypervisor.Stop:output_type -> petrel.plugin.v1.StopResponse
-	13, // 28: petrel.plugin.v1.Hypervisor.Destroy:output_type -> petrel.plugin.v1.DestroyResponse
-	14, // 29: petrel.plugin.v1.Hypervisor.Stats:output_type -> petrel.plugin.v1.VMStats
-	16, // 30: petrel.plugin.v1.Hypervisor.Console:output_type -> petrel.plugin.v1.ConsoleLine
-	18, // 31: petrel.plugin.v1.Hypervisor.StatsBatch:output_type -> petrel.plugin.v1.StatsBatchResponse
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	21, // 4: petrel.plugin.v1.StatsBatchResponse.stats:type_name -> petrel.plugin.v1.StatsBatchResponse.StatsEntry
+	16, // 5: petrel.plugin.v1.FollowConsolesMessage.lines:type_name -> petrel.plugin.v1.ConsoleLine
+	14, // 6: petrel.plugin.v1.StatsBatchResponse.StatsEntry.value:type_name -> petrel.plugin.v1.VMStats
+	22, // 7: petrel.plugin.v1.Hypervisor.Info:input_type -> petrel.plugin.v1.InfoRequest
+	23, // 8: petrel.plugin.v1.Hypervisor.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
+	24, // 9: petrel.plugin.v1.Hypervisor.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
+	0,  // 10: petrel.plugin.v1.Hypervisor.Capabilities:input_type -> petrel.plugin.v1.CapabilitiesRequest
+	4,  // 11: petrel.plugin.v1.Hypervisor.Validate:input_type -> petrel.plugin.v1.VMSpec
+	4,  // 12: petrel.plugin.v1.Hypervisor.Start:input_type -> petrel.plugin.v1.VMSpec
+	6,  // 13: petrel.plugin.v1.Hypervisor.Recover:input_type -> petrel.plugin.v1.Handle
+	8,  // 14: petrel.plugin.v1.Hypervisor.Wait:input_type -> petrel.plugin.v1.VMRef
+	11, // 15: petrel.plugin.v1.Hypervisor.Stop:input_type -> petrel.plugin.v1.StopRequest
+	8,  // 16: petrel.plugin.v1.Hypervisor.Destroy:input_type -> petrel.plugin.v1.VMRef
+	8,  // 17: petrel.plugin.v1.Hypervisor.Stats:input_type -> petrel.plugin.v1.VMRef
+	15, // 18: petrel.plugin.v1.Hypervisor.Console:input_type -> petrel.plugin.v1.ConsoleRequest
+	17, // 19: petrel.plugin.v1.Hypervisor.StatsBatch:input_type -> petrel.plugin.v1.StatsBatchRequest
+	19, // 20: petrel.plugin.v1.Hypervisor.FollowConsoles:input_type -> petrel.plugin.v1.FollowConsolesRequest
+	25, // 21: petrel.plugin.v1.Hypervisor.Info:output_type -> petrel.plugin.v1.PluginInfo
+	26, // 22: petrel.plugin.v1.Hypervisor.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
+	27, // 23: petrel.plugin.v1.Hypervisor.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
+	1,  // 24: petrel.plugin.v1.Hypervisor.Capabilities:output_type -> petrel.plugin.v1.HypervisorCapabilities
+	5,  // 25: petrel.plugin.v1.Hypervisor.Validate:output_type -> petrel.plugin.v1.ValidateResponse
+	6,  // 26: petrel.plugin.v1.Hypervisor.Start:output_type -> petrel.plugin.v1.Handle
+	7,  // 27: petrel.plugin.v1.Hypervisor.Recover:output_type -> petrel.plugin.v1.RecoverResponse
+	10, // 28: petrel.plugin.v1.Hypervisor.Wait:output_type -> petrel.plugin.v1.ExitStatus
+	12, // 29: petrel.plugin.v1.Hypervisor.Stop:output_type -> petrel.plugin.v1.StopResponse
+	13, // 30: petrel.plugin.v1.Hypervisor.Destroy:output_type -> petrel.plugin.v1.DestroyResponse
+	14, // 31: petrel.plugin.v1.Hypervisor.Stats:output_type -> petrel.plugin.v1.VMStats
+	16, // 32: petrel.plugin.v1.Hypervisor.Console:output_type -> petrel.plugin.v1.ConsoleLine
+	18, // 33: petrel.plugin.v1.Hypervisor.StatsBatch:output_type -> petrel.plugin.v1.StatsBatchResponse
+	20, // 34: petrel.plugin.v1.Hypervisor.FollowConsoles:output_type -> petrel.plugin.v1.FollowConsolesMessage
+	21, // [21:35] is the sub-list for method output_type
+	7,  // [7:21] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_plugin_v1_hypervisor_proto_init() }
@@ -1632,7 +1813,7 @@ func file_plugin_v1_hypervisor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_hypervisor_proto_rawDesc), len(file_plugin_v1_hypervisor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

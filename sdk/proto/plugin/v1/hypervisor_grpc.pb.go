@@ -21,19 +21,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Hypervisor_Info_FullMethodName         = "/petrel.plugin.v1.Hypervisor/Info"
-	Hypervisor_Configure_FullMethodName    = "/petrel.plugin.v1.Hypervisor/Configure"
-	Hypervisor_Fingerprint_FullMethodName  = "/petrel.plugin.v1.Hypervisor/Fingerprint"
-	Hypervisor_Capabilities_FullMethodName = "/petrel.plugin.v1.Hypervisor/Capabilities"
-	Hypervisor_Validate_FullMethodName     = "/petrel.plugin.v1.Hypervisor/Validate"
-	Hypervisor_Start_FullMethodName        = "/petrel.plugin.v1.Hypervisor/Start"
-	Hypervisor_Recover_FullMethodName      = "/petrel.plugin.v1.Hypervisor/Recover"
-	Hypervisor_Wait_FullMethodName         = "/petrel.plugin.v1.Hypervisor/Wait"
-	Hypervisor_Stop_FullMethodName         = "/petrel.plugin.v1.Hypervisor/Stop"
-	Hypervisor_Destroy_FullMethodName      = "/petrel.plugin.v1.Hypervisor/Destroy"
-	Hypervisor_Stats_FullMethodName        = "/petrel.plugin.v1.Hypervisor/Stats"
-	Hypervisor_Console_FullMethodName      = "/petrel.plugin.v1.Hypervisor/Console"
-	Hypervisor_StatsBatch_FullMethodName   = "/petrel.plugin.v1.Hypervisor/StatsBatch"
+	Hypervisor_Info_FullMethodName           = "/petrel.plugin.v1.Hypervisor/Info"
+	Hypervisor_Configure_FullMethodName      = "/petrel.plugin.v1.Hypervisor/Configure"
+	Hypervisor_Fingerprint_FullMethodName    = "/petrel.plugin.v1.Hypervisor/Fingerprint"
+	Hypervisor_Capabilities_FullMethodName   = "/petrel.plugin.v1.Hypervisor/Capabilities"
+	Hypervisor_Validate_FullMethodName       = "/petrel.plugin.v1.Hypervisor/Validate"
+	Hypervisor_Start_FullMethodName          = "/petrel.plugin.v1.Hypervisor/Start"
+	Hypervisor_Recover_FullMethodName        = "/petrel.plugin.v1.Hypervisor/Recover"
+	Hypervisor_Wait_FullMethodName           = "/petrel.plugin.v1.Hypervisor/Wait"
+	Hypervisor_Stop_FullMethodName           = "/petrel.plugin.v1.Hypervisor/Stop"
+	Hypervisor_Destroy_FullMethodName        = "/petrel.plugin.v1.Hypervisor/Destroy"
+	Hypervisor_Stats_FullMethodName          = "/petrel.plugin.v1.Hypervisor/Stats"
+	Hypervisor_Console_FullMethodName        = "/petrel.plugin.v1.Hypervisor/Console"
+	Hypervisor_StatsBatch_FullMethodName     = "/petrel.plugin.v1.Hypervisor/StatsBatch"
+	Hypervisor_FollowConsoles_FullMethodName = "/petrel.plugin.v1.Hypervisor/FollowConsoles"
 )
 
 // HypervisorClient is the client API for Hypervisor service.
@@ -73,6 +74,14 @@ type HypervisorClient interface {
 	// A plugin without it answers Unimplemented and petreld calls Stats for
 	// each VM instead.
 	StatsBatch(ctx context.Context, in *StatsBatchRequest, opts ...grpc.CallOption) (*StatsBatchResponse, error)
+	// FollowConsoles follows the consoles of many VMs over one stream, as
+	// petreld does for every running VM: each request starts or stops
+	// following one VM, and each message carries lines of one VM, tagged
+	// with its id. One stream per plugin instead of one Console stream per
+	// VM keeps petreld and the plugin small with many VMs. Only a plugin
+	// whose capabilities set follows_consoles is asked for it; petreld
+	// calls Console for each VM of any other.
+	FollowConsoles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FollowConsolesRequest, FollowConsolesMessage], error)
 }
 
 type hypervisorClient struct {
@@ -222,6 +231,19 @@ func (c *hypervisorClient) StatsBatch(ctx context.Context, in *StatsBatchRequest
 	return out, nil
 }
 
+func (c *hypervisorClient) FollowConsoles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FollowConsolesRequest, FollowConsolesMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Hypervisor_ServiceDesc.Streams[1], Hypervisor_FollowConsoles_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FollowConsolesRequest, FollowConsolesMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Hypervisor_FollowConsolesClient = grpc.BidiStreamingClient[FollowConsolesRequest, FollowConsolesMessage]
+
 // HypervisorServer is the server API for Hypervisor service.
 // All implementations must embed UnimplementedHypervisorServer
 // for forward compatibility.
@@ -259,6 +281,14 @@ type HypervisorServer interface {
 	// A plugin without it answers Unimplemented and petreld calls Stats for
 	// each VM instead.
 	StatsBatch(context.Context, *StatsBatchRequest) (*StatsBatchResponse, error)
+	// FollowConsoles follows the consoles of many VMs over one stream, as
+	// petreld does for every running VM: each request starts or stops
+	// following one VM, and each message carries lines of one VM, tagged
+	// with its id. One stream per plugin instead of one Console stream per
+	// VM keeps petreld and the plugin small with many VMs. Only a plugin
+	// whose capabilities set follows_consoles is asked for it; petreld
+	// calls Console for each VM of any other.
+	FollowConsoles(grpc.BidiStreamingServer[FollowConsolesRequest, FollowConsolesMessage]) error
 	mustEmbedUnimplementedHypervisorServer()
 }
 
@@ -307,6 +337,9 @@ func (UnimplementedHypervisorServer) Console(*ConsoleRequest, grpc.ServerStreami
 }
 func (UnimplementedHypervisorServer) StatsBatch(context.Context, *StatsBatchRequest) (*StatsBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatsBatch not implemented")
+}
+func (UnimplementedHypervisorServer) FollowConsoles(grpc.BidiStreamingServer[FollowConsolesRequest, FollowConsolesMessage]) error {
+	return status.Error(codes.Unimplemented, "method FollowConsoles not implemented")
 }
 func (UnimplementedHypervisorServer) mustEmbedUnimplementedHypervisorServer() {}
 func (UnimplementedHypervisorServer) testEmbeddedByValue()                    {}
@@ -556,6 +589,13 @@ func _Hypervisor_StatsBatch_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Hypervisor_FollowConsoles_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HypervisorServer).FollowConsoles(&grpc.GenericServerStream[FollowConsolesRequest, FollowConsolesMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Hypervisor_FollowConsolesServer = grpc.BidiStreamingServer[FollowConsolesRequest, FollowConsolesMessage]
+
 // Hypervisor_ServiceDesc is the grpc.ServiceDesc for Hypervisor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -617,6 +657,12 @@ var Hypervisor_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Console",
 			Handler:       _Hypervisor_Console_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "FollowConsoles",
+			Handler:       _Hypervisor_FollowConsoles_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "plugin/v1/hypervisor.proto",

@@ -1,0 +1,133 @@
+package hypervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/shim"
+)
+
+// dirsOnly is a ShimDirs backend with VMs in the given directories.
+type dirsOnly struct {
+	Hypervisor
+	dirs map[string]string
+}
+
+func (d dirsOnly) ShimDir(id string) (string, error) {
+	if dir, ok := d.dirs[id]; ok {
+		return dir, nil
+	}
+	return "", ErrUnknownVM
+}
+
+// fakeShim answers one console request on dir's socket with reply, line
+// by line, and returns the request it got.
+func fakeShim(t *testing.T, dir string, reply ...string) <-chan string {
+	t.Helper()
+	l, err := net.Listen("unix", filepath.Join(dir, shim.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		defer l.Close()
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, _ := bufio.NewReader(c).ReadString('\n')
+		got <- req
+		for _, r := range reply {
+			if _, err := io.WriteString(c, r+"\n"); err != nil {
+				return
+			}
+		}
+	}()
+	return got
+}
+
+// TestFollowConsolesShimDirs follows VMs of a ShimDirs backend through
+// their shims' sockets: lines lost by the shim reach petreld as a marker
+// before the lines after them, an unknown VM ends with NOT_FOUND, and a
+// lost shim's console simply ends.
+func TestFollowConsolesShimDirs(t *testing.T) {
+	live, lost := t.TempDir(), t.TempDir()
+	t0 := time.Unix(1700000000, 0).UnixNano()
+	reqc := fakeShim(t, live,
+		`{"batch":{"dropped":3,"n":2,"t":1700000000000000000,"d":[1000],"x":"a\nb"}}`,
+		`{"end":true}`)
+	// A socket nobody listens on, and no exit record: a killed shim.
+	l, err := net.Listen("unix", filepath.Join(lost, shim.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+
+	impl := dirsOnly{dirs: map[string]string{"live": live, "lost": lost}}
+	reqs := make(chan *pluginv1.FollowConsolesRequest, 3)
+	for _, id := range []string{"live", "lost", "gone"} {
+		reqs <- &pluginv1.FollowConsolesRequest{Id: id, SinceNs: 5}
+	}
+	msgs := make(chan *pluginv1.FollowConsolesMessage, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- FollowConsoles(ctx, impl, func() (*pluginv1.FollowConsolesRequest, error) {
+			select {
+			case r := <-reqs:
+				return r, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}, func(m *pluginv1.FollowConsolesMessage) error { msgs <- m; return nil })
+	}()
+	var lines []*pluginv1.ConsoleLine
+	ends := map[string]*pluginv1.FollowConsolesMessage{}
+	for len(ends) < 3 {
+		select {
+		case m := <-msgs:
+			if m.GetId() == "live" {
+				lines = append(lines, m.GetLines()...)
+			}
+			if m.GetEnd() {
+				ends[m.GetId()] = m
+			}
+		case <-ctx.Done():
+			t.Fatalf("ends so far: %v", ends)
+		}
+	}
+	if req := <-reqc; !strings.Contains(req, `"op":"console"`) || !strings.Contains(req, `"follow":true`) ||
+		!strings.Contains(req, `"batch":true`) || !strings.Contains(req, `"since":"`+time.Unix(0, 5).Format(time.RFC3339Nano)+`"`) {
+		t.Errorf("the shim was asked %q, want the console from 5 ns, followed, in batches", req)
+	}
+	if len(lines) != 3 || lines[0].GetDropped() != 3 || lines[0].GetText() != "" || lines[0].GetTimeNs() != t0 ||
+		lines[1].GetText() != "a" || lines[2].GetText() != "b" || lines[2].GetTimeNs() != t0+1000 {
+		t.Errorf("lines of live: %v", lines)
+	}
+	if m := ends["live"]; m.GetCode() != 0 {
+		t.Errorf("end of live: %v", m)
+	}
+	if m := ends["lost"]; m.GetCode() != 0 {
+		t.Errorf("end of a lost shim's console: %v, want a plain end", m)
+	}
+	if m := ends["gone"]; codes.Code(m.GetCode()) != codes.NotFound || !errors.Is(FollowEndError(m), ErrUnknownVM) {
+		t.Errorf("end of an unknown VM: %v", m)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("FollowConsoles returned %v", err)
+	}
+}
