@@ -47,8 +47,6 @@ func Main(args []string) int {
 	// Heap profiling is of no use in the shim, and its first sample
 	// allocates a 1.4 MB hash table.
 	runtime.MemProfileRate = 0
-	ready := readyPipe()
-	lock := inheritedLock()
 	if os.Getenv("GOMAXPROCS") == "" {
 		// The shim mostly sleeps; one processor means fewer threads and
 		// per-processor caches, about half a megabyte less memory.
@@ -60,6 +58,28 @@ func Main(args []string) int {
 		// grows to 4 MB before the first collection, doubling the shim's
 		// footprint.
 		debug.SetGCPercent(shimGCPercent)
+	}
+	var ready, lock *os.File
+	if len(args) == 1 && args[0] == flagSpare {
+		// A spare: wait for the launch it is to serve (spare.go).
+		w, ok, err := awaitWork()
+		spareLog := log.New(os.Stderr, "petrel-shim: ", log.LstdFlags|log.Lmicroseconds)
+		switch {
+		case !ok && err != nil:
+			spareLog.Print(err)
+			return 2
+		case !ok:
+			return 0 // its launcher is gone
+		case err != nil:
+			spareLog.Print(err)
+			report(w.ready, readyReport{Error: "spare shim: " + err.Error()}, spareLog)
+			return 2
+		}
+		ready = w.ready
+		args, lock = w.args, w.lock
+	} else {
+		ready = readyPipe()
+		lock = inheritedLock()
 	}
 	logger := log.New(os.Stderr, "petrel-shim: ", log.LstdFlags|log.Lmicroseconds)
 
