@@ -49,7 +49,9 @@
 // sent with the log file and the locked shim.lock attached (SCM_RIGHTS)
 // and followed by end-of-file. It then runs as a shim started with those
 // arguments, reporting readiness on the same socket. End-of-file with no
-// work (its launcher is gone) makes it exit 0.
+// work (its launcher is gone) makes it exit 0. Such a shim keeps its
+// command line, which names no VM; its working directory is DIR (the
+// tender's is the one the spare started in).
 //
 // # Files in DIR
 //

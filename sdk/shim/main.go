@@ -36,6 +36,8 @@ type options struct {
 	// ownGOMAXPROCS: GOMAXPROCS in the environment is the shim's alone
 	// (see Launch) and is left out of the tender's environment.
 	ownGOMAXPROCS bool
+	// tenderDir is the tender's working directory; empty means the shim's.
+	tenderDir string
 }
 
 // Main runs the shim with its command-line arguments (without the program
@@ -60,7 +62,8 @@ func Main(args []string) int {
 		debug.SetGCPercent(shimGCPercent)
 	}
 	var ready, lock *os.File
-	if len(args) == 1 && args[0] == flagSpare {
+	spare := len(args) == 1 && args[0] == flagSpare
+	if spare {
 		// A spare: wait for the launch it is to serve (spare.go).
 		w, ok, err := awaitWork()
 		spareLog := log.New(os.Stderr, "petrel-shim: ", log.LstdFlags|log.Lmicroseconds)
@@ -96,6 +99,19 @@ func Main(args []string) int {
 		logger.Print(err)
 		report(ready, readyReport{Error: err.Error()}, logger)
 		return 2
+	}
+	if spare {
+		// A spare keeps the command line it was started with, which names
+		// no VM: its working directory does instead (/proc/PID/cwd), while
+		// the tender starts where a shim started afresh would have.
+		if opts.tenderDir, err = os.Getwd(); err == nil {
+			err = os.Chdir(opts.dir)
+		}
+		if err != nil {
+			logger.Print(err)
+			report(ready, readyReport{Error: err.Error()}, logger)
+			return 1
+		}
 	}
 	if lock == nil {
 		// Started by hand: take the directory as Launch would have.

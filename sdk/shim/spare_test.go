@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,6 +110,18 @@ func TestLauncherTakesSpareAndReplacesIt(t *testing.T) {
 	lines := history(t, Dial(p.Dir), time.Time{}, 0)
 	if len(lines) < 2 || lines[1].Text != "GOMAXPROCS unset" {
 		t.Fatalf("tender's console: %+v", lines)
+	}
+	// Its command line names no VM; its working directory does. The
+	// tender's is the launcher's, as with a shim started afresh.
+	wd, _ := os.Getwd()
+	for pid, want := range map[int]string{p.ShimPID: p.Dir, p.TenderPID: wd} {
+		got, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err != nil {
+			t.Skipf("no /proc/PID/cwd: %v", err)
+		}
+		if w, _ := filepath.EvalSymlinks(want); got != w {
+			t.Fatalf("working directory of %d: %s, want %s", pid, got, w)
+		}
 	}
 	if log, err := os.ReadFile(p.Dir + "/" + LogFile); err != nil || !strings.Contains(string(log), "tender "+strconv.Itoa(p.TenderPID)+" started") {
 		t.Fatalf("the spare's log did not go to %s: %q, %v", LogFile, log, err)
