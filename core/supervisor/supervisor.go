@@ -609,7 +609,8 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	// new one (and removes the old run as an orphan). That spares a
 	// replacement's durable write and the old run's removal before the
 	// guest starts, which is the common re-deploy (create --force of a VM
-	// that has exited).
+	// that has exited); the old run is removed after the create is
+	// answered.
 	var downOld *Record
 	if !v.gone && vmrecord.Down(v.rec.State) {
 		old := v.rec
@@ -659,7 +660,14 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 		return Record{}, err
 	}
 	if downOld != nil {
-		s.removeReplacedRun(ctx, *downOld)
+		// Nothing waits for it: the create is answered at once, and the
+		// old run, which no record names any more, goes meanwhile.
+		old := *downOld
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.removeReplacedRun(s.ctx, old)
+		}()
 	}
 	v.gone = false
 	s.event(events.Created, v.rec, "")

@@ -679,8 +679,8 @@ func TestReplaceRecordedBeforeOldRunGoes(t *testing.T) {
 // starts the new run before it removes the old one, and writes nothing to
 // the store before the new run is up: while the new run starts, the store
 // still holds the old VM as it was (a daemon killed then finds it, and
-// removes the new run as an orphan). Once the create returns, the old run
-// is gone. A replacement that fails to start leaves neither run.
+// removes the new run as an orphan). Once the create has returned, the old
+// run goes. A replacement that fails to start leaves neither run.
 func TestReplaceDownVMStartsFirst(t *testing.T) {
 	f := newFixture(t)
 	old := f.create("web", 0, false)
@@ -723,12 +723,11 @@ func TestReplaceDownVMStartsFirst(t *testing.T) {
 	if s.ImageSHA256 != sha2 || s.State != StateRunning || s.RunID == old.RunID {
 		t.Fatalf("after the replace: %+v", s)
 	}
-	f.hv.mu.Lock()
-	destroyed := slices.Contains(f.hv.destroyed, old.RunID)
-	f.hv.mu.Unlock()
-	if !destroyed {
-		t.Fatal("the old run was not removed once its replacement ran")
-	}
+	eventually(t, "the old run removed once its replacement ran", func() bool {
+		f.hv.mu.Lock()
+		defer f.hv.mu.Unlock()
+		return slices.Contains(f.hv.destroyed, old.RunID)
+	})
 	if err := f.st.Get(RecordsCollection, recordKey("web"), &stored); err != nil || stored.RunID != s.RunID {
 		t.Fatalf("stored after the replace: %+v, %v", stored, err)
 	}
@@ -746,7 +745,7 @@ func TestReplaceDownVMStartsFirst(t *testing.T) {
 		t.Fatalf("after a failed replacement: %v", err)
 	}
 	f.hv.mu.Lock()
-	destroyed = slices.Contains(f.hv.destroyed, s.RunID)
+	destroyed := slices.Contains(f.hv.destroyed, s.RunID)
 	f.hv.mu.Unlock()
 	if !destroyed {
 		t.Fatal("the replaced run stayed after a failed replacement")
