@@ -516,7 +516,13 @@ func processesUnder(dir string) []int {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
-		if err == nil && bytes.Contains(b, []byte(dir)) && alive(pid) {
+		if err != nil || !alive(pid) {
+			continue
+		}
+		// A shim that was a spare names its VM's directory by its working
+		// directory, not its command line.
+		cwd, _ := os.Readlink(filepath.Join("/proc", en.Name(), "cwd"))
+		if bytes.Contains(b, []byte(dir)) || strings.HasPrefix(cwd, dir+"/") {
 			pids = append(pids, pid)
 		}
 	}

@@ -226,6 +226,17 @@ func invariantViolations(e *env, m *model) ([]string, map[string]bool) {
 			bad("orphan plugin %d (parent %d, petreld is %d): %s", pid, ppid(pid), daemon, cmdline(pid))
 		}
 	}
+	// A spare shim (sdk/shim.Launcher) lives only as long as the plugin
+	// that started it: one whose parent is no plugin has leaked. (A spare
+	// carries nothing that names its petreld, so this looks at every
+	// spare on the host; one whose plugin was just killed has a moment to
+	// exit, as checkInvariants looks again until its timeout.)
+	for _, pid := range spareShims() {
+		parent := ppid(pid)
+		if !strings.HasPrefix(filepath.Base(strings.Fields(cmdline(parent) + " ?")[0]), "petrel-plugin-") {
+			bad("orphan spare shim %d (parent %d: %s)", pid, parent, cmdline(parent))
+		}
+	}
 
 	// No orphan tap in the namespace.
 	if e.netns != "" {
@@ -315,6 +326,26 @@ func processKind(pid int) string {
 		return "tender"
 	}
 	return "other"
+}
+
+// spareShims lists the live spare shims of the host that have no VM yet
+// (one that took a VM's work works in that VM's directory).
+func spareShims() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		args := bytes.Split(bytes.TrimRight(readProc(pid, "cmdline"), "\x00"), []byte{0})
+		cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if len(args) == 2 && filepath.Base(string(args[0])) == "petrel-shim" && string(args[1]) == "--spare" &&
+			!strings.Contains(cwd, "/vms/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // pluginProcesses lists live plugin processes started from binDir whose

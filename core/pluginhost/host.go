@@ -146,6 +146,12 @@ type generation struct {
 	exited <-chan struct{}
 	// started is when the process was launched.
 	started time.Time
+
+	// capsMu guards caps, the process's Capabilities once asked: they
+	// describe the plugin, not the moment, so one call per process serves
+	// every create that needs them.
+	capsMu sync.Mutex
+	caps   *pluginv1.HypervisorCapabilities
 }
 
 // gone reports whether the process has exited.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +33,11 @@ func TestMain(m *testing.M) {
 // testHV is a backend whose Start of a VM named "crash" kills its own
 // process the first time it is called for an id (it leaves a marker in
 // its run directory), as a plugin crashing mid-start would.
-type testHV struct{ runDir string }
+type testHV struct {
+	runDir string
+	// capsCalls counts the Capabilities calls this process answered.
+	capsCalls atomic.Uint32
+}
 
 func (h *testHV) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: "fake", ApiVersions: []uint32{1}}, nil
@@ -58,8 +63,11 @@ func (h *testHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, er
 	}
 	return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_HEALTHY}, nil
 }
+
+// Capabilities says which call of this process it answers (in
+// MaxMemoryMb) and which process answers (its pid, in MinMemoryMb).
 func (h *testHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
-	return &pluginv1.HypervisorCapabilities{Targets: []string{"test"}}, nil
+	return &pluginv1.HypervisorCapabilities{Targets: []string{"test"}, MaxMemoryMb: h.capsCalls.Add(1), MinMemoryMb: uint32(os.Getpid())}, nil
 }
 func (h *testHV) Validate(context.Context, *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {
 	return &pluginv1.ValidateResponse{Ok: true}, nil
@@ -238,5 +246,38 @@ func TestCallWaitIsBounded(t *testing.T) {
 	}
 	if took := time.Since(began); took < 250*time.Millisecond || took > 5*time.Second {
 		t.Fatalf("call without a plugin failed after %v, want about 300ms", took)
+	}
+}
+
+// TestCapabilitiesAskedOncePerProcess: a plugin process is asked for its
+// capabilities once; a restarted plugin is asked again.
+func TestCapabilitiesAskedOncePerProcess(t *testing.T) {
+	h, _, events := testHost(t, 10*time.Second)
+	hv, err := h.Hypervisor("fake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := pid(t, h)
+	for i := range 3 {
+		c, err := hv.Capabilities(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.GetMaxMemoryMb() != 1 || c.GetMinMemoryMb() != uint32(first) {
+			t.Fatalf("call %d: answered as call %d of process %d (plugin %d)", i+1, c.GetMaxMemoryMb(), c.GetMinMemoryMb(), first)
+		}
+		c.Targets = nil // a caller's copy: changing it changes no later answer
+	}
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, events, "plugin-crashed")
+	expect(t, events, "plugin-restarted")
+	c, err := hv.Capabilities(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next := pid(t, h); c.GetMinMemoryMb() != uint32(next) || c.GetMaxMemoryMb() != 1 || len(c.GetTargets()) != 1 {
+		t.Fatalf("after a restart: %v (new plugin %d)", c, next)
 	}
 }

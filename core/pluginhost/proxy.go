@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -107,8 +109,33 @@ func (p *proxy) Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse,
 	return call(ctx, p.m, func(x hypervisor.Hypervisor) (*pluginv1.FingerprintResponse, error) { return x.Fingerprint(ctx) })
 }
 
+// Capabilities asks the plugin's current process once and answers from
+// that afterwards (a copy each time): a plugin's capabilities do not
+// change while its process lives, and a create needs them on its way to
+// the start. A restarted plugin is asked again.
 func (p *proxy) Capabilities(ctx context.Context) (*pluginv1.HypervisorCapabilities, error) {
-	return call(ctx, p.m, func(x hypervisor.Hypervisor) (*pluginv1.HypervisorCapabilities, error) { return x.Capabilities(ctx) })
+	for attempt := 1; ; attempt++ {
+		g, x, err := as[hypervisor.Hypervisor](ctx, p.m)
+		if err != nil {
+			return nil, err
+		}
+		g.capsMu.Lock()
+		caps := g.caps
+		g.capsMu.Unlock()
+		if caps == nil {
+			caps, err = x.Capabilities(ctx)
+			if err != nil {
+				if attempt == maxAttempts || !diedUnder(ctx, g, err) {
+					return nil, err
+				}
+				continue
+			}
+			g.capsMu.Lock()
+			g.caps = caps
+			g.capsMu.Unlock()
+		}
+		return proto.Clone(caps).(*pluginv1.HypervisorCapabilities), nil
+	}
 }
 
 func (p *proxy) Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error) {

@@ -128,9 +128,12 @@ func (s *Supervisor) runsTarget(ctx context.Context, hv hypervisor.Hypervisor, t
 
 // backendsFor lists the enabled backends other than except that run
 // target; where some of them are healthy and some are not, only the
-// healthy ones. A backend that does not answer is left out.
+// healthy ones. A backend that does not answer is left out. Health is
+// asked only when there is a choice: a single candidate is the answer
+// whatever its health, and a create that needs it is spared the calls.
 func (s *Supervisor) backendsFor(ctx context.Context, target, except string) []string {
 	var all, healthy []string
+	var hvs []hypervisor.Hypervisor
 	for _, name := range s.opts.Backends.Names() {
 		if name == except {
 			continue
@@ -143,8 +146,14 @@ func (s *Supervisor) backendsFor(ctx context.Context, target, except string) []s
 			continue
 		}
 		all = append(all, name)
+		hvs = append(hvs, hv)
+	}
+	if len(all) < 2 {
+		return all
+	}
+	for i, hv := range hvs {
 		if fp, err := hv.Fingerprint(ctx); err == nil && fp.GetHealth() == pluginv1.Health_HEALTH_HEALTHY {
-			healthy = append(healthy, name)
+			healthy = append(healthy, all[i])
 		}
 	}
 	if len(healthy) > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ type targetHV struct {
 	*fakeHV
 	targets []string
 	healthy bool
+	// fingerprints counts the Fingerprint calls.
+	fingerprints atomic.Int32
 }
 
 func (h *targetHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabilities, error) {
@@ -29,6 +32,7 @@ func (h *targetHV) Capabilities(context.Context) (*pluginv1.HypervisorCapabiliti
 }
 
 func (h *targetHV) Fingerprint(context.Context) (*pluginv1.FingerprintResponse, error) {
+	h.fingerprints.Add(1)
 	if !h.healthy {
 		return &pluginv1.FingerprintResponse{Health: pluginv1.Health_HEALTH_UNHEALTHY}, nil
 	}
@@ -64,6 +68,8 @@ func TestChooseBackend(t *testing.T) {
 	spt := backend{"spt", []string{"spt"}, true}
 	qemu := backend{"qemu", []string{"virtio", "linux"}, true}
 	sickSPT := backend{"spt2", []string{"spt"}, false}
+	// Choices with a single candidate, which need no backend's health.
+	unasked := map[string]bool{"spt image goes to spt": true, "virtio image goes to qemu": true, "a sick single candidate": true}
 	for _, tc := range []struct {
 		name     string
 		backends []backend
@@ -74,6 +80,7 @@ func TestChooseBackend(t *testing.T) {
 		{"default runs it", []backend{hvt, spt, qemu}, solo5.TargetHVT, "", "hvt"},
 		{"spt image goes to spt", []backend{hvt, spt, qemu}, solo5.TargetSPT, "", "spt"},
 		{"virtio image goes to qemu", []backend{hvt, spt, qemu}, solo5.TargetVirtio, "", "qemu"},
+		{"a sick single candidate", []backend{hvt, sickSPT}, solo5.TargetSPT, "", "spt2"},
 		{"not Solo5 goes to the default", []backend{hvt, spt, qemu}, 0, "", "hvt"},
 		{"not Solo5 goes to the named backend", []backend{hvt, spt, qemu}, 0, "qemu", "qemu"},
 		{"explicit mismatch names the backend", []backend{hvt, spt, qemu}, solo5.TargetSPT, "hvt",
@@ -119,6 +126,13 @@ func TestChooseBackend(t *testing.T) {
 			}
 			if err != nil || rec.Backend != tc.want {
 				t.Fatalf("Create = %q, %v; want backend %s", rec.Backend, err, tc.want)
+			}
+			var asked int32
+			for _, hv := range bs.hvs {
+				asked += hv.(*targetHV).fingerprints.Load()
+			}
+			if unasked[tc.name] && asked != 0 {
+				t.Fatalf("%d Fingerprint calls to choose the only candidate", asked)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/core/events"
 	"github.com/petrel-vmm/petrel/core/name"
+	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -74,7 +75,30 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 		return Record{}, err
 	}
 	defer release()
-	if !v.gone {
+	// A VM that is down (its run over, nothing held) is replaced without
+	// touching its run first: the new run starts, its record is written,
+	// and only then is the old run removed. Until the new record is
+	// written, a daemon killed finds the old VM as it was (the new run,
+	// which no record names, is removed as an orphan); after, it finds the
+	// new one (and removes the old run as an orphan). That spares a
+	// replacement's durable write and the old run's removal before the
+	// guest starts, which is the common re-deploy (create --force of a VM
+	// that has exited); the old run is removed after the create is
+	// answered.
+	var downOld *Record
+	if !v.gone && vmrecord.Down(v.rec.State) {
+		old := v.rec
+		downOld = &old
+		if v.run != nil {
+			v.run.cancel() // its monitor has nothing left to follow
+			v.run = nil
+		}
+		v.ring.SetClosed(true)
+		v.pubMu.Lock()
+		v.ring = s.newRing()
+		v.pubMu.Unlock()
+		s.event(events.Destroyed, v.rec, "replaced")
+	} else if !v.gone {
 		// The replacement is recorded, starting, before the old run
 		// goes: a daemon killed from here on finds the new configuration
 		// and starts it (the old run, which no record names then, is
@@ -98,17 +122,56 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 	}
 	v.rec = rec
 	if err := s.start(ctx, v, hv, spec, true); err != nil {
+		if downOld != nil {
+			// As when the old run goes first: a failed replacement
+			// leaves neither.
+			s.removeReplacedRun(ctx, *downOld)
+		}
 		v.gone = true
 		if derr := s.opts.Store.Delete(RecordsCollection, recordKey(rec.Name)); derr != nil {
 			s.opts.Logger.Error("remove record of failed create", "vm", rec.Name, "error", derr)
 		}
 		return Record{}, err
 	}
+	if downOld != nil {
+		// Nothing waits for it: the create is answered at once, and the
+		// old run, which no record names any more, goes meanwhile.
+		old := *downOld
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.removeReplacedRun(s.ctx, old)
+		}()
+	}
 	v.gone = false
 	s.event(events.Created, v.rec, "")
 	s.event(events.Started, v.rec, "")
 	s.startMonitor(v, hv)
 	return v.rec.Clone(), nil
+}
+
+// removeReplacedRun removes the run of r, a down VM that was replaced,
+// at its backend. It is tried once: a run it fails to remove belongs to
+// no record, and is removed as an orphan when the plugin comes back or
+// petreld starts.
+func (s *Supervisor) removeReplacedRun(ctx context.Context, r Record) {
+	if r.RunID == "" {
+		return
+	}
+	hv, err := s.opts.Backends.Hypervisor(r.Backend)
+	switch {
+	case err == nil:
+		err = hv.Destroy(ctx, r.RunID)
+		if errors.Is(err, hypervisor.ErrUnknownVM) {
+			err = nil
+		}
+	case errors.Is(err, hypervisor.ErrInvalid) && s.opts.RemoveRun != nil:
+		// The backend is no longer enabled; its run is removed directly.
+		err = s.opts.RemoveRun(ctx, r.Backend, r.RunID)
+	}
+	if err != nil {
+		s.opts.Logger.Warn("remove the run of a replaced VM", "vm", r.Name, "run", r.RunID, "error", err)
+	}
 }
 
 func (s *Supervisor) spec(r Record, imagePath, runID string) *pluginv1.VMSpec {

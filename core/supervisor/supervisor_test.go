@@ -679,3 +679,80 @@ func TestReplaceRecordedBeforeOldRunGoes(t *testing.T) {
 		t.Fatalf("after the replace: %+v", s)
 	}
 }
+
+// TestReplaceDownVMStartsFirst: a forced create of a VM that has exited
+// starts the new run before it removes the old one, and writes nothing to
+// the store before the new run is up: while the new run starts, the store
+// still holds the old VM as it was (a daemon killed then finds it, and
+// removes the new run as an orphan). Once the create has returned, the old
+// run goes. A replacement that fails to start leaves neither run.
+func TestReplaceDownVMStartsFirst(t *testing.T) {
+	f := newFixture(t)
+	old := f.create("web", 0, false)
+	f.hv.exit(old.RunID, 0, 0)
+	eventually(t, "the old run recorded as exited", func() bool { return f.state("web").State == StateExited })
+	sha2, _, err := f.st.PutImage(bytes.NewReader([]byte("image 2")), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	f.hv.mu.Lock()
+	f.hv.block["web"] = release
+	f.hv.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.sup.Create(context.Background(), CreateParams{Name: "web", ImageSHA256: sha2, MemoryMB: 16, Force: true})
+		done <- err
+	}()
+	// Start is blocked: the old run must still be there, and its record
+	// unchanged.
+	time.Sleep(50 * time.Millisecond)
+	f.hv.mu.Lock()
+	destroyedEarly := slices.Contains(f.hv.destroyed, old.RunID)
+	f.hv.mu.Unlock()
+	if destroyedEarly {
+		t.Fatal("the old run was removed before the new one started")
+	}
+	var stored Record
+	if err := f.st.Get(RecordsCollection, recordKey("web"), &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.RunID != old.RunID || stored.State != StateExited || stored.ImageSHA256 != f.sha {
+		t.Fatalf("while the new run starts, the store holds %+v", stored)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s := f.state("web")
+	if s.ImageSHA256 != sha2 || s.State != StateRunning || s.RunID == old.RunID {
+		t.Fatalf("after the replace: %+v", s)
+	}
+	eventually(t, "the old run removed once its replacement ran", func() bool {
+		f.hv.mu.Lock()
+		defer f.hv.mu.Unlock()
+		return slices.Contains(f.hv.destroyed, old.RunID)
+	})
+	if err := f.st.Get(RecordsCollection, recordKey("web"), &stored); err != nil || stored.RunID != s.RunID {
+		t.Fatalf("stored after the replace: %+v, %v", stored, err)
+	}
+
+	// A replacement that fails: the VM is gone, and so are both runs.
+	f.hv.exit(s.RunID, 0, 0)
+	eventually(t, "the second run recorded as exited", func() bool { return f.state("web").State == StateExited })
+	f.hv.mu.Lock()
+	f.hv.unreachable = 1
+	f.hv.mu.Unlock()
+	if _, err := f.sup.Create(context.Background(), CreateParams{Name: "web", ImageSHA256: sha2, MemoryMB: 16, Force: true}); err == nil {
+		t.Fatal("a create whose start failed succeeded")
+	}
+	if _, err := f.sup.Info("web"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after a failed replacement: %v", err)
+	}
+	f.hv.mu.Lock()
+	destroyed := slices.Contains(f.hv.destroyed, s.RunID)
+	f.hv.mu.Unlock()
+	if !destroyed {
+		t.Fatal("the replaced run stayed after a failed replacement")
+	}
+}

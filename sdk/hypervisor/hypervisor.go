@@ -27,7 +27,9 @@ type Hypervisor interface {
 	Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error
 	// Fingerprint reports whether the backend can run VMs on this host.
 	Fingerprint(ctx context.Context) (*pluginv1.FingerprintResponse, error)
-	// Capabilities describes what the backend supports.
+	// Capabilities describes what the backend supports. The answer must
+	// not change while the plugin's process lives (it may once
+	// configured): petreld asks each process once and keeps the answer.
 	Capabilities(ctx context.Context) (*pluginv1.HypervisorCapabilities, error)
 	// Validate checks a spec without starting anything.
 	Validate(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.ValidateResponse, error)

@@ -42,6 +42,17 @@
 // when it could not be started, and closes it. Launch relies on this to
 // report failures synchronously.
 //
+//	petrel-shim --spare
+//
+// starts a spare shim (Launcher): descriptor 3 is then a unix stream
+// socket on which it waits for {"args":[...]}, the command line above,
+// sent with the log file and the locked shim.lock attached (SCM_RIGHTS)
+// and followed by end-of-file. It then runs as a shim started with those
+// arguments, reporting readiness on the same socket. End-of-file with no
+// work (its launcher is gone) makes it exit 0. Such a shim keeps its
+// command line, which names no VM; its working directory is DIR (the
+// tender's is the one the spare started in).
+//
 // # Files in DIR
 //
 //   - shim.sock: the control socket, removed when the shim exits.

@@ -96,6 +96,13 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 	if shimPath == "" {
 		shimPath = DefaultShimName
 	}
+	return launchWith(ctx, cfg, shimPath, env, args, nil)
+}
+
+// launchWith is Launch of shimPath with env and args, handing the work to
+// sp when it is not nil (see Launcher) and starting the shim afresh
+// otherwise, or when sp turns out to be gone.
+func launchWith(ctx context.Context, cfg Config, shimPath string, env, args []string, sp *spare) (*Process, error) {
 	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultReadyTimeout)
@@ -115,26 +122,27 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("launch shim: open log: %w", err)
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		_ = logf.Close()
-		_ = lock.Close()
-		return nil, fmt.Errorf("launch shim: create readiness pipe: %w", err)
+	var pr *os.File
+	var r *shimReaper
+	if sp != nil {
+		if err := sp.handOver(args, logf, lock); err != nil {
+			// The spare died before it got the work: nothing was started,
+			// and the launch goes on without it.
+			sp.kill()
+			sp = nil
+		} else {
+			pr, r = sp.conn, sp.r
+		}
 	}
-	cmd := exec.Command(shimPath, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{pw, lock} // fd 3 (readyFD) and fd 4 (lockFD) in the shim
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	_ = pw.Close()
+	if r == nil {
+		if pr, r, err = startShim(shimPath, env, args, logf, lock); err != nil {
+			_ = logf.Close()
+			_ = lock.Close()
+			return nil, err
+		}
+	}
 	_ = logf.Close()
 	_ = lock.Close()
-	if err != nil {
-		_ = pr.Close()
-		return nil, fmt.Errorf("launch shim %s: %w", shimPath, err)
-	}
-	r := newShimReaper(cmd.Process)
 
 	rep, err := readReady(ctx, pr)
 	_ = pr.Close()
@@ -157,9 +165,37 @@ func Launch(ctx context.Context, cfg Config) (*Process, error) {
 				err = fmt.Errorf("%w; %w", err, rerr)
 			}
 		}
+		if sp != nil && errors.Is(err, errNoReadiness) {
+			// The spare died under the hand-over (it was killed, or had
+			// crashed unnoticed). It has been killed with anything it
+			// started, and its lock is free: start a shim afresh.
+			return launchWith(ctx, cfg, shimPath, env, args, nil)
+		}
 		return nil, err
 	}
 	return &Process{ShimPID: r.pid, TenderPID: rep.TenderPID, StartedAt: rep.StartedAt, Dir: cfg.Dir, Done: r.done}, nil
+}
+
+// startShim starts shimPath with env and args, the log file as its
+// stdout and stderr, and lock on lockFD; it returns the read end of the
+// readiness pipe and the shim's reaper.
+func startShim(shimPath string, env, args []string, logf, lock *os.File) (*os.File, *shimReaper, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("launch shim: create readiness pipe: %w", err)
+	}
+	cmd := exec.Command(shimPath, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw, lock} // fd 3 (readyFD) and fd 4 (lockFD) in the shim
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	_ = pw.Close()
+	if err != nil {
+		_ = pr.Close()
+		return nil, nil, fmt.Errorf("launch shim %s: %w", shimPath, err)
+	}
+	return pr, newShimReaper(cmd.Process), nil
 }
 
 // flagOwnGOMAXPROCS tells the shim that GOMAXPROCS in its environment was
@@ -231,6 +267,10 @@ func shimArgs(cfg Config, ownGOMAXPROCS bool) ([]string, error) {
 	return append(args, cfg.Argv...), nil
 }
 
+// errNoReadiness reports a shim that exited (or closed its end) without
+// a readiness report.
+var errNoReadiness = errors.New("shim exited without reporting readiness")
+
 // readReady reads the shim's readiness line, giving up when ctx ends.
 func readReady(ctx context.Context, pr *os.File) (readyReport, error) {
 	var rep readyReport
@@ -240,11 +280,13 @@ func readReady(ctx context.Context, pr *os.File) (readyReport, error) {
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("waiting for shim readiness: %w", ctx.Err())
 	}
+	if len(data) == 0 && (err == nil || errors.Is(err, unix.ECONNRESET)) {
+		// End of file, or (from a spare's socket) a reset: the shim died
+		// without a word.
+		return rep, errNoReadiness
+	}
 	if err != nil {
 		return rep, fmt.Errorf("read shim readiness: %w", err)
-	}
-	if len(data) == 0 {
-		return rep, errors.New("shim exited without reporting readiness")
 	}
 	if err := json.Unmarshal(data, &rep); err != nil {
 		return rep, fmt.Errorf("parse shim readiness %q: %w", data, err)

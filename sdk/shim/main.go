@@ -36,6 +36,8 @@ type options struct {
 	// ownGOMAXPROCS: GOMAXPROCS in the environment is the shim's alone
 	// (see Launch) and is left out of the tender's environment.
 	ownGOMAXPROCS bool
+	// tenderDir is the tender's working directory; empty means the shim's.
+	tenderDir string
 }
 
 // Main runs the shim with its command-line arguments (without the program
@@ -47,8 +49,6 @@ func Main(args []string) int {
 	// Heap profiling is of no use in the shim, and its first sample
 	// allocates a 1.4 MB hash table.
 	runtime.MemProfileRate = 0
-	ready := readyPipe()
-	lock := inheritedLock()
 	if os.Getenv("GOMAXPROCS") == "" {
 		// The shim mostly sleeps; one processor means fewer threads and
 		// per-processor caches, about half a megabyte less memory.
@@ -60,6 +60,29 @@ func Main(args []string) int {
 		// grows to 4 MB before the first collection, doubling the shim's
 		// footprint.
 		debug.SetGCPercent(shimGCPercent)
+	}
+	var ready, lock *os.File
+	spare := len(args) == 1 && args[0] == flagSpare
+	if spare {
+		// A spare: wait for the launch it is to serve (spare.go).
+		w, ok, err := awaitWork()
+		spareLog := log.New(os.Stderr, "petrel-shim: ", log.LstdFlags|log.Lmicroseconds)
+		switch {
+		case !ok && err != nil:
+			spareLog.Print(err)
+			return 2
+		case !ok:
+			return 0 // its launcher is gone
+		case err != nil:
+			spareLog.Print(err)
+			report(w.ready, readyReport{Error: "spare shim: " + err.Error()}, spareLog)
+			return 2
+		}
+		ready = w.ready
+		args, lock = w.args, w.lock
+	} else {
+		ready = readyPipe()
+		lock = inheritedLock()
 	}
 	logger := log.New(os.Stderr, "petrel-shim: ", log.LstdFlags|log.Lmicroseconds)
 
@@ -76,6 +99,19 @@ func Main(args []string) int {
 		logger.Print(err)
 		report(ready, readyReport{Error: err.Error()}, logger)
 		return 2
+	}
+	if spare {
+		// A spare keeps the command line it was started with, which names
+		// no VM: its working directory does instead (/proc/PID/cwd), while
+		// the tender starts where a shim started afresh would have.
+		if opts.tenderDir, err = os.Getwd(); err == nil {
+			err = os.Chdir(opts.dir)
+		}
+		if err != nil {
+			logger.Print(err)
+			report(ready, readyReport{Error: err.Error()}, logger)
+			return 1
+		}
 	}
 	if lock == nil {
 		// Started by hand: take the directory as Launch would have.

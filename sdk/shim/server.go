@@ -99,6 +99,7 @@ func start(o options, logger *log.Logger) (*server, error) {
 	}
 	cmd := exec.Command(o.argv[0], o.argv[1:]...)
 	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.Dir = o.tenderDir
 	if o.ownGOMAXPROCS {
 		cmd.Env = withoutVar(os.Environ(), "GOMAXPROCS")
 	}

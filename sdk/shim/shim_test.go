@@ -27,12 +27,16 @@ const (
 
 func TestMain(m *testing.M) {
 	// The shim passes its environment to the tender, so the shim role is
-	// recognised by its command line (Launch always starts with --dir).
-	if os.Getenv(envShim) == "1" && len(os.Args) > 1 && os.Args[1] == "--dir" {
+	// recognised by its command line (Launch always starts with --dir, a
+	// spare with --spare).
+	if os.Getenv(envShim) == "1" && len(os.Args) > 1 && (os.Args[1] == "--dir" || os.Args[1] == flagSpare) {
 		os.Exit(Main(os.Args[1:]))
 	}
 	if os.Getenv(envTender) == "1" {
 		os.Exit(testTender(os.Args[1:]))
+	}
+	if os.Getenv(envLauncher) == "1" {
+		os.Exit(launcherProcess())
 	}
 	// Orphaned processes that some tests create on purpose are
 	// re-parented to the test process, which reaps them, rather than to

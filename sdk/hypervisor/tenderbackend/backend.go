@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/kvm"
 	"github.com/petrel-vmm/petrel/sdk/plugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/shim"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -83,6 +84,11 @@ const (
 	// its tender does not (a tender for another hypervisor, or a test
 	// double); the default is "true".
 	SettingNeedsKVM = "needs_kvm"
+	// SettingSpareShim, "false", makes every create start its shim afresh
+	// instead of keeping a spare shim waiting (shim.Launcher), which saves
+	// the memory of one idle shim at the cost of a slower create; the
+	// default is "true".
+	SettingSpareShim = "spare_shim"
 )
 
 // Backend implements hypervisor.Hypervisor for a Solo5 tender.
@@ -98,10 +104,20 @@ type Backend struct {
 	abi       uint32
 	shimPath  string
 	shimErr   error
+
+	// launcher starts shims, keeping a spare one after the first create
+	// (unless settings say otherwise); its spare ends with the plugin.
+	launcher *shim.Launcher
 }
 
 // New returns a backend for cfg; petreld configures it through Configure.
-func New(cfg Config) *Backend { return &Backend{cfg: cfg, settings: map[string]string{}} }
+func New(cfg Config) *Backend {
+	return &Backend{cfg: cfg, settings: map[string]string{}, launcher: shim.NewLauncher()}
+}
+
+// Close stops the backend's spare shim, if it has one; VMs keep running.
+// A plugin need not call it: the spare exits with the plugin's process.
+func (b *Backend) Close() error { return b.launcher.Close() }
 
 var _ hypervisor.Hypervisor = (*Backend)(nil)
 
@@ -115,12 +131,12 @@ func (b *Backend) Configure(_ context.Context, req *pluginv1.ConfigureRequest) e
 	for k := range req.GetSettings() {
 		switch k {
 		case SettingTender, SettingEngine, SettingShim:
-		case SettingNeedsKVM:
+		case SettingNeedsKVM, SettingSpareShim:
 			if v := req.GetSettings()[k]; v != "true" && v != "false" {
-				return fmt.Errorf("%w: backend %s: setting needs_kvm = %q: use true or false", hypervisor.ErrInvalid, b.cfg.Name, v)
+				return fmt.Errorf("%w: backend %s: setting %s = %q: use true or false", hypervisor.ErrInvalid, b.cfg.Name, k, v)
 			}
 		default:
-			return fmt.Errorf("%w: backend %s: unknown setting %q (known: tender, engine, shim, needs_kvm)", hypervisor.ErrInvalid, b.cfg.Name, k)
+			return fmt.Errorf("%w: backend %s: unknown setting %q (known: tender, engine, shim, needs_kvm, spare_shim)", hypervisor.ErrInvalid, b.cfg.Name, k)
 		}
 	}
 	if err := b.SetRunDir(req.GetRunDir()); err != nil {
@@ -359,6 +375,7 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 	}
 	b.mu.Lock()
 	shimPath, shimErr := b.shimPath, b.shimErr
+	spare := b.settings[SettingSpareShim] != "false"
 	b.mu.Unlock()
 	if shimErr != nil {
 		return nil, fmt.Errorf("%w: %v", hypervisor.ErrUnavailable, shimErr)
@@ -371,7 +388,11 @@ func (b *Backend) Start(ctx context.Context, spec *pluginv1.VMSpec) (*pluginv1.H
 		ta.Blocks = append(ta.Blocks, solo5.BlockArg{Name: bl.GetName(), Path: bl.GetPath(), SectorSize: int(bl.GetSectorSize())})
 	}
 	argv := append(append([]string{}, tender...), ta.Argv()...)
-	p, dir, err := b.StartShim(ctx, spec, hypervisor.ShimLaunch{Shim: shimPath, Argv: argv})
+	l := hypervisor.ShimLaunch{Shim: shimPath, Argv: argv}
+	if spare {
+		l.Launch = b.launcher.Launch
+	}
+	p, dir, err := b.StartShim(ctx, spec, l)
 	if err != nil {
 		return nil, err
 	}

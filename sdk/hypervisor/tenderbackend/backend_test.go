@@ -7,12 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
+	"github.com/petrel-vmm/petrel/sdk/shim"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -120,5 +122,80 @@ func TestFingerprintProblems(t *testing.T) {
 				t.Errorf("%s: problem %d is %v, want a fix starting %q", c.cfg.Name, i, p, w)
 			}
 		}
+	}
+}
+
+// sparedBackend returns an spt backend configured with the fake tender
+// and settings, closed at the end of the test, and an image it runs.
+func sparedBackend(t *testing.T, settings map[string]string) (*Backend, string) {
+	t.Helper()
+	dir := t.TempDir()
+	tender, err := faketender.WriteWrapper(dir, "solo5-spt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdktest.WriteShimWrapper(dir); err != nil {
+		t.Fatal(err)
+	}
+	settings[SettingTender] = tender
+	b := New(SPT("test", nil))
+	t.Cleanup(func() { b.Close() })
+	if err := b.Configure(context.Background(), &pluginv1.ConfigureRequest{RunDir: t.TempDir(), PluginDir: dir, Settings: settings}); err != nil {
+		t.Fatal(err)
+	}
+	return b, writeImage(t, solo5.TargetSPT, faketender.ABIVersion)
+}
+
+// startVM starts image on b as run id, destroyed at the end of the test.
+func startVM(t *testing.T, b *Backend, id, image string) *pluginv1.Handle {
+	t.Helper()
+	h, err := b.Start(context.Background(), &pluginv1.VMSpec{Id: id, Name: id, ImagePath: image, MemoryMb: 32, Args: []string{"run=forever"}})
+	if err != nil {
+		t.Fatalf("start %s: %v", id, err)
+	}
+	t.Cleanup(func() { b.Destroy(context.Background(), id) })
+	return h
+}
+
+// TestSpareShim: after its first create, a backend keeps a spare shim,
+// which runs the next VM; it is no VM itself (no run directory), and the
+// spare_shim setting turns it off.
+func TestSpareShim(t *testing.T) {
+	for v, ok := range map[string]bool{"true": true, "false": true, "yes": false} {
+		err := New(SPT("test", nil)).Configure(context.Background(), &pluginv1.ConfigureRequest{RunDir: t.TempDir(), Settings: map[string]string{SettingSpareShim: v}})
+		if (err == nil) != ok {
+			t.Errorf("spare_shim = %q: %v", v, err)
+		}
+	}
+
+	b, image := sparedBackend(t, map[string]string{})
+	first := startVM(t, b, "vm-1", image)
+	var spare int
+	for deadline := time.Now().Add(15 * time.Second); spare == 0; spare = b.launcher.SparePID() {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare shim after the first create")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if int64(spare) == first.GetShimPid() {
+		t.Fatal("the spare is the first VM's shim")
+	}
+	runs, err := os.ReadDir(b.RunDir())
+	if err != nil || len(runs) != 1 || runs[0].Name() != "vm-1" {
+		t.Fatalf("run directory with a spare waiting: %v, %v", runs, err)
+	}
+	second := startVM(t, b, "vm-2", image)
+	if second.GetShimPid() != int64(spare) {
+		t.Fatalf("second VM's shim is %d, not the spare %d", second.GetShimPid(), spare)
+	}
+	if rec, err := b.Recover(context.Background(), second); err != nil || !rec.GetRunning() {
+		t.Fatalf("VM run by the spare: %v, %v", rec, err)
+	}
+
+	off, image := sparedBackend(t, map[string]string{SettingSpareShim: "false"})
+	startVM(t, off, "vm-3", image)
+	time.Sleep(5 * shim.DefaultRefillDelay)
+	if pid := off.launcher.SparePID(); pid != 0 {
+		t.Fatalf("spare shim %d with spare_shim = false", pid)
 	}
 }

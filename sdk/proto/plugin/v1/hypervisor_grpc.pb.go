@@ -49,6 +49,8 @@ type HypervisorClient interface {
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*PluginInfo, error)
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	Fingerprint(ctx context.Context, in *FingerprintRequest, opts ...grpc.CallOption) (*FingerprintResponse, error)
+	// Capabilities describes the backend. The answer must not change while
+	// the plugin's process lives: petreld asks each process once.
 	Capabilities(ctx context.Context, in *CapabilitiesRequest, opts ...grpc.CallOption) (*HypervisorCapabilities, error)
 	// Validate checks a spec without starting anything: image target, ABI
 	// version, manifest devices against the configured ones.
@@ -256,6 +258,8 @@ type HypervisorServer interface {
 	Info(context.Context, *InfoRequest) (*PluginInfo, error)
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	Fingerprint(context.Context, *FingerprintRequest) (*FingerprintResponse, error)
+	// Capabilities describes the backend. The answer must not change while
+	// the plugin's process lives: petreld asks each process once.
 	Capabilities(context.Context, *CapabilitiesRequest) (*HypervisorCapabilities, error)
 	// Validate checks a spec without starting anything: image target, ABI
 	// version, manifest devices against the configured ones.
