@@ -13,7 +13,7 @@ import (
 	"sync"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
@@ -68,7 +68,7 @@ var _ hypervisor.Hypervisor = (*backend)(nil)
 // Info identifies the plugin.
 func (b *backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: name, Version: b.version,
-		ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+		ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 // Configure takes the settings of the backend's block in petreld's

@@ -17,9 +17,9 @@
 // are the same for every backend built this way.
 package main
 
-import "github.com/petrel-vmm/petrel/sdk/plugin"
+import "github.com/petrel-vmm/petrel/sdk/petrelplugin"
 
 // version is the plugin's version, as Info reports it.
 const version = "1.0.0"
 
-func main() { plugin.ServeHypervisor(newBackend(version)) }
+func main() { petrelplugin.ServeHypervisor(newBackend(version)) }

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -185,13 +185,13 @@ func TestBuiltPlugin(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	suite(t, func(t *testing.T) hypervisor.Hypervisor {
-		client := goplugin.NewClient(plugin.ClientConfig(bin, plugin.HypervisorPluginSets(nil), hclog.NewNullLogger()))
+		client := plugin.NewClient(petrelplugin.ClientConfig(bin, petrelplugin.HypervisorPluginSets(nil), hclog.NewNullLogger()))
 		t.Cleanup(client.Kill)
 		rpc, err := client.Client()
 		if err != nil {
 			t.Fatalf("start plugin: %v", err)
 		}
-		raw, err := rpc.Dispense(plugin.HypervisorService)
+		raw, err := rpc.Dispense(petrelplugin.HypervisorService)
 		if err != nil {
 			t.Fatalf("dispense: %v", err)
 		}

@@ -15,11 +15,11 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
-func main() { plugin.ServeMetrics(buffer.Wrap(&sink{}, buffer.Options{})) }
+func main() { petrelplugin.ServeMetrics(buffer.Wrap(&sink{}, buffer.Options{})) }
 
 // sink holds the open file; the mutex keeps concurrent batches apart.
 type sink struct {
@@ -29,7 +29,7 @@ type sink struct {
 
 func (s *sink) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_METRICS, Name: "jsonl", Version: "1.0.0",
-		ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+		ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 // Configure opens (creating if needed) the file named by the setting path.

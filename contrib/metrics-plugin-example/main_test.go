@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 )
@@ -149,13 +149,13 @@ func TestBuiltPlugin(t *testing.T) {
 	if out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	client := goplugin.NewClient(plugin.ClientConfig(bin, plugin.MetricsPluginSets(nil), hclog.NewNullLogger()))
+	client := plugin.NewClient(petrelplugin.ClientConfig(bin, petrelplugin.MetricsPluginSets(nil), hclog.NewNullLogger()))
 	defer client.Kill()
 	rpc, err := client.Client()
 	if err != nil {
 		t.Fatalf("start plugin: %v", err)
 	}
-	raw, err := rpc.Dispense(plugin.MetricsService)
+	raw, err := rpc.Dispense(petrelplugin.MetricsService)
 	if err != nil {
 		t.Fatalf("dispense: %v", err)
 	}

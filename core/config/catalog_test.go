@@ -64,7 +64,7 @@ func defaultsProblems(cfg *Config, list []catalog.Plugin) []string {
 	enabled := map[string]string{} // "block/name" -> "" for every block, "on" when enabled
 	for _, set := range []struct {
 		block  string
-		blocks []Backend
+		blocks []PluginBlock
 	}{{"backend", cfg.Backends}, {"network", cfg.Networks}, {"metrics", cfg.Metrics}} {
 		for _, b := range set.blocks {
 			key := set.block + "/" + b.Name

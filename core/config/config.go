@@ -73,25 +73,26 @@ type Config struct {
 	// operator knows which file to change.
 	File string
 
-	Backends []Backend `hcl:"backend,block"`
+	Backends []PluginBlock `hcl:"backend,block"`
 	// Networks configures network plugins (petrel-plugin-NAME); VMs get
 	// their taps from the first enabled one.
-	Networks []Backend `hcl:"network,block"`
+	Networks []PluginBlock `hcl:"network,block"`
 	// Metrics configures metrics sinks (petrel-plugin-NAME); each gets
 	// every statistics batch.
-	Metrics []Backend `hcl:"metrics,block"`
+	Metrics []PluginBlock `hcl:"metrics,block"`
 }
 
-// Backend configures one hypervisor plugin, named by its block label,
-// which is also the plugin binary's suffix (petrel-plugin-NAME).
-type Backend struct {
+// PluginBlock configures one plugin (a hypervisor backend, a network or a
+// metrics sink), named by its block label, which is also the plugin
+// binary's suffix (petrel-plugin-NAME).
+type PluginBlock struct {
 	Name     string            `hcl:"name,label"`
 	Enabled  *bool             `hcl:"enabled,optional"`
 	Settings map[string]string `hcl:"settings,optional"`
 }
 
-// IsEnabled reports whether the backend should be launched.
-func (b Backend) IsEnabled() bool { return b.Enabled == nil || *b.Enabled }
+// IsEnabled reports whether the plugin should be launched.
+func (b PluginBlock) IsEnabled() bool { return b.Enabled == nil || *b.Enabled }
 
 // Load returns the defaults overlaid with the file at path (when path is
 // not empty). Errors carry the file position.
@@ -151,8 +152,8 @@ func parse(src []byte, filename string, base *Config) (*Config, error) {
 }
 
 // mergeBlocks overlays labelled plugin blocks by name, settings key by key.
-func mergeBlocks(filename, kind string, base, over []Backend) ([]Backend, error) {
-	merged := map[string]Backend{}
+func mergeBlocks(filename, kind string, base, over []PluginBlock) ([]PluginBlock, error) {
+	merged := map[string]PluginBlock{}
 	for _, b := range base {
 		merged[b.Name] = b
 	}
@@ -180,7 +181,7 @@ func mergeBlocks(filename, kind string, base, over []Backend) ([]Backend, error)
 		old.Settings = settings
 		merged[b.Name] = old
 	}
-	var out []Backend
+	var out []PluginBlock
 	for _, b := range merged {
 		out = append(out, b)
 	}
@@ -248,13 +249,13 @@ func (c *Config) Validate() error {
 }
 
 // Network returns the network plugin VMs use, if any is enabled.
-func (c *Config) Network() (Backend, bool) {
+func (c *Config) Network() (PluginBlock, bool) {
 	for _, n := range c.Networks {
 		if n.IsEnabled() {
 			return n, true
 		}
 	}
-	return Backend{}, false
+	return PluginBlock{}, false
 }
 
 // SocketPerm parses socket_mode as octal permission bits.

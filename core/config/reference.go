@@ -77,7 +77,7 @@ func reference(src string) (string, error) {
 
 	b.WriteString("## Plugin blocks\n\n")
 	b.WriteString("Each block is labelled with the plugin's NAME, which is also the suffix of its binary (petrel-plugin-NAME, found in `plugin_dir`). A block may appear once per NAME.\n\n")
-	inner, _ := schema(reflect.TypeOf(Backend{}))
+	inner, _ := schema(reflect.TypeOf(PluginBlock{}))
 	for _, bl := range blocks {
 		d, ok := blockDocs[bl.name]
 		if !ok {

@@ -49,7 +49,7 @@ func startDaemon(t *testing.T, edit func(*config.Config)) *testDaemon {
 		t.Fatal(err)
 	}
 	off := false
-	for _, set := range [][]config.Backend{cfg.Backends, cfg.Networks, cfg.Metrics} {
+	for _, set := range [][]config.PluginBlock{cfg.Backends, cfg.Networks, cfg.Metrics} {
 		for i := range set {
 			set[i].Enabled = &off
 		}

@@ -14,15 +14,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/core/authz"
-	"github.com/petrel-vmm/petrel/core/block"
 	"github.com/petrel-vmm/petrel/core/config"
-	"github.com/petrel-vmm/petrel/core/console"
-	"github.com/petrel-vmm/petrel/core/events"
+	"github.com/petrel-vmm/petrel/core/internal/block"
+	"github.com/petrel-vmm/petrel/core/internal/console"
+	"github.com/petrel-vmm/petrel/core/internal/events"
+	"github.com/petrel-vmm/petrel/core/internal/pluginhost"
+	"github.com/petrel-vmm/petrel/core/internal/supervisor"
 	"github.com/petrel-vmm/petrel/core/name"
-	"github.com/petrel-vmm/petrel/core/pluginhost"
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
-	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -544,7 +544,7 @@ func (s *server) Host(context.Context, *daemonv1.HostRequest) (*daemonv1.HostRes
 		ConfigFile: cfg.File,
 	}
 	for _, set := range []struct {
-		blocks []config.Backend
+		blocks []config.PluginBlock
 		names  *[]string
 	}{{cfg.Backends, &out.Backends}, {cfg.Networks, &out.Networks}, {cfg.Metrics, &out.Metrics}} {
 		for _, b := range set.blocks {

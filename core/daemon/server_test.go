@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/petrel-vmm/petrel/core/block"
-	"github.com/petrel-vmm/petrel/core/console"
+	"github.com/petrel-vmm/petrel/core/internal/block"
+	"github.com/petrel-vmm/petrel/core/internal/console"
+	"github.com/petrel-vmm/petrel/core/internal/supervisor"
 	"github.com/petrel-vmm/petrel/core/policy"
-	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"

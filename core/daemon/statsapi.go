@@ -5,8 +5,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/petrel-vmm/petrel/core/internal/supervisor"
 	"github.com/petrel-vmm/petrel/core/name"
-	"github.com/petrel-vmm/petrel/core/supervisor"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )

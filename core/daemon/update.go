@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/core/authz"
+	"github.com/petrel-vmm/petrel/core/internal/supervisor"
 	"github.com/petrel-vmm/petrel/core/name"
-	"github.com/petrel-vmm/petrel/core/supervisor"
 	"github.com/petrel-vmm/petrel/core/vmrecord"
 	"github.com/petrel-vmm/petrel/sdk/oci"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"

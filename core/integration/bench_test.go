@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-vmm/petrel/core/pluginhost"
+	"github.com/petrel-vmm/petrel/core/internal/pluginhost"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/solo5"

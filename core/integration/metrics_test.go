@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-vmm/petrel/sdk/sdktest/servers"
+	servers "github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 

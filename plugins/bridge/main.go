@@ -4,13 +4,13 @@
 package main
 
 import (
-	"github.com/petrel-vmm/petrel/plugins/bridge/tap"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/plugins/bridge/backend"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 )
 
 // version is set at build time with -ldflags.
 var version = "0.1.0-dev"
 
 func main() {
-	plugin.ServeNetwork(tap.New(version))
+	petrelplugin.ServeNetwork(backend.New(version))
 }

@@ -40,6 +40,6 @@
 // a refused datagram (the port closed) keeps a batch in the buffer.
 package main
 
-import "github.com/petrel-vmm/petrel/sdk/plugin"
+import "github.com/petrel-vmm/petrel/sdk/petrelplugin"
 
-func main() { plugin.ServeMetrics(newPlugin()) }
+func main() { petrelplugin.ServeMetrics(newPlugin()) }

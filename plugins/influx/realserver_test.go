@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-vmm/petrel/sdk/sdktest/servers"
+	servers "github.com/petrel-vmm/petrel/contrib/testservers"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"

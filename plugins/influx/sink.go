@@ -10,7 +10,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -44,7 +44,7 @@ func newPlugin() metrics.Sink {
 // Info identifies the plugin.
 func (s *sink) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_METRICS, Name: "influx", Version: version,
-		ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+		ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 // Configure validates the settings and replaces the output. It does not

@@ -19,6 +19,6 @@
 // version and Go release, and the plugin's version, as labels.
 package main
 
-import "github.com/petrel-vmm/petrel/sdk/plugin"
+import "github.com/petrel-vmm/petrel/sdk/petrelplugin"
 
-func main() { plugin.ServeMetrics(newSink()) }
+func main() { petrelplugin.ServeMetrics(newSink()) }

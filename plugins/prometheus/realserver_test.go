@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-vmm/petrel/sdk/sdktest/servers"
+	servers "github.com/petrel-vmm/petrel/contrib/testservers"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"

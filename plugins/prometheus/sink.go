@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -72,7 +72,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) { c.s.current.Load().Col
 // Info identifies the plugin.
 func (s *sink) Info(context.Context) (*pluginv1.PluginInfo, error) {
 	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_METRICS, Name: "prometheus", Version: version,
-		ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+		ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 // parseSettings validates settings and fills in defaults.

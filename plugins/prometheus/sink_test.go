@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-vmm/petrel/sdk/sdktest/servers"
-
 	"google.golang.org/protobuf/proto"
 
+	servers "github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"

@@ -5,10 +5,10 @@ package main
 
 import (
 	"github.com/petrel-vmm/petrel/plugins/qemu/backend"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 )
 
 // version is set at build time with -ldflags.
 var version = "0.1.0-dev"
 
-func main() { plugin.ServeHypervisor(backend.New(version)) }
+func main() { petrelplugin.ServeHypervisor(backend.New(version)) }

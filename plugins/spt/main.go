@@ -14,7 +14,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/plugins/spt/tender"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor/tenderbackend"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 )
 
 // version is set at build time with -ldflags.
@@ -24,7 +24,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tender" {
 		os.Exit(tender.Main(os.Args[2:]))
 	}
-	plugin.ServeHypervisor(tenderbackend.New(tenderbackend.SPT(version, builtin)))
+	petrelplugin.ServeHypervisor(tenderbackend.New(tenderbackend.SPT(version, builtin)))
 }
 
 // builtin is the command that runs the built-in tender: this binary.

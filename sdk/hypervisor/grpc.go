@@ -11,9 +11,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/petrel-vmm/petrel/sdk/pluginglue"
+	"github.com/petrel-vmm/petrel/sdk/internal/pluginglue"
+	"github.com/petrel-vmm/petrel/sdk/internal/rpcerr"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
-	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // GRPCPlugin is the go-plugin glue for the hypervisor service.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/petrel-vmm/petrel/sdk/internal/rpcerr"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -67,3 +68,9 @@ var (
 	// tender, no /dev/kvm).
 	ErrUnavailable = errors.New("backend unavailable")
 )
+
+// ErrUnreachable marks a call that did not reach the plugin, or whose answer
+// never came back, because the plugin's process exited, crashed or is being
+// restarted. petreld retries only requests that are safe to repeat once a new
+// plugin process serves; plugins never return it themselves.
+var ErrUnreachable = rpcerr.ErrUnreachable

@@ -6,9 +6,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/petrel-vmm/petrel/sdk/pluginglue"
+	"github.com/petrel-vmm/petrel/sdk/internal/pluginglue"
+	"github.com/petrel-vmm/petrel/sdk/internal/rpcerr"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
-	"github.com/petrel-vmm/petrel/sdk/rpcerr"
 )
 
 // GRPCPlugin is the go-plugin glue for the network service.

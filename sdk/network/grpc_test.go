@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -50,7 +50,7 @@ func (f *fake) Bridges(context.Context) ([]*pluginv1.Bridge, error) {
 
 func serve(t *testing.T, impl Network) Network {
 	t.Helper()
-	client, _ := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{"network": NewGRPCPlugin(impl)})
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{"network": NewGRPCPlugin(impl)})
 	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense("network")
 	if err != nil {

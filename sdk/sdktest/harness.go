@@ -7,10 +7,10 @@ package sdktest
 import (
 	"testing"
 
-	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 )
 
 // ServeHypervisor serves impl over an in-process gRPC connection and
@@ -18,16 +18,16 @@ import (
 // the test ends.
 func ServeHypervisor(t testing.TB, impl hypervisor.Hypervisor) hypervisor.Hypervisor {
 	t.Helper()
-	return serve[hypervisor.Hypervisor](t, plugin.HypervisorService, hypervisor.NewGRPCPlugin(impl))
+	return serve[hypervisor.Hypervisor](t, petrelplugin.HypervisorService, hypervisor.NewGRPCPlugin(impl))
 }
 
 // serve puts p behind an in-process go-plugin gRPC connection and returns
 // the client side of service as a T.
-func serve[T any](t testing.TB, service string, p goplugin.Plugin) T {
+func serve[T any](t testing.TB, service string, p plugin.Plugin) T {
 	t.Helper()
 	// Closing the client shuts the server down through go-plugin's
 	// controller service; stopping the server as well would race with it.
-	client, _ := goplugin.TestPluginGRPCConn(t, false, map[string]goplugin.Plugin{service: p})
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{service: p})
 	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense(service)
 	if err != nil {

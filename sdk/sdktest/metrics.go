@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -17,7 +17,7 @@ import (
 // the Sink petreld would see. Everything is torn down when the test ends.
 func ServeMetrics(t testing.TB, impl metrics.Sink) metrics.Sink {
 	t.Helper()
-	return serve[metrics.Sink](t, plugin.MetricsService, metrics.NewGRPCPlugin(impl))
+	return serve[metrics.Sink](t, petrelplugin.MetricsService, metrics.NewGRPCPlugin(impl))
 }
 
 // SampleBatch returns a batch like the ones petreld sends: a running VM
@@ -151,10 +151,10 @@ func (s SinkSuite) Run(t *testing.T) {
 		}
 		speaks := false
 		for _, v := range info.GetApiVersions() {
-			speaks = speaks || v == plugin.ProtocolVersion
+			speaks = speaks || v == petrelplugin.ProtocolVersion
 		}
 		if !speaks {
-			t.Fatalf("Info api_versions %v lacks %d", info.GetApiVersions(), plugin.ProtocolVersion)
+			t.Fatalf("Info api_versions %v lacks %d", info.GetApiVersions(), petrelplugin.ProtocolVersion)
 		}
 		if _, err := sk.Fingerprint(ctx); err != nil {
 			t.Fatalf("Fingerprint before Configure: %v", err)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/petrel-vmm/petrel/sdk/network"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -18,7 +18,7 @@ import (
 // ends.
 func ServeNetwork(t testing.TB, impl network.Network) network.Network {
 	t.Helper()
-	return serve[network.Network](t, plugin.NetworkService, network.NewGRPCPlugin(impl))
+	return serve[network.Network](t, petrelplugin.NetworkService, network.NewGRPCPlugin(impl))
 }
 
 // NetworkSuite describes a network plugin under test. The suite drives it

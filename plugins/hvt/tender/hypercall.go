@@ -116,9 +116,9 @@ type halt struct {
 	status int
 }
 
-// hypervisor holds the state the hypercall handlers act upon. It knows
+// hypercalls holds the state the hypercall handlers act upon. It knows
 // nothing of KVM, so the handlers can be tested against a byte slice.
-type hypervisor struct {
+type hypercalls struct {
 	mem     guestMem
 	console io.Writer
 	blocks  map[uint64]*blockDevice
@@ -135,7 +135,7 @@ const ethHeaderSize = 14
 // returns a non-nil *halt when the guest asked to stop, and an error when
 // the guest must be stopped for misbehaving (a *guestError) or the host
 // failed.
-func (h *hypervisor) hypercall(nr int, gpa uint64) (*halt, error) {
+func (h *hypercalls) hypercall(nr int, gpa uint64) (*halt, error) {
 	switch nr {
 	case hcWalltime:
 		return nil, h.walltime(gpa)
@@ -160,7 +160,7 @@ var le = binary.LittleEndian
 
 // walltime stores the host's wall clock time in nanoseconds since the
 // Unix epoch.
-func (h *hypervisor) walltime(gpa uint64) error {
+func (h *hypercalls) walltime(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizeWalltime, "WALLTIME argument")
 	if err != nil {
 		return err
@@ -170,7 +170,7 @@ func (h *hypervisor) walltime(gpa uint64) error {
 }
 
 // puts writes the guest's buffer to the console, unchanged.
-func (h *hypervisor) puts(gpa uint64) error {
+func (h *hypercalls) puts(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizePuts, "PUTS argument")
 	if err != nil {
 		return err
@@ -191,7 +191,7 @@ const maxPollTimeout = time.Duration(math.MaxInt64)
 
 // poll waits up to the guest's timeout for network input and reports
 // which network handles are readable.
-func (h *hypervisor) poll(gpa uint64) error {
+func (h *hypercalls) poll(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizePoll, "POLL argument")
 	if err != nil {
 		return err
@@ -217,7 +217,7 @@ func (h *hypervisor) poll(gpa uint64) error {
 // block performs a BLOCK_WRITE or BLOCK_READ of whole sectors within the
 // device. Requests the device cannot satisfy get SOLO5_R_EINVAL; a buffer
 // outside guest memory ends the guest.
-func (h *hypervisor) block(write bool, gpa uint64) error {
+func (h *hypercalls) block(write bool, gpa uint64) error {
 	what := "BLOCK_READ"
 	if write {
 		what = "BLOCK_WRITE"
@@ -259,7 +259,7 @@ func (h *hypervisor) block(write bool, gpa uint64) error {
 }
 
 // netWrite sends one frame of at most MTU plus Ethernet header bytes.
-func (h *hypervisor) netWrite(gpa uint64) error {
+func (h *hypercalls) netWrite(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizeNet, "NET_WRITE argument")
 	if err != nil {
 		return err
@@ -289,7 +289,7 @@ func (h *hypervisor) netWrite(gpa uint64) error {
 // netRead receives one frame into a buffer of at least MTU plus Ethernet
 // header bytes, storing its length in the len field, or SOLO5_R_AGAIN when
 // none is waiting.
-func (h *hypervisor) netRead(gpa uint64) error {
+func (h *hypercalls) netRead(gpa uint64) error {
 	a, err := h.mem.region(gpa, sizeNet, "NET_READ argument")
 	if err != nil {
 		return err
@@ -324,7 +324,7 @@ func (h *hypervisor) netRead(gpa uint64) error {
 // halt ends the guest with its exit status, truncated to 8 bits as by
 // exit(3). A non-zero cookie must point at HVT_HALT_COOKIE_MAX bytes of
 // guest memory.
-func (h *hypervisor) halt(gpa uint64) (*halt, error) {
+func (h *hypercalls) halt(gpa uint64) (*halt, error) {
 	a, err := h.mem.region(gpa, sizeHalt, "HALT argument")
 	if err != nil {
 		return nil, err

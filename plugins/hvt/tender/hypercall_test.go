@@ -71,7 +71,7 @@ const (
 // testHV is a hypervisor over 1 MiB of guest memory with block device 1
 // (64 sectors of 512 bytes) and net device 2.
 type testHV struct {
-	*hypervisor
+	*hypercalls
 	console bytes.Buffer
 	disk    *memBlock
 	nic     *fakeNet
@@ -80,7 +80,7 @@ type testHV struct {
 
 func newTestHV() *testHV {
 	th := &testHV{disk: &memBlock{data: make([]byte, testCapacity)}, nic: &fakeNet{}, poll: &fakePoller{}}
-	th.hypervisor = &hypervisor{
+	th.hypercalls = &hypercalls{
 		mem:     make(guestMem, testMemSize),
 		console: &th.console,
 		blocks:  map[uint64]*blockDevice{blockHandle: {name: "storage", io: th.disk, capacity: testCapacity, sectorSize: 512}},

@@ -74,7 +74,7 @@ func run(ta solo5.TenderArgs, stdout io.Writer) error {
 		return err
 	}
 
-	hv := &hypervisor{
+	hv := &hypercalls{
 		console: stdout,
 		blocks:  map[uint64]*blockDevice{},
 		nets:    map[uint64]*netDevice{},
@@ -187,7 +187,7 @@ func (s signalExit) Error() string {
 // owns the thread; stopAndWait asks it to stop and waits for it.
 type vcpu struct {
 	m    *machine
-	hv   *hypervisor
+	hv   *hypercalls
 	stop atomic.Bool
 	tid  chan int
 	done chan error

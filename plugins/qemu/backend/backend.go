@@ -35,7 +35,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
 
@@ -189,7 +189,7 @@ func (b *Backend) Close() {
 
 // Info identifies the plugin.
 func (b *Backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
-	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: Name, Version: b.version, ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: Name, Version: b.version, ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 // Configure records settings and probes the host: QEMU, its version,

@@ -27,7 +27,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/kvm"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/shim"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -123,7 +123,7 @@ var _ hypervisor.Hypervisor = (*Backend)(nil)
 
 // Info identifies the plugin.
 func (b *Backend) Info(context.Context) (*pluginv1.PluginInfo, error) {
-	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: b.cfg.Name, Version: b.cfg.Version, ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_HYPERVISOR, Name: b.cfg.Name, Version: b.cfg.Version, ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 // Configure records settings and resolves the tender and the shim.

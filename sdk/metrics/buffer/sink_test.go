@@ -15,7 +15,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	"github.com/petrel-vmm/petrel/sdk/metrics/buffer"
-	"github.com/petrel-vmm/petrel/sdk/plugin"
+	"github.com/petrel-vmm/petrel/sdk/petrelplugin"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
 )
@@ -32,7 +32,7 @@ type destination struct {
 }
 
 func (d *destination) Info(context.Context) (*pluginv1.PluginInfo, error) {
-	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_METRICS, Name: "dest", Version: "1", ApiVersions: []uint32{plugin.ProtocolVersion}}, nil
+	return &pluginv1.PluginInfo{Kind: pluginv1.Kind_KIND_METRICS, Name: "dest", Version: "1", ApiVersions: []uint32{petrelplugin.ProtocolVersion}}, nil
 }
 
 func (d *destination) Configure(_ context.Context, req *pluginv1.ConfigureRequest) error {
