@@ -1,7 +1,6 @@
 package client
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -177,11 +176,7 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	r := &downloadReader{stream: stream}
 	var src io.Reader = r
 	if compress {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return 0, fmt.Errorf("download %s: %w", name, err)
-		}
-		src = zr
+		src = transfer.NewGzipReader(r)
 	}
 	// Receiving, hashing and writing (with write-back started as the
 	// content arrives) run on goroutines of their own, chunk by chunk.

@@ -29,6 +29,15 @@ const ChunkSize = 1 << 20
 // and being worked on): memory per transfer is depth × ChunkSize.
 const depth = 8
 
+// StreamBufferSize is the read and write buffer of the gRPC connections
+// that carry transfers, on both ends. gRPC cuts a message into 16 KB
+// HTTP/2 frames and, with its default 32 KB buffers, makes a system call
+// for every two of them: 32 writes on one side and 32 reads on the other
+// for each chunk. A quarter of a chunk makes that 4 of each. gRPC
+// returns the write buffer to a pool between writes, so an idle
+// connection holds only its read buffer.
+const StreamBufferSize = 256 << 10
+
 // Sink consumes the chunks of a stream in order. It must not keep the
 // chunk after it returns; an error stops the transfer.
 type Sink func([]byte) error
