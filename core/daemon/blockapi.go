@@ -193,10 +193,13 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 	if req.GetGzip() {
 		// One gzip member per chunk, stored when the chunk would not
 		// shrink: together one gzip stream, as clients expect.
+		// Framed on the download's writing goroutine, sent on the
+		// GzipChunks' own.
 		gz = transfer.NewGzipChunks(func(b []byte) error {
 			_, err := send.Write(b)
 			return err
 		})
+		defer gz.Close()
 		w = sinkWriter(gz.Write)
 	}
 	sum, _, err := s.d.blocks.Download(d.Name, w)

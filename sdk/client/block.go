@@ -116,7 +116,11 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	send := func(b []byte) error { _, err := w.Write(b); return err }
 	var gz *transfer.GzipChunks
 	if compress {
+		// Members are framed on the Fanout's goroutine and sent on
+		// the GzipChunks' own. Cancelling first ends a send that waits
+		// for a daemon gone away.
 		gz = transfer.NewGzipChunks(send)
+		defer func() { cancel(); gz.Close() }()
 		send = gz.Write
 	}
 	fan := transfer.NewFanout(hashSink(h), send)

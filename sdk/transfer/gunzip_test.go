@@ -269,3 +269,48 @@ func benchmarkReader(b *testing.B, open func(io.Reader) (io.Reader, error)) {
 		}
 	}
 }
+
+// TestGzipChunksSendError checks that a failed send stops the sending,
+// reaches the writer (at a later Write or at Close) and that Close stops
+// the goroutine whatever happened.
+func TestGzipChunksSendError(t *testing.T) {
+	boom := errors.New("send failed")
+	calls := 0
+	g := NewGzipChunks(func([]byte) error {
+		calls++
+		if calls == 2 {
+			return boom
+		}
+		return nil
+	})
+	chunk := make([]byte, ChunkSize)
+	rand.Read(chunk)
+	var werr error
+	for i := 0; i < 20 && werr == nil; i++ {
+		werr = g.Write(chunk)
+	}
+	if err := g.Close(); !errors.Is(err, boom) {
+		t.Fatalf("Close: %v, want the send's error", err)
+	}
+	if werr != nil && !errors.Is(werr, boom) {
+		t.Fatalf("Write: %v", werr)
+	}
+	if calls != 2 {
+		t.Fatalf("%d sends, want none after the failed second", calls)
+	}
+	if err := g.Write(chunk); err == nil {
+		t.Fatal("Write after Close accepted")
+	}
+
+	// Closed without Finish, nothing failed: every queued member is sent.
+	sent := 0
+	g = NewGzipChunks(func([]byte) error { sent++; return nil })
+	for i := 0; i < 5; i++ {
+		if err := g.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Close(); err != nil || sent != 5 {
+		t.Fatalf("Close: %v, %d of 5 members sent", err, sent)
+	}
+}

@@ -101,53 +101,123 @@ func AppendStoredMember(dst, p []byte) []byte {
 	return binary.LittleEndian.AppendUint32(dst, size)
 }
 
+// gzipBuffers is how many members a GzipChunks holds: one being framed
+// while the others wait for, or go through, its sending goroutine.
+const gzipBuffers = 3
+
 // GzipChunks compresses each chunk into a gzip member of its own and
-// hands the member to next. It is not safe for concurrent use; its
-// buffers are reused, so next must not keep the member.
+// hands the member to next, on a goroutine of its own: framing or
+// compressing a chunk overlaps sending the previous ones, so that on
+// incompressible content --gzip adds little but a CRC beside the send.
+// Members are handed to next in order, never two at once; next must not
+// keep them (their buffers are reused). Write is not safe for concurrent
+// use. Close must be called on every path: it waits for the members
+// still queued and stops the goroutine.
 type GzipChunks struct {
 	next   Sink
-	buf    bytes.Buffer
-	member []byte
+	queue  chan []byte
+	free   chan []byte
+	done   chan struct{}
+	failed chan struct{} // closed when next fails
+	err    error         // next's first error, set before failed closes
+	closed bool
 	fast   *gzip.Writer
 	// Members counts the members made, Stored those sent stored.
 	Members, Stored int
 }
 
-// NewGzipChunks compresses chunks for next.
+// NewGzipChunks compresses chunks for next, and starts the goroutine
+// that calls it.
 func NewGzipChunks(next Sink) *GzipChunks {
-	return &GzipChunks{next: next}
+	g := &GzipChunks{next: next, queue: make(chan []byte, gzipBuffers), free: make(chan []byte, gzipBuffers),
+		done: make(chan struct{}), failed: make(chan struct{})}
+	for i := 0; i < gzipBuffers; i++ {
+		g.free <- nil // allocated on first use, at the size needed
+	}
+	go g.send()
+	return g
 }
 
-// Write compresses one chunk; it is a Sink.
+// send hands the queued members to next until the queue is closed; after
+// a failure it only recycles them.
+func (g *GzipChunks) send() {
+	defer close(g.done)
+	for m := range g.queue {
+		select {
+		case <-g.failed:
+		default:
+			if err := g.next(m); err != nil {
+				g.err = err
+				close(g.failed)
+			}
+		}
+		g.free <- m[:0]
+	}
+}
+
+// Write compresses one chunk and queues it for sending; it is a Sink. It
+// returns the error of an earlier send, if one failed.
 func (g *GzipChunks) Write(p []byte) error {
+	if g.closed {
+		return errClosed
+	}
+	var m []byte
+	select {
+	case m = <-g.free:
+	case <-g.failed:
+		return g.err
+	}
 	g.Members++
 	if entropy(p) > storedEntropy {
 		g.Stored++
-		if cap(g.member) < StoredMemberSize(len(p)) {
-			g.member = make([]byte, 0, StoredMemberSize(max(len(p), ChunkSize)))
+		if cap(m) < StoredMemberSize(len(p)) {
+			m = make([]byte, 0, StoredMemberSize(max(len(p), ChunkSize)))
 		}
-		g.member = AppendStoredMember(g.member[:0], p)
-		return g.next(g.member)
+		m = AppendStoredMember(m[:0], p)
+	} else {
+		buf := bytes.NewBuffer(m[:0])
+		if g.fast == nil {
+			g.fast, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+		}
+		g.fast.Reset(buf)
+		if _, err := g.fast.Write(p); err != nil {
+			g.free <- m
+			return fmt.Errorf("gzip: %w", err)
+		}
+		if err := g.fast.Close(); err != nil {
+			g.free <- m
+			return fmt.Errorf("gzip: %w", err)
+		}
+		m = buf.Bytes()
 	}
-	g.buf.Reset()
-	if g.fast == nil {
-		g.fast, _ = gzip.NewWriterLevel(&g.buf, gzip.BestSpeed)
-	}
-	g.fast.Reset(&g.buf)
-	if _, err := g.fast.Write(p); err != nil {
-		return fmt.Errorf("gzip: %w", err)
-	}
-	if err := g.fast.Close(); err != nil {
-		return fmt.Errorf("gzip: %w", err)
-	}
-	return g.next(g.buf.Bytes())
+	g.queue <- m
+	return nil
 }
 
 // Finish makes an empty member when no chunk came, so that empty content
-// is still a valid gzip stream.
+// is still a valid gzip stream, then sends what is queued, like Close.
 func (g *GzipChunks) Finish() error {
-	if g.Members > 0 {
+	if g.Members == 0 {
+		if err := g.Write(nil); err != nil {
+			return err
+		}
+	}
+	return g.Close()
+}
+
+// Close waits until the members queued are sent, stops the sending
+// goroutine and returns the first error of next. It may be called more
+// than once.
+func (g *GzipChunks) Close() error {
+	if !g.closed {
+		g.closed = true
+		close(g.queue)
+	}
+	<-g.done
+	select {
+	case <-g.failed:
+		return g.err
+	default:
 		return nil
 	}
-	return g.Write(nil)
 }
