@@ -381,7 +381,7 @@ func (u *Upload) Write(b []byte) (int, error) {
 // straight into the upload's buffers; more than the device holds is
 // refused.
 func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
-	n, err := u.fan.ReadFrom(transfer.Limit(r, u.size-u.written+1))
+	n, err := u.fan.ReadFrom(io.LimitReader(r, u.size-u.written+1))
 	u.written += n
 	if err != nil {
 		return n, err

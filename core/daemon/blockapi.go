@@ -66,38 +66,23 @@ type blockStreamReader struct {
 }
 
 func (r *blockStreamReader) Read(p []byte) (int, error) {
-	if len(r.buf) == 0 {
-		b, err := r.ReadChunk()
-		if err != nil {
-			return 0, err
-		}
-		r.buf = b
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
-}
-
-// ReadChunk hands over the content of the next message (a
-// transfer.ChunkReader): the upload takes it without copying it.
-func (r *blockStreamReader) ReadChunk() ([]byte, error) {
 	for len(r.buf) == 0 {
 		msg, err := r.stream.Recv()
 		if err == io.EOF {
-			return nil, io.EOF
+			return 0, io.EOF
 		}
 		if err != nil {
 			r.err = err
-			return nil, err
+			return 0, err
 		}
 		if msg.GetSha256() != "" {
 			r.sha = msg.GetSha256()
 		}
 		r.buf = msg.GetData()
 	}
-	b := r.buf
-	r.buf = nil
-	return b, nil
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
 }
 
 func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {

@@ -33,7 +33,6 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
-	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // Version is petreld's version, set at build time with -ldflags.
@@ -314,7 +313,6 @@ func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors) (
 	// megabytes over a local socket, where the default 64 KiB window
 	// stalls the sender.
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
-		grpc.ReadBufferSize(transfer.StreamBufferSize), grpc.WriteBufferSize(transfer.StreamBufferSize),
 		grpc.ChainUnaryInterceptor(in.unary), grpc.ChainStreamInterceptor(in.stream))
 	daemonv1.RegisterDaemonServer(srv, &server{d: d})
 	return listener{path: path, lis: lis, grpc: srv}, nil

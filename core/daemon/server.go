@@ -150,35 +150,20 @@ type chunkReader struct {
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
-	if len(c.buf) == 0 {
-		b, err := c.ReadChunk()
+	for len(c.buf) == 0 {
+		msg, err := c.stream.Recv()
+		if err == io.EOF {
+			return 0, io.EOF
+		}
 		if err != nil {
+			c.err = err
 			return 0, err
 		}
-		c.buf = b
+		c.buf = msg.GetData()
 	}
 	n := copy(p, c.buf)
 	c.buf = c.buf[n:]
 	return n, nil
-}
-
-// ReadChunk hands over the content of the next message (a
-// transfer.ChunkReader): the image store takes it without copying it.
-func (c *chunkReader) ReadChunk() ([]byte, error) {
-	for len(c.buf) == 0 {
-		msg, err := c.stream.Recv()
-		if err == io.EOF {
-			return nil, io.EOF
-		}
-		if err != nil {
-			c.err = err
-			return nil, err
-		}
-		c.buf = msg.GetData()
-	}
-	b := c.buf
-	c.buf = nil
-	return b, nil
 }
 
 func restartPolicy(p *daemonv1.RestartPolicy) supervisor.RestartPolicy {

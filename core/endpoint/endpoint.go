@@ -37,7 +37,6 @@ import (
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
-	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // DefaultListen is the default listen address: port 1025 on every
@@ -165,7 +164,6 @@ func New(opts Options) (*Server, error) {
 		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg)}),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
-		grpc.ReadBufferSize(transfer.StreamBufferSize), grpc.WriteBufferSize(transfer.StreamBufferSize),
 		grpc.ForceServerCodecV2(codec), // transfer content is relayed without decoding it
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))

@@ -94,7 +94,7 @@ func (s *Store) StageImage(r io.Reader, maxBytes int64) (*StagedImage, error) {
 		h.Write(b)
 		return nil
 	}, transfer.NewFileSink(f).Write)
-	n, err := fan.ReadFrom(transfer.Limit(r, limit))
+	n, err := fan.ReadFrom(io.LimitReader(r, limit))
 	if err != nil {
 		fan.Abort(err)
 		return nil, fmt.Errorf("put image: write %s: %w", tmp, err)

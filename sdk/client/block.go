@@ -36,32 +36,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// countingChunks is a countingReader over a transfer.ChunkReader that
-// stays one, so that a Fanout takes its chunks without copying them.
-type countingChunks struct {
-	*countingReader
-	cr transfer.ChunkReader
-}
-
-func (c countingChunks) ReadChunk() ([]byte, error) {
-	b, err := c.cr.ReadChunk()
-	c.n += int64(len(b))
-	if c.progress != nil && len(b) > 0 {
-		c.progress(c.n, c.total)
-	}
-	return b, err
-}
-
-// counting counts what is read from r, keeping it a ChunkReader when it
-// is one.
-func counting(r io.Reader, total int64, progress Progress) io.Reader {
-	c := &countingReader{r: r, total: total, progress: progress}
-	if cr, ok := r.(transfer.ChunkReader); ok {
-		return countingChunks{countingReader: c, cr: cr}
-	}
-	return c
-}
-
 // hashSink feeds a hash; it never fails.
 func hashSink(h hash.Hash) transfer.Sink {
 	return func(b []byte) error {
@@ -168,34 +142,19 @@ type downloadReader struct {
 }
 
 func (r *downloadReader) Read(p []byte) (int, error) {
-	if len(r.buf) == 0 {
-		b, err := r.ReadChunk()
-		if err != nil {
-			return 0, err
-		}
-		r.buf = b
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
-}
-
-// ReadChunk hands over the content of the next message (a
-// transfer.ChunkReader): the download takes it without copying it.
-func (r *downloadReader) ReadChunk() ([]byte, error) {
 	for len(r.buf) == 0 {
 		msg, err := r.stream.Recv()
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		if msg.GetSha256() != "" {
 			r.sha = msg.GetSha256()
 		}
 		r.buf = msg.GetData()
 	}
-	b := r.buf
-	r.buf = nil
-	return b, nil
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
 }
 
 // DownloadBlockFile writes block device name's content to path, verifying
@@ -227,7 +186,7 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	// content arrives) run on goroutines of their own, chunk by chunk.
 	h := sha256.New()
 	fan := transfer.NewFanout(hashSink(h), transfer.NewFileSink(tmp).Write)
-	n, err := fan.ReadFrom(counting(src, head.GetTotal(), progress))
+	n, err := fan.ReadFrom(&countingReader{r: src, total: head.GetTotal(), progress: progress})
 	if err != nil {
 		fan.Abort(err)
 		return n, fmt.Errorf("download %s: %w", name, err)

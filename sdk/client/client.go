@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
-	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // DefaultSocket is where petreld listens with its default configuration.
@@ -52,8 +51,7 @@ func Dial(socket string) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
 		// Transfers stream megabytes over a local socket; the default
 		// 64 KiB flow-control window would stall them.
-		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20),
-		grpc.WithReadBufferSize(transfer.StreamBufferSize), grpc.WithWriteBufferSize(transfer.StreamBufferSize))
+		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", socket, err)
 	}

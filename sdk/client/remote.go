@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
-	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // DefaultRemotePort is petrel-endpoint's default port, Albatross's.
@@ -63,7 +62,6 @@ func DialTLS(addr string, chain []*x509.Certificate, key crypto.Signer, serverCA
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8 << 20)),
 		grpc.WithInitialWindowSize(8 << 20), grpc.WithInitialConnWindowSize(16 << 20),
-		grpc.WithReadBufferSize(transfer.StreamBufferSize), grpc.WithWriteBufferSize(transfer.StreamBufferSize),
 		grpc.WithChainUnaryInterceptor(unaryTLSErrors), grpc.WithChainStreamInterceptor(streamTLSErrors)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)

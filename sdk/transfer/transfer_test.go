@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // content is a mix of random (incompressible) and repetitive chunks of
@@ -147,120 +146,5 @@ func BenchmarkSHA256(b *testing.B) {
 	b.SetBytes(ChunkSize)
 	for i := 0; i < b.N; i++ {
 		h.Write(buf)
-	}
-}
-
-// chunkSource is a ChunkReader over fixed pieces; it counts the pieces
-// handed out.
-type chunkSource struct {
-	pieces [][]byte
-	given  int
-}
-
-func (c *chunkSource) ReadChunk() ([]byte, error) {
-	if c.given == len(c.pieces) {
-		return nil, io.EOF
-	}
-	c.given++
-	return c.pieces[c.given-1], nil
-}
-
-func (c *chunkSource) Read([]byte) (int, error) {
-	return 0, errors.New("read through Read, not ReadChunk")
-}
-
-// TestFanoutChunkReader checks that a ChunkReader's chunks reach the
-// sinks in order, the small ones as they are (the same memory) and the
-// larger ones copied, with a bounded number of them in flight.
-func TestFanoutChunkReader(t *testing.T) {
-	data := content(t)
-	sizes := []int{1000, ChunkSize, 0, 3*ChunkSize + 5, 77}
-	var pieces [][]byte
-	rest := data
-	for i := 0; len(rest) > 0; i++ {
-		n := min(sizes[i%len(sizes)], len(rest))
-		pieces = append(pieces, rest[:n])
-		rest = rest[n:]
-	}
-	src := &chunkSource{pieces: pieces}
-	release := make(chan struct{})
-	var got bytes.Buffer
-	shared := 0
-	f := NewFanout(func(b []byte) error {
-		<-release
-		for _, p := range pieces {
-			if len(p) > 0 && len(b) > 0 && &p[0] == &b[0] {
-				shared++
-			}
-		}
-		got.Write(b)
-		return nil
-	})
-	done := make(chan error, 1)
-	go func() {
-		_, err := f.ReadFrom(src)
-		done <- err
-	}()
-	// With the sink held, the source is read only a few chunks ahead.
-	time.Sleep(100 * time.Millisecond)
-	select {
-	case err := <-done:
-		t.Fatalf("ReadFrom finished with the sink held: %v", err)
-	default:
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Bytes(), data) {
-		t.Fatal("the sink saw other bytes, or out of order")
-	}
-	small := 0
-	for _, p := range pieces {
-		if len(p) > 0 && len(p) <= ChunkSize {
-			small++
-		}
-	}
-	if shared != small {
-		t.Fatalf("%d chunks passed on as they were, want the %d of at most ChunkSize", shared, small)
-	}
-}
-
-// TestLimit checks that Limit stops after n bytes, through ReadChunk and
-// Read, and keeps a ChunkReader one.
-func TestLimit(t *testing.T) {
-	data := content(t)
-	for _, n := range []int64{0, 1, ChunkSize, ChunkSize + 1, int64(len(data)), int64(len(data)) + 10} {
-		pieces := [][]byte{data[:ChunkSize], data[ChunkSize : 2*ChunkSize], data[2*ChunkSize:]}
-		l := Limit(&chunkSource{pieces: pieces}, n)
-		cr, ok := l.(ChunkReader)
-		if !ok {
-			t.Fatal("Limit hides ReadChunk")
-		}
-		var got []byte
-		for {
-			b, err := cr.ReadChunk()
-			got = append(got, b...)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		want := data[:min(n, int64(len(data)))]
-		if !bytes.Equal(got, want) {
-			t.Fatalf("limit %d: %d bytes through ReadChunk", n, len(got))
-		}
-		got, err := io.ReadAll(Limit(&chunkSource{pieces: pieces}, n))
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("limit %d: %d bytes through Read, %v", n, len(got), err)
-		}
-	}
-	if _, ok := Limit(bytes.NewReader(data), 10).(ChunkReader); ok {
-		t.Fatal("a plain reader became a ChunkReader")
 	}
 }
