@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -106,18 +105,18 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	r := &blockStreamReader{stream: stream, buf: first.GetData(), sha: first.GetSha256()}
 	var src io.Reader = r
 	if first.GetGzip() {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "upload to %s: gzip: %v", d.Name, err)
-		}
-		defer zr.Close()
-		src = zr
+		// Members stored for incompressible chunks are copied straight
+		// out of the messages; compressed ones go through flate.
+		src = transfer.NewGzipReader(r)
 	}
 	// The upload writes and hashes on goroutines of its own while this
 	// one receives (and decompresses) the next chunks.
 	if _, err := u.ReadFrom(src); err != nil {
 		if r.err != nil {
 			return status.Errorf(codes.Canceled, "upload to %s interrupted (the device is unchanged): %v", d.Name, r.err)
+		}
+		if errors.Is(err, transfer.ErrCorrupt) {
+			return status.Errorf(codes.InvalidArgument, "upload to %s (the device is unchanged): %v", d.Name, err)
 		}
 		return grpcError(fmt.Errorf("upload to %s (the device is unchanged): %w", d.Name, err))
 	}
@@ -179,10 +178,13 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 	if req.GetGzip() {
 		// One gzip member per chunk, stored when the chunk would not
 		// shrink: together one gzip stream, as clients expect.
+		// Framed on the download's writing goroutine, sent on the
+		// GzipChunks' own.
 		gz = transfer.NewGzipChunks(func(b []byte) error {
 			_, err := send.Write(b)
 			return err
 		})
+		defer gz.Close()
 		w = sinkWriter(gz.Write)
 	}
 	sum, _, err := s.d.blocks.Download(d.Name, w)

@@ -164,6 +164,7 @@ func New(opts Options) (*Server, error) {
 		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg)}),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
+		grpc.ForceServerCodecV2(codec), // transfer content is relayed without decoding it
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
 	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: s.up.API})

@@ -59,49 +59,6 @@ func relayDown[T any](upstream grpc.ServerStreamingClient[T], send func(*T) erro
 	}
 }
 
-// relayUp copies a client stream from the caller to petreld and relays
-// petreld's answer.
-func relayUp[Req, Resp any](stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error)) error {
-	octx, err := out(stream.Context())
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(octx)
-	defer cancel()
-	upstream, err := open(ctx)
-	if err != nil {
-		return err
-	}
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			// Cancelling the upstream call tells petreld the transfer
-			// was interrupted, so it keeps nothing of it.
-			return err
-		}
-		if err := upstream.Send(m); err != nil {
-			if !errors.Is(err, io.EOF) {
-				return err
-			}
-			// petreld ended the call early: its status says why, or
-			// its answer came before the data (an image it has).
-			resp, err := upstream.CloseAndRecv()
-			if err != nil {
-				return err
-			}
-			return stream.SendAndClose(resp)
-		}
-	}
-	resp, err := upstream.CloseAndRecv()
-	if err != nil {
-		return err
-	}
-	return stream.SendAndClose(resp)
-}
-
 // serverStream opens a server stream to petreld and relays it.
 func serverStream[Req, T any](stream grpc.ServerStreamingServer[T], req *Req, open func(context.Context, *Req, ...grpc.CallOption) (grpc.ServerStreamingClient[T], error)) error {
 	octx, err := out(stream.Context())
@@ -184,7 +141,7 @@ func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 }
 
 func (p *proxy) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
-	return serverStream(stream, req, p.up.BlockDownload)
+	return relayDownRaw(stream, req, p.up.BlockDownload)
 }
 
 func (p *proxy) BlockDestroy(ctx context.Context, req *daemonv1.BlockDestroyRequest) (*daemonv1.BlockDestroyResponse, error) {

@@ -4,13 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
@@ -20,11 +26,37 @@ import (
 // transferBench is one petreld with its endpoint, the two clients of a
 // transfer benchmark and the incompressible file they move.
 type transferBench struct {
-	r      *remoteEnv
-	local  *client.Client
-	remote *client.Client
-	src    string
-	size   int64
+	r        *remoteEnv
+	endpoint int // petrel-endpoint's process
+	local    *client.Client
+	remote   *client.Client
+	src      string
+	size     int64
+}
+
+// endpointPID finds the petrel-endpoint listening on addr.
+func endpointPID(b *testing.B, addr string) int {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		args := strings.Split(string(cmdline), "\x00")
+		if strings.HasSuffix(args[0], "petrel-endpoint") && slices.Contains(args, addr) {
+			return pid
+		}
+	}
+	b.Fatalf("no petrel-endpoint process listens on %s", addr)
+	return 0
+}
+
+// cpuUsed is the CPU time the benchmark, petreld and petrel-endpoint
+// have used so far together: a transfer's cost in CPU, which a loaded
+// host's noise distorts far less than its wall-clock time.
+func (t *transferBench) cpuUsed(b *testing.B) time.Duration {
+	return cpuTime([]int{os.Getpid(), t.r.cmd.Process.Pid, t.endpoint})
 }
 
 // transferMB is the size of the transfers: PETREL_BENCH_TRANSFER_MB, 200
@@ -46,7 +78,7 @@ func transferMB(b *testing.B) int64 {
 func newTransferBench(b *testing.B) *transferBench {
 	r := newRemoteEnv(b)
 	mb := transferMB(b)
-	t := &transferBench{r: r, size: mb << 20, src: filepath.Join(r.dir, "src.img")}
+	t := &transferBench{r: r, size: mb << 20, src: filepath.Join(r.dir, "src.img"), endpoint: endpointPID(b, r.addr)}
 	f, err := os.Create(t.src)
 	if err != nil {
 		b.Fatal(err)
@@ -97,24 +129,31 @@ func (t *transferBench) copyBaseline(b *testing.B) time.Duration {
 }
 
 // measure runs transfer and the fsynced copy alternately b.N times and
-// reports both rates and their ratio.
+// reports both rates and their ratio, and the CPU time each used (of
+// the client, petreld and petrel-endpoint together) per GB.
 func (t *transferBench) measure(b *testing.B, transfer func() error) {
-	var via, plain time.Duration
+	var via, plain, viaCPU, plainCPU time.Duration
 	b.SetBytes(t.size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		start := time.Now()
+		cpu, start := t.cpuUsed(b), time.Now()
 		if err := transfer(); err != nil {
 			b.Fatal(err)
 		}
 		via += time.Since(start)
+		viaCPU += t.cpuUsed(b) - cpu
+		cpu = t.cpuUsed(b)
 		plain += t.copyBaseline(b)
+		plainCPU += t.cpuUsed(b) - cpu
 	}
 	b.StopTimer()
 	mbps := func(d time.Duration) float64 { return float64(t.size) * float64(b.N) / d.Seconds() / (1 << 20) }
+	perGB := func(d time.Duration) float64 { return d.Seconds() / (float64(t.size) * float64(b.N) / (1 << 30)) }
 	b.ReportMetric(mbps(via), "petrel-MB/s")
 	b.ReportMetric(mbps(plain), "copy-MB/s")
 	b.ReportMetric(mbps(via)/mbps(plain), "ratio")
+	b.ReportMetric(perGB(viaCPU), "petrel-cpu-s/GB")
+	b.ReportMetric(perGB(plainCPU), "copy-cpu-s/GB")
 }
 
 // BenchmarkTransfer moves a file of random bytes (PETREL_BENCH_TRANSFER_MB,
@@ -182,19 +221,21 @@ func BenchmarkTransferGzip(b *testing.B) {
 				_, err := t.local.DownloadBlockFile(ctx, "bench:local", out, gz, nil)
 				return err
 			}
-			var plain, gz time.Duration
+			var plain, gz, plainCPU, gzCPU time.Duration
 			b.SetBytes(t.size)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				for _, compress := range []bool{false, true} {
-					start := time.Now()
+					cpu, start := t.cpuUsed(b), time.Now()
 					if err := run(compress); err != nil {
 						b.Fatal(err)
 					}
 					if compress {
 						gz += time.Since(start)
+						gzCPU += t.cpuUsed(b) - cpu
 					} else {
 						plain += time.Since(start)
+						plainCPU += t.cpuUsed(b) - cpu
 					}
 				}
 			}
@@ -203,6 +244,7 @@ func BenchmarkTransferGzip(b *testing.B) {
 			b.ReportMetric(mbps(gz), "gzip-MB/s")
 			b.ReportMetric(mbps(plain), "plain-MB/s")
 			b.ReportMetric(mbps(gz)/mbps(plain), "gzip/plain")
+			b.ReportMetric(gzCPU.Seconds()/plainCPU.Seconds(), "cpu-gzip/plain")
 		})
 	}
 }
@@ -275,4 +317,71 @@ func BenchmarkTLSLoopback(b *testing.B) {
 		b.Fatal(fmt.Errorf("TLS reader: %w", err))
 	}
 	b.ReportMetric(float64(size)*float64(b.N)/d.Seconds()/(1<<20), "tls-MB/s")
+}
+
+// discardUploads is a daemon API server whose block upload reads the
+// stream to its end and keeps nothing.
+type discardUploads struct {
+	daemonv1.UnimplementedDaemonServer
+}
+
+func (discardUploads) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
+	var n int64
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&daemonv1.BlockInfo{SizeMb: n >> 20})
+		}
+		if err != nil {
+			return err
+		}
+		n += int64(len(m.GetData()))
+	}
+}
+
+// BenchmarkGRPCStream is the cost of gRPC alone in a local transfer: the
+// client library's connection streaming 1 MB block upload messages over
+// a Unix socket to a server with petreld's options that discards them,
+// both in this process, with no file, hash or disk. Its CPU time per GB
+// is the part of a transfer's that carrying the bytes through gRPC takes.
+func BenchmarkGRPCStream(b *testing.B) {
+	sock := filepath.Join(b.TempDir(), "grpc.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20))
+	daemonv1.RegisterDaemonServer(srv, discardUploads{})
+	go srv.Serve(lis)
+	defer srv.Stop()
+	c, err := client.Dial(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	size := transferMB(b) << 20
+	buf := make([]byte, 1<<20)
+	rand.Read(buf)
+	b.SetBytes(size)
+	b.ResetTimer()
+	cpu, start := cpuTime([]int{os.Getpid()}), time.Now()
+	for i := 0; i < b.N; i++ {
+		stream, err := c.API.BlockUpload(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for n := int64(0); n < size; n += int64(len(buf)) {
+			if err := stream.Send(&daemonv1.BlockChunk{Data: buf}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := stream.CloseAndRecv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d, used := time.Since(start), cpuTime([]int{os.Getpid()})-cpu
+	b.StopTimer()
+	gb := float64(size) * float64(b.N) / (1 << 30)
+	b.ReportMetric(gb*1024/d.Seconds(), "grpc-MB/s")
+	b.ReportMetric(used.Seconds()/gb, "grpc-cpu-s/GB")
 }

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -91,7 +90,11 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	send := func(b []byte) error { _, err := w.Write(b); return err }
 	var gz *transfer.GzipChunks
 	if compress {
+		// Members are framed on the Fanout's goroutine and sent on
+		// the GzipChunks' own. Cancelling first ends a send that waits
+		// for a daemon gone away.
 		gz = transfer.NewGzipChunks(send)
+		defer func() { cancel(); gz.Close() }()
 		send = gz.Write
 	}
 	fan := transfer.NewFanout(hashSink(h), send)
@@ -177,11 +180,7 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	r := &downloadReader{stream: stream}
 	var src io.Reader = r
 	if compress {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return 0, fmt.Errorf("download %s: %w", name, err)
-		}
-		src = zr
+		src = transfer.NewGzipReader(r)
 	}
 	// Receiving, hashing and writing (with write-back started as the
 	// content arrives) run on goroutines of their own, chunk by chunk.

@@ -3,7 +3,9 @@ package transfer
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"math"
 )
 
@@ -13,9 +15,11 @@ import (
 // is compressed at the fastest level, or stored (deflate without
 // compression, framed and checksummed as usual) when a sample of the
 // chunk shows it would not shrink: random, encrypted or already
-// compressed content then costs a copy and a CRC instead of a compressor
-// that finds nothing, so --gzip is never much slower than a plain
-// transfer.
+// compressed content then costs one copy and a CRC instead of a
+// compressor that finds nothing, so --gzip costs almost nothing over a
+// plain transfer. Stored members are framed here directly rather than by
+// compress/gzip, whose stored path copies the chunk twice; GzipReader
+// reads them back with one copy.
 
 // storedEntropy is the order-0 entropy, in bits per byte, above which a
 // chunk is sent stored. Deflate at its fastest level gains little above
@@ -58,55 +62,162 @@ func entropy(b []byte) float64 {
 	return h
 }
 
+// gzipHeader is the header of every stored member: deflate, no flags, no
+// modification time, no extra flags, operating system unknown (255), as
+// compress/gzip writes it.
+var gzipHeader = [10]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
+
+// maxStoredBlock is the most a deflate stored block holds (RFC 1951
+// §3.2.4: its length is 16 bits).
+const maxStoredBlock = 1<<16 - 1
+
+// StoredMemberSize is the size of the gzip member AppendStoredMember
+// makes of n bytes: header, a 5-byte header per stored block, trailer.
+func StoredMemberSize(n int) int {
+	blocks := max(1, (n+maxStoredBlock-1)/maxStoredBlock)
+	return len(gzipHeader) + 5*blocks + n + 8
+}
+
+// AppendStoredMember appends to dst a gzip member holding p in deflate
+// stored blocks, with p's CRC-32 and length in its trailer.
+func AppendStoredMember(dst, p []byte) []byte {
+	dst = append(dst, gzipHeader[:]...)
+	crc := crc32.ChecksumIEEE(p)
+	size := uint32(len(p))
+	for {
+		n := min(len(p), maxStoredBlock)
+		final := byte(0)
+		if n == len(p) {
+			final = 1 // BFINAL, BTYPE 00; the rest of the byte is padding
+		}
+		dst = append(dst, final, byte(n), byte(n>>8), ^byte(n), ^byte(n>>8))
+		dst = append(dst, p[:n]...)
+		p = p[n:]
+		if final == 1 {
+			break
+		}
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, crc)
+	return binary.LittleEndian.AppendUint32(dst, size)
+}
+
+// gzipBuffers is how many members a GzipChunks holds: one being framed
+// while the others wait for, or go through, its sending goroutine.
+const gzipBuffers = 3
+
 // GzipChunks compresses each chunk into a gzip member of its own and
-// hands the member to next. It is not safe for concurrent use; its
-// buffers are reused, so next must not keep the member.
+// hands the member to next, on a goroutine of its own: framing or
+// compressing a chunk overlaps sending the previous ones, so that on
+// incompressible content --gzip adds little but a CRC beside the send.
+// Members are handed to next in order, never two at once; next must not
+// keep them (their buffers are reused). Write is not safe for concurrent
+// use. Close must be called on every path: it waits for the members
+// still queued and stops the goroutine.
 type GzipChunks struct {
 	next   Sink
-	buf    bytes.Buffer
+	queue  chan []byte
+	free   chan []byte
+	done   chan struct{}
+	failed chan struct{} // closed when next fails
+	err    error         // next's first error, set before failed closes
+	closed bool
 	fast   *gzip.Writer
-	stored *gzip.Writer
 	// Members counts the members made, Stored those sent stored.
 	Members, Stored int
 }
 
-// NewGzipChunks compresses chunks for next.
+// NewGzipChunks compresses chunks for next, and starts the goroutine
+// that calls it.
 func NewGzipChunks(next Sink) *GzipChunks {
-	return &GzipChunks{next: next}
+	g := &GzipChunks{next: next, queue: make(chan []byte, gzipBuffers), free: make(chan []byte, gzipBuffers),
+		done: make(chan struct{}), failed: make(chan struct{})}
+	for i := 0; i < gzipBuffers; i++ {
+		g.free <- nil // allocated on first use, at the size needed
+	}
+	go g.send()
+	return g
 }
 
-// Write compresses one chunk; it is a Sink.
+// send hands the queued members to next until the queue is closed; after
+// a failure it only recycles them.
+func (g *GzipChunks) send() {
+	defer close(g.done)
+	for m := range g.queue {
+		select {
+		case <-g.failed:
+		default:
+			if err := g.next(m); err != nil {
+				g.err = err
+				close(g.failed)
+			}
+		}
+		g.free <- m[:0]
+	}
+}
+
+// Write compresses one chunk and queues it for sending; it is a Sink. It
+// returns the error of an earlier send, if one failed.
 func (g *GzipChunks) Write(p []byte) error {
-	g.buf.Reset()
-	var zw *gzip.Writer
-	if entropy(p) > storedEntropy {
-		if g.stored == nil {
-			g.stored, _ = gzip.NewWriterLevel(&g.buf, gzip.NoCompression)
-		}
-		zw = g.stored
-		g.Stored++
-	} else {
-		if g.fast == nil {
-			g.fast, _ = gzip.NewWriterLevel(&g.buf, gzip.BestSpeed)
-		}
-		zw = g.fast
+	if g.closed {
+		return errClosed
 	}
-	zw.Reset(&g.buf)
-	if _, err := zw.Write(p); err != nil {
-		return fmt.Errorf("gzip: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("gzip: %w", err)
+	var m []byte
+	select {
+	case m = <-g.free:
+	case <-g.failed:
+		return g.err
 	}
 	g.Members++
-	return g.next(g.buf.Bytes())
+	if entropy(p) > storedEntropy {
+		g.Stored++
+		if cap(m) < StoredMemberSize(len(p)) {
+			m = make([]byte, 0, StoredMemberSize(max(len(p), ChunkSize)))
+		}
+		m = AppendStoredMember(m[:0], p)
+	} else {
+		buf := bytes.NewBuffer(m[:0])
+		if g.fast == nil {
+			g.fast, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+		}
+		g.fast.Reset(buf)
+		if _, err := g.fast.Write(p); err != nil {
+			g.free <- m
+			return fmt.Errorf("gzip: %w", err)
+		}
+		if err := g.fast.Close(); err != nil {
+			g.free <- m
+			return fmt.Errorf("gzip: %w", err)
+		}
+		m = buf.Bytes()
+	}
+	g.queue <- m
+	return nil
 }
 
 // Finish makes an empty member when no chunk came, so that empty content
-// is still a valid gzip stream.
+// is still a valid gzip stream, then sends what is queued, like Close.
 func (g *GzipChunks) Finish() error {
-	if g.Members > 0 {
+	if g.Members == 0 {
+		if err := g.Write(nil); err != nil {
+			return err
+		}
+	}
+	return g.Close()
+}
+
+// Close waits until the members queued are sent, stops the sending
+// goroutine and returns the first error of next. It may be called more
+// than once.
+func (g *GzipChunks) Close() error {
+	if !g.closed {
+		g.closed = true
+		close(g.queue)
+	}
+	<-g.done
+	select {
+	case <-g.failed:
+		return g.err
+	default:
 		return nil
 	}
-	return g.Write(nil)
 }
