@@ -825,16 +825,33 @@ func (a *app) pluginsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "plugins",
 		Short: "List petreld's plugins and their health on this host",
-		Args:  args(cobra.NoArgs),
+		Long: `List petreld's plugins: for each its kind, version, health, restarts and
+what it reports (a backend's tender or accelerator, what it misses), then
+the plugin binaries no configuration block enables.
+
+That list is the host owner's (petreld's own socket, or a certificate the
+root CA signed). Anyone else, a delegate through petrel-endpoint, sees
+petreld's health summary instead: each enabled plugin's name, kind,
+health and, for a backend, the targets it runs (NAME KIND HEALTH TARGETS;
+with --json, those four keys), and a line on stderr saying so.`,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, c, done, err := a.session()
 			if err != nil {
 				return err
 			}
 			defer done()
-			res, err := c.API.Plugins(ctx, &daemonv1.PluginsRequest{})
+			res, err := client.ListPlugins(ctx, c.API)
 			if err != nil {
 				return err
+			}
+			if res.Summary {
+				missing := "VERSION, RESTARTS and DETAILS"
+				if jsonOut {
+					missing = "version, path, restarts, description and attributes"
+				}
+				fmt.Fprintf(a.errw, "petrel: petreld's health summary: %s are reserved to the host's owner\n", missing)
+				return pluginSummary.print(a.out, jsonOut, res.Plugins)
 			}
 			plugins := listing[*daemonv1.Plugin]{
 				columns: []string{"NAME", "KIND", "VERSION", "HEALTH", "RESTARTS", "DETAILS"},
@@ -856,9 +873,27 @@ func (a *app) pluginsCmd() *cobra.Command {
 						"attributes": p.GetAttributes(), "restarts": p.GetRestarts()}, nil
 				},
 			}
-			return plugins.print(a.out, jsonOut, res.GetPlugins())
+			return plugins.print(a.out, jsonOut, res.Plugins)
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// pluginSummary is how `petrel plugins` shows petreld's health summary,
+// which is what a caller other than the host's owner may read: only the
+// columns the summary has, with each backend's targets, which tell a
+// delegate what it may deploy there.
+var pluginSummary = listing[*daemonv1.Plugin]{
+	columns: []string{"NAME", "KIND", "HEALTH", "TARGETS"},
+	row: func(p *daemonv1.Plugin) []string {
+		return []string{p.GetName(), p.GetKind(), p.GetHealth(), strings.Join(p.GetTargets(), ",")}
+	},
+	json: func(p *daemonv1.Plugin) (any, error) {
+		targets := p.GetTargets()
+		if targets == nil {
+			targets = []string{}
+		}
+		return map[string]any{"name": p.GetName(), "kind": p.GetKind(), "health": p.GetHealth(), "targets": targets}, nil
+	},
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -22,6 +23,10 @@ type daemonView struct {
 	// host is nil from a petreld that does not report its configuration.
 	host    *daemonv1.HostResponse
 	plugins []*daemonv1.Plugin
+	// summary is set when plugins is petreld's health summary, which is
+	// all it shows a caller other than the host's owner: names, kinds,
+	// health and targets, without versions, paths, restarts or problems.
+	summary bool
 }
 
 // askDaemon asks petreld for its version, configuration and plugins. It
@@ -56,11 +61,15 @@ func askDaemon(ctx context.Context, api daemonv1.DaemonClient, socket string) (*
 	default:
 		rs = append(rs, warn("daemon", "petreld could not report its configuration (%v): the checks below look at the defaults, which it may not use", err))
 	}
-	res, err := api.Plugins(ctx, &daemonv1.PluginsRequest{})
-	if err != nil {
+	res, err := client.ListPlugins(ctx, api)
+	switch {
+	case err != nil:
 		rs = append(rs, fail("daemon", "petreld could not list its plugins: %v", err))
-	} else {
-		view.plugins = res.GetPlugins()
+	case res.Summary:
+		rs = append(rs, ok("daemon", "petreld shows this caller its plugins' health summary: their versions, paths and what they miss are reserved to the host's owner, and not checked"))
+		view.plugins, view.summary = res.Plugins, true
+	default:
+		view.plugins = res.Plugins
 	}
 	return view, rs
 }
@@ -135,10 +144,10 @@ func checkDaemonBackends(view *daemonView) []checkResult {
 			rs = append(rs, ok("backend", "%s", msg))
 			can = append(can, short)
 		case p.GetHealth() == "down":
-			rs = append(rs, fail("backend", "%s is down: %s (petreld's log says why; restarted %d times)", name, firstNonEmpty(p.GetDescription(), "its plugin exited"), p.GetRestarts()))
+			rs = append(rs, fail("backend", "%s is down: %s", name, downText(view, p, "its plugin exited")))
 			cannot = append(cannot, name+" (its plugin is down)")
 		default:
-			rs = append(rs, warn("backend", "%s cannot run VMs: %s", name, firstNonEmpty(problemsText(p), p.GetDescription())))
+			rs = append(rs, warn("backend", "%s cannot run VMs: %s", name, firstNonEmpty(problemsText(p), p.GetDescription(), unknownProblem(view))))
 			cannot = append(cannot, name+" ("+firstNonEmpty(firstFix(p), p.GetHealth())+")")
 		}
 	}
@@ -255,6 +264,25 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
+// downText says why a plugin is down and where to look further: its own
+// last error and restarts where petreld reports them; from a summary,
+// which has neither, that the host's owner can find them.
+func downText(view *daemonView, p *daemonv1.Plugin, fallback string) string {
+	if view.summary {
+		return fallback + " (the host's owner finds why in petreld's log)"
+	}
+	return fmt.Sprintf("%s (petreld's log says why; restarted %d times)", firstNonEmpty(p.GetDescription(), fallback), p.GetRestarts())
+}
+
+// unknownProblem is what a plugin that cannot serve misses when petreld
+// does not say: from a summary, that only the host's owner may know.
+func unknownProblem(view *daemonView) string {
+	if view.summary {
+		return "petreld reports what it misses to the host's owner only"
+	}
+	return ""
+}
+
 // checkDaemonPlugins reports every plugin petreld knows, with the version
 // its Info reports and its health; with local, it also checks that only
 // root may change the binaries petreld runs, and the petrel-shim its
@@ -283,6 +311,10 @@ func checkDaemonPlugins(ctx context.Context, env hostEnv, view *daemonView, self
 		if v == "" {
 			v = "(version unknown)"
 		}
+		if !view.summary {
+			// A summary has no versions: the daemon line says so once.
+			what += " " + v
+		}
 		where := ""
 		if p.GetPath() != "" {
 			where = ": " + p.GetPath()
@@ -293,21 +325,21 @@ func checkDaemonPlugins(ctx context.Context, env hostEnv, view *daemonView, self
 				where += fmt.Sprintf(" (a backend, network or metrics block named %q enables it)", p.GetName())
 			}
 			if ownPlugin(p.GetName()) && mismatch(p.GetVersion(), self) {
-				rs = append(rs, warn("plugin", "%s %s %s%s: petrel is %s; install petrel and its plugins from one build", what, v, h, where, self))
+				rs = append(rs, warn("plugin", "%s %s%s: petrel is %s; install petrel and its plugins from one build", what, h, where, self))
 			} else {
-				rs = append(rs, ok("plugin", "%s %s %s%s", what, v, h, where))
+				rs = append(rs, ok("plugin", "%s %s%s", what, h, where))
 			}
 		case "degraded", "unhealthy":
 			// The plugin runs but cannot serve (a missing tender, say):
 			// only what needs it is affected. A backend's line says what
 			// it misses.
-			why := firstNonEmpty(problemsText(p), p.GetDescription())
-			if p.GetKind() == "hypervisor" {
+			why := firstNonEmpty(problemsText(p), p.GetDescription(), unknownProblem(view))
+			if p.GetKind() == "hypervisor" && !view.summary {
 				why = "the backend line above says what it misses"
 			}
-			rs = append(rs, warn("plugin", "%s %s %s%s; %s", what, v, h, where, why))
+			rs = append(rs, warn("plugin", "%s %s%s; %s", what, h, where, why))
 		default:
-			rs = append(rs, fail("plugin", "%s %s %s: %s (petreld's log says why; restarted %d times)", what, v, h, firstNonEmpty(p.GetDescription(), "not running"), p.GetRestarts()))
+			rs = append(rs, fail("plugin", "%s %s: %s", what, h, downText(view, p, "not running")))
 		}
 	}
 	if local {

@@ -206,8 +206,8 @@ func TestBinaryVersion(t *testing.T) {
 	}
 }
 
-// fakeDaemon answers Version, Host and Plugins; other methods are not
-// called.
+// fakeDaemon answers Version, Host, Plugins and PluginHealth; other
+// methods are not called.
 type fakeDaemon struct {
 	daemonv1.DaemonClient
 	versionErr error
@@ -215,6 +215,9 @@ type fakeDaemon struct {
 	host       *daemonv1.HostResponse
 	hostErr    error
 	plugins    []*daemonv1.Plugin
+	// pluginsErr is Plugins' answer when set, and summary PluginHealth's.
+	pluginsErr error
+	summary    []*daemonv1.PluginHealthEntry
 }
 
 func (f *fakeDaemon) Version(context.Context, *daemonv1.VersionRequest, ...grpc.CallOption) (*daemonv1.VersionResponse, error) {
@@ -232,7 +235,14 @@ func (f *fakeDaemon) Host(context.Context, *daemonv1.HostRequest, ...grpc.CallOp
 }
 
 func (f *fakeDaemon) Plugins(context.Context, *daemonv1.PluginsRequest, ...grpc.CallOption) (*daemonv1.PluginsResponse, error) {
+	if f.pluginsErr != nil {
+		return nil, f.pluginsErr
+	}
 	return &daemonv1.PluginsResponse{Plugins: f.plugins}, nil
+}
+
+func (f *fakeDaemon) PluginHealth(context.Context, *daemonv1.PluginHealthRequest, ...grpc.CallOption) (*daemonv1.PluginHealthResponse, error) {
+	return &daemonv1.PluginHealthResponse{Plugins: f.summary}, nil
 }
 
 func TestAskDaemon(t *testing.T) {
@@ -259,6 +269,51 @@ func TestAskDaemon(t *testing.T) {
 	view, rs = askDaemon(ctx, &fakeDaemon{api: 1, host: &daemonv1.HostResponse{DataDir: "/srv/petrel"}}, "/x")
 	if view == nil || view.host.GetDataDir() != "/srv/petrel" || len(rs) != 1 {
 		t.Fatalf("current daemon: %+v, %v", view, rs)
+	}
+}
+
+// TestDoctorDelegate: to a delegate, which petreld shows neither its
+// configuration nor its full plugin list, doctor says so once and checks
+// the backends and plugins from the health summary: what each runs and
+// whether it is healthy, with no versions, restarts or problems made up.
+func TestDoctorDelegate(t *testing.T) {
+	reserved := func(m string) error {
+		return status.Errorf(codes.PermissionDenied, "%s describes the host and is reserved to its owner; certificate domain \"alice\"", m)
+	}
+	d := &fakeDaemon{api: 1, hostErr: reserved("Host"), pluginsErr: reserved("Plugins"), summary: []*daemonv1.PluginHealthEntry{
+		{Name: "hvt", Kind: "hypervisor", Health: "healthy", Targets: []string{"hvt"}},
+		{Name: "qemu", Kind: "hypervisor", Health: "unhealthy"},
+		{Name: "spt", Kind: "hypervisor", Health: "down"},
+		{Name: "influx", Kind: "metrics", Health: "degraded"},
+	}}
+	view, rs := askDaemon(context.Background(), d, "host.example.org:1025")
+	if view == nil || !view.summary || len(view.plugins) != 4 || len(rs) != 3 {
+		t.Fatalf("delegate: %+v, %v", view, rs)
+	}
+	expect(t, rs[1], statusWarn, "petreld does not show its configuration to this caller")
+	expect(t, rs[2], statusOK, "health summary: their versions, paths and what they miss are reserved to the host's owner")
+
+	rs = checkDaemonBackends(view)
+	if len(rs) != 4 {
+		t.Fatalf("backends: %v", rs)
+	}
+	expect(t, rs[0], statusOK, "hvt runs hvt")
+	expect(t, rs[1], statusWarn, "qemu cannot run VMs: petreld reports what it misses to the host's owner only")
+	expect(t, rs[2], statusFail, "spt is down: its plugin exited (the host's owner finds why in petreld's log)")
+	expect(t, rs[3], statusOK, "petreld runs hvt (hvt); not qemu (unhealthy), spt (its plugin is down)")
+
+	rs = checkDaemonPlugins(context.Background(), hostEnv{}, view, "1.0", false)
+	if len(rs) != 4 {
+		t.Fatalf("plugins: %v", rs)
+	}
+	expect(t, rs[0], statusOK, "hvt (hypervisor) healthy")
+	expect(t, rs[1], statusWarn, "qemu (hypervisor) unhealthy; petreld reports what it misses to the host's owner only")
+	expect(t, rs[2], statusFail, "spt (hypervisor) down: not running (the host's owner finds why in petreld's log)")
+	expect(t, rs[3], statusWarn, "influx (metrics) degraded; petreld reports what it misses to the host's owner only")
+	for _, r := range rs {
+		if strings.Contains(r.Message, "version") || strings.Contains(r.Message, "restarted") {
+			t.Errorf("a line claims what the summary does not say: %+v", r)
+		}
 	}
 }
 

@@ -64,9 +64,38 @@ func TestListOutput(t *testing.T) {
 	}
 }
 
-func testListOutput(t *testing.T, sock, prefix string) {
+// TestListOutputDelegate pins what `petrel plugins` prints to a caller
+// petreld keeps its full plugin list from (a delegate through
+// petrel-endpoint): its health summary, and a line on stderr saying what
+// is missing.
+func TestListOutputDelegate(t *testing.T) {
+	d := listStub()
+	d.pluginsDenied = true
+	d.summary = []*daemonv1.PluginHealthEntry{
+		{Name: "hvt", Kind: "hypervisor", Health: "healthy", Targets: []string{"hvt"}},
+		{Name: "qemu", Kind: "hypervisor", Health: "unhealthy"},
+		{Name: "influx", Kind: "metrics", Health: "down"},
+	}
+	testListOutput(t, startStub(t, d), "delegate_", []string{"plugins"})
+	testListOutput(t, startStub(t, &stubDaemon{pluginsDenied: true}), "delegate_empty_", []string{"plugins"})
+}
+
+// TestPluginsRefusedByOlderDaemon: a petreld without PluginHealth that
+// keeps Plugins to its owner leaves the refusal as the answer (exit 8).
+func TestPluginsRefusedByOlderDaemon(t *testing.T) {
+	sock := startStub(t, &stubDaemon{pluginsDenied: true, noSummary: true})
+	code, out, errText := runPetrel("--socket", sock, "plugins")
+	if code != exitDenied || out != "" || !strings.Contains(errText, "reserved to its owner") {
+		t.Errorf("petrel plugins: exit %d, stdout %q, stderr %q; want exit %d and the refusal", code, out, errText, exitDenied)
+	}
+}
+
+func testListOutput(t *testing.T, sock, prefix string, commands ...[]string) {
 	t.Helper()
-	for _, args := range [][]string{{"info"}, {"plugins"}, {"block"}, {"bridges"}, {"policy"}} {
+	if len(commands) == 0 {
+		commands = [][]string{{"info"}, {"plugins"}, {"block"}, {"bridges"}, {"policy"}}
+	}
+	for _, args := range commands {
 		for _, extra := range [][]string{nil, {"--json"}} {
 			argv := append(append([]string{}, args...), extra...)
 			code, out, errText := runPetrel(append([]string{"--socket", sock}, argv...)...)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
@@ -29,6 +31,13 @@ type stubDaemon struct {
 	policies []*daemonv1.PolicyEntry
 	// policyAdd is the last PolicyAdd request.
 	policyAdd *daemonv1.PolicyAddRequest
+
+	// pluginsDenied makes Plugins refuse, as petreld refuses anyone but
+	// the host's owner; summary is then what PluginHealth answers, and
+	// noSummary makes it answer as a petreld older than PluginHealth.
+	pluginsDenied bool
+	summary       []*daemonv1.PluginHealthEntry
+	noSummary     bool
 }
 
 // startStub serves d on a socket in a temporary directory and
@@ -80,7 +89,17 @@ func (d *stubDaemon) Bridges(context.Context, *daemonv1.BridgesRequest) (*daemon
 }
 
 func (d *stubDaemon) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
+	if d.pluginsDenied {
+		return nil, status.Error(codes.PermissionDenied, `Plugins describes the host and is reserved to its owner; certificate domain "alice"`)
+	}
 	return &daemonv1.PluginsResponse{Plugins: d.plugins}, nil
+}
+
+func (d *stubDaemon) PluginHealth(ctx context.Context, req *daemonv1.PluginHealthRequest) (*daemonv1.PluginHealthResponse, error) {
+	if d.noSummary {
+		return d.UnimplementedDaemonServer.PluginHealth(ctx, req)
+	}
+	return &daemonv1.PluginHealthResponse{Plugins: d.summary}, nil
 }
 
 func (d *stubDaemon) Host(context.Context, *daemonv1.HostRequest) (*daemonv1.HostResponse, error) {

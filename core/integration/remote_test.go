@@ -245,11 +245,12 @@ func TestRemoteManagement(t *testing.T) {
 	}
 
 	// Outside the domain: refused, whatever the name.
-	for _, args := range [][]string{{"destroy", ":bob:vm"}, {"info", ":bob"}, {"console", ":bob:vm"}, {"policy", "remove", ":alice"}, {"plugins"}} {
+	for _, args := range [][]string{{"destroy", ":bob:vm"}, {"info", ":bob"}, {"console", ":bob:vm"}, {"policy", "remove", ":alice"}} {
 		if res := r.remote(alice, aliceKey, args...); res.code != 8 {
 			t.Errorf("alice: petrel %v: exit %d %q, want 8", args, res.code, res.err)
 		}
 	}
+	checkRemotePluginSummary(t, r, alice, aliceKey)
 	if vm := r.info("bob:vm"); vm.State != "running" {
 		t.Fatalf("bob:vm touched: %+v", vm)
 	}
@@ -284,6 +285,55 @@ func TestRemoteManagement(t *testing.T) {
 		if n, _ := m["name"].(string); !strings.HasPrefix(n, "alice:") {
 			t.Errorf("event outside alice's domain reached alice: %v", m)
 		}
+	}
+}
+
+// checkRemotePluginSummary: the plugin list is the host owner's, so a
+// delegate's `petrel plugins` shows petreld's health summary (the
+// enabled backends, healthy, with their targets; no paths or versions)
+// and says so, and its `petrel doctor` checks the backends from it.
+func checkRemotePluginSummary(t *testing.T, r *remoteEnv, pem, key string) {
+	t.Helper()
+	res := r.remote(pem, key, "plugins", "--json")
+	if res.code != 0 || !strings.Contains(res.err, "reserved to the host's owner") {
+		t.Fatalf("delegate's petrel plugins --json: exit %d %s%s", res.code, res.out, res.err)
+	}
+	var plugins []map[string]any
+	if err := json.Unmarshal([]byte(res.out), &plugins); err != nil {
+		t.Fatalf("delegate's plugin list is not JSON: %v\n%s", err, res.out)
+	}
+	health := map[string]any{}
+	for _, p := range plugins {
+		if _, leaked := p["path"]; leaked {
+			t.Errorf("the summary shows a path: %v", p)
+		}
+		health[fmt.Sprint(p["name"])] = p["health"]
+	}
+	for _, b := range []string{"hvt", "spt"} {
+		if health[b] != "healthy" {
+			t.Errorf("delegate's plugin list %s: %s is %v, want healthy", res.out, b, health[b])
+		}
+	}
+	if out := r.mustRemote(pem, key, "plugins"); !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "TARGETS") || strings.Contains(out, "VERSION") {
+		t.Errorf("delegate's petrel plugins printed\n%s", out)
+	}
+
+	res = r.remote(pem, key, "doctor", "--json")
+	var checks []struct{ Status, Check, Message string }
+	if err := json.Unmarshal([]byte(res.out), &checks); err != nil {
+		t.Fatalf("delegate's doctor (exit %d) printed no JSON: %v\n%s%s", res.code, err, res.out, res.err)
+	}
+	var backends string
+	for _, c := range checks {
+		if c.Status == "FAIL" {
+			t.Errorf("delegate's doctor: %s %s: %s", c.Status, c.Check, c.Message)
+		}
+		if c.Check == "backends" {
+			backends = c.Message
+		}
+	}
+	if !strings.Contains(backends, "petreld runs hvt") || !strings.Contains(backends, "spt") {
+		t.Errorf("delegate's doctor backends line %q, want hvt and spt", backends)
 	}
 }
 

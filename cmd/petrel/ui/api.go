@@ -366,6 +366,11 @@ type overview struct {
 	Events    []eventView       `json:"events"`
 	HostStats map[string]any    `json:"host_stats,omitempty"`
 	Errors    map[string]string `json:"errors"`
+
+	// PluginsSummary is set when Plugins is petreld's health summary,
+	// all it shows a caller other than the host's owner: no versions,
+	// restarts or problems.
+	PluginsSummary bool `json:"plugins_summary"`
 }
 
 // pluginView is a plugin and its health.
@@ -418,12 +423,13 @@ func (s *Server) getOverview(r *http.Request) (any, error) {
 	}()
 	go func() {
 		defer wg.Done()
-		res, err := c.API.Plugins(ctx, &daemonv1.PluginsRequest{})
+		res, err := client.ListPlugins(ctx, c.API)
 		if err != nil {
 			fail("plugins", err)
 			return
 		}
-		for _, p := range res.GetPlugins() {
+		o.PluginsSummary = res.Summary
+		for _, p := range res.Plugins {
 			v := pluginView{Name: p.GetName(), Kind: p.GetKind(), Version: p.GetVersion(), Health: p.GetHealth(), Restarts: p.GetRestarts(), Problems: []string{}}
 			for _, pr := range p.GetProblems() {
 				v.Problems = append(v.Problems, strings.TrimSpace(pr.GetDescription()+" "+pr.GetFix()))

@@ -19,8 +19,15 @@ import (
 // listens on, and returns its base URL and token.
 func startServer(t *testing.T) (*Server, string) {
 	t.Helper()
+	return startServerOn(t, filepath.Join(t.TempDir(), "none.sock"))
+}
+
+// startServerOn serves a console with one local host, "local", on the
+// given petreld socket, and returns its base URL and token.
+func startServerOn(t *testing.T, socket string) (*Server, string) {
+	t.Helper()
 	dir := t.TempDir()
-	s, err := New(Options{ConfigPath: filepath.Join(dir, "hosts.json")}, []HostConfig{{Name: "local", Socket: filepath.Join(dir, "none.sock")}})
+	s, err := New(Options{ConfigPath: filepath.Join(dir, "hosts.json")}, []HostConfig{{Name: "local", Socket: socket}})
 	if err != nil {
 		t.Fatal(err)
 	}

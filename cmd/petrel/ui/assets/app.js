@@ -180,6 +180,9 @@ function overviewParts(hv, o) {
   else parts.push(h('ul', {}, o.plugins.map((p) => h('li', {}, h('strong', {}, p.name), ' ' + p.kind + ' ',
     h('span', {class: p.health === 'healthy' ? 'state-running' : 'state-failed'}, p.health),
     p.restarts ? ' (' + p.restarts + ' restarts)' : '', p.problems.length ? ' — ' + p.problems.join('; ') : ''))));
+  if (!o.errors.plugins && o.plugins_summary) {
+    parts.push(h('p', {class: 'muted'}, 'Health summary: versions, restarts and what plugins miss are reserved to the host\'s owner.'));
+  }
   parts.push(h('h3', {}, 'Recent events'));
   parts.push(o.events.length ? h('ul', {class: 'events'}, o.events.slice(-15).reverse().map(eventItem)) : h('p', {class: 'muted'}, 'None since the console started.'));
   return parts;
