@@ -134,9 +134,10 @@ deb: build guests
 	contrib/packaging/build-deb.sh bin bin
 	contrib/packaging/build-deb.sh bin bin petrel-kubelet
 
-# Build the package, install it on a clean Debian 12 root (debootstrap,
-# cached in /var/cache/petrel/debootstrap), run the README's deploy there
-# and purge it.
+# Build the packages, install them on a clean Debian 12 root (debootstrap,
+# cached in /var/cache/petrel/debootstrap), check that petrel-kubelet
+# installs disabled and purges cleanly, run the README's deploy there and
+# purge petrel.
 deb-test: build guests
 	contrib/packaging/install-test.sh bin
 

@@ -1,11 +1,12 @@
 #!/bin/bash
-# Installs Petrel's Debian package on a clean Debian 12 (bookworm) and runs
+# Installs Petrel's Debian packages on a clean Debian 12 (bookworm) and runs
 # the README's deploy there, as a reader would right after installing:
 #
 #   contrib/packaging/install-test.sh [BIN_DIR]
 #
 # BIN_DIR (default bin/) holds what `make build` and `make guests` leave;
-# the package is built from it with build-deb.sh. Steps:
+# the packages, petrel and petrel-kubelet, are built from it with
+# build-deb.sh. Steps:
 #
 #   1. a clean bookworm root: debootstrap --variant=minbase (plus systemd,
 #      as every Debian install has), kept as a pristine tarball in the cache
@@ -23,9 +24,13 @@
 #      its ExecStart says (root, group petrel, umask 0077) in a network
 #      namespace of its own, and stopped with SIGTERM before the package is
 #      removed;
-#   4. inside it, in /root, where the package is at ./bin/petrel_*.deb:
+#   4. inside it, in /root, where the packages are in ./bin:
 #        apt-get install ./bin/petrel_*.deb
 #        systemctl enable --now petreld
+#        apt-get install ./bin/petrel-kubelet_*.deb   (its unit must stay
+#                                  disabled and stopped; it needs a cluster)
+#        petrel-kubelet --help
+#        apt-get purge petrel-kubelet       (petrel must keep working)
 #        petrel doctor
 #        petrel create hello /usr/share/petrel/guests/hello.hvt   (hello.spt
 #                                  where the host has no usable /dev/kvm)
@@ -216,11 +221,14 @@ step() {
 }
 
 # ---------------------------------------------------------------- package
-say "building the package from $BIN (contrib/packaging/build-deb.sh)"
+say "building the packages from $BIN (contrib/packaging/build-deb.sh)"
 mkdir -p "$WORK/deb"
 DEB=$("$REPO/contrib/packaging/build-deb.sh" "$BIN" "$WORK/deb") || fail "build-deb.sh failed"
-note "$DEB"
-note "$(dpkg-deb -f "$DEB" Package Version Architecture Depends Recommends | tr '\n' ' ')"
+KUBELET_DEB=$("$REPO/contrib/packaging/build-deb.sh" "$BIN" "$WORK/deb" petrel-kubelet) || fail "build-deb.sh petrel-kubelet failed"
+for d in "$DEB" "$KUBELET_DEB"; do
+	note "$d"
+	note "$(dpkg-deb -f "$d" Package Version Architecture Depends Recommends | tr '\n' ' ')"
+done
 
 # ---------------------------------------------------------- pristine root
 ARCH=$(dpkg --print-architecture)
@@ -252,7 +260,7 @@ flock -u 9
 exec 9>&-
 
 mkdir -p "$ROOT/root/bin"
-cp "$DEB" "$ROOT/root/bin/"
+cp "$DEB" "$KUBELET_DEB" "$ROOT/root/bin/"
 # No progress meters in the log.
 echo 'Dpkg::Use-Pty "0";' >"$ROOT/etc/apt/apt.conf.d/90petrel-install-test"
 # The root's machine-id is empty in the tarball: systemd makes one on boot.
@@ -284,7 +292,7 @@ in_root apt-get update -q >"$WORK/apt-update.log" 2>&1 || {
 	fail "apt-get update failed"
 }
 say "apt-get install --download-only: fetching the dependencies while the root has the network"
-in_root apt-get install --download-only -y -q ./bin/"$(basename "$DEB")" >"$WORK/apt-download.log" 2>&1 || {
+in_root apt-get install --download-only -y -q ./bin/"$(basename "$DEB")" ./bin/"$(basename "$KUBELET_DEB")" >"$WORK/apt-download.log" 2>&1 || {
 	cat "$WORK/apt-download.log" >&2
 	fail "apt-get could not fetch what the package depends on"
 }
@@ -410,6 +418,63 @@ wait_petreld() {
 }
 wait_petreld
 [ "$MODE" = chroot ] || in_root systemctl is-active --quiet petreld || fail "petreld.service is not active"
+
+# ------------------------------------------------------------ node agent
+# petrel-kubelet, the Kubernetes node agent, is a package of its own. It
+# installs beside petrel with its unit disabled and stopped (it needs a
+# cluster to join and the cluster's certificate), and removing it leaves
+# petrel as it was: the deploy below runs after the removal.
+KUBELET_FILES="/usr/bin/petrel-kubelet /usr/lib/systemd/system/petrel-kubelet.service /etc/default/petrel-kubelet
+	/etc/petrel/kubelet /usr/share/doc/petrel-kubelet"
+# kubelet_processes prints the root's petrel-kubelet processes.
+kubelet_processes() {
+	local p
+	if [ "$MODE" = nspawn ]; then
+		in_root sh -c 'for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null) && echo "${p#/proc/} $c"; done' |
+			grep -E ' petrel-kubelet$' || true
+	else
+		for p in $(rooted_pids); do
+			tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -E '(^|/)petrel-kubelet( |$)' | sed "s/^/$p /" || true
+		done
+	fi
+}
+step apt-get install -y ./bin/"$(basename "$KUBELET_DEB")"
+in_root dpkg -s petrel-kubelet >/dev/null || fail "petrel-kubelet is not installed after apt-get install"
+for f in $KUBELET_FILES; do
+	in_root test -e "$f" || fail "the installed petrel-kubelet package lacks $f"
+done
+say "petrel-kubelet.service is installed disabled, and nothing runs the agent"
+links=$(in_root find /etc/systemd/system -name petrel-kubelet.service) || fail "cannot list /etc/systemd/system"
+[ -z "$links" ] || fail "petrel-kubelet.service is enabled after install: $links"
+if [ "$MODE" = nspawn ]; then
+	state=$(in_root systemctl is-enabled petrel-kubelet.service) || true
+	note "systemctl is-enabled petrel-kubelet.service: $state"
+	[ "$state" = disabled ] || fail "petrel-kubelet.service is $state after install, not disabled"
+	state=$(in_root systemctl is-active petrel-kubelet.service) || true
+	note "systemctl is-active petrel-kubelet.service: $state"
+	[ "$state" = inactive ] || fail "petrel-kubelet.service is $state after install, not inactive"
+fi
+left=$(kubelet_processes)
+[ -z "$left" ] || fail "petrel-kubelet runs after install:"$'\n'"$left"
+say "# petrel-kubelet --help"
+in_root petrel-kubelet --help >"$WORK/kubelet-help.out" 2>&1 || {
+	cat "$WORK/kubelet-help.out" >&2
+	fail "petrel-kubelet --help exited with status $?"
+}
+head -n 5 "$WORK/kubelet-help.out"
+grep -q -- '-node-ip' "$WORK/kubelet-help.out" || fail "petrel-kubelet --help does not describe its flags"
+step apt-get purge -y petrel-kubelet
+in_root dpkg -s petrel-kubelet >/dev/null 2>&1 && fail "petrel-kubelet is still installed after apt-get purge"
+for f in $KUBELET_FILES; do
+	in_root test ! -e "$f" || fail "$f is left after apt-get purge petrel-kubelet"
+done
+say "petrel is as it was: installed, petreld answering"
+in_root dpkg -s petrel >/dev/null || fail "apt-get purge petrel-kubelet removed petrel"
+for f in /usr/bin/petrel /usr/bin/petreld /etc/petrel/petreld.hcl /usr/lib/systemd/system/petreld.service; do
+	in_root test -e "$f" || fail "$f is gone after apt-get purge petrel-kubelet"
+done
+in_root petrel version || fail "petreld does not answer after apt-get purge petrel-kubelet"
+[ "$MODE" = chroot ] || in_root systemctl is-active --quiet petreld || fail "petreld.service is not active after apt-get purge petrel-kubelet"
 
 # -------------------------------------------------------------- deploy
 say "# petrel doctor"

@@ -18,13 +18,15 @@ import (
 	"github.com/petrel-vmm/petrel/plugins/catalog"
 )
 
-// packageCommands maps the binaries the package ships besides the
-// plugins to their Go packages; the plugins come from the catalog.
+// packageCommands maps the binaries the packages (petrel, and
+// petrel-kubelet with the node agent alone) ship besides the plugins to
+// their Go packages; the plugins come from the catalog.
 var packageCommands = map[string]string{
 	"petrel":          "./cmd/petrel",
 	"petreld":         "./cmd/petreld",
 	"petrel-endpoint": "./cmd/petrel-endpoint",
 	"petrel-shim":     "./cmd/petrel-shim",
+	"petrel-kubelet":  "./cmd/petrel-kubelet",
 }
 
 // packageBuild is one binary the package ships: its name, Go package and
@@ -34,7 +36,7 @@ type packageBuild struct {
 	flags     []string
 }
 
-// packageBinaries lists every binary the package ships.
+// packageBinaries lists every binary the packages ship.
 func packageBinaries() []packageBuild {
 	var bs []packageBuild
 	for name, pkg := range packageCommands {
@@ -50,14 +52,17 @@ func packageBinaries() []packageBuild {
 // root, two when debootstrap has to run first.
 const installTimeout = 10 * time.Minute
 
-// TestInstallOnCleanDebian runs install-test.sh, which builds the package,
-// installs it with apt on a clean Debian 12 root made by debootstrap, runs
-// the README's deploy there (petreld from the packaged unit, the hello
-// guest shipped as an example), then the README's remote management
+// TestInstallOnCleanDebian runs install-test.sh, which builds the packages,
+// installs petrel with apt on a clean Debian 12 root made by debootstrap,
+// installs petrel-kubelet beside it (its unit disabled and stopped, the
+// agent answering --help) and purges it again, runs the README's deploy
+// (petreld from the packaged unit, the hello guest shipped as an example)
+// with what is left, then the README's remote management
 // (socket-activated endpoint, delegated and sub-delegated policies,
-// revocation) and purges it again. It proves that the
-// package alone is enough to deploy a VM, which inspecting its contents
-// (TestBuildDeb) cannot.
+// revocation) and purges petrel. It proves that the package alone is
+// enough to deploy a VM and that the agent's package installs and goes
+// without touching it, which inspecting their contents (TestBuildDeb,
+// TestBuildDebKubelet) cannot.
 func TestInstallOnCleanDebian(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: installing on a clean Debian takes a minute or two")
