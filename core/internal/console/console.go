@@ -7,6 +7,7 @@ package console
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -99,10 +100,49 @@ func (r *Ring) AppendBatch(lines []Line) int {
 			f.offer(l)
 		}
 	}
+	r.own(added)
 	for f := range r.subs {
 		f.wake()
 	}
 	return added
+}
+
+// own gives the newest n lines of the history that are still kept (those
+// one AppendBatch added) texts of their own, copied into one string: the
+// caller's texts may be cut from a much larger buffer (a whole message of
+// the plugin's), which the history would otherwise hold on to after all
+// but a few of its lines are gone. Caller holds r.mu.
+func (r *Ring) own(n int) {
+	n = min(n, len(r.lines))
+	if n == 0 {
+		return
+	}
+	tail := r.lines[len(r.lines)-n:]
+	size := 0
+	for i := range tail {
+		size += len(tail[i].Text)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := range tail {
+		b.WriteString(tail[i].Text)
+	}
+	text := b.String()
+	for i := range tail {
+		k := len(tail[i].Text)
+		tail[i].Text, text = text[:k], text[k:]
+	}
+	// The texts kept to recognise duplicates are those of the newest
+	// lines, which share the newest time.
+	k := 0
+	for k < len(r.lastTexts) && k < len(r.lines) && r.lines[len(r.lines)-1-k].Time.Equal(r.lastTime) {
+		k++
+	}
+	if k == len(r.lastTexts) {
+		for j := range r.lastTexts {
+			r.lastTexts[j] = r.lines[len(r.lines)-k+j].Text
+		}
+	}
 }
 
 // appendLocked adds l to the history unless it is a duplicate. Caller
