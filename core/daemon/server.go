@@ -387,12 +387,12 @@ func sendPacked(stream daemonv1.Daemon_ConsoleServer, lines []console.Line) erro
 		n, size := 0, 0
 		for n < len(lines) && n < consoleBatchLines && lines[n].Dropped == 0 && (n == 0 || size+len(lines[n].Text) <= consoleBatchBytes) &&
 			strings.IndexByte(lines[n].Text, '\n') < 0 {
-			size += len(lines[n].Text) + 1
+			size += len(lines[n].Text)
 			n++
 		}
 		if n > 0 {
 			text.Reset()
-			text.Grow(size)
+			text.Grow(size + n - 1)
 			p.Count, p.StartNs = uint32(n), timeNs(lines[0].Time)
 			p.Deltas = make([]int64, n-1)
 			prev := p.StartNs

@@ -412,6 +412,7 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 	var via, bare time.Duration
 	var got, lost, bytes int64
 	var used [4]time.Duration // petreld, plugin, shim, follower
+	var msgs int64            // messages the follower received
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
 		cmd := exec.Command(tender, "--mem=32", "--", image, fmt.Sprintf("lines=%d", lines))
@@ -454,6 +455,7 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 			if first.IsZero() {
 				first = time.Now()
 			}
+			msgs++
 			if ls, err = client.AppendConsoleLines(ls[:0], m); err != nil {
 				b.Fatal(err)
 			}
@@ -492,6 +494,7 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 	b.ReportMetric(perLine(used[1]), "plugin-ns/line")
 	b.ReportMetric(perLine(used[2]), "shim-ns/line")
 	b.ReportMetric(perLine(used[3]), "follower-ns/line")
+	b.ReportMetric(float64(got)/float64(msgs), "lines/message")
 }
 
 // selfCPU is the user+system CPU time of this process.
