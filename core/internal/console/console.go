@@ -86,28 +86,36 @@ func (r *Ring) Append(l Line) bool {
 func (r *Ring) AppendBatch(lines []Line) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// The new lines (and markers) in order, for the followers.
-	fresh := r.scratch[:0]
+	// The new lines (and markers) in order, for the followers: lines
+	// itself unless some are duplicates, which are left out of a copy.
+	fresh, copied := lines, false
 	added := 0
-	for _, l := range lines {
+	for i, l := range lines {
 		if l.Dropped == 0 {
 			if !r.isNew(l) {
+				if !copied {
+					fresh, copied = append(r.scratch[:0], lines[:i]...), true
+				}
 				continue
 			}
 			added++
 		}
-		fresh = append(fresh, l)
+		if copied {
+			fresh = append(fresh, l)
+		}
 	}
 	r.keep(fresh, added)
 	for f := range r.subs {
 		f.offerAll(fresh, added)
 		f.wake()
 	}
-	clear(fresh)
-	if cap(fresh) <= reuseLines {
-		r.scratch = fresh[:0]
-	} else {
-		r.scratch = nil
+	if copied {
+		clear(fresh)
+		if cap(fresh) <= reuseLines {
+			r.scratch = fresh[:0]
+		} else {
+			r.scratch = nil
+		}
 	}
 	return added
 }

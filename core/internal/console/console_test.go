@@ -237,3 +237,25 @@ func TestHistoryOwnsItsTexts(t *testing.T) {
 		t.Error("a repeated line after a batch was kept twice")
 	}
 }
+
+// TestBatchDuplicatesLeftOut: lines of a batch already appended (a
+// replay after a resubscription) reach neither the history nor the
+// followers a second time.
+func TestBatchDuplicatesLeftOut(t *testing.T) {
+	r := NewRing(10, 1000, 1)
+	r.AppendBatch([]Line{{Time: at(0), Text: "a"}, {Time: at(1), Text: "b"}})
+	_, fl, _ := r.Follow(time.Time{}, 0)
+	if n := r.AppendBatch([]Line{{Time: at(0), Text: "a"}, {Time: at(1), Text: "b"}, {Time: at(1), Dropped: 2}, {Time: at(2), Text: "c"}}); n != 1 {
+		t.Errorf("%d lines new, want 1", n)
+	}
+	var got []string
+	for _, l := range fl.Take(nil) {
+		got = append(got, fmt.Sprintf("%s/%d", l.Text, l.Dropped))
+	}
+	if g := fmt.Sprint(got); g != "[/2 c/0]" {
+		t.Errorf("follower got %s", g)
+	}
+	if all, _ := r.History(time.Time{}, 0); len(all) != 3 {
+		t.Errorf("history %v", all)
+	}
+}
