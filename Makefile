@@ -96,7 +96,8 @@ FUZZTIME ?= 60s
 FUZZ_TARGETS := sdk/solo5:FuzzRead sdk/solo5:FuzzParseTenderArgs core/name:FuzzParse \
                 core/pki:FuzzUnmarshalPolicy core/pki:FuzzUnmarshalCommand \
                 plugins/hvt/tender:FuzzHypercall plugins/hvt/tender:FuzzLoadELF \
-                core/internal/supervisor:FuzzCreateParams core/authz:FuzzDecodeChain core/policy:FuzzAdmission
+                core/internal/supervisor:FuzzCreateParams core/authz:FuzzDecodeChain core/policy:FuzzAdmission \
+                sdk/shim:FuzzDecodeResponse
 
 # Every fuzz target for FUZZTIME each: a duration, or a count such as
 # 20000x (make test runs that count: a count never hits the fuzzing

@@ -668,7 +668,7 @@ how many at the place they were lost:
 		Example: "  petrel console web\n  petrel console web --tail 20 --follow\n  petrel console web --since 10m --no-timestamps\n  petrel console web --since 2026-11-24T10:00:00Z",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow, Batch: true}
+			req := &daemonv1.ConsoleRequest{Name: pos[0], Count: count.n, Follow: follow, Batch: true, Packed: true}
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {
@@ -692,27 +692,28 @@ how many at the place they were lost:
 			if err != nil {
 				return err
 			}
-			// Output is buffered and flushed once per message, which
-			// carries many lines when the console is busy.
+			// Output is formatted into one buffer and written once per
+			// message, which carries many lines when the console is busy.
 			w := bufio.NewWriterSize(a.out, 64<<10)
 			enc := json.NewEncoder(w)
-			print := func(l *daemonv1.ConsoleLine) error {
+			var out []byte
+			print := func(l *client.ConsoleLine) error {
 				switch {
 				case jsonOut:
-					return enc.Encode(map[string]any{"time": ts(l.GetTimeNs()), "text": l.GetText(), "truncated": l.GetTruncated(), "dropped": l.GetDropped()})
-				case l.GetDropped() > 0:
-					_, err := fmt.Fprintf(w, missedFormat+"\n", l.GetDropped())
-					return err
+					return enc.Encode(map[string]any{"time": ts(l.TimeNs), "text": l.Text, "truncated": l.Truncated, "dropped": l.Dropped})
+				case l.Dropped > 0:
+					out = fmt.Appendf(out, missedFormat+"\n", l.Dropped)
 				case !stamps:
-					_, err := fmt.Fprintln(w, l.GetText())
-					return err
+					out = append(append(out, l.Text...), '\n')
 				default:
-					_, err := fmt.Fprintf(w, "%s %s\n", time.Unix(0, l.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000Z"), l.GetText())
-					return err
+					out = time.Unix(0, l.TimeNs).UTC().AppendFormat(out, "2006-01-02T15:04:05.000Z")
+					out = append(append(append(out, ' '), l.Text...), '\n')
 				}
+				return nil
 			}
+			var lines []client.ConsoleLine
 			for {
-				l, err := stream.Recv()
+				m, err := stream.Recv()
 				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
 					return w.Flush()
 				}
@@ -720,13 +721,19 @@ how many at the place they were lost:
 					_ = w.Flush()
 					return err
 				}
-				if err := print(l); err != nil {
+				clear(lines)
+				if lines, err = client.AppendConsoleLines(lines[:0], m); err != nil {
+					_ = w.Flush()
 					return err
 				}
-				for _, m := range l.GetMore() {
-					if err := print(m); err != nil {
+				out = out[:0]
+				for i := range lines {
+					if err := print(&lines[i]); err != nil {
 						return err
 					}
+				}
+				if _, err := w.Write(out); err != nil {
+					return err
 				}
 				if err := w.Flush(); err != nil {
 					return err

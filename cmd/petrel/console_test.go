@@ -98,3 +98,38 @@ func TestConsoleFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestConsolePacked: petrel console asks for packed lines and prints
+// them, the marker of lost lines in place, as it prints plain ones.
+func TestConsolePacked(t *testing.T) {
+	stamp := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC).UnixNano()
+	d := &stubDaemon{lines: []*daemonv1.ConsoleLine{
+		{Packed: &daemonv1.PackedConsoleLines{Count: 2, StartNs: stamp, Deltas: []int64{1e9}, Text: "one\ntwo"}},
+		{Packed: &daemonv1.PackedConsoleLines{Count: 1, Dropped: 5, StartNs: stamp + 2e9, Text: "three", Truncated: []uint32{0}}},
+		{TimeNs: stamp + 3e9, Text: "four"},
+	}}
+	sock := startStub(t, d)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "2026-11-24T10:00:00.000Z one\n2026-11-24T10:00:01.000Z two\n[petrel: 5 lines missed]\n2026-11-24T10:00:02.000Z three\n2026-11-24T10:00:03.000Z four\n"},
+		{[]string{"--no-timestamps"}, "one\ntwo\n[petrel: 5 lines missed]\nthree\nfour\n"},
+		{[]string{"--json"}, `{"dropped":0,"text":"one","time":"2026-11-24T10:00:00Z","truncated":false}` + "\n" +
+			`{"dropped":0,"text":"two","time":"2026-11-24T10:00:01Z","truncated":false}` + "\n" +
+			`{"dropped":5,"text":"","time":"2026-11-24T10:00:02Z","truncated":false}` + "\n" +
+			`{"dropped":0,"text":"three","time":"2026-11-24T10:00:02Z","truncated":true}` + "\n" +
+			`{"dropped":0,"text":"four","time":"2026-11-24T10:00:03Z","truncated":false}` + "\n"},
+	} {
+		code, out, errText := runPetrel(append([]string{"--socket", sock, "console", "web"}, c.args...)...)
+		if code != exitOK {
+			t.Fatalf("petrel console web %v: exit %d: %s", c.args, code, errText)
+		}
+		if out != c.want {
+			t.Errorf("console %v printed\n%s\nwant\n%s", c.args, out, c.want)
+		}
+	}
+	if !d.lastConsole().GetPacked() {
+		t.Error("petrel console did not ask for packed lines")
+	}
+}

@@ -371,6 +371,71 @@ func sendLines(stream daemonv1.Daemon_ConsoleServer, lines []console.Line, batch
 	return nil
 }
 
+// sendPacked sends lines packed (PackedConsoleLines), in as few messages
+// as the bounds of a batch allow: a marker ends a message and its count
+// goes with the lines after it. A line with a newline in its text, which
+// packing cannot carry, goes alone as a plain line, which clients that
+// ask for packed lines accept too.
+func sendPacked(stream daemonv1.Daemon_ConsoleServer, lines []console.Line) error {
+	var text strings.Builder
+	for len(lines) > 0 {
+		p := &daemonv1.PackedConsoleLines{}
+		if lines[0].Dropped > 0 {
+			p.Dropped, p.StartNs = lines[0].Dropped, timeNs(lines[0].Time)
+			lines = lines[1:]
+		}
+		n, size := 0, 0
+		for n < len(lines) && n < consoleBatchLines && lines[n].Dropped == 0 && (n == 0 || size+len(lines[n].Text) <= consoleBatchBytes) &&
+			strings.IndexByte(lines[n].Text, '\n') < 0 {
+			size += len(lines[n].Text)
+			n++
+		}
+		if n > 0 {
+			text.Reset()
+			text.Grow(size + n - 1)
+			p.Count, p.StartNs = uint32(n), timeNs(lines[0].Time)
+			p.Deltas = make([]int64, n-1)
+			prev := p.StartNs
+			for i := range lines[:n] {
+				if i > 0 {
+					t := timeNs(lines[i].Time)
+					p.Deltas[i-1], prev = t-prev, t
+					text.WriteByte('\n')
+				}
+				text.WriteString(lines[i].Text)
+				if lines[i].Truncated {
+					p.Truncated = append(p.Truncated, uint32(i))
+				}
+			}
+			p.Text = text.String()
+		}
+		if n > 0 || p.Dropped > 0 {
+			if err := stream.Send(&daemonv1.ConsoleLine{Packed: p}); err != nil {
+				return err
+			}
+		}
+		lines = lines[n:]
+		if n == 0 && len(lines) > 0 && lines[0].Dropped == 0 {
+			// A text with a newline.
+			var m daemonv1.ConsoleLine
+			toConsoleLine(&lines[0], &m)
+			if err := stream.Send(&m); err != nil {
+				return err
+			}
+			lines = lines[1:]
+		}
+	}
+	return nil
+}
+
+// timeNs is t in unix ns, 0 for the zero time.
+func timeNs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
 // Console sends the selected history of a VM's console and, with follow,
 // its live lines until the VM's output ends or the client goes away. A
 // follower that reads too slowly loses lines (never slowing the VM) and
@@ -392,19 +457,23 @@ func (s *server) Console(req *daemonv1.ConsoleRequest, stream daemonv1.Daemon_Co
 		since = time.Unix(0, req.GetSinceNs())
 	}
 	batch := req.GetBatch()
+	send := func(lines []console.Line) error { return sendLines(stream, lines, batch) }
+	if req.GetPacked() {
+		send = func(lines []console.Line) error { return sendPacked(stream, lines) }
+	}
 	if !req.GetFollow() {
 		lines, err := ring.History(since, count)
 		if err != nil {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
-		return sendLines(stream, lines, batch)
+		return send(lines)
 	}
 	hist, f, err := ring.Follow(since, count)
 	if err != nil {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	defer f.Close()
-	if err := sendLines(stream, hist, batch); err != nil {
+	if err := send(hist); err != nil {
 		return err
 	}
 	var buf []console.Line
@@ -412,11 +481,11 @@ func (s *server) Console(req *daemonv1.ConsoleRequest, stream daemonv1.Daemon_Co
 		select {
 		case <-f.Ready():
 			buf = f.Take(buf)
-			if err := sendLines(stream, buf, batch); err != nil {
+			if err := send(buf); err != nil {
 				return err
 			}
 		case <-f.Done():
-			return sendLines(stream, f.Take(buf), batch)
+			return send(f.Take(buf))
 		case <-stream.Context().Done():
 			return nil
 		}

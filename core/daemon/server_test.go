@@ -16,6 +16,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/internal/console"
 	"github.com/petrel-vmm/petrel/core/internal/supervisor"
 	"github.com/petrel-vmm/petrel/core/policy"
+	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -151,6 +152,62 @@ func TestSendLines(t *testing.T) {
 	}
 	gone := errors.New("client gone")
 	if err := sendLines(&consoleStream{fail: gone}, lines(2, 10), true); !errors.Is(err, gone) {
+		t.Fatalf("a failed send is %v, want %v", err, gone)
+	}
+}
+
+// TestSendPacked: packed lines go in as few messages as the bounds of a
+// batch allow, a marker's count with the lines after it, a text with a
+// newline alone and plain; what a client unpacks is what was sent.
+func TestSendPacked(t *testing.T) {
+	base := time.Unix(1700000000, 0)
+	marker := func(n uint64) console.Line { return console.Line{Time: base, Dropped: n} }
+	cut := lines(3, 10)
+	cut[1].Truncated = true
+	for _, c := range []struct {
+		what      string
+		in        []console.Line
+		wantSizes string // lines (with markers) per message
+	}{
+		{"one message", cut, "[3]"},
+		{"line bound", lines(consoleBatchLines*2+1, 10), fmt.Sprint([]int{consoleBatchLines, consoleBatchLines, 1})},
+		{"byte bound", lines(5, consoleBatchBytes/2), "[2 2 1]"},
+		{"markers", append(append(append(lines(2, 10), marker(4)), lines(2, 10)...), marker(1), marker(2)), "[2 3 1 1]"},
+		{"a newline", append(append(lines(1, 10), console.Line{Time: base, Text: "a\nb"}), lines(1, 10)...), "[1 1 1]"},
+		{"nothing", nil, "[]"},
+	} {
+		s := &consoleStream{}
+		if err := sendPacked(s, c.in); err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		var got []client.ConsoleLine
+		var sizes []int
+		for _, m := range s.sent {
+			n := len(got)
+			var err error
+			if got, err = client.AppendConsoleLines(got, m); err != nil {
+				t.Fatalf("%s: %v", c.what, err)
+			}
+			sizes = append(sizes, len(got)-n)
+		}
+		if g := fmt.Sprint(sizes); g != c.wantSizes {
+			t.Errorf("%s: messages of %s lines, want %s", c.what, g, c.wantSizes)
+		}
+		if len(got) != len(c.in) {
+			t.Fatalf("%s: %d lines received of %d", c.what, len(got), len(c.in))
+		}
+		for i, l := range c.in {
+			want := client.ConsoleLine{TimeNs: l.Time.UnixNano(), Text: l.Text, Truncated: l.Truncated, Dropped: l.Dropped}
+			if l.Dropped > 0 && i+1 < len(c.in) && c.in[i+1].Dropped == 0 {
+				want.TimeNs = c.in[i+1].Time.UnixNano() // a marker takes the time of the lines after it
+			}
+			if got[i] != want {
+				t.Fatalf("%s: line %d is %+.40v, want %+.40v", c.what, i, got[i], want)
+			}
+		}
+	}
+	gone := errors.New("client gone")
+	if err := sendPacked(&consoleStream{fail: gone}, lines(2, 10)); !errors.Is(err, gone) {
 		t.Fatalf("a failed send is %v, want %v", err, gone)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -410,6 +411,8 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 	ctx := context.Background()
 	var via, bare time.Duration
 	var got, lost, bytes int64
+	var used [4]time.Duration // petreld, plugin, shim, follower
+	var msgs int64            // messages the follower received
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
 		cmd := exec.Command(tender, "--mem=32", "--", image, fmt.Sprintf("lines=%d", lines))
@@ -425,28 +428,24 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 		bare += time.Since(start)
 
 		name := fmt.Sprintf("chatty%d", i)
-		if _, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 32,
-			Args: []string{"delay=" + delay.String(), fmt.Sprintf("lines=%d", lines)}}); err != nil {
+		vm, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: name, ImageSha256: sha, MemoryMb: 32,
+			Args: []string{"delay=" + delay.String(), fmt.Sprintf("lines=%d", lines)}})
+		if err != nil {
 			b.Fatal(err)
 		}
-		stream, err := c.API.Console(ctx, &daemonv1.ConsoleRequest{Name: name, Follow: true, Batch: true})
+		daemons := []int{e.pid()}
+		plugins := children(e.pid(), "petrel-plugin-hvt")
+		cpu0 := [3]time.Duration{cpuTime(daemons), cpuTime(plugins), selfCPU()}
+		shimCPU := pollCPU(int(vm.GetShimPid()))
+		stream, err := c.API.Console(ctx, &daemonv1.ConsoleRequest{Name: name, Follow: true, Batch: true, Packed: true})
 		if err != nil {
 			b.Fatal(err)
 		}
 		var first time.Time
 		var n, missed int64
-		take := func(l *daemonv1.ConsoleLine) {
-			if l.GetDropped() > 0 {
-				missed += int64(l.GetDropped())
-				return
-			}
-			if strings.HasPrefix(l.GetText(), "line ") {
-				n++
-				bytes += int64(len(l.GetText()) + 1)
-			}
-		}
+		var ls []client.ConsoleLine
 		for {
-			l, err := stream.Recv()
+			m, err := stream.Recv()
 			if errors.Is(err, io.EOF) {
 				break
 			}
@@ -456,12 +455,26 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 			if first.IsZero() {
 				first = time.Now()
 			}
-			take(l)
-			for _, m := range l.GetMore() {
-				take(m)
+			msgs++
+			if ls, err = client.AppendConsoleLines(ls[:0], m); err != nil {
+				b.Fatal(err)
+			}
+			for _, l := range ls {
+				if l.Dropped > 0 {
+					missed += int64(l.Dropped)
+					continue
+				}
+				if strings.HasPrefix(l.Text, "line ") {
+					n++
+					bytes += int64(len(l.Text) + 1)
+				}
 			}
 		}
 		via += time.Since(first)
+		used[0] += cpuTime(daemons) - cpu0[0]
+		used[1] += cpuTime(plugins) - cpu0[1]
+		used[2] += shimCPU()
+		used[3] += selfCPU() - cpu0[2]
 		got += n
 		lost += lines - n
 		if missed < lines-n {
@@ -475,4 +488,49 @@ func BenchmarkConsoleThroughput(b *testing.B) {
 	b.ReportMetric(float64(lost)/float64(b.N), "lost-lines/op")
 	b.ReportMetric(bareRate, "bare-lines/s")
 	b.ReportMetric(rate/bareRate, "ratio")
+	perLine := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(lines*b.N) }
+	b.ReportMetric(perLine(used[0]+used[1]+used[2]+used[3]), "path-cpu-ns/line")
+	b.ReportMetric(perLine(used[0]), "petreld-ns/line")
+	b.ReportMetric(perLine(used[1]), "plugin-ns/line")
+	b.ReportMetric(perLine(used[2]), "shim-ns/line")
+	b.ReportMetric(perLine(used[3]), "follower-ns/line")
+	b.ReportMetric(float64(got)/float64(msgs), "lines/message")
+}
+
+// selfCPU is the user+system CPU time of this process.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pollCPU follows the CPU time of pid, a process that may exit before it
+// can be read a last time, and returns a function that stops following
+// and returns the CPU time used since the call, as last read.
+func pollCPU(pid int) func() time.Duration {
+	start := cpuTime([]int{pid})
+	last := start
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if d := cpuTime([]int{pid}); d > last {
+				last = d
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() time.Duration {
+		close(stop)
+		<-done
+		return last - start
+	}
 }

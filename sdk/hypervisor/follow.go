@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,7 +72,7 @@ func FollowConsoles(ctx context.Context, impl Hypervisor, recv func() (*pluginv1
 		if req.GetStop() {
 			w.stop(req.GetId())
 		} else {
-			w.start(req.GetId(), req.GetSinceNs())
+			w.start(req.GetId(), req.GetSinceNs(), req.GetPacked())
 		}
 	}
 }
@@ -79,8 +80,9 @@ func FollowConsoles(ctx context.Context, impl Hypervisor, recv func() (*pluginv1
 // watcher follows the VMs one FollowConsoles stream asks for, and sends
 // their lines through its followSet.
 type watcher interface {
-	// start follows id from sinceNs, in place of any earlier follow of it.
-	start(id string, sinceNs int64)
+	// start follows id from sinceNs, in place of any earlier follow of it;
+	// packed says the caller accepts lines packed.
+	start(id string, sinceNs int64, packed bool)
 	// stop ends the follow of id, after which nothing more is sent for it.
 	stop(id string)
 	// close stops every follow and waits until nothing more is sent.
@@ -136,6 +138,13 @@ func (s *followSet) lines(id string, lines []*pluginv1.ConsoleLine) error {
 	return s.send(&pluginv1.FollowConsolesMessage{Id: id, Lines: lines})
 }
 
+// packed sends lines of id packed; errors as for lines.
+func (s *followSet) packed(id string, p *pluginv1.PackedLines) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.send(&pluginv1.FollowConsolesMessage{Id: id, Packed: p})
+}
+
 // end reports that f, id's follow, ended with err (nil: the console
 // ended), unless f is no longer current (stopped or replaced).
 func (s *followSet) end(id string, f *following, err error) {
@@ -164,7 +173,7 @@ type consoleWatcher struct {
 	wg  sync.WaitGroup
 }
 
-func (w *consoleWatcher) start(id string, sinceNs int64) {
+func (w *consoleWatcher) start(id string, sinceNs int64, _ bool) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	f := &following{cancel: cancel}
 	w.set.register(id, f)
@@ -249,7 +258,7 @@ func newShimWatcher(dirs ShimDirs, set *followSet) *shimWatcher {
 	return &shimWatcher{dirs: dirs, set: set, w: shim.NewWatcher()}
 }
 
-func (w *shimWatcher) start(id string, sinceNs int64) {
+func (w *shimWatcher) start(id string, sinceNs int64, packed bool) {
 	f := &following{}
 	w.set.register(id, f)
 	dir, err := w.dirs.ShimDir(id)
@@ -263,6 +272,12 @@ func (w *shimWatcher) start(id string, sinceNs int64) {
 		since = time.Unix(0, sinceNs)
 	}
 	w.w.Follow(id, dir, since, func(b shim.Batch) error {
+		if packed {
+			if p := packBatch(b); p != nil {
+				return w.set.packed(id, p)
+			}
+			return nil
+		}
 		if m := batchMessage(b); m != nil {
 			return w.set.lines(id, flatten(m))
 		}
@@ -282,3 +297,40 @@ func (w *shimWatcher) stop(id string) {
 }
 
 func (w *shimWatcher) close() { w.w.Close() }
+
+// packBatch packs the lines of a shim's batch (whose texts hold no
+// newline, the shim having split them there) into one message, nil when
+// the batch holds nothing.
+func packBatch(b shim.Batch) *pluginv1.PackedLines {
+	n := len(b.Lines)
+	if n == 0 && b.Dropped == 0 {
+		return nil
+	}
+	p := &pluginv1.PackedLines{Count: uint32(n), Dropped: b.Dropped}
+	if n == 0 {
+		return p
+	}
+	size := n - 1
+	for i := range b.Lines {
+		size += len(b.Lines[i].Text)
+	}
+	var text strings.Builder
+	text.Grow(size)
+	p.StartNs = b.Lines[0].Time.UnixNano()
+	p.Deltas = make([]int64, n-1)
+	prev := p.StartNs
+	for i := range b.Lines {
+		l := &b.Lines[i]
+		if i > 0 {
+			t := l.Time.UnixNano()
+			p.Deltas[i-1], prev = t-prev, t
+			text.WriteByte('\n')
+		}
+		text.WriteString(l.Text)
+		if l.Truncated {
+			p.Truncated = append(p.Truncated, uint32(i))
+		}
+	}
+	p.Text = text.String()
+	return p
+}

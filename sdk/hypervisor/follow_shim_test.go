@@ -131,3 +131,65 @@ func TestFollowConsolesShimDirs(t *testing.T) {
 		t.Errorf("FollowConsoles returned %v", err)
 	}
 }
+
+// TestFollowConsolesPacked: a caller that accepts packed lines gets a
+// shim's batch as one packed message, with the count of lines lost
+// before it, the times as differences and the cut lines marked.
+func TestFollowConsolesPacked(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Unix(1700000000, 0).UnixNano()
+	fakeShim(t, dir,
+		`{"batch":{"dropped":3,"n":3,"t":1700000000000000000,"d":[1000,5],"x":"a\n\nccc","tr":[2]}}`,
+		`{"end":true}`)
+	impl := dirsOnly{dirs: map[string]string{"vm": dir}}
+	reqs := make(chan *pluginv1.FollowConsolesRequest, 1)
+	reqs <- &pluginv1.FollowConsolesRequest{Id: "vm", Packed: true}
+	msgs := make(chan *pluginv1.FollowConsolesMessage, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- FollowConsoles(ctx, impl, func() (*pluginv1.FollowConsolesRequest, error) {
+			select {
+			case r := <-reqs:
+				return r, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}, func(m *pluginv1.FollowConsolesMessage) error { msgs <- m; return nil })
+	}()
+	var got []*pluginv1.FollowConsolesMessage
+	for {
+		select {
+		case m := <-msgs:
+			got = append(got, m)
+		case <-ctx.Done():
+			t.Fatalf("messages so far: %v", got)
+		}
+		if got[len(got)-1].GetEnd() {
+			break
+		}
+	}
+	cancel()
+	<-done
+	if len(got) != 2 || len(got[0].GetLines()) != 0 {
+		t.Fatalf("messages: %v, want one packed message and the end", got)
+	}
+	p := got[0].GetPacked()
+	if p.GetCount() != 3 || p.GetDropped() != 3 || p.GetStartNs() != t0 || len(p.GetDeltas()) != 2 ||
+		p.GetDeltas()[0] != 1000 || p.GetDeltas()[1] != 5 || p.GetText() != "a\n\nccc" ||
+		len(p.GetTruncated()) != 1 || p.GetTruncated()[0] != 2 {
+		t.Errorf("packed lines: %v", p)
+	}
+}
+
+// TestPackBatchEmpty: a batch with nothing is no message, and one with
+// only lost lines carries their count alone.
+func TestPackBatchEmpty(t *testing.T) {
+	if p := packBatch(shim.Batch{}); p != nil {
+		t.Errorf("empty batch packed as %v", p)
+	}
+	if p := packBatch(shim.Batch{Dropped: 7}); p == nil || p.GetDropped() != 7 || p.GetCount() != 0 || p.GetText() != "" || len(p.GetDeltas()) != 0 {
+		t.Errorf("batch of lost lines packed as %v", p)
+	}
+}

@@ -72,7 +72,7 @@ func (c *Client) call(ctx context.Context, req request, fn func(response) (done 
 	sc.Buffer(make([]byte, 0, 4096), maxResponse)
 	for sc.Scan() {
 		var r response
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		if err := decodeResponse(sc.Bytes(), &r); err != nil {
 			return fmt.Errorf("parse %s response from %s: %w", req.Op, sock, err)
 		}
 		if r.Error != "" {

@@ -193,7 +193,7 @@ func (wt *watch) consume(data []byte) (done bool, err error) {
 // response handles one response line.
 func (wt *watch) response(line []byte) (bool, error) {
 	var r response
-	if err := json.Unmarshal(line, &r); err != nil {
+	if err := decodeResponse(line, &r); err != nil {
 		return true, fmt.Errorf("parse console response from %s: %w", wt.c.socket(), err)
 	}
 	if r.Error != "" {

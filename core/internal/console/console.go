@@ -7,6 +7,8 @@ package console
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,6 +41,7 @@ type Ring struct {
 	closed    bool
 	lastTime  time.Time
 	lastTexts []string // texts of the trailing lines that share lastTime
+	scratch   []Line   // AppendBatch's buffer, kept between calls
 	// followLines and followBytes bound each follower's queue.
 	followLines int
 	followBytes int
@@ -83,31 +86,77 @@ func (r *Ring) Append(l Line) bool {
 func (r *Ring) AppendBatch(lines []Line) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// The new lines (and markers) in order, for the followers: lines
+	// itself unless some are duplicates, which are left out of a copy.
+	fresh, copied := lines, false
 	added := 0
-	for _, l := range lines {
-		if l.Dropped > 0 {
-			for f := range r.subs {
-				f.lose(l.Dropped)
+	for i, l := range lines {
+		if l.Dropped == 0 {
+			if !r.isNew(l) {
+				if !copied {
+					fresh, copied = append(r.scratch[:0], lines[:i]...), true
+				}
+				continue
 			}
-			continue
+			added++
 		}
-		if !r.appendLocked(l) {
-			continue
-		}
-		added++
-		for f := range r.subs {
-			f.offer(l)
+		if copied {
+			fresh = append(fresh, l)
 		}
 	}
+	r.keep(fresh, added)
 	for f := range r.subs {
+		f.offerAll(fresh, added)
 		f.wake()
+	}
+	if copied {
+		clear(fresh)
+		if cap(fresh) <= reuseLines {
+			r.scratch = fresh[:0]
+		} else {
+			r.scratch = nil
+		}
 	}
 	return added
 }
 
-// appendLocked adds l to the history unless it is a duplicate. Caller
-// holds r.mu.
-func (r *Ring) appendLocked(l Line) bool {
+// keep adds to the history those of the n lines in fresh (markers aside)
+// that its bounds let it keep: only the newest that fit are copied in.
+// Caller holds r.mu.
+func (r *Ring) keep(fresh []Line, n int) {
+	// Find the oldest of the new lines the bounds keep: at most maxLines
+	// of them, and no more than maxBytes of text unless a line alone.
+	start, count, size := len(fresh), 0, 0
+	for start > 0 {
+		l := &fresh[start-1]
+		if l.Dropped == 0 {
+			if count == r.maxLines || (count > 0 && size+len(l.Text) > r.maxBytes) {
+				break
+			}
+			count++
+			size += len(l.Text)
+		}
+		start--
+	}
+	kept := 0
+	for i := start; i < len(fresh); i++ {
+		if fresh[i].Dropped == 0 {
+			r.lines = append(r.lines, fresh[i])
+			r.bytes += len(fresh[i].Text)
+			kept++
+		}
+	}
+	for len(r.lines) > r.maxLines || (r.bytes > r.maxBytes && len(r.lines) > 1) {
+		r.bytes -= len(r.lines[0].Text)
+		r.lines[0] = Line{}
+		r.lines = r.lines[1:]
+	}
+	r.own(kept)
+}
+
+// isNew reports whether l is not a duplicate of a line already appended,
+// and notes it for the next. Caller holds r.mu.
+func (r *Ring) isNew(l Line) bool {
 	if l.Time.Before(r.lastTime) {
 		return false
 	}
@@ -122,14 +171,45 @@ func (r *Ring) appendLocked(l Line) bool {
 		r.lastTime = l.Time
 		r.lastTexts = append(r.lastTexts[:0], l.Text)
 	}
-	r.lines = append(r.lines, l)
-	r.bytes += len(l.Text)
-	for len(r.lines) > r.maxLines || (r.bytes > r.maxBytes && len(r.lines) > 1) {
-		r.bytes -= len(r.lines[0].Text)
-		r.lines[0] = Line{}
-		r.lines = r.lines[1:]
-	}
 	return true
+}
+
+// own gives the newest n lines of the history that are still kept (those
+// one AppendBatch added) texts of their own, copied into one string: the
+// caller's texts may be cut from a much larger buffer (a whole message of
+// the plugin's), which the history would otherwise hold on to after all
+// but a few of its lines are gone. Caller holds r.mu.
+func (r *Ring) own(n int) {
+	n = min(n, len(r.lines))
+	if n == 0 {
+		return
+	}
+	tail := r.lines[len(r.lines)-n:]
+	size := 0
+	for i := range tail {
+		size += len(tail[i].Text)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := range tail {
+		b.WriteString(tail[i].Text)
+	}
+	text := b.String()
+	for i := range tail {
+		k := len(tail[i].Text)
+		tail[i].Text, text = text[:k], text[k:]
+	}
+	// The texts kept to recognise duplicates are those of the newest
+	// lines, which share the newest time.
+	k := 0
+	for k < len(r.lastTexts) && k < len(r.lines) && r.lines[len(r.lines)-1-k].Time.Equal(r.lastTime) {
+		k++
+	}
+	if k == len(r.lastTexts) {
+		for j := range r.lastTexts {
+			r.lastTexts[j] = r.lines[len(r.lines)-k+j].Text
+		}
+	}
 }
 
 // LastTime is the timestamp of the newest line, zero when empty; the point
@@ -240,6 +320,23 @@ func (f *Follower) offer(l Line) {
 	}
 	f.pending = append(f.pending, l)
 	f.bytes += len(l.Text)
+}
+
+// offerAll offers the lines of fresh in order, n of which are lines
+// rather than markers (whose counts it records as lost). Caller holds
+// ring.mu.
+func (f *Follower) offerAll(fresh []Line, n int) {
+	if room := f.maxLines - len(f.pending); n > 0 && room > 1 {
+		// Room for them all, and for a marker each, at once.
+		f.pending = slices.Grow(f.pending, min(len(fresh), room))
+	}
+	for _, l := range fresh {
+		if l.Dropped > 0 {
+			f.lose(l.Dropped)
+		} else {
+			f.offer(l)
+		}
+	}
 }
 
 // lose records n lines lost before the next one queued. Caller holds

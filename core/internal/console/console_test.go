@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func at(s int) time.Time { return time.Unix(1700000000, 0).Add(time.Duration(s) * time.Second) }
@@ -180,5 +181,81 @@ func TestBatchGapsReachFollowers(t *testing.T) {
 	}
 	if h, _ := r.History(time.Time{}, 0); len(h) != 5 || h[4].Text != "99" {
 		t.Fatalf("history %+v", h)
+	}
+}
+
+// TestBatchKeepsWhatLinesWould: a batch longer than the ring's bounds
+// leaves the history that appending its lines one at a time would, and
+// the followers get every line of it with the markers in place.
+func TestBatchKeepsWhatLinesWould(t *testing.T) {
+	var batch []Line
+	for i := 0; i < 12; i++ {
+		batch = append(batch, Line{Time: at(i), Text: strings.Repeat("x", i%4)})
+		if i == 5 {
+			batch = append(batch, Line{Time: at(i), Dropped: 9})
+		}
+	}
+	for _, bound := range []struct{ lines, bytes int }{{4, 1 << 20}, {100, 7}, {5, 6}, {3, 1}} {
+		one, all := NewRing(bound.lines, bound.bytes, 1), NewRing(bound.lines, bound.bytes, 1)
+		_, fl, _ := all.Follow(time.Time{}, 0)
+		one.Append(Line{Time: at(-1), Text: "before"})
+		all.Append(Line{Time: at(-1), Text: "before"})
+		for _, l := range batch {
+			if l.Dropped == 0 {
+				one.Append(l)
+			}
+		}
+		if n := all.AppendBatch(batch); n != 12 {
+			t.Errorf("bounds %v: %d lines new, want 12", bound, n)
+		}
+		want, _ := one.History(time.Time{}, 0)
+		got, _ := all.History(time.Time{}, 0)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("bounds %v: history %v, want %v", bound, got, want)
+		}
+		if taken := fl.Take(nil); len(taken) != 14 || taken[7].Dropped != 9 || taken[13].Text != "xxx" {
+			t.Errorf("bounds %v: follower took %v", bound, taken)
+		}
+	}
+}
+
+// TestHistoryOwnsItsTexts: the history keeps copies of the texts it
+// keeps, never the caller's (which may be cut from a far larger
+// message), so that the rest of that message can go.
+func TestHistoryOwnsItsTexts(t *testing.T) {
+	big := strings.Repeat("y", 1000) + "\nlast"
+	r := NewRing(1, 1<<20, 1)
+	r.AppendBatch([]Line{{Time: at(0), Text: big[:1000]}, {Time: at(1), Text: big[1001:]}})
+	got, _ := r.History(time.Time{}, 0)
+	if len(got) != 1 || got[0].Text != "last" {
+		t.Fatalf("history %v", got)
+	}
+	if strings.Contains(big, got[0].Text) && unsafe.StringData(got[0].Text) == unsafe.StringData(big[1001:]) {
+		t.Error("the history holds on to the caller's text")
+	}
+	if r.Append(Line{Time: at(1), Text: "last"}) {
+		t.Error("a repeated line after a batch was kept twice")
+	}
+}
+
+// TestBatchDuplicatesLeftOut: lines of a batch already appended (a
+// replay after a resubscription) reach neither the history nor the
+// followers a second time.
+func TestBatchDuplicatesLeftOut(t *testing.T) {
+	r := NewRing(10, 1000, 1)
+	r.AppendBatch([]Line{{Time: at(0), Text: "a"}, {Time: at(1), Text: "b"}})
+	_, fl, _ := r.Follow(time.Time{}, 0)
+	if n := r.AppendBatch([]Line{{Time: at(0), Text: "a"}, {Time: at(1), Text: "b"}, {Time: at(1), Dropped: 2}, {Time: at(2), Text: "c"}}); n != 1 {
+		t.Errorf("%d lines new, want 1", n)
+	}
+	var got []string
+	for _, l := range fl.Take(nil) {
+		got = append(got, fmt.Sprintf("%s/%d", l.Text, l.Dropped))
+	}
+	if g := fmt.Sprint(got); g != "[/2 c/0]" {
+		t.Errorf("follower got %s", g)
+	}
+	if all, _ := r.History(time.Time{}, 0); len(all) != 3 {
+		t.Errorf("history %v", all)
 	}
 }

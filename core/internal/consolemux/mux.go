@@ -12,6 +12,8 @@ package consolemux
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,7 +147,7 @@ func (s *sub) request() *pluginv1.FollowConsolesRequest {
 	if t := s.ring.LastTime(); !t.IsZero() {
 		since = t.UnixNano()
 	}
-	return &pluginv1.FollowConsolesRequest{Id: s.id, SinceNs: since}
+	return &pluginv1.FollowConsolesRequest{Id: s.id, SinceNs: since, Packed: true}
 }
 
 // sendLocked queues r for the current stream, if one is open: the next
@@ -283,19 +285,26 @@ func (m *Mux) serve(ctx context.Context, cancel context.CancelFunc, st hyperviso
 		if err != nil {
 			return err
 		}
+		got := len(msg.GetLines()) > 0 || msg.GetPacked() != nil
 		m.mu.Lock()
 		s := m.subs[msg.GetId()]
-		if s != nil && len(msg.GetLines()) > 0 {
+		if s != nil && got {
 			s.failures = 0
 		}
 		m.mu.Unlock()
 		if s == nil {
 			continue // stopped meanwhile
 		}
-		if len(msg.GetLines()) > 0 {
+		if got {
 			buf = lines(buf[:0], msg.GetLines())
+			if buf, err = unpack(buf, msg.GetPacked()); err != nil {
+				return fmt.Errorf("console of %s: %w", s.id, err)
+			}
 			s.ring.AppendBatch(buf)
 			clear(buf)
+			if cap(buf) > maxReuse {
+				buf = nil
+			}
 		}
 		if msg.GetEnd() {
 			m.ended(ctx, st, s, hypervisor.FollowEndError(msg), &retries)
@@ -336,6 +345,48 @@ func lines(buf []console.Line, ls []*pluginv1.ConsoleLine) []console.Line {
 		buf = append(buf, console.Line{Time: time.Unix(0, l.GetTimeNs()), Text: l.GetText(), Truncated: l.GetTruncated(), Dropped: l.GetDropped()})
 	}
 	return buf
+}
+
+// maxReuse is the most lines of the buffer serve keeps between
+// messages, so that one burst's large buffer does not stay forever.
+const maxReuse = 1 << 13
+
+// unpack appends the lines of p (nil: none) to buf, a marker first when
+// lines were lost before them. Their texts share p's, which the ring
+// copies what it keeps of.
+func unpack(buf []console.Line, p *pluginv1.PackedLines) ([]console.Line, error) {
+	if p == nil {
+		return buf, nil
+	}
+	n := int(p.GetCount())
+	text, deltas := p.GetText(), p.GetDeltas()
+	if n == 0 {
+		if len(deltas) != 0 || text != "" || len(p.GetTruncated()) != 0 {
+			return buf, errors.New("malformed packed lines: content without lines")
+		}
+	} else if len(deltas) != n-1 || strings.Count(text, "\n") != n-1 {
+		return buf, fmt.Errorf("malformed packed lines: %d lines, %d time deltas, %d texts", n, len(deltas), strings.Count(text, "\n")+1)
+	}
+	t := p.GetStartNs()
+	if p.GetDropped() > 0 {
+		buf = append(buf, console.Line{Time: time.Unix(0, t), Dropped: p.GetDropped()})
+	}
+	first := len(buf)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			t += deltas[i-1]
+		}
+		line, rest, _ := strings.Cut(text, "\n")
+		buf = append(buf, console.Line{Time: time.Unix(0, t), Text: line})
+		text = rest
+	}
+	for _, i := range p.GetTruncated() {
+		if int(i) >= n {
+			return buf, fmt.Errorf("malformed packed lines: truncated line %d of %d", i, n)
+		}
+		buf[first+int(i)].Truncated = true
+	}
+	return buf, nil
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.

@@ -264,3 +264,53 @@ func TestMarkersReachFollowers(t *testing.T) {
 		t.Errorf("follower got %s", g)
 	}
 }
+
+// TestPackedLines: the Mux asks for packed lines, and a packed message's
+// lines reach the ring and its followers in order, with their times, the
+// marker of lines lost before them and the cut lines marked.
+func TestPackedLines(t *testing.T) {
+	m, p := newMux(t, 3)
+	r := console.NewRing(100, 1<<20, 4)
+	_, fl, err := r.Follow(time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	done := follow(context.Background(), m, "a", r)
+	st := p.stream(t)
+	if req := st.request(t); !req.GetPacked() {
+		t.Errorf("request %v, want packed lines", req)
+	}
+	st.msgs <- &pluginv1.FollowConsolesMessage{Id: "a", Packed: &pluginv1.PackedLines{Count: 3, Dropped: 2, StartNs: 10,
+		Deltas: []int64{5, 1}, Text: "x\n\nzz", Truncated: []uint32{2}}}
+	st.msgs <- &pluginv1.FollowConsolesMessage{Id: "a", End: true}
+	outcome(t, done, "a")
+	var got []string
+	for _, l := range fl.Take(nil) {
+		got = append(got, fmt.Sprintf("%d:%q:%t:%d", l.Time.UnixNano(), l.Text, l.Truncated, l.Dropped))
+	}
+	if g := fmt.Sprint(got); g != `[10:"":false:2 10:"x":false:0 15:"":false:0 16:"zz":true:0]` {
+		t.Errorf("follower got %s", g)
+	}
+	if g := fmt.Sprintf("%q", texts(r)); g != `["x" "" "zz"]` {
+		t.Errorf("ring: %s", g)
+	}
+}
+
+// TestUnpackRefusesMalformed: packed lines whose parts disagree are
+// refused rather than guessed at.
+func TestUnpackRefusesMalformed(t *testing.T) {
+	for _, p := range []*pluginv1.PackedLines{
+		{Count: 2, Deltas: []int64{1}, Text: "one line"},
+		{Count: 2, Text: "a\nb"},
+		{Count: 1, Text: "a", Truncated: []uint32{1}},
+		{Count: 0, Dropped: 1, Text: "x"},
+	} {
+		if _, err := unpack(nil, p); err == nil {
+			t.Errorf("%v accepted", p)
+		}
+	}
+	if got, err := unpack(nil, &pluginv1.PackedLines{Dropped: 3, StartNs: 7}); err != nil || len(got) != 1 || got[0].Dropped != 3 {
+		t.Errorf("a marker alone: %v, %v", got, err)
+	}
+}

@@ -3110,7 +3110,12 @@ type ConsoleRequest struct {
 	Follow bool  `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
 	// The client accepts several lines per message (in ConsoleLine.more).
 	// A daemon that predates it sends one line per message.
-	Batch         bool `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
+	Batch bool `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
+	// The client accepts lines packed (ConsoleLine.packed), which costs
+	// daemon and client one object per message rather than one per line.
+	// A daemon that predates it sends lines as batch asks, which clients
+	// still accept.
+	Packed        bool `protobuf:"varint,6,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3180,6 +3185,13 @@ func (x *ConsoleRequest) GetBatch() bool {
 	return false
 }
 
+func (x *ConsoleRequest) GetPacked() bool {
+	if x != nil {
+		return x.Packed
+	}
+	return false
+}
+
 // ConsoleLine is one console line.
 type ConsoleLine struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -3192,7 +3204,10 @@ type ConsoleLine struct {
 	// Further lines (and markers), in order after this one, sent in the
 	// same message when the request set batch; they never carry more
 	// themselves.
-	More          []*ConsoleLine `protobuf:"bytes,5,rep,name=more,proto3" json:"more,omitempty"`
+	More []*ConsoleLine `protobuf:"bytes,5,rep,name=more,proto3" json:"more,omitempty"`
+	// When the request set packed: the lines of this message, packed, and
+	// no other field set.
+	Packed        *PackedConsoleLines `protobuf:"bytes,6,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3262,6 +3277,109 @@ func (x *ConsoleLine) GetMore() []*ConsoleLine {
 	return nil
 }
 
+func (x *ConsoleLine) GetPacked() *PackedConsoleLines {
+	if x != nil {
+		return x.Packed
+	}
+	return nil
+}
+
+// PackedConsoleLines is a run of console lines in one object: their texts
+// joined, their times as differences. A busy console's burst of thousands
+// of lines then costs one allocation to encode or decode rather than one
+// per line.
+type PackedConsoleLines struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The number of lines (0 when only dropped is set).
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Lines lost just before these (the follower fell behind); the marker
+	// a client shows in their place. 0 when none were.
+	Dropped uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Time of the first line, unix ns.
+	StartNs int64 `protobuf:"varint,3,opt,name=start_ns,json=startNs,proto3" json:"start_ns,omitempty"`
+	// For each line after the first, its time minus that of the line
+	// before it, in ns (count - 1 of them).
+	Deltas []int64 `protobuf:"varint,4,rep,packed,name=deltas,proto3" json:"deltas,omitempty"`
+	// The lines' texts, joined by newlines (no line holds one).
+	Text string `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	// Indexes of the lines cut at the length limit, in increasing order.
+	Truncated     []uint32 `protobuf:"varint,6,rep,packed,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedConsoleLines) Reset() {
+	*x = PackedConsoleLines{}
+	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedConsoleLines) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedConsoleLines) ProtoMessage() {}
+
+func (x *PackedConsoleLines) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedConsoleLines.ProtoReflect.Descriptor instead.
+func (*PackedConsoleLines) Descriptor() ([]byte, []int) {
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *PackedConsoleLines) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PackedConsoleLines) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *PackedConsoleLines) GetStartNs() int64 {
+	if x != nil {
+		return x.StartNs
+	}
+	return 0
+}
+
+func (x *PackedConsoleLines) GetDeltas() []int64 {
+	if x != nil {
+		return x.Deltas
+	}
+	return nil
+}
+
+func (x *PackedConsoleLines) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *PackedConsoleLines) GetTruncated() []uint32 {
+	if x != nil {
+		return x.Truncated
+	}
+	return nil
+}
+
 // EventsRequest subscribes to events under a path ("" for all).
 type EventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3272,7 +3390,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3402,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[49]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3415,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{49}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *EventsRequest) GetPath() string {
@@ -3326,7 +3444,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3456,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[50]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3469,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{50}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Event) GetTimeNs() int64 {
@@ -3405,7 +3523,7 @@ type PluginsRequest struct {
 
 func (x *PluginsRequest) Reset() {
 	*x = PluginsRequest{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[51]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3417,7 +3535,7 @@ func (x *PluginsRequest) String() string {
 func (*PluginsRequest) ProtoMessage() {}
 
 func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[51]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3430,7 +3548,7 @@ func (x *PluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsRequest.ProtoReflect.Descriptor instead.
 func (*PluginsRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{51}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{52}
 }
 
 // PluginsResponse lists loaded plugins.
@@ -3443,7 +3561,7 @@ type PluginsResponse struct {
 
 func (x *PluginsResponse) Reset() {
 	*x = PluginsResponse{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[52]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3573,7 @@ func (x *PluginsResponse) String() string {
 func (*PluginsResponse) ProtoMessage() {}
 
 func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[52]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3586,7 @@ func (x *PluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsResponse.ProtoReflect.Descriptor instead.
 func (*PluginsResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{52}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PluginsResponse) GetPlugins() []*Plugin {
@@ -3501,7 +3619,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_daemon_v1_daemon_proto_msgTypes[53]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +3631,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_v1_daemon_proto_msgTypes[53]
+	mi := &file_daemon_v1_daemon_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +3644,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{53}
+	return file_daemon_v1_daemon_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Plugin) GetName() string {
@@ -3823,19 +3941,28 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\rinitrd_sha256\x18\x18 \x01(\tR\finitrdSha256\x12%\n" +
 	"\x0ekernel_cmdline\x18\x19 \x01(\tR\rkernelCmdline\x12\x1b\n" +
 	"\timage_ref\x18\x1a \x01(\tR\bimageRef\x12!\n" +
-	"\fimage_digest\x18\x1b \x01(\tR\vimageDigest\"\x83\x01\n" +
+	"\fimage_digest\x18\x1b \x01(\tR\vimageDigest\"\x9b\x01\n" +
 	"\x0eConsoleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x05R\x05count\x12\x16\n" +
 	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x14\n" +
-	"\x05batch\x18\x05 \x01(\bR\x05batch\"\xa5\x01\n" +
+	"\x05batch\x18\x05 \x01(\bR\x05batch\x12\x16\n" +
+	"\x06packed\x18\x06 \x01(\bR\x06packed\"\xe3\x01\n" +
 	"\vConsoleLine\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x18\n" +
 	"\adropped\x18\x04 \x01(\x04R\adropped\x121\n" +
-	"\x04more\x18\x05 \x03(\v2\x1d.petrel.daemon.v1.ConsoleLineR\x04more\"#\n" +
+	"\x04more\x18\x05 \x03(\v2\x1d.petrel.daemon.v1.ConsoleLineR\x04more\x12<\n" +
+	"\x06packed\x18\x06 \x01(\v2$.petrel.daemon.v1.PackedConsoleLinesR\x06packed\"\xa9\x01\n" +
+	"\x12PackedConsoleLines\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x18\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\x12\x19\n" +
+	"\bstart_ns\x18\x03 \x01(\x03R\astartNs\x12\x16\n" +
+	"\x06deltas\x18\x04 \x03(\x03R\x06deltas\x12\x12\n" +
+	"\x04text\x18\x05 \x01(\tR\x04text\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x03(\rR\ttruncated\"#\n" +
 	"\rEventsRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\xa0\x01\n" +
 	"\x05Event\x12\x17\n" +
@@ -3906,7 +4033,7 @@ func file_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*PluginHealthRequest)(nil),  // 0: petrel.daemon.v1.PluginHealthRequest
 	(*PluginHealthResponse)(nil), // 1: petrel.daemon.v1.PluginHealthResponse
@@ -3957,14 +4084,15 @@ var file_daemon_v1_daemon_proto_goTypes = []any{
 	(*VM)(nil),                   // 46: petrel.daemon.v1.VM
 	(*ConsoleRequest)(nil),       // 47: petrel.daemon.v1.ConsoleRequest
 	(*ConsoleLine)(nil),          // 48: petrel.daemon.v1.ConsoleLine
-	(*EventsRequest)(nil),        // 49: petrel.daemon.v1.EventsRequest
-	(*Event)(nil),                // 50: petrel.daemon.v1.Event
-	(*PluginsRequest)(nil),       // 51: petrel.daemon.v1.PluginsRequest
-	(*PluginsResponse)(nil),      // 52: petrel.daemon.v1.PluginsResponse
-	(*Plugin)(nil),               // 53: petrel.daemon.v1.Plugin
-	nil,                          // 54: petrel.daemon.v1.Plugin.AttributesEntry
-	(*v1.Problem)(nil),           // 55: petrel.plugin.v1.Problem
-	(*v1.Batch)(nil),             // 56: petrel.plugin.v1.Batch
+	(*PackedConsoleLines)(nil),   // 49: petrel.daemon.v1.PackedConsoleLines
+	(*EventsRequest)(nil),        // 50: petrel.daemon.v1.EventsRequest
+	(*Event)(nil),                // 51: petrel.daemon.v1.Event
+	(*PluginsRequest)(nil),       // 52: petrel.daemon.v1.PluginsRequest
+	(*PluginsResponse)(nil),      // 53: petrel.daemon.v1.PluginsResponse
+	(*Plugin)(nil),               // 54: petrel.daemon.v1.Plugin
+	nil,                          // 55: petrel.daemon.v1.Plugin.AttributesEntry
+	(*v1.Problem)(nil),           // 56: petrel.plugin.v1.Problem
+	(*v1.Batch)(nil),             // 57: petrel.plugin.v1.Batch
 }
 var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	2,  // 0: petrel.daemon.v1.PluginHealthResponse.plugins:type_name -> petrel.daemon.v1.PluginHealthEntry
@@ -3986,62 +4114,63 @@ var file_daemon_v1_daemon_proto_depIdxs = []int32{
 	25, // 16: petrel.daemon.v1.VM.blocks:type_name -> petrel.daemon.v1.BlockAttachment
 	13, // 17: petrel.daemon.v1.VM.nets:type_name -> petrel.daemon.v1.NetAttachment
 	48, // 18: petrel.daemon.v1.ConsoleLine.more:type_name -> petrel.daemon.v1.ConsoleLine
-	53, // 19: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
-	54, // 20: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
-	55, // 21: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
-	26, // 22: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
-	28, // 23: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
-	32, // 24: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
-	33, // 25: petrel.daemon.v1.Daemon.PullImage:input_type -> petrel.daemon.v1.PullImageRequest
-	36, // 26: petrel.daemon.v1.Daemon.Update:input_type -> petrel.daemon.v1.UpdateRequest
-	38, // 27: petrel.daemon.v1.Daemon.CheckImage:input_type -> petrel.daemon.v1.CheckImageRequest
-	41, // 28: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
-	43, // 29: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
-	44, // 30: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
-	47, // 31: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
-	49, // 32: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
-	51, // 33: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
-	18, // 34: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
-	20, // 35: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
-	21, // 36: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
-	22, // 37: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
-	23, // 38: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
-	14, // 39: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
-	8,  // 40: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
-	10, // 41: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
-	11, // 42: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
-	5,  // 43: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
-	3,  // 44: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
-	0,  // 45: petrel.daemon.v1.Daemon.PluginHealth:input_type -> petrel.daemon.v1.PluginHealthRequest
-	27, // 46: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
-	30, // 47: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
-	46, // 48: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
-	34, // 49: petrel.daemon.v1.Daemon.PullImage:output_type -> petrel.daemon.v1.PullProgress
-	37, // 50: petrel.daemon.v1.Daemon.Update:output_type -> petrel.daemon.v1.UpdateResponse
-	39, // 51: petrel.daemon.v1.Daemon.CheckImage:output_type -> petrel.daemon.v1.CheckImageResponse
-	42, // 52: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
-	46, // 53: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
-	45, // 54: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
-	48, // 55: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
-	50, // 56: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
-	52, // 57: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
-	19, // 58: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
-	17, // 59: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
-	17, // 60: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
-	21, // 61: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
-	24, // 62: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
-	16, // 63: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
-	9,  // 64: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
-	7,  // 65: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
-	12, // 66: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
-	56, // 67: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
-	4,  // 68: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
-	1,  // 69: petrel.daemon.v1.Daemon.PluginHealth:output_type -> petrel.daemon.v1.PluginHealthResponse
-	46, // [46:70] is the sub-list for method output_type
-	22, // [22:46] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	49, // 19: petrel.daemon.v1.ConsoleLine.packed:type_name -> petrel.daemon.v1.PackedConsoleLines
+	54, // 20: petrel.daemon.v1.PluginsResponse.plugins:type_name -> petrel.daemon.v1.Plugin
+	55, // 21: petrel.daemon.v1.Plugin.attributes:type_name -> petrel.daemon.v1.Plugin.AttributesEntry
+	56, // 22: petrel.daemon.v1.Plugin.problems:type_name -> petrel.plugin.v1.Problem
+	26, // 23: petrel.daemon.v1.Daemon.Version:input_type -> petrel.daemon.v1.VersionRequest
+	28, // 24: petrel.daemon.v1.Daemon.UploadImage:input_type -> petrel.daemon.v1.ImageChunk
+	32, // 25: petrel.daemon.v1.Daemon.Create:input_type -> petrel.daemon.v1.CreateRequest
+	33, // 26: petrel.daemon.v1.Daemon.PullImage:input_type -> petrel.daemon.v1.PullImageRequest
+	36, // 27: petrel.daemon.v1.Daemon.Update:input_type -> petrel.daemon.v1.UpdateRequest
+	38, // 28: petrel.daemon.v1.Daemon.CheckImage:input_type -> petrel.daemon.v1.CheckImageRequest
+	41, // 29: petrel.daemon.v1.Daemon.Destroy:input_type -> petrel.daemon.v1.DestroyRequest
+	43, // 30: petrel.daemon.v1.Daemon.Restart:input_type -> petrel.daemon.v1.RestartRequest
+	44, // 31: petrel.daemon.v1.Daemon.Info:input_type -> petrel.daemon.v1.InfoRequest
+	47, // 32: petrel.daemon.v1.Daemon.Console:input_type -> petrel.daemon.v1.ConsoleRequest
+	50, // 33: petrel.daemon.v1.Daemon.Events:input_type -> petrel.daemon.v1.EventsRequest
+	52, // 34: petrel.daemon.v1.Daemon.Plugins:input_type -> petrel.daemon.v1.PluginsRequest
+	18, // 35: petrel.daemon.v1.Daemon.BlockList:input_type -> petrel.daemon.v1.BlockListRequest
+	20, // 36: petrel.daemon.v1.Daemon.BlockCreate:input_type -> petrel.daemon.v1.BlockCreateRequest
+	21, // 37: petrel.daemon.v1.Daemon.BlockUpload:input_type -> petrel.daemon.v1.BlockChunk
+	22, // 38: petrel.daemon.v1.Daemon.BlockDownload:input_type -> petrel.daemon.v1.BlockDownloadRequest
+	23, // 39: petrel.daemon.v1.Daemon.BlockDestroy:input_type -> petrel.daemon.v1.BlockDestroyRequest
+	14, // 40: petrel.daemon.v1.Daemon.Bridges:input_type -> petrel.daemon.v1.BridgesRequest
+	8,  // 41: petrel.daemon.v1.Daemon.PolicyList:input_type -> petrel.daemon.v1.PolicyListRequest
+	10, // 42: petrel.daemon.v1.Daemon.PolicyAdd:input_type -> petrel.daemon.v1.PolicyAddRequest
+	11, // 43: petrel.daemon.v1.Daemon.PolicyRemove:input_type -> petrel.daemon.v1.PolicyRemoveRequest
+	5,  // 44: petrel.daemon.v1.Daemon.Stats:input_type -> petrel.daemon.v1.StatsRequest
+	3,  // 45: petrel.daemon.v1.Daemon.Host:input_type -> petrel.daemon.v1.HostRequest
+	0,  // 46: petrel.daemon.v1.Daemon.PluginHealth:input_type -> petrel.daemon.v1.PluginHealthRequest
+	27, // 47: petrel.daemon.v1.Daemon.Version:output_type -> petrel.daemon.v1.VersionResponse
+	30, // 48: petrel.daemon.v1.Daemon.UploadImage:output_type -> petrel.daemon.v1.ImageRef
+	46, // 49: petrel.daemon.v1.Daemon.Create:output_type -> petrel.daemon.v1.VM
+	34, // 50: petrel.daemon.v1.Daemon.PullImage:output_type -> petrel.daemon.v1.PullProgress
+	37, // 51: petrel.daemon.v1.Daemon.Update:output_type -> petrel.daemon.v1.UpdateResponse
+	39, // 52: petrel.daemon.v1.Daemon.CheckImage:output_type -> petrel.daemon.v1.CheckImageResponse
+	42, // 53: petrel.daemon.v1.Daemon.Destroy:output_type -> petrel.daemon.v1.DestroyResponse
+	46, // 54: petrel.daemon.v1.Daemon.Restart:output_type -> petrel.daemon.v1.VM
+	45, // 55: petrel.daemon.v1.Daemon.Info:output_type -> petrel.daemon.v1.InfoResponse
+	48, // 56: petrel.daemon.v1.Daemon.Console:output_type -> petrel.daemon.v1.ConsoleLine
+	51, // 57: petrel.daemon.v1.Daemon.Events:output_type -> petrel.daemon.v1.Event
+	53, // 58: petrel.daemon.v1.Daemon.Plugins:output_type -> petrel.daemon.v1.PluginsResponse
+	19, // 59: petrel.daemon.v1.Daemon.BlockList:output_type -> petrel.daemon.v1.BlockListResponse
+	17, // 60: petrel.daemon.v1.Daemon.BlockCreate:output_type -> petrel.daemon.v1.BlockInfo
+	17, // 61: petrel.daemon.v1.Daemon.BlockUpload:output_type -> petrel.daemon.v1.BlockInfo
+	21, // 62: petrel.daemon.v1.Daemon.BlockDownload:output_type -> petrel.daemon.v1.BlockChunk
+	24, // 63: petrel.daemon.v1.Daemon.BlockDestroy:output_type -> petrel.daemon.v1.BlockDestroyResponse
+	16, // 64: petrel.daemon.v1.Daemon.Bridges:output_type -> petrel.daemon.v1.BridgesResponse
+	9,  // 65: petrel.daemon.v1.Daemon.PolicyList:output_type -> petrel.daemon.v1.PolicyListResponse
+	7,  // 66: petrel.daemon.v1.Daemon.PolicyAdd:output_type -> petrel.daemon.v1.PolicyEntry
+	12, // 67: petrel.daemon.v1.Daemon.PolicyRemove:output_type -> petrel.daemon.v1.PolicyRemoveResponse
+	57, // 68: petrel.daemon.v1.Daemon.Stats:output_type -> petrel.plugin.v1.Batch
+	4,  // 69: petrel.daemon.v1.Daemon.Host:output_type -> petrel.daemon.v1.HostResponse
+	1,  // 70: petrel.daemon.v1.Daemon.PluginHealth:output_type -> petrel.daemon.v1.PluginHealthResponse
+	47, // [47:71] is the sub-list for method output_type
+	23, // [23:47] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_daemon_v1_daemon_proto_init() }
@@ -4056,7 +4185,7 @@ func file_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_v1_daemon_proto_rawDesc), len(file_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1426,7 +1426,12 @@ type FollowConsolesRequest struct {
 	// history so selected comes first, then new lines as the VM prints them.
 	SinceNs int64 `protobuf:"varint,2,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
 	// Stop following the VM; no further message comes for it.
-	Stop          bool `protobuf:"varint,3,opt,name=stop,proto3" json:"stop,omitempty"`
+	Stop bool `protobuf:"varint,3,opt,name=stop,proto3" json:"stop,omitempty"`
+	// The caller accepts the VM's lines packed (FollowConsolesMessage.packed),
+	// which costs both sides one object per message rather than one per
+	// line. A plugin that predates it sends lines, which callers still
+	// accept.
+	Packed        bool `protobuf:"varint,4,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1482,6 +1487,13 @@ func (x *FollowConsolesRequest) GetStop() bool {
 	return false
 }
 
+func (x *FollowConsolesRequest) GetPacked() bool {
+	if x != nil {
+		return x.Packed
+	}
+	return false
+}
+
 // FollowConsolesMessage carries console lines of one VM, or the end of
 // its console. Messages of one VM come in the order of its lines.
 type FollowConsolesMessage struct {
@@ -1500,7 +1512,9 @@ type FollowConsolesMessage struct {
 	// unknown VM), 0 when the console simply ended.
 	Code int32 `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
 	// With a code: what went wrong.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// In place of lines when the request set packed: the same lines, packed.
+	Packed        *PackedLines `protobuf:"bytes,6,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1568,6 +1582,109 @@ func (x *FollowConsolesMessage) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *FollowConsolesMessage) GetPacked() *PackedLines {
+	if x != nil {
+		return x.Packed
+	}
+	return nil
+}
+
+// PackedLines is a run of console lines in one object: their texts joined,
+// their times as differences. A busy console's burst of thousands of
+// lines then costs one allocation to encode or decode rather than one per
+// line.
+type PackedLines struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The number of lines (0 when only dropped is set).
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Lines lost just before these (the follower fell too far behind the
+	// VM's output); 0 when none were.
+	Dropped uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Time of the first line, unix ns.
+	StartNs int64 `protobuf:"varint,3,opt,name=start_ns,json=startNs,proto3" json:"start_ns,omitempty"`
+	// For each line after the first, its time minus that of the line
+	// before it, in ns (count - 1 of them).
+	Deltas []int64 `protobuf:"varint,4,rep,packed,name=deltas,proto3" json:"deltas,omitempty"`
+	// The lines' texts, joined by newlines (no line holds one).
+	Text string `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	// Indexes of the lines cut at the length limit, in increasing order.
+	Truncated     []uint32 `protobuf:"varint,6,rep,packed,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedLines) Reset() {
+	*x = PackedLines{}
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedLines) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedLines) ProtoMessage() {}
+
+func (x *PackedLines) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_hypervisor_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedLines.ProtoReflect.Descriptor instead.
+func (*PackedLines) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_hypervisor_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PackedLines) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PackedLines) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *PackedLines) GetStartNs() int64 {
+	if x != nil {
+		return x.StartNs
+	}
+	return 0
+}
+
+func (x *PackedLines) GetDeltas() []int64 {
+	if x != nil {
+		return x.Deltas
+	}
+	return nil
+}
+
+func (x *PackedLines) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *PackedLines) GetTruncated() []uint32 {
+	if x != nil {
+		return x.Truncated
+	}
+	return nil
 }
 
 var File_plugin_v1_hypervisor_proto protoreflect.FileDescriptor
@@ -1686,17 +1803,26 @@ const file_plugin_v1_hypervisor_proto_rawDesc = "" +
 	"\n" +
 	"StatsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.petrel.plugin.v1.VMStatsR\x05value:\x028\x01\"V\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.petrel.plugin.v1.VMStatsR\x05value:\x028\x01\"n\n" +
 	"\x15FollowConsolesRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bsince_ns\x18\x02 \x01(\x03R\asinceNs\x12\x12\n" +
-	"\x04stop\x18\x03 \x01(\bR\x04stop\"\x98\x01\n" +
+	"\x04stop\x18\x03 \x01(\bR\x04stop\x12\x16\n" +
+	"\x06packed\x18\x04 \x01(\bR\x06packed\"\xcf\x01\n" +
 	"\x15FollowConsolesMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x05lines\x18\x02 \x03(\v2\x1d.petrel.plugin.v1.ConsoleLineR\x05lines\x12\x10\n" +
 	"\x03end\x18\x03 \x01(\bR\x03end\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error2\xcc\b\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x125\n" +
+	"\x06packed\x18\x06 \x01(\v2\x1d.petrel.plugin.v1.PackedLinesR\x06packed\"\xa2\x01\n" +
+	"\vPackedLines\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x18\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\x12\x19\n" +
+	"\bstart_ns\x18\x03 \x01(\x03R\astartNs\x12\x16\n" +
+	"\x06deltas\x18\x04 \x03(\x03R\x06deltas\x12\x12\n" +
+	"\x04text\x18\x05 \x01(\tR\x04text\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x03(\rR\ttruncated2\xcc\b\n" +
 	"\n" +
 	"Hypervisor\x12C\n" +
 	"\x04Info\x12\x1d.petrel.plugin.v1.InfoRequest\x1a\x1c.petrel.plugin.v1.PluginInfo\x12T\n" +
@@ -1727,7 +1853,7 @@ func file_plugin_v1_hypervisor_proto_rawDescGZIP() []byte {
 	return file_plugin_v1_hypervisor_proto_rawDescData
 }
 
-var file_plugin_v1_hypervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_plugin_v1_hypervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_plugin_v1_hypervisor_proto_goTypes = []any{
 	(*CapabilitiesRequest)(nil),    // 0: petrel.plugin.v1.CapabilitiesRequest
 	(*HypervisorCapabilities)(nil), // 1: petrel.plugin.v1.HypervisorCapabilities
@@ -1750,55 +1876,57 @@ var file_plugin_v1_hypervisor_proto_goTypes = []any{
 	(*StatsBatchResponse)(nil),     // 18: petrel.plugin.v1.StatsBatchResponse
 	(*FollowConsolesRequest)(nil),  // 19: petrel.plugin.v1.FollowConsolesRequest
 	(*FollowConsolesMessage)(nil),  // 20: petrel.plugin.v1.FollowConsolesMessage
-	nil,                            // 21: petrel.plugin.v1.StatsBatchResponse.StatsEntry
-	(*InfoRequest)(nil),            // 22: petrel.plugin.v1.InfoRequest
-	(*ConfigureRequest)(nil),       // 23: petrel.plugin.v1.ConfigureRequest
-	(*FingerprintRequest)(nil),     // 24: petrel.plugin.v1.FingerprintRequest
-	(*PluginInfo)(nil),             // 25: petrel.plugin.v1.PluginInfo
-	(*ConfigureResponse)(nil),      // 26: petrel.plugin.v1.ConfigureResponse
-	(*FingerprintResponse)(nil),    // 27: petrel.plugin.v1.FingerprintResponse
+	(*PackedLines)(nil),            // 21: petrel.plugin.v1.PackedLines
+	nil,                            // 22: petrel.plugin.v1.StatsBatchResponse.StatsEntry
+	(*InfoRequest)(nil),            // 23: petrel.plugin.v1.InfoRequest
+	(*ConfigureRequest)(nil),       // 24: petrel.plugin.v1.ConfigureRequest
+	(*FingerprintRequest)(nil),     // 25: petrel.plugin.v1.FingerprintRequest
+	(*PluginInfo)(nil),             // 26: petrel.plugin.v1.PluginInfo
+	(*ConfigureResponse)(nil),      // 27: petrel.plugin.v1.ConfigureResponse
+	(*FingerprintResponse)(nil),    // 28: petrel.plugin.v1.FingerprintResponse
 }
 var file_plugin_v1_hypervisor_proto_depIdxs = []int32{
 	2,  // 0: petrel.plugin.v1.VMSpec.nets:type_name -> petrel.plugin.v1.NetDevice
 	3,  // 1: petrel.plugin.v1.VMSpec.blocks:type_name -> petrel.plugin.v1.BlockDevice
 	9,  // 2: petrel.plugin.v1.ExitStatus.rusage:type_name -> petrel.plugin.v1.Rusage
 	16, // 3: petrel.plugin.v1.ConsoleLine.more:type_name -> petrel.plugin.v1.ConsoleLine
-	21, // 4: petrel.plugin.v1.StatsBatchResponse.stats:type_name -> petrel.plugin.v1.StatsBatchResponse.StatsEntry
+	22, // 4: petrel.plugin.v1.StatsBatchResponse.stats:type_name -> petrel.plugin.v1.StatsBatchResponse.StatsEntry
 	16, // 5: petrel.plugin.v1.FollowConsolesMessage.lines:type_name -> petrel.plugin.v1.ConsoleLine
-	14, // 6: petrel.plugin.v1.StatsBatchResponse.StatsEntry.value:type_name -> petrel.plugin.v1.VMStats
-	22, // 7: petrel.plugin.v1.Hypervisor.Info:input_type -> petrel.plugin.v1.InfoRequest
-	23, // 8: petrel.plugin.v1.Hypervisor.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
-	24, // 9: petrel.plugin.v1.Hypervisor.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
-	0,  // 10: petrel.plugin.v1.Hypervisor.Capabilities:input_type -> petrel.plugin.v1.CapabilitiesRequest
-	4,  // 11: petrel.plugin.v1.Hypervisor.Validate:input_type -> petrel.plugin.v1.VMSpec
-	4,  // 12: petrel.plugin.v1.Hypervisor.Start:input_type -> petrel.plugin.v1.VMSpec
-	6,  // 13: petrel.plugin.v1.Hypervisor.Recover:input_type -> petrel.plugin.v1.Handle
-	8,  // 14: petrel.plugin.v1.Hypervisor.Wait:input_type -> petrel.plugin.v1.VMRef
-	11, // 15: petrel.plugin.v1.Hypervisor.Stop:input_type -> petrel.plugin.v1.StopRequest
-	8,  // 16: petrel.plugin.v1.Hypervisor.Destroy:input_type -> petrel.plugin.v1.VMRef
-	8,  // 17: petrel.plugin.v1.Hypervisor.Stats:input_type -> petrel.plugin.v1.VMRef
-	15, // 18: petrel.plugin.v1.Hypervisor.Console:input_type -> petrel.plugin.v1.ConsoleRequest
-	17, // 19: petrel.plugin.v1.Hypervisor.StatsBatch:input_type -> petrel.plugin.v1.StatsBatchRequest
-	19, // 20: petrel.plugin.v1.Hypervisor.FollowConsoles:input_type -> petrel.plugin.v1.FollowConsolesRequest
-	25, // 21: petrel.plugin.v1.Hypervisor.Info:output_type -> petrel.plugin.v1.PluginInfo
-	26, // 22: petrel.plugin.v1.Hypervisor.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
-	27, // 23: petrel.plugin.v1.Hypervisor.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
-	1,  // 24: petrel.plugin.v1.Hypervisor.Capabilities:output_type -> petrel.plugin.v1.HypervisorCapabilities
-	5,  // 25: petrel.plugin.v1.Hypervisor.Validate:output_type -> petrel.plugin.v1.ValidateResponse
-	6,  // 26: petrel.plugin.v1.Hypervisor.Start:output_type -> petrel.plugin.v1.Handle
-	7,  // 27: petrel.plugin.v1.Hypervisor.Recover:output_type -> petrel.plugin.v1.RecoverResponse
-	10, // 28: petrel.plugin.v1.Hypervisor.Wait:output_type -> petrel.plugin.v1.ExitStatus
-	12, // 29: petrel.plugin.v1.Hypervisor.Stop:output_type -> petrel.plugin.v1.StopResponse
-	13, // 30: petrel.plugin.v1.Hypervisor.Destroy:output_type -> petrel.plugin.v1.DestroyResponse
-	14, // 31: petrel.plugin.v1.Hypervisor.Stats:output_type -> petrel.plugin.v1.VMStats
-	16, // 32: petrel.plugin.v1.Hypervisor.Console:output_type -> petrel.plugin.v1.ConsoleLine
-	18, // 33: petrel.plugin.v1.Hypervisor.StatsBatch:output_type -> petrel.plugin.v1.StatsBatchResponse
-	20, // 34: petrel.plugin.v1.Hypervisor.FollowConsoles:output_type -> petrel.plugin.v1.FollowConsolesMessage
-	21, // [21:35] is the sub-list for method output_type
-	7,  // [7:21] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	21, // 6: petrel.plugin.v1.FollowConsolesMessage.packed:type_name -> petrel.plugin.v1.PackedLines
+	14, // 7: petrel.plugin.v1.StatsBatchResponse.StatsEntry.value:type_name -> petrel.plugin.v1.VMStats
+	23, // 8: petrel.plugin.v1.Hypervisor.Info:input_type -> petrel.plugin.v1.InfoRequest
+	24, // 9: petrel.plugin.v1.Hypervisor.Configure:input_type -> petrel.plugin.v1.ConfigureRequest
+	25, // 10: petrel.plugin.v1.Hypervisor.Fingerprint:input_type -> petrel.plugin.v1.FingerprintRequest
+	0,  // 11: petrel.plugin.v1.Hypervisor.Capabilities:input_type -> petrel.plugin.v1.CapabilitiesRequest
+	4,  // 12: petrel.plugin.v1.Hypervisor.Validate:input_type -> petrel.plugin.v1.VMSpec
+	4,  // 13: petrel.plugin.v1.Hypervisor.Start:input_type -> petrel.plugin.v1.VMSpec
+	6,  // 14: petrel.plugin.v1.Hypervisor.Recover:input_type -> petrel.plugin.v1.Handle
+	8,  // 15: petrel.plugin.v1.Hypervisor.Wait:input_type -> petrel.plugin.v1.VMRef
+	11, // 16: petrel.plugin.v1.Hypervisor.Stop:input_type -> petrel.plugin.v1.StopRequest
+	8,  // 17: petrel.plugin.v1.Hypervisor.Destroy:input_type -> petrel.plugin.v1.VMRef
+	8,  // 18: petrel.plugin.v1.Hypervisor.Stats:input_type -> petrel.plugin.v1.VMRef
+	15, // 19: petrel.plugin.v1.Hypervisor.Console:input_type -> petrel.plugin.v1.ConsoleRequest
+	17, // 20: petrel.plugin.v1.Hypervisor.StatsBatch:input_type -> petrel.plugin.v1.StatsBatchRequest
+	19, // 21: petrel.plugin.v1.Hypervisor.FollowConsoles:input_type -> petrel.plugin.v1.FollowConsolesRequest
+	26, // 22: petrel.plugin.v1.Hypervisor.Info:output_type -> petrel.plugin.v1.PluginInfo
+	27, // 23: petrel.plugin.v1.Hypervisor.Configure:output_type -> petrel.plugin.v1.ConfigureResponse
+	28, // 24: petrel.plugin.v1.Hypervisor.Fingerprint:output_type -> petrel.plugin.v1.FingerprintResponse
+	1,  // 25: petrel.plugin.v1.Hypervisor.Capabilities:output_type -> petrel.plugin.v1.HypervisorCapabilities
+	5,  // 26: petrel.plugin.v1.Hypervisor.Validate:output_type -> petrel.plugin.v1.ValidateResponse
+	6,  // 27: petrel.plugin.v1.Hypervisor.Start:output_type -> petrel.plugin.v1.Handle
+	7,  // 28: petrel.plugin.v1.Hypervisor.Recover:output_type -> petrel.plugin.v1.RecoverResponse
+	10, // 29: petrel.plugin.v1.Hypervisor.Wait:output_type -> petrel.plugin.v1.ExitStatus
+	12, // 30: petrel.plugin.v1.Hypervisor.Stop:output_type -> petrel.plugin.v1.StopResponse
+	13, // 31: petrel.plugin.v1.Hypervisor.Destroy:output_type -> petrel.plugin.v1.DestroyResponse
+	14, // 32: petrel.plugin.v1.Hypervisor.Stats:output_type -> petrel.plugin.v1.VMStats
+	16, // 33: petrel.plugin.v1.Hypervisor.Console:output_type -> petrel.plugin.v1.ConsoleLine
+	18, // 34: petrel.plugin.v1.Hypervisor.StatsBatch:output_type -> petrel.plugin.v1.StatsBatchResponse
+	20, // 35: petrel.plugin.v1.Hypervisor.FollowConsoles:output_type -> petrel.plugin.v1.FollowConsolesMessage
+	22, // [22:36] is the sub-list for method output_type
+	8,  // [8:22] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_plugin_v1_hypervisor_proto_init() }
@@ -1813,7 +1941,7 @@ func file_plugin_v1_hypervisor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_hypervisor_proto_rawDesc), len(file_plugin_v1_hypervisor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
