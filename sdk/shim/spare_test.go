@@ -107,8 +107,8 @@ func TestLauncherTakesSpareAndReplacesIt(t *testing.T) {
 	}
 	// The tender gets the caller's environment, without the GOMAXPROCS
 	// the launcher gave the shim alone.
-	lines := history(t, Dial(p.Dir), time.Time{}, 0)
-	if len(lines) < 2 || lines[1].Text != "GOMAXPROCS unset" {
+	lines := waitLines(t, Dial(p.Dir), 2)
+	if lines[1].Text != "GOMAXPROCS unset" {
 		t.Fatalf("tender's console: %+v", lines)
 	}
 	// Its command line names no VM; its working directory does. The
