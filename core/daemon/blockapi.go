@@ -85,6 +85,33 @@ func (r *blockStreamReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// markedChunks returns the chunks of a marked upload, starting with what
+// is left of the first message (whose data is compressed when
+// firstGzip), as a transfer.ChunkSource; it remembers the checksum.
+func (r *blockStreamReader) markedChunks(firstGzip bool) transfer.ChunkSource {
+	first := true
+	return func() ([]byte, bool, error) {
+		if first {
+			first = false
+			data := r.buf
+			r.buf = nil
+			return data, firstGzip, nil
+		}
+		msg, err := r.stream.Recv()
+		if err == io.EOF {
+			return nil, false, io.EOF
+		}
+		if err != nil {
+			r.err = err
+			return nil, false, err
+		}
+		if msg.GetSha256() != "" {
+			r.sha = msg.GetSha256()
+		}
+		return msg.GetData(), msg.GetChunkGzip(), nil
+	}
+}
+
 func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -104,9 +131,15 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	defer u.Abort()
 	r := &blockStreamReader{stream: stream, buf: first.GetData(), sha: first.GetSha256()}
 	var src io.Reader = r
-	if first.GetGzip() {
-		// Members stored for incompressible chunks are copied straight
-		// out of the messages; compressed ones go through flate.
+	marked := first.GetGzip() && first.GetMarked()
+	switch {
+	case marked:
+		// Each message a chunk of its own, as it is or gzip-compressed.
+		src = transfer.NewMarkedReader(r.markedChunks(first.GetChunkGzip()))
+	case first.GetGzip():
+		// One gzip stream (clients that do not mark chunks): members
+		// stored for incompressible chunks are copied straight out of
+		// the messages; compressed ones go through flate.
 		src = transfer.NewGzipReader(r)
 	}
 	// The upload writes and hashes on goroutines of its own while this
@@ -120,7 +153,7 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 		}
 		return grpcError(fmt.Errorf("upload to %s (the device is unchanged): %w", d.Name, err))
 	}
-	if first.GetGzip() {
+	if first.GetGzip() && !marked {
 		// Drain what follows the gzip stream to collect the checksum.
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return status.Errorf(codes.Canceled, "upload to %s interrupted: %v", d.Name, err)
@@ -169,13 +202,25 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 	if err != nil {
 		return grpcError(err)
 	}
-	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Gzip: req.GetGzip(), Total: d.SizeMB * block.MB}); err != nil {
+	marked := req.GetGzip() && req.GetMarked()
+	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Gzip: req.GetGzip(), Marked: marked, Total: d.SizeMB * block.MB}); err != nil {
 		return err
 	}
 	send := chunkWriter{stream: stream, gzip: req.GetGzip()}
 	var w io.Writer = send
 	var gz *transfer.GzipChunks
-	if req.GetGzip() {
+	var mc *transfer.MarkedChunks
+	switch {
+	case marked:
+		// A chunk in each message, compressed only when it shrinks:
+		// incompressible ones are sent as they are, on the download's
+		// writing goroutine, compressed ones on the MarkedChunks' own.
+		mc = transfer.NewMarkedChunks(func(b []byte, compressed bool) error {
+			return stream.Send(&daemonv1.BlockChunk{Data: b, Gzip: true, Marked: true, ChunkGzip: compressed})
+		})
+		defer mc.Close()
+		w = sinkWriter(mc.Write)
+	case req.GetGzip():
 		// One gzip member per chunk, stored when the chunk would not
 		// shrink: together one gzip stream, as clients expect.
 		// Framed on the download's writing goroutine, sent on the
@@ -196,6 +241,11 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 	}
 	if gz != nil {
 		if err := gz.Finish(); err != nil {
+			return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
+		}
+	}
+	if mc != nil {
+		if err := mc.Close(); err != nil {
 			return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
 		}
 	}

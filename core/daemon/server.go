@@ -84,7 +84,7 @@ func grpcError(err error) error {
 }
 
 func (s *server) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.VersionResponse, error) {
-	return &daemonv1.VersionResponse{Version: Version, ApiVersion: APIVersion}, nil
+	return &daemonv1.VersionResponse{Version: Version, ApiVersion: APIVersion, MarkedBlockChunks: true}, nil
 }
 
 // UploadImage stores an image for the caller's domain, within the image

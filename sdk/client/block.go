@@ -70,6 +70,35 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// readsMarkedChunks reports whether the daemon reads block uploads whose
+// chunks are marked one by one (VersionResponse.marked_block_chunks),
+// asking it on first use. A daemon that does not say so, or cannot be
+// asked, is sent one gzip stream, which every daemon reads; only an
+// answer is remembered.
+func (c *Client) readsMarkedChunks(ctx context.Context) bool {
+	c.markedMu.Lock()
+	defer c.markedMu.Unlock()
+	if !c.markedKnown {
+		v, err := c.API.Version(ctx, &daemonv1.VersionRequest{})
+		if err != nil {
+			return false
+		}
+		c.markedKnown, c.marked = true, v.GetMarkedBlockChunks()
+	}
+	return c.marked
+}
+
+// sendChunk sends one chunk of a marked upload, in a message of its own;
+// it is a transfer.MarkedSink.
+func (w *streamWriter) sendChunk(p []byte, compressed bool) error {
+	msg := &daemonv1.BlockChunk{}
+	if w.first != nil {
+		msg, w.first = w.first, nil
+	}
+	msg.Data, msg.ChunkGzip = p, compressed
+	return w.stream.Send(msg)
+}
+
 // UploadBlock replaces block device name's content with r (total bytes,
 // or 0 when unknown), optionally compressing it on the wire. The daemon
 // changes the device only once the SHA-256 computed here matches what it
@@ -79,6 +108,7 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	// abandoned on an error is discarded by the daemon at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	marked := compress && c.readsMarkedChunks(ctx)
 	stream, err := c.API.BlockUpload(ctx)
 	if err != nil {
 		return nil, err
@@ -86,16 +116,26 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	// Reading the file, hashing it and sending it (compressing first,
 	// with --gzip) run on goroutines of their own, chunk by chunk.
 	h := sha256.New()
-	w := &streamWriter{stream: stream, first: &daemonv1.BlockChunk{Name: name, Gzip: compress, Total: total}}
+	w := &streamWriter{stream: stream, first: &daemonv1.BlockChunk{Name: name, Gzip: compress, Marked: marked, Total: total}}
 	send := func(b []byte) error { _, err := w.Write(b); return err }
-	var gz *transfer.GzipChunks
-	if compress {
-		// Members are framed on the Fanout's goroutine and sent on
-		// the GzipChunks' own. Cancelling first ends a send that waits
-		// for a daemon gone away.
-		gz = transfer.NewGzipChunks(send)
+	// finish sends what the compression still holds, once the content
+	// is read.
+	finish := func() error { return nil }
+	switch {
+	case marked:
+		// A chunk in each message, compressed only when it shrinks:
+		// compressed chunks are sent on the MarkedChunks' goroutine,
+		// the others as they are on the Fanout's. Cancelling first
+		// ends a send that waits for a daemon gone away.
+		mc := transfer.NewMarkedChunks(w.sendChunk)
+		defer func() { cancel(); mc.Close() }()
+		send, finish = mc.Write, mc.Close
+	case compress:
+		// One gzip stream: members are framed on the Fanout's
+		// goroutine and sent on the GzipChunks' own.
+		gz := transfer.NewGzipChunks(send)
 		defer func() { cancel(); gz.Close() }()
-		send = gz.Write
+		send, finish = gz.Write, gz.Finish // empty content is still a gzip stream
 	}
 	fan := transfer.NewFanout(hashSink(h), send)
 	_, copyErr := fan.ReadFrom(&countingReader{r: r, total: total, progress: progress})
@@ -104,8 +144,8 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	} else {
 		copyErr = fan.Close()
 	}
-	if gz != nil && copyErr == nil {
-		copyErr = gz.Finish() // empty content is still a gzip stream
+	if copyErr == nil {
+		copyErr = finish()
 	}
 	if w.first != nil && copyErr == nil { // empty content: still name the device
 		copyErr = stream.Send(w.first)
@@ -157,13 +197,26 @@ func (r *downloadReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// nextChunk returns the next chunk of a marked download, remembering the
+// checksum; it is a transfer.ChunkSource.
+func (r *downloadReader) nextChunk() ([]byte, bool, error) {
+	msg, err := r.stream.Recv()
+	if err != nil {
+		return nil, false, err
+	}
+	if msg.GetSha256() != "" {
+		r.sha = msg.GetSha256()
+	}
+	return msg.GetData(), msg.GetChunkGzip(), nil
+}
+
 // DownloadBlockFile writes block device name's content to path, verifying
 // the daemon's SHA-256; path appears only once the content is complete
 // and verified.
 func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream, and frees the device, on every path
-	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, Gzip: compress})
+	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, Gzip: compress, Marked: compress})
 	if err != nil {
 		return 0, err
 	}
@@ -179,7 +232,11 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	defer tmp.Close()
 	r := &downloadReader{stream: stream}
 	var src io.Reader = r
-	if compress {
+	switch {
+	case compress && head.GetMarked():
+		src = transfer.NewMarkedReader(r.nextChunk)
+	case compress:
+		// A daemon that does not mark chunks sends one gzip stream.
 		src = transfer.NewGzipReader(r)
 	}
 	// Receiving, hashing and writing (with write-back started as the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -38,6 +39,12 @@ type Client struct {
 	conn *grpc.ClientConn
 	// API is the generated client, for calls without a helper here.
 	API daemonv1.DaemonClient
+
+	// markedMu guards markedKnown and marked: whether the daemon reads
+	// block uploads with marked chunks, asked once per Client.
+	markedMu    sync.Mutex
+	markedKnown bool
+	marked      bool
 }
 
 // ChunkSize is the size of each image upload message.

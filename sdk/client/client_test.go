@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,6 +47,43 @@ type fakeDaemon struct {
 	badSum bool
 	// pull is what PullImage sends.
 	pull []*daemonv1.PullProgress
+	// marked makes the daemon one that reads and sends block chunks
+	// marked one by one, and says so in its VersionResponse; without it,
+	// it is a daemon from before marked chunks, which ignores the field.
+	marked bool
+	// markedUploads and markedDownloads count the block transfers made
+	// with marked chunks; rawChunks and gzipChunks the chunks they
+	// carried, as they are or compressed.
+	markedUploads, markedDownloads, rawChunks, gzipChunks int
+}
+
+func (f *fakeDaemon) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.VersionResponse, error) {
+	if !f.marked {
+		return nil, status.Error(codes.Unimplemented, "method Version not implemented")
+	}
+	return &daemonv1.VersionResponse{Version: "fake", MarkedBlockChunks: true}, nil
+}
+
+// unmark decodes one chunk of a marked transfer.
+func (f *fakeDaemon) unmark(msg *daemonv1.BlockChunk) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !msg.GetChunkGzip() {
+		if len(msg.GetData()) > 0 {
+			f.rawChunks++
+		}
+		return msg.GetData(), nil
+	}
+	f.gzipChunks++
+	zr, err := gzip.NewReader(bytes.NewReader(msg.GetData()))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "gzip: %v", err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "gzip: %v", err)
+	}
+	return b, nil
 }
 
 type upload struct {
@@ -137,24 +175,33 @@ func (f *fakeDaemon) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error
 	if err != nil {
 		return err
 	}
+	marked := f.marked && first.GetGzip() && first.GetMarked()
+	if marked {
+		f.mu.Lock()
+		f.markedUploads++
+		f.mu.Unlock()
+	}
 	var wire bytes.Buffer
-	wire.Write(first.GetData())
-	sha := first.GetSha256()
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
+	sha := ""
+	for msg := first; ; {
+		data := msg.GetData()
+		if marked {
+			if data, err = f.unmark(msg); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
-		}
-		wire.Write(msg.GetData())
+		wire.Write(data)
 		if msg.GetSha256() != "" {
 			sha = msg.GetSha256()
 		}
+		if msg, err = stream.Recv(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
 	}
 	content := wire.Bytes()
-	if first.GetGzip() {
+	if first.GetGzip() && !marked {
 		zr, err := gzip.NewReader(&wire)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "gzip: %v", err)
@@ -180,8 +227,35 @@ func (f *fakeDaemon) BlockDownload(req *daemonv1.BlockDownloadRequest, stream da
 	if !ok {
 		return status.Errorf(codes.NotFound, "no block device %s", req.GetName())
 	}
-	if err := stream.Send(&daemonv1.BlockChunk{Name: req.GetName(), Total: int64(len(content)), Gzip: req.GetGzip()}); err != nil {
+	marked := f.marked && req.GetGzip() && req.GetMarked()
+	if err := stream.Send(&daemonv1.BlockChunk{Name: req.GetName(), Total: int64(len(content)), Gzip: req.GetGzip(), Marked: marked}); err != nil {
 		return err
+	}
+	sum := hexSum(content)
+	if bad {
+		sum = hexSum(append(content, 0))
+	}
+	if marked {
+		f.mu.Lock()
+		f.markedDownloads++
+		f.mu.Unlock()
+		// Compressible 1000-byte chunks compressed, the others as
+		// they are.
+		for off := 0; off < len(content); off += 1000 {
+			chunk := content[off:min(off+1000, len(content))]
+			var b bytes.Buffer
+			zw := gzip.NewWriter(&b)
+			zw.Write(chunk)
+			zw.Close()
+			msg := &daemonv1.BlockChunk{Data: chunk, Gzip: true, Marked: true}
+			if b.Len() < len(chunk) {
+				msg.Data, msg.ChunkGzip = b.Bytes(), true
+			}
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+		return stream.Send(&daemonv1.BlockChunk{Sha256: sum})
 	}
 	wire := content
 	if req.GetGzip() {
@@ -195,10 +269,6 @@ func (f *fakeDaemon) BlockDownload(req *daemonv1.BlockDownloadRequest, stream da
 		if err := stream.Send(&daemonv1.BlockChunk{Data: wire[off:min(off+1000, len(wire))]}); err != nil {
 			return err
 		}
-	}
-	sum := hexSum(content)
-	if bad {
-		sum = hexSum(append(content, 0))
 	}
 	return stream.Send(&daemonv1.BlockChunk{Sha256: sum})
 }
@@ -456,13 +526,26 @@ func TestUploadImageAbortedOnReadError(t *testing.T) {
 // compressed, comes back the same, plain or compressed; an empty upload
 // still names its device.
 func TestBlockRoundTrip(t *testing.T) {
+	for _, marked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("marked=%v", marked), func(t *testing.T) { testBlockRoundTrip(t, marked) })
+	}
+}
+
+// testBlockRoundTrip runs TestBlockRoundTrip against a daemon that reads
+// marked chunks or one from before them, with content whose chunks are
+// compressible and incompressible in turn, and checks that marked chunks
+// are sent only to the daemon that reads them.
+func testBlockRoundTrip(t *testing.T, marked bool) {
 	f := newFakeDaemon()
+	f.marked = marked
 	c := serveFake(t, f)
 	ctx := testCtx(t)
-	content := make([]byte, 2<<20+123)
+	content := make([]byte, 4<<20+123)
 	for i := range content {
 		content[i] = byte(i * 7 / 1000)
 	}
+	rand.New(rand.NewSource(1)).Read(content[1<<20 : 2<<20])
+	rand.New(rand.NewSource(2)).Read(content[3<<20 : 4<<20])
 	for _, up := range []bool{false, true} {
 		for _, down := range []bool{false, true} {
 			name := fmt.Sprintf("team:disk-%v-%v", up, down)
@@ -494,6 +577,17 @@ func TestBlockRoundTrip(t *testing.T) {
 		if got, ok := f.blocks[name]; !ok || len(got) != 0 {
 			t.Fatalf("empty upload (gzip %v): %q %v", gz, got, ok)
 		}
+	}
+	// Two compressed uploads and downloads each, the last upload empty.
+	want := [2]int{0, 0}
+	if marked {
+		want = [2]int{3, 2}
+	}
+	if f.markedUploads != want[0] || f.markedDownloads != want[1] {
+		t.Fatalf("marked uploads and downloads: %d and %d, want %v", f.markedUploads, f.markedDownloads, want)
+	}
+	if marked && (f.rawChunks == 0 || f.gzipChunks == 0) {
+		t.Fatalf("marked transfers of mixed content carried %d raw and %d compressed chunks", f.rawChunks, f.gzipChunks)
 	}
 }
 

@@ -2,8 +2,11 @@
 // Petrel's bulk transfers (block device uploads and downloads, image
 // uploads): a fan-out that lets reading, hashing, writing and sending a
 // stream run on separate cores, a file sink that starts writing back to
-// disk while the stream still arrives, and a gzip framing that sends
-// incompressible chunks stored.
+// disk while the stream still arrives, and the two framings of
+// compressed transfers: chunks marked one by one, compressed or as they
+// are (MarkedChunks, MarkedReader), and, for clients and daemons that do
+// not mark chunks, one gzip stream whose incompressible chunks are
+// stored (GzipChunks, GzipReader).
 //
 // A transfer of a few hundred megabytes is bounded by CPU on small hosts:
 // SHA-256 of the content on each side, a copy into and out of the kernel

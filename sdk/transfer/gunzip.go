@@ -44,6 +44,16 @@ func NewGzipReader(r io.Reader) *GzipReader {
 	return &GzipReader{r: bufio.NewReaderSize(r, 4096)}
 }
 
+// Reset makes z read the gzip stream r from its start, as a new
+// GzipReader would, keeping z's buffers.
+func (z *GzipReader) Reset(r io.Reader) {
+	if z.fl != nil {
+		z.fl.Close()
+	}
+	z.r.Reset(r)
+	*z = GzipReader{r: z.r, hist: z.hist[:0]}
+}
+
 // Members is how many members have been read to their end.
 func (z *GzipReader) Members() int { return z.members }
 

@@ -9,7 +9,8 @@ import (
 	"math"
 )
 
-// Compressed transfers are a sequence of gzip members, one per chunk,
+// Compressed transfers between ends that do not both mark chunks (see
+// MarkedChunks) are a sequence of gzip members, one per chunk,
 // which together read as one gzip stream (a multistream, RFC 1952 §2.2):
 // what any gzip reader, and earlier Petrel releases, accept. Each member
 // is compressed at the fastest level, or stored (deflate without

@@ -1309,7 +1309,19 @@ type BlockChunk struct {
 	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// Uncompressed size, when known (first chunk), for early refusal and
 	// progress.
-	Total         int64 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	Total int64 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	// With gzip: the chunks are marked one by one (chunk_gzip) instead of
+	// making one gzip stream together, so that incompressible chunks travel
+	// as they are, without gzip's framing and CRC-32. An upload sets it on
+	// its first chunk, only when the daemon's VersionResponse says it
+	// reads marked chunks; a download's first chunk sets it when the
+	// daemon grants BlockDownloadRequest.marked. Without it (earlier
+	// clients and daemons) the data of all chunks is one gzip stream.
+	Marked bool `protobuf:"varint,6,opt,name=marked,proto3" json:"marked,omitempty"`
+	// With marked: this chunk's data is gzip-compressed, one or more whole
+	// gzip members holding the chunk's content; otherwise the data is the
+	// content as it is.
+	ChunkGzip     bool `protobuf:"varint,7,opt,name=chunk_gzip,json=chunkGzip,proto3" json:"chunk_gzip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1379,12 +1391,30 @@ func (x *BlockChunk) GetTotal() int64 {
 	return 0
 }
 
+func (x *BlockChunk) GetMarked() bool {
+	if x != nil {
+		return x.Marked
+	}
+	return false
+}
+
+func (x *BlockChunk) GetChunkGzip() bool {
+	if x != nil {
+		return x.ChunkGzip
+	}
+	return false
+}
+
 // BlockDownloadRequest asks for a device's content.
 type BlockDownloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Compress the stream with gzip.
-	Gzip          bool `protobuf:"varint,2,opt,name=gzip,proto3" json:"gzip,omitempty"`
+	Gzip bool `protobuf:"varint,2,opt,name=gzip,proto3" json:"gzip,omitempty"`
+	// With gzip: mark chunks one by one (BlockChunk.marked). A daemon that
+	// grants it sets marked on the first chunk it sends; one that does not
+	// know it sends one gzip stream.
+	Marked        bool `protobuf:"varint,3,opt,name=marked,proto3" json:"marked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1429,6 +1459,13 @@ func (x *BlockDownloadRequest) GetName() string {
 func (x *BlockDownloadRequest) GetGzip() bool {
 	if x != nil {
 		return x.Gzip
+	}
+	return false
+}
+
+func (x *BlockDownloadRequest) GetMarked() bool {
+	if x != nil {
+		return x.Marked
 	}
 	return false
 }
@@ -1620,11 +1657,15 @@ func (*VersionRequest) Descriptor() ([]byte, []int) {
 
 // VersionResponse reports the daemon's version and API versions.
 type VersionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	ApiVersion    uint32                 `protobuf:"varint,2,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Version    string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	ApiVersion uint32                 `protobuf:"varint,2,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	// The daemon reads block uploads whose chunks are marked one by one
+	// (BlockChunk.marked). Clients upload with marked chunks only when it
+	// is set: an earlier daemon would read them as one gzip stream.
+	MarkedBlockChunks bool `protobuf:"varint,3,opt,name=marked_block_chunks,json=markedBlockChunks,proto3" json:"marked_block_chunks,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *VersionResponse) Reset() {
@@ -1669,6 +1710,13 @@ func (x *VersionResponse) GetApiVersion() uint32 {
 		return x.ApiVersion
 	}
 	return 0
+}
+
+func (x *VersionResponse) GetMarkedBlockChunks() bool {
+	if x != nil {
+		return x.MarkedBlockChunks
+	}
+	return false
 }
 
 // ImageChunk is one piece of an upload; the first chunk may carry the
@@ -3806,17 +3854,21 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aorphans\x18\x02 \x03(\tR\aorphans\"A\n" +
 	"\x12BlockCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
-	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"v\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\xad\x01\n" +
 	"\n" +
 	"BlockChunk\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04gzip\x18\x02 \x01(\bR\x04gzip\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x14\n" +
-	"\x05total\x18\x05 \x01(\x03R\x05total\">\n" +
+	"\x05total\x18\x05 \x01(\x03R\x05total\x12\x16\n" +
+	"\x06marked\x18\x06 \x01(\bR\x06marked\x12\x1d\n" +
+	"\n" +
+	"chunk_gzip\x18\a \x01(\bR\tchunkGzip\"V\n" +
 	"\x14BlockDownloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04gzip\x18\x02 \x01(\bR\x04gzip\")\n" +
+	"\x04gzip\x18\x02 \x01(\bR\x04gzip\x12\x16\n" +
+	"\x06marked\x18\x03 \x01(\bR\x06marked\")\n" +
 	"\x13BlockDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
 	"\x14BlockDestroyResponse\"^\n" +
@@ -3825,11 +3877,12 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12\x1f\n" +
 	"\vsector_size\x18\x03 \x01(\rR\n" +
 	"sectorSize\"\x10\n" +
-	"\x0eVersionRequest\"L\n" +
+	"\x0eVersionRequest\"|\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
-	"apiVersion\"L\n" +
+	"apiVersion\x12.\n" +
+	"\x13marked_block_chunks\x18\x03 \x01(\bR\x11markedBlockChunks\"L\n" +
 	"\n" +
 	"ImageChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +

@@ -1,0 +1,249 @@
+package transfer
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Marked transfers carry each chunk in a message of its own, marked as
+// compressed or not: a compressible chunk travels as a gzip member, an
+// incompressible one as it is. Unlike the gzip stream GzipChunks makes,
+// where every chunk must be a gzip member and even a stored one costs a
+// copy and a CRC-32 on each end, an incompressible chunk then costs
+// exactly what it costs in a plain transfer. Both ends must agree on it
+// beforehand: a reader that expects one gzip stream refuses raw chunks.
+// The transfer's SHA-256, computed by both ends, covers raw chunks as it
+// covers compressed ones.
+
+// MarkedSink consumes the chunks of a marked transfer in order: data is
+// a gzip member when compressed is true, the chunk itself otherwise. It
+// must not keep data after it returns.
+type MarkedSink func(data []byte, compressed bool) error
+
+// MarkedChunks compresses each chunk that would shrink into a gzip member
+// and hands it to next on a goroutine of its own, so that compressing a
+// chunk overlaps sending the previous ones; a chunk that would not
+// shrink (by an entropy sample, or because its member came out no
+// smaller) is handed to next as it is, on the caller's goroutine, once
+// the members before it are sent. Chunks reach next in order, never two
+// at once. Write is not safe for concurrent use. Close must be called on
+// every path: it waits for the members still queued and stops the
+// goroutine.
+type MarkedChunks struct {
+	next    MarkedSink
+	queue   chan []byte
+	free    chan []byte
+	pending sync.WaitGroup // members queued and not yet sent
+	done    chan struct{}
+
+	failOnce sync.Once
+	failed   chan struct{} // closed when next fails
+	err      error         // next's first error, set before failed closes
+
+	closed bool
+	fast   *gzip.Writer
+	// Chunks counts the chunks handed to next, Raw those sent as they are.
+	Chunks, Raw int
+}
+
+// NewMarkedChunks marks chunks for next, and starts the goroutine that
+// sends the compressed ones.
+func NewMarkedChunks(next MarkedSink) *MarkedChunks {
+	m := &MarkedChunks{next: next, queue: make(chan []byte, gzipBuffers), free: make(chan []byte, gzipBuffers),
+		done: make(chan struct{}), failed: make(chan struct{})}
+	for i := 0; i < gzipBuffers; i++ {
+		m.free <- nil // allocated on first use, at the size needed
+	}
+	go m.send()
+	return m
+}
+
+// fail records next's first error and stops further sends.
+func (m *MarkedChunks) fail(err error) {
+	m.failOnce.Do(func() {
+		m.err = err
+		close(m.failed)
+	})
+}
+
+// send hands the queued members to next until the queue is closed; after
+// a failure it only recycles them.
+func (m *MarkedChunks) send() {
+	defer close(m.done)
+	for b := range m.queue {
+		select {
+		case <-m.failed:
+		default:
+			if err := m.next(b, true); err != nil {
+				m.fail(err)
+			}
+		}
+		m.free <- b[:0]
+		m.pending.Done()
+	}
+}
+
+// Write marks p, in pieces of at most ChunkSize, and sends or queues
+// them; it is a Sink. It returns the error of an earlier send, if one
+// failed.
+func (m *MarkedChunks) Write(p []byte) error {
+	if m.closed {
+		return errClosed
+	}
+	for {
+		n := min(len(p), ChunkSize)
+		if err := m.chunk(p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+	}
+}
+
+// chunk sends or queues one chunk.
+func (m *MarkedChunks) chunk(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	var b []byte
+	select {
+	case b = <-m.free:
+	case <-m.failed:
+		return m.err
+	}
+	if entropy(p) <= storedEntropy {
+		buf := bytes.NewBuffer(b[:0])
+		if m.fast == nil {
+			m.fast, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+		}
+		m.fast.Reset(buf)
+		if _, err := m.fast.Write(p); err != nil {
+			m.free <- b
+			return fmt.Errorf("gzip: %w", err)
+		}
+		if err := m.fast.Close(); err != nil {
+			m.free <- b
+			return fmt.Errorf("gzip: %w", err)
+		}
+		if buf.Len() < len(p) {
+			m.Chunks++
+			m.pending.Add(1)
+			m.queue <- buf.Bytes()
+			return nil
+		}
+		b = buf.Bytes()
+	}
+	m.free <- b[:0]
+	// The chunk goes as it is, without a copy: after the members queued
+	// before it, and before Write returns and its buffer is reused.
+	m.pending.Wait()
+	select {
+	case <-m.failed:
+		return m.err
+	default:
+	}
+	m.Chunks++
+	m.Raw++
+	if err := m.next(p, false); err != nil {
+		m.fail(err)
+		return err
+	}
+	return nil
+}
+
+// Close waits until the members queued are sent, stops the sending
+// goroutine and returns the first error of next. It may be called more
+// than once.
+func (m *MarkedChunks) Close() error {
+	if !m.closed {
+		m.closed = true
+		close(m.queue)
+	}
+	<-m.done
+	select {
+	case <-m.failed:
+		return m.err
+	default:
+		return nil
+	}
+}
+
+// ChunkSource returns the next chunk of a marked transfer, as it
+// arrived: its data, and whether the data is gzip-compressed. It returns
+// io.EOF after the last chunk. The data need stay valid only until the
+// next call.
+type ChunkSource func() (data []byte, compressed bool, err error)
+
+// MarkedReader reads the content of a marked transfer: raw chunks are
+// copied out as they are, compressed ones read through a GzipReader,
+// which checks every member's CRC-32 and length and refuses a chunk that
+// is truncated, corrupted, empty or followed by anything but another
+// member (ErrCorrupt). The source's errors are returned as they are.
+type MarkedReader struct {
+	next ChunkSource
+	raw  []byte       // what is left of a raw chunk
+	src  bytes.Reader // a compressed chunk's data
+	gz   *GzipReader  // reads src, while inGz
+	inGz bool
+	err  error
+	// Chunks counts the chunks received, Compressed those compressed.
+	Chunks, Compressed int
+}
+
+// NewMarkedReader reads the marked transfer that next returns the chunks
+// of.
+func NewMarkedReader(next ChunkSource) *MarkedReader {
+	return &MarkedReader{next: next}
+}
+
+// Read reads content; io.EOF follows the last chunk.
+func (r *MarkedReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for r.err == nil {
+		switch {
+		case len(r.raw) > 0:
+			n := copy(p, r.raw)
+			r.raw = r.raw[n:]
+			return n, nil
+		case r.inGz:
+			n, err := r.gz.Read(p)
+			if err == io.EOF {
+				r.inGz = false
+				err = nil
+			}
+			if err != nil {
+				r.err = err
+			}
+			if n > 0 || err != nil {
+				return n, err
+			}
+		default:
+			data, compressed, err := r.next()
+			if err != nil {
+				r.err = err
+				break
+			}
+			r.Chunks++
+			if !compressed {
+				r.raw = data
+				continue
+			}
+			r.Compressed++
+			r.src.Reset(data)
+			if r.gz == nil {
+				r.gz = NewGzipReader(&r.src)
+			} else {
+				r.gz.Reset(&r.src)
+			}
+			r.inGz = true
+		}
+	}
+	return 0, r.err
+}
