@@ -121,22 +121,28 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	// finish sends what the compression still holds, once the content
 	// is read.
 	finish := func() error { return nil }
+	// stopSender ends the goroutine that sends compressed chunks, if
+	// there is one. Until it has returned, that goroutine may still use
+	// the stream (and w), so nothing else touches them on a failure
+	// before it. Cancelling first ends a send that waits for a daemon
+	// gone away.
+	stopSender := func() {}
 	switch {
 	case marked:
 		// A chunk in each message, compressed only when it shrinks:
 		// compressed chunks are sent on the MarkedChunks' goroutine,
-		// the others as they are on the Fanout's. Cancelling first
-		// ends a send that waits for a daemon gone away.
+		// the others as they are on the Fanout's.
 		mc := transfer.NewMarkedChunks(w.sendChunk)
-		defer func() { cancel(); mc.Close() }()
+		stopSender = func() { cancel(); mc.Close() }
 		send, finish = mc.Write, mc.Close
 	case compress:
 		// One gzip stream: members are framed on the Fanout's
 		// goroutine and sent on the GzipChunks' own.
 		gz := transfer.NewGzipChunks(send)
-		defer func() { cancel(); gz.Close() }()
+		stopSender = func() { cancel(); gz.Close() }
 		send, finish = gz.Write, gz.Finish // empty content is still a gzip stream
 	}
+	defer func() { stopSender() }()
 	fan := transfer.NewFanout(hashSink(h), send)
 	_, copyErr := fan.ReadFrom(&countingReader{r: r, total: total, progress: progress})
 	if copyErr != nil {
@@ -147,7 +153,10 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	if copyErr == nil {
 		copyErr = finish()
 	}
-	if w.first != nil && copyErr == nil { // empty content: still name the device
+	if copyErr != nil {
+		stopSender()
+	}
+	if copyErr == nil && w.first != nil { // empty content: still name the device
 		copyErr = stream.Send(w.first)
 	}
 	if copyErr == nil {
