@@ -1,13 +1,15 @@
-// Package servers starts real metrics servers from Debian's packages for
+// Package testservers starts real servers from Debian's packages for
 // tests: a throwaway InfluxDB 1.x and Prometheus, listening on loopback
 // only, with their data in test directories, killed at cleanup. A test
 // whose server is not installed is skipped with a message naming the
-// package.
-package servers
+// package. It also hands out the loopback ports such servers listen on,
+// never the same one twice in a process.
+package testservers
 
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,25 +42,54 @@ type Influxd struct {
 	exited   chan struct{}
 }
 
-// FreePort returns a loopback port nobody listens on right now.
+// handed holds the ports FreePort has returned in this process, by
+// network.
+var (
+	handedMu sync.Mutex
+	handed   = map[string]bool{}
+)
+
+// FreePort returns a loopback port nobody listens on right now, and one
+// it has not returned before in this process. Tests running in parallel
+// each start servers on ports of their own; were two handed the same
+// port, the server that failed to bind it would seem ready, answered by
+// the other test's.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("reserve udp port: %v", err)
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	// Ports already handed out stay bound until one that was not comes
+	// back, so the kernel offers a new one each time.
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
 		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("reserve tcp port: %v", err)
+	}()
+	for range 100 {
+		var port int
+		switch network {
+		case "udp":
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("reserve udp port: %v", err)
+			}
+			held, port = append(held, c), c.LocalAddr().(*net.UDPAddr).Port
+		default:
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("reserve tcp port: %v", err)
+			}
+			held, port = append(held, l), l.Addr().(*net.TCPAddr).Port
 		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
+		key := network + ":" + strconv.Itoa(port)
+		if !handed[key] {
+			handed[key] = true
+			return port
+		}
 	}
+	t.Fatalf("no %s port on loopback that was not handed out before", network)
+	return 0
 }
 
 // StartInfluxd starts Debian's influxd with only loopback listeners: HTTP,

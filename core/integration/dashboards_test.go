@@ -24,7 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	servers "github.com/petrel-vmm/petrel/contrib/testservers"
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -47,7 +47,7 @@ func TestGrafanaDashboards(t *testing.T) {
 	}
 	needPlugins(t, "influx", "prometheus")
 
-	influx := servers.StartInfluxd(t, "petrel_udp")
+	influx := testservers.StartInfluxd(t, "petrel_udp")
 	influx.CreateDB("petrel")
 	// petreld runs in a network namespace (it needs a bridge of its own),
 	// the servers and this test in the host's: forwarders carry
@@ -57,7 +57,7 @@ func TestGrafanaDashboards(t *testing.T) {
 	if err != nil {
 		t.Fatalf("listen for scrapes: %v", err)
 	}
-	promBase := servers.StartPrometheus(t, scrapeListener.Addr().String())
+	promBase := testservers.StartPrometheus(t, scrapeListener.Addr().String())
 
 	e := newEnv(t)
 	e.inNetns()

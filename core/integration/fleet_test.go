@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 )
 
 // The fleet test runs two Petrel hosts as Kubernetes nodes of a real
@@ -187,7 +189,7 @@ func startKube(t *testing.T) *kubeCluster {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	k := &kubeCluster{t: t, dir: dir, kubeconfig: filepath.Join(dir, "admin.conf"), caPEM: filepath.Join(dir, "ca.pem")}
 	kubePKI(t, dir)
-	etcdClient, etcdPeer, api := freePort(t), freePort(t), freePort(t)
+	etcdClient, etcdPeer, api := testservers.FreeAddr(t), testservers.FreeAddr(t), testservers.FreeAddr(t)
 	k.api = api
 	startProc(t, dir, "etcd", "etcd", "--data-dir", filepath.Join(dir, "etcd"), "--name", "fleet",
 		"--listen-client-urls", "http://"+etcdClient, "--advertise-client-urls", "http://"+etcdClient,

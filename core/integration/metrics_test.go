@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	servers "github.com/petrel-vmm/petrel/contrib/testservers"
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
 
@@ -32,9 +32,9 @@ func TestMetricsToRealServers(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(binDir, "petrel-plugin-jsonl")); err != nil {
 		t.Skip("needs the example metrics plugin built as petrel-plugin-jsonl in", binDir)
 	}
-	influx := servers.StartInfluxd(t, "petrel_udp")
-	promAddr := servers.FreeAddr(t)
-	prom := servers.StartPrometheus(t, promAddr)
+	influx := testservers.StartInfluxd(t, "petrel_udp")
+	promAddr := testservers.FreeAddr(t)
+	prom := testservers.StartPrometheus(t, promAddr)
 
 	e := newEnv(t)
 	written := filepath.Join(e.dir, "written.jsonl")
@@ -60,9 +60,9 @@ metrics "jsonl" {
 	if len(rows) != 1 || fmt.Sprint(rows[0][2]) != fmt.Sprint(16<<20) || fmt.Sprint(rows[0][1]) == "0" {
 		t.Fatalf("influx rows: %v", rows)
 	}
-	vals := servers.WaitQuery(t, prom, `petrel_vm_resident_memory_bytes{vm="team:web"}`, func(v []float64) bool { return len(v) == 1 && v[0] > 1<<20 })
+	vals := testservers.WaitQuery(t, prom, `petrel_vm_resident_memory_bytes{vm="team:web"}`, func(v []float64) bool { return len(v) == 1 && v[0] > 1<<20 })
 	t.Logf("prometheus sees %.1f MB resident for team:web", vals[0]/(1<<20))
-	if v := servers.WaitQuery(t, prom, `petrel_build_info{version!="",goversion=~"go.+"}`, func(v []float64) bool { return len(v) == 1 }); v[0] != 1 {
+	if v := testservers.WaitQuery(t, prom, `petrel_build_info{version!="",goversion=~"go.+"}`, func(v []float64) bool { return len(v) == 1 }); v[0] != 1 {
 		t.Fatalf("petrel_build_info = %v", v)
 	}
 
@@ -154,7 +154,7 @@ metrics "jsonl" {
 		t.Fatalf("petrel_sink for influx: %v; want the outage's queue and nothing lost", lost)
 	}
 	t.Logf("petrel_sink for influx: at most %v batches queued, %v lost", lost[0][1], lost[0][2])
-	if v := servers.WaitQuery(t, prom, `petrel_sink_dropped_batches_total{sink="prometheus"}`, func(v []float64) bool { return len(v) == 1 }); v[0] != 0 {
+	if v := testservers.WaitQuery(t, prom, `petrel_sink_dropped_batches_total{sink="prometheus"}`, func(v []float64) bool { return len(v) == 1 }); v[0] != 0 {
 		t.Fatalf("prometheus sink lost %v batches", v)
 	}
 	e.mustPetrel("destroy", "team:web")

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/oci"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -59,7 +60,7 @@ func startRegistry(t testing.TB, o registryOptions) *testRegistry {
 		t.Skipf("needs Debian's docker-registry (%s; contrib/scripts/deps.sh installs it): %v", registryBin, err)
 	}
 	dir := t.TempDir()
-	r := &testRegistry{dir: dir, backend: freePort(t)}
+	r := &testRegistry{dir: dir, backend: testservers.FreeAddr(t)}
 	auth := ""
 	if o.user != "" {
 		hash, err := bcrypt.GenerateFromPassword([]byte(o.password), bcrypt.MinCost)
@@ -89,9 +90,13 @@ func startRegistry(t testing.TB, o registryOptions) *testRegistry {
 		logf.Close()
 		t.Fatal(err)
 	}
+	// exited closes when the registry ends: one that could not listen
+	// must not pass for ready because something else answers its port.
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-exited
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
@@ -126,6 +131,12 @@ func startRegistry(t testing.TB, o registryOptions) *testRegistry {
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logf.Name())
+			t.Fatalf("docker-registry at %s exited: %s\n%s", r.backend, cmd.ProcessState, b)
+		default:
+		}
 		resp, err := http.Get("http://" + r.backend + "/v2/")
 		if err == nil {
 			resp.Body.Close()

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/core/policy"
@@ -74,16 +74,6 @@ func (r *remoteEnv) file(name string) string { return filepath.Join(r.ca, name) 
 // endpoint uses.
 func (e *env) remoteSocket() string { return filepath.Join(e.runDir, "petreld-remote.sock") }
 
-// freePort returns a loopback address nothing listens on.
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // endpointInNetns is where the endpoint listens when petreld runs in a
 // network namespace of its own (inNetns): the endpoint runs there too, at
 // its default port on the namespace's loopback, as on a host of its own.
@@ -91,7 +81,7 @@ const endpointInNetns = "127.0.0.1:1025"
 
 func (r *remoteEnv) startEndpoint() {
 	t := r.t
-	r.addr = freePort(t)
+	r.addr = testservers.FreeAddr(t)
 	if r.netns != "" {
 		r.addr = endpointInNetns
 	}
@@ -588,7 +578,7 @@ func TestEndpointPrivileges(t *testing.T) {
 	if err := pki.InitCA(dir, pki.CAOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"--listen", freePort(t), "--socket", filepath.Join(dir, "none.sock"),
+	base := []string{"--listen", testservers.FreeAddr(t), "--socket", filepath.Join(dir, "none.sock"),
 		"--ca", filepath.Join(dir, "ca.pem"), "--cert", filepath.Join(dir, "server.pem"), "--key", filepath.Join(dir, "server.key")}
 	out, err := exec.Command(filepath.Join(binDir, "petrel-endpoint"), base...).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "refusing to run as root") {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/core/policy"
@@ -116,7 +117,7 @@ func TestEndpointRefusesRootUser(t *testing.T) {
 		// An endpoint that does not refuse keeps running; the timeout
 		// turns that into a failure instead of a hang.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "petrel-endpoint"), append(base, "--listen", freePort(t), "--user", user)...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "petrel-endpoint"), append(base, "--listen", testservers.FreeAddr(t), "--user", user)...).CombinedOutput()
 		cancel()
 		want := "--user " + user + ": refusing to run with root's privileges (uid 0)"
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), want) {
@@ -134,7 +135,7 @@ func TestEndpointRefusesRootUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(filepath.Join(binDir, "petrel-endpoint"), append(base, "--listen", freePort(t), "--user", "root", "--allow-root")...)
+	cmd := exec.Command(filepath.Join(binDir, "petrel-endpoint"), append(base, "--listen", testservers.FreeAddr(t), "--user", "root", "--allow-root")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

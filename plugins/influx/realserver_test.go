@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	servers "github.com/petrel-vmm/petrel/contrib/testservers"
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -32,7 +32,7 @@ func num(t *testing.T, v any) float64 {
 }
 
 // checkStored checks that InfluxDB holds the sample batch written at ns.
-func checkStored(t *testing.T, d *servers.Influxd, db string, ns int64, within time.Duration) {
+func checkStored(t *testing.T, d *testservers.Influxd, db string, ns int64, within time.Duration) {
 	t.Helper()
 	rows := d.WaitRows(t, db, fmt.Sprintf(`SELECT "rss_bytes", "cpu_user_seconds", "memory_bytes", "uptime_seconds" FROM "petrel_vm" WHERE "vm" = 'web:app' AND "path" = 'web' AND "backend" = 'hvt' AND time = %d`, ns), within)
 	if len(rows) != 1 {
@@ -53,7 +53,7 @@ func checkStored(t *testing.T, d *servers.Influxd, db string, ns int64, within t
 }
 
 func TestSinkSuiteInfluxDB(t *testing.T) {
-	d := servers.StartInfluxd(t, "udp")
+	d := testservers.StartInfluxd(t, "udp")
 	d.CreateDB("petrel")
 	sdktest.SinkSuite{
 		New: func(*testing.T) metrics.Sink { return newPlugin() },
@@ -71,7 +71,7 @@ func TestSinkSuiteInfluxDB(t *testing.T) {
 // mid-run, when the batch is kept and health says why, and starts it
 // again, when the batch arrives.
 func TestInfluxDB(t *testing.T) {
-	d := servers.StartInfluxd(t, "petrel_udp")
+	d := testservers.StartInfluxd(t, "petrel_udp")
 	d.CreateDB("petrel")
 	d.CreateDB("petrel_udp")
 	ctx := context.Background()
@@ -154,7 +154,7 @@ func waitHealthy(t *testing.T, sk metrics.Sink) *pluginv1.FingerprintResponse {
 // InfluxDB, where no database exists yet, the first batch creates it and
 // lands.
 func TestDatabaseCreatedRealServer(t *testing.T) {
-	d := servers.StartInfluxd(t, "udp")
+	d := testservers.StartInfluxd(t, "udp")
 	ctx := context.Background()
 	sk := sdktest.ServeMetrics(t, newPlugin())
 	if err := sk.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"url": "http://" + d.HTTPAddr, "db": "petrel"}, StateDir: t.TempDir()}); err != nil {
@@ -182,7 +182,7 @@ func TestOutageLosesNothing(t *testing.T) {
 		every  = 50 * time.Millisecond
 		outage = 10 * time.Second
 	)
-	d := servers.StartInfluxd(t, "udp")
+	d := testservers.StartInfluxd(t, "udp")
 	state := t.TempDir()
 	ctx := context.Background()
 	open := func() metrics.Sink {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	servers "github.com/petrel-vmm/petrel/contrib/testservers"
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
@@ -14,7 +14,7 @@ import (
 // TestPrometheusServer has a real Prometheus scrape the plugin, and checks
 // that a destroyed VM's series end when it leaves the batch.
 func TestPrometheusServer(t *testing.T) {
-	addr := servers.FreeAddr(t)
+	addr := testservers.FreeAddr(t)
 	sk := sdktest.ServeMetrics(t, newSink())
 	ctx := context.Background()
 	if err := sk.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"address": addr}}); err != nil {
@@ -25,9 +25,9 @@ func TestPrometheusServer(t *testing.T) {
 	if err := sk.Write(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	base := servers.StartPrometheus(t, addr)
+	base := testservers.StartPrometheus(t, addr)
 	start := time.Now()
-	vals := servers.WaitQuery(t, base, `petrel_vm_resident_memory_bytes{vm="web:app"}`, func(v []float64) bool { return len(v) == 1 })
+	vals := testservers.WaitQuery(t, base, `petrel_vm_resident_memory_bytes{vm="web:app"}`, func(v []float64) bool { return len(v) == 1 })
 	if vals[0] != 12_345_678 {
 		t.Fatalf("petrel_vm_resident_memory_bytes = %v; want 12345678", vals)
 	}
@@ -45,7 +45,7 @@ func TestPrometheusServer(t *testing.T) {
 		`petrel_build_info{version="1.2.3",goversion="go1.26.8"}`: 1,
 	}
 	for q, want := range checks {
-		if got := servers.InstantQuery(t, base, q); len(got) != 1 || got[0] != want {
+		if got := testservers.InstantQuery(t, base, q); len(got) != 1 || got[0] != want {
 			t.Errorf("%s = %v; want %v", q, got, want)
 		}
 	}
@@ -57,8 +57,8 @@ func TestPrometheusServer(t *testing.T) {
 	if err := sk.Write(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	servers.WaitQuery(t, base, `petrel_vm_info{vm="db"}`, func(v []float64) bool { return len(v) == 0 })
-	if got := servers.InstantQuery(t, base, `petrel_vm_info{vm="web:app"}`); len(got) != 1 {
+	testservers.WaitQuery(t, base, `petrel_vm_info{vm="db"}`, func(v []float64) bool { return len(v) == 0 })
+	if got := testservers.InstantQuery(t, base, `petrel_vm_info{vm="web:app"}`); len(got) != 1 {
 		t.Fatalf("web:app vanished too: %v", got)
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	servers "github.com/petrel-vmm/petrel/contrib/testservers"
+	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/metrics"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest"
@@ -66,7 +66,7 @@ func TestSinkSuite(t *testing.T) {
 	sdktest.SinkSuite{
 		New: func(*testing.T) metrics.Sink { return newSink() },
 		Settings: func(t *testing.T) map[string]string {
-			return map[string]string{"address": servers.FreeAddr(t), "path": "/custom"}
+			return map[string]string{"address": testservers.FreeAddr(t), "path": "/custom"}
 		},
 		Invalid: invalidSettings,
 		Delivered: func(t *testing.T, settings map[string]string, b *pluginv1.Batch) {
@@ -95,7 +95,7 @@ func TestSinkSuite(t *testing.T) {
 func serve(t *testing.T) (metrics.Sink, string) {
 	t.Helper()
 	sk := sdktest.ServeMetrics(t, newSink())
-	addr := servers.FreeAddr(t)
+	addr := testservers.FreeAddr(t)
 	ctx := context.Background()
 	if err := sk.Configure(ctx, &pluginv1.ConfigureRequest{Settings: map[string]string{"address": addr}}); err != nil {
 		t.Fatal(err)
