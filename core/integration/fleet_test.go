@@ -529,9 +529,12 @@ func TestFleet(t *testing.T) {
 	if got := a.podVMs() + b.podVMs(); got != 4 { // 3 pods and the handmade VM
 		t.Fatalf("%d agent-form VMs, want 3 pods + 1 handmade", got)
 	}
-	// Each host's petreld pulled the image from the registry.
-	if n := reg.blobGets.Load(); n < 2 {
-		t.Fatalf("the registry sent %d blobs for 2 hosts", n)
+	// Host b's petreld pulled the image from the registry: b runs pods
+	// and had the image from nowhere else. Host a may fetch no blob at
+	// all, as its store already holds the digest (the handmade VM's
+	// image is the same file): a host pulls each digest once.
+	if n := reg.blobGets.Load(); n < 1 || n > 2 {
+		t.Fatalf("the registry sent %d blobs for 2 hosts, want 1 or 2", n)
 	}
 	for _, h := range []*fleetHost{a, b} {
 		for _, vm := range h.infoAll() {
