@@ -112,20 +112,7 @@ func TestBuildDeb(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out := t.TempDir()
-	cmd := exec.Command(filepath.Join(repo, "contrib", "packaging", "build-deb.sh"), bin, out)
-	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "VERSION=1.2.3~test", "ARCH=amd64")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build-deb.sh: %v\n%s", err, stderr.String())
-	}
-	deb := strings.TrimSpace(string(stdout))
-	if deb != filepath.Join(out, "petrel_1.2.3~test_amd64.deb") {
-		t.Fatalf("build-deb.sh printed %q", deb)
-	}
-
+	deb := buildDeb(t, nfpm, bin, "petrel")
 	modes := debModes(t, deb)
 	// The node agent is a package of its own.
 	if _, ok := modes["/usr/bin/petrel-kubelet"]; ok {
@@ -230,19 +217,7 @@ func TestBuildDebKubelet(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "petrel-kubelet"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out := t.TempDir()
-	cmd := exec.Command(filepath.Join("..", "..", "contrib", "packaging", "build-deb.sh"), bin, out, "petrel-kubelet")
-	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "VERSION=1.2.3~test", "ARCH=amd64")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build-deb.sh petrel-kubelet: %v\n%s", err, stderr.String())
-	}
-	deb := strings.TrimSpace(string(stdout))
-	if deb != filepath.Join(out, "petrel-kubelet_1.2.3~test_amd64.deb") {
-		t.Fatalf("build-deb.sh printed %q", deb)
-	}
+	deb := buildDeb(t, nfpm, bin, "petrel-kubelet")
 	modes := debModes(t, deb)
 	want := map[string]string{
 		"/usr/bin/petrel-kubelet":                        "-rwxr-xr-x root/root",
@@ -298,6 +273,26 @@ func TestBuildDebKubelet(t *testing.T) {
 			}
 		}
 	}
+}
+
+// buildDeb runs build-deb.sh for package pkg on the binaries in bin, and
+// returns the .deb it wrote.
+func buildDeb(t *testing.T, nfpm, bin, pkg string) string {
+	t.Helper()
+	out := t.TempDir()
+	cmd := exec.Command(filepath.Join("..", "..", "contrib", "packaging", "build-deb.sh"), bin, out, pkg)
+	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "VERSION=1.2.3~test", "ARCH=amd64")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build-deb.sh %s: %v\n%s", pkg, err, stderr.String())
+	}
+	deb := strings.TrimSpace(string(stdout))
+	if deb != filepath.Join(out, pkg+"_1.2.3~test_amd64.deb") {
+		t.Fatalf("build-deb.sh printed %q", deb)
+	}
+	return deb
 }
 
 // debModes lists a package's paths with their mode and owner, as

@@ -38,19 +38,21 @@ if [ -n "$need" ]; then
 	trap - EXIT INT TERM
 fi
 
-# The registry tests start a docker-registry of their own on loopback;
-# Debian's package enables a system service, which must not run (nor start
-# at the next boot) on a build host.
-if dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q "install ok installed"; then
+# The tests start their own docker-registry, InfluxDB, Prometheus and
+# etcd on loopback; the system services Debian's packages enable must not
+# run (nor start at the next boot) on a build host.
+for unit in docker-registry:docker-registry influxdb:influxdb prometheus:prometheus etcd-server:etcd; do
+	pkg=${unit%%:*} svc=${unit#*:}
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || continue
 	if [ -d /run/systemd/system ]; then
-		$SUDO systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+		$SUDO systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
 	elif command -v deb-systemd-helper >/dev/null 2>&1; then
-		$SUDO deb-systemd-helper disable docker-registry.service >/dev/null 2>&1 || true
+		$SUDO deb-systemd-helper disable "$svc.service" >/dev/null 2>&1 || true
 	fi
-	if command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/docker-registry ]; then
-		$SUDO update-rc.d docker-registry disable >/dev/null 2>&1 || true
+	if command -v update-rc.d >/dev/null 2>&1 && [ -e "/etc/init.d/$svc" ]; then
+		$SUDO update-rc.d "$svc" disable >/dev/null 2>&1 || true
 	fi
-fi
+done
 
 gobin="$(go env GOPATH)/bin"
 install_tool() { # binary module@version

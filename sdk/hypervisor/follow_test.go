@@ -3,13 +3,8 @@ package hypervisor_test
 import (
 	"context"
 	"errors"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
@@ -128,23 +123,7 @@ func TestFollowConsolesOverGRPC(t *testing.T) {
 // the stream fails with errors.ErrUnsupported, which sends petreld to
 // Console.
 func TestFollowConsolesOldPlugin(t *testing.T) {
-	lis, err := net.Listen("unix", filepath.Join(t.TempDir(), "old.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pluginv1.RegisterHypervisorServer(srv, oldServer{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() { srv.Stop(); <-done })
-	conn, err := grpc.NewClient("unix://"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := oldPluginConn(t)
 	f := hypervisor.NewClient(conn).(hypervisor.ConsoleFollower)
 	st, err := f.FollowConsoles(context.Background())
 	if err == nil {

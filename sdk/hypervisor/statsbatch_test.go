@@ -62,9 +62,10 @@ func (oldServer) Stats(ctx context.Context, ref *pluginv1.VMRef) (*pluginv1.VMSt
 	return statsOnly{}.Stats(ctx, ref.GetId())
 }
 
-// TestStatsBatchFallsBackToStats asks a plugin that predates StatsBatch:
-// the client samples each VM with Stats instead.
-func TestStatsBatchFallsBackToStats(t *testing.T) {
+// oldPluginConn serves oldServer, a plugin that predates StatsBatch and
+// FollowConsoles, over a unix socket, and returns a connection to it.
+func oldPluginConn(t *testing.T) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("unix", filepath.Join(t.TempDir(), "old.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +83,13 @@ func TestStatsBatchFallsBackToStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// TestStatsBatchFallsBackToStats asks a plugin that predates StatsBatch:
+// the client samples each VM with Stats instead.
+func TestStatsBatchFallsBackToStats(t *testing.T) {
+	conn := oldPluginConn(t)
 	got, err := hypervisor.StatsBatch(context.Background(), hypervisor.NewClient(conn), []string{"a", "b", "c"})
 	if err != nil {
 		t.Fatal(err)
