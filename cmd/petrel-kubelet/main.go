@@ -120,8 +120,6 @@ Flags:
 	}
 }
 
-// dialPetrel connects to petreld as the options say; the returned
-// function runs what keeps the connection usable until ctx ends.
 // petrelConn is how the agent reaches petreld.
 type petrelConn struct {
 	daemon daemonv1.DaemonClient

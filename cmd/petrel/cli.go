@@ -302,10 +302,12 @@ given with --exit-code.`,
 			}
 			defer done()
 			imageFile := pos[1]
+			var pulled *daemonv1.PulledImage
 			if imageRef != "" {
 				// petreld pulls the reference; pulling it first here shows
-				// the transfer's progress, and the create then names it.
-				if err := a.pull(ctx, c, imageRef); err != nil {
+				// the transfer's progress, and the create then names it
+				// with the digest pulled.
+				if pulled, err = a.pull(ctx, c, imageRef); err != nil {
 					return err
 				}
 				imageFile = ""
@@ -316,7 +318,7 @@ given with --exit-code.`,
 				ImageName: filepath.Base(pos[1]),
 			}
 			if imageRef != "" {
-				req.ImageRef, req.ImageName = imageRef, imageRef
+				req.ImageRef, req.ImageName, req.ImageSha256 = imageRef, imageRef, pulled.GetSha256()
 			}
 			if imageName != "" {
 				req.ImageName = imageName

@@ -35,10 +35,11 @@ func imageSource(arg string) (ref string, err error) {
 }
 
 // pull has petreld pull the registry reference ref into its store,
-// showing the transfer's progress on a terminal.
-func (a *app) pull(ctx context.Context, c *client.Client, ref string) error {
-	_, err := c.PullImage(ctx, ref, a.progressBar("pulling "+ref))
-	return err
+// showing the transfer's progress on a terminal, and returns what it
+// pulled, whose digest a create then names beside the reference so that
+// a tag moved in between is refused rather than run.
+func (a *app) pull(ctx context.Context, c *client.Client, ref string) (*daemonv1.PulledImage, error) {
+	return c.PullImage(ctx, ref, a.progressBar("pulling "+ref))
 }
 
 // registryFlags are the CLI's own ways to reach a registry (pushes go from
@@ -185,7 +186,7 @@ running the image its record names: the old one, or the new one.`,
 			}
 			if ref != "" {
 				// Pulled first to show progress; the update finds it.
-				if _, err := c.PullImage(ctx, ref, a.progressBar("pulling "+ref)); err != nil {
+				if _, err := a.pull(ctx, c, ref); err != nil {
 					return err
 				}
 			}

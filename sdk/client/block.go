@@ -146,6 +146,10 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	fan := transfer.NewFanout(hashSink(h), send)
 	_, copyErr := fan.ReadFrom(&countingReader{r: r, total: total, progress: progress})
 	if copyErr != nil {
+		// The stream is abandoned: cancelling first ends a send of the
+		// Fanout's that waits for a daemon gone away, which Abort waits
+		// for.
+		cancel()
 		fan.Abort(copyErr)
 	} else {
 		copyErr = fan.Close()

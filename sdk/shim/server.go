@@ -440,7 +440,12 @@ type replier struct {
 
 func newReplier(f *os.File) *replier {
 	w := bufio.NewWriterSize(f, 4096)
-	return &replier{f: f, w: w, enc: json.NewEncoder(w)}
+	enc := json.NewEncoder(w)
+	// Console text goes out as it is: escaping <, > and & would make
+	// those bytes six times larger and send the batch down the reader's
+	// slow path, for no reader that renders HTML.
+	enc.SetEscapeHTML(false)
+	return &replier{f: f, w: w, enc: enc}
 }
 
 // send queues one response line (flushing when the buffer fills) and

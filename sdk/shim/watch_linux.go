@@ -79,6 +79,12 @@ func (l *watchLoop) run() {
 		for _, wt := range byKey {
 			remove(wt)
 		}
+		// Follows queued but not yet taken hold open consoles too.
+		for _, c := range l.w.takeCommands() {
+			if c.w != nil {
+				closeFD(c.w.fd)
+			}
+		}
 		_ = unix.Close(l.wakeFD)
 		_ = unix.Close(l.epfd)
 	}()

@@ -93,11 +93,6 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 			v.run.cancel() // its monitor has nothing left to follow
 			v.run = nil
 		}
-		v.ring.SetClosed(true)
-		v.pubMu.Lock()
-		v.ring = s.newRing()
-		v.pubMu.Unlock()
-		s.event(events.Destroyed, v.rec, "replaced")
 	} else if !v.gone {
 		// The replacement is recorded, starting, before the old run
 		// goes: a daemon killed from here on finds the new configuration
@@ -114,6 +109,10 @@ func (s *Supervisor) Create(ctx context.Context, p CreateParams) (Record, error)
 			}
 			return Record{}, fmt.Errorf("replace %s: %w", p.Name, err)
 		}
+	}
+	if !v.gone {
+		// The replaced VM's console ends with it; the new run's starts
+		// afresh.
 		v.ring.SetClosed(true)
 		v.pubMu.Lock()
 		v.ring = s.newRing()
