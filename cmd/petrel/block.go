@@ -136,7 +136,7 @@ the content of the --data file, which must fit.`,
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "initial content")
-	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer")
+	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer through petrel-endpoint (a local petreld moves the file itself)")
 	return cmd
 }
 
@@ -145,9 +145,14 @@ func (a *app) blockUploadCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "upload NAME FILE",
 		Short: "Replace a block device's content with FILE (atomically, checksum verified)",
-		Long: `Stream FILE into block device NAME. The daemon writes a new copy and
-switches to it only when the SHA-256 of what it received matches FILE's,
-so an interrupted or corrupted upload leaves the old content.`,
+		Long: `Replace block device NAME's content with FILE. The daemon writes a new
+copy and switches to it only once it is complete and durable, so an
+interrupted upload leaves the old content.
+
+On petreld's own host the CLI hands petreld the open file, which petreld
+reads itself, at the speed of a file copy (--gzip does not apply).
+Through petrel-endpoint the content is streamed, and the daemon switches
+only when the SHA-256 of what it received matches FILE's.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if err := inputFile("file", pos[1]); err != nil {
@@ -166,7 +171,7 @@ so an interrupted or corrupted upload leaves the old content.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer")
+	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer through petrel-endpoint (a local petreld moves the file itself)")
 	return cmd
 }
 
@@ -175,7 +180,14 @@ func (a *app) blockDownloadCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "download NAME FILE",
 		Short: "Write a block device's content to FILE (checksum verified)",
-		Args:  args(cobra.ExactArgs(2)),
+		Long: `Write block device NAME's content to FILE, which appears only once the
+content is complete and on disk.
+
+On petreld's own host the CLI hands petreld a new file, which petreld
+writes itself, at the speed of a file copy (--gzip does not apply).
+Through petrel-endpoint the content is streamed and checked against the
+daemon's SHA-256 before FILE appears.`,
+		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if err := outputFile("file", pos[1]); err != nil {
 				return err
@@ -193,7 +205,7 @@ func (a *app) blockDownloadCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer")
+	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer through petrel-endpoint (a local petreld moves the file itself)")
 	return cmd
 }
 

@@ -22,7 +22,9 @@ plugin_dir = ""
 default_backend = "hvt"
 
 # Permission bits of <run_dir>/petreld.sock, the administrators' socket:
-# whoever can open it can manage every VM on the host.
+# whoever can open it can manage every VM on the host. petreld.sock.files
+# beside it, on which local clients hand petreld the files they upload or
+# download, gets the same bits.
 socket_mode = "0600"
 
 # Permission bits and group of <run_dir>/petreld-remote.sock, the socket

@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/internal/supervisor"
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -78,6 +79,10 @@ type Daemon struct {
 	// admin serves the administrators' socket, remote the endpoint's.
 	admin  listener
 	remote listener
+	// files holds the files local clients pass for transfers (package
+	// fdpass), served beside the administrators' socket; nil until
+	// listen.
+	files *fdpass.Registry
 	// pluginDir is where plugin binaries are found.
 	pluginDir string
 	// releaseRunDir gives up the claim on the run directory.
@@ -271,10 +276,18 @@ func (d *Daemon) listen() error {
 	if err != nil {
 		return err
 	}
-	if d.admin, err = d.open(SocketPath(d.cfg.RunDir), perm, -1, admin); err != nil {
+	// The files socket goes with the administrators' socket, with its
+	// permissions: only its callers pass petreld their files.
+	filesPath := fdpass.FilesSocket(SocketPath(d.cfg.RunDir))
+	filesLis, err := listenUnix(filesPath, perm, -1)
+	if err != nil {
 		return err
 	}
-	if d.remote, err = d.open(RemoteSocketPath(d.cfg.RunDir), remotePerm, gid, remote); err != nil {
+	d.files = fdpass.NewRegistry(filesLis)
+	if d.admin, err = d.open(SocketPath(d.cfg.RunDir), perm, -1, admin, d.files); err != nil {
+		return err
+	}
+	if d.remote, err = d.open(RemoteSocketPath(d.cfg.RunDir), remotePerm, gid, remote, nil); err != nil {
 		return err
 	}
 	return nil
@@ -282,40 +295,52 @@ func (d *Daemon) listen() error {
 
 // open listens on the unix socket path with permission bits perm and,
 // when gid is not -1, that group, and prepares a gRPC server for it with
-// the interceptors in.
-func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors) (listener, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return listener{}, fmt.Errorf("another petreld is serving %s", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return listener{}, fmt.Errorf("remove stale socket: %w", err)
-	}
-	// The socket is made with no more than perm and only then given its
-	// group, so that no one outside both can connect in between.
-	old := unix.Umask(0o777 &^ int(perm))
-	lis, err := net.Listen("unix", path)
-	unix.Umask(old)
+// the interceptors in. files, when not nil, serves the transfers of
+// files passed on the files socket (the administrators' socket only).
+func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors, files *fdpass.Registry) (listener, error) {
+	lis, err := listenUnix(path, perm, gid)
 	if err != nil {
-		return listener{}, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if gid >= 0 {
-		if err := os.Lchown(path, -1, gid); err != nil {
-			lis.Close()
-			return listener{}, fmt.Errorf("give %s the group %d: %w", path, gid, err)
-		}
-	}
-	if err := os.Chmod(path, perm); err != nil {
-		lis.Close()
-		return listener{}, fmt.Errorf("chmod %s: %w", path, err)
+		return listener{}, err
 	}
 	// Large flow-control windows: image and block transfers stream
 	// megabytes over a local socket, where the default 64 KiB window
 	// stalls the sender.
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
 		grpc.ChainUnaryInterceptor(in.unary), grpc.ChainStreamInterceptor(in.stream))
-	daemonv1.RegisterDaemonServer(srv, &server{d: d})
+	daemonv1.RegisterDaemonServer(srv, &server{d: d, files: files})
 	return listener{path: path, lis: lis, grpc: srv}, nil
+}
+
+// listenUnix listens on the unix socket path with permission bits perm
+// and, when gid is not -1, that group, refusing to steal a socket a live
+// daemon answers on.
+func listenUnix(path string, perm os.FileMode, gid int) (*net.UnixListener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another petreld is serving %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// The socket is made with no more than perm and only then given its
+	// group, so that no one outside both can connect in between.
+	old := unix.Umask(0o777 &^ int(perm))
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := os.Lchown(path, -1, gid); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("give %s the group %d: %w", path, gid, err)
+		}
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return lis, nil
 }
 
 // lookupGroup resolves remote_socket_group, a group name or numeric
@@ -374,6 +399,9 @@ func (d *Daemon) Serve() error {
 func (d *Daemon) Close() {
 	for _, l := range []listener{d.admin, d.remote} {
 		l.close()
+	}
+	if d.files != nil {
+		d.files.Close()
 	}
 	if d.stopStats != nil {
 		d.stopStats()

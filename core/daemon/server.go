@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
@@ -39,6 +41,9 @@ const APIVersion = 1
 type server struct {
 	daemonv1.UnsafeDaemonServer
 	d *Daemon
+	// files holds the files passed for transfers on the files socket;
+	// nil on the endpoint's socket, which takes none.
+	files *fdpass.Registry
 }
 
 // grpcError maps internal error classes to status codes; the CLI maps
@@ -107,6 +112,19 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	if wantSHA != "" && !store.IsImageName(wantSHA) {
 		return status.Errorf(codes.InvalidArgument, "image digest %.80q is not a lowercase hex SHA-256", wantSHA)
 	}
+	// A local client may pass the image's file instead of sending it.
+	var local *os.File
+	if tok := first.GetLocalFile(); tok != "" {
+		f, size, err := s.passedReadable(tok)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if size != declared {
+			return status.Errorf(codes.InvalidArgument, "the passed file holds %d bytes from its offset, not the %d its upload declared", size, declared)
+		}
+		local = f
+	}
 	// Expired claims no longer count, and their images go.
 	s.d.collectImages()
 	if wantSHA != "" {
@@ -124,11 +142,17 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	}
 	defer s.d.release(id)
 	r := &chunkReader{stream: stream, buf: first.GetData()}
-	st, err := s.d.store.StageImage(r, limit)
+	var src io.Reader = r
+	if local != nil {
+		src = ctxReader{ctx: stream.Context(), r: local}
+	}
+	st, err := s.d.store.StageImage(src, limit)
 	if err != nil {
 		switch {
 		case r.err != nil:
 			return status.Errorf(codes.Canceled, "upload interrupted: %v", r.err)
+		case stream.Context().Err() != nil:
+			return status.Errorf(codes.Canceled, "upload interrupted: %v", stream.Context().Err())
 		case errors.Is(err, store.ErrTooLarge):
 			return s.d.uploadTooLarge(domain, declared, limit)
 		}
@@ -148,6 +172,48 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 		return err
 	}
 	return stream.SendAndClose(ref)
+}
+
+// passedFile returns the file a local client passed on the files socket
+// under tok; the caller closes it. Only the administrators' socket takes
+// passed files.
+func (s *server) passedFile(tok string) (*os.File, error) {
+	if s.files == nil {
+		return nil, status.Error(codes.InvalidArgument, "local files are taken only on the administrators' socket; send the content instead")
+	}
+	f, err := s.files.Take(tok)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "local file: %v", err)
+	}
+	return f, nil
+}
+
+// passedReadable is passedFile for a file the content is read from: it
+// must be a regular file open for reading, and size is what lies between
+// its offset and its end.
+func (s *server) passedReadable(tok string) (f *os.File, size int64, err error) {
+	if f, err = s.passedFile(tok); err != nil {
+		return nil, 0, err
+	}
+	if size, err = fdpass.Readable(f); err != nil {
+		f.Close()
+		return nil, 0, status.Errorf(codes.InvalidArgument, "local file: %v", err)
+	}
+	return f, size, nil
+}
+
+// ctxReader reads r until ctx ends: a passed file's content is read in
+// a loop that the caller's cancellation must stop.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // chunkReader turns an upload stream into an io.Reader.

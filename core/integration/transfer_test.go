@@ -54,7 +54,8 @@ func (f failingReader) Read(p []byte) (int, error) {
 }
 
 // TestTransferRoundTrip uploads content into a block device, plain and
-// compressed, and downloads it back both ways, checking the SHA-256 at
+// compressed, and downloads it back every way (into a file petreld
+// writes itself, streamed plain and compressed), checking the SHA-256 at
 // every step; then interrupts uploads (of a block device and of an image)
 // halfway and checks that they leave the device unchanged and no
 // temporary file behind, in petreld's data directory or beside the
@@ -67,6 +68,15 @@ func TestTransferRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// Downloads into a file are written by petreld itself (a passed
+	// file) with c, streamed as petrel-endpoint's callers have them with
+	// streamed.
+	streamed, err := client.Dial(e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer streamed.Close()
+	streamed.StreamContent()
 	ctx := context.Background()
 	if _, err := c.API.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: "team:disk", SizeMb: 8}); err != nil {
 		t.Fatal(err)
@@ -82,15 +92,19 @@ func TestTransferRoundTrip(t *testing.T) {
 		if info.GetSha256() != hex.EncodeToString(sum[:]) {
 			t.Fatalf("upload (gzip %v): daemon's SHA-256 %s, want %x", up, info.GetSha256(), sum)
 		}
-		for _, down := range []bool{false, true} {
+		for _, down := range []struct {
+			via  string
+			c    *client.Client
+			gzip bool
+		}{{"passed file", c, false}, {"stream", streamed, false}, {"gzip stream", streamed, true}} {
 			out := filepath.Join(e.dir, "out.img")
-			n, err := c.DownloadBlockFile(ctx, "team:disk", out, down, nil)
+			n, err := down.c.DownloadBlockFile(ctx, "team:disk", out, down.gzip, nil)
 			if err != nil {
-				t.Fatalf("download (gzip %v): %v", down, err)
+				t.Fatalf("download (%s): %v", down.via, err)
 			}
 			got, _ := os.ReadFile(out)
 			if n != int64(len(padded)) || !bytes.Equal(got, padded) {
-				t.Fatalf("upload gzip %v, download gzip %v: content differs (%d bytes)", up, down, len(got))
+				t.Fatalf("upload gzip %v, download by %s: content differs (%d bytes)", up, down.via, len(got))
 			}
 		}
 	}

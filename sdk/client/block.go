@@ -173,7 +173,10 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	return stream.CloseAndRecv()
 }
 
-// UploadBlockFile uploads the file at path.
+// UploadBlockFile uploads the file at path. A local petreld that takes
+// files (package fdpass) is passed the open file and reads it itself,
+// without compression or a checksum of the client's: the content then
+// crosses no channel that could alter it.
 func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -183,6 +186,14 @@ func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compres
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
+	}
+	// A local petreld reads the file itself: nothing to compress.
+	tok, ok, err := c.passFile(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("upload to %s: %w", name, err)
+	}
+	if ok {
+		return c.uploadBlockLocal(ctx, name, f, tok, fi.Size(), progress)
 	}
 	return c.UploadBlock(ctx, name, f, fi.Size(), compress, progress)
 }
@@ -223,12 +234,46 @@ func (r *downloadReader) nextChunk() ([]byte, bool, error) {
 	return msg.GetData(), msg.GetChunkGzip(), nil
 }
 
-// DownloadBlockFile writes block device name's content to path, verifying
-// the daemon's SHA-256; path appears only once the content is complete
-// and verified.
+// DownloadBlockFile writes block device name's content to path; path
+// appears only once the content is complete, durable and, when it came
+// through the daemon API, verified against the daemon's SHA-256. A local
+// petreld that takes files writes the content into the new file itself.
 func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream, and frees the device, on every path
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.part")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	// A local petreld writes into the file itself: nothing to compress
+	// or to check, since the content crosses no channel.
+	tok, ok, err := c.passFile(ctx, tmp)
+	if err != nil {
+		return 0, fmt.Errorf("download %s: %w", name, err)
+	}
+	var n int64
+	if ok {
+		n, err = c.downloadBlockLocal(ctx, name, tmp, tok, progress)
+	} else {
+		n, err = c.downloadBlockStream(ctx, name, path, tmp, compress, progress)
+	}
+	if err != nil {
+		return n, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return n, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// downloadBlockStream receives block device name's content through the
+// daemon API into tmp, verifying the daemon's SHA-256.
+func (c *Client) downloadBlockStream(ctx context.Context, name, path string, tmp *os.File, compress bool, progress Progress) (int64, error) {
 	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, Gzip: compress, Marked: compress})
 	if err != nil {
 		return 0, err
@@ -237,12 +282,6 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	if err != nil {
 		return 0, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.part")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
 	r := &downloadReader{stream: stream}
 	var src io.Reader = r
 	switch {
@@ -275,12 +314,6 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	got := hex.EncodeToString(h.Sum(nil))
 	if r.sha == "" || r.sha != got {
 		return n, fmt.Errorf("download %s: checksum mismatch (daemon %q, received %s); %s not written", name, r.sha, got, path)
-	}
-	if err := tmp.Sync(); err != nil {
-		return n, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return n, err
 	}
 	return n, nil
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -39,6 +40,10 @@ type Client struct {
 	conn *grpc.ClientConn
 	// API is the generated client, for calls without a helper here.
 	API daemonv1.DaemonClient
+	// files is the files socket of a local petreld (package fdpass),
+	// on which transfers of regular files pass the file instead of
+	// sending its content; empty for a remote one.
+	files string
 
 	// markedMu guards markedKnown and marked: whether the daemon reads
 	// block uploads with marked chunks, asked once per Client.
@@ -62,8 +67,14 @@ func Dial(socket string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", socket, err)
 	}
-	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn)}, nil
+	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn), files: fdpass.FilesSocket(socket)}, nil
 }
+
+// StreamContent makes this client carry the content of its transfers
+// through the daemon API even to a local petreld that takes passed
+// files, as it does to a remote one: to compare the two ways. Call it before
+// the client's first transfer.
+func (c *Client) StreamContent() { c.files = "" }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
@@ -82,6 +93,15 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 	// abandoned on an error neither lingers nor is stored.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if f, ok := r.(*os.File); ok && size >= 0 {
+		tok, ok, err := c.passFile(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return c.uploadImageLocal(ctx, f, tok, size, sha, progress)
+		}
+	}
 	stream, err := c.API.UploadImage(ctx)
 	if err != nil {
 		return nil, err
@@ -123,6 +143,29 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 			// stream instead.
 			return nil, fmt.Errorf("read image: %w", rerr)
 		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// uploadImageLocal has petreld read the image from f, passed under tok:
+// from f's offset to its end, size bytes.
+func (c *Client) uploadImageLocal(ctx context.Context, f *os.File, tok string, size int64, sha string, progress func(sent int64)) (*daemonv1.ImageRef, error) {
+	start, err := fdpass.Offset(f)
+	if err != nil {
+		return nil, err
+	}
+	var p Progress
+	if progress != nil {
+		p = func(done, _ int64) { progress(done) }
+	}
+	stop := followOffset(f, start, size, p)
+	defer stop()
+	stream, err := c.API.UploadImage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: tok}); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
 	}
 	return stream.CloseAndRecv()
 }

@@ -1321,7 +1321,14 @@ type BlockChunk struct {
 	// With marked: this chunk's data is gzip-compressed, one or more whole
 	// gzip members holding the chunk's content; otherwise the data is the
 	// content as it is.
-	ChunkGzip     bool `protobuf:"varint,7,opt,name=chunk_gzip,json=chunkGzip,proto3" json:"chunk_gzip,omitempty"`
+	ChunkGzip bool `protobuf:"varint,7,opt,name=chunk_gzip,json=chunkGzip,proto3" json:"chunk_gzip,omitempty"`
+	// Upload (first chunk only): the token under which the client passed
+	// petreld an open file on its files socket (package sdk/fdpass), on the
+	// administrators' socket only. petreld reads the content from that file
+	// itself, from its offset to its end, which must be total bytes; no
+	// data and no checksum follow. A daemon without a files socket never
+	// sees it: the client finds no socket to pass the file on.
+	LocalFile     string `protobuf:"bytes,8,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1405,6 +1412,13 @@ func (x *BlockChunk) GetChunkGzip() bool {
 	return false
 }
 
+func (x *BlockChunk) GetLocalFile() string {
+	if x != nil {
+		return x.LocalFile
+	}
+	return ""
+}
+
 // BlockDownloadRequest asks for a device's content.
 type BlockDownloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1414,7 +1428,13 @@ type BlockDownloadRequest struct {
 	// With gzip: mark chunks one by one (BlockChunk.marked). A daemon that
 	// grants it sets marked on the first chunk it sends; one that does not
 	// know it sends one gzip stream.
-	Marked        bool `protobuf:"varint,3,opt,name=marked,proto3" json:"marked,omitempty"`
+	Marked bool `protobuf:"varint,3,opt,name=marked,proto3" json:"marked,omitempty"`
+	// The token of a file the client passed on the files socket (as
+	// BlockChunk.local_file), open for writing: petreld writes the content
+	// into it at its offset instead of sending it. The answer is the first
+	// chunk (name and total) alone, and the stream ends when the content
+	// is written; gzip and marked do not apply.
+	LocalFile     string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1468,6 +1488,13 @@ func (x *BlockDownloadRequest) GetMarked() bool {
 		return x.Marked
 	}
 	return false
+}
+
+func (x *BlockDownloadRequest) GetLocalFile() string {
+	if x != nil {
+		return x.LocalFile
+	}
+	return ""
 }
 
 // BlockDestroyRequest removes a device.
@@ -1729,7 +1756,11 @@ type ImageChunk struct {
 	// SHA-256 of the whole image, lowercase hex, when known (first chunk
 	// only). When petreld has that image already it answers at once without
 	// reading the data; otherwise the data must hash to it.
-	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The token of a file the client passed on the files socket (as
+	// BlockChunk.local_file): petreld reads the image from it, from its
+	// offset to its end, which must be size bytes; no data follows.
+	LocalFile     string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1781,6 +1812,13 @@ func (x *ImageChunk) GetSize() int64 {
 func (x *ImageChunk) GetSha256() string {
 	if x != nil {
 		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ImageChunk) GetLocalFile() string {
+	if x != nil {
+		return x.LocalFile
 	}
 	return ""
 }
@@ -3854,7 +3892,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aorphans\x18\x02 \x03(\tR\aorphans\"A\n" +
 	"\x12BlockCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
-	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\xad\x01\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\xcc\x01\n" +
 	"\n" +
 	"BlockChunk\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -3864,11 +3902,15 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x05total\x18\x05 \x01(\x03R\x05total\x12\x16\n" +
 	"\x06marked\x18\x06 \x01(\bR\x06marked\x12\x1d\n" +
 	"\n" +
-	"chunk_gzip\x18\a \x01(\bR\tchunkGzip\"V\n" +
+	"chunk_gzip\x18\a \x01(\bR\tchunkGzip\x12\x1d\n" +
+	"\n" +
+	"local_file\x18\b \x01(\tR\tlocalFile\"u\n" +
 	"\x14BlockDownloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04gzip\x18\x02 \x01(\bR\x04gzip\x12\x16\n" +
-	"\x06marked\x18\x03 \x01(\bR\x06marked\")\n" +
+	"\x06marked\x18\x03 \x01(\bR\x06marked\x12\x1d\n" +
+	"\n" +
+	"local_file\x18\x04 \x01(\tR\tlocalFile\")\n" +
 	"\x13BlockDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
 	"\x14BlockDestroyResponse\"^\n" +
@@ -3882,12 +3924,14 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
 	"apiVersion\x12.\n" +
-	"\x13marked_block_chunks\x18\x03 \x01(\bR\x11markedBlockChunks\"L\n" +
+	"\x13marked_block_chunks\x18\x03 \x01(\bR\x11markedBlockChunks\"k\n" +
 	"\n" +
 	"ImageChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"&\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"local_file\x18\x04 \x01(\tR\tlocalFile\"&\n" +
 	"\fUnknownImage\x12\x16\n" +
 	"\x06sha256\x18\x01 \x03(\tR\x06sha256\"6\n" +
 	"\bImageRef\x12\x16\n" +

@@ -1,0 +1,313 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/petrel-vmm/petrel/core/config"
+	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/core/policy"
+	"github.com/petrel-vmm/petrel/sdk/client"
+	"github.com/petrel-vmm/petrel/sdk/fdpass"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// countingAPI is a daemon client that counts the content bytes its
+// transfers carry in messages, in either direction.
+type countingAPI struct {
+	daemonv1.DaemonClient
+	bytes *atomic.Int64
+}
+
+type countingUpload[Req, Resp any] struct {
+	grpc.ClientStreamingClient[Req, Resp]
+	bytes *atomic.Int64
+	size  func(*Req) int
+}
+
+func (s countingUpload[Req, Resp]) Send(m *Req) error {
+	s.bytes.Add(int64(s.size(m)))
+	return s.ClientStreamingClient.Send(m)
+}
+
+type countingDownload struct {
+	grpc.ServerStreamingClient[daemonv1.BlockChunk]
+	bytes *atomic.Int64
+}
+
+func (s countingDownload) Recv() (*daemonv1.BlockChunk, error) {
+	m, err := s.ServerStreamingClient.Recv()
+	if err == nil {
+		s.bytes.Add(int64(len(m.GetData())))
+	}
+	return m, err
+}
+
+func (c countingAPI) BlockUpload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[daemonv1.BlockChunk, daemonv1.BlockInfo], error) {
+	s, err := c.DaemonClient.BlockUpload(ctx, opts...)
+	return countingUpload[daemonv1.BlockChunk, daemonv1.BlockInfo]{s, c.bytes, func(m *daemonv1.BlockChunk) int { return len(m.GetData()) }}, err
+}
+
+func (c countingAPI) UploadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[daemonv1.ImageChunk, daemonv1.ImageRef], error) {
+	s, err := c.DaemonClient.UploadImage(ctx, opts...)
+	return countingUpload[daemonv1.ImageChunk, daemonv1.ImageRef]{s, c.bytes, func(m *daemonv1.ImageChunk) int { return len(m.GetData()) }}, err
+}
+
+func (c countingAPI) BlockDownload(ctx context.Context, in *daemonv1.BlockDownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[daemonv1.BlockChunk], error) {
+	s, err := c.DaemonClient.BlockDownload(ctx, in, opts...)
+	return countingDownload{s, c.bytes}, err
+}
+
+// writeRandom writes n random bytes to a new file in dir and returns its
+// path and content.
+func writeRandom(t *testing.T, dir string, n int) (string, []byte) {
+	t.Helper()
+	data := make([]byte, n)
+	rand.Read(data)
+	path := filepath.Join(dir, "src.img")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+// TestPassedFiles: a client on petreld's host hands it the files of its
+// transfers, and no content travels in messages: a block upload and
+// download and an image upload arrive whole, with petreld's SHA-256, and
+// progress is followed through the shared offset.
+func TestPassedFiles(t *testing.T) {
+	td := startDaemon(t, nil)
+	ctx := ctxT(t)
+	c, err := client.Dial(td.d.Socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var moved atomic.Int64
+	c.API = countingAPI{c.API, &moved}
+	if _, err := c.API.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: "team:disk", SizeMb: 4}); err != nil {
+		t.Fatal(err)
+	}
+	src, data := writeRandom(t, td.dir, 3<<20+123)
+
+	var last, lastTotal int64
+	info, err := c.UploadBlockFile(ctx, "team:disk", src, true, func(done, total int64) { last, lastTotal = done, total })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.GetSha256() != digest(data) {
+		t.Fatalf("upload: petreld's SHA-256 %s, want %s", info.GetSha256(), digest(data))
+	}
+	if last != int64(len(data)) || lastTotal != int64(len(data)) {
+		t.Fatalf("upload: last progress %d of %d, want %d of %d", last, lastTotal, len(data), len(data))
+	}
+
+	out := filepath.Join(t.TempDir(), "out.img")
+	n, err := c.DownloadBlockFile(ctx, "team:disk", out, true, func(done, total int64) { last, lastTotal = done, total })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte(nil), data...), make([]byte, 4<<20-len(data))...)
+	if got, _ := os.ReadFile(out); n != 4<<20 || !bytes.Equal(got, want) {
+		t.Fatalf("download: %d bytes, content equal %v", n, bytes.Equal(got, want))
+	}
+	if last != 4<<20 || lastTotal != 4<<20 {
+		t.Fatalf("download: last progress %d of %d, want the device's %d", last, lastTotal, 4<<20)
+	}
+
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ref, err := c.UploadImage(ctx, f, int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.GetSha256() != digest(data) {
+		t.Fatalf("image: petreld's SHA-256 %s, want %s", ref.GetSha256(), digest(data))
+	}
+	stored, err := td.d.store.ImagePath(ref.GetSha256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(stored); !bytes.Equal(got, data) {
+		t.Fatal("image: the stored image differs from the file")
+	}
+	if moved.Load() != 0 {
+		t.Fatalf("%d content bytes travelled in messages; the files were passed", moved.Load())
+	}
+
+	// The same transfers, streamed, for comparison: the content is in
+	// the messages this time.
+	s, err := client.Dial(td.d.Socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.StreamContent()
+	s.API = countingAPI{s.API, &moved}
+	if _, err := s.UploadBlockFile(ctx, "team:disk", src, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if moved.Load() != int64(len(data)) {
+		t.Fatalf("a streamed upload carried %d bytes in messages, want %d", moved.Load(), len(data))
+	}
+}
+
+// passFile opens path with flag and passes it on td's files socket.
+func passFile(t *testing.T, td *testDaemon, path string, flag int) string {
+	t.Helper()
+	f, err := os.OpenFile(path, flag, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return passOpen(t, td, f)
+}
+
+func passOpen(t *testing.T, td *testDaemon, f *os.File) string {
+	t.Helper()
+	tok, err := fdpass.Send(context.Background(), fdpass.FilesSocket(td.d.Socket()), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// uploadPassed uploads to device name from the file passed under tok,
+// declaring total bytes.
+func uploadPassed(ctx context.Context, c daemonv1.DaemonClient, name, tok string, total int64) error {
+	stream, err := c.BlockUpload(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok}); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// downloadPassed downloads device name into the file passed under tok.
+func downloadPassed(ctx context.Context, c daemonv1.DaemonClient, name, tok string) error {
+	stream, err := c.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok})
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// TestPassedFileRefusals: what is not a regular file open the right way,
+// a size that is not what the upload declares, a token used twice or
+// never given, and a token sent through the endpoint's socket are all
+// refused as the caller's mistakes, and leave the device as it was.
+func TestPassedFileRefusals(t *testing.T) {
+	root := newCA(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := pki.WriteCertsFile(caFile, root.cert); err != nil {
+		t.Fatal(err)
+	}
+	td := startDaemon(t, func(c *config.Config) { c.CAFile = caFile })
+	ctx := ctxT(t)
+	if _, err := td.admin.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: "team:disk", SizeMb: 1}); err != nil {
+		t.Fatal(err)
+	}
+	src, data := writeRandom(t, td.dir, 1000)
+	good := passFile(t, td, src, os.O_RDONLY)
+	if err := uploadPassed(ctx, td.admin, "team:disk", good, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	dir, err := os.Open(td.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	one := 1
+	teamCtx, _ := root.sub(t, "team", policy.Policy{VMs: 1, MemoryMB: 64, ImagesMB: &one}).as(t, ctx, "team-leaf")
+	for _, c := range []struct {
+		what string
+		call func() error
+		code codes.Code
+		msg  string
+	}{
+		{"an upload from a pipe", func() error {
+			return uploadPassed(ctx, td.admin, "team:disk", passOpen(t, td, pr), 0)
+		}, codes.InvalidArgument, "not a regular file"},
+		{"an upload from a directory", func() error {
+			return uploadPassed(ctx, td.admin, "team:disk", passOpen(t, td, dir), 0)
+		}, codes.InvalidArgument, "not a regular file"},
+		{"an upload from a write-only file", func() error {
+			return uploadPassed(ctx, td.admin, "team:disk", passFile(t, td, src, os.O_WRONLY), int64(len(data)))
+		}, codes.InvalidArgument, "not open for reading"},
+		{"an upload declaring another size", func() error {
+			return uploadPassed(ctx, td.admin, "team:disk", passFile(t, td, src, os.O_RDONLY), int64(len(data))+1)
+		}, codes.InvalidArgument, "not the 1001"},
+		{"a token used twice", func() error {
+			return uploadPassed(ctx, td.admin, "team:disk", good, int64(len(data)))
+		}, codes.InvalidArgument, "no file was passed"},
+		{"a token never given", func() error {
+			return uploadPassed(ctx, td.admin, "team:disk", "0123456789abcdef0123456789abcdef", int64(len(data)))
+		}, codes.InvalidArgument, "no file was passed"},
+		{"a download into a read-only file", func() error {
+			return downloadPassed(ctx, td.admin, "team:disk", passFile(t, td, src, os.O_RDONLY))
+		}, codes.InvalidArgument, "not open for writing"},
+		{"an upload through the endpoint's socket", func() error {
+			return uploadPassed(teamCtx, td.remote, "team:disk", passFile(t, td, src, os.O_RDONLY), int64(len(data)))
+		}, codes.InvalidArgument, "administrators' socket"},
+		{"a download through the endpoint's socket", func() error {
+			return downloadPassed(teamCtx, td.remote, "team:disk", passFile(t, td, filepath.Join(td.dir, "out"), os.O_RDWR|os.O_CREATE))
+		}, codes.InvalidArgument, "administrators' socket"},
+		{"an image through the endpoint's socket", func() error {
+			stream, err := td.remote.UploadImage(teamCtx)
+			if err != nil {
+				return err
+			}
+			stream.Send(&daemonv1.ImageChunk{Size: int64(len(data)), LocalFile: passFile(t, td, src, os.O_RDONLY)})
+			_, err = stream.CloseAndRecv()
+			return err
+		}, codes.InvalidArgument, "administrators' socket"},
+	} {
+		st := wantCode(t, c.what, c.call(), c.code)
+		if !strings.Contains(st.Message(), c.msg) {
+			t.Errorf("%s: %q does not say %q", c.what, st.Message(), c.msg)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(td.dir, "out")); len(got) != 0 {
+		t.Fatalf("a refused download wrote %d bytes", len(got))
+	}
+	out := filepath.Join(td.dir, "after")
+	if err := downloadPassed(ctx, td.admin, "team:disk", passFile(t, td, out, os.O_RDWR|os.O_CREATE)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); len(got) != 1<<20 || !bytes.Equal(got[:len(data)], data) {
+		t.Fatalf("refused uploads changed the device (%d bytes)", len(got))
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(td.dir, "data", "*", "upload-*.tmp")); len(tmps) != 0 {
+		t.Fatalf("refused uploads left %v", tmps)
+	}
+}
