@@ -239,12 +239,12 @@ func (w chunkWriter) Write(p []byte) (int, error) {
 }
 
 func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
+	if tok := req.GetLocalFile(); tok != "" {
+		return s.blockDownloadFile(stream, req.GetName(), tok)
+	}
 	d, err := s.d.blocks.Get(req.GetName())
 	if err != nil {
 		return grpcError(err)
-	}
-	if tok := req.GetLocalFile(); tok != "" {
-		return s.blockDownloadFile(stream, d, tok)
 	}
 	marked := req.GetGzip() && req.GetMarked()
 	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Gzip: req.GetGzip(), Marked: marked, Total: d.SizeMB * block.MB}); err != nil {
@@ -299,7 +299,8 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 // blockDownloadFile writes a device's content into a file a local client
 // passed, at the file's offset, and ends the stream when it is written:
 // the first chunk (name and total) is the only one sent.
-func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, d block.Device, tok string) error {
+func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, name, tok string) error {
+	// The file is taken first, so that no refusal leaves it waiting.
 	f, err := s.passedFile(tok)
 	if err != nil {
 		return err
@@ -307,6 +308,10 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, d
 	defer f.Close()
 	if err := fdpass.Writable(f); err != nil {
 		return status.Errorf(codes.InvalidArgument, "local file: %v", err)
+	}
+	d, err := s.d.blocks.Get(name)
+	if err != nil {
+		return grpcError(err)
 	}
 	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Total: d.SizeMB * block.MB}); err != nil {
 		return err

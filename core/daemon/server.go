@@ -103,16 +103,8 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	}
 	domain := callerDomain(authz.IdentityFrom(stream.Context()))
 	declared, wantSHA := first.GetSize(), first.GetSha256()
-	if declared > MaxImageBytes {
-		return status.Errorf(codes.InvalidArgument, "image of %d bytes exceeds the limit of %d bytes", declared, MaxImageBytes)
-	}
-	if declared < 0 {
-		return status.Errorf(codes.InvalidArgument, "image size %d is negative", declared)
-	}
-	if wantSHA != "" && !store.IsImageName(wantSHA) {
-		return status.Errorf(codes.InvalidArgument, "image digest %.80q is not a lowercase hex SHA-256", wantSHA)
-	}
-	// A local client may pass the image's file instead of sending it.
+	// A local client may pass the image's file instead of sending it;
+	// it is taken at once, so that no refusal leaves it waiting.
 	var local *os.File
 	if tok := first.GetLocalFile(); tok != "" {
 		f, size, err := s.passedReadable(tok)
@@ -124,6 +116,15 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 			return status.Errorf(codes.InvalidArgument, "the passed file holds %d bytes from its offset, not the %d its upload declared", size, declared)
 		}
 		local = f
+	}
+	if declared > MaxImageBytes {
+		return status.Errorf(codes.InvalidArgument, "image of %d bytes exceeds the limit of %d bytes", declared, MaxImageBytes)
+	}
+	if declared < 0 {
+		return status.Errorf(codes.InvalidArgument, "image size %d is negative", declared)
+	}
+	if wantSHA != "" && !store.IsImageName(wantSHA) {
+		return status.Errorf(codes.InvalidArgument, "image digest %.80q is not a lowercase hex SHA-256", wantSHA)
 	}
 	// Expired claims no longer count, and their images go.
 	s.d.collectImages()
