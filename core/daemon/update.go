@@ -307,39 +307,46 @@ func (s *server) rollBack(ctx context.Context, caller name.Path, old supervisor.
 const checkTimeout = 3 * time.Second
 
 // CheckImage says, for each selected VM created from a reference, which
-// manifest digest its reference names now. Registries are asked in
-// parallel, each within checkTimeout.
+// manifest digest its reference names now. Each reference is resolved
+// once, however many VMs name it; registries are asked in parallel, each
+// within checkTimeout.
 func (s *server) CheckImage(ctx context.Context, req *daemonv1.CheckImageRequest) (*daemonv1.CheckImageResponse, error) {
 	recs, err := s.d.sup.Info(req.GetName())
 	if err != nil {
 		return nil, grpcError(err)
 	}
 	out := &daemonv1.CheckImageResponse{}
+	byRef := map[string][]*daemonv1.ImageStatus{}
 	for _, r := range recs {
 		if r.ImageRef != "" {
-			out.Images = append(out.Images, &daemonv1.ImageStatus{Name: r.Name, ImageRef: r.ImageRef, Current: r.ImageDigest})
+			st := &daemonv1.ImageStatus{Name: r.Name, ImageRef: r.ImageRef, Current: r.ImageDigest}
+			out.Images = append(out.Images, st)
+			byRef[r.ImageRef] = append(byRef[r.ImageRef], st)
 		}
 	}
-	done := make(chan struct{}, len(out.Images))
+	done := make(chan struct{}, len(byRef))
 	opts := s.d.ociOptions()
-	for _, st := range out.Images {
+	for ref, sts := range byRef {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := s.d.allowRegistry(st.ImageRef); err != nil {
-				st.Error = status.Convert(err).Message()
-				return
+			latest, why := "", ""
+			if err := s.d.allowRegistry(ref); err != nil {
+				why = status.Convert(err).Message()
+			} else {
+				cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+				defer cancel()
+				if a, err := oci.Resolve(cctx, ref, opts); err != nil {
+					why = status.Convert(registryError(ref, err)).Message()
+				} else {
+					latest = a.Manifest.String()
+				}
 			}
-			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
-			defer cancel()
-			a, err := oci.Resolve(cctx, st.ImageRef, opts)
-			if err != nil {
-				st.Error = status.Convert(registryError(st.ImageRef, err)).Message()
-				return
+			for _, st := range sts {
+				st.Latest, st.Error = latest, why
 			}
-			st.Latest = a.Manifest.String()
 		}()
 	}
-	for range out.Images {
+	for range byRef {
 		<-done
 	}
 	return out, nil

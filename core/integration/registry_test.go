@@ -41,6 +41,8 @@ type testRegistry struct {
 	dir     string
 	// blobGets counts the blobs (image content) the registry sent.
 	blobGets atomic.Int64
+	// manifestAsks counts the requests for manifests, by tag or digest.
+	manifestAsks atomic.Int64
 }
 
 // registryOptions configure a test registry.
@@ -110,6 +112,9 @@ func startRegistry(t testing.TB, o registryOptions) *testRegistry {
 		// Blob content sent (not a challenge for credentials).
 		if resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") && resp.StatusCode == http.StatusOK {
 			r.blobGets.Add(1)
+		}
+		if strings.Contains(resp.Request.URL.Path, "/manifests/") && resp.StatusCode == http.StatusOK {
+			r.manifestAsks.Add(1)
 		}
 		return nil
 	}
@@ -256,6 +261,18 @@ func TestRegistryCreateFromReference(t *testing.T) {
 	}
 	if got := e.storedImages(); len(got) != 1 || got[0] != p.SHA {
 		t.Fatalf("image store: %v, want just %s", got, p.SHA)
+	}
+	// Checking for updates asks the registry once per reference, not
+	// once per VM: hello and hello2 name ref, hello3 the pinned one.
+	asked := reg.manifestAsks.Load()
+	e.vmImage("hello", "--check-updates")
+	perRef := reg.manifestAsks.Load() - asked
+	asked += perRef
+	if out := e.mustPetrel("info", "--check-updates"); strings.Contains(out, "newer digest") {
+		t.Fatalf("check-updates of unchanged references:\n%s", out)
+	}
+	if n := reg.manifestAsks.Load() - asked; perRef < 1 || n != 2*perRef {
+		t.Fatalf("checking 3 VMs of 2 references made %d manifest requests, want %d (%d per reference)", n, 2*perRef, perRef)
 	}
 
 	// A reference that names no image, and a file that is not there.
