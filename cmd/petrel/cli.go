@@ -304,6 +304,13 @@ given with --exit-code.`,
 			imageFile := pos[1]
 			var pulled *daemonv1.PulledImage
 			if imageRef != "" {
+				// A name the create would refuse is refused before the
+				// pull, which may be long.
+				if !force {
+					if err := nameFree(ctx, c, pos[0]); err != nil {
+						return err
+					}
+				}
 				// petreld pulls the reference; pulling it first here shows
 				// the transfer's progress, and the create then names it
 				// with the digest pulled.

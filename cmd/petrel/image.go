@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/oci"
@@ -38,6 +40,22 @@ func imageSource(arg string) (ref string, err error) {
 // showing the transfer's progress on a terminal, and returns what it
 // pulled, whose digest a create then names beside the reference so that
 // a tag moved in between is refused rather than run.
+// nameFree refuses, as petreld's create would, a VM name that is taken.
+// A caller who may not ask (a certificate for create alone) or an answer
+// that does not come leaves the question to petreld's create.
+func nameFree(ctx context.Context, c *client.Client, vm string) error {
+	res, err := c.API.Info(ctx, &daemonv1.InfoRequest{Name: vm})
+	if err != nil {
+		return nil
+	}
+	for _, v := range res.GetVms() {
+		if v.GetName() == vm {
+			return status.Errorf(codes.AlreadyExists, "VM already exists: %s (use --force to replace it)", vm)
+		}
+	}
+	return nil
+}
+
 func (a *app) pull(ctx context.Context, c *client.Client, ref string) (*daemonv1.PulledImage, error) {
 	return c.PullImage(ctx, ref, a.progressBar("pulling "+ref))
 }

@@ -278,6 +278,10 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 	caller := callerDomain(authz.IdentityFrom(ctx))
 	var pulled *daemonv1.PulledImage
 	if req.GetImageRef() != "" {
+		// What the name alone refuses is refused before the pull.
+		if err := s.nameFree(req.GetName(), req.GetForce()); err != nil {
+			return nil, err
+		}
 		var err error
 		if pulled, err = s.pullForCreate(ctx, caller, req); err != nil {
 			return nil, err
@@ -316,6 +320,32 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 		return nil, grpcError(err)
 	}
 	return toVM(rec), nil
+}
+
+// nameFree refuses a create whose name is not a VM name, or names a VM
+// that exists when the create may not replace it: a check the create
+// makes again, made first when what precedes it (a pull) is costly.
+func (s *server) nameFree(vm string, force bool) error {
+	p, err := name.ParseVM(vm)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if force {
+		return nil
+	}
+	recs, err := s.d.sup.Info(p.String())
+	if errors.Is(err, supervisor.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return grpcError(err)
+	}
+	for _, r := range recs {
+		if r.Name == p.String() {
+			return grpcError(fmt.Errorf("%w: %s (use --force to replace it)", supervisor.ErrExists, p))
+		}
+	}
+	return nil
 }
 
 func blockParams(in []*daemonv1.BlockAttachment) []supervisor.BlockParam {

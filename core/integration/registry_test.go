@@ -19,9 +19,13 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/contrib/testservers"
+	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/oci"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/sdktest/faketender"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
 )
@@ -273,6 +277,24 @@ func TestRegistryCreateFromReference(t *testing.T) {
 	}
 	if n := reg.manifestAsks.Load() - asked; perRef < 1 || n != 2*perRef {
 		t.Fatalf("checking 3 VMs of 2 references made %d manifest requests, want %d (%d per reference)", n, 2*perRef, perRef)
+	}
+	// A create the name refuses asks the registry nothing, through the
+	// CLI or the API.
+	asked = reg.manifestAsks.Load()
+	if r := e.petrel("create", "hello", ref); r.code != 5 || !strings.Contains(r.err, "already exists") {
+		t.Fatalf("create of an existing name: exit %d: %s", r.code, r.err)
+	}
+	c, err := client.Dial(e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.API.Create(context.Background(), &daemonv1.CreateRequest{Name: "hello", ImageRef: ref})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("API create of an existing name: %v, want AlreadyExists", err)
+	}
+	if n := reg.manifestAsks.Load() - asked; n != 0 {
+		t.Fatalf("creates refused for their name made %d manifest requests", n)
 	}
 
 	// A reference that names no image, and a file that is not there.
