@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -50,6 +51,10 @@ type Client struct {
 	markedMu    sync.Mutex
 	markedKnown bool
 	marked      bool
+
+	// pluginsRefused is set once petreld has refused this client its full
+	// plugin list (ListPlugins).
+	pluginsRefused atomic.Bool
 }
 
 // ChunkSize is the size of each image upload message.

@@ -33,6 +33,29 @@ func ListPlugins(ctx context.Context, api daemonv1.DaemonClient) (PluginList, er
 	if status.Code(err) != codes.PermissionDenied {
 		return PluginList{Plugins: full.GetPlugins()}, err
 	}
+	return pluginSummary(ctx, api, err)
+}
+
+// ListPlugins is ListPlugins through c, which remembers that petreld
+// refused it the full list: what a caller may read does not change while
+// its connection lasts, so later calls ask for the summary alone, and a
+// poller (the web console's overview) makes no refused call each time.
+func (c *Client) ListPlugins(ctx context.Context) (PluginList, error) {
+	if c.pluginsRefused.Load() {
+		return pluginSummary(ctx, c.API, status.Error(codes.PermissionDenied, "the full plugin list is reserved to the host's owner"))
+	}
+	res, err := ListPlugins(ctx, c.API)
+	if err == nil && res.Summary {
+		c.pluginsRefused.Store(true)
+	}
+	return res, err
+}
+
+// pluginSummary asks for the health summary after petreld refused the
+// full list with refusal, which is the error when petreld is older than
+// the summary.
+func pluginSummary(ctx context.Context, api daemonv1.DaemonClient, refusal error) (PluginList, error) {
+	err := refusal
 	summary, serr := api.PluginHealth(ctx, &daemonv1.PluginHealthRequest{})
 	switch {
 	case status.Code(serr) == codes.Unimplemented:

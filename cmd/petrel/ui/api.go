@@ -423,7 +423,7 @@ func (s *Server) getOverview(r *http.Request) (any, error) {
 	}()
 	go func() {
 		defer wg.Done()
-		res, err := client.ListPlugins(ctx, c.API)
+		res, err := c.ListPlugins(ctx)
 		if err != nil {
 			fail("plugins", err)
 			return

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -21,9 +22,12 @@ import (
 type delegateDaemon struct {
 	daemonv1.UnimplementedDaemonServer
 	summary []*daemonv1.PluginHealthEntry
+	// asked counts the calls of Plugins.
+	asked atomic.Int32
 }
 
 func (d *delegateDaemon) Plugins(context.Context, *daemonv1.PluginsRequest) (*daemonv1.PluginsResponse, error) {
+	d.asked.Add(1)
 	return nil, status.Error(codes.PermissionDenied, `Plugins describes the host and is reserved to its owner; certificate domain "alice"`)
 }
 
@@ -33,7 +37,8 @@ func (d *delegateDaemon) PluginHealth(context.Context, *daemonv1.PluginHealthReq
 
 // TestOverviewPluginSummary: where petreld keeps its plugin list to the
 // host's owner, the overview shows its health summary, marked as one,
-// instead of the refusal.
+// instead of the refusal; it does not ask for the full list again at its
+// next poll.
 func TestOverviewPluginSummary(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "petreld.sock")
 	l, err := net.Listen("unix", sock)
@@ -41,10 +46,11 @@ func TestOverviewPluginSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	daemonv1.RegisterDaemonServer(srv, &delegateDaemon{summary: []*daemonv1.PluginHealthEntry{
+	daemon := &delegateDaemon{summary: []*daemonv1.PluginHealthEntry{
 		{Name: "hvt", Kind: "hypervisor", Health: "healthy", Targets: []string{"hvt"}},
 		{Name: "influx", Kind: "metrics", Health: "down"},
-	}})
+	}}
+	daemonv1.RegisterDaemonServer(srv, daemon)
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
 
@@ -68,5 +74,13 @@ func TestOverviewPluginSummary(t *testing.T) {
 	}
 	if p := o.Plugins[1]; p.Name != "influx" || p.Health != "down" {
 		t.Errorf("second plugin %+v", p)
+	}
+	for range 2 {
+		if code, body := do(t, &http.Client{}, "GET", base+"/api/overview?host=local", "", map[string]string{TokenHeader: s.Token()}); code != http.StatusOK {
+			t.Fatalf("overview again: %d %s", code, body)
+		}
+	}
+	if n := daemon.asked.Load(); n != 1 {
+		t.Fatalf("three overviews asked for the refused plugin list %d times, want once", n)
 	}
 }
