@@ -95,6 +95,11 @@ type Daemon struct {
 
 	// images accounts for image storage (images.go).
 	images imageLedger
+
+	// life ends when Close begins: work that outlives its caller's call
+	// on purpose (an update's watch) stops with petreld instead.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // PluginDir resolves where plugins live: the configured directory, else
@@ -138,6 +143,7 @@ func bootID() string {
 // caller runs Serve and, to stop, Close.
 func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, events: events.New(), images: newImageLedger(), supReady: make(chan struct{})}
+	d.life, d.endLife = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
@@ -397,6 +403,7 @@ func (d *Daemon) Serve() error {
 // Close stops serving and stops the plugins. VMs keep running: their
 // shims are independent, and the next petreld reattaches to them.
 func (d *Daemon) Close() {
+	d.endLife()
 	for _, l := range []listener{d.admin, d.remote} {
 		l.close()
 	}

@@ -148,6 +148,9 @@ func runProbe(ctx context.Context, probe string) error {
 // errVanished says the VM was destroyed while its update was watched.
 var errVanished = errors.New("the VM was destroyed during the update")
 
+// errStopping says petreld began to stop while it watched an update.
+var errStopping = errors.New("petreld is stopping")
+
 // watch follows the new run of a VM for grace and says why it failed, or
 // nil when it held: no exit other than 0, and the marker seen and the
 // probe answered (when asked for) within grace.
@@ -200,7 +203,7 @@ func (d *Daemon) watch(ctx context.Context, vm string, grace time.Duration, mark
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return fmt.Errorf("petreld is stopping: %w", ctx.Err())
+			return errStopping
 		}
 	}
 }
@@ -259,7 +262,10 @@ func (s *server) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daem
 	defer release()
 	// Once the replacement begins, it is decided whatever the caller
 	// does: an update abandoned halfway would leave an unchecked image.
-	work := context.WithoutCancel(ctx)
+	// Only petreld's stopping ends it undecided.
+	work, endWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer endWork()
+	defer context.AfterFunc(s.d.life, endWork)()
 	next := paramsOf(old)
 	next.ImageSHA256, next.ImageRef, next.ImageDigest, next.ImageName = img.GetSha256(), ref, img.GetManifestDigest(), ref
 	if _, err := s.d.createVM(work, caller, next); err != nil {
@@ -269,8 +275,12 @@ func (s *server) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daem
 		return s.rollBack(work, caller, old, img.GetSha256(), fmt.Errorf("the new image did not start: %v", status.Convert(err).Message()))
 	}
 	if why := s.d.watch(work, vm.String(), grace, req.GetHealthyMarker(), req.GetProbe()); why != nil {
-		if errors.Is(why, errVanished) {
+		switch {
+		case errors.Is(why, errVanished):
 			return nil, status.Errorf(codes.Aborted, "update of %s: %v", vm, why)
+		case errors.Is(why, errStopping):
+			return nil, status.Errorf(codes.Aborted, "petreld stopped while it watched the update of %s: %s runs the new image %s, unchecked; to return to the previous one, update it to %s",
+				vm, vm, fmtPulled(img), previousImage(old))
 		}
 		return s.rollBack(work, caller, old, img.GetSha256(), why)
 	}
@@ -282,14 +292,20 @@ func (s *server) Update(ctx context.Context, req *daemonv1.UpdateRequest) (*daem
 		Message: fmt.Sprintf("updated %s to %s; it held for %s", vm, fmtPulled(img), grace)}, nil
 }
 
+// previousImage names the image a VM ran before its update: its pinned
+// reference, or the name of the file it was created from.
+func previousImage(old supervisor.Record) string {
+	if old.ImageRef != "" {
+		return old.ImageRef + "@" + old.ImageDigest
+	}
+	return old.ImageName
+}
+
 // rollBack runs a VM's previous configuration again after its update to
 // image failed for the reason why. The caller's claim on the failed
 // image ends, as after a failed create, so that it is not kept.
 func (s *server) rollBack(ctx context.Context, caller name.Path, old supervisor.Record, image string, why error) (*daemonv1.UpdateResponse, error) {
-	prev := old.ImageName
-	if old.ImageRef != "" {
-		prev = old.ImageRef + "@" + old.ImageDigest
-	}
+	prev := previousImage(old)
 	s.d.log.Warn("update rolled back", "vm", old.Name, "reason", why)
 	rec, err := s.d.createVM(ctx, caller, paramsOf(old))
 	s.d.createDone(caller, 0, []string{image}, true)

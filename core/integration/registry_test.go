@@ -578,6 +578,46 @@ func TestRegistryUpdateCrash(t *testing.T) {
 	e.mustPetrel("destroy", "long")
 }
 
+// TestRegistryUpdateStop: petreld stopped (not killed) while it watches
+// an update ends the update at once, undecided, and says so; the VM
+// keeps the new image.
+func TestRegistryUpdateStop(t *testing.T) {
+	hello, chatty := guest(t, "hello"), guest(t, "chatty")
+	reg := startRegistry(t, registryOptions{})
+	e := newBuiltinEnv(t)
+	e.start()
+	base := reg.Host + "/team/long"
+	e.push(hello, base+":1")
+	v2 := e.push(chatty, base+":2")
+	e.mustPetrel("create", "long", base+":1", "--arg", "1000000000")
+
+	done := make(chan result, 1)
+	go func() { done <- e.petrel("update", "long", base+":2", "--grace", "60s") }()
+	waitFor(t, "the new image to run", 30*time.Second, func() bool {
+		vm := e.vmImage("long")
+		return vm.ImageSHA == v2.SHA && vm.State == "running"
+	})
+	start := time.Now()
+	e.stop()
+	// petreld waits up to 3 s for calls in flight before it cuts them.
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("petreld took %s to stop during an update", d)
+	}
+	select {
+	case r := <-done:
+		if r.code == 0 || !strings.Contains(r.err, "petreld stopped while it watched the update of long") || !strings.Contains(r.err, base+":1@") {
+			t.Fatalf("update ended by petreld's stop: exit %d: %s%s", r.code, r.out, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("petrel update did not end when petreld stopped")
+	}
+	e.start()
+	if vm := e.vmImage("long"); vm.ImageSHA != v2.SHA || vm.State != "running" {
+		t.Fatalf("after petreld's stop during update: %+v", vm)
+	}
+	e.mustPetrel("destroy", "long")
+}
+
 // BenchmarkRegistryPull measures petreld pulling a 10 MB unikernel from a
 // docker-registry on loopback (resolve the tag, fetch the manifest, fetch
 // and hash the image, store it fsynced), against the baseline of an
