@@ -157,6 +157,7 @@ var errStopping = errors.New("petreld is stopping")
 func (d *Daemon) watch(ctx context.Context, vm string, grace time.Duration, marker, probe string) error {
 	deadline := time.Now().Add(grace)
 	markerSeen, probeOK := marker == "", probe == ""
+	var seen time.Time // the newest console line read
 	var lastProbe error
 	t := time.NewTicker(healthPoll)
 	defer t.Stop()
@@ -175,13 +176,18 @@ func (d *Daemon) watch(ctx context.Context, vm string, grace time.Duration, mark
 			return fmt.Errorf("the new image is %s: %s", r.State, r.Message)
 		}
 		if !markerSeen {
+			// Each poll reads only the lines since the last one it saw
+			// (that one again too, as lines may share a time).
 			if ring, err := d.sup.Console(vm); err == nil {
-				if lines, err := ring.History(time.Time{}, 0); err == nil {
+				if lines, err := ring.History(seen, 0); err == nil {
 					for _, l := range lines {
 						if strings.Contains(l.Text, marker) {
 							markerSeen = true
 							break
 						}
+					}
+					if len(lines) > 0 {
+						seen = lines[len(lines)-1].Time
 					}
 				}
 			}
