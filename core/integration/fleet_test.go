@@ -60,8 +60,8 @@ type proc struct {
 }
 
 // startProc starts a program with its output in dir/name.log and stops
-// it (SIGTERM, then SIGKILL) when the test ends, showing its log when the
-// test failed.
+// it (SIGTERM, then SIGKILL) when the test ends, or with the test binary,
+// showing its log when the test failed.
 func startProc(t *testing.T, dir, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
@@ -71,6 +71,9 @@ func startProc(t *testing.T, dir, name string, args ...string) *proc {
 	}
 	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
+	// A test binary that dies (a timeout's panic, a kill) takes the
+	// process with it rather than leaving it running on the host.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
