@@ -29,6 +29,15 @@ type Watcher struct {
 	cmds   []watchCmd // for the loop, in order
 	closed bool
 	loop   *watchLoop // nil where there is no loop (or it could not start)
+	// solo are the follows served without the loop, each by a goroutine
+	// of its own, by key.
+	solo map[string]*soloFollow
+}
+
+// soloFollow is a follow served without the loop.
+type soloFollow struct {
+	cancel  context.CancelFunc
+	stopped bool // guarded by Watcher.mu: Stop or a replacement ended it
 }
 
 // watchCmd asks the loop to take over a watch (w set) or to stop the
@@ -53,10 +62,16 @@ type watch struct {
 }
 
 // NewWatcher returns a Watcher; Close stops it.
-func NewWatcher() *Watcher {
+func NewWatcher() *Watcher { return newWatcher(true) }
+
+// newWatcher returns a Watcher with its loop where loop is true and the
+// system has one, else one that serves every follow with a goroutine.
+func newWatcher(loop bool) *Watcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &Watcher{ctx: ctx, cancel: cancel}
-	w.loop = startLoop(w)
+	w := &Watcher{ctx: ctx, cancel: cancel, solo: map[string]*soloFollow{}}
+	if loop {
+		w.loop = startLoop(w)
+	}
 	return w
 }
 
@@ -82,23 +97,43 @@ func (w *Watcher) Follow(key, dir string, since time.Time, fn func(Batch) error,
 	}
 	// The shim did not answer (gone, perhaps with its files left) or
 	// there is no loop: ConsoleBatches serves it.
-	w.command(watchCmd{key: key}) // a follow it replaces stops
+	w.Stop(key) // a follow it replaces stops
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return
 	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	sf := &soloFollow{cancel: cancel}
+	w.solo[key] = sf
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		end(wt.c.ConsoleBatches(w.ctx, since, 0, true, fn))
+		err := wt.c.ConsoleBatches(ctx, since, 0, true, fn)
+		cancel()
+		w.mu.Lock()
+		if w.solo[key] == sf {
+			delete(w.solo, key)
+		}
+		stopped := sf.stopped
+		w.mu.Unlock()
+		if !stopped {
+			end(err)
+		}
 	}()
 }
 
 // Stop ends the follow of key, if there is one; end is not called for it.
-// A follow served without the loop (the shim was not answering when it
-// began) ends only with its console or Close.
-func (w *Watcher) Stop(key string) { w.command(watchCmd{key: key}) }
+func (w *Watcher) Stop(key string) {
+	w.command(watchCmd{key: key})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sf := w.solo[key]; sf != nil {
+		sf.stopped = true
+		sf.cancel()
+		delete(w.solo, key)
+	}
+}
 
 // command queues c for the loop; it reports false when nothing takes it
 // (no loop, or the Watcher is closed).

@@ -91,11 +91,19 @@ func TestWatcherSince(t *testing.T) {
 }
 
 // TestWatcherStop stops one follow and replaces another: neither tells
-// its end, and the replacement delivers.
+// its end, and the replacement delivers; with the loop, and with a
+// goroutine for each follow, as where there is no loop.
 func TestWatcherStop(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "loop", false: "goroutines"}[loop], func(t *testing.T) {
+			testWatcherStop(t, newWatcher(loop))
+		})
+	}
+}
+
+func testWatcherStop(t *testing.T, w *Watcher) {
 	p := launch(t, testConfig(t, "print:1", "hang"))
 	waitLines(t, Dial(p.Dir), 1)
-	w := NewWatcher()
 	defer w.Close()
 	stopped, replaced, again := newFollowed(), newFollowed(), newFollowed()
 	w.Follow("stopped", p.Dir, time.Time{}, stopped.fn, stopped.end)
