@@ -120,17 +120,12 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
 	}
 	// A local client may pass the content's file instead of sending it.
-	var local *os.File
-	if tok := first.GetLocalFile(); tok != "" {
-		f, size, err := s.passedReadable(tok)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if size != first.GetTotal() {
-			return status.Errorf(codes.InvalidArgument, "the passed file holds %d bytes from its offset, not the %d the upload declared", size, first.GetTotal())
-		}
-		local = f
+	local, err := s.passedSource(first.GetLocalFile(), first.GetTotal())
+	if err != nil {
+		return err
+	}
+	if local != nil {
+		defer local.Close()
 	}
 	d, err := s.d.blocks.Get(first.GetName())
 	if err != nil {

@@ -378,16 +378,23 @@ func TestRemoteRequests(t *testing.T) {
 	}
 }
 
-// TestRemoteScope: a remote caller sees and touches only its own domain;
-// its chain's policy is recorded as the certificate policy of its domain
-// before a deploy, and bounds what it may upload.
-func TestRemoteScope(t *testing.T) {
+// startTrusting starts a testDaemon whose ca_file is a new root CA's,
+// which it returns too.
+func startTrusting(t *testing.T) (*testDaemon, ca) {
+	t.Helper()
 	root := newCA(t)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := pki.WriteCertsFile(caFile, root.cert); err != nil {
 		t.Fatal(err)
 	}
-	td := startDaemon(t, func(c *config.Config) { c.CAFile = caFile })
+	return startDaemon(t, func(c *config.Config) { c.CAFile = caFile }), root
+}
+
+// TestRemoteScope: a remote caller sees and touches only its own domain;
+// its chain's policy is recorded as the certificate policy of its domain
+// before a deploy, and bounds what it may upload.
+func TestRemoteScope(t *testing.T) {
+	td, root := startTrusting(t)
 	ctx := ctxT(t)
 	one := 1
 	team := root.sub(t, "team", policy.Policy{VMs: 2, MemoryMB: 64, ImagesMB: &one})

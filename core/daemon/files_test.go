@@ -15,8 +15,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/petrel-vmm/petrel/core/config"
-	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
@@ -221,12 +219,7 @@ func downloadPassed(ctx context.Context, c daemonv1.DaemonClient, name, tok stri
 // never given, and a token sent through the endpoint's socket are all
 // refused as the caller's mistakes, and leave the device as it was.
 func TestPassedFileRefusals(t *testing.T) {
-	root := newCA(t)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := pki.WriteCertsFile(caFile, root.cert); err != nil {
-		t.Fatal(err)
-	}
-	td := startDaemon(t, func(c *config.Config) { c.CAFile = caFile })
+	td, root := startTrusting(t)
 	ctx := ctxT(t)
 	if _, err := td.admin.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: "team:disk", SizeMb: 1}); err != nil {
 		t.Fatal(err)

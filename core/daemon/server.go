@@ -105,17 +105,12 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	declared, wantSHA := first.GetSize(), first.GetSha256()
 	// A local client may pass the image's file instead of sending it;
 	// it is taken at once, so that no refusal leaves it waiting.
-	var local *os.File
-	if tok := first.GetLocalFile(); tok != "" {
-		f, size, err := s.passedReadable(tok)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if size != declared {
-			return status.Errorf(codes.InvalidArgument, "the passed file holds %d bytes from its offset, not the %d its upload declared", size, declared)
-		}
-		local = f
+	local, err := s.passedSource(first.GetLocalFile(), declared)
+	if err != nil {
+		return err
+	}
+	if local != nil {
+		defer local.Close()
 	}
 	if declared > MaxImageBytes {
 		return status.Errorf(codes.InvalidArgument, "image of %d bytes exceeds the limit of %d bytes", declared, MaxImageBytes)
@@ -189,18 +184,30 @@ func (s *server) passedFile(tok string) (*os.File, error) {
 	return f, nil
 }
 
-// passedReadable is passedFile for a file the content is read from: it
-// must be a regular file open for reading, and size is what lies between
-// its offset and its end.
-func (s *server) passedReadable(tok string) (f *os.File, size int64, err error) {
-	if f, err = s.passedFile(tok); err != nil {
-		return nil, 0, err
+// passedSource is passedFile for the file an upload's content is read
+// from, named by tok (nil when tok is empty: the content is sent). It
+// must be a regular file open for reading, holding declared bytes from
+// its offset.
+func (s *server) passedSource(tok string, declared int64) (*os.File, error) {
+	if tok == "" {
+		return nil, nil
 	}
-	if size, err = fdpass.Readable(f); err != nil {
+	f, err := s.passedFile(tok)
+	if err != nil {
+		return nil, err
+	}
+	size, err := fdpass.Readable(f)
+	switch {
+	case err != nil:
+		err = status.Errorf(codes.InvalidArgument, "local file: %v", err)
+	case size != declared:
+		err = status.Errorf(codes.InvalidArgument, "the passed file holds %d bytes from its offset, not the %d the upload declared", size, declared)
+	}
+	if err != nil {
 		f.Close()
-		return nil, 0, status.Errorf(codes.InvalidArgument, "local file: %v", err)
+		return nil, err
 	}
-	return f, size, nil
+	return f, nil
 }
 
 // ctxReader reads r until ctx ends: a passed file's content is read in

@@ -540,27 +540,33 @@ func TestRegistryUpdate(t *testing.T) {
 	}
 }
 
-// TestRegistryUpdateCrash kills petreld with SIGKILL during an update's
-// grace period: it comes back with the VM recorded with, and running, one
-// image, the new one.
-func TestRegistryUpdateCrash(t *testing.T) {
+// longUpdate starts VM long from base:1 (hello, which prints its
+// arguments and exits) and its update to base:2 (chatty, which prints
+// that many lines, longer than the test), with a grace of a minute, and
+// returns once the new image runs; done has the update's result.
+func longUpdate(t *testing.T) (e *env, base string, v2 pushed, done chan result) {
 	hello, chatty := guest(t, "hello"), guest(t, "chatty")
 	reg := startRegistry(t, registryOptions{})
-	e := newBuiltinEnv(t)
+	e = newBuiltinEnv(t)
 	e.start()
-	base := reg.Host + "/team/long"
+	base = reg.Host + "/team/long"
 	e.push(hello, base+":1")
-	v2 := e.push(chatty, base+":2")
-	// hello prints its arguments and exits; chatty prints that many
-	// lines, which takes longer than the test.
+	v2 = e.push(chatty, base+":2")
 	e.mustPetrel("create", "long", base+":1", "--arg", "1000000000")
-
-	done := make(chan result, 1)
+	done = make(chan result, 1)
 	go func() { done <- e.petrel("update", "long", base+":2", "--grace", "60s") }()
 	waitFor(t, "the new image to run", 30*time.Second, func() bool {
 		vm := e.vmImage("long")
 		return vm.ImageSHA == v2.SHA && vm.State == "running"
 	})
+	return e, base, v2, done
+}
+
+// TestRegistryUpdateCrash kills petreld with SIGKILL during an update's
+// grace period: it comes back with the VM recorded with, and running, one
+// image, the new one.
+func TestRegistryUpdateCrash(t *testing.T) {
+	e, base, v2, done := longUpdate(t)
 	e.kill9()
 	select {
 	case r := <-done:
@@ -582,21 +588,7 @@ func TestRegistryUpdateCrash(t *testing.T) {
 // an update ends the update at once, undecided, and says so; the VM
 // keeps the new image.
 func TestRegistryUpdateStop(t *testing.T) {
-	hello, chatty := guest(t, "hello"), guest(t, "chatty")
-	reg := startRegistry(t, registryOptions{})
-	e := newBuiltinEnv(t)
-	e.start()
-	base := reg.Host + "/team/long"
-	e.push(hello, base+":1")
-	v2 := e.push(chatty, base+":2")
-	e.mustPetrel("create", "long", base+":1", "--arg", "1000000000")
-
-	done := make(chan result, 1)
-	go func() { done <- e.petrel("update", "long", base+":2", "--grace", "60s") }()
-	waitFor(t, "the new image to run", 30*time.Second, func() bool {
-		vm := e.vmImage("long")
-		return vm.ImageSHA == v2.SHA && vm.State == "running"
-	})
+	e, base, v2, done := longUpdate(t)
 	start := time.Now()
 	e.stop()
 	// petreld waits up to 3 s for calls in flight before it cuts them.

@@ -193,7 +193,7 @@ func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compres
 		return nil, fmt.Errorf("upload to %s: %w", name, err)
 	}
 	if ok {
-		return c.uploadBlockLocal(ctx, name, f, tok, fi.Size(), progress)
+		return uploadPassed(ctx, f, fi.Size(), progress, c.API.BlockUpload, &daemonv1.BlockChunk{Name: name, Total: fi.Size(), LocalFile: tok})
 	}
 	return c.UploadBlock(ctx, name, f, fi.Size(), compress, progress)
 }

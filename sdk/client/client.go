@@ -104,7 +104,11 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 			return nil, err
 		}
 		if ok {
-			return c.uploadImageLocal(ctx, f, tok, size, sha, progress)
+			var p Progress
+			if progress != nil {
+				p = func(done, _ int64) { progress(done) }
+			}
+			return uploadPassed(ctx, f, size, p, c.API.UploadImage, &daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: tok})
 		}
 	}
 	stream, err := c.API.UploadImage(ctx)
@@ -148,29 +152,6 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 			// stream instead.
 			return nil, fmt.Errorf("read image: %w", rerr)
 		}
-	}
-	return stream.CloseAndRecv()
-}
-
-// uploadImageLocal has petreld read the image from f, passed under tok:
-// from f's offset to its end, size bytes.
-func (c *Client) uploadImageLocal(ctx context.Context, f *os.File, tok string, size int64, sha string, progress func(sent int64)) (*daemonv1.ImageRef, error) {
-	start, err := fdpass.Offset(f)
-	if err != nil {
-		return nil, err
-	}
-	var p Progress
-	if progress != nil {
-		p = func(done, _ int64) { progress(done) }
-	}
-	stop := followOffset(f, start, size, p)
-	defer stop()
-	stream, err := c.API.UploadImage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(&daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: tok}); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
 	}
 	return stream.CloseAndRecv()
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
@@ -76,21 +78,24 @@ func followOffset(f *os.File, start, total int64, progress Progress) (stop func(
 	}
 }
 
-// uploadBlockLocal has petreld read block device name's new content
-// from f, passed under tok: from f's offset to its end, total bytes.
-func (c *Client) uploadBlockLocal(ctx context.Context, name string, f *os.File, tok string, total int64, progress Progress) (*daemonv1.BlockInfo, error) {
+// uploadPassed sends first, which names a file passed to petreld, as
+// the one message of an upload stream opened with open, and returns
+// petreld's answer; progress follows the file f, total bytes from its
+// offset, as petreld reads it.
+func uploadPassed[Req, Resp any](ctx context.Context, f *os.File, total int64, progress Progress,
+	open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error), first *Req) (*Resp, error) {
 	start, err := fdpass.Offset(f)
 	if err != nil {
 		return nil, err
 	}
 	stop := followOffset(f, start, total, progress)
 	defer stop()
-	stream, err := c.API.BlockUpload(ctx)
+	stream, err := open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok}); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("upload to %s: %w", name, err)
+	if err := stream.Send(first); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
 	}
 	return stream.CloseAndRecv()
 }
