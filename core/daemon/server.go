@@ -24,6 +24,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/name"
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/core/store"
+	"github.com/petrel-vmm/petrel/sdk/consolepack"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	"github.com/petrel-vmm/petrel/sdk/network"
@@ -481,7 +482,6 @@ func sendLines(stream daemonv1.Daemon_ConsoleServer, lines []console.Line, batch
 // packing cannot carry, goes alone as a plain line, which clients that
 // ask for packed lines accept too.
 func sendPacked(stream daemonv1.Daemon_ConsoleServer, lines []console.Line) error {
-	var text strings.Builder
 	for len(lines) > 0 {
 		p := &daemonv1.PackedConsoleLines{}
 		if lines[0].Dropped > 0 {
@@ -495,23 +495,8 @@ func sendPacked(stream daemonv1.Daemon_ConsoleServer, lines []console.Line) erro
 			n++
 		}
 		if n > 0 {
-			text.Reset()
-			text.Grow(size + n - 1)
-			p.Count, p.StartNs = uint32(n), timeNs(lines[0].Time)
-			p.Deltas = make([]int64, n-1)
-			prev := p.StartNs
-			for i := range lines[:n] {
-				if i > 0 {
-					t := timeNs(lines[i].Time)
-					p.Deltas[i-1], prev = t-prev, t
-					text.WriteByte('\n')
-				}
-				text.WriteString(lines[i].Text)
-				if lines[i].Truncated {
-					p.Truncated = append(p.Truncated, uint32(i))
-				}
-			}
-			p.Text = text.String()
+			r := consolepack.Pack(lines[:n], func(l *console.Line) (int64, string, bool) { return timeNs(l.Time), l.Text, l.Truncated })
+			p.Count, p.StartNs, p.Deltas, p.Text, p.Truncated = r.Count, r.StartNs, r.Deltas, r.Text, r.Truncated
 		}
 		if n > 0 || p.Dropped > 0 {
 			if err := stream.Send(&daemonv1.ConsoleLine{Packed: p}); err != nil {

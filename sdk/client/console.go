@@ -1,10 +1,7 @@
 package client
 
 import (
-	"errors"
-	"fmt"
-	"strings"
-
+	"github.com/petrel-vmm/petrel/sdk/consolepack"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -42,33 +39,9 @@ func AppendConsoleLines(buf []ConsoleLine, m *daemonv1.ConsoleLine) ([]ConsoleLi
 // appendPacked appends the lines of p, after a marker when lines were
 // lost before them.
 func appendPacked(buf []ConsoleLine, p *daemonv1.PackedConsoleLines) ([]ConsoleLine, error) {
-	n := int(p.GetCount())
-	text, deltas := p.GetText(), p.GetDeltas()
-	if n == 0 {
-		if len(deltas) != 0 || text != "" || len(p.GetTruncated()) != 0 {
-			return buf, errors.New("malformed console message: content without lines")
-		}
-	} else if len(deltas) != n-1 || strings.Count(text, "\n") != n-1 {
-		return buf, fmt.Errorf("malformed console message: %d lines, %d time deltas, %d texts", n, len(deltas), strings.Count(text, "\n")+1)
-	}
-	t := p.GetStartNs()
-	if p.GetDropped() > 0 {
-		buf = append(buf, ConsoleLine{TimeNs: t, Dropped: p.GetDropped()})
-	}
-	first := len(buf)
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			t += deltas[i-1]
-		}
-		line, rest, _ := strings.Cut(text, "\n")
-		buf = append(buf, ConsoleLine{TimeNs: t, Text: line})
-		text = rest
-	}
-	for _, i := range p.GetTruncated() {
-		if int(i) >= n {
-			return buf[:first], fmt.Errorf("malformed console message: truncated line %d of %d", i, n)
-		}
-		buf[first+int(i)].Truncated = true
-	}
-	return buf, nil
+	r := consolepack.Run{Count: p.GetCount(), Dropped: p.GetDropped(), StartNs: p.GetStartNs(), Deltas: p.GetDeltas(), Text: p.GetText(), Truncated: p.GetTruncated()}
+	return consolepack.Unpack(buf, r,
+		func(t int64, dropped uint64) ConsoleLine { return ConsoleLine{TimeNs: t, Dropped: dropped} },
+		func(t int64, text string) ConsoleLine { return ConsoleLine{TimeNs: t, Text: text} },
+		func(l *ConsoleLine) { l.Truncated = true })
 }

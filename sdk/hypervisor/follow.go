@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/petrel-vmm/petrel/sdk/consolepack"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 	"github.com/petrel-vmm/petrel/sdk/shim"
 )
@@ -302,35 +302,9 @@ func (w *shimWatcher) close() { w.w.Close() }
 // newline, the shim having split them there) into one message, nil when
 // the batch holds nothing.
 func packBatch(b shim.Batch) *pluginv1.PackedLines {
-	n := len(b.Lines)
-	if n == 0 && b.Dropped == 0 {
+	if len(b.Lines) == 0 && b.Dropped == 0 {
 		return nil
 	}
-	p := &pluginv1.PackedLines{Count: uint32(n), Dropped: b.Dropped}
-	if n == 0 {
-		return p
-	}
-	size := n - 1
-	for i := range b.Lines {
-		size += len(b.Lines[i].Text)
-	}
-	var text strings.Builder
-	text.Grow(size)
-	p.StartNs = b.Lines[0].Time.UnixNano()
-	p.Deltas = make([]int64, n-1)
-	prev := p.StartNs
-	for i := range b.Lines {
-		l := &b.Lines[i]
-		if i > 0 {
-			t := l.Time.UnixNano()
-			p.Deltas[i-1], prev = t-prev, t
-			text.WriteByte('\n')
-		}
-		text.WriteString(l.Text)
-		if l.Truncated {
-			p.Truncated = append(p.Truncated, uint32(i))
-		}
-	}
-	p.Text = text.String()
-	return p
+	r := consolepack.Pack(b.Lines, func(l *shim.Line) (int64, string, bool) { return l.Time.UnixNano(), l.Text, l.Truncated })
+	return &pluginv1.PackedLines{Count: r.Count, Dropped: b.Dropped, StartNs: r.StartNs, Deltas: r.Deltas, Text: r.Text, Truncated: r.Truncated}
 }

@@ -13,13 +13,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/petrel-vmm/petrel/core/internal/console"
+	"github.com/petrel-vmm/petrel/sdk/consolepack"
 	"github.com/petrel-vmm/petrel/sdk/hypervisor"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
 )
@@ -358,35 +358,13 @@ func unpack(buf []console.Line, p *pluginv1.PackedLines) ([]console.Line, error)
 	if p == nil {
 		return buf, nil
 	}
-	n := int(p.GetCount())
-	text, deltas := p.GetText(), p.GetDeltas()
-	if n == 0 {
-		if len(deltas) != 0 || text != "" || len(p.GetTruncated()) != 0 {
-			return buf, errors.New("malformed packed lines: content without lines")
-		}
-	} else if len(deltas) != n-1 || strings.Count(text, "\n") != n-1 {
-		return buf, fmt.Errorf("malformed packed lines: %d lines, %d time deltas, %d texts", n, len(deltas), strings.Count(text, "\n")+1)
-	}
-	t := p.GetStartNs()
-	if p.GetDropped() > 0 {
-		buf = append(buf, console.Line{Time: time.Unix(0, t), Dropped: p.GetDropped()})
-	}
-	first := len(buf)
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			t += deltas[i-1]
-		}
-		line, rest, _ := strings.Cut(text, "\n")
-		buf = append(buf, console.Line{Time: time.Unix(0, t), Text: line})
-		text = rest
-	}
-	for _, i := range p.GetTruncated() {
-		if int(i) >= n {
-			return buf, fmt.Errorf("malformed packed lines: truncated line %d of %d", i, n)
-		}
-		buf[first+int(i)].Truncated = true
-	}
-	return buf, nil
+	r := consolepack.Run{Count: p.GetCount(), Dropped: p.GetDropped(), StartNs: p.GetStartNs(), Deltas: p.GetDeltas(), Text: p.GetText(), Truncated: p.GetTruncated()}
+	return consolepack.Unpack(buf, r,
+		func(t int64, dropped uint64) console.Line {
+			return console.Line{Time: time.Unix(0, t), Dropped: dropped}
+		},
+		func(t int64, text string) console.Line { return console.Line{Time: time.Unix(0, t), Text: text} },
+		func(l *console.Line) { l.Truncated = true })
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
