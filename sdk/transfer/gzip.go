@@ -1,10 +1,7 @@
 package transfer
 
 import (
-	"bytes"
-	"compress/gzip"
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"math"
 )
@@ -102,10 +99,6 @@ func AppendStoredMember(dst, p []byte) []byte {
 	return binary.LittleEndian.AppendUint32(dst, size)
 }
 
-// gzipBuffers is how many members a GzipChunks holds: one being framed
-// while the others wait for, or go through, its sending goroutine.
-const gzipBuffers = 3
-
 // GzipChunks compresses each chunk into a gzip member of its own and
 // hands the member to next, on a goroutine of its own: framing or
 // compressing a chunk overlaps sending the previous ones, so that on
@@ -115,14 +108,7 @@ const gzipBuffers = 3
 // use. Close must be called on every path: it waits for the members
 // still queued and stops the goroutine.
 type GzipChunks struct {
-	next   Sink
-	queue  chan []byte
-	free   chan []byte
-	done   chan struct{}
-	failed chan struct{} // closed when next fails
-	err    error         // next's first error, set before failed closes
-	closed bool
-	fast   *gzip.Writer
+	memberSender
 	// Members counts the members made, Stored those sent stored.
 	Members, Stored int
 }
@@ -130,43 +116,17 @@ type GzipChunks struct {
 // NewGzipChunks compresses chunks for next, and starts the goroutine
 // that calls it.
 func NewGzipChunks(next Sink) *GzipChunks {
-	g := &GzipChunks{next: next, queue: make(chan []byte, gzipBuffers), free: make(chan []byte, gzipBuffers),
-		done: make(chan struct{}), failed: make(chan struct{})}
-	for i := 0; i < gzipBuffers; i++ {
-		g.free <- nil // allocated on first use, at the size needed
-	}
-	go g.send()
+	g := &GzipChunks{}
+	g.start(next)
 	return g
-}
-
-// send hands the queued members to next until the queue is closed; after
-// a failure it only recycles them.
-func (g *GzipChunks) send() {
-	defer close(g.done)
-	for m := range g.queue {
-		select {
-		case <-g.failed:
-		default:
-			if err := g.next(m); err != nil {
-				g.err = err
-				close(g.failed)
-			}
-		}
-		g.free <- m[:0]
-	}
 }
 
 // Write compresses one chunk and queues it for sending; it is a Sink. It
 // returns the error of an earlier send, if one failed.
 func (g *GzipChunks) Write(p []byte) error {
-	if g.closed {
-		return errClosed
-	}
-	var m []byte
-	select {
-	case m = <-g.free:
-	case <-g.failed:
-		return g.err
+	m, err := g.buffer()
+	if err != nil {
+		return err
 	}
 	g.Members++
 	if entropy(p) > storedEntropy {
@@ -175,23 +135,11 @@ func (g *GzipChunks) Write(p []byte) error {
 			m = make([]byte, 0, StoredMemberSize(max(len(p), ChunkSize)))
 		}
 		m = AppendStoredMember(m[:0], p)
-	} else {
-		buf := bytes.NewBuffer(m[:0])
-		if g.fast == nil {
-			g.fast, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
-		}
-		g.fast.Reset(buf)
-		if _, err := g.fast.Write(p); err != nil {
-			g.free <- m
-			return fmt.Errorf("gzip: %w", err)
-		}
-		if err := g.fast.Close(); err != nil {
-			g.free <- m
-			return fmt.Errorf("gzip: %w", err)
-		}
-		m = buf.Bytes()
+	} else if m, err = g.compress(m, p); err != nil {
+		g.release(m)
+		return err
 	}
-	g.queue <- m
+	g.enqueue(m)
 	return nil
 }
 
@@ -209,16 +157,4 @@ func (g *GzipChunks) Finish() error {
 // Close waits until the members queued are sent, stops the sending
 // goroutine and returns the first error of next. It may be called more
 // than once.
-func (g *GzipChunks) Close() error {
-	if !g.closed {
-		g.closed = true
-		close(g.queue)
-	}
-	<-g.done
-	select {
-	case <-g.failed:
-		return g.err
-	default:
-		return nil
-	}
-}
+func (g *GzipChunks) Close() error { return g.close() }

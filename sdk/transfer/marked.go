@@ -2,10 +2,7 @@ package transfer
 
 import (
 	"bytes"
-	"compress/gzip"
-	"fmt"
 	"io"
-	"sync"
 )
 
 // Marked transfers carry each chunk in a message of its own, marked as
@@ -33,57 +30,18 @@ type MarkedSink func(data []byte, compressed bool) error
 // every path: it waits for the members still queued and stops the
 // goroutine.
 type MarkedChunks struct {
-	next    MarkedSink
-	queue   chan []byte
-	free    chan []byte
-	pending sync.WaitGroup // members queued and not yet sent
-	done    chan struct{}
-
-	failOnce sync.Once
-	failed   chan struct{} // closed when next fails
-	err      error         // next's first error, set before failed closes
-
-	closed bool
-	fast   *gzip.Writer
+	memberSender
 	// Chunks counts the chunks handed to next, Raw those sent as they are.
 	Chunks, Raw int
+	next        MarkedSink
 }
 
 // NewMarkedChunks marks chunks for next, and starts the goroutine that
 // sends the compressed ones.
 func NewMarkedChunks(next MarkedSink) *MarkedChunks {
-	m := &MarkedChunks{next: next, queue: make(chan []byte, gzipBuffers), free: make(chan []byte, gzipBuffers),
-		done: make(chan struct{}), failed: make(chan struct{})}
-	for i := 0; i < gzipBuffers; i++ {
-		m.free <- nil // allocated on first use, at the size needed
-	}
-	go m.send()
+	m := &MarkedChunks{next: next}
+	m.start(func(b []byte) error { return next(b, true) })
 	return m
-}
-
-// fail records next's first error and stops further sends.
-func (m *MarkedChunks) fail(err error) {
-	m.failOnce.Do(func() {
-		m.err = err
-		close(m.failed)
-	})
-}
-
-// send hands the queued members to next until the queue is closed; after
-// a failure it only recycles them.
-func (m *MarkedChunks) send() {
-	defer close(m.done)
-	for b := range m.queue {
-		select {
-		case <-m.failed:
-		default:
-			if err := m.next(b, true); err != nil {
-				m.fail(err)
-			}
-		}
-		m.free <- b[:0]
-		m.pending.Done()
-	}
 }
 
 // Write marks p, in pieces of at most ChunkSize, and sends or queues
@@ -110,42 +68,27 @@ func (m *MarkedChunks) chunk(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	var b []byte
-	select {
-	case b = <-m.free:
-	case <-m.failed:
-		return m.err
+	b, err := m.buffer()
+	if err != nil {
+		return err
 	}
 	if entropy(p) <= storedEntropy {
-		buf := bytes.NewBuffer(b[:0])
-		if m.fast == nil {
-			m.fast, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+		if b, err = m.compress(b, p); err != nil {
+			m.release(b)
+			return err
 		}
-		m.fast.Reset(buf)
-		if _, err := m.fast.Write(p); err != nil {
-			m.free <- b
-			return fmt.Errorf("gzip: %w", err)
-		}
-		if err := m.fast.Close(); err != nil {
-			m.free <- b
-			return fmt.Errorf("gzip: %w", err)
-		}
-		if buf.Len() < len(p) {
+		if len(b) < len(p) {
 			m.Chunks++
-			m.pending.Add(1)
-			m.queue <- buf.Bytes()
+			m.enqueue(b)
 			return nil
 		}
-		b = buf.Bytes()
 	}
-	m.free <- b[:0]
+	m.release(b)
 	// The chunk goes as it is, without a copy: after the members queued
 	// before it, and before Write returns and its buffer is reused.
 	m.pending.Wait()
-	select {
-	case <-m.failed:
-		return m.err
-	default:
+	if err := m.failure(); err != nil {
+		return err
 	}
 	m.Chunks++
 	m.Raw++
@@ -159,19 +102,7 @@ func (m *MarkedChunks) chunk(p []byte) error {
 // Close waits until the members queued are sent, stops the sending
 // goroutine and returns the first error of next. It may be called more
 // than once.
-func (m *MarkedChunks) Close() error {
-	if !m.closed {
-		m.closed = true
-		close(m.queue)
-	}
-	<-m.done
-	select {
-	case <-m.failed:
-		return m.err
-	default:
-		return nil
-	}
-}
+func (m *MarkedChunks) Close() error { return m.close() }
 
 // ChunkSource returns the next chunk of a marked transfer, as it
 // arrived: its data, and whether the data is gzip-compressed. It returns
