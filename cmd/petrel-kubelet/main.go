@@ -255,7 +255,7 @@ func run(ctx context.Context, o options) error {
 		setupNode(pc.Node, o, port)
 		images := fleet.Images{Registry: fleet.RegistryImages{}}
 		if o.imageDir != "" {
-			images.Files = &fleet.FileImages{Dir: o.imageDir, Upload: fleet.DaemonUploader{Daemon: daemon}}
+			images.Files = &fleet.FileImages{Dir: o.imageDir, Upload: client.Over(daemon)}
 		}
 		p, err := fleet.NewProvider(fleet.Config{
 			Daemon:   daemon,

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -461,7 +462,7 @@ func TestImagesPicksResolver(t *testing.T) {
 	if err := m.Resolve(ctx, "127.0.0.1:5000/net:hvt", req); err != nil || req.ImageRef == "" {
 		t.Fatalf("registry reference: %v %v", req, err)
 	}
-	m.Files = &FileImages{Dir: t.TempDir(), Upload: DaemonUploader{}}
+	m.Files = &FileImages{Dir: t.TempDir(), Upload: client.Over(nil)}
 	if err := m.Resolve(ctx, "local/missing:hvt", &daemonv1.CreateRequest{}); err == nil || IsRefusal(err) {
 		t.Fatalf("missing local file: %v", err)
 	}

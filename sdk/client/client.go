@@ -81,8 +81,18 @@ func Dial(socket string) (*Client, error) {
 // the client's first transfer.
 func (c *Client) StreamContent() { c.files = "" }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Over returns a Client that calls petreld through api, a connection made
+// elsewhere (petrel-kubelet's, whose certificates rotate): its transfers
+// stream their content, and Close leaves the connection to its owner.
+func Over(api daemonv1.DaemonClient) *Client { return &Client{API: api} }
+
+// Close closes the connection, if the Client made it.
+func (c *Client) Close() error {
+	if c.conn == nil {
+		return nil
+	}
+	return c.conn.Close()
+}
 
 // UploadImage streams r (of size bytes, or -1 when unknown) to the
 // daemon's image store. progress, when not nil, is called after each chunk.
