@@ -60,9 +60,7 @@ type Fanout struct {
 	alloc  int
 	wg     sync.WaitGroup
 
-	errOnce sync.Once
-	err     error
-	failed  chan struct{} // closed when a sink fails
+	firstError // of the sinks
 
 	closed bool
 	n      int64
@@ -70,7 +68,7 @@ type Fanout struct {
 
 // NewFanout starts one goroutine per sink.
 func NewFanout(sinks ...Sink) *Fanout {
-	f := &Fanout{sinks: sinks, free: make(chan []byte, depth), failed: make(chan struct{})}
+	f := &Fanout{sinks: sinks, free: make(chan []byte, depth), firstError: newFirstError()}
 	for _, s := range sinks {
 		q := make(chan *chunk, depth)
 		f.queues = append(f.queues, q)
@@ -98,18 +96,32 @@ func (f *Fanout) run(s Sink, q <-chan *chunk) {
 	}
 }
 
-func (f *Fanout) fail(err error) {
-	f.errOnce.Do(func() {
-		f.err = err
-		close(f.failed)
+// Err is the first error of a sink, or nil.
+func (f *Fanout) Err() error { return f.first() }
+
+// firstError keeps the first error that a transfer's goroutines report,
+// and closes failed when it comes, for the others to stop.
+type firstError struct {
+	once   *sync.Once
+	err    error // set before failed closes
+	failed chan struct{}
+}
+
+func newFirstError() firstError { return firstError{once: new(sync.Once), failed: make(chan struct{})} }
+
+// fail records err if it is the first.
+func (e *firstError) fail(err error) {
+	e.once.Do(func() {
+		e.err = err
+		close(e.failed)
 	})
 }
 
-// Err is the first error of a sink, or nil.
-func (f *Fanout) Err() error {
+// first returns the first error, nil while there is none.
+func (e *firstError) first() error {
 	select {
-	case <-f.failed:
-		return f.err
+	case <-e.failed:
+		return e.err
 	default:
 		return nil
 	}

@@ -87,7 +87,7 @@ func (m *MarkedChunks) chunk(p []byte) error {
 	// The chunk goes as it is, without a copy: after the members queued
 	// before it, and before Write returns and its buffer is reused.
 	m.pending.Wait()
-	if err := m.failure(); err != nil {
+	if err := m.first(); err != nil {
 		return err
 	}
 	m.Chunks++

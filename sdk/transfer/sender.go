@@ -23,9 +23,7 @@ type memberSender struct {
 	pending sync.WaitGroup // members queued and not yet sent
 	done    chan struct{}
 
-	failOnce sync.Once
-	failed   chan struct{} // closed when a send fails
-	err      error         // the first failure, set before failed closes
+	firstError // of the sends
 
 	closed bool
 	fast   *gzip.Writer
@@ -35,7 +33,7 @@ type memberSender struct {
 func (s *memberSender) start(send func([]byte) error) {
 	s.send = send
 	s.queue, s.free = make(chan []byte, gzipBuffers), make(chan []byte, gzipBuffers)
-	s.done, s.failed = make(chan struct{}), make(chan struct{})
+	s.done, s.firstError = make(chan struct{}), newFirstError()
 	for i := 0; i < gzipBuffers; i++ {
 		s.free <- nil // allocated on first use, at the size needed
 	}
@@ -54,24 +52,6 @@ func (s *memberSender) run() {
 		}
 		s.free <- b[:0]
 		s.pending.Done()
-	}
-}
-
-// fail records the first failure and stops further sends.
-func (s *memberSender) fail(err error) {
-	s.failOnce.Do(func() {
-		s.err = err
-		close(s.failed)
-	})
-}
-
-// failure returns the first failure, nil while there is none.
-func (s *memberSender) failure() error {
-	select {
-	case <-s.failed:
-		return s.err
-	default:
-		return nil
 	}
 }
 
@@ -123,5 +103,5 @@ func (s *memberSender) close() error {
 		close(s.queue)
 	}
 	<-s.done
-	return s.failure()
+	return s.first()
 }
