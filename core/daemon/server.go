@@ -298,34 +298,23 @@ func (s *server) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daem
 	if req.GetImageName() == "" {
 		req.ImageName = req.GetImageRef()
 	}
-	images := []string{req.GetImageSha256(), req.GetInitrdSha256()}
-	var hold uint64
-	if vm, err := name.ParseVM(req.GetName()); err == nil {
-		// Before anything else, and without dropping the caller's claims,
-		// so that a client that named a digest uploads it and creates
-		// again. (A bad name is reported before any upload.)
-		if err := s.d.unknownImages(caller, images); err != nil {
-			return nil, err
-		}
-		replacing := ""
-		if req.GetForce() {
-			replacing = vm.String()
-		}
-		if hold, err = s.d.admitCreate(vm, images, replacing); err != nil {
-			s.d.createDone(caller, 0, images, true)
+	// Digests petreld lacks are named before anything else, and without
+	// dropping the caller's claims, so that a client uploads them and
+	// creates again. (A bad name is reported before any upload.)
+	if _, err := name.ParseVM(req.GetName()); err == nil {
+		if err := s.d.unknownImages(caller, []string{req.GetImageSha256(), req.GetInitrdSha256()}); err != nil {
 			return nil, err
 		}
 	}
-	rec, err := s.d.sup.Create(ctx, supervisor.CreateParams{
+	rec, err := s.d.createVM(ctx, caller, supervisor.CreateParams{
 		Name: req.GetName(), Backend: req.GetBackend(), ImageSHA256: req.GetImageSha256(), ImageName: req.GetImageName(),
 		MemoryMB: req.GetMemoryMb(), CPUs: req.GetCpus(), Args: req.GetArgs(), Restart: restartPolicy(req.GetRestart()),
 		Startup: req.GetStartup(), Force: req.GetForce(), Blocks: blockParams(req.GetBlocks()),
 		Nets: netParams(req.GetNets()), InitrdSHA256: req.GetInitrdSha256(), KernelCmdline: req.GetKernelCmdline(),
 		ImageRef: req.GetImageRef(), ImageDigest: pulled.GetManifestDigest(),
 	})
-	s.d.createDone(caller, hold, images, err != nil)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, err
 	}
 	return toVM(rec), nil
 }

@@ -48,12 +48,13 @@ const (
 	probeTimeout = time.Second
 )
 
-// createVM deploys p for caller: the image storage checks and holds of
-// Create (images.go), then the supervisor's create.
+// createVM deploys p for caller, for Create and Update: the image
+// storage checks and holds (images.go), then the supervisor's create.
 func (d *Daemon) createVM(ctx context.Context, caller name.Path, p supervisor.CreateParams) (supervisor.Record, error) {
 	images := []string{p.ImageSHA256, p.InitrdSHA256}
 	vm, err := name.ParseVM(p.Name)
 	if err != nil {
+		d.createDone(caller, 0, images, true)
 		return supervisor.Record{}, status.Error(codes.InvalidArgument, err.Error())
 	}
 	replacing := ""
