@@ -260,16 +260,7 @@ func (s *ShimBackend) Stats(_ context.Context, id string) (*pluginv1.VMStats, er
 // out those that are not running or unknown. It makes the backend a
 // StatsBatcher, so that petreld samples all its VMs in one call.
 func (s *ShimBackend) StatsBatch(ctx context.Context, ids []string) (map[string]*pluginv1.VMStats, error) {
-	out := make(map[string]*pluginv1.VMStats, len(ids))
-	for _, id := range ids {
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		if st, err := s.Stats(ctx, id); err == nil {
-			out[id] = st
-		}
-	}
-	return out, nil
+	return statsEach(ctx, s, ids, 1)
 }
 
 // ShimDir is the runtime directory of a VM, where its shim serves: it
