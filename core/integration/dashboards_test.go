@@ -7,22 +7,17 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/petrel-vmm/petrel/contrib/testservers"
 	"github.com/petrel-vmm/petrel/sdk/solo5"
@@ -53,24 +48,11 @@ func TestGrafanaDashboards(t *testing.T) {
 	// the servers and this test in the host's: forwarders carry
 	// Prometheus's scrapes into the namespace and the Influx plugin's
 	// writes out of it.
-	scrapeListener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen for scrapes: %v", err)
-	}
-	promBase := testservers.StartPrometheus(t, scrapeListener.Addr().String())
-
 	e := newEnv(t)
 	e.inNetns()
 	const exporterAddr = "127.0.0.1:9464"
-	tcpForward(t, scrapeListener, func() (net.Conn, error) { return dialInNetns(e.netns, exporterAddr) })
-	var influxListener net.Listener
-	if err := runInNetns(e.netns, func() (err error) {
-		influxListener, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	}); err != nil {
-		t.Fatalf("listen for Influx writes in %s: %v", e.netns, err)
-	}
-	tcpForward(t, influxListener, func() (net.Conn, error) { return net.DialTimeout("tcp", influx.HTTPAddr, 2*time.Second) })
+	promBase := testservers.StartPrometheus(t, forward(t, "", "127.0.0.1:0", e.netns, exporterAddr))
+	influxAddr := forward(t, e.netns, "127.0.0.1:0", "", influx.HTTPAddr)
 
 	cfg, err := os.ReadFile(e.config)
 	if err != nil {
@@ -83,7 +65,7 @@ metrics "influx" {
 metrics "prometheus" {
   settings = { address = %q }
 }
-`, influxListener.Addr(), exporterAddr)...)
+`, influxAddr, exporterAddr)...)
 	if err := os.WriteFile(e.config, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -737,121 +719,4 @@ func (ib *influxBackend) query(_ *grafanaContext, query string, _ bool) (queryRe
 		}
 	}
 	return r, nil
-}
-
-// runInNetns runs fn on a thread in network namespace ns (a name under
-// /var/run/netns), so that sockets fn creates belong to it. The thread
-// moves back to its own namespace afterwards and returns to the pool;
-// only if that fails is it left locked, so that it ends with its
-// goroutine instead of serving others in the wrong namespace. Ending
-// threads is avoided because a child started from one with Pdeathsig (as
-// the servers are) would be killed with it.
-func runInNetns(ns string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// inOwn tells whether the thread is in its own namespace.
-		inOwn := true
-		defer func() {
-			if inOwn {
-				runtime.UnlockOSThread()
-			}
-		}()
-		done <- func() error {
-			own, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("open own network namespace: %w", err)
-			}
-			defer unix.Close(own)
-			fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("open namespace %s: %w", ns, err)
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("setns %s: %w", ns, err)
-			}
-			inOwn = false
-			ferr := fn()
-			inOwn = unix.Setns(own, unix.CLONE_NEWNET) == nil
-			return ferr
-		}()
-	}()
-	return <-done
-}
-
-// dialInNetns connects to a TCP address inside namespace ns.
-func dialInNetns(ns, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := runInNetns(ns, func() (err error) {
-		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
-		return err
-	})
-	return c, err
-}
-
-// tcpForward joins every connection accepted on l to one made by dial,
-// until the test ends; cleanup closes the listener and every connection
-// and waits for the copying goroutines.
-func tcpForward(t *testing.T, l net.Listener, dial func() (net.Conn, error)) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	track := func(c net.Conn) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if conns == nil {
-			c.Close()
-			return false
-		}
-		conns[c] = true
-		return true
-	}
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		conns = nil
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if !track(in) {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer in.Close()
-				out, err := dial()
-				if err != nil {
-					return
-				}
-				if !track(out) {
-					return
-				}
-				defer out.Close()
-				copied := make(chan struct{})
-				go func() {
-					io.Copy(out, in)
-					out.Close()
-					close(copied)
-				}()
-				io.Copy(in, out)
-				in.Close()
-				<-copied
-			}()
-		}
-	}()
 }

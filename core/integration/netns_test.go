@@ -7,37 +7,57 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
 
-// inNamespace runs f on an OS thread of its own that has entered the
-// named network namespace ("" is the test's own), so that the sockets f
-// makes belong to that namespace; a socket keeps its namespace for its
-// whole life, whichever thread uses it later. The thread is never given
-// back to the Go scheduler: it ends with the goroutine, so no other
-// goroutine ever runs in the namespace by accident.
+// inNamespace runs f on an OS thread that has entered the named network
+// namespace (a name under /var/run/netns; "" is the test's own), so that
+// the sockets f makes belong to that namespace; a socket keeps its
+// namespace for its whole life, whichever thread uses it later. The
+// thread moves back to its own namespace afterwards and returns to the
+// pool; only if that fails is it left locked, so that it ends with its
+// goroutine instead of serving others in the wrong namespace. Ending
+// threads is avoided otherwise: a child started from one with a
+// parent-death signal (as the tests' servers are) would be killed with
+// it.
 func inNamespace(name string, f func() error) error {
 	if name == "" {
 		return f()
 	}
-	errc := make(chan error, 1)
+	done := make(chan error, 1)
 	go func() {
 		// Owned by this call: it ends when f returns.
 		runtime.LockOSThread()
-		ns, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- fmt.Errorf("network namespace %s: %w", name, err)
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", name, err)
-			return
-		}
-		errc <- f()
+		// inOwn tells whether the thread is in its own namespace.
+		inOwn := true
+		defer func() {
+			if inOwn {
+				runtime.UnlockOSThread()
+			}
+		}()
+		done <- func() error {
+			own, err := netns.Get()
+			if err != nil {
+				return fmt.Errorf("own network namespace: %w", err)
+			}
+			defer own.Close()
+			ns, err := netns.GetFromName(name)
+			if err != nil {
+				return fmt.Errorf("network namespace %s: %w", name, err)
+			}
+			defer ns.Close()
+			if err := netns.Set(ns); err != nil {
+				return fmt.Errorf("enter network namespace %s: %w", name, err)
+			}
+			inOwn = false
+			ferr := f()
+			inOwn = netns.Set(own) == nil
+			return ferr
+		}()
 	}()
-	return <-errc
+	return <-done
 }
 
 // listenIn listens on a TCP address in a network namespace.
@@ -59,7 +79,7 @@ func dialIn(ns, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := inNamespace(ns, func() error {
 		var err error
-		c, err = net.Dial("tcp", addr)
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
 		return err
 	})
 	if err != nil {
