@@ -11,7 +11,9 @@
 //     HTTP/2 frame of 16 KiB) is decoded from them where they are. gRPC's
 //     codec first copies them into one contiguous buffer, which it also
 //     clears, and protobuf then copies the bytes fields out of it; here
-//     each bytes field is copied once, from the frames into the message.
+//     each bytes field is copied once, from the frames into the message,
+//     into a buffer of Pool that the receiver may give back with Release
+//     once it has used the data.
 //
 // Both ends of a transfer use it: the remote client's connection
 // (sdk/client.DialTLS), petrel-endpoint, and petreld's servers.
@@ -189,7 +191,7 @@ func unmarshalSplit(bufs [][]byte, m proto.Message) error {
 	}
 	msg := m.ProtoReflect()
 	for fd, parts := range split {
-		b := bytes.Join(parts, nil)
+		b := join(parts)
 		switch {
 		case len(b) > 0:
 			msg.Set(fd, protoreflect.ValueOfBytes(b))
@@ -274,4 +276,40 @@ func (r *reader) take(n int) [][]byte {
 		n -= k
 	}
 	return parts
+}
+
+// join copies parts into one slice: a buffer that Release gave back when
+// Pool holds one of that size, or else new memory (which, unlike a new
+// buffer of Pool's, is not cleared first).
+func join(parts [][]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	var b *[]byte
+	if n >= gatherBelow {
+		b = pool.kept(n)
+	}
+	if b == nil {
+		return bytes.Join(parts, nil)
+	}
+	out := (*b)[:0]
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Release gives b, the value of a bytes field that Unmarshal decoded,
+// back to Pool, for the next message to be decoded into: a server that
+// copies each chunk's data elsewhere and releases it then allocates
+// nothing per chunk, and its garbage collector has that much less to do.
+// Nothing may use b, or any slice of its array, afterwards; a slice that
+// is not released is simply collected. Slices too small to be worth
+// keeping are left alone.
+func Release(b []byte) {
+	if cap(b) >= gatherBelow {
+		b = b[:0]
+		Pool.Put(&b)
+	}
 }

@@ -202,3 +202,33 @@ func TestPool(t *testing.T) {
 		t.Errorf("a buffer of capacity %d, put back, came out for 1000 bytes", cap(*b))
 	}
 }
+
+// TestReleaseReuses decodes a chunk, releases its data and wants a later
+// decoding to be made in the same memory: a server that releases each
+// chunk allocates none. (Pool may drop a buffer, as sync.Pool does, so
+// the test tries a few times.)
+func TestReleaseReuses(t *testing.T) {
+	wire, err := proto.Marshal(&daemonv1.BlockChunk{Data: bytes.Repeat([]byte{9}, 1<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		m := &daemonv1.BlockChunk{}
+		if err := (Codec{}).Unmarshal(frames(wire, 16<<10), m); err != nil {
+			t.Fatal(err)
+		}
+		data := m.GetData()
+		Release(data)
+		next := &daemonv1.BlockChunk{}
+		if err := (Codec{}).Unmarshal(frames(wire, 16<<10), next); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(next.GetData(), wire[len(wire)-1<<20:]) {
+			t.Fatal("a chunk decoded into released memory differs from what was sent")
+		}
+		if &next.GetData()[0] == &data[0] {
+			return
+		}
+	}
+	t.Fatal("released data was never reused")
+}

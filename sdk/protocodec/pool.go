@@ -31,7 +31,10 @@ type bufferPool struct {
 // Given to gRPC as its buffer pool (experimental.BufferPool on a server,
 // experimental.WithBufferPool on a connection), it also holds the frames
 // gRPC reads.
-var Pool mem.BufferPool = &bufferPool{}
+var Pool mem.BufferPool = pool
+
+// pool is Pool.
+var pool = &bufferPool{}
 
 // tierFor is the tier holding buffers of at least n bytes.
 func tierFor(n int) int {
@@ -53,6 +56,20 @@ func (p *bufferPool) Get(n int) *[]byte {
 	}
 	b := make([]byte, n, 1<<t)
 	return &b
+}
+
+// kept returns a buffer of n bytes that the pool holds, or nil when it
+// holds none of that size.
+func (p *bufferPool) kept(n int) *[]byte {
+	t := tierFor(n)
+	if t > maxTier {
+		return nil
+	}
+	b, _ := p.tiers[t].Get().(*[]byte)
+	if b != nil {
+		*b = (*b)[:n]
+	}
+	return b
 }
 
 // Put keeps a buffer whose capacity is one of the tiers; others (the
