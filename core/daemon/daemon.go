@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/petrel-vmm/petrel/core/config"
 	"github.com/petrel-vmm/petrel/core/internal/block"
@@ -34,6 +35,7 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
 
 // Version is petreld's version, set at build time with -ldflags.
@@ -310,8 +312,11 @@ func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors, f
 	}
 	// Large flow-control windows: image and block transfers stream
 	// megabytes over a local socket, where the default 64 KiB window
-	// stalls the sender.
+	// stalls the sender. protocodec's codec and buffer pool decode each
+	// chunk from the frames it came in, with one copy instead of two
+	// and no buffer cleared first.
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
+		grpc.ForceServerCodecV2(protocodec.Codec{}), experimental.BufferPool(protocodec.Pool),
 		grpc.ChainUnaryInterceptor(in.unary), grpc.ChainStreamInterceptor(in.stream))
 	daemonv1.RegisterDaemonServer(srv, &server{d: d, files: files})
 	return listener{path: path, lis: lis, grpc: srv}, nil

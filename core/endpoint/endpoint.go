@@ -28,6 +28,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -35,8 +37,8 @@ import (
 	"github.com/petrel-vmm/petrel/core/activation"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
-	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
 
 // DefaultListen is the default listen address: port 1025 on every
@@ -88,7 +90,7 @@ type Server struct {
 	watcher  *pki.Watcher
 	lis      net.Listener
 	grpc     *grpc.Server
-	up       *client.Client
+	up       *grpc.ClientConn // to petreld
 
 	closeOnce sync.Once
 }
@@ -149,7 +151,7 @@ func New(opts Options) (*Server, error) {
 		}
 		return err
 	}
-	if s.up, err = client.Dial(opts.Socket); err != nil {
+	if s.up, err = dialDaemon(opts.Socket); err != nil {
 		return nil, fmt.Errorf("endpoint: %w", err)
 	}
 	addr := opts.Listen
@@ -165,11 +167,32 @@ func New(opts Options) (*Server, error) {
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
 		grpc.ForceServerCodecV2(codec), // transfer content is relayed without decoding it
+		// Frames are read into buffers that are not cleared first (gRPC
+		// reads each whole into its buffer); and straight from
+		// crypto/tls, which buffers what it decrypts: a read buffer of
+		// gRPC's own would only copy every byte received once more.
+		experimental.BufferPool(protocodec.Pool), grpc.ReadBufferSize(0),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
-	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: s.up.API})
+	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: daemonv1.NewDaemonClient(s.up)})
 	ok = true
 	return s, nil
+}
+
+// dialDaemon prepares the connection to petreld's socket (made on first
+// use), with the client library's flow-control windows and message
+// limit, and protocodec's buffer pool for the frames it reads and the
+// messages it decodes and encodes itself.
+func dialDaemon(socket string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(protocodec.Codec{})),
+		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20),
+		experimental.WithBufferPool(protocodec.Pool))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", socket, err)
+	}
+	return conn, nil
 }
 
 // Addr is the address the endpoint listens on.

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/core/authz"
@@ -21,6 +22,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
 
 func TestHandledExtensionsMatchPKI(t *testing.T) {
@@ -93,6 +95,24 @@ func (f *fakeDaemon) Console(req *daemonv1.ConsoleRequest, stream daemonv1.Daemo
 // directory.
 func setup(t *testing.T) (*fakeDaemon, *client.Client, string) {
 	t.Helper()
+	fake := &fakeDaemon{}
+	e := startEndpoint(t, fake)
+	return fake, e.remote, e.dir
+}
+
+// testEndpoint is an endpoint in front of a daemon API server on a unix
+// socket, and a client of the endpoint.
+type testEndpoint struct {
+	dir    string         // holds the CA (ca/) and alice.pem
+	sock   string         // the daemon's socket
+	remote *client.Client // authenticated as alice's leaf "web"
+}
+
+// startEndpoint serves daemon on a unix socket, starts an endpoint in
+// front of it and connects a client authenticated as alice (a sub-CA
+// with a policy) through it; all are stopped when t ends.
+func startEndpoint(t testing.TB, daemon daemonv1.DaemonServer) *testEndpoint {
+	t.Helper()
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
 	if err := pki.InitCA(ca, pki.CAOptions{}); err != nil {
@@ -103,9 +123,10 @@ func setup(t *testing.T) (*fakeDaemon, *client.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := &fakeDaemon{}
-	gs := grpc.NewServer()
-	daemonv1.RegisterDaemonServer(gs, fake)
+	// petreld's options for its sockets.
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
+		grpc.ForceServerCodecV2(protocodec.Codec{}), experimental.BufferPool(protocodec.Pool))
+	daemonv1.RegisterDaemonServer(gs, daemon)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 
@@ -160,7 +181,7 @@ func setup(t *testing.T) (*fakeDaemon, *client.Client, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return fake, c, dir
+	return &testEndpoint{dir: dir, sock: sock, remote: c}
 }
 
 func TestRelay(t *testing.T) {

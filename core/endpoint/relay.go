@@ -6,9 +6,9 @@ import (
 	"io"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
 
 // The content of block and image transfers passes through the endpoint
@@ -30,16 +30,16 @@ type rawMessage struct {
 	data mem.BufferSlice
 }
 
-// rawCodec is the protobuf codec, except that it leaves a rawMessage
-// encoded: Unmarshal keeps a reference to the received buffers, and
-// Marshal hands them on, to be freed once sent.
+// rawCodec is protocodec's protobuf codec, except that it leaves a
+// rawMessage encoded: Unmarshal keeps a reference to the received
+// buffers, and Marshal hands them on, to be freed once sent.
 type rawCodec struct {
-	encoding.CodecV2
+	protocodec.Codec
 }
 
 // codec is the endpoint's codec, on its server and on its calls to
 // petreld that relay raw messages.
-var codec = rawCodec{encoding.GetCodecV2(proto.Name)}
+var codec = rawCodec{}
 
 func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if m, ok := v.(*rawMessage); ok {
@@ -47,7 +47,7 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 		m.data = nil
 		return data, nil
 	}
-	return c.CodecV2.Marshal(v)
+	return c.Codec.Marshal(v)
 }
 
 func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -56,7 +56,7 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		m.data = data
 		return nil
 	}
-	return c.CodecV2.Unmarshal(data, v)
+	return c.Codec.Unmarshal(data, v)
 }
 
 // relayUp copies a client stream from the caller to petreld and relays
