@@ -13,6 +13,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/internal/block"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
@@ -65,11 +66,25 @@ type blockStreamReader struct {
 	buf    []byte
 	sha    string
 	err    error
+	// held is the data of the message being read, given back to the
+	// codec's pool (protocodec.Release) once read, for the next message.
+	held []byte
+}
+
+// recv receives the next message, giving back the previous one's data.
+func (r *blockStreamReader) recv() (*daemonv1.BlockChunk, error) {
+	protocodec.Release(r.held)
+	r.held = nil
+	msg, err := r.stream.Recv()
+	if err == nil {
+		r.held = msg.GetData()
+	}
+	return msg, err
 }
 
 func (r *blockStreamReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
-		msg, err := r.stream.Recv()
+		msg, err := r.recv()
 		if err == io.EOF {
 			return 0, io.EOF
 		}
@@ -99,7 +114,7 @@ func (r *blockStreamReader) markedChunks(firstGzip bool) transfer.ChunkSource {
 			r.buf = nil
 			return data, firstGzip, nil
 		}
-		msg, err := r.stream.Recv()
+		msg, err := r.recv()
 		if err == io.EOF {
 			return nil, false, io.EOF
 		}
@@ -142,7 +157,7 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	if local != nil {
 		return s.blockUploadFile(stream, d, u, local, first.GetTotal())
 	}
-	r := &blockStreamReader{stream: stream, buf: first.GetData(), sha: first.GetSha256()}
+	r := &blockStreamReader{stream: stream, buf: first.GetData(), held: first.GetData(), sha: first.GetSha256()}
 	var src io.Reader = r
 	marked := first.GetGzip() && first.GetMarked()
 	switch {

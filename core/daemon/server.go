@@ -30,6 +30,7 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/network"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	pluginv1 "github.com/petrel-vmm/petrel/sdk/proto/plugin/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
 
 // APIVersion is the daemon API version served.
@@ -138,7 +139,7 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 		return err
 	}
 	defer s.d.release(id)
-	r := &chunkReader{stream: stream, buf: first.GetData()}
+	r := &chunkReader{stream: stream, buf: first.GetData(), held: first.GetData()}
 	var src io.Reader = r
 	if local != nil {
 		src = ctxReader{ctx: stream.Context(), r: local}
@@ -225,15 +226,20 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// chunkReader turns an upload stream into an io.Reader.
+// chunkReader turns an upload stream into an io.Reader. Each message's
+// data, once read, goes back to the codec's pool (protocodec.Release)
+// for the next message to be decoded into.
 type chunkReader struct {
 	stream daemonv1.Daemon_UploadImageServer
 	buf    []byte
+	held   []byte // the data buf is the rest of
 	err    error
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
+		protocodec.Release(c.held)
+		c.held = nil
 		msg, err := c.stream.Recv()
 		if err == io.EOF {
 			return 0, io.EOF
@@ -242,7 +248,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			c.err = err
 			return 0, err
 		}
-		c.buf = msg.GetData()
+		c.buf, c.held = msg.GetData(), msg.GetData()
 	}
 	n := copy(p, c.buf)
 	c.buf = c.buf[n:]

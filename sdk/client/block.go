@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
@@ -203,16 +204,32 @@ type downloadReader struct {
 	stream daemonv1.Daemon_BlockDownloadClient
 	buf    []byte
 	sha    string
+	// held is the data of the message being read, given back to the
+	// codec's pool (protocodec.Release) once read, for the next message.
+	held []byte
+}
+
+// recv receives the next message, giving back the previous one's data
+// and remembering the checksum.
+func (r *downloadReader) recv() (*daemonv1.BlockChunk, error) {
+	protocodec.Release(r.held)
+	r.held = nil
+	msg, err := r.stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if msg.GetSha256() != "" {
+		r.sha = msg.GetSha256()
+	}
+	r.held = msg.GetData()
+	return msg, nil
 }
 
 func (r *downloadReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
-		msg, err := r.stream.Recv()
+		msg, err := r.recv()
 		if err != nil {
 			return 0, err
-		}
-		if msg.GetSha256() != "" {
-			r.sha = msg.GetSha256()
 		}
 		r.buf = msg.GetData()
 	}
@@ -224,12 +241,9 @@ func (r *downloadReader) Read(p []byte) (int, error) {
 // nextChunk returns the next chunk of a marked download, remembering the
 // checksum; it is a transfer.ChunkSource.
 func (r *downloadReader) nextChunk() ([]byte, bool, error) {
-	msg, err := r.stream.Recv()
+	msg, err := r.recv()
 	if err != nil {
 		return nil, false, err
-	}
-	if msg.GetSha256() != "" {
-		r.sha = msg.GetSha256()
 	}
 	return msg.GetData(), msg.GetChunkGzip(), nil
 }

@@ -13,9 +13,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
 
 // DefaultSocket is where petreld listens with its default configuration.
@@ -65,10 +67,12 @@ const ChunkSize = 1 << 20
 func Dial(socket string) (*Client, error) {
 	conn, err := grpc.NewClient("unix://"+socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
-		// Transfers stream megabytes over a local socket; the default
-		// 64 KiB flow-control window would stall them.
-		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(protocodec.Codec{})),
+		// Streamed transfers carry megabytes over a local socket; the
+		// default 64 KiB flow-control window would stall them, and
+		// protocodec's codec and pool spare their copies.
+		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20),
+		experimental.WithBufferPool(protocodec.Pool))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", socket, err)
 	}
@@ -77,8 +81,8 @@ func Dial(socket string) (*Client, error) {
 
 // StreamContent makes this client carry the content of its transfers
 // through the daemon API even to a local petreld that takes passed
-// files, as it does to a remote one: to compare the two ways. Call it before
-// the client's first transfer.
+// files, as it does to a remote one: to compare the two ways. Call it
+// before the client's first transfer.
 func (c *Client) StreamContent() { c.files = "" }
 
 // Over returns a Client that calls petreld through api, a connection made
