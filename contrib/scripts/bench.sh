@@ -13,6 +13,7 @@ run -bench '^Benchmark(Deploy|DaemonRPC|PluginRPC|RemoteCreate)$' -benchtime 200
 run -bench 'Density|BlockUpload|StatsCost|ConsoleThroughput' -benchtime 1x -timeout 30m ./core/integration/
 run -bench '^Benchmark(Transfer|TransferGzip|TLSLoopback)$' -benchtime 3x -timeout 30m ./core/integration/
 run -bench 'SHA256|GzipChunks' ./sdk/transfer/
+run -bench '^BenchmarkRelay$' -benchtime 4x ./core/endpoint/
 run -bench 'RestartReattach' -benchtime 3x -timeout 30m ./core/integration/
 run -bench 'RegistryPull' -benchtime 10x -timeout 10m ./core/integration/
 run -bench 'QEMUDeploy' -benchtime 5x -timeout 20m ./core/integration/
