@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -135,7 +136,7 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
 	}
 	// A local client may pass the content's file instead of sending it.
-	local, err := s.passedSource(first.GetLocalFile(), first.GetTotal())
+	local, pipe, err := s.passedSource(first.GetLocalFile(), first.GetTotal())
 	if err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	}
 	defer u.Abort()
 	if local != nil {
-		return s.blockUploadFile(stream, d, u, local, first.GetTotal())
+		return s.blockUploadFile(stream, d, u, local, pipe, first.GetTotal())
 	}
 	r := &blockStreamReader{stream: stream, buf: first.GetData(), held: first.GetData(), sha: first.GetSha256()}
 	var src io.Reader = r
@@ -199,22 +200,32 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	return stream.SendAndClose(info)
 }
 
-// blockUploadFile stores the content of a file a local client passed,
-// read by petreld itself from the file's offset: total bytes, hashed
-// here only, since they crossed no channel that could alter them.
-func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d block.Device, u *block.Upload, f *os.File, total int64) error {
+// blockUploadFile stores the content of a passed file, read by petreld
+// itself from the file's offset: a local client's regular file, total
+// bytes, hashed here only, since they crossed no channel that could
+// alter them; or the endpoint's pipe, checked against the checksum the
+// endpoint's caller computed and the endpoint sends after the content.
+func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d block.Device, u *block.Upload, f *os.File, pipe bool, total int64) error {
 	ctx := stream.Context()
-	n, err := u.ReadFrom(ctxReader{ctx: ctx, r: f})
+	src, stop := passedReader(ctx, f, pipe)
+	defer stop()
+	n, err := u.ReadFrom(src)
 	switch {
 	case ctx.Err() != nil:
 		return status.Errorf(codes.Canceled, "upload to %s interrupted (the device is unchanged): %v", d.Name, ctx.Err())
 	case err != nil:
 		return grpcError(fmt.Errorf("upload to %s (the device is unchanged): %w", d.Name, err))
-	case n != total:
-		return status.Errorf(codes.InvalidArgument, "upload to %s: the passed file changed size while it was read (%d bytes, not %d); the device is unchanged", d.Name, n, total)
+	case n != total && (!pipe || total > 0):
+		return status.Errorf(codes.InvalidArgument, "upload to %s: %d bytes arrived, not the %d the upload declared; the device is unchanged", d.Name, n, total)
 	}
-	sum, err := u.Commit("")
+	sum, err := uploadEnd(stream.Recv, (*daemonv1.BlockChunk).GetSha256)
 	if err != nil {
+		return err
+	}
+	if pipe && sum == "" {
+		return status.Errorf(codes.InvalidArgument, "upload to %s carried no checksum; the device is unchanged", d.Name)
+	}
+	if sum, err = u.Commit(sum); err != nil {
 		return grpcError(err)
 	}
 	info := blockInfo(d)
@@ -306,9 +317,12 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 	return stream.Send(&daemonv1.BlockChunk{Sha256: sum, Gzip: req.GetGzip()})
 }
 
-// blockDownloadFile writes a device's content into a file a local client
-// passed, at the file's offset, and ends the stream when it is written:
-// the first chunk (name and total) is the only one sent.
+// blockDownloadFile writes a device's content into a passed file, at the
+// file's offset: a local client's regular file, by a kernel copy, after
+// which the stream ends, the first chunk (name and total) being the only
+// one sent; or the endpoint's pipe, hashed on the way, the checksum
+// following in a last chunk once the pipe is closed, for the endpoint's
+// caller to check.
 func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, name, tok string) error {
 	// The file is taken first, so that no refusal leaves it waiting.
 	f, err := s.passedFile(tok)
@@ -316,8 +330,12 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, n
 		return err
 	}
 	defer f.Close()
-	if err := fdpass.Writable(f); err != nil {
-		return status.Errorf(codes.InvalidArgument, "local file: %v", err)
+	check := fdpass.Writable
+	if s.pipes {
+		check = fdpass.WritablePipe
+	}
+	if err := check(f); err != nil {
+		return status.Errorf(codes.InvalidArgument, "passed file: %v", err)
 	}
 	d, err := s.d.blocks.Get(name)
 	if err != nil {
@@ -326,14 +344,29 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, n
 	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Total: d.SizeMB * block.MB}); err != nil {
 		return err
 	}
-	if _, err := s.d.blocks.CopyTo(stream.Context(), d.Name, f); err != nil {
+	ctx := stream.Context()
+	sum := ""
+	if s.pipes {
+		stop := context.AfterFunc(ctx, func() { f.SetDeadline(time.Now()) })
+		sum, _, err = s.d.blocks.Download(d.Name, f)
+		stop()
+		if err == nil {
+			err = f.Close() // the end of the content, for the endpoint
+		}
+	} else {
+		_, err = s.d.blocks.CopyTo(ctx, d.Name, f)
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, block.ErrBusy) || errors.Is(err, block.ErrNotFound):
 			return grpcError(err)
-		case stream.Context().Err() != nil:
+		case ctx.Err() != nil:
 			return status.Errorf(codes.Canceled, "download %s interrupted: %v", d.Name, err)
 		}
 		return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
+	}
+	if sum != "" {
+		return stream.Send(&daemonv1.BlockChunk{Sha256: sum})
 	}
 	return nil
 }

@@ -82,9 +82,10 @@ type Daemon struct {
 	admin  listener
 	remote listener
 	// files holds the files local clients pass for transfers (package
-	// fdpass), served beside the administrators' socket; nil until
-	// listen.
-	files *fdpass.Registry
+	// fdpass), served beside the administrators' socket; remoteFiles the
+	// pipes petrel-endpoint passes for its callers' transfers, beside the
+	// endpoint's socket. Both nil until listen.
+	files, remoteFiles *fdpass.Registry
 	// pluginDir is where plugin binaries are found.
 	pluginDir string
 	// releaseRunDir gives up the claim on the run directory.
@@ -292,20 +293,24 @@ func (d *Daemon) listen() error {
 		return err
 	}
 	d.files = fdpass.NewRegistry(filesLis)
-	if d.admin, err = d.open(SocketPath(d.cfg.RunDir), perm, -1, admin, d.files); err != nil {
+	remoteFilesLis, err := listenUnix(fdpass.FilesSocket(RemoteSocketPath(d.cfg.RunDir)), remotePerm, gid)
+	if err != nil {
 		return err
 	}
-	if d.remote, err = d.open(RemoteSocketPath(d.cfg.RunDir), remotePerm, gid, remote, nil); err != nil {
+	d.remoteFiles = fdpass.NewRegistry(remoteFilesLis)
+	if d.admin, err = d.open(SocketPath(d.cfg.RunDir), perm, -1, admin, &server{d: d, files: d.files}); err != nil {
+		return err
+	}
+	if d.remote, err = d.open(RemoteSocketPath(d.cfg.RunDir), remotePerm, gid, remote, &server{d: d, files: d.remoteFiles, pipes: true}); err != nil {
 		return err
 	}
 	return nil
 }
 
 // open listens on the unix socket path with permission bits perm and,
-// when gid is not -1, that group, and prepares a gRPC server for it with
-// the interceptors in. files, when not nil, serves the transfers of
-// files passed on the files socket (the administrators' socket only).
-func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors, files *fdpass.Registry) (listener, error) {
+// when gid is not -1, that group, and prepares a gRPC server for it
+// that serves api with the interceptors in.
+func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors, api *server) (listener, error) {
 	lis, err := listenUnix(path, perm, gid)
 	if err != nil {
 		return listener{}, err
@@ -318,7 +323,7 @@ func (d *Daemon) open(path string, perm os.FileMode, gid int, in interceptors, f
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
 		grpc.ForceServerCodecV2(protocodec.Codec{}), experimental.BufferPool(protocodec.Pool),
 		grpc.ChainUnaryInterceptor(in.unary), grpc.ChainStreamInterceptor(in.stream))
-	daemonv1.RegisterDaemonServer(srv, &server{d: d, files: files})
+	daemonv1.RegisterDaemonServer(srv, api)
 	return listener{path: path, lis: lis, grpc: srv}, nil
 }
 
@@ -412,8 +417,10 @@ func (d *Daemon) Close() {
 	for _, l := range []listener{d.admin, d.remote} {
 		l.close()
 	}
-	if d.files != nil {
-		d.files.Close()
+	for _, r := range []*fdpass.Registry{d.files, d.remoteFiles} {
+		if r != nil {
+			r.Close()
+		}
 	}
 	if d.stopStats != nil {
 		d.stopStats()

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
@@ -184,6 +186,17 @@ func passOpen(t *testing.T, td *testDaemon, f *os.File) string {
 	return tok
 }
 
+// passRemote passes f on the files socket beside td's endpoint socket,
+// as petrel-endpoint passes its pipes.
+func passRemote(t *testing.T, td *testDaemon, f *os.File) string {
+	t.Helper()
+	tok, err := fdpass.Send(context.Background(), fdpass.FilesSocket(td.d.RemoteSocket()), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // uploadPassed uploads to device name from the file passed under tok,
 // declaring total bytes.
 func uploadPassed(ctx context.Context, c daemonv1.DaemonClient, name, tok string, total int64) error {
@@ -216,8 +229,9 @@ func downloadPassed(ctx context.Context, c daemonv1.DaemonClient, name, tok stri
 
 // TestPassedFileRefusals: what is not a regular file open the right way,
 // a size that is not what the upload declares, a token used twice or
-// never given, and a token sent through the endpoint's socket are all
-// refused as the caller's mistakes, and leave the device as it was.
+// never given, a local file's token sent through the endpoint's socket
+// and a regular file passed beside it are all refused as the caller's
+// mistakes, and leave the device as it was.
 func TestPassedFileRefusals(t *testing.T) {
 	td, root := startTrusting(t)
 	ctx := ctxT(t)
@@ -269,13 +283,13 @@ func TestPassedFileRefusals(t *testing.T) {
 		{"a download into a read-only file", func() error {
 			return downloadPassed(ctx, td.admin, "team:disk", passFile(t, td, src, os.O_RDONLY))
 		}, codes.InvalidArgument, "not open for writing"},
-		{"an upload through the endpoint's socket", func() error {
+		{"a local file's token through the endpoint's socket", func() error {
 			return uploadPassed(teamCtx, td.remote, "team:disk", passFile(t, td, src, os.O_RDONLY), int64(len(data)))
-		}, codes.InvalidArgument, "administrators' socket"},
-		{"a download through the endpoint's socket", func() error {
+		}, codes.InvalidArgument, "no file was passed"},
+		{"a local file's token for a download through the endpoint's socket", func() error {
 			return downloadPassed(teamCtx, td.remote, "team:disk", passFile(t, td, filepath.Join(td.dir, "out"), os.O_RDWR|os.O_CREATE))
-		}, codes.InvalidArgument, "administrators' socket"},
-		{"an image through the endpoint's socket", func() error {
+		}, codes.InvalidArgument, "no file was passed"},
+		{"a local file's token for an image through the endpoint's socket", func() error {
 			stream, err := td.remote.UploadImage(teamCtx)
 			if err != nil {
 				return err
@@ -283,7 +297,15 @@ func TestPassedFileRefusals(t *testing.T) {
 			stream.Send(&daemonv1.ImageChunk{Size: int64(len(data)), LocalFile: passFile(t, td, src, os.O_RDONLY)})
 			_, err = stream.CloseAndRecv()
 			return err
-		}, codes.InvalidArgument, "administrators' socket"},
+		}, codes.InvalidArgument, "no file was passed"},
+		{"a regular file passed beside the endpoint's socket", func() error {
+			f, err := os.Open(src)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return uploadPassed(teamCtx, td.remote, "team:disk", passRemote(t, td, f), int64(len(data)))
+		}, codes.InvalidArgument, "not a pipe"},
 	} {
 		st := wantCode(t, c.what, c.call(), c.code)
 		if !strings.Contains(st.Message(), c.msg) {
@@ -302,5 +324,177 @@ func TestPassedFileRefusals(t *testing.T) {
 	}
 	if tmps, _ := filepath.Glob(filepath.Join(td.dir, "data", "*", "upload-*.tmp")); len(tmps) != 0 {
 		t.Fatalf("refused uploads left %v", tmps)
+	}
+}
+
+// pipeUpload uploads content to device name through the endpoint's
+// socket as petrel-endpoint does: a pipe passed beside the socket, its
+// content written and the pipe closed, then the checksum sha and the
+// stream's end; cut, when set, is called instead of that end, after
+// half the content.
+func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, sha string, cut func()) (*daemonv1.BlockInfo, error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := passRemote(t, td, r)
+	r.Close()
+	stream, err := td.remote.BlockUpload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(len(content))
+	if cut != nil {
+		total = 0 // unknown: only the stream's end can say the content is whole
+	}
+	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok}); err != nil {
+		t.Fatal(err)
+	}
+	if cut != nil {
+		// The pipe ends first, as when petrel-endpoint gives up on its
+		// caller; then the call is cut.
+		w.Write(content[:len(content)/2])
+		w.Close()
+		time.Sleep(50 * time.Millisecond)
+		cut()
+		// The answer, without a half-close, which would say the
+		// upload is complete.
+		info := new(daemonv1.BlockInfo)
+		return info, stream.RecvMsg(info)
+	}
+	w.Write(content)
+	w.Close()
+	if err := stream.Send(&daemonv1.BlockChunk{Sha256: sha}); err != nil {
+		t.Fatal(err)
+	}
+	return stream.CloseAndRecv()
+}
+
+// pipeDownload downloads device name through the endpoint's socket as
+// petrel-endpoint does, into a pipe passed beside it, and returns the
+// content and the checksum that follows it.
+func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string) ([]byte, string, error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tok := passRemote(t, td, w)
+	w.Close()
+	stream, err := td.remote.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok})
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := stream.Recv(); err != nil {
+		return nil, "", err
+	}
+	got, err := io.ReadAll(r)
+	if err != nil {
+		return nil, "", err
+	}
+	last, err := stream.Recv()
+	if err != nil {
+		return nil, "", err
+	}
+	return got, last.GetSha256(), nil
+}
+
+// TestPipedTransfers: petrel-endpoint's pipes carry a block upload, a
+// block download and an image upload through the endpoint's socket; an
+// upload is stored only when its caller's checksum matches and its
+// stream ends, not when it is cut, and a download's checksum follows its
+// content.
+func TestPipedTransfers(t *testing.T) {
+	td, root := startTrusting(t)
+	ctx := ctxT(t)
+	one := 1
+	teamCtx, _ := root.sub(t, "team", policy.Policy{VMs: 1, MemoryMB: 64, ImagesMB: &one}).as(t, ctx, "team-leaf")
+	if _, err := td.admin.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: "team:disk", SizeMb: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, data := writeRandom(t, td.dir, 300<<10)
+	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, digest(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.GetSha256() != digest(data) {
+		t.Fatalf("piped upload: petreld's SHA-256 %s, want %s", info.GetSha256(), digest(data))
+	}
+	other := append([]byte(nil), data...)
+	other[0] ^= 1
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, digest(data), nil)
+	wantCode(t, "a piped upload whose checksum differs", err, codes.InvalidArgument)
+	cctx, cancel := context.WithCancel(teamCtx)
+	_, err = pipeUpload(t, td, cctx, "team:disk", other, "", cancel)
+	wantCode(t, "a piped upload cut halfway", err, codes.Canceled)
+
+	// The download: the device holds data, padded to 1 MB. The cut
+	// upload may hold the device a moment longer than its caller waits.
+	var got []byte
+	var sum string
+	for try := 0; ; try++ {
+		got, sum, err = pipeDownload(t, td, teamCtx, "team:disk")
+		if status.Code(err) != codes.Aborted || try == 100 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte(nil), data...), make([]byte, 1<<20-len(data))...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("piped download: %d bytes, equal %v; the failed uploads changed the device?", len(got), bytes.Equal(got, want))
+	}
+	if sum != digest(want) {
+		t.Fatalf("piped download: checksum %q, want the SHA-256 %s", sum, digest(want))
+	}
+
+	// An image.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := passRemote(t, td, r)
+	r.Close()
+	up, err := td.remote.UploadImage(teamCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Send(&daemonv1.ImageChunk{Size: int64(len(data)), LocalFile: tok}); err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data)
+	w.Close()
+	ref, err := up.CloseAndRecv()
+	if err != nil || ref.GetSha256() != digest(data) {
+		t.Fatalf("piped image upload: %v, %v; want %s", ref, err, digest(data))
+	}
+
+	// An image cut halfway, of no declared size, is not stored.
+	r, w, err = os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok = passRemote(t, td, r)
+	r.Close()
+	cctx, cancel = context.WithCancel(teamCtx)
+	defer cancel()
+	if up, err = td.remote.UploadImage(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Send(&daemonv1.ImageChunk{LocalFile: tok}); err != nil {
+		t.Fatal(err)
+	}
+	w.Write(other[:len(other)/2])
+	w.Close()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	wantCode(t, "a piped image upload cut halfway", up.RecvMsg(new(daemonv1.ImageRef)), codes.Canceled)
+	time.Sleep(50 * time.Millisecond)
+	if _, err := td.d.store.ImagePath(digest(other[:len(other)/2])); err == nil {
+		t.Fatal("the cut image was stored")
 	}
 }

@@ -43,9 +43,12 @@ const APIVersion = 1
 type server struct {
 	daemonv1.UnsafeDaemonServer
 	d *Daemon
-	// files holds the files passed for transfers on the files socket;
-	// nil on the endpoint's socket, which takes none.
+	// files holds the files passed for transfers on this socket's files
+	// socket: local clients' regular files on the administrators'
+	// socket, or, where pipes is set, petrel-endpoint's pipes, through
+	// which its callers' content streams.
 	files *fdpass.Registry
+	pipes bool
 }
 
 // grpcError maps internal error classes to status codes; the CLI maps
@@ -107,7 +110,7 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	declared, wantSHA := first.GetSize(), first.GetSha256()
 	// A local client may pass the image's file instead of sending it;
 	// it is taken at once, so that no refusal leaves it waiting.
-	local, err := s.passedSource(first.GetLocalFile(), declared)
+	local, pipe, err := s.passedSource(first.GetLocalFile(), declared)
 	if err != nil {
 		return err
 	}
@@ -142,7 +145,9 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	r := &chunkReader{stream: stream, buf: first.GetData(), held: first.GetData()}
 	var src io.Reader = r
 	if local != nil {
-		src = ctxReader{ctx: stream.Context(), r: local}
+		var stop func()
+		src, stop = passedReader(stream.Context(), local, pipe)
+		defer stop()
 	}
 	st, err := s.d.store.StageImage(src, limit)
 	if err != nil {
@@ -157,6 +162,15 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 		return status.Errorf(codes.Internal, "store image: %v", err)
 	}
 	defer st.Discard()
+	if local != nil {
+		sum, err := uploadEnd(stream.Recv, (*daemonv1.ImageChunk).GetSha256)
+		if err != nil {
+			return err
+		}
+		if sum != "" {
+			wantSHA = sum
+		}
+	}
 	if declared > 0 && st.Size != declared {
 		// The stream ended early: a client that stopped reading its
 		// source half-way must not leave a truncated image.
@@ -172,31 +186,38 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	return stream.SendAndClose(ref)
 }
 
-// passedFile returns the file a local client passed on the files socket
-// under tok; the caller closes it. Only the administrators' socket takes
-// passed files.
+// passedFile returns the file passed on this socket's files socket
+// under tok; the caller closes it.
 func (s *server) passedFile(tok string) (*os.File, error) {
 	if s.files == nil {
-		return nil, status.Error(codes.InvalidArgument, "local files are taken only on the administrators' socket; send the content instead")
+		return nil, status.Error(codes.InvalidArgument, "this socket takes no passed files; send the content instead")
 	}
 	f, err := s.files.Take(tok)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "local file: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "passed file: %v", err)
 	}
 	return f, nil
 }
 
 // passedSource is passedFile for the file an upload's content is read
-// from, named by tok (nil when tok is empty: the content is sent). It
-// must be a regular file open for reading, holding declared bytes from
-// its offset.
-func (s *server) passedSource(tok string, declared int64) (*os.File, error) {
+// from, named by tok (nil when tok is empty: the content is sent). On
+// the administrators' socket it must be a regular file open for
+// reading, holding declared bytes from its offset; on the endpoint's, a
+// pipe open for reading (pipe is then true), whose content ends where
+// the endpoint closes it.
+func (s *server) passedSource(tok string, declared int64) (f *os.File, pipe bool, err error) {
 	if tok == "" {
-		return nil, nil
+		return nil, false, nil
 	}
-	f, err := s.passedFile(tok)
-	if err != nil {
-		return nil, err
+	if f, err = s.passedFile(tok); err != nil {
+		return nil, false, err
+	}
+	if s.pipes {
+		if err := fdpass.ReadablePipe(f); err != nil {
+			f.Close()
+			return nil, false, status.Errorf(codes.InvalidArgument, "passed file: %v", err)
+		}
+		return f, true, nil
 	}
 	size, err := fdpass.Readable(f)
 	switch {
@@ -207,9 +228,45 @@ func (s *server) passedSource(tok string, declared int64) (*os.File, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, false, err
 	}
-	return f, nil
+	return f, false, nil
+}
+
+// passedReader reads f, a passed file, for a transfer that ends with
+// ctx: a pipe's read waiting for the endpoint fails at once when ctx
+// ends, and a regular file is read no further. stop ends the watch on
+// ctx.
+func passedReader(ctx context.Context, f *os.File, pipe bool) (r io.Reader, stop func()) {
+	if !pipe {
+		return ctxReader{ctx: ctx, r: f}, func() {}
+	}
+	unwatch := context.AfterFunc(ctx, func() { f.SetDeadline(time.Now()) })
+	return f, func() { unwatch() }
+}
+
+// uploadEnd reads what follows the content of an upload from a passed
+// file: from the endpoint, the checksum its caller sent, then the
+// stream's end. Only the end (io.EOF) says the content is whole: a pipe
+// also ends when the endpoint gives up on its caller, whose stream is
+// then cancelled.
+func uploadEnd[M interface{ GetData() []byte }](recv func() (M, error), sha func(M) string) (string, error) {
+	sum := ""
+	for {
+		msg, err := recv()
+		if errors.Is(err, io.EOF) {
+			return sum, nil
+		}
+		if err != nil {
+			return "", status.Errorf(codes.Canceled, "upload interrupted: %v", err)
+		}
+		if len(msg.GetData()) > 0 {
+			return "", status.Error(codes.InvalidArgument, "an upload from a passed file carries no data in its messages")
+		}
+		if v := sha(msg); v != "" {
+			sum = v
+		}
+	}
 }
 
 // ctxReader reads r until ctx ends: a passed file's content is read in

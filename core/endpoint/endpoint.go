@@ -37,6 +37,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/activation"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/protocodec"
 )
@@ -174,7 +175,7 @@ func New(opts Options) (*Server, error) {
 		experimental.BufferPool(protocodec.Pool), grpc.ReadBufferSize(0),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
-	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: daemonv1.NewDaemonClient(s.up)})
+	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: daemonv1.NewDaemonClient(s.up), files: fdpass.FilesSocket(opts.Socket)})
 	ok = true
 	return s, nil
 }

@@ -21,6 +21,9 @@ import (
 type proxy struct {
 	daemonv1.UnsafeDaemonServer
 	up daemonv1.DaemonClient
+	// files is petreld's files socket beside its remote socket, where
+	// transfers pass their pipes (piped.go); empty: none.
+	files string
 }
 
 // out is the context of the call to petreld: cancelled with the
@@ -74,10 +77,6 @@ func serverStream[Req, T any](stream grpc.ServerStreamingServer[T], req *Req, op
 
 func (p *proxy) Version(ctx context.Context, req *daemonv1.VersionRequest) (*daemonv1.VersionResponse, error) {
 	return unary(ctx, req, p.up.Version)
-}
-
-func (p *proxy) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
-	return relayUp(stream, p.up.UploadImage)
 }
 
 func (p *proxy) Create(ctx context.Context, req *daemonv1.CreateRequest) (*daemonv1.VM, error) {
@@ -134,14 +133,6 @@ func (p *proxy) BlockList(ctx context.Context, req *daemonv1.BlockListRequest) (
 
 func (p *proxy) BlockCreate(ctx context.Context, req *daemonv1.BlockCreateRequest) (*daemonv1.BlockInfo, error) {
 	return unary(ctx, req, p.up.BlockCreate)
-}
-
-func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
-	return relayUp(stream, p.up.BlockUpload)
-}
-
-func (p *proxy) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
-	return relayDownRaw(stream, req, p.up.BlockDownload)
 }
 
 func (p *proxy) BlockDestroy(ctx context.Context, req *daemonv1.BlockDestroyRequest) (*daemonv1.BlockDestroyResponse, error) {

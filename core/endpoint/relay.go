@@ -59,10 +59,11 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.Codec.Unmarshal(data, v)
 }
 
-// relayUp copies a client stream from the caller to petreld and relays
-// petreld's answer. The first message is decoded (the interceptors
-// authorized it as a request); the others travel raw.
-func relayUp[Req, Resp any](stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error)) error {
+// relayUp copies a client stream from the caller to petreld, starting
+// with first, which the handler received already (decoded: the
+// interceptors authorized it as a request), and relays petreld's
+// answer. The other messages travel raw.
+func relayUp[Req, Resp any](stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error), first *Req) error {
 	octx, err := out(stream.Context())
 	if err != nil {
 		return err
@@ -73,31 +74,31 @@ func relayUp[Req, Resp any](stream grpc.ClientStreamingServer[Req, Resp], open f
 	if err != nil {
 		return err
 	}
-	for first := true; ; first = false {
-		var m any = &rawMessage{}
-		if first {
-			m = new(Req)
-		}
-		if err := stream.RecvMsg(m); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			// Cancelling the upstream call tells petreld the transfer
-			// was interrupted, so it keeps nothing of it.
-			return err
-		}
+	var m any = first
+	for {
 		if err := upstream.SendMsg(m); err != nil {
 			if !errors.Is(err, io.EOF) {
 				return err
 			}
 			// petreld ended the call early: its status says why, or
 			// its answer came before the data (an image it has).
-			resp, err := upstream.CloseAndRecv()
-			if err != nil {
-				return err
-			}
-			return stream.SendAndClose(resp)
+			return answer(stream, upstream)
 		}
+		raw := &rawMessage{}
+		if err := stream.RecvMsg(raw); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			// Cancelling the upstream call tells petreld the transfer
+			// was interrupted, so it keeps nothing of it.
+			return err
+		}
+		m = raw
 	}
+	return answer(stream, upstream)
+}
+
+// answer relays petreld's answer to an upload, or its refusal.
+func answer[Req, Resp any](stream grpc.ClientStreamingServer[Req, Resp], upstream grpc.ClientStreamingClient[Req, Resp]) error {
 	resp, err := upstream.CloseAndRecv()
 	if err != nil {
 		return err

@@ -22,6 +22,11 @@
 // Both ends share the file description, so its offset is shared too:
 // petreld reads and writes at the description's offset, and the client
 // follows the transfer's progress by looking at it (Offset).
+//
+// petrel-endpoint, petreld's local client for remote callers, passes
+// pipes the same way, on the files socket beside petreld's remote socket
+// (with that socket's permissions): its callers' content streams through
+// a pipe between the two processes instead of a second gRPC stream.
 package fdpass
 
 import (
@@ -86,7 +91,11 @@ func Send(ctx context.Context, socket string, f *os.File) (string, error) {
 		deadline = dl
 	}
 	uc.SetDeadline(deadline)
-	if _, _, err := uc.WriteMsgUnix([]byte(Magic), unix.UnixRights(int(f.Fd())), nil); err != nil {
+	var rights []byte
+	if err := control(f, func(fd int) error { rights = unix.UnixRights(fd); return nil }); err != nil {
+		return "", fmt.Errorf("pass %s to petreld: %w", f.Name(), err)
+	}
+	if _, _, err := uc.WriteMsgUnix([]byte(Magic), rights, nil); err != nil {
 		return "", fmt.Errorf("pass %s to petreld: %w", f.Name(), err)
 	}
 	line, err := bufio.NewReader(io.LimitReader(uc, 1024)).ReadString('\n')
@@ -104,7 +113,28 @@ func Send(ctx context.Context, socket string, f *os.File) (string, error) {
 // Offset returns f's current offset: how far petreld has read or written
 // a file passed with Send, which shares it.
 func Offset(f *os.File) (int64, error) {
-	return unix.Seek(int(f.Fd()), 0, io.SeekCurrent)
+	var off int64
+	err := control(f, func(fd int) (err error) {
+		off, err = unix.Seek(fd, 0, io.SeekCurrent)
+		return err
+	})
+	return off, err
+}
+
+// control runs fn with f's descriptor. Unlike f.Fd, it leaves a
+// non-blocking file (a pipe) non-blocking, which its file description,
+// shared with another process once passed, must stay for reads and
+// writes with deadlines.
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // pending is a descriptor waiting for its transfer request.
@@ -208,6 +238,15 @@ func (r *Registry) receive(c *net.UnixConn) (string, error) {
 		return "", fmt.Errorf("pass exactly one descriptor per connection, not %d", len(fds))
 	}
 	keep = fds[0]
+	// A pipe is read or written through Go's poller, with deadlines,
+	// which needs it non-blocking when it becomes an os.File.
+	var st unix.Stat_t
+	if err := unix.Fstat(keep, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO {
+		if err := unix.SetNonblock(keep, true); err != nil {
+			keep = -1
+			return "", fmt.Errorf("passed pipe: %w", err)
+		}
+	}
 	tok, err := r.put(os.NewFile(uintptr(keep), "passed file"))
 	if err != nil {
 		keep = -1
@@ -322,9 +361,58 @@ func checkRegular(f *os.File) (int, error) {
 	if !fi.Mode().IsRegular() {
 		return 0, fmt.Errorf("the passed file is not a regular file (%s)", fi.Mode().Type())
 	}
-	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	return flags(f)
+}
+
+// flags returns f's status flags.
+func flags(f *os.File) (int, error) {
+	var fl int
+	err := control(f, func(fd int) (err error) {
+		fl, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("passed file: %w", err)
 	}
 	return fl, nil
+}
+
+// IsPipe tells whether f, a passed file, is a pipe: the endpoint passes
+// petreld pipes, whose content streams, on the remote socket's files
+// socket.
+func IsPipe(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeNamedPipe != 0
+}
+
+// ReadablePipe checks that f, passed by petrel-endpoint, is a pipe open
+// for reading.
+func ReadablePipe(f *os.File) error {
+	if !IsPipe(f) {
+		return errors.New("the passed file is not a pipe")
+	}
+	fl, err := flags(f)
+	if err != nil {
+		return err
+	}
+	if fl&unix.O_ACCMODE == unix.O_WRONLY {
+		return errors.New("the passed pipe is not open for reading")
+	}
+	return nil
+}
+
+// WritablePipe checks that f, passed by petrel-endpoint, is a pipe open
+// for writing.
+func WritablePipe(f *os.File) error {
+	if !IsPipe(f) {
+		return errors.New("the passed file is not a pipe")
+	}
+	fl, err := flags(f)
+	if err != nil {
+		return err
+	}
+	if fl&unix.O_ACCMODE == unix.O_RDONLY {
+		return errors.New("the passed pipe is not open for writing")
+	}
+	return nil
 }

@@ -1,0 +1,250 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/sdk/fdpass"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/protocodec"
+)
+
+// The content of plain block uploads and downloads and of image uploads
+// goes between the endpoint and petreld through a pipe rather than a
+// second gRPC stream: the endpoint passes petreld one end of a pipe on
+// the files socket beside petreld's remote socket (package fdpass), names
+// it in the request, and writes its caller's chunks into the pipe, or
+// reads petreld's content out of it. Framing megabytes in HTTP/2 and
+// decoding them again costs about as much CPU as the rest of the hop;
+// a pipe costs two copies in the kernel. The request itself still goes
+// through the gRPC stream, with the caller's chain, and petreld
+// authorizes it as before; checksums and the stream's end, which says
+// whether the content is whole, still go through it too.
+//
+// When petreld takes no pipes (one without the files socket), the
+// transfer is relayed as before.
+
+// pipeSize is the capacity asked for the pipes: a whole chunk, so that
+// the writer seldom waits for the reader.
+const pipeSize = 1 << 20
+
+// errLocalFile refuses a caller's request that names a passed file: only
+// the endpoint passes petreld files, for its own pipes.
+var errLocalFile = status.Error(codes.InvalidArgument, "local_file names a file passed on petreld's own host; remote callers send the content")
+
+// passPipe makes a pipe and passes one end of it to petreld (the read
+// end when read is true), returning the other end and the token naming
+// the passed one. ok is false when petreld takes no files.
+func (p *proxy) passPipe(ctx context.Context, read bool) (mine *os.File, tok string, ok bool) {
+	if p.files == "" {
+		return nil, "", false
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, "", false
+	}
+	theirs := w
+	mine = r
+	if read {
+		theirs, mine = r, w
+	}
+	if rc, err := mine.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
+	}
+	tok, err = fdpass.Send(ctx, p.files, theirs)
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		return nil, "", false
+	}
+	return mine, tok, true
+}
+
+// pipeUp relays an upload whose first message the handler received: its
+// content through a pipe into petreld, the rest (the checksum, the end)
+// through the stream. handled is false when petreld takes no pipes, and
+// the caller relays the upload as a stream.
+func pipeUp[Req any, Chunk interface {
+	*Req
+	GetData() []byte
+	GetSha256() string
+}, Resp any](p *proxy, stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
+	first Chunk, request func(tok string) *Req, trailer func(sha string) *Req) (handled bool, err error) {
+	octx, err := out(stream.Context())
+	if err != nil {
+		return true, err
+	}
+	w, tok, ok := p.passPipe(octx, true)
+	if !ok {
+		return false, nil
+	}
+	defer w.Close()
+	ctx, cancel := context.WithCancel(octx)
+	defer cancel()
+	// A write waiting for petreld ends with the call.
+	defer context.AfterFunc(ctx, func() { w.SetWriteDeadline(time.Now()) })()
+	upstream, err := open(ctx)
+	if err != nil {
+		return true, err
+	}
+	if err := upstream.Send(request(tok)); err != nil {
+		if errors.Is(err, io.EOF) {
+			return true, answer(stream, upstream)
+		}
+		return true, err
+	}
+	sha := first.GetSha256()
+	data := first.GetData()
+	for {
+		if _, err := w.Write(data); err != nil {
+			// petreld stopped reading: its answer says why (a refusal,
+			// or an image it has already).
+			return true, answer(stream, upstream)
+		}
+		protocodec.Release(data)
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			// Cancelled before the pipe closes: petreld sees the call
+			// cut, not a short content.
+			cancel()
+			return true, err
+		}
+		msg := Chunk(m)
+		if v := msg.GetSha256(); v != "" {
+			sha = v
+		}
+		data = msg.GetData()
+	}
+	if err := w.Close(); err != nil {
+		cancel()
+		return true, err
+	}
+	if sha != "" {
+		if err := upstream.Send(trailer(sha)); err != nil && !errors.Is(err, io.EOF) {
+			return true, err
+		}
+	}
+	return true, answer(stream, upstream)
+}
+
+func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
+	first := new(daemonv1.BlockChunk)
+	if err := stream.RecvMsg(first); err != nil {
+		return err
+	}
+	if first.GetLocalFile() != "" {
+		return errLocalFile
+	}
+	if !first.GetGzip() {
+		handled, err := pipeUp(p, stream, p.up.BlockUpload, first,
+			func(tok string) *daemonv1.BlockChunk {
+				return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), LocalFile: tok}
+			},
+			func(sha string) *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Sha256: sha} })
+		if handled {
+			return err
+		}
+	}
+	return relayUp(stream, p.up.BlockUpload, first)
+}
+
+func (p *proxy) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
+	first := new(daemonv1.ImageChunk)
+	if err := stream.RecvMsg(first); err != nil {
+		return err
+	}
+	if first.GetLocalFile() != "" {
+		return errLocalFile
+	}
+	handled, err := pipeUp(p, stream, p.up.UploadImage, first,
+		func(tok string) *daemonv1.ImageChunk {
+			return &daemonv1.ImageChunk{Size: first.GetSize(), Sha256: first.GetSha256(), LocalFile: tok}
+		},
+		func(sha string) *daemonv1.ImageChunk { return &daemonv1.ImageChunk{Sha256: sha} })
+	if handled {
+		return err
+	}
+	return relayUp(stream, p.up.UploadImage, first)
+}
+
+func (p *proxy) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
+	if req.GetLocalFile() != "" {
+		return errLocalFile
+	}
+	if !req.GetGzip() {
+		if handled, err := p.pipeDown(req, stream); handled {
+			return err
+		}
+	}
+	return relayDownRaw(stream, req, p.up.BlockDownload)
+}
+
+// pipeDown relays a plain block download: petreld writes the content into
+// a pipe, which the endpoint sends on in chunks, then the checksum that
+// follows it on the stream. handled is false when petreld takes no pipes.
+func (p *proxy) pipeDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) (handled bool, err error) {
+	octx, err := out(stream.Context())
+	if err != nil {
+		return true, err
+	}
+	r, tok, ok := p.passPipe(octx, false)
+	if !ok {
+		return false, nil
+	}
+	defer r.Close()
+	ctx, cancel := context.WithCancel(octx)
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })()
+	upstream, err := p.up.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: tok})
+	if err != nil {
+		return true, err
+	}
+	head, err := upstream.Recv()
+	if err != nil {
+		return true, err
+	}
+	if err := stream.Send(head); err != nil {
+		return true, err
+	}
+	buf := make([]byte, pipeSize)
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			// Sending encodes the chunk before it returns: buf is free
+			// again then.
+			if err := stream.Send(&daemonv1.BlockChunk{Data: buf[:n]}); err != nil {
+				return true, err
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			return true, rerr
+		}
+	}
+	// The content ended: petreld's checksum follows, or its error says
+	// why the content is short.
+	for {
+		msg, err := upstream.Recv()
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		if err := stream.Send(msg); err != nil {
+			return true, err
+		}
+	}
+}
