@@ -34,7 +34,9 @@ socket_mode = "0600"
 # nothing more. Make the endpoint's user its only client: the packaged
 # configuration sets "0660" and the group petrel-endpoint (the endpoint's
 # own, which no one else is in). remote_socket_group is a group name or
-# gid; empty leaves petreld's own group.
+# gid; empty leaves petreld's own group. petreld-remote.sock.files beside
+# it, on which the endpoint hands petreld the pipes its callers' content
+# goes through, gets the same mode and group.
 remote_socket_mode = "0600"
 remote_socket_group = ""
 
