@@ -105,6 +105,11 @@ func pipeUp[Req any, Chunk interface {
 	data := first.GetData()
 	for {
 		if _, err := w.Write(data); err != nil {
+			if ctx.Err() != nil {
+				// The caller went away: the call to petreld is cut, never
+				// ended as if the content were whole.
+				return true, status.FromContextError(ctx.Err()).Err()
+			}
 			// petreld stopped reading: its answer says why (a refusal,
 			// or an image it has already).
 			return true, answer(stream, upstream)
