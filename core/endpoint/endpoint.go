@@ -28,7 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
@@ -37,6 +36,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/activation"
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
+	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/protocodec"
@@ -181,15 +181,9 @@ func New(opts Options) (*Server, error) {
 }
 
 // dialDaemon prepares the connection to petreld's socket (made on first
-// use), with the client library's flow-control windows and message
-// limit, and protocodec's buffer pool for the frames it reads and the
-// messages it decodes and encodes itself.
+// use), with the client library's options.
 func dialDaemon(socket string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient("unix://"+socket,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(protocodec.Codec{})),
-		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20),
-		experimental.WithBufferPool(protocodec.Pool))
+	conn, err := grpc.NewClient("unix://"+socket, client.SocketOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", socket, err)
 	}

@@ -68,6 +68,44 @@ func (p *proxy) passPipe(ctx context.Context, read bool) (mine *os.File, tok str
 	return mine, tok, true
 }
 
+// piped is a transfer through a pipe: the context of its call to
+// petreld (the caller's, with the caller's chain), the endpoint's end of
+// the pipe, which stops waiting when the context ends, and the token of
+// petreld's end.
+type piped struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	pipe   *os.File
+	tok    string
+	stop   func() bool
+}
+
+// startPiped starts a transfer through a pipe for the call whose context
+// is callCtx, petreld reading the pipe when read is true. It returns nil
+// and no error when petreld takes no pipes (the transfer is relayed as
+// a stream), and nil and the error when the caller may not call petreld.
+func (p *proxy) startPiped(callCtx context.Context, read bool) (*piped, error) {
+	octx, err := out(callCtx)
+	if err != nil {
+		return nil, err
+	}
+	mine, tok, ok := p.passPipe(octx, read)
+	if !ok {
+		return nil, nil
+	}
+	t := &piped{pipe: mine, tok: tok}
+	t.ctx, t.cancel = context.WithCancel(octx)
+	t.stop = context.AfterFunc(t.ctx, func() { mine.SetDeadline(time.Now()) })
+	return t, nil
+}
+
+// end cuts the call if it is still going and closes the pipe.
+func (t *piped) end() {
+	t.stop()
+	t.cancel()
+	t.pipe.Close()
+}
+
 // pipeUp relays an upload whose first message the handler received: its
 // content through a pipe into petreld, the rest (the checksum, the end)
 // through the stream. handled is false when petreld takes no pipes, and
@@ -78,19 +116,12 @@ func pipeUp[Req any, Chunk interface {
 	GetSha256() string
 }, Resp any](p *proxy, stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
 	first Chunk, request func(tok string) *Req, trailer func(sha string) *Req) (handled bool, err error) {
-	octx, err := out(stream.Context())
-	if err != nil {
-		return true, err
+	t, err := p.startPiped(stream.Context(), true)
+	if t == nil {
+		return err != nil, err
 	}
-	w, tok, ok := p.passPipe(octx, true)
-	if !ok {
-		return false, nil
-	}
-	defer w.Close()
-	ctx, cancel := context.WithCancel(octx)
-	defer cancel()
-	// A write waiting for petreld ends with the call.
-	defer context.AfterFunc(ctx, func() { w.SetWriteDeadline(time.Now()) })()
+	defer t.end()
+	ctx, cancel, w, tok := t.ctx, t.cancel, t.pipe, t.tok
 	upstream, err := open(ctx)
 	if err != nil {
 		return true, err
@@ -198,19 +229,13 @@ func (p *proxy) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv
 // a pipe, which the endpoint sends on in chunks, then the checksum that
 // follows it on the stream. handled is false when petreld takes no pipes.
 func (p *proxy) pipeDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) (handled bool, err error) {
-	octx, err := out(stream.Context())
-	if err != nil {
-		return true, err
+	t, err := p.startPiped(stream.Context(), false)
+	if t == nil {
+		return err != nil, err
 	}
-	r, tok, ok := p.passPipe(octx, false)
-	if !ok {
-		return false, nil
-	}
-	defer r.Close()
-	ctx, cancel := context.WithCancel(octx)
-	defer cancel()
-	defer context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })()
-	upstream, err := p.up.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: tok})
+	defer t.end()
+	r := t.pipe
+	upstream, err := p.up.BlockDownload(t.ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: t.tok})
 	if err != nil {
 		return true, err
 	}

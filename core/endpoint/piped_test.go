@@ -59,21 +59,28 @@ func end[M interface{ GetSha256() string }](recv func() (M, error)) (string, err
 	}
 }
 
+// receive returns the content of the pipe passed under tok and the
+// checksum that follows it on the stream, whose end it reads.
+func receive[M interface{ GetSha256() string }](f *pipedDaemon, tok string, recv func() (M, error)) ([]byte, string, error) {
+	p, err := f.take(tok)
+	if err != nil {
+		return nil, "", err
+	}
+	defer p.Close()
+	got, err := io.ReadAll(p)
+	if err != nil {
+		return nil, "", err
+	}
+	sum, err := end(recv)
+	return got, sum, err
+}
+
 func (f *pipedDaemon) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
-	p, err := f.take(first.GetLocalFile())
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	got, err := io.ReadAll(p)
-	if err != nil {
-		return err
-	}
-	sum, err := end(stream.Recv)
+	got, sum, err := receive(f, first.GetLocalFile(), stream.Recv)
 	if err != nil {
 		return err
 	}
@@ -89,16 +96,8 @@ func (f *pipedDaemon) UploadImage(stream daemonv1.Daemon_UploadImageServer) erro
 	if err != nil {
 		return err
 	}
-	p, err := f.take(first.GetLocalFile())
+	got, _, err := receive(f, first.GetLocalFile(), stream.Recv)
 	if err != nil {
-		return err
-	}
-	defer p.Close()
-	got, err := io.ReadAll(p)
-	if err != nil {
-		return err
-	}
-	if _, err := end(stream.Recv); err != nil {
 		return err
 	}
 	sum := sha256.Sum256(got)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
@@ -320,71 +316,4 @@ func BenchmarkTLSLoopback(b *testing.B) {
 		b.Fatal(fmt.Errorf("TLS reader: %w", err))
 	}
 	b.ReportMetric(float64(size)*float64(b.N)/d.Seconds()/(1<<20), "tls-MB/s")
-}
-
-// discardUploads is a daemon API server whose block upload reads the
-// stream to its end and keeps nothing.
-type discardUploads struct {
-	daemonv1.UnimplementedDaemonServer
-}
-
-func (discardUploads) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
-	var n int64
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&daemonv1.BlockInfo{SizeMb: n >> 20})
-		}
-		if err != nil {
-			return err
-		}
-		n += int64(len(m.GetData()))
-	}
-}
-
-// BenchmarkGRPCStream is the cost of gRPC alone in a local transfer: the
-// client library's connection streaming 1 MB block upload messages over
-// a Unix socket to a server with petreld's options that discards them,
-// both in this process, with no file, hash or disk. Its CPU time per GB
-// is the part of a transfer's that carrying the bytes through gRPC takes.
-func BenchmarkGRPCStream(b *testing.B) {
-	sock := filepath.Join(b.TempDir(), "grpc.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20))
-	daemonv1.RegisterDaemonServer(srv, discardUploads{})
-	go srv.Serve(lis)
-	defer srv.Stop()
-	c, err := client.Dial(sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	size := transferMB(b) << 20
-	buf := make([]byte, 1<<20)
-	rand.Read(buf)
-	b.SetBytes(size)
-	b.ResetTimer()
-	cpu, start := cpuTime([]int{os.Getpid()}), time.Now()
-	for i := 0; i < b.N; i++ {
-		stream, err := c.API.BlockUpload(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		for n := int64(0); n < size; n += int64(len(buf)) {
-			if err := stream.Send(&daemonv1.BlockChunk{Data: buf}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if _, err := stream.CloseAndRecv(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	d, used := time.Since(start), cpuTime([]int{os.Getpid()})-cpu
-	b.StopTimer()
-	gb := float64(size) * float64(b.N) / (1 << 30)
-	b.ReportMetric(gb*1024/d.Seconds(), "grpc-MB/s")
-	b.ReportMetric(used.Seconds()/gb, "grpc-cpu-s/GB")
 }

@@ -65,18 +65,25 @@ const ChunkSize = 1 << 20
 // Dial connects to the daemon socket. The connection is made lazily; the
 // first call reports an unreachable daemon.
 func Dial(socket string) (*Client, error) {
-	conn, err := grpc.NewClient("unix://"+socket,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(protocodec.Codec{})),
-		// Streamed transfers carry megabytes over a local socket; the
-		// default 64 KiB flow-control window would stall them, and
-		// protocodec's codec and pool spare their copies.
-		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(16<<20),
-		experimental.WithBufferPool(protocodec.Pool))
+	conn, err := grpc.NewClient("unix://"+socket, SocketOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", socket, err)
 	}
 	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn), files: fdpass.FilesSocket(socket)}, nil
+}
+
+// SocketOptions are the gRPC options of a connection to one of petreld's
+// unix sockets, for programs that make their own (petrel-endpoint's, to
+// the remote socket): streamed transfers carry megabytes over it, which
+// the default 64 KiB flow-control window would stall, and protocodec's
+// codec and pool spare them copies.
+func SocketOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.ForceCodecV2(protocodec.Codec{})),
+		grpc.WithInitialWindowSize(8 << 20), grpc.WithInitialConnWindowSize(16 << 20),
+		experimental.WithBufferPool(protocodec.Pool),
+	}
 }
 
 // StreamContent makes this client carry the content of its transfers

@@ -387,23 +387,15 @@ func IsPipe(f *os.File) bool {
 
 // ReadablePipe checks that f, passed by petrel-endpoint, is a pipe open
 // for reading.
-func ReadablePipe(f *os.File) error {
-	if !IsPipe(f) {
-		return errors.New("the passed file is not a pipe")
-	}
-	fl, err := flags(f)
-	if err != nil {
-		return err
-	}
-	if fl&unix.O_ACCMODE == unix.O_WRONLY {
-		return errors.New("the passed pipe is not open for reading")
-	}
-	return nil
-}
+func ReadablePipe(f *os.File) error { return checkPipe(f, unix.O_WRONLY, "reading") }
 
 // WritablePipe checks that f, passed by petrel-endpoint, is a pipe open
 // for writing.
-func WritablePipe(f *os.File) error {
+func WritablePipe(f *os.File) error { return checkPipe(f, unix.O_RDONLY, "writing") }
+
+// checkPipe checks that f is a pipe open for use: its access mode is not
+// wrong.
+func checkPipe(f *os.File, wrong int, use string) error {
 	if !IsPipe(f) {
 		return errors.New("the passed file is not a pipe")
 	}
@@ -411,8 +403,8 @@ func WritablePipe(f *os.File) error {
 	if err != nil {
 		return err
 	}
-	if fl&unix.O_ACCMODE == unix.O_RDONLY {
-		return errors.New("the passed pipe is not open for writing")
+	if fl&unix.O_ACCMODE == wrong {
+		return fmt.Errorf("the passed pipe is not open for %s", use)
 	}
 	return nil
 }
