@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -56,9 +55,7 @@ func (p *proxy) passPipe(ctx context.Context, read bool) (mine *os.File, tok str
 	if read {
 		theirs, mine = r, w
 	}
-	if rc, err := mine.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
-	}
+	growPipe(mine)
 	tok, err = fdpass.Send(ctx, p.files, theirs)
 	theirs.Close()
 	if err != nil {
