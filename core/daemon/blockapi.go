@@ -135,7 +135,8 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
 	}
-	// A local client may pass the content's file instead of sending it.
+	// A local client may pass the content's file instead of sending it,
+	// and petrel-endpoint a pipe it writes its caller's content into.
 	local, pipe, err := s.passedSource(first.GetLocalFile(), first.GetTotal())
 	if err != nil {
 		return err

@@ -108,8 +108,9 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	}
 	domain := callerDomain(authz.IdentityFrom(stream.Context()))
 	declared, wantSHA := first.GetSize(), first.GetSha256()
-	// A local client may pass the image's file instead of sending it;
-	// it is taken at once, so that no refusal leaves it waiting.
+	// A local client may pass the image's file instead of sending it,
+	// and petrel-endpoint a pipe; it is taken at once, so that no
+	// refusal leaves it waiting.
 	local, pipe, err := s.passedSource(first.GetLocalFile(), declared)
 	if err != nil {
 		return err

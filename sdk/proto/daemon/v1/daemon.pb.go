@@ -1323,11 +1323,16 @@ type BlockChunk struct {
 	// content as it is.
 	ChunkGzip bool `protobuf:"varint,7,opt,name=chunk_gzip,json=chunkGzip,proto3" json:"chunk_gzip,omitempty"`
 	// Upload (first chunk only): the token under which the client passed
-	// petreld an open file on its files socket (package sdk/fdpass), on the
-	// administrators' socket only. petreld reads the content from that file
-	// itself, from its offset to its end, which must be total bytes; no
-	// data and no checksum follow. A daemon without a files socket never
-	// sees it: the client finds no socket to pass the file on.
+	// petreld an open file on the files socket beside the socket it calls
+	// (package sdk/fdpass). petreld reads the content from that file itself,
+	// and no data follows in the messages. On the administrators' socket the
+	// file is a local client's regular file, read from its offset to its
+	// end, which must be total bytes, and no checksum follows; on the
+	// endpoint's, a pipe petrel-endpoint writes its caller's content into
+	// and closes, after which a last message carries the caller's sha256.
+	// Either way the upload is stored only once the stream ends whole. A
+	// daemon without a files socket never sees it: the client finds no
+	// socket to pass the file on.
 	LocalFile     string `protobuf:"bytes,8,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1431,9 +1436,11 @@ type BlockDownloadRequest struct {
 	Marked bool `protobuf:"varint,3,opt,name=marked,proto3" json:"marked,omitempty"`
 	// The token of a file the client passed on the files socket (as
 	// BlockChunk.local_file), open for writing: petreld writes the content
-	// into it at its offset instead of sending it. The answer is the first
-	// chunk (name and total) alone, and the stream ends when the content
-	// is written; gzip and marked do not apply.
+	// into it at its offset instead of sending it; gzip and marked do not
+	// apply. The answer is the first chunk (name and total), then, for a
+	// regular file, the stream's end once the content is written; for
+	// petrel-endpoint's pipe, a last chunk with the content's sha256 once
+	// the pipe is closed.
 	LocalFile     string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1759,7 +1766,10 @@ type ImageChunk struct {
 	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// The token of a file the client passed on the files socket (as
 	// BlockChunk.local_file): petreld reads the image from it, from its
-	// offset to its end, which must be size bytes; no data follows.
+	// offset to its end (a local client's regular file, which must hold
+	// size bytes) or until it is closed (petrel-endpoint's pipe); no data
+	// follows in the messages, and the image is stored only once the
+	// stream ends whole.
 	LocalFile     string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
