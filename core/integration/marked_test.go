@@ -22,16 +22,27 @@ import (
 // remoteClient connects to r's endpoint with a root-signed leaf without a
 // command restriction, over mutual TLS.
 func remoteClient(t testing.TB, r *remoteEnv) *client.Client {
+	return dialSigned(t, r, r.file("ca.pem"), r.file("ca.key"), "transfer")
+}
+
+// dialSigned connects to r's endpoint over mutual TLS with a new leaf cn
+// that the CA in certFile (with its key in keyFile) signs; the client is
+// closed when the test ends.
+func dialSigned(t testing.TB, r *remoteEnv, certFile, keyFile, cn string) *client.Client {
 	t.Helper()
 	root, err := pki.ReadCertsFile(r.file("ca.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootKey, err := pki.ReadKeyFile(r.file("ca.key"))
+	signer, err := pki.ReadCertsFile(certFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, key, err := pki.NewLeafChain(root, rootKey, "transfer", nil, "")
+	signerKey, err := pki.ReadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, key, err := pki.NewLeafChain(signer, signerKey, cn, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,30 +69,10 @@ func TestDotLabelsRefused(t *testing.T) {
 			t.Errorf("remote petrel %v: exit %d %q, want 2 with %q", args, res.code, res.err, rule)
 		}
 	}
-	root, err := pki.ReadCertsFile(r.file("ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aliceCA, err := pki.ReadCertsFile(alice)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aliceSigner, err := pki.ReadKeyFile(aliceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, key, err := pki.NewLeafChain(aliceCA, aliceSigner, "web", nil, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.DialTLS(r.addr, chain, key, root[0], "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialSigned(t, r, alice, aliceKey, "web")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = c.API.Create(ctx, &daemonv1.CreateRequest{Name: "alice:..", ImageSha256: strings.Repeat("0", 64)})
+	_, err := c.API.Create(ctx, &daemonv1.CreateRequest{Name: "alice:..", ImageSha256: strings.Repeat("0", 64)})
 	wantCode(t, "create alice:.. through the endpoint", err, codes.InvalidArgument, rule)
 	_, err = c.API.PolicyAdd(ctx, &daemonv1.PolicyAddRequest{Path: "alice:.", Policy: &daemonv1.Policy{Vms: 1, MemoryMb: 16}})
 	wantCode(t, "policy add alice:. through the endpoint", err, codes.InvalidArgument, rule)

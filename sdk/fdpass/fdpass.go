@@ -156,6 +156,10 @@ type Registry struct {
 	mu      sync.Mutex
 	pending map[string]pending
 	closed  bool
+	// sweep closes what outlived TokenTTL when no put or Take comes to
+	// do it, every sweepEvery: armed while files wait, stopped by Close.
+	sweep      *time.Timer
+	sweepEvery time.Duration
 
 	wg sync.WaitGroup
 }
@@ -163,7 +167,7 @@ type Registry struct {
 // NewRegistry serves the files socket on lis, which the caller created
 // with the daemon socket's permissions; the Registry owns it from now on.
 func NewRegistry(lis *net.UnixListener) *Registry {
-	r := &Registry{lis: lis, now: time.Now, pending: map[string]pending{}}
+	r := &Registry{lis: lis, now: time.Now, pending: map[string]pending{}, sweepEvery: TokenTTL + time.Second}
 	r.wg.Add(1)
 	go r.serve()
 	return r
@@ -274,7 +278,26 @@ func (r *Registry) put(f *os.File) (string, error) {
 		return "", fmt.Errorf("%d passed files already wait for their transfer; try again later", maxPending)
 	}
 	r.pending[tok] = pending{f: f, at: r.now()}
+	if r.sweep == nil {
+		r.sweep = time.AfterFunc(r.sweepEvery, r.expire)
+	}
 	return tok, nil
+}
+
+// expire closes the files whose token outlived TokenTTL, and looks again
+// later while some still wait.
+func (r *Registry) expire() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.expireLocked()
+	if len(r.pending) > 0 {
+		r.sweep.Reset(r.sweepEvery)
+	} else {
+		r.sweep = nil
+	}
 }
 
 // expireLocked closes the descriptors whose token outlived TokenTTL.
@@ -309,6 +332,9 @@ func (r *Registry) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = true
+	if r.sweep != nil {
+		r.sweep.Stop()
+	}
 	for tok, p := range r.pending {
 		p.f.Close()
 		delete(r.pending, tok)

@@ -132,6 +132,37 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
+// TestExpiryUnattended: a file whose transfer never comes is closed
+// after TokenTTL even when no other file is passed or taken.
+func TestExpiryUnattended(t *testing.T) {
+	r, sock := serve(t)
+	var mu sync.Mutex
+	now := time.Now()
+	r.mu.Lock()
+	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	r.sweepEvery = 20 * time.Millisecond
+	r.mu.Unlock()
+	f := tempFile(t, "x", os.O_RDONLY)
+	before := openFDs(t)
+	if _, err := Send(context.Background(), sock, f); err != nil {
+		t.Fatal(err)
+	}
+	if got := settledFDs(t, before+1); got != before+1 {
+		t.Fatalf("%d descriptors after passing one, want %d", got, before+1)
+	}
+	mu.Lock()
+	now = now.Add(TokenTTL + time.Second)
+	mu.Unlock()
+	if got := settledFDs(t, before); got != before {
+		t.Fatalf("%d descriptors once the token expired, want %d: the passed file stayed open", got, before)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sweep != nil {
+		t.Error("the sweep stays armed with no file waiting")
+	}
+}
+
 // TestBound: no more than maxPending files wait at once, and Close
 // closes them all.
 func TestBound(t *testing.T) {

@@ -76,24 +76,13 @@ func TestFollowConsolesShimDirs(t *testing.T) {
 	l.Close()
 
 	impl := dirsOnly{dirs: map[string]string{"live": live, "lost": lost}}
-	reqs := make(chan *pluginv1.FollowConsolesRequest, 3)
+	var reqs []*pluginv1.FollowConsolesRequest
 	for _, id := range []string{"live", "lost", "gone"} {
-		reqs <- &pluginv1.FollowConsolesRequest{Id: id, SinceNs: 5}
+		reqs = append(reqs, &pluginv1.FollowConsolesRequest{Id: id, SinceNs: 5})
 	}
-	msgs := make(chan *pluginv1.FollowConsolesMessage, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- FollowConsoles(ctx, impl, func() (*pluginv1.FollowConsolesRequest, error) {
-			select {
-			case r := <-reqs:
-				return r, nil
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}, func(m *pluginv1.FollowConsolesMessage) error { msgs <- m; return nil })
-	}()
+	msgs, done := followConsoles(ctx, impl, reqs...)
 	var lines []*pluginv1.ConsoleLine
 	ends := map[string]*pluginv1.FollowConsolesMessage{}
 	for len(ends) < 3 {
@@ -142,22 +131,9 @@ func TestFollowConsolesPacked(t *testing.T) {
 		`{"batch":{"dropped":3,"n":3,"t":1700000000000000000,"d":[1000,5],"x":"a\n\nccc","tr":[2]}}`,
 		`{"end":true}`)
 	impl := dirsOnly{dirs: map[string]string{"vm": dir}}
-	reqs := make(chan *pluginv1.FollowConsolesRequest, 1)
-	reqs <- &pluginv1.FollowConsolesRequest{Id: "vm", Packed: true}
-	msgs := make(chan *pluginv1.FollowConsolesMessage, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- FollowConsoles(ctx, impl, func() (*pluginv1.FollowConsolesRequest, error) {
-			select {
-			case r := <-reqs:
-				return r, nil
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}, func(m *pluginv1.FollowConsolesMessage) error { msgs <- m; return nil })
-	}()
+	msgs, done := followConsoles(ctx, impl, &pluginv1.FollowConsolesRequest{Id: "vm", Packed: true})
 	var got []*pluginv1.FollowConsolesMessage
 	for {
 		select {
@@ -192,4 +168,26 @@ func TestPackBatchEmpty(t *testing.T) {
 	if p := packBatch(shim.Batch{Dropped: 7}); p == nil || p.GetDropped() != 7 || p.GetCount() != 0 || p.GetText() != "" || len(p.GetDeltas()) != 0 {
 		t.Errorf("batch of lost lines packed as %v", p)
 	}
+}
+
+// followConsoles runs FollowConsoles over impl with reqs as the caller's
+// requests (then none, until ctx ends), until ctx ends: msgs receives
+// what it sends, done its result.
+func followConsoles(ctx context.Context, impl Hypervisor, reqs ...*pluginv1.FollowConsolesRequest) (msgs chan *pluginv1.FollowConsolesMessage, done chan error) {
+	queue := make(chan *pluginv1.FollowConsolesRequest, len(reqs))
+	for _, r := range reqs {
+		queue <- r
+	}
+	msgs, done = make(chan *pluginv1.FollowConsolesMessage, 10), make(chan error, 1)
+	go func() {
+		done <- FollowConsoles(ctx, impl, func() (*pluginv1.FollowConsolesRequest, error) {
+			select {
+			case r := <-queue:
+				return r, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}, func(m *pluginv1.FollowConsolesMessage) error { msgs <- m; return nil })
+	}()
+	return msgs, done
 }

@@ -241,12 +241,7 @@ func TestFailedFollowRetried(t *testing.T) {
 // marker, are told to the ring's followers at their place in the stream.
 func TestMarkersReachFollowers(t *testing.T) {
 	m, p := newMux(t, 3)
-	r := console.NewRing(100, 1<<20, 4)
-	_, fl, err := r.Follow(time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
+	r, fl := followedRing(t)
 	done := follow(context.Background(), m, "a", r)
 	st := p.stream(t)
 	st.request(t)
@@ -270,12 +265,7 @@ func TestMarkersReachFollowers(t *testing.T) {
 // marker of lines lost before them and the cut lines marked.
 func TestPackedLines(t *testing.T) {
 	m, p := newMux(t, 3)
-	r := console.NewRing(100, 1<<20, 4)
-	_, fl, err := r.Follow(time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
+	r, fl := followedRing(t)
 	done := follow(context.Background(), m, "a", r)
 	st := p.stream(t)
 	if req := st.request(t); !req.GetPacked() {
@@ -313,4 +303,17 @@ func TestUnpackRefusesMalformed(t *testing.T) {
 	if got, err := unpack(nil, &pluginv1.PackedLines{Dropped: 3, StartNs: 7}); err != nil || len(got) != 1 || got[0].Dropped != 3 {
 		t.Errorf("a marker alone: %v, %v", got, err)
 	}
+}
+
+// followedRing returns a ring and a follower of it, closed when the test
+// ends.
+func followedRing(t *testing.T) (*console.Ring, *console.Follower) {
+	t.Helper()
+	r := console.NewRing(100, 1<<20, 4)
+	_, fl, err := r.Follow(time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fl.Close() })
+	return r, fl
 }
