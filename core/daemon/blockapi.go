@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/core/internal/block"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
@@ -210,6 +212,10 @@ func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d blo
 	ctx := stream.Context()
 	src, stop := passedReader(ctx, f, pipe)
 	defer stop()
+	crc := crc32.New(castagnoli)
+	if pipe {
+		src = io.TeeReader(src, crc)
+	}
 	n, err := u.ReadFrom(src)
 	switch {
 	case ctx.Err() != nil:
@@ -219,12 +225,22 @@ func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d blo
 	case n != total && (!pipe || total > 0):
 		return status.Errorf(codes.InvalidArgument, "upload to %s: %d bytes arrived, not the %d the upload declared; the device is unchanged", d.Name, n, total)
 	}
-	sum, err := uploadEnd(stream.Recv, (*daemonv1.BlockChunk).GetSha256)
-	if err != nil {
+	sum, sent := "", (*uint32)(nil)
+	if err := uploadEnd(stream.Recv, func(m *daemonv1.BlockChunk) {
+		if v := m.GetSha256(); v != "" {
+			sum = v
+		}
+		if m.Crc32C != nil {
+			sent = m.Crc32C
+		}
+	}); err != nil {
 		return err
 	}
-	if pipe && sum == "" {
+	switch {
+	case pipe && sum == "" && sent == nil:
 		return status.Errorf(codes.InvalidArgument, "upload to %s carried no checksum; the device is unchanged", d.Name)
+	case pipe && sent != nil && *sent != crc.Sum32():
+		return status.Errorf(codes.InvalidArgument, "upload to %s: CRC-32C mismatch: sent %08x, received %08x; the device is unchanged", d.Name, *sent, crc.Sum32())
 	}
 	if sum, err = u.Commit(sum); err != nil {
 		return grpcError(err)
@@ -262,7 +278,7 @@ func (w chunkWriter) Write(p []byte) (int, error) {
 
 func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
 	if tok := req.GetLocalFile(); tok != "" {
-		return s.blockDownloadFile(stream, req.GetName(), tok)
+		return s.blockDownloadFile(stream, req.GetName(), tok, req.GetCrc32C())
 	}
 	d, err := s.d.blocks.Get(req.GetName())
 	if err != nil {
@@ -322,9 +338,9 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 // file's offset: a local client's regular file, by a kernel copy, after
 // which the stream ends, the first chunk (name and total) being the only
 // one sent; or the endpoint's pipe, hashed on the way, the checksum
-// following in a last chunk once the pipe is closed, for the endpoint's
-// caller to check.
-func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, name, tok string) error {
+// (the CRC-32C with crc, otherwise the SHA-256) following in a last
+// chunk once the pipe is closed, for the endpoint's caller to check.
+func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, name, tok string, crc bool) error {
 	// The file is taken first, so that no refusal leaves it waiting.
 	f, err := s.passedFile(tok)
 	if err != nil {
@@ -346,10 +362,20 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, n
 		return err
 	}
 	ctx := stream.Context()
-	sum := ""
+	var end *daemonv1.BlockChunk
 	if s.pipes {
 		stop := context.AfterFunc(ctx, func() { f.SetDeadline(time.Now()) })
-		sum, _, err = s.d.blocks.Download(d.Name, f)
+		if crc {
+			h := crc32.New(castagnoli)
+			if _, err = s.d.blocks.DownloadHashed(d.Name, f, h); err == nil {
+				end = &daemonv1.BlockChunk{Crc32C: proto.Uint32(h.Sum32())}
+			}
+		} else {
+			var sum string
+			if sum, _, err = s.d.blocks.Download(d.Name, f); err == nil {
+				end = &daemonv1.BlockChunk{Sha256: sum}
+			}
+		}
 		stop()
 		if err == nil {
 			err = f.Close() // the end of the content, for the endpoint
@@ -366,8 +392,13 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, n
 		}
 		return status.Errorf(codes.Internal, "download %s: %v", d.Name, err)
 	}
-	if sum != "" {
-		return stream.Send(&daemonv1.BlockChunk{Sha256: sum})
+	if end != nil {
+		return stream.Send(end)
 	}
 	return nil
 }
+
+// castagnoli is CRC-32C's table, for the checks of transfers whose
+// content came from or goes to a content connection through
+// petrel-endpoint (BlockChunk.crc32c).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

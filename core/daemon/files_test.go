@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-vmm/petrel/core/policy"
 	"github.com/petrel-vmm/petrel/sdk/client"
@@ -332,7 +334,7 @@ func TestPassedFileRefusals(t *testing.T) {
 // content written and the pipe closed, then the checksum sha and the
 // stream's end; cut, when set, is called instead of that end, after
 // half the content.
-func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, sha string, cut func()) (*daemonv1.BlockInfo, error) {
+func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, end *daemonv1.BlockChunk, cut func()) (*daemonv1.BlockInfo, error) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -365,7 +367,7 @@ func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, 
 	}
 	w.Write(content)
 	w.Close()
-	if err := stream.Send(&daemonv1.BlockChunk{Sha256: sha}); err != nil {
+	if err := stream.Send(end); err != nil {
 		t.Fatal(err)
 	}
 	return stream.CloseAndRecv()
@@ -373,8 +375,9 @@ func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, 
 
 // pipeDownload downloads device name through the endpoint's socket as
 // petrel-endpoint does, into a pipe passed beside it, and returns the
-// content and the checksum that follows it.
-func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string) ([]byte, string, error) {
+// content and the message that follows it, with its checksum: the
+// CRC-32C with crc, otherwise the SHA-256.
+func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string, crc bool) ([]byte, *daemonv1.BlockChunk, error) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -383,22 +386,22 @@ func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string
 	defer r.Close()
 	tok := passRemote(t, td, w)
 	w.Close()
-	stream, err := td.remote.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok})
+	stream, err := td.remote.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok, Crc32C: crc})
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	if _, err := stream.Recv(); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	got, err := io.ReadAll(r)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	last, err := stream.Recv()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	return got, last.GetSha256(), nil
+	return got, last, nil
 }
 
 // TestPipedTransfers: petrel-endpoint's pipes carry a block upload, a
@@ -415,7 +418,7 @@ func TestPipedTransfers(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, data := writeRandom(t, td.dir, 300<<10)
-	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, digest(data), nil)
+	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,18 +427,31 @@ func TestPipedTransfers(t *testing.T) {
 	}
 	other := append([]byte(nil), data...)
 	other[0] ^= 1
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, digest(data), nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
 	wantCode(t, "a piped upload whose checksum differs", err, codes.InvalidArgument)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil)
+	wantCode(t, "a piped upload whose CRC-32C differs", err, codes.InvalidArgument)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, &daemonv1.BlockChunk{}, nil)
+	wantCode(t, "a piped upload without a checksum", err, codes.InvalidArgument)
+	// The content's CRC-32C instead of its SHA-256 (a content
+	// connection's upload): stored, and petreld still reports the
+	// SHA-256.
+	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if info.GetSha256() != digest(data) {
+		t.Fatalf("piped upload with a CRC-32C: petreld's SHA-256 %s, want %s", info.GetSha256(), digest(data))
+	}
 	cctx, cancel := context.WithCancel(teamCtx)
-	_, err = pipeUpload(t, td, cctx, "team:disk", other, "", cancel)
+	_, err = pipeUpload(t, td, cctx, "team:disk", other, nil, cancel)
 	wantCode(t, "a piped upload cut halfway", err, codes.Canceled)
 
 	// The download: the device holds data, padded to 1 MB. The cut
 	// upload may hold the device a moment longer than its caller waits.
 	var got []byte
-	var sum string
+	var last *daemonv1.BlockChunk
 	for try := 0; ; try++ {
-		got, sum, err = pipeDownload(t, td, teamCtx, "team:disk")
+		got, last, err = pipeDownload(t, td, teamCtx, "team:disk", false)
 		if status.Code(err) != codes.Aborted || try == 100 {
 			break
 		}
@@ -448,8 +464,15 @@ func TestPipedTransfers(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("piped download: %d bytes, equal %v; the failed uploads changed the device?", len(got), bytes.Equal(got, want))
 	}
-	if sum != digest(want) {
-		t.Fatalf("piped download: checksum %q, want the SHA-256 %s", sum, digest(want))
+	if last.GetSha256() != digest(want) || last.Crc32C != nil {
+		t.Fatalf("piped download: checksum %v, want the SHA-256 %s alone", last, digest(want))
+	}
+	got, last, err = pipeDownload(t, td, teamCtx, "team:disk", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) || last.Crc32C == nil || *last.Crc32C != crc32c(want) || last.GetSha256() != "" {
+		t.Fatalf("piped download asking for the CRC-32C: %d bytes, equal %v, checksum %v, want the CRC-32C %08x alone", len(got), bytes.Equal(got, want), last, crc32c(want))
 	}
 
 	// An image.
@@ -498,3 +521,6 @@ func TestPipedTransfers(t *testing.T) {
 		t.Fatal("the cut image was stored")
 	}
 }
+
+// crc32c is b's CRC-32C.
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }

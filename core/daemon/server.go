@@ -164,8 +164,12 @@ func (s *server) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	}
 	defer st.Discard()
 	if local != nil {
-		sum, err := uploadEnd(stream.Recv, (*daemonv1.ImageChunk).GetSha256)
-		if err != nil {
+		sum := ""
+		if err := uploadEnd(stream.Recv, func(m *daemonv1.ImageChunk) {
+			if v := m.GetSha256(); v != "" {
+				sum = v
+			}
+		}); err != nil {
 			return err
 		}
 		if sum != "" {
@@ -248,25 +252,22 @@ func passedReader(ctx context.Context, f *os.File, pipe bool) (r io.Reader, stop
 
 // uploadEnd reads what follows the content of an upload from a passed
 // file: from the endpoint, the checksum its caller sent, then the
-// stream's end. Only the end (io.EOF) says the content is whole: a pipe
-// also ends when the endpoint gives up on its caller, whose stream is
-// then cancelled.
-func uploadEnd[M interface{ GetData() []byte }](recv func() (M, error), sha func(M) string) (string, error) {
-	sum := ""
+// stream's end, handing each message to note. Only the end (io.EOF) says
+// the content is whole: a pipe also ends when the endpoint gives up on
+// its caller, whose stream is then cancelled.
+func uploadEnd[M interface{ GetData() []byte }](recv func() (M, error), note func(M)) error {
 	for {
 		msg, err := recv()
 		if errors.Is(err, io.EOF) {
-			return sum, nil
+			return nil
 		}
 		if err != nil {
-			return "", status.Errorf(codes.Canceled, "upload interrupted: %v", err)
+			return status.Errorf(codes.Canceled, "upload interrupted: %v", err)
 		}
 		if len(msg.GetData()) > 0 {
-			return "", status.Error(codes.InvalidArgument, "an upload from a passed file carries no data in its messages")
+			return status.Error(codes.InvalidArgument, "an upload from a passed file carries no data in its messages")
 		}
-		if v := sha(msg); v != "" {
-			sum = v
-		}
+		note(msg)
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,7 @@ import (
 	"github.com/petrel-vmm/petrel/core/authz"
 	"github.com/petrel-vmm/petrel/core/pki"
 	"github.com/petrel-vmm/petrel/sdk/client"
+	"github.com/petrel-vmm/petrel/sdk/contentconn"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/protocodec"
@@ -92,6 +95,7 @@ type Server struct {
 	lis      net.Listener
 	grpc     *grpc.Server
 	up       *grpc.ClientConn // to petreld
+	content  *contentTable
 
 	closeOnce sync.Once
 }
@@ -121,7 +125,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("endpoint: server key: %w", err)
 	}
-	s := &Server{log: log, verifier: &pki.Verifier{Roots: roots, MaxChain: opts.MaxChain}}
+	s := &Server{log: log, verifier: &pki.Verifier{Roots: roots, MaxChain: opts.MaxChain}, content: newContentTable()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -152,6 +156,7 @@ func New(opts Options) (*Server, error) {
 		}
 		return err
 	}
+	offerContent(tlsCfg, fdpass.FilesSocket(opts.Socket))
 	if s.up, err = dialDaemon(opts.Socket); err != nil {
 		return nil, fmt.Errorf("endpoint: %w", err)
 	}
@@ -164,7 +169,7 @@ func New(opts Options) (*Server, error) {
 	}
 	unary, stream := authz.Interceptors(s.identify, nil, s.recheck)
 	s.grpc = grpc.NewServer(
-		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg)}),
+		grpc.Creds(lingeringCreds{credentials.NewTLS(tlsCfg), s.content, log}),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.MaxRecvMsgSize(8<<20), grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(16<<20),
 		grpc.ForceServerCodecV2(codec), // transfer content is relayed without decoding it
@@ -175,7 +180,7 @@ func New(opts Options) (*Server, error) {
 		experimental.BufferPool(protocodec.Pool), grpc.ReadBufferSize(0),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
-	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: daemonv1.NewDaemonClient(s.up), files: fdpass.FilesSocket(opts.Socket)})
+	daemonv1.RegisterDaemonServer(s.grpc, &proxy{up: daemonv1.NewDaemonClient(s.up), files: fdpass.FilesSocket(opts.Socket), content: s.content})
 	ok = true
 	return s, nil
 }
@@ -219,6 +224,7 @@ func (s *Server) Close() {
 		} else if s.lis != nil {
 			s.lis.Close()
 		}
+		s.content.close()
 		if s.watcher != nil {
 			s.watcher.Stop()
 		}
@@ -272,8 +278,13 @@ const (
 // before closing. Closing with unread data makes the kernel send a reset,
 // which discards the TLS alert before the client reads it; the client
 // would then see "broken pipe" instead of a refusal.
+//
+// It also takes content connections (content.go) out of gRPC's hands:
+// once one is handshaken, its token is read and it waits for its call.
 type lingeringCreds struct {
 	credentials.TransportCredentials
+	content *contentTable
+	log     hclog.Logger
 }
 
 func (c lingeringCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -290,6 +301,13 @@ func (c lingeringCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Aut
 		_ = raw.SetReadDeadline(time.Now().Add(refusalDrainTime))
 		_, _ = io.Copy(io.Discard, io.LimitReader(raw, refusalDrainBytes))
 		raw.Close()
+		return out, info, err
+	}
+	if ti, ok := info.(credentials.TLSInfo); ok && ti.State.NegotiatedProtocol == contentconn.Protocol {
+		if err := c.content.accept(out, ti.State); err != nil {
+			c.log.Warn("refused content connection", "peer", raw.RemoteAddr().String(), "error", err)
+		}
+		return nil, nil, credentials.ErrConnDispatched
 	}
 	return out, info, err
 }
@@ -308,5 +326,24 @@ func (h *heldConn) Close() error {
 }
 
 func (c lingeringCreds) Clone() credentials.TransportCredentials {
-	return lingeringCreds{c.TransportCredentials.Clone()}
+	return lingeringCreds{c.TransportCredentials.Clone(), c.content, c.log}
+}
+
+// offerContent makes cfg offer content connections (package
+// sdk/contentconn) beside gRPC, to clients that ask for them while
+// petreld's files socket, where their content goes, is there; a client
+// refused them (the handshake fails) streams its content in the call.
+func offerContent(cfg *tls.Config, files string) {
+	plain := cfg.Clone()
+	plain.NextProtos = []string{"h2"}
+	cfg.NextProtos = []string{"h2", contentconn.Protocol}
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !slices.Contains(hello.SupportedProtos, contentconn.Protocol) {
+			return nil, nil
+		}
+		if _, err := os.Stat(files); err != nil {
+			return plain, nil
+		}
+		return nil, nil
+	}
 }

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -106,6 +107,10 @@ type testEndpoint struct {
 	dir    string         // holds the CA (ca/) and alice.pem
 	sock   string         // the daemon's socket
 	remote *client.Client // authenticated as alice's leaf "web"
+	srv    *Server
+	root   *x509.Certificate
+	// leaf makes another leaf of alice's, named cn: its chain and key.
+	leaf func(cn string) ([]*x509.Certificate, crypto.Signer)
 }
 
 // startEndpoint serves daemon on a unix socket, starts an endpoint in
@@ -172,16 +177,20 @@ func startEndpoint(t testing.TB, daemon daemonv1.DaemonServer) *testEndpoint {
 	if err := pki.WriteCertsFile(filepath.Join(dir, "alice.pem"), alice); err != nil {
 		t.Fatal(err)
 	}
-	chain, key, err := pki.NewLeafChain([]*x509.Certificate{alice}, aliceKey, "web", nil, "")
-	if err != nil {
-		t.Fatal(err)
+	leaf := func(cn string) ([]*x509.Certificate, crypto.Signer) {
+		chain, key, err := pki.NewLeafChain([]*x509.Certificate{alice}, aliceKey, cn, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return chain, key
 	}
+	chain, key := leaf("web")
 	c, err := client.DialTLS(srv.Addr().String(), chain, key, root[0], "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &testEndpoint{dir: dir, sock: sock, remote: c}
+	return &testEndpoint{dir: dir, sock: sock, remote: c, srv: srv, root: root[0], leaf: leaf}
 }
 
 func TestRelay(t *testing.T) {

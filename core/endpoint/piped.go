@@ -35,10 +35,6 @@ import (
 // the writer seldom waits for the reader.
 const pipeSize = 1 << 20
 
-// errLocalFile refuses a caller's request that names a passed file: only
-// the endpoint passes petreld files, for its own pipes.
-var errLocalFile = status.Error(codes.InvalidArgument, "local_file names a file passed on petreld's own host; remote callers send the content")
-
 // passPipe makes a pipe and passes one end of it to petreld (the read
 // end when read is true), returning the other end and the token naming
 // the passed one. ok is false when petreld takes no files.
@@ -175,15 +171,18 @@ func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	if err := stream.RecvMsg(first); err != nil {
 		return err
 	}
+	request := func(tok string) *daemonv1.BlockChunk {
+		return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), LocalFile: tok}
+	}
+	trailer := func(sha string) *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Sha256: sha} }
 	if first.GetLocalFile() != "" {
-		return errLocalFile
+		if first.GetGzip() {
+			return status.Error(codes.InvalidArgument, "an upload on a content connection is not compressed")
+		}
+		return contentUp(p, stream, p.up.BlockUpload, first, first.GetTotal(), request)
 	}
 	if !first.GetGzip() {
-		handled, err := pipeUp(p, stream, p.up.BlockUpload, first,
-			func(tok string) *daemonv1.BlockChunk {
-				return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), LocalFile: tok}
-			},
-			func(sha string) *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Sha256: sha} })
+		handled, err := pipeUp(p, stream, p.up.BlockUpload, first, request, trailer)
 		if handled {
 			return err
 		}
@@ -196,14 +195,14 @@ func (p *proxy) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	if err := stream.RecvMsg(first); err != nil {
 		return err
 	}
-	if first.GetLocalFile() != "" {
-		return errLocalFile
+	request := func(tok string) *daemonv1.ImageChunk {
+		return &daemonv1.ImageChunk{Size: first.GetSize(), Sha256: first.GetSha256(), LocalFile: tok}
 	}
-	handled, err := pipeUp(p, stream, p.up.UploadImage, first,
-		func(tok string) *daemonv1.ImageChunk {
-			return &daemonv1.ImageChunk{Size: first.GetSize(), Sha256: first.GetSha256(), LocalFile: tok}
-		},
-		func(sha string) *daemonv1.ImageChunk { return &daemonv1.ImageChunk{Sha256: sha} })
+	trailer := func(sha string) *daemonv1.ImageChunk { return &daemonv1.ImageChunk{Sha256: sha} }
+	if first.GetLocalFile() != "" {
+		return contentUp(p, stream, p.up.UploadImage, first, first.GetSize(), request)
+	}
+	handled, err := pipeUp(p, stream, p.up.UploadImage, first, request, trailer)
 	if handled {
 		return err
 	}
@@ -212,7 +211,7 @@ func (p *proxy) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 
 func (p *proxy) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
 	if req.GetLocalFile() != "" {
-		return errLocalFile
+		return p.contentDown(req, stream)
 	}
 	if !req.GetGzip() {
 		if handled, err := p.pipeDown(req, stream); handled {

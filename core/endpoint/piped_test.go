@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"os"
@@ -16,7 +18,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
@@ -28,8 +32,11 @@ type pipedDaemon struct {
 	fakeDaemon
 	files *fdpass.Registry
 	// piped counts the transfers that came with a pipe, streamed those
-	// that carried content in their messages.
-	piped, streamed atomic.Int32
+	// that carried content in their messages, cancelled the block
+	// uploads whose call was cut after their content.
+	piped, streamed, cancelled atomic.Int32
+	// has is the SHA-256 of an image it holds already (a string).
+	has atomic.Value
 }
 
 // take returns the pipe passed under tok.
@@ -42,7 +49,8 @@ func (f *pipedDaemon) take(tok string) (*os.File, error) {
 	return f.files.Take(tok)
 }
 
-// end reads what follows piped content: a checksum, then the end.
+// end reads what follows piped content: a checksum, then the end. It
+// returns the checksum, "sha256:HEX" or "crc32c:HEX".
 func end[M interface{ GetSha256() string }](recv func() (M, error)) (string, error) {
 	sum := ""
 	for {
@@ -54,10 +62,22 @@ func end[M interface{ GetSha256() string }](recv func() (M, error)) (string, err
 			return "", err
 		}
 		if s := m.GetSha256(); s != "" {
-			sum = s
+			sum = "sha256:" + s
+		}
+		if c, ok := any(m).(*daemonv1.BlockChunk); ok && c.Crc32C != nil {
+			sum = fmt.Sprintf("crc32c:%08x", *c.Crc32C)
 		}
 	}
 }
+
+// checksums are blockContent's checksums as end returns them.
+var checksums = func() map[string]bool {
+	sum := sha256.Sum256(blockContent)
+	return map[string]bool{
+		"sha256:" + hex.EncodeToString(sum[:]):                                                      true,
+		fmt.Sprintf("crc32c:%08x", crc32.Checksum(blockContent, crc32.MakeTable(crc32.Castagnoli))): true,
+	}
+}()
 
 // receive returns the content of the pipe passed under tok and the
 // checksum that follows it on the stream, whose end it reads.
@@ -81,12 +101,14 @@ func (f *pipedDaemon) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) erro
 		return err
 	}
 	got, sum, err := receive(f, first.GetLocalFile(), stream.Recv)
+	if status.Code(err) == codes.Canceled {
+		f.cancelled.Add(1)
+	}
 	if err != nil {
 		return err
 	}
-	want := sha256.Sum256(got)
-	if sum != hex.EncodeToString(want[:]) || !bytes.Equal(got, blockContent) || first.GetTotal() != int64(len(got)) {
-		return status.Errorf(codes.InvalidArgument, "received %d bytes, not what was sent", len(got))
+	if !checksums[sum] || !bytes.Equal(got, blockContent) || first.GetTotal() != int64(len(got)) {
+		return status.Errorf(codes.InvalidArgument, "received %d bytes and checksum %q, not what was sent", len(got), sum)
 	}
 	return stream.SendAndClose(&daemonv1.BlockInfo{Name: first.GetName(), Sha256: sum})
 }
@@ -95,6 +117,15 @@ func (f *pipedDaemon) UploadImage(stream daemonv1.Daemon_UploadImageServer) erro
 	first, err := stream.Recv()
 	if err != nil {
 		return err
+	}
+	if sha := first.GetSha256(); sha != "" && sha == f.has.Load() {
+		// An image it holds: answered at once, the pipe unread.
+		p, err := f.take(first.GetLocalFile())
+		if err != nil {
+			return err
+		}
+		p.Close()
+		return stream.SendAndClose(&daemonv1.ImageRef{Sha256: sha})
 	}
 	got, _, err := receive(f, first.GetLocalFile(), stream.Recv)
 	if err != nil {
@@ -117,32 +148,21 @@ func (f *pipedDaemon) BlockDownload(req *daemonv1.BlockDownloadRequest, stream d
 		return err
 	}
 	p.Close()
+	if req.GetCrc32C() {
+		return stream.Send(&daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32.Checksum(blockContent, crc32.MakeTable(crc32.Castagnoli)))})
+	}
 	sum := sha256.Sum256(blockContent)
 	return stream.Send(&daemonv1.BlockChunk{Sha256: hex.EncodeToString(sum[:])})
 }
 
-// TestPipedTransfers: where petreld takes pipes, the endpoint moves the
-// content of a block upload, a block download and an image upload
-// through them, whole, with the caller's checksum after it; a caller
-// cannot name a passed file itself; a compressed upload is relayed as a
-// stream.
-func TestPipedTransfers(t *testing.T) {
-	fake := &pipedDaemon{}
-	e := startEndpoint(t, fake)
-	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: fdpass.FilesSocket(e.sock), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fake.files = fdpass.NewRegistry(lis)
-	t.Cleanup(func() { fake.files.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c := e.remote
-
+// pipedTransfers makes a block upload, a block download and an image
+// upload through c, each of which must arrive whole.
+func pipedTransfers(t *testing.T, ctx context.Context, c *client.Client, dir string) {
+	t.Helper()
 	if _, err := c.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), false, nil); err != nil {
 		t.Fatalf("piped upload: %v", err)
 	}
-	out := filepath.Join(e.dir, "disk.img")
+	out := filepath.Join(dir, "disk.img")
 	if n, err := c.DownloadBlockFile(ctx, "alice:disk", out, false, nil); err != nil || n != int64(len(blockContent)) {
 		t.Fatalf("piped download: %d bytes, %v", n, err)
 	}
@@ -154,22 +174,52 @@ func TestPipedTransfers(t *testing.T) {
 	if err != nil || ref.GetSha256() != hex.EncodeToString(sum[:]) {
 		t.Fatalf("piped image upload: %v, %v", ref, err)
 	}
-	if p, s := fake.piped.Load(), fake.streamed.Load(); p != 3 || s != 0 {
-		t.Fatalf("%d transfers piped and %d streamed, want 3 and 0", p, s)
-	}
+}
 
-	stream, err := c.API.BlockUpload(ctx)
+// startPiped starts an endpoint in front of a pipedDaemon with its files
+// socket.
+func startPipedEndpoint(t *testing.T) (*pipedDaemon, *testEndpoint) {
+	fake := &pipedDaemon{}
+	e := startEndpoint(t, fake)
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: fdpass.FilesSocket(e.sock), Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.Send(&daemonv1.BlockChunk{Name: "alice:disk", LocalFile: "0123456789abcdef0123456789abcdef"})
-	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("a caller naming a passed file: %v, want InvalidArgument", err)
+	fake.files = fdpass.NewRegistry(lis)
+	t.Cleanup(func() { fake.files.Close() })
+	return fake, e
+}
+
+// TestPipedTransfers: where petreld takes pipes, the endpoint moves the
+// content of a block upload, a block download and an image upload
+// through them, whole, with the caller's checksum after it, whether the
+// caller streams the content in the call or sends it on a content
+// connection; a compressed upload is relayed as a stream.
+func TestPipedTransfers(t *testing.T) {
+	fake, e := startPipedEndpoint(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	chain, key := e.leaf("streamer")
+	streamed, err := client.DialTLS(e.srv.Addr().String(), chain, key, e.root, "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := c.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), true, nil); status.Code(err) != codes.InvalidArgument {
+	defer streamed.Close()
+	streamed.StreamContent()
+	pipedTransfers(t, ctx, streamed, e.dir)
+	if p, s := fake.piped.Load(), fake.streamed.Load(); p != 3 || s != 0 {
+		t.Fatalf("%d transfers piped and %d streamed, want 3 and 0", p, s)
+	}
+	pipedTransfers(t, ctx, e.remote, e.dir)
+	if p, s := fake.piped.Load(), fake.streamed.Load(); p != 6 || s != 0 {
+		t.Fatalf("%d transfers piped and %d streamed, want 6 and 0", p, s)
+	}
+
+	if _, err := e.remote.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), true, nil); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a compressed upload reached the piped fake as %v; it is relayed as a stream", err)
 	}
-	if p, s := fake.piped.Load(), fake.streamed.Load(); p != 3 || s != 1 {
-		t.Fatalf("%d transfers piped and %d streamed, want 3 and 1", p, s)
+	if p, s := fake.piped.Load(), fake.streamed.Load(); p != 6 || s != 1 {
+		t.Fatalf("%d transfers piped and %d streamed, want 6 and 1", p, s)
 	}
 }

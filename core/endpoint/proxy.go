@@ -24,6 +24,9 @@ type proxy struct {
 	// files is petreld's files socket beside its remote socket, where
 	// transfers pass their pipes (piped.go); empty: none.
 	files string
+	// content holds the callers' content connections (content.go);
+	// nil: none are taken.
+	content *contentTable
 }
 
 // out is the context of the call to petreld: cancelled with the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/petrel-vmm/petrel/sdk/contentconn"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 	"github.com/petrel-vmm/petrel/sdk/protocodec"
 	"github.com/petrel-vmm/petrel/sdk/transfer"
@@ -109,6 +110,11 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	// abandoned on an error is discarded by the daemon at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if !compress && total > 0 {
+		if cc := c.openContent(ctx); cc != nil {
+			return c.uploadBlockBeside(ctx, cc, name, r, total, progress)
+		}
+	}
 	marked := compress && c.readsMarkedChunks(ctx)
 	stream, err := c.API.BlockUpload(ctx)
 	if err != nil {
@@ -268,9 +274,16 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 		return 0, fmt.Errorf("download %s: %w", name, err)
 	}
 	var n int64
-	if ok {
+	var cc *contentconn.Conn
+	if !ok && !compress {
+		cc = c.openContent(ctx)
+	}
+	switch {
+	case ok:
 		n, err = c.downloadBlockLocal(ctx, name, tmp, tok, progress)
-	} else {
+	case cc != nil:
+		n, err = c.downloadBlockBeside(ctx, cc, name, path, tmp, progress)
+	default:
 		n, err = c.downloadBlockStream(ctx, name, path, tmp, compress, progress)
 	}
 	if err != nil {

@@ -47,6 +47,9 @@ type Client struct {
 	// on which transfers of regular files pass the file instead of
 	// sending its content; empty for a remote one.
 	files string
+	// content is where a remote client opens content connections for
+	// its transfers; nil for a local one.
+	content *remoteContent
 
 	// markedMu guards markedKnown and marked: whether the daemon reads
 	// block uploads with marked chunks, asked once per Client.
@@ -88,9 +91,9 @@ func SocketOptions() []grpc.DialOption {
 
 // StreamContent makes this client carry the content of its transfers
 // through the daemon API even to a local petreld that takes passed
-// files, as it does to a remote one: to compare the two ways. Call it
-// before the client's first transfer.
-func (c *Client) StreamContent() { c.files = "" }
+// files, or to a petrel-endpoint that takes content connections: to
+// compare the ways. Call it before the client's first transfer.
+func (c *Client) StreamContent() { c.files, c.content = "", nil }
 
 // Over returns a Client that calls petreld through api, a connection made
 // elsewhere (petrel-kubelet's, whose certificates rotate): its transfers
@@ -130,6 +133,15 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 				p = func(done, _ int64) { progress(done) }
 			}
 			return uploadPassed(ctx, f, size, p, c.API.UploadImage, &daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: tok})
+		}
+	}
+	if size > 0 {
+		if cc := c.openContent(ctx); cc != nil {
+			var src io.Reader = r
+			if progress != nil {
+				src = &countingReader{r: r, total: size, progress: func(done, _ int64) { progress(done) }}
+			}
+			return uploadBeside(ctx, cc, c.API.UploadImage, &daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: cc.Token}, src, size, nil, nil)
 		}
 	}
 	stream, err := c.API.UploadImage(ctx)

@@ -69,7 +69,7 @@ func DialTLS(addr string, chain []*x509.Certificate, key crypto.Signer, serverCA
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn)}, nil
+	return &Client{conn: conn, API: daemonv1.NewDaemonClient(conn), content: &remoteContent{addr: addr, cfg: cfg}}, nil
 }
 
 // tlsTransferOptions make a TLS connection's transfers (messages of a

@@ -440,27 +440,38 @@ func (u *Upload) Abort() {
 	u.m.release(u.dev.String(), u.tok)
 }
 
-// Download streams a device's content to w and returns its SHA-256. The
-// device is reserved while it is read. Reading the file, hashing it and
-// writing to w run on goroutines of their own, chunk by chunk: w is
-// written from another goroutine than the caller's (never two at once),
-// and must not keep what it is given.
+// Download streams a device's content to w and returns its SHA-256 and
+// size, as DownloadHashed does.
 func (m *Manager) Download(n string, w io.Writer) (string, int64, error) {
+	h := sha256.New()
+	size, err := m.DownloadHashed(n, w, h)
+	if err != nil {
+		return "", size, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), size, nil
+}
+
+// DownloadHashed streams a device's content to w and into h (the
+// checksum that goes with it), and returns its size. The device is
+// reserved while it is read. Reading the file, hashing it and writing to
+// w run on goroutines of their own, chunk by chunk: w is written from
+// another goroutine than the caller's (never two at once), and must not
+// keep what it is given.
+func (m *Manager) DownloadHashed(n string, w io.Writer, h hash.Hash) (int64, error) {
 	d, err := m.Get(n)
 	if err != nil {
-		return "", 0, err
+		return 0, err
 	}
 	tok := newTransfer()
 	if err := m.claim(d.Name, tok); err != nil {
-		return "", 0, err
+		return 0, err
 	}
 	defer m.release(d.Name, tok)
 	f, err := os.Open(d.Path)
 	if err != nil {
-		return "", 0, fmt.Errorf("download %s: %w", d.Name, err)
+		return 0, fmt.Errorf("download %s: %w", d.Name, err)
 	}
 	defer f.Close()
-	h := sha256.New()
 	fan := transfer.NewFanout(func(b []byte) error {
 		h.Write(b)
 		return nil
@@ -471,12 +482,12 @@ func (m *Manager) Download(n string, w io.Writer) (string, int64, error) {
 	n64, err := fan.ReadFrom(f)
 	if err != nil {
 		fan.Abort(err)
-		return "", n64, fmt.Errorf("download %s: %w", d.Name, err)
+		return n64, fmt.Errorf("download %s: %w", d.Name, err)
 	}
 	if err := fan.Close(); err != nil {
-		return "", n64, fmt.Errorf("download %s: %w", d.Name, err)
+		return n64, fmt.Errorf("download %s: %w", d.Name, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), n64, nil
+	return n64, nil
 }
 
 // copyRound is how much CopyTo copies between two looks at its context:

@@ -1333,7 +1333,20 @@ type BlockChunk struct {
 	// Either way the upload is stored only once the stream ends whole. A
 	// daemon without a files socket never sees it: the client finds no
 	// socket to pass the file on.
-	LocalFile     string `protobuf:"bytes,8,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
+	//
+	// Through petrel-endpoint, a remote caller names here the token of a
+	// content connection it opened to the endpoint (package
+	// sdk/contentconn) and writes the content there; the endpoint passes
+	// petreld a pipe in its stead.
+	LocalFile string `protobuf:"bytes,8,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
+	// CRC-32C (Castagnoli) of the content (last chunk), the check of a
+	// transfer whose content came through petrel-endpoint's pipe from a
+	// content connection, in place of sha256: TLS already protects those
+	// bytes on the network, and what is left to catch is a relay that
+	// lost, repeated or reordered some, which a CRC does at a twentieth of
+	// SHA-256's cost. The device's SHA-256 is still what BlockInfo
+	// reports.
+	Crc32C        *uint32 `protobuf:"fixed32,9,opt,name=crc32c,proto3,oneof" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1424,6 +1437,13 @@ func (x *BlockChunk) GetLocalFile() string {
 	return ""
 }
 
+func (x *BlockChunk) GetCrc32C() uint32 {
+	if x != nil && x.Crc32C != nil {
+		return *x.Crc32C
+	}
+	return 0
+}
+
 // BlockDownloadRequest asks for a device's content.
 type BlockDownloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1440,8 +1460,13 @@ type BlockDownloadRequest struct {
 	// apply. The answer is the first chunk (name and total), then, for a
 	// regular file, the stream's end once the content is written; for
 	// petrel-endpoint's pipe, a last chunk with the content's sha256 once
-	// the pipe is closed.
-	LocalFile     string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
+	// the pipe is closed. Through petrel-endpoint, a remote caller names
+	// here a content connection's token (BlockChunk.local_file).
+	LocalFile string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
+	// With local_file naming petrel-endpoint's pipe: the last chunk
+	// carries the content's CRC-32C (BlockChunk.crc32c) instead of its
+	// SHA-256.
+	Crc32C        bool `protobuf:"varint,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1502,6 +1527,13 @@ func (x *BlockDownloadRequest) GetLocalFile() string {
 		return x.LocalFile
 	}
 	return ""
+}
+
+func (x *BlockDownloadRequest) GetCrc32C() bool {
+	if x != nil {
+		return x.Crc32C
+	}
+	return false
 }
 
 // BlockDestroyRequest removes a device.
@@ -1769,7 +1801,8 @@ type ImageChunk struct {
 	// offset to its end (a local client's regular file, which must hold
 	// size bytes) or until it is closed (petrel-endpoint's pipe); no data
 	// follows in the messages, and the image is stored only once the
-	// stream ends whole.
+	// stream ends whole. Through petrel-endpoint, a remote caller names
+	// here a content connection's token (BlockChunk.local_file).
 	LocalFile     string `protobuf:"bytes,4,opt,name=local_file,json=localFile,proto3" json:"local_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3902,7 +3935,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aorphans\x18\x02 \x03(\tR\aorphans\"A\n" +
 	"\x12BlockCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
-	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\xcc\x01\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\xf4\x01\n" +
 	"\n" +
 	"BlockChunk\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -3914,13 +3947,16 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"chunk_gzip\x18\a \x01(\bR\tchunkGzip\x12\x1d\n" +
 	"\n" +
-	"local_file\x18\b \x01(\tR\tlocalFile\"u\n" +
+	"local_file\x18\b \x01(\tR\tlocalFile\x12\x1b\n" +
+	"\x06crc32c\x18\t \x01(\aH\x00R\x06crc32c\x88\x01\x01B\t\n" +
+	"\a_crc32c\"\x8d\x01\n" +
 	"\x14BlockDownloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04gzip\x18\x02 \x01(\bR\x04gzip\x12\x16\n" +
 	"\x06marked\x18\x03 \x01(\bR\x06marked\x12\x1d\n" +
 	"\n" +
-	"local_file\x18\x04 \x01(\tR\tlocalFile\")\n" +
+	"local_file\x18\x04 \x01(\tR\tlocalFile\x12\x16\n" +
+	"\x06crc32c\x18\x05 \x01(\bR\x06crc32c\")\n" +
 	"\x13BlockDestroyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
 	"\x14BlockDestroyResponse\"^\n" +
@@ -4286,6 +4322,7 @@ func file_daemon_v1_daemon_proto_init() {
 		return
 	}
 	file_daemon_v1_daemon_proto_msgTypes[6].OneofWrappers = []any{}
+	file_daemon_v1_daemon_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1,0 +1,421 @@
+package endpoint
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/petrel-vmm/petrel/sdk/contentconn"
+	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+)
+
+// Content connections (package sdk/contentconn) carry a remote caller's
+// transfer content beside its gRPC call, in TLS records only: the
+// endpoint accepts them on its own port, told apart from gRPC's by their
+// application protocol, holds each under the token its client wrote on
+// it, and hands it to the one transfer call, from the same client
+// certificate, that names the token. The content then goes between the
+// connection and petreld's pipe (piped.go) without being framed into or
+// taken out of messages on the way.
+
+const (
+	// contentTTL is how long a content connection waits for its call.
+	contentTTL = 30 * time.Second
+	// claimWait is how long a call waits for the content connection it
+	// names: the client opens it first, but the two race to the
+	// endpoint.
+	claimWait = 10 * time.Second
+	// maxContentConns bounds the content connections waiting for their
+	// call, and maxContentPerClient those of one client certificate.
+	maxContentConns     = 64
+	maxContentPerClient = 8
+	// contentBuf is the size of the endpoint's reads and writes of
+	// content: a pipe's capacity.
+	contentBuf = pipeSize
+)
+
+// errLocalFile refuses a request that names a content connection where
+// none are taken.
+var errLocalFile = status.Error(codes.InvalidArgument, "local_file names a content connection, which this endpoint does not take; send the content in the call")
+
+// contentSlot is one token's content connection, or a call waiting for
+// it.
+type contentSlot struct {
+	conn  net.Conn
+	leaf  []byte        // the client certificate it was opened with
+	ready chan struct{} // closed once conn is set, or the slot dropped
+	done  bool          // ready is closed
+	taken bool          // a call has claimed the token
+	timer *time.Timer
+}
+
+// contentTable holds the content connections waiting for their call.
+// Its timers close what waits too long; close closes the rest.
+type contentTable struct {
+	// ttl and wait are contentTTL and claimWait, shorter in tests.
+	ttl, wait time.Duration
+
+	mu     sync.Mutex
+	slots  map[string]*contentSlot
+	closed bool
+}
+
+func newContentTable() *contentTable {
+	return &contentTable{ttl: contentTTL, wait: claimWait, slots: map[string]*contentSlot{}}
+}
+
+// slotLocked returns tok's slot, making it if there is none and room
+// for it.
+func (t *contentTable) slotLocked(tok string, leaf []byte) (*contentSlot, error) {
+	if s, ok := t.slots[tok]; ok {
+		return s, nil
+	}
+	if t.closed {
+		return nil, errors.New("the endpoint is stopping")
+	}
+	if len(t.slots) >= maxContentConns {
+		return nil, fmt.Errorf("%d content connections already wait for their call; try again later", maxContentConns)
+	}
+	if leaf != nil {
+		n := 0
+		for _, s := range t.slots {
+			if bytes.Equal(s.leaf, leaf) {
+				n++
+			}
+		}
+		if n >= maxContentPerClient {
+			return nil, fmt.Errorf("%d content connections of this certificate already wait for their call", maxContentPerClient)
+		}
+	}
+	s := &contentSlot{ready: make(chan struct{})}
+	s.timer = time.AfterFunc(t.ttl, func() { t.drop(tok, s, false) })
+	t.slots[tok] = s
+	return s, nil
+}
+
+// drop removes tok's slot s. With keep (the call that claimed it), it
+// returns the slot's connection, nil when it has none (dropped already,
+// by its timer or close); otherwise it closes the connection.
+func (t *contentTable) drop(tok string, s *contentSlot, keep bool) net.Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dropLocked(tok, s, keep)
+}
+
+func (t *contentTable) dropLocked(tok string, s *contentSlot, keep bool) net.Conn {
+	if t.slots[tok] == s {
+		delete(t.slots, tok)
+	}
+	s.timer.Stop()
+	if !s.done {
+		s.done = true
+		close(s.ready)
+	}
+	c := s.conn
+	s.conn = nil
+	if c != nil && !keep {
+		c.Close()
+		return nil
+	}
+	return c
+}
+
+// accept reads the token from conn, a content connection just
+// handshaken with a client whose TLS state is cs, and holds the
+// connection under it. The handshake's deadline still bounds the read.
+func (t *contentTable) accept(conn net.Conn, cs tls.ConnectionState) error {
+	tok, err := contentconn.ReadToken(conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	if len(cs.PeerCertificates) == 0 {
+		conn.Close()
+		return errors.New("content connection without a client certificate")
+	}
+	leaf := cs.PeerCertificates[0].Raw
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, err := t.slotLocked(tok, leaf)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	if s.conn != nil || s.done {
+		conn.Close()
+		return errors.New("content connection token used already")
+	}
+	s.conn, s.leaf = conn, leaf
+	s.done = true
+	close(s.ready)
+	return nil
+}
+
+// claim returns the content connection opened under tok, waiting for it
+// a little; the call whose context is ctx must come from the same
+// client certificate. The caller owns the connection.
+func (t *contentTable) claim(ctx context.Context, tok string) (net.Conn, error) {
+	leaf, err := callerLeaf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := contentconn.ReadToken(strings.NewReader(tok)); err != nil || len(tok) != contentconn.TokenLen {
+		return nil, status.Error(codes.InvalidArgument, "local_file is not a content connection's token")
+	}
+	t.mu.Lock()
+	s, err := t.slotLocked(tok, nil)
+	if err == nil && s.taken {
+		err = errors.New("content connection token used already")
+	}
+	if err != nil {
+		t.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "content connection: %v", err)
+	}
+	s.taken = true
+	t.mu.Unlock()
+	wait := time.NewTimer(t.wait)
+	defer wait.Stop()
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+	case <-wait.C:
+	}
+	conn := t.drop(tok, s, true)
+	switch {
+	case ctx.Err() != nil:
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case conn == nil:
+		return nil, status.Error(codes.FailedPrecondition, "content connection: none was opened under the token local_file names, or it expired")
+	case !bytes.Equal(s.leaf, leaf):
+		conn.Close()
+		return nil, status.Error(codes.PermissionDenied, "content connection: opened with another certificate than the call's")
+	}
+	return conn, nil
+}
+
+// callerLeaf returns the client certificate of the call whose context is
+// ctx.
+func callerLeaf(ctx context.Context) ([]byte, error) {
+	p, ok := peer.FromContext(ctx)
+	if ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+			return info.State.PeerCertificates[0].Raw, nil
+		}
+	}
+	return nil, status.Error(codes.Unauthenticated, "not a TLS connection with a client certificate")
+}
+
+// close closes every content connection still waiting; later ones are
+// refused.
+func (t *contentTable) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for tok, s := range t.slots {
+		t.dropLocked(tok, s, false)
+	}
+}
+
+// contentCall is a claimed content connection for the length of a call:
+// it is closed when the call's context ends, which also ends a read or
+// write that waits on it.
+type contentCall struct {
+	conn net.Conn
+	stop func() bool
+}
+
+func (p *proxy) claimContent(ctx context.Context, tok string) (*contentCall, error) {
+	if p.content == nil {
+		return nil, errLocalFile
+	}
+	conn, err := p.content.claim(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	return &contentCall{conn: conn, stop: context.AfterFunc(ctx, func() { conn.Close() })}, nil
+}
+
+func (c *contentCall) close() {
+	c.stop()
+	c.conn.Close()
+}
+
+// noPipes is the error of a transfer on a content connection that could
+// not pass petreld a pipe: the call's, when it ended meanwhile.
+func noPipes(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Error(codes.Unavailable, "petreld takes no pipes on its files socket; try again without a content connection")
+}
+
+// errContent wraps a content connection's failure for the caller.
+func errContent(err error) error {
+	return status.Errorf(codes.Aborted, "content connection: %v", err)
+}
+
+// contentUp serves an upload whose content comes on a content
+// connection: first, the call's first message, named it, and request
+// makes the message naming petreld's pipe in its stead; the content goes
+// into the pipe, the caller's checksum and the call's end follow
+// through the call.
+func contentUp[Req any, Chunk interface {
+	*Req
+	GetData() []byte
+	GetLocalFile() string
+}, Resp any](p *proxy, stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
+	first Chunk, size int64, request func(tok string) *Req) error {
+	if len(first.GetData()) > 0 {
+		return status.Error(codes.InvalidArgument, "an upload on a content connection carries no data in its messages")
+	}
+	if size <= 0 {
+		return status.Error(codes.InvalidArgument, "an upload on a content connection declares its size")
+	}
+	cc, err := p.claimContent(stream.Context(), first.GetLocalFile())
+	if err != nil {
+		return err
+	}
+	defer cc.close()
+	t, err := p.startPiped(stream.Context(), true)
+	if err != nil {
+		return err
+	}
+	if t == nil {
+		return noPipes(stream.Context())
+	}
+	defer t.end()
+	upstream, err := open(t.ctx)
+	if err != nil {
+		return err
+	}
+	if err := upstream.Send(request(t.tok)); err != nil {
+		if errors.Is(err, io.EOF) {
+			return answer(stream, upstream)
+		}
+		return err
+	}
+	// Exactly size bytes: a connection that ends before is a cut one
+	// (TLS does not tell a closed connection from a finished content),
+	// and petreld sees the call cancelled, not a short content.
+	buf := make([]byte, contentBuf)
+	for left := size; left > 0; {
+		n, rerr := io.ReadFull(cc.conn, buf[:min(int64(len(buf)), left)])
+		if rerr != nil {
+			t.cancel()
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+				return status.Errorf(codes.Aborted, "content connection: ended after %d of %d bytes", size-left+int64(n), size)
+			}
+			return errContent(rerr)
+		}
+		if _, err := t.pipe.Write(buf[:n]); err != nil {
+			if t.ctx.Err() != nil {
+				return status.FromContextError(t.ctx.Err()).Err()
+			}
+			// petreld stopped reading: its answer says why.
+			return answer(stream, upstream)
+		}
+		left -= int64(n)
+	}
+	if err := t.pipe.Close(); err != nil {
+		t.cancel()
+		return err
+	}
+	// The checksum, if any, and the call's end follow on the call, and
+	// go on to petreld as they are.
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.cancel()
+			return err
+		}
+		if len(Chunk(m).GetData()) > 0 {
+			t.cancel()
+			return status.Error(codes.InvalidArgument, "an upload on a content connection carries no data in its messages")
+		}
+		if err := upstream.Send(m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return err
+		}
+	}
+	return answer(stream, upstream)
+}
+
+// contentDown serves a plain block download whose content goes to the
+// caller on a content connection: petreld writes it into a pipe, and the
+// endpoint on to the connection, which it then closes; the first chunk (name and total) and the checksum go through
+// the call.
+func (p *proxy) contentDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
+	if req.GetGzip() {
+		return status.Error(codes.InvalidArgument, "a download on a content connection is not compressed")
+	}
+	cc, err := p.claimContent(stream.Context(), req.GetLocalFile())
+	if err != nil {
+		return err
+	}
+	defer cc.close()
+	t, err := p.startPiped(stream.Context(), false)
+	if err != nil {
+		return err
+	}
+	if t == nil {
+		return noPipes(stream.Context())
+	}
+	defer t.end()
+	upstream, err := p.up.BlockDownload(t.ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: t.tok, Crc32C: req.GetCrc32C()})
+	if err != nil {
+		return err
+	}
+	head, err := upstream.Recv()
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(head); err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(writerOnly{cc.conn}, readerOnly{t.pipe}, make([]byte, contentBuf)); err != nil {
+		if t.ctx.Err() != nil {
+			return status.FromContextError(t.ctx.Err()).Err()
+		}
+		return errContent(err)
+	}
+	// Closing sends TLS's closing alert: the content's end, for the
+	// caller, which sends nothing on the connection.
+	if err := cc.conn.Close(); err != nil {
+		return errContent(err)
+	}
+	// The content ended: petreld's checksum follows, or its error says
+	// why the content is short.
+	return relayDown(upstream, stream.Send)
+}
+
+// readerOnly and writerOnly hide everything but Read and Write, so that
+// io.CopyBuffer uses the buffer it is given rather than a 32 KiB one of
+// a WriteTo or ReadFrom.
+type readerOnly struct{ r *os.File }
+
+func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+type writerOnly struct{ w net.Conn }
+
+func (w writerOnly) Write(p []byte) (int, error) { return w.w.Write(p) }
