@@ -78,21 +78,14 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 	} else if err = fan.Close(); err == nil && n != size {
 		err = fmt.Errorf("the content ended after %d of its %d bytes", n, size)
 	}
-	if err == nil {
-		if err = cc.CloseWrite(); err != nil {
-			writeErr = err
-		}
-	}
 	if err != nil {
 		cc.Abort()
 		if writeErr != nil {
 			// The endpoint stopped reading: its answer says why (a
-			// refusal, or an image petreld holds already).
-			resp := new(Resp)
-			if rerr := stream.RecvMsg(resp); rerr != nil {
-				return nil, rerr
-			}
-			return resp, nil
+			// refusal, or an image petreld holds already). Half-closing
+			// is safe: the endpoint takes the content as whole only
+			// once it has all size bytes.
+			return stream.CloseAndRecv()
 		}
 		// Cancelled without a half-close: the endpoint and petreld
 		// keep nothing of it.
