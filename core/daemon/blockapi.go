@@ -2,8 +2,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"os"
@@ -159,7 +163,7 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	}
 	defer u.Abort()
 	if local != nil {
-		return s.blockUploadFile(stream, d, u, local, pipe, first.GetTotal())
+		return s.blockUploadFile(stream, d, u, local, pipe, first)
 	}
 	r := &blockStreamReader{stream: stream, buf: first.GetData(), held: first.GetData(), sha: first.GetSha256()}
 	var src io.Reader = r
@@ -208,10 +212,19 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 // bytes, hashed here only, since they crossed no channel that could
 // alter them; or the endpoint's pipe, checked against the checksum the
 // endpoint's caller computed and the endpoint sends after the content.
-func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d block.Device, u *block.Upload, f *os.File, pipe bool, total int64) error {
+func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d block.Device, u *block.Upload, f *os.File, pipe bool, first *daemonv1.BlockChunk) error {
+	total := first.GetTotal()
 	ctx := stream.Context()
 	src, stop := passedReader(ctx, f, pipe)
 	defer stop()
+	if first.GetGzip() {
+		// The endpoint's compressed content comes in frames of marked
+		// chunks (a local client's file is never compressed).
+		if !pipe || !first.GetMarked() {
+			return status.Errorf(codes.InvalidArgument, "upload to %s: a compressed upload through a pipe comes in marked chunks, and a passed file is not compressed", d.Name)
+		}
+		src = transfer.NewMarkedReader(transfer.FrameSource(src))
+	}
 	crc := crc32.New(castagnoli)
 	if pipe {
 		src = io.TeeReader(src, crc)
@@ -220,6 +233,8 @@ func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d blo
 	switch {
 	case ctx.Err() != nil:
 		return status.Errorf(codes.Canceled, "upload to %s interrupted (the device is unchanged): %v", d.Name, ctx.Err())
+	case errors.Is(err, transfer.ErrCorrupt) || errors.Is(err, io.ErrUnexpectedEOF):
+		return status.Errorf(codes.InvalidArgument, "upload to %s (the device is unchanged): %v", d.Name, err)
 	case err != nil:
 		return grpcError(fmt.Errorf("upload to %s (the device is unchanged): %w", d.Name, err))
 	case n != total && (!pipe || total > 0):
@@ -278,7 +293,7 @@ func (w chunkWriter) Write(p []byte) (int, error) {
 
 func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
 	if tok := req.GetLocalFile(); tok != "" {
-		return s.blockDownloadFile(stream, req.GetName(), tok, req.GetCrc32C())
+		return s.blockDownloadFile(stream, req, tok)
 	}
 	d, err := s.d.blocks.Get(req.GetName())
 	if err != nil {
@@ -340,7 +355,8 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 // one sent; or the endpoint's pipe, hashed on the way, the checksum
 // (the CRC-32C with crc, otherwise the SHA-256) following in a last
 // chunk once the pipe is closed, for the endpoint's caller to check.
-func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, name, tok string, crc bool) error {
+func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, req *daemonv1.BlockDownloadRequest, tok string) error {
+	name, crc, gz := req.GetName(), req.GetCrc32C(), req.GetGzip()
 	// The file is taken first, so that no refusal leaves it waiting.
 	f, err := s.passedFile(tok)
 	if err != nil {
@@ -354,28 +370,21 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, n
 	if err := check(f); err != nil {
 		return status.Errorf(codes.InvalidArgument, "passed file: %v", err)
 	}
+	if gz && (!s.pipes || !req.GetMarked()) {
+		return status.Error(codes.InvalidArgument, "a compressed download into a pipe goes in marked chunks, and one into a passed file is not compressed")
+	}
 	d, err := s.d.blocks.Get(name)
 	if err != nil {
 		return grpcError(err)
 	}
-	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Total: d.SizeMB * block.MB}); err != nil {
+	if err := stream.Send(&daemonv1.BlockChunk{Name: d.Name, Total: d.SizeMB * block.MB, Gzip: gz, Marked: gz}); err != nil {
 		return err
 	}
 	ctx := stream.Context()
 	var end *daemonv1.BlockChunk
 	if s.pipes {
 		stop := context.AfterFunc(ctx, func() { f.SetDeadline(time.Now()) })
-		if crc {
-			h := crc32.New(castagnoli)
-			if _, err = s.d.blocks.DownloadHashed(d.Name, f, h); err == nil {
-				end = &daemonv1.BlockChunk{Crc32C: proto.Uint32(h.Sum32())}
-			}
-		} else {
-			var sum string
-			if sum, _, err = s.d.blocks.Download(d.Name, f); err == nil {
-				end = &daemonv1.BlockChunk{Sha256: sum}
-			}
-		}
+		end, err = s.downloadPiped(d.Name, f, crc, gz)
 		stop()
 		if err == nil {
 			err = f.Close() // the end of the content, for the endpoint
@@ -396,6 +405,38 @@ func (s *server) blockDownloadFile(stream daemonv1.Daemon_BlockDownloadServer, n
 		return stream.Send(end)
 	}
 	return nil
+}
+
+// downloadPiped writes device name's content into the endpoint's pipe
+// f, compressed in frames of marked chunks with gz, and returns the
+// message that follows it: its CRC-32C with crc, otherwise its SHA-256.
+func (s *server) downloadPiped(name string, f *os.File, crc, gz bool) (*daemonv1.BlockChunk, error) {
+	var w io.Writer = f
+	var mc *transfer.MarkedChunks
+	if gz {
+		mc = transfer.NewMarkedChunks(transfer.FrameSink(f))
+		defer mc.Close()
+		w = sinkWriter(mc.Write)
+	}
+	var h hash.Hash = sha256.New()
+	if crc {
+		h = crc32.New(castagnoli)
+	}
+	if _, err := s.d.blocks.DownloadHashed(name, w, h); err != nil {
+		return nil, err
+	}
+	if mc != nil {
+		if err := mc.Close(); err != nil {
+			return nil, err
+		}
+		if err := transfer.EndFrames(f); err != nil {
+			return nil, err
+		}
+	}
+	if crc {
+		return &daemonv1.BlockChunk{Crc32C: proto.Uint32(binary.BigEndian.Uint32(h.Sum(nil)))}, nil
+	}
+	return &daemonv1.BlockChunk{Sha256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 // castagnoli is CRC-32C's table, for the checks of transfers whose

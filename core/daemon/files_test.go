@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // countingAPI is a daemon client that counts the content bytes its
@@ -334,7 +336,7 @@ func TestPassedFileRefusals(t *testing.T) {
 // content written and the pipe closed, then the checksum sha and the
 // stream's end; cut, when set, is called instead of that end, after
 // half the content.
-func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, end *daemonv1.BlockChunk, cut func()) (*daemonv1.BlockInfo, error) {
+func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, gz bool, end *daemonv1.BlockChunk, cut func()) (*daemonv1.BlockInfo, error) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -350,8 +352,24 @@ func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, 
 	if cut != nil {
 		total = 0 // unknown: only the stream's end can say the content is whole
 	}
-	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok}); err != nil {
+	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok, Gzip: gz, Marked: gz}); err != nil {
 		t.Fatal(err)
+	}
+	if gz {
+		// In frames of marked chunks, as the endpoint passes on what
+		// its caller sent on a content connection.
+		var framed bytes.Buffer
+		mc := transfer.NewMarkedChunks(transfer.FrameSink(&framed))
+		if err := mc.Write(content); err != nil {
+			t.Fatal(err)
+		}
+		if err := mc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if cut == nil {
+			transfer.EndFrames(&framed)
+		}
+		content = framed.Bytes()
 	}
 	if cut != nil {
 		// The pipe ends first, as when petrel-endpoint gives up on its
@@ -377,7 +395,7 @@ func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, 
 // petrel-endpoint does, into a pipe passed beside it, and returns the
 // content and the message that follows it, with its checksum: the
 // CRC-32C with crc, otherwise the SHA-256.
-func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string, crc bool) ([]byte, *daemonv1.BlockChunk, error) {
+func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string, crc, gz bool) ([]byte, *daemonv1.BlockChunk, error) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -386,14 +404,18 @@ func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string
 	defer r.Close()
 	tok := passRemote(t, td, w)
 	w.Close()
-	stream, err := td.remote.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok, Crc32C: crc})
+	stream, err := td.remote.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok, Crc32C: crc, Gzip: gz, Marked: gz})
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := stream.Recv(); err != nil {
-		return nil, nil, err
+	if head, err := stream.Recv(); err != nil || head.GetMarked() != gz {
+		return nil, nil, fmt.Errorf("first chunk %v, %v", head, err)
 	}
-	got, err := io.ReadAll(r)
+	var src io.Reader = r
+	if gz {
+		src = transfer.NewMarkedReader(transfer.FrameSource(r))
+	}
+	got, err := io.ReadAll(src)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -418,7 +440,7 @@ func TestPipedTransfers(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, data := writeRandom(t, td.dir, 300<<10)
-	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
+	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, false, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,23 +449,33 @@ func TestPipedTransfers(t *testing.T) {
 	}
 	other := append([]byte(nil), data...)
 	other[0] ^= 1
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, false, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
 	wantCode(t, "a piped upload whose checksum differs", err, codes.InvalidArgument)
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, false, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil)
 	wantCode(t, "a piped upload whose CRC-32C differs", err, codes.InvalidArgument)
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, &daemonv1.BlockChunk{}, nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, false, &daemonv1.BlockChunk{}, nil)
 	wantCode(t, "a piped upload without a checksum", err, codes.InvalidArgument)
 	// The content's CRC-32C instead of its SHA-256 (a content
 	// connection's upload): stored, and petreld still reports the
 	// SHA-256.
-	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil {
+	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, false, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if info.GetSha256() != digest(data) {
 		t.Fatalf("piped upload with a CRC-32C: petreld's SHA-256 %s, want %s", info.GetSha256(), digest(data))
 	}
+	// Compressed, in frames of marked chunks: stored whole, or refused
+	// when the frames end short of their ending frame.
+	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, true, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil || info.GetSha256() != digest(data) {
+		t.Fatalf("piped compressed upload: %v, %v", info, err)
+	}
+	framedCut, cancelFramed := context.WithCancel(teamCtx)
+	_, err = pipeUpload(t, td, framedCut, "team:disk", other, true, nil, cancelFramed)
+	if c := status.Code(err); c != codes.Canceled && c != codes.InvalidArgument {
+		t.Fatalf("a piped compressed upload without its ending frame: %v, want Canceled or InvalidArgument", err)
+	}
 	cctx, cancel := context.WithCancel(teamCtx)
-	_, err = pipeUpload(t, td, cctx, "team:disk", other, nil, cancel)
+	_, err = pipeUpload(t, td, cctx, "team:disk", other, false, nil, cancel)
 	wantCode(t, "a piped upload cut halfway", err, codes.Canceled)
 
 	// The download: the device holds data, padded to 1 MB. The cut
@@ -451,7 +483,7 @@ func TestPipedTransfers(t *testing.T) {
 	var got []byte
 	var last *daemonv1.BlockChunk
 	for try := 0; ; try++ {
-		got, last, err = pipeDownload(t, td, teamCtx, "team:disk", false)
+		got, last, err = pipeDownload(t, td, teamCtx, "team:disk", false, false)
 		if status.Code(err) != codes.Aborted || try == 100 {
 			break
 		}
@@ -467,12 +499,14 @@ func TestPipedTransfers(t *testing.T) {
 	if last.GetSha256() != digest(want) || last.Crc32C != nil {
 		t.Fatalf("piped download: checksum %v, want the SHA-256 %s alone", last, digest(want))
 	}
-	got, last, err = pipeDownload(t, td, teamCtx, "team:disk", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) || last.Crc32C == nil || *last.Crc32C != crc32c(want) || last.GetSha256() != "" {
-		t.Fatalf("piped download asking for the CRC-32C: %d bytes, equal %v, checksum %v, want the CRC-32C %08x alone", len(got), bytes.Equal(got, want), last, crc32c(want))
+	for _, gz := range []bool{false, true} {
+		got, last, err = pipeDownload(t, td, teamCtx, "team:disk", true, gz)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) || last.Crc32C == nil || *last.Crc32C != crc32c(want) || last.GetSha256() != "" {
+			t.Fatalf("piped download asking for the CRC-32C (gzip %v): %d bytes, equal %v, checksum %v, want the CRC-32C %08x alone", gz, len(got), bytes.Equal(got, want), last, crc32c(want))
+		}
 	}
 
 	// An image.

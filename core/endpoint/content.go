@@ -21,6 +21,7 @@ import (
 
 	"github.com/petrel-vmm/petrel/sdk/contentconn"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // Content connections (package sdk/contentconn) carry a remote caller's
@@ -257,6 +258,25 @@ func (c *contentCall) close() {
 	c.conn.Close()
 }
 
+// copySize copies size bytes from r to put, reading through buf; it
+// returns io.ErrUnexpectedEOF when r ends before.
+func copySize(put func([]byte) error, r io.Reader, buf []byte, size int64) error {
+	for left := size; left > 0; {
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), left)])
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return err
+		}
+		if err := put(buf[:n]); err != nil {
+			return err
+		}
+		left -= int64(n)
+	}
+	return nil
+}
+
 // noPipes is the error of a transfer on a content connection that could
 // not pass petreld a pipe: the call's, when it ended meanwhile.
 func noPipes(ctx context.Context) error {
@@ -281,12 +301,12 @@ func contentUp[Req any, Chunk interface {
 	GetData() []byte
 	GetLocalFile() string
 }, Resp any](p *proxy, stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
-	first Chunk, size int64, request func(tok string) *Req) error {
+	first Chunk, size int64, framed bool, request func(tok string) *Req) error {
 	if len(first.GetData()) > 0 {
 		return status.Error(codes.InvalidArgument, "an upload on a content connection carries no data in its messages")
 	}
-	if size <= 0 {
-		return status.Error(codes.InvalidArgument, "an upload on a content connection declares its size")
+	if size <= 0 && !framed {
+		return status.Error(codes.InvalidArgument, "an upload on a content connection declares its size, or comes in frames")
 	}
 	cc, err := p.claimContent(stream.Context(), first.GetLocalFile())
 	if err != nil {
@@ -311,27 +331,33 @@ func contentUp[Req any, Chunk interface {
 		}
 		return err
 	}
-	// Exactly size bytes: a connection that ends before is a cut one
-	// (TLS does not tell a closed connection from a finished content),
-	// and petreld sees the call cancelled, not a short content.
+	// Exactly size bytes, or the frames through the ending one: a
+	// connection that ends before is a cut one (TLS does not tell a
+	// closed connection from a finished content), and petreld sees the
+	// call cancelled, not a short content.
 	buf := make([]byte, contentBuf)
-	for left := size; left > 0; {
-		n, rerr := io.ReadFull(cc.conn, buf[:min(int64(len(buf)), left)])
-		if rerr != nil {
-			t.cancel()
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-				return status.Errorf(codes.Aborted, "content connection: ended after %d of %d bytes", size-left+int64(n), size)
-			}
-			return errContent(rerr)
-		}
-		if _, err := t.pipe.Write(buf[:n]); err != nil {
-			if t.ctx.Err() != nil {
-				return status.FromContextError(t.ctx.Err()).Err()
-			}
-			// petreld stopped reading: its answer says why.
-			return answer(stream, upstream)
-		}
-		left -= int64(n)
+	var pipeErr error
+	put := func(b []byte) error {
+		_, pipeErr = t.pipe.Write(b)
+		return pipeErr
+	}
+	if framed {
+		err = transfer.CopyFrames(put, cc.conn, buf)
+	} else {
+		err = copySize(put, cc.conn, buf, size)
+	}
+	switch {
+	case pipeErr != nil && t.ctx.Err() != nil:
+		return status.FromContextError(t.ctx.Err()).Err()
+	case pipeErr != nil:
+		// petreld stopped reading: its answer says why.
+		return answer(stream, upstream)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		t.cancel()
+		return status.Error(codes.Aborted, "content connection: ended before the content's end")
+	case err != nil:
+		t.cancel()
+		return errContent(err)
 	}
 	if err := t.pipe.Close(); err != nil {
 		t.cancel()
@@ -361,13 +387,14 @@ func contentUp[Req any, Chunk interface {
 	return answer(stream, upstream)
 }
 
-// contentDown serves a plain block download whose content goes to the
-// caller on a content connection: petreld writes it into a pipe, and the
-// endpoint on to the connection, which it then closes; the first chunk (name and total) and the checksum go through
+// contentDown serves a block download whose content goes to the caller
+// on a content connection: petreld writes it into a pipe (compressed, in
+// frames of marked chunks), and the endpoint on to the connection, which
+// it then closes; the first chunk (name and total) and the checksum go through
 // the call.
 func (p *proxy) contentDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer) error {
-	if req.GetGzip() {
-		return status.Error(codes.InvalidArgument, "a download on a content connection is not compressed")
+	if req.GetGzip() && !req.GetMarked() {
+		return status.Error(codes.InvalidArgument, "a compressed download on a content connection comes in marked chunks")
 	}
 	cc, err := p.claimContent(stream.Context(), req.GetLocalFile())
 	if err != nil {
@@ -382,7 +409,7 @@ func (p *proxy) contentDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.
 		return noPipes(stream.Context())
 	}
 	defer t.end()
-	upstream, err := p.up.BlockDownload(t.ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: t.tok, Crc32C: req.GetCrc32C()})
+	upstream, err := p.up.BlockDownload(t.ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: t.tok, Crc32C: req.GetCrc32C(), Gzip: req.GetGzip(), Marked: req.GetMarked()})
 	if err != nil {
 		return err
 	}

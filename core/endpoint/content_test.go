@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -100,6 +101,21 @@ func TestContentConnections(t *testing.T) {
 		}
 	}
 
+	// Compressed: in frames of marked chunks, both ways.
+	if _, err := c.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), true, nil); err != nil {
+		t.Fatalf("a compressed upload on a content connection: %v", err)
+	}
+	out := filepath.Join(e.dir, "gz.img")
+	if n, err := c.DownloadBlockFile(ctx, "alice:disk", out, true, nil); err != nil || n != int64(len(blockContent)) {
+		t.Fatalf("a compressed download on a content connection: %d bytes, %v", n, err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, blockContent) {
+		t.Fatal("a compressed download on a content connection: content differs")
+	}
+	if len(rec.got) != 5 || fake.piped.Load() != 5 {
+		t.Fatalf("calls named content connections %q and %d transfers were piped, want 5 and 5", rec.got, fake.piped.Load())
+	}
+
 	// An image petreld holds already is answered before its content is
 	// read: the client's writes fail, and the answer comes.
 	big := make([]byte, 64<<20)
@@ -115,8 +131,8 @@ func TestContentConnections(t *testing.T) {
 	if ref, err := c.UploadImageFile(ctx, bigPath, nil); err != nil || ref.GetSha256() != hex.EncodeToString(bigSum[:]) {
 		t.Fatalf("an image petreld holds: %v, %v", ref, err)
 	}
-	if len(rec.got) != 4 || fake.piped.Load() != 4 {
-		t.Fatalf("calls named content connections %q and %d transfers were piped, want 4 and 4", rec.got, fake.piped.Load())
+	if len(rec.got) != 6 || fake.piped.Load() != 6 {
+		t.Fatalf("calls named content connections %q and %d transfers were piped, want 6 and 6", rec.got, fake.piped.Load())
 	}
 
 	e.srv.content.wait = 200 * time.Millisecond
@@ -165,7 +181,7 @@ func TestContentConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Cut once petreld has the pipe.
-	for deadline := time.Now().Add(5 * time.Second); fake.piped.Load() != 5; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); fake.piped.Load() != 7; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the upload did not reach petreld")
 		}

@@ -172,14 +172,14 @@ func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 		return err
 	}
 	request := func(tok string) *daemonv1.BlockChunk {
-		return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), LocalFile: tok}
+		return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), Gzip: first.GetGzip(), Marked: first.GetMarked(), LocalFile: tok}
 	}
 	trailer := func(sha string) *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Sha256: sha} }
 	if first.GetLocalFile() != "" {
-		if first.GetGzip() {
-			return status.Error(codes.InvalidArgument, "an upload on a content connection is not compressed")
+		if first.GetGzip() && !first.GetMarked() {
+			return status.Error(codes.InvalidArgument, "a compressed upload on a content connection comes in marked chunks")
 		}
-		return contentUp(p, stream, p.up.BlockUpload, first, first.GetTotal(), request)
+		return contentUp(p, stream, p.up.BlockUpload, first, first.GetTotal(), first.GetGzip(), request)
 	}
 	if !first.GetGzip() {
 		handled, err := pipeUp(p, stream, p.up.BlockUpload, first, request, trailer)
@@ -200,7 +200,7 @@ func (p *proxy) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {
 	}
 	trailer := func(sha string) *daemonv1.ImageChunk { return &daemonv1.ImageChunk{Sha256: sha} }
 	if first.GetLocalFile() != "" {
-		return contentUp(p, stream, p.up.UploadImage, first, first.GetSize(), request)
+		return contentUp(p, stream, p.up.UploadImage, first, first.GetSize(), false, request)
 	}
 	handled, err := pipeUp(p, stream, p.up.UploadImage, first, request, trailer)
 	if handled {

@@ -23,6 +23,7 @@ import (
 	"github.com/petrel-vmm/petrel/sdk/client"
 	"github.com/petrel-vmm/petrel/sdk/fdpass"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
+	"github.com/petrel-vmm/petrel/sdk/transfer"
 )
 
 // pipedDaemon is a fake petreld that takes the endpoint's pipes, as
@@ -79,15 +80,24 @@ var checksums = func() map[string]bool {
 	}
 }()
 
+// Version says the fake reads marked chunks, as petreld does.
+func (f *pipedDaemon) Version(context.Context, *daemonv1.VersionRequest) (*daemonv1.VersionResponse, error) {
+	return &daemonv1.VersionResponse{MarkedBlockChunks: true}, nil
+}
+
 // receive returns the content of the pipe passed under tok and the
 // checksum that follows it on the stream, whose end it reads.
-func receive[M interface{ GetSha256() string }](f *pipedDaemon, tok string, recv func() (M, error)) ([]byte, string, error) {
+func receive[M interface{ GetSha256() string }](f *pipedDaemon, tok string, framed bool, recv func() (M, error)) ([]byte, string, error) {
 	p, err := f.take(tok)
 	if err != nil {
 		return nil, "", err
 	}
 	defer p.Close()
-	got, err := io.ReadAll(p)
+	var r io.Reader = p
+	if framed {
+		r = transfer.NewMarkedReader(transfer.FrameSource(p))
+	}
+	got, err := io.ReadAll(r)
 	if err != nil {
 		return nil, "", err
 	}
@@ -100,7 +110,7 @@ func (f *pipedDaemon) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) erro
 	if err != nil {
 		return err
 	}
-	got, sum, err := receive(f, first.GetLocalFile(), stream.Recv)
+	got, sum, err := receive(f, first.GetLocalFile(), first.GetGzip(), stream.Recv)
 	if status.Code(err) == codes.Canceled {
 		f.cancelled.Add(1)
 	}
@@ -127,7 +137,7 @@ func (f *pipedDaemon) UploadImage(stream daemonv1.Daemon_UploadImageServer) erro
 		p.Close()
 		return stream.SendAndClose(&daemonv1.ImageRef{Sha256: sha})
 	}
-	got, _, err := receive(f, first.GetLocalFile(), stream.Recv)
+	got, _, err := receive(f, first.GetLocalFile(), false, stream.Recv)
 	if err != nil {
 		return err
 	}
@@ -141,10 +151,22 @@ func (f *pipedDaemon) BlockDownload(req *daemonv1.BlockDownloadRequest, stream d
 		return err
 	}
 	defer p.Close()
-	if err := stream.Send(&daemonv1.BlockChunk{Name: req.GetName(), Total: int64(len(blockContent))}); err != nil {
+	gz := req.GetGzip()
+	if err := stream.Send(&daemonv1.BlockChunk{Name: req.GetName(), Total: int64(len(blockContent)), Gzip: gz, Marked: gz}); err != nil {
 		return err
 	}
-	if _, err := p.Write(blockContent); err != nil {
+	if gz {
+		mc := transfer.NewMarkedChunks(transfer.FrameSink(p))
+		if err := mc.Write(blockContent); err != nil {
+			return err
+		}
+		if err := mc.Close(); err != nil {
+			return err
+		}
+		if err := transfer.EndFrames(p); err != nil {
+			return err
+		}
+	} else if _, err := p.Write(blockContent); err != nil {
 		return err
 	}
 	p.Close()
@@ -194,7 +216,7 @@ func startPipedEndpoint(t *testing.T) (*pipedDaemon, *testEndpoint) {
 // content of a block upload, a block download and an image upload
 // through them, whole, with the caller's checksum after it, whether the
 // caller streams the content in the call or sends it on a content
-// connection; a compressed upload is relayed as a stream.
+// connection; a compressed upload in the call is relayed as a stream.
 func TestPipedTransfers(t *testing.T) {
 	fake, e := startPipedEndpoint(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -216,7 +238,7 @@ func TestPipedTransfers(t *testing.T) {
 		t.Fatalf("%d transfers piped and %d streamed, want 6 and 0", p, s)
 	}
 
-	if _, err := e.remote.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), true, nil); status.Code(err) != codes.InvalidArgument {
+	if _, err := streamed.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), true, nil); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a compressed upload reached the piped fake as %v; it is relayed as a stream", err)
 	}
 	if p, s := fake.piped.Load(), fake.streamed.Load(); p != 6 || s != 1 {

@@ -110,12 +110,14 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	// abandoned on an error is discarded by the daemon at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if !compress && total > 0 {
+	marked := compress && c.readsMarkedChunks(ctx)
+	// On a content connection: the content as it is, total bytes, or
+	// compressed in marked chunks.
+	if (!compress && total > 0) || marked {
 		if cc := c.openContent(ctx); cc != nil {
-			return c.uploadBlockBeside(ctx, cc, name, r, total, progress)
+			return c.uploadBlockBeside(ctx, cc, name, r, total, compress, progress)
 		}
 	}
-	marked := compress && c.readsMarkedChunks(ctx)
 	stream, err := c.API.BlockUpload(ctx)
 	if err != nil {
 		return nil, err
@@ -275,14 +277,14 @@ func (c *Client) DownloadBlockFile(ctx context.Context, name, path string, compr
 	}
 	var n int64
 	var cc *contentconn.Conn
-	if !ok && !compress {
+	if !ok {
 		cc = c.openContent(ctx)
 	}
 	switch {
 	case ok:
 		n, err = c.downloadBlockLocal(ctx, name, tmp, tok, progress)
 	case cc != nil:
-		n, err = c.downloadBlockBeside(ctx, cc, name, path, tmp, progress)
+		n, err = c.downloadBlockBeside(ctx, cc, name, path, tmp, compress, progress)
 	default:
 		n, err = c.downloadBlockStream(ctx, name, path, tmp, compress, progress)
 	}

@@ -141,7 +141,7 @@ func (c *Client) uploadImage(ctx context.Context, r io.Reader, size int64, sha s
 			if progress != nil {
 				src = &countingReader{r: r, total: size, progress: func(done, _ int64) { progress(done) }}
 			}
-			return uploadBeside(ctx, cc, c.API.UploadImage, &daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: cc.Token}, src, size, nil, nil)
+			return uploadBeside(ctx, cc, c.API.UploadImage, &daemonv1.ImageChunk{Size: size, Sha256: sha, LocalFile: cc.Token}, src, size, raw, nil, nil)
 		}
 	}
 	stream, err := c.API.UploadImage(ctx)

@@ -41,16 +41,59 @@ func (c *Client) openContent(ctx context.Context) *contentconn.Conn {
 	return cc
 }
 
+// besideWriter writes on a content connection and remembers whether a
+// write failed: the endpoint stopped reading, and its answer says why.
+type besideWriter struct {
+	cc  *contentconn.Conn
+	err error
+}
+
+func (w *besideWriter) Write(p []byte) (int, error) {
+	n, err := w.cc.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// besideFormat is how an upload's content goes on a content connection
+// (w): send takes each chunk; finish, when not nil, follows the last
+// one; stop, when not nil, ends what send started, on a failure.
+type besideFormat func(w io.Writer) (send transfer.Sink, finish, stop func() error)
+
+// raw sends the content as it is, size bytes that the first message
+// declares.
+func raw(w io.Writer) (transfer.Sink, func() error, func() error) {
+	return func(b []byte) error {
+		_, err := w.Write(b)
+		return err
+	}, nil, nil
+}
+
+// framed sends the content as marked chunks in frames (transfer.FrameSink),
+// compressing each chunk that shrinks, then the frame that ends them.
+func framed(w io.Writer) (transfer.Sink, func() error, func() error) {
+	mc := transfer.NewMarkedChunks(transfer.FrameSink(w))
+	return mc.Write, func() error {
+		if err := mc.Close(); err != nil {
+			return err
+		}
+		return transfer.EndFrames(w)
+	}, mc.Close
+}
+
 // uploadBeside makes an upload call opened with open, whose first
-// message first names the content connection cc and declares size, and
-// writes size bytes of src on cc, handing each chunk to extra too (a
-// hash); trailer, when not nil, gives the message that follows the
-// content (its checksum). It returns the endpoint's answer. The endpoint
-// takes exactly size bytes from cc, and the content is whole only when
-// the call ends whole, which it does only once everything was written.
+// message first names the content connection cc, and writes src's
+// content on cc in format, handing each chunk to extra too (a hash);
+// size, when positive, is the size first declares, which src must have.
+// trailer, when not nil, gives the message that follows the content (its
+// checksum). It returns the endpoint's answer. The endpoint takes the
+// content as whole only once all of it came (size bytes, or the ending
+// frame), and petreld stores it only when the call ends whole, which it
+// does only once everything was written.
 func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 	open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
-	first *Req, src io.Reader, size int64, extra []transfer.Sink, trailer func() *Req) (*Resp, error) {
+	first *Req, src io.Reader, size int64, format besideFormat, extra []transfer.Sink, trailer func() *Req) (*Resp, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer cc.Close()
@@ -63,28 +106,33 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 		cc.Abort()
 		return nil, err
 	}
-	var writeErr error
-	write := func(b []byte) error {
-		if _, err := cc.Write(b); err != nil {
-			writeErr = err
-			return err
-		}
-		return nil
+	w := &besideWriter{cc: cc}
+	send, finish, stop := format(w)
+	fan := transfer.NewFanout(append(extra, send)...)
+	if size > 0 {
+		src = io.LimitReader(src, size)
 	}
-	fan := transfer.NewFanout(append(extra, write)...)
-	n, err := fan.ReadFrom(io.LimitReader(src, size))
+	n, err := fan.ReadFrom(src)
 	if err != nil {
 		fan.Abort(err)
-	} else if err = fan.Close(); err == nil && n != size {
+	} else if err = fan.Close(); err == nil && size > 0 && n != size {
 		err = fmt.Errorf("the content ended after %d of its %d bytes", n, size)
 	}
+	if err == nil && finish != nil {
+		err = finish()
+	}
 	if err != nil {
+		// A write that waits for an endpoint that stopped reading
+		// fails now.
 		cc.Abort()
-		if writeErr != nil {
+		if stop != nil {
+			stop()
+		}
+		if w.err != nil {
 			// The endpoint stopped reading: its answer says why (a
 			// refusal, or an image petreld holds already). Half-closing
 			// is safe: the endpoint takes the content as whole only
-			// once it has all size bytes.
+			// once all of it came.
 			return stream.CloseAndRecv()
 		}
 		// Cancelled without a half-close: the endpoint and petreld
@@ -100,15 +148,24 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 	return stream.CloseAndRecv()
 }
 
-// uploadBlockBeside uploads r (total bytes) to block device name on the
-// content connection cc, with its CRC-32C after it on the call: TLS
-// protects the bytes on the network, and the CRC catches what a relay
-// could still do to them (lose, repeat or reorder some) at a twentieth
-// of SHA-256's cost. petreld still reports the content's SHA-256.
-func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, name string, r io.Reader, total int64, progress Progress) (*daemonv1.BlockInfo, error) {
+// uploadBlockBeside uploads r (total bytes, 0 when unknown, compressed
+// or not) to block device name on the content connection cc, with its
+// CRC-32C after it on the call: TLS protects the bytes on the network,
+// and the CRC catches what a relay could still do to them (lose, repeat
+// or reorder some) at a twentieth of SHA-256's cost. petreld still
+// reports the content's SHA-256. Compressed, the content goes in frames
+// of marked chunks (transfer.FrameSink); otherwise as it is, total
+// bytes.
+func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, name string, r io.Reader, total int64, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
 	h := crc32.New(castagnoli)
-	resp, err := uploadBeside(ctx, cc, c.API.BlockUpload, &daemonv1.BlockChunk{Name: name, Total: total, LocalFile: cc.Token},
-		&countingReader{r: r, total: total, progress: progress}, total, []transfer.Sink{hashSink(h)},
+	first := &daemonv1.BlockChunk{Name: name, Total: total, LocalFile: cc.Token}
+	format, size := besideFormat(raw), total
+	if compress {
+		first.Gzip, first.Marked = true, true
+		format, size = framed, 0
+	}
+	resp, err := uploadBeside(ctx, cc, c.API.BlockUpload, first,
+		&countingReader{r: r, total: total, progress: progress}, size, format, []transfer.Sink{hashSink(h)},
 		func() *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Crc32C: proto.Uint32(h.Sum32())} })
 	if err != nil {
 		return nil, fmt.Errorf("upload to %s: %w", name, err)
@@ -118,10 +175,11 @@ func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, na
 
 // downloadBlockBeside receives block device name's content on the
 // content connection cc into tmp, verifying the CRC-32C that follows it
-// on the call (see uploadBlockBeside).
-func (c *Client) downloadBlockBeside(ctx context.Context, cc *contentconn.Conn, name, path string, tmp *os.File, progress Progress) (int64, error) {
+// on the call (see uploadBlockBeside); compressed, in frames of marked
+// chunks.
+func (c *Client) downloadBlockBeside(ctx context.Context, cc *contentconn.Conn, name, path string, tmp *os.File, compress bool, progress Progress) (int64, error) {
 	defer cc.Close()
-	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: cc.Token, Crc32C: true})
+	stream, err := c.API.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: cc.Token, Crc32C: true, Gzip: compress, Marked: compress})
 	if err != nil {
 		return 0, err
 	}
@@ -129,9 +187,16 @@ func (c *Client) downloadBlockBeside(ctx context.Context, cc *contentconn.Conn, 
 	if err != nil {
 		return 0, err
 	}
+	var src io.Reader = cc
+	if compress {
+		if !head.GetMarked() {
+			return 0, fmt.Errorf("download %s: petreld sent no marked chunks on the content connection", name)
+		}
+		src = transfer.NewMarkedReader(transfer.FrameSource(cc))
+	}
 	h := crc32.New(castagnoli)
 	fan := transfer.NewFanout(hashSink(h), transfer.NewFileSink(tmp).Write)
-	n, err := fan.ReadFrom(&countingReader{r: cc, total: head.GetTotal(), progress: progress})
+	n, err := fan.ReadFrom(&countingReader{r: src, total: head.GetTotal(), progress: progress})
 	if err != nil {
 		fan.Abort(err)
 	} else {

@@ -1,0 +1,127 @@
+package transfer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Frames carry a marked transfer over a byte stream (a content
+// connection, a pipe) rather than in messages: each chunk is a frame, a
+// 4-byte big-endian header holding the chunk's length, with the top bit
+// set when the chunk is a gzip member, and then the chunk. A header of
+// zero ends the transfer: the end is explicit, so a stream cut between
+// two frames is told from a finished one.
+
+// frameCompressed marks a compressed chunk in a frame header.
+const frameCompressed = 1 << 31
+
+// MaxFrame bounds a frame's chunk: a chunk of ChunkSize, or its gzip
+// member, which is at most a few bytes larger when it is stored.
+const MaxFrame = 2 * ChunkSize
+
+// FrameSink returns a MarkedSink that writes each chunk to w as a frame.
+func FrameSink(w io.Writer) MarkedSink {
+	return func(b []byte, compressed bool) error {
+		if len(b) == 0 {
+			return nil
+		}
+		var h [4]byte
+		n := uint32(len(b))
+		if compressed {
+			n |= frameCompressed
+		}
+		binary.BigEndian.PutUint32(h[:], n)
+		if _, err := w.Write(h[:]); err != nil {
+			return err
+		}
+		_, err := w.Write(b)
+		return err
+	}
+}
+
+// EndFrames writes the frame that ends a transfer.
+func EndFrames(w io.Writer) error {
+	_, err := w.Write(make([]byte, 4))
+	return err
+}
+
+// readHeader reads a frame header into h and returns the length and
+// mark it holds. A stream that ends before the ending frame is
+// io.ErrUnexpectedEOF.
+func readHeader(r io.Reader, h []byte) (int, bool, error) {
+	if _, err := io.ReadFull(r, h[:4]); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, false, err
+	}
+	v := binary.BigEndian.Uint32(h[:4])
+	n, compressed := int(v&^frameCompressed), v&frameCompressed != 0
+	if n > MaxFrame || (n == 0 && compressed) {
+		return 0, false, fmt.Errorf("%w: a frame of %d bytes", ErrCorrupt, n)
+	}
+	return n, compressed, nil
+}
+
+// FrameSource reads the frames of one transfer from r, for a
+// MarkedReader: it returns io.EOF at the ending frame, and
+// io.ErrUnexpectedEOF when r ends before it.
+func FrameSource(r io.Reader) ChunkSource {
+	var h [4]byte
+	var buf []byte
+	return func() ([]byte, bool, error) {
+		n, compressed, err := readHeader(r, h[:])
+		if err != nil {
+			return nil, false, err
+		}
+		if n == 0 {
+			return nil, false, io.EOF
+		}
+		if cap(buf) < n {
+			buf = make([]byte, MaxFrame)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, false, err
+		}
+		return buf, compressed, nil
+	}
+}
+
+// CopyFrames copies the frames of one transfer from r to put, as they
+// are, through the ending frame, reading through buf (more than 4
+// bytes); it never reads beyond the ending frame. It returns
+// io.ErrUnexpectedEOF when r ends before that frame, and put's error as
+// it is.
+func CopyFrames(put func([]byte) error, r io.Reader, buf []byte) error {
+	for {
+		n, _, err := readHeader(r, buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return put(buf[:4])
+		}
+		// The header goes out with the chunk's first bytes.
+		have := 4
+		for n > 0 {
+			m := min(len(buf)-have, n)
+			if _, err := io.ReadFull(r, buf[have:have+m]); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+			if err := put(buf[:have+m]); err != nil {
+				return err
+			}
+			n -= m
+			have = 0
+		}
+	}
+}
