@@ -223,7 +223,7 @@ func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d blo
 		if !pipe || !first.GetMarked() {
 			return status.Errorf(codes.InvalidArgument, "upload to %s: a compressed upload through a pipe comes in marked chunks, and a passed file is not compressed", d.Name)
 		}
-		src = transfer.NewMarkedReader(transfer.FrameSource(src))
+		src = transfer.NewFramesReader(src)
 	}
 	crc := crc32.New(castagnoli)
 	if pipe {

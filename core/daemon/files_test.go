@@ -413,7 +413,7 @@ func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string
 	}
 	var src io.Reader = r
 	if gz {
-		src = transfer.NewMarkedReader(transfer.FrameSource(r))
+		src = transfer.NewFramesReader(r)
 	}
 	got, err := io.ReadAll(src)
 	if err != nil {

@@ -335,7 +335,8 @@ func contentUp[Req any, Chunk interface {
 	// connection that ends before is a cut one (TLS does not tell a
 	// closed connection from a finished content), and petreld sees the
 	// call cancelled, not a short content.
-	buf := make([]byte, contentBuf)
+	// Room for a whole frame of a chunk and its header.
+	buf := make([]byte, contentBuf+4)
 	var pipeErr error
 	put := func(b []byte) error {
 		_, pipeErr = t.pipe.Write(b)

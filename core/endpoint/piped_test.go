@@ -95,7 +95,7 @@ func receive[M interface{ GetSha256() string }](f *pipedDaemon, tok string, fram
 	defer p.Close()
 	var r io.Reader = p
 	if framed {
-		r = transfer.NewMarkedReader(transfer.FrameSource(p))
+		r = transfer.NewFramesReader(p)
 	}
 	got, err := io.ReadAll(r)
 	if err != nil {

@@ -192,7 +192,7 @@ func (c *Client) downloadBlockBeside(ctx context.Context, cc *contentconn.Conn, 
 		if !head.GetMarked() {
 			return 0, fmt.Errorf("download %s: petreld sent no marked chunks on the content connection", name)
 		}
-		src = transfer.NewMarkedReader(transfer.FrameSource(cc))
+		src = transfer.NewFramesReader(cc)
 	}
 	h := crc32.New(castagnoli)
 	fan := transfer.NewFanout(hashSink(h), transfer.NewFileSink(tmp).Write)

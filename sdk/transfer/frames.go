@@ -65,19 +65,26 @@ func readHeader(r io.Reader, h []byte) (int, bool, error) {
 	return n, compressed, nil
 }
 
-// FrameSource reads the frames of one transfer from r, for a
-// MarkedReader: it returns io.EOF at the ending frame, and
-// io.ErrUnexpectedEOF when r ends before it.
-func FrameSource(r io.Reader) ChunkSource {
+// NewFramesReader reads the content of a marked transfer in frames from
+// r, as a MarkedReader: a raw chunk goes from r straight into the
+// caller's buffer, without a copy of its own; a compressed one is read
+// whole, then through a GzipReader. It returns io.EOF at the ending
+// frame, and io.ErrUnexpectedEOF when r ends before it.
+func NewFramesReader(r io.Reader) *MarkedReader {
+	m := &MarkedReader{frames: r}
 	var h [4]byte
 	var buf []byte
-	return func() ([]byte, bool, error) {
+	m.next = func() ([]byte, bool, error) {
 		n, compressed, err := readHeader(r, h[:])
 		if err != nil {
 			return nil, false, err
 		}
 		if n == 0 {
 			return nil, false, io.EOF
+		}
+		if !compressed {
+			m.rawLeft = n
+			return nil, false, nil
 		}
 		if cap(buf) < n {
 			buf = make([]byte, MaxFrame)
@@ -89,8 +96,9 @@ func FrameSource(r io.Reader) ChunkSource {
 			}
 			return nil, false, err
 		}
-		return buf, compressed, nil
+		return buf, true, nil
 	}
+	return m
 }
 
 // CopyFrames copies the frames of one transfer from r to put, as they

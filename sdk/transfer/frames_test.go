@@ -37,7 +37,7 @@ func framedContent(t *testing.T) (content, framed []byte) {
 // bounds, is an error.
 func TestFrames(t *testing.T) {
 	content, framed := framedContent(t)
-	got, err := io.ReadAll(NewMarkedReader(FrameSource(bytes.NewReader(framed))))
+	got, err := io.ReadAll(NewFramesReader(bytes.NewReader(framed)))
 	if err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("read back %d bytes (equal %v), %v", len(got), bytes.Equal(got, content), err)
 	}
@@ -57,12 +57,12 @@ func TestFrames(t *testing.T) {
 		if err := CopyFrames(func([]byte) error { return nil }, bytes.NewReader(short), make([]byte, 4096)); !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("CopyFrames of %d of %d bytes: %v", len(short), len(framed), err)
 		}
-		if _, err := io.ReadAll(NewMarkedReader(FrameSource(bytes.NewReader(short)))); !errors.Is(err, io.ErrUnexpectedEOF) {
+		if _, err := io.ReadAll(NewFramesReader(bytes.NewReader(short))); !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("reading %d of %d bytes: %v", len(short), len(framed), err)
 		}
 	}
 	for _, h := range [][]byte{{0x7f, 0xff, 0xff, 0xff}, {0x80, 0, 0, 0}} {
-		if _, _, err := FrameSource(bytes.NewReader(h))(); !errors.Is(err, ErrCorrupt) {
+		if _, err := NewFramesReader(bytes.NewReader(h)).Read(make([]byte, 8)); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("frame header %x: %v, want ErrCorrupt", h, err)
 		}
 	}

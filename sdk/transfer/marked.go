@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"bytes"
+	"errors"
 	"io"
 )
 
@@ -122,6 +123,10 @@ type MarkedReader struct {
 	gz   *GzipReader  // reads src, while inGz
 	inGz bool
 	err  error
+	// frames is the stream a framed transfer's raw chunks are read from
+	// (NewFramesReader), rawLeft what is left of the current one there.
+	frames  io.Reader
+	rawLeft int
 	// Chunks counts the chunks received, Compressed those compressed.
 	Chunks, Compressed int
 }
@@ -143,6 +148,16 @@ func (r *MarkedReader) Read(p []byte) (int, error) {
 			n := copy(p, r.raw)
 			r.raw = r.raw[n:]
 			return n, nil
+		case r.rawLeft > 0:
+			n, err := r.frames.Read(p[:min(len(p), r.rawLeft)])
+			r.rawLeft -= n
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				r.err = err
+			}
+			return n, err
 		case r.inGz:
 			n, err := r.gz.Read(p)
 			if err == io.EOF {
@@ -163,7 +178,7 @@ func (r *MarkedReader) Read(p []byte) (int, error) {
 			}
 			r.Chunks++
 			if !compressed {
-				r.raw = data
+				r.raw = data // nil from a framed stream: rawLeft is set
 				continue
 			}
 			r.Compressed++
