@@ -345,7 +345,7 @@ func contentUp[Req any, Chunk interface {
 	if framed {
 		err = transfer.CopyFrames(put, cc.conn, buf)
 	} else {
-		err = copySize(put, cc.conn, buf, size)
+		err = copySize(put, cc.conn, buf[:contentBuf], size)
 	}
 	switch {
 	case pipeErr != nil && t.ctx.Err() != nil:
