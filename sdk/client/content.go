@@ -152,7 +152,7 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 // or not) to block device name on the content connection cc, with its
 // CRC-32C after it on the call: TLS protects the bytes on the network,
 // and the CRC catches what a relay could still do to them (lose, repeat
-// or reorder some) at a twentieth of SHA-256's cost. petreld still
+// or reorder some) for a small part of SHA-256's cost. petreld still
 // reports the content's SHA-256. Compressed, the content goes in frames
 // of marked chunks (transfer.FrameSink); otherwise as it is, total
 // bytes.

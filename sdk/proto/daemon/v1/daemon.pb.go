@@ -1343,7 +1343,7 @@ type BlockChunk struct {
 	// transfer whose content came through petrel-endpoint's pipe from a
 	// content connection, in place of sha256: TLS already protects those
 	// bytes on the network, and what is left to catch is a relay that
-	// lost, repeated or reordered some, which a CRC does at a twentieth of
+	// lost, repeated or reordered some, which a CRC does for a small part of
 	// SHA-256's cost. The device's SHA-256 is still what BlockInfo
 	// reports.
 	Crc32C        *uint32 `protobuf:"fixed32,9,opt,name=crc32c,proto3,oneof" json:"crc32c,omitempty"`
