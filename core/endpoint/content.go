@@ -67,12 +67,18 @@ type contentSlot struct {
 // contentTable holds the content connections waiting for their call.
 // Its timers close what waits too long; close closes the rest.
 type contentTable struct {
-	// ttl and wait are contentTTL and claimWait, shorter in tests.
+	mu sync.Mutex
+	// ttl and wait are contentTTL and claimWait (setTimes, in tests).
 	ttl, wait time.Duration
+	slots     map[string]*contentSlot
+	closed    bool
+}
 
-	mu     sync.Mutex
-	slots  map[string]*contentSlot
-	closed bool
+// setTimes changes ttl and wait for what comes next.
+func (t *contentTable) setTimes(ttl, wait time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ttl, t.wait = ttl, wait
 }
 
 func newContentTable() *contentTable {
@@ -187,8 +193,8 @@ func (t *contentTable) claim(ctx context.Context, tok string) (net.Conn, error) 
 		return nil, status.Errorf(codes.FailedPrecondition, "content connection: %v", err)
 	}
 	s.taken = true
-	t.mu.Unlock()
 	wait := time.NewTimer(t.wait)
+	t.mu.Unlock()
 	defer wait.Stop()
 	select {
 	case <-s.ready:

@@ -135,7 +135,7 @@ func TestContentConnections(t *testing.T) {
 		t.Fatalf("calls named content connections %q and %d transfers were piped, want 6 and 6", rec.got, fake.piped.Load())
 	}
 
-	e.srv.content.wait = 200 * time.Millisecond
+	e.srv.content.setTimes(contentTTL, 200*time.Millisecond)
 	up := func(tok string) (daemonv1.Daemon_BlockUploadClient, context.CancelFunc) {
 		cctx, ccancel := context.WithCancel(ctx)
 		stream, err := c.API.BlockUpload(cctx)
@@ -199,7 +199,7 @@ func TestContentConnections(t *testing.T) {
 		}
 	}
 
-	e.srv.content.ttl = 200 * time.Millisecond
+	e.srv.content.setTimes(200*time.Millisecond, 200*time.Millisecond)
 	idle, err := contentDial(t, ctx, e, chain, key)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +207,7 @@ func TestContentConnections(t *testing.T) {
 	if !closedSoon(idle) {
 		t.Fatal("a content connection no call claims stays open")
 	}
-	e.srv.content.ttl = time.Minute
+	e.srv.content.setTimes(time.Minute, 200*time.Millisecond)
 	var held []*contentconn.Conn
 	for range maxContentPerClient {
 		h, err := contentDial(t, ctx, e, chain, key)
