@@ -151,8 +151,11 @@ interrupted upload leaves the old content.
 
 On petreld's own host the CLI hands petreld the open file, which petreld
 reads itself, at the speed of a file copy (--gzip does not apply).
-Through petrel-endpoint the content is streamed, and the daemon switches
-only when the SHA-256 of what it received matches FILE's.`,
+Through petrel-endpoint the content goes on a second TLS connection to
+the endpoint, beside the call, and the daemon switches only when the
+CRC-32C of what it received matches FILE's (the SHA-256, with an endpoint
+that streams the content in the call). The SHA-256 printed is the one
+the daemon computed of what it stored.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if err := inputFile("file", pos[1]); err != nil {
@@ -185,8 +188,10 @@ content is complete and on disk.
 
 On petreld's own host the CLI hands petreld a new file, which petreld
 writes itself, at the speed of a file copy (--gzip does not apply).
-Through petrel-endpoint the content is streamed and checked against the
-daemon's SHA-256 before FILE appears.`,
+Through petrel-endpoint the content comes on a second TLS connection to
+the endpoint, beside the call, and is checked against the daemon's
+CRC-32C (its SHA-256, with an endpoint that streams the content in the
+call) before FILE appears.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if err := outputFile("file", pos[1]); err != nil {

@@ -245,7 +245,8 @@ func (d *Influxd) CreateDB(name string) {
 	}
 }
 
-// WaitRows polls q until it returns rows or the deadline passes.
+// WaitRows polls q until it returns rows whose values are all set, or
+// the deadline passes.
 func (d *Influxd) WaitRows(t testing.TB, db, q string, within time.Duration) [][]any {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -254,7 +255,7 @@ func (d *Influxd) WaitRows(t testing.TB, db, q string, within time.Duration) [][
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rows) > 0 || time.Now().After(deadline) {
+		if (len(rows) > 0 && complete(rows)) || time.Now().After(deadline) {
 			return rows
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -377,4 +378,18 @@ func WaitQuery(t testing.TB, base, q string, ok func([]float64) bool) []float64 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// complete tells whether every value of rows is set: a point whose
+// fields arrive in several UDP packets is seen with some of them null
+// until the last one is stored.
+func complete(rows [][]any) bool {
+	for _, r := range rows {
+		for _, v := range r {
+			if v == nil {
+				return false
+			}
+		}
+	}
+	return true
 }
