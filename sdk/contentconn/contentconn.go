@@ -12,9 +12,13 @@
 // and writes a fresh token on it (TokenLen lowercase hex characters).
 // It then makes the transfer call as usual, naming the token in the
 // request's local_file field, and writes the content on the connection
-// (an upload) or reads it from there (a download) until its end; the
-// checksum and the call's end, which say whether the content is whole,
-// still travel on the call. The endpoint pairs the call with the
+// (an upload: exactly the size the request declares, or, compressed, in
+// the frames of package sdk/transfer through their ending frame) or
+// reads it from there (a download) until its end; the checksum and the
+// call's end, which say whether the content is whole, still travel on
+// the call. The endpoint takes an upload as ended only by its size or
+// its ending frame: TLS does not tell a connection its client closed
+// from a finished content. The endpoint pairs the call with the
 // connection only when both were opened with the same client
 // certificate. An endpoint that does not offer Protocol fails the
 // handshake, and the client streams the content through the call
