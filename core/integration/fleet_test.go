@@ -680,7 +680,15 @@ spec:
 		p := k.pods("app=shell")
 		return len(p) == 1 && p[0].Phase == "Failed" && p[0].Reason == "Refused"
 	})
-	if ev := k.mustKubectl("get", "events", "--field-selector", "involvedObject.name=shell,reason=Refused", "-o", "jsonpath={.items[*].message}"); !strings.Contains(ev, "command") {
-		t.Fatalf("refusal event: %q", ev)
+	// The event is recorded on its own, after the pod's status: it may
+	// come a moment later.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ev := k.mustKubectl("get", "events", "--field-selector", "involvedObject.name=shell,reason=Refused", "-o", "jsonpath={.items[*].message}")
+		if strings.Contains(ev, "command") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refusal event: %q", ev)
+		}
 	}
 }
