@@ -201,6 +201,26 @@ func passRemote(t *testing.T, td *testDaemon, f *os.File) string {
 	return tok
 }
 
+// remotePipe makes a pipe and passes one end to petreld's remote files
+// socket, as petrel-endpoint does: the read end when petreld reads the
+// content. It returns the other end, closed at the test's end, and the
+// token.
+func remotePipe(t *testing.T, td *testDaemon, petreldReads bool) (*os.File, string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, mine := w, r
+	if petreldReads {
+		theirs, mine = r, w
+	}
+	t.Cleanup(func() { mine.Close() })
+	tok := passRemote(t, td, theirs)
+	theirs.Close()
+	return mine, tok
+}
+
 // uploadPassed uploads to device name from the file passed under tok,
 // declaring total bytes.
 func uploadPassed(ctx context.Context, c daemonv1.DaemonClient, name, tok string, total int64) error {
@@ -338,12 +358,7 @@ func TestPassedFileRefusals(t *testing.T) {
 // half the content.
 func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, gz bool, end *daemonv1.BlockChunk, cut func()) (*daemonv1.BlockInfo, error) {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := passRemote(t, td, r)
-	r.Close()
+	w, tok := remotePipe(t, td, true)
 	stream, err := td.remote.BlockUpload(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -397,13 +412,7 @@ func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, 
 // CRC-32C with crc, otherwise the SHA-256.
 func pipeDownload(t *testing.T, td *testDaemon, ctx context.Context, name string, crc, gz bool) ([]byte, *daemonv1.BlockChunk, error) {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	tok := passRemote(t, td, w)
-	w.Close()
+	r, tok := remotePipe(t, td, false)
 	stream, err := td.remote.BlockDownload(ctx, &daemonv1.BlockDownloadRequest{Name: name, LocalFile: tok, Crc32C: crc, Gzip: gz, Marked: gz})
 	if err != nil {
 		return nil, nil, err
@@ -510,12 +519,7 @@ func TestPipedTransfers(t *testing.T) {
 	}
 
 	// An image.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := passRemote(t, td, r)
-	r.Close()
+	w, tok := remotePipe(t, td, true)
 	up, err := td.remote.UploadImage(teamCtx)
 	if err != nil {
 		t.Fatal(err)
@@ -531,12 +535,7 @@ func TestPipedTransfers(t *testing.T) {
 	}
 
 	// An image cut halfway, of no declared size, is not stored.
-	r, w, err = os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok = passRemote(t, td, r)
-	r.Close()
+	w, tok = remotePipe(t, td, true)
 	cctx, cancel = context.WithCancel(teamCtx)
 	defer cancel()
 	if up, err = td.remote.UploadImage(cctx); err != nil {

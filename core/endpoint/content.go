@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -180,7 +179,7 @@ func (t *contentTable) claim(ctx context.Context, tok string) (net.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := contentconn.ReadToken(strings.NewReader(tok)); err != nil || len(tok) != contentconn.TokenLen {
+	if !contentconn.ValidToken(tok) {
 		return nil, status.Error(codes.InvalidArgument, "local_file is not a content connection's token")
 	}
 	t.mu.Lock()
@@ -283,13 +282,28 @@ func copySize(put func([]byte) error, r io.Reader, buf []byte, size int64) error
 	return nil
 }
 
-// noPipes is the error of a transfer on a content connection that could
-// not pass petreld a pipe: the call's, when it ended meanwhile.
-func noPipes(ctx context.Context) error {
-	if ctx.Err() != nil {
-		return status.FromContextError(ctx.Err()).Err()
+// startContent starts a transfer on a content connection for the call
+// whose context is ctx: it claims the connection tok names and passes
+// petreld a pipe for the content (which petreld reads when read). end
+// closes both.
+func (p *proxy) startContent(ctx context.Context, tok string, read bool) (cc *contentCall, t *piped, end func(), err error) {
+	cc, err = p.claimContent(ctx, tok)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return status.Error(codes.Unavailable, "petreld takes no pipes on its files socket; try again without a content connection")
+	t, err = p.startPiped(ctx, read)
+	if err == nil && t == nil {
+		// No pipe: the call's error, when it ended meanwhile.
+		err = status.Error(codes.Unavailable, "petreld takes no pipes on its files socket; try again without a content connection")
+		if ctx.Err() != nil {
+			err = status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	if err != nil {
+		cc.close()
+		return nil, nil, nil, err
+	}
+	return cc, t, func() { t.end(); cc.close() }, nil
 }
 
 // errContent wraps a content connection's failure for the caller.
@@ -314,84 +328,54 @@ func contentUp[Req any, Chunk interface {
 	if size <= 0 && !framed {
 		return status.Error(codes.InvalidArgument, "an upload on a content connection declares its size, or comes in frames")
 	}
-	cc, err := p.claimContent(stream.Context(), first.GetLocalFile())
+	cc, t, end, err := p.startContent(stream.Context(), first.GetLocalFile(), true)
 	if err != nil {
 		return err
 	}
-	defer cc.close()
-	t, err := p.startPiped(stream.Context(), true)
-	if err != nil {
-		return err
-	}
-	if t == nil {
-		return noPipes(stream.Context())
-	}
-	defer t.end()
-	upstream, err := open(t.ctx)
-	if err != nil {
-		return err
-	}
-	if err := upstream.Send(request(t.tok)); err != nil {
-		if errors.Is(err, io.EOF) {
-			return answer(stream, upstream)
-		}
-		return err
-	}
+	defer end()
 	// Exactly size bytes, or the frames through the ending one: a
 	// connection that ends before is a cut one (TLS does not tell a
 	// closed connection from a finished content), and petreld sees the
 	// call cancelled, not a short content.
-	// Room for a whole frame of a chunk and its header.
-	buf := make([]byte, contentBuf+4)
-	var pipeErr error
-	put := func(b []byte) error {
-		_, pipeErr = t.pipe.Write(b)
-		return pipeErr
-	}
-	if framed {
-		err = transfer.CopyFrames(put, cc.conn, buf)
-	} else {
-		err = copySize(put, cc.conn, buf[:contentBuf], size)
-	}
-	switch {
-	case pipeErr != nil && t.ctx.Err() != nil:
-		return status.FromContextError(t.ctx.Err()).Err()
-	case pipeErr != nil:
-		// petreld stopped reading: its answer says why.
-		return answer(stream, upstream)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		t.cancel()
-		return status.Error(codes.Aborted, "content connection: ended before the content's end")
-	case err != nil:
-		t.cancel()
-		return errContent(err)
-	}
-	if err := t.pipe.Close(); err != nil {
-		t.cancel()
-		return err
+	feed := func(put func([]byte) error) error {
+		// Room for a whole frame of a chunk and its header.
+		buf := make([]byte, contentBuf+4)
+		var err error
+		if framed {
+			err = transfer.CopyFrames(put, cc.conn, buf)
+		} else {
+			err = copySize(put, cc.conn, buf[:contentBuf], size)
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return status.Error(codes.Aborted, "content connection: ended before the content's end")
+		}
+		if err != nil {
+			return errContent(err)
+		}
+		return nil
 	}
 	// The checksum, if any, and the call's end follow on the call, and
 	// go on to petreld as they are.
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.cancel()
-			return err
-		}
-		if len(Chunk(m).GetData()) > 0 {
-			t.cancel()
-			return status.Error(codes.InvalidArgument, "an upload on a content connection carries no data in its messages")
-		}
-		if err := upstream.Send(m); err != nil {
+	rest := func(upstream grpc.ClientStreamingClient[Req, Resp]) error {
+		for {
+			m, err := stream.Recv()
 			if errors.Is(err, io.EOF) {
-				break
+				return nil
+			} else if err != nil {
+				return err
 			}
-			return err
+			if len(Chunk(m).GetData()) > 0 {
+				return status.Error(codes.InvalidArgument, "an upload on a content connection carries no data in its messages")
+			}
+			if err := upstream.Send(m); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
 		}
 	}
-	return answer(stream, upstream)
+	return upPiped(t, stream, open, request, feed, rest)
 }
 
 // contentDown serves a block download whose content goes to the caller
@@ -403,53 +387,23 @@ func (p *proxy) contentDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.
 	if req.GetGzip() && !req.GetMarked() {
 		return status.Error(codes.InvalidArgument, "a compressed download on a content connection comes in marked chunks")
 	}
-	cc, err := p.claimContent(stream.Context(), req.GetLocalFile())
+	cc, t, end, err := p.startContent(stream.Context(), req.GetLocalFile(), false)
 	if err != nil {
 		return err
 	}
-	defer cc.close()
-	t, err := p.startPiped(stream.Context(), false)
-	if err != nil {
-		return err
-	}
-	if t == nil {
-		return noPipes(stream.Context())
-	}
-	defer t.end()
-	upstream, err := p.up.BlockDownload(t.ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: t.tok, Crc32C: req.GetCrc32C(), Gzip: req.GetGzip(), Marked: req.GetMarked()})
-	if err != nil {
-		return err
-	}
-	head, err := upstream.Recv()
-	if err != nil {
-		return err
-	}
-	if err := stream.Send(head); err != nil {
-		return err
-	}
-	if _, err := io.CopyBuffer(writerOnly{cc.conn}, readerOnly{t.pipe}, make([]byte, contentBuf)); err != nil {
-		if t.ctx.Err() != nil {
-			return status.FromContextError(t.ctx.Err()).Err()
+	defer end()
+	up := &daemonv1.BlockDownloadRequest{Name: req.GetName(), Crc32C: req.GetCrc32C(), Gzip: req.GetGzip(), Marked: req.GetMarked()}
+	return p.downPiped(t, up, stream, func(r *os.File) error {
+		// Wrapped so that io.CopyBuffer uses this buffer, not a 32 KiB
+		// one of the pipe's WriteTo.
+		if _, err := io.CopyBuffer(struct{ io.Writer }{cc.conn}, struct{ io.Reader }{r}, make([]byte, contentBuf)); err != nil {
+			return errContent(err)
 		}
-		return errContent(err)
-	}
-	// Closing sends TLS's closing alert: the content's end, for the
-	// caller, which sends nothing on the connection.
-	if err := cc.conn.Close(); err != nil {
-		return errContent(err)
-	}
-	// The content ended: petreld's checksum follows, or its error says
-	// why the content is short.
-	return relayDown(upstream, stream.Send)
+		// Closing sends TLS's closing alert: the content's end, for the
+		// caller, which sends nothing on the connection.
+		if err := cc.conn.Close(); err != nil {
+			return errContent(err)
+		}
+		return nil
+	})
 }
-
-// readerOnly and writerOnly hide everything but Read and Write, so that
-// io.CopyBuffer uses the buffer it is given rather than a 32 KiB one of
-// a WriteTo or ReadFrom.
-type readerOnly struct{ r *os.File }
-
-func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
-
-type writerOnly struct{ w net.Conn }
-
-func (w writerOnly) Write(p []byte) (int, error) { return w.w.Write(p) }

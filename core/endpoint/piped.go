@@ -99,6 +99,53 @@ func (t *piped) end() {
 	t.pipe.Close()
 }
 
+// upPiped makes the call to petreld, opened with open, of an upload
+// whose content goes through t's pipe: request names the pipe; feed
+// writes the content into it through put, and rest passes on what
+// follows the content once the pipe is closed (the checksum). A put
+// that fails because petreld stopped reading ends with petreld's answer
+// (a refusal, or an image it has already); any other failure of feed or
+// rest cuts the call, so that petreld sees it cancelled, never ended as
+// if the content were whole.
+func upPiped[Req, Resp any](t *piped, stream grpc.ClientStreamingServer[Req, Resp], open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
+	request func(tok string) *Req, feed func(put func([]byte) error) error, rest func(grpc.ClientStreamingClient[Req, Resp]) error) error {
+	upstream, err := open(t.ctx)
+	if err != nil {
+		return err
+	}
+	if err := upstream.Send(request(t.tok)); err != nil {
+		if errors.Is(err, io.EOF) {
+			return answer(stream, upstream)
+		}
+		return err
+	}
+	var pipeErr error
+	put := func(b []byte) error {
+		_, pipeErr = t.pipe.Write(b)
+		return pipeErr
+	}
+	if err := feed(put); err != nil {
+		switch {
+		case pipeErr != nil && t.ctx.Err() != nil:
+			// The caller went away.
+			return status.FromContextError(t.ctx.Err()).Err()
+		case pipeErr != nil:
+			return answer(stream, upstream)
+		}
+		t.cancel()
+		return err
+	}
+	if err := t.pipe.Close(); err != nil {
+		t.cancel()
+		return err
+	}
+	if err := rest(upstream); err != nil {
+		t.cancel()
+		return err
+	}
+	return answer(stream, upstream)
+}
+
 // pipeUp relays an upload whose first message the handler received: its
 // content through a pipe into petreld, the rest (the checksum, the end)
 // through the stream. handled is false when petreld takes no pipes, and
@@ -114,56 +161,37 @@ func pipeUp[Req any, Chunk interface {
 		return err != nil, err
 	}
 	defer t.end()
-	ctx, cancel, w, tok := t.ctx, t.cancel, t.pipe, t.tok
-	upstream, err := open(ctx)
-	if err != nil {
-		return true, err
-	}
-	if err := upstream.Send(request(tok)); err != nil {
-		if errors.Is(err, io.EOF) {
-			return true, answer(stream, upstream)
-		}
-		return true, err
-	}
 	sha := first.GetSha256()
-	data := first.GetData()
-	for {
-		if _, err := w.Write(data); err != nil {
-			if ctx.Err() != nil {
-				// The caller went away: the call to petreld is cut, never
-				// ended as if the content were whole.
-				return true, status.FromContextError(ctx.Err()).Err()
+	feed := func(put func([]byte) error) error {
+		data := first.GetData()
+		for {
+			if err := put(data); err != nil {
+				return err
 			}
-			// petreld stopped reading: its answer says why (a refusal,
-			// or an image it has already).
-			return true, answer(stream, upstream)
+			protocodec.Release(data)
+			m, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			msg := Chunk(m)
+			if v := msg.GetSha256(); v != "" {
+				sha = v
+			}
+			data = msg.GetData()
 		}
-		protocodec.Release(data)
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			// Cancelled before the pipe closes: petreld sees the call
-			// cut, not a short content.
-			cancel()
-			return true, err
-		}
-		msg := Chunk(m)
-		if v := msg.GetSha256(); v != "" {
-			sha = v
-		}
-		data = msg.GetData()
 	}
-	if err := w.Close(); err != nil {
-		cancel()
-		return true, err
-	}
-	if sha != "" {
+	rest := func(upstream grpc.ClientStreamingClient[Req, Resp]) error {
+		if sha == "" {
+			return nil
+		}
 		if err := upstream.Send(trailer(sha)); err != nil && !errors.Is(err, io.EOF) {
-			return true, err
+			return err
 		}
+		return nil
 	}
-	return true, answer(stream, upstream)
+	return true, upPiped(t, stream, open, request, feed, rest)
 }
 
 func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
@@ -221,6 +249,34 @@ func (p *proxy) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemonv
 	return relayDownRaw(stream, req, p.up.BlockDownload)
 }
 
+// downPiped serves a block download whose content petreld writes into
+// t's pipe: it asks petreld for it with req (to which it adds the pipe's
+// token), passes on petreld's first chunk (name and total), has deliver
+// take the content from the pipe to the caller, then passes on what
+// follows it: petreld's checksum, or its error, which says why the
+// content is short.
+func (p *proxy) downPiped(t *piped, req *daemonv1.BlockDownloadRequest, stream daemonv1.Daemon_BlockDownloadServer, deliver func(r *os.File) error) error {
+	req.LocalFile = t.tok
+	upstream, err := p.up.BlockDownload(t.ctx, req)
+	if err != nil {
+		return err
+	}
+	head, err := upstream.Recv()
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(head); err != nil {
+		return err
+	}
+	if err := deliver(t.pipe); err != nil {
+		if t.ctx.Err() != nil {
+			return status.FromContextError(t.ctx.Err()).Err()
+		}
+		return err
+	}
+	return relayDown(upstream, stream.Send)
+}
+
 // pipeDown relays a plain block download: petreld writes the content into
 // a pipe, which the endpoint sends on in chunks, then the checksum that
 // follows it on the stream. handled is false when petreld takes no pipes.
@@ -230,47 +286,23 @@ func (p *proxy) pipeDown(req *daemonv1.BlockDownloadRequest, stream daemonv1.Dae
 		return err != nil, err
 	}
 	defer t.end()
-	r := t.pipe
-	upstream, err := p.up.BlockDownload(t.ctx, &daemonv1.BlockDownloadRequest{Name: req.GetName(), LocalFile: t.tok})
-	if err != nil {
-		return true, err
-	}
-	head, err := upstream.Recv()
-	if err != nil {
-		return true, err
-	}
-	if err := stream.Send(head); err != nil {
-		return true, err
-	}
-	buf := make([]byte, pipeSize)
-	for {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			// Sending encodes the chunk before it returns: buf is free
-			// again then.
-			if err := stream.Send(&daemonv1.BlockChunk{Data: buf[:n]}); err != nil {
-				return true, err
+	return true, p.downPiped(t, &daemonv1.BlockDownloadRequest{Name: req.GetName()}, stream, func(r *os.File) error {
+		buf := make([]byte, pipeSize)
+		for {
+			n, rerr := io.ReadFull(r, buf)
+			if n > 0 {
+				// Sending encodes the chunk before it returns: buf is
+				// free again then.
+				if err := stream.Send(&daemonv1.BlockChunk{Data: buf[:n]}); err != nil {
+					return err
+				}
+			}
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			if rerr != nil {
+				return rerr
 			}
 		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			return true, rerr
-		}
-	}
-	// The content ended: petreld's checksum follows, or its error says
-	// why the content is short.
-	for {
-		msg, err := upstream.Recv()
-		if errors.Is(err, io.EOF) {
-			return true, nil
-		}
-		if err != nil {
-			return true, err
-		}
-		if err := stream.Send(msg); err != nil {
-			return true, err
-		}
-	}
+	})
 }

@@ -82,32 +82,7 @@ func TestTransferRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := transferContent()
-	padded := append(append([]byte(nil), data...), make([]byte, 8<<20-len(data))...)
-	sum := sha256.Sum256(data)
-	for _, up := range []bool{false, true} {
-		info, err := c.UploadBlock(ctx, "team:disk", bytes.NewReader(data), int64(len(data)), up, nil)
-		if err != nil {
-			t.Fatalf("upload (gzip %v): %v", up, err)
-		}
-		if info.GetSha256() != hex.EncodeToString(sum[:]) {
-			t.Fatalf("upload (gzip %v): daemon's SHA-256 %s, want %x", up, info.GetSha256(), sum)
-		}
-		for _, down := range []struct {
-			via  string
-			c    *client.Client
-			gzip bool
-		}{{"passed file", c, false}, {"stream", streamed, false}, {"gzip stream", streamed, true}} {
-			out := filepath.Join(e.dir, "out.img")
-			n, err := down.c.DownloadBlockFile(ctx, "team:disk", out, down.gzip, nil)
-			if err != nil {
-				t.Fatalf("download (%s): %v", down.via, err)
-			}
-			got, _ := os.ReadFile(out)
-			if n != int64(len(padded)) || !bytes.Equal(got, padded) {
-				t.Fatalf("upload gzip %v, download by %s: content differs (%d bytes)", up, down.via, len(got))
-			}
-		}
-	}
+	padded := roundTrip(t, ctx, c, e.dir, []downloader{{"passed file", c, false}, {"stream", streamed, false}, {"gzip stream", streamed, true}})
 
 	// Interrupted uploads: the source fails after most of the content.
 	for _, gz := range []bool{false, true} {
@@ -143,13 +118,55 @@ func TestTransferRoundTrip(t *testing.T) {
 	}
 }
 
+// downloader is a way to download: a client, with --gzip or not.
+type downloader struct {
+	via  string
+	c    *client.Client
+	gzip bool
+}
+
+// roundTrip uploads transferContent into block device team:disk (8 MB)
+// with up, plain and compressed, checking the SHA-256 petreld reports,
+// and after each upload downloads the device every way of downs,
+// checking the content. It returns the content as the device holds it
+// (padded to its size).
+func roundTrip(t *testing.T, ctx context.Context, up *client.Client, dir string, downs []downloader) []byte {
+	t.Helper()
+	data := transferContent()
+	padded := append(append([]byte(nil), data...), make([]byte, 8<<20-len(data))...)
+	sum := sha256.Sum256(data)
+	for _, gz := range []bool{false, true} {
+		info, err := up.UploadBlock(ctx, "team:disk", bytes.NewReader(data), int64(len(data)), gz, nil)
+		if err != nil {
+			t.Fatalf("upload (gzip %v): %v", gz, err)
+		}
+		if info.GetSha256() != hex.EncodeToString(sum[:]) {
+			t.Fatalf("upload (gzip %v): petreld's SHA-256 %s, want %x", gz, info.GetSha256(), sum)
+		}
+		for _, down := range downs {
+			out := filepath.Join(dir, "out.img")
+			n, err := down.c.DownloadBlockFile(ctx, "team:disk", out, down.gzip, nil)
+			if err != nil {
+				t.Fatalf("download (%s): %v", down.via, err)
+			}
+			if got, _ := os.ReadFile(out); n != int64(len(padded)) || !bytes.Equal(got, padded) {
+				t.Fatalf("upload gzip %v, download by %s: content differs (%d bytes)", gz, down.via, len(got))
+			}
+		}
+	}
+	return padded
+}
+
 // TestRemoteTransferRoundTrip moves content through petrel-endpoint into
-// a block device and back, plain (through the pipes the endpoint passes
-// petreld) and compressed (relayed as a stream), and uploads an image
-// the same way, checking the content and its SHA-256 at every step.
+// a block device and back, plain and compressed, on content connections
+// (the client's way) and streamed in the call (a client that does not
+// open them), and uploads an image both ways, checking the content and
+// its SHA-256 at every step.
 func TestRemoteTransferRoundTrip(t *testing.T) {
 	r := newRemoteEnv(t)
 	c := remoteClient(t, r)
+	streamed := remoteClient(t, r)
+	streamed.StreamContent()
 	local, err := client.Dial(r.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -159,28 +176,16 @@ func TestRemoteTransferRoundTrip(t *testing.T) {
 	if _, err := local.API.BlockCreate(ctx, &daemonv1.BlockCreateRequest{Name: "team:disk", SizeMb: 8}); err != nil {
 		t.Fatal(err)
 	}
-	data := transferContent()
-	padded := append(append([]byte(nil), data...), make([]byte, 8<<20-len(data))...)
-	sum := sha256.Sum256(data)
-	for _, gz := range []bool{false, true} {
-		info, err := c.UploadBlock(ctx, "team:disk", bytes.NewReader(data), int64(len(data)), gz, nil)
-		if err != nil {
-			t.Fatalf("remote upload (gzip %v): %v", gz, err)
-		}
-		if info.GetSha256() != hex.EncodeToString(sum[:]) {
-			t.Fatalf("remote upload (gzip %v): petreld's SHA-256 %s, want %x", gz, info.GetSha256(), sum)
-		}
-		out := filepath.Join(r.dir, "out.img")
-		n, err := c.DownloadBlockFile(ctx, "team:disk", out, gz, nil)
-		if err != nil {
-			t.Fatalf("remote download (gzip %v): %v", gz, err)
-		}
-		if got, _ := os.ReadFile(out); n != int64(len(padded)) || !bytes.Equal(got, padded) {
-			t.Fatalf("remote download (gzip %v): content differs (%d bytes)", gz, len(got))
-		}
+	downs := []downloader{{"content connection", c, false}, {"gzip content connection", c, true}, {"stream", streamed, false}, {"gzip stream", streamed, true}}
+	for _, up := range []*client.Client{c, streamed} {
+		roundTrip(t, ctx, up, r.dir, downs)
 	}
-	ref, err := c.UploadImage(ctx, bytes.NewReader(data), int64(len(data)), nil)
-	if err != nil || ref.GetSha256() != hex.EncodeToString(sum[:]) {
-		t.Fatalf("remote image upload: %v, %v", ref, err)
+	data := transferContent()
+	sum := sha256.Sum256(data)
+	for _, up := range []*client.Client{c, streamed} {
+		ref, err := up.UploadImage(ctx, bytes.NewReader(data), int64(len(data)), nil)
+		if err != nil || ref.GetSha256() != hex.EncodeToString(sum[:]) {
+			t.Fatalf("remote image upload: %v, %v", ref, err)
+		}
 	}
 }

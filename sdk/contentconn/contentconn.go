@@ -97,8 +97,15 @@ func ReadToken(r io.Reader) (string, error) {
 	if _, err := io.ReadFull(r, b[:]); err != nil {
 		return "", fmt.Errorf("content connection token: %w", err)
 	}
-	if v, err := hex.DecodeString(string(b[:])); err != nil || hex.EncodeToString(v) != string(b[:]) {
+	if !ValidToken(string(b[:])) {
 		return "", errors.New("content connection token: not lowercase hex")
 	}
 	return string(b[:]), nil
+}
+
+// ValidToken tells whether tok is a token as Dial writes it: TokenLen
+// lowercase hex characters.
+func ValidToken(tok string) bool {
+	v, err := hex.DecodeString(tok)
+	return err == nil && len(tok) == TokenLen && hex.EncodeToString(v) == tok
 }

@@ -104,16 +104,24 @@ func TestPassAndTake(t *testing.T) {
 	}
 }
 
-// TestExpiry: a file whose transfer never comes is closed after TokenTTL.
-func TestExpiry(t *testing.T) {
+// passedOnClock serves a Registry whose clock the test moves (and which
+// sweeps every sweepEvery, when not zero), passes it a file, and checks
+// that the file is held: it returns the Registry, the token, the
+// descriptors open before, and a function that moves the clock past
+// TokenTTL.
+func passedOnClock(t *testing.T, sweepEvery time.Duration) (r *Registry, tok string, before int, expire func()) {
+	t.Helper()
 	r, sock := serve(t)
 	var mu sync.Mutex
 	now := time.Now()
 	r.mu.Lock()
 	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	if sweepEvery > 0 {
+		r.sweepEvery = sweepEvery
+	}
 	r.mu.Unlock()
 	f := tempFile(t, "x", os.O_RDONLY)
-	before := openFDs(t)
+	before = openFDs(t)
 	tok, err := Send(context.Background(), sock, f)
 	if err != nil {
 		t.Fatal(err)
@@ -121,9 +129,17 @@ func TestExpiry(t *testing.T) {
 	if got := settledFDs(t, before+1); got != before+1 {
 		t.Fatalf("%d descriptors after passing one, want %d", got, before+1)
 	}
-	mu.Lock()
-	now = now.Add(TokenTTL + time.Second)
-	mu.Unlock()
+	return r, tok, before, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(TokenTTL + time.Second)
+	}
+}
+
+// TestExpiry: a file whose transfer never comes is closed after TokenTTL.
+func TestExpiry(t *testing.T) {
+	r, tok, before, expire := passedOnClock(t, 0)
+	expire()
 	if _, err := r.Take(tok); err == nil {
 		t.Fatal("an expired token was taken")
 	}
@@ -135,24 +151,8 @@ func TestExpiry(t *testing.T) {
 // TestExpiryUnattended: a file whose transfer never comes is closed
 // after TokenTTL even when no other file is passed or taken.
 func TestExpiryUnattended(t *testing.T) {
-	r, sock := serve(t)
-	var mu sync.Mutex
-	now := time.Now()
-	r.mu.Lock()
-	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	r.sweepEvery = 20 * time.Millisecond
-	r.mu.Unlock()
-	f := tempFile(t, "x", os.O_RDONLY)
-	before := openFDs(t)
-	if _, err := Send(context.Background(), sock, f); err != nil {
-		t.Fatal(err)
-	}
-	if got := settledFDs(t, before+1); got != before+1 {
-		t.Fatalf("%d descriptors after passing one, want %d", got, before+1)
-	}
-	mu.Lock()
-	now = now.Add(TokenTTL + time.Second)
-	mu.Unlock()
+	r, _, before, expire := passedOnClock(t, 20*time.Millisecond)
+	expire()
 	if got := settledFDs(t, before); got != before {
 		t.Fatalf("%d descriptors once the token expired, want %d: the passed file stayed open", got, before)
 	}
