@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/petrel-vmm/petrel/sdk/client"
 	daemonv1 "github.com/petrel-vmm/petrel/sdk/proto/daemon/v1"
 )
 
@@ -141,7 +142,7 @@ the content of the --data file, which must fit.`,
 }
 
 func (a *app) blockUploadCmd() *cobra.Command {
-	var gz bool
+	var gz, digest bool
 	cmd := &cobra.Command{
 		Use:   "upload NAME FILE",
 		Short: "Replace a block device's content with FILE (atomically, checksum verified)",
@@ -154,8 +155,11 @@ reads itself, at the speed of a file copy (--gzip does not apply).
 Through petrel-endpoint the content goes on a second TLS connection to
 the endpoint, beside the call, and the daemon switches only when the
 CRC-32C of what it received matches FILE's (the SHA-256, with an endpoint
-that streams the content in the call). The SHA-256 printed is the one
-the daemon computed of what it stored.`,
+that streams the content in the call).
+
+With --sha256 the daemon also computes the SHA-256 of what it stored,
+which is printed; it costs the daemon's host more CPU than the rest of
+the upload does, and an upload checked by its SHA-256 prints it anyway.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if err := inputFile("file", pos[1]); err != nil {
@@ -166,15 +170,24 @@ the daemon computed of what it stored.`,
 				return err
 			}
 			defer done()
-			info, err := c.UploadBlockFile(ctx, pos[0], pos[1], gz, a.progressBar("uploading "+filepath.Base(pos[1])))
+			var opts []client.BlockUploadOption
+			if digest {
+				opts = append(opts, client.WithSHA256())
+			}
+			info, err := c.UploadBlockFile(ctx, pos[0], pos[1], gz, a.progressBar("uploading "+filepath.Base(pos[1])), opts...)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.out, "uploaded %s to %s (sha256 %s)\n", pos[1], info.GetName(), info.GetSha256())
+			if sum := info.GetSha256(); sum != "" {
+				fmt.Fprintf(a.out, "uploaded %s to %s (sha256 %s)\n", pos[1], info.GetName(), sum)
+			} else {
+				fmt.Fprintf(a.out, "uploaded %s to %s\n", pos[1], info.GetName())
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&gz, "gzip", false, "compress the transfer through petrel-endpoint (a local petreld moves the file itself)")
+	cmd.Flags().BoolVar(&digest, "sha256", false, "have the daemon compute and print the SHA-256 of what it stored")
 	return cmd
 }
 

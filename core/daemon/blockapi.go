@@ -157,7 +157,9 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 	if first.GetTotal() > d.SizeMB*block.MB {
 		return status.Errorf(codes.InvalidArgument, "%d bytes do not fit in block device %s (%d MB)", first.GetTotal(), d.Name, d.SizeMB)
 	}
-	u, err := s.d.blocks.BeginUpload(d.Name)
+	// A streamed upload is checked by its SHA-256; a passed file or pipe
+	// is hashed unless the caller has no use for the digest.
+	u, err := s.d.blocks.BeginUpload(d.Name, local == nil || !first.GetSkipSha256())
 	if err != nil {
 		return grpcError(err)
 	}
@@ -209,9 +211,11 @@ func (s *server) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 
 // blockUploadFile stores the content of a passed file, read by petreld
 // itself from the file's offset: a local client's regular file, total
-// bytes, hashed here only, since they crossed no channel that could
+// bytes, checked by nothing, since they crossed no channel that could
 // alter them; or the endpoint's pipe, checked against the checksum the
 // endpoint's caller computed and the endpoint sends after the content.
+// u hashes the content with SHA-256 unless the caller skipped it, so a
+// pipe's check is then its CRC-32C.
 func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d block.Device, u *block.Upload, f *os.File, pipe bool, first *daemonv1.BlockChunk) error {
 	total := first.GetTotal()
 	ctx := stream.Context()
@@ -254,6 +258,8 @@ func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d blo
 	switch {
 	case pipe && sum == "" && sent == nil:
 		return status.Errorf(codes.InvalidArgument, "upload to %s carried no checksum; the device is unchanged", d.Name)
+	case pipe && sent == nil && first.GetSkipSha256():
+		return status.Errorf(codes.InvalidArgument, "upload to %s skipped the SHA-256 but carried no CRC-32C to be checked by; the device is unchanged", d.Name)
 	case pipe && sent != nil && *sent != crc.Sum32():
 		return status.Errorf(codes.InvalidArgument, "upload to %s: CRC-32C mismatch: sent %08x, received %08x; the device is unchanged", d.Name, *sent, crc.Sum32())
 	}

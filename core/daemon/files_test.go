@@ -105,13 +105,17 @@ func TestPassedFiles(t *testing.T) {
 	}
 	src, data := writeRandom(t, td.dir, 3<<20+123)
 
+	// The digest only when asked for: a passed file needs no check.
+	if info, err := c.UploadBlockFile(ctx, "team:disk", src, false, nil, client.WithSHA256()); err != nil || info.GetSha256() != digest(data) {
+		t.Fatalf("upload with its SHA-256: %v, petreld's SHA-256 %q, want %s", err, info.GetSha256(), digest(data))
+	}
 	var last, lastTotal int64
 	info, err := c.UploadBlockFile(ctx, "team:disk", src, true, func(done, total int64) { last, lastTotal = done, total })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.GetSha256() != digest(data) {
-		t.Fatalf("upload: petreld's SHA-256 %s, want %s", info.GetSha256(), digest(data))
+	if info.GetSha256() != "" {
+		t.Fatalf("upload: petreld computed a SHA-256 (%s) it was not asked for", info.GetSha256())
 	}
 	if last != int64(len(data)) || lastTotal != int64(len(data)) {
 		t.Fatalf("upload: last progress %d of %d, want %d of %d", last, lastTotal, len(data), len(data))
@@ -355,8 +359,9 @@ func TestPassedFileRefusals(t *testing.T) {
 // socket as petrel-endpoint does: a pipe passed beside the socket, its
 // content written and the pipe closed, then the checksum sha and the
 // stream's end; cut, when set, is called instead of that end, after
-// half the content.
-func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, gz bool, end *daemonv1.BlockChunk, cut func()) (*daemonv1.BlockInfo, error) {
+// half the content. The first message takes gzip (and then marked) and
+// skip_sha256 from head, which may be nil.
+func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, content []byte, head *daemonv1.BlockChunk, end *daemonv1.BlockChunk, cut func()) (*daemonv1.BlockInfo, error) {
 	t.Helper()
 	w, tok := remotePipe(t, td, true)
 	stream, err := td.remote.BlockUpload(ctx)
@@ -367,7 +372,8 @@ func pipeUpload(t *testing.T, td *testDaemon, ctx context.Context, name string, 
 	if cut != nil {
 		total = 0 // unknown: only the stream's end can say the content is whole
 	}
-	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok, Gzip: gz, Marked: gz}); err != nil {
+	gz := head.GetGzip()
+	if err := stream.Send(&daemonv1.BlockChunk{Name: name, Total: total, LocalFile: tok, Gzip: gz, Marked: gz, SkipSha256: head.GetSkipSha256()}); err != nil {
 		t.Fatal(err)
 	}
 	if gz {
@@ -449,7 +455,8 @@ func TestPipedTransfers(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, data := writeRandom(t, td.dir, 300<<10)
-	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, false, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
+	gzipped := &daemonv1.BlockChunk{Gzip: true}
+	info, err := pipeUpload(t, td, teamCtx, "team:disk", data, nil, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,33 +465,51 @@ func TestPipedTransfers(t *testing.T) {
 	}
 	other := append([]byte(nil), data...)
 	other[0] ^= 1
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, false, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, nil, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
 	wantCode(t, "a piped upload whose checksum differs", err, codes.InvalidArgument)
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, false, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", other, nil, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil)
 	wantCode(t, "a piped upload whose CRC-32C differs", err, codes.InvalidArgument)
-	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, false, &daemonv1.BlockChunk{}, nil)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, nil, &daemonv1.BlockChunk{}, nil)
 	wantCode(t, "a piped upload without a checksum", err, codes.InvalidArgument)
 	// The content's CRC-32C instead of its SHA-256 (a content
 	// connection's upload): stored, and petreld still reports the
 	// SHA-256.
-	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, false, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil {
+	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, nil, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if info.GetSha256() != digest(data) {
 		t.Fatalf("piped upload with a CRC-32C: petreld's SHA-256 %s, want %s", info.GetSha256(), digest(data))
 	}
+	// Without the SHA-256, as the caller asked: stored, checked by the
+	// CRC-32C, with no digest; refused if the CRC-32C is missing.
+	skip := &daemonv1.BlockChunk{SkipSha256: true}
+	if info, err = pipeUpload(t, td, teamCtx, "team:disk", other, skip, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(other))}, nil); err != nil || info.GetSha256() != "" {
+		t.Fatalf("piped upload skipping the SHA-256: %v, %v; want stored, without a digest", info, err)
+	}
+	var stored bytes.Buffer
+	if _, _, err := td.d.blocks.Download("team:disk", &stored); err != nil || !bytes.HasPrefix(stored.Bytes(), other) {
+		t.Fatalf("piped upload skipping the SHA-256: not stored (%v)", err)
+	}
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, skip, &daemonv1.BlockChunk{Sha256: digest(data)}, nil)
+	wantCode(t, "a piped upload skipping the SHA-256 with only a SHA-256 to check", err, codes.InvalidArgument)
+	_, err = pipeUpload(t, td, teamCtx, "team:disk", data, skip, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(other))}, nil)
+	wantCode(t, "a piped upload skipping the SHA-256 whose CRC-32C differs", err, codes.InvalidArgument)
+	// data again, which the downloads below expect.
+	if _, err = pipeUpload(t, td, teamCtx, "team:disk", data, nil, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil {
+		t.Fatal(err)
+	}
 	// Compressed, in frames of marked chunks: stored whole, or refused
 	// when the frames end short of their ending frame.
-	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, true, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil || info.GetSha256() != digest(data) {
+	if info, err = pipeUpload(t, td, teamCtx, "team:disk", data, gzipped, &daemonv1.BlockChunk{Crc32C: proto.Uint32(crc32c(data))}, nil); err != nil || info.GetSha256() != digest(data) {
 		t.Fatalf("piped compressed upload: %v, %v", info, err)
 	}
 	framedCut, cancelFramed := context.WithCancel(teamCtx)
-	_, err = pipeUpload(t, td, framedCut, "team:disk", other, true, nil, cancelFramed)
+	_, err = pipeUpload(t, td, framedCut, "team:disk", other, gzipped, nil, cancelFramed)
 	if c := status.Code(err); c != codes.Canceled && c != codes.InvalidArgument {
 		t.Fatalf("a piped compressed upload without its ending frame: %v, want Canceled or InvalidArgument", err)
 	}
 	cctx, cancel := context.WithCancel(teamCtx)
-	_, err = pipeUpload(t, td, cctx, "team:disk", other, false, nil, cancel)
+	_, err = pipeUpload(t, td, cctx, "team:disk", other, nil, nil, cancel)
 	wantCode(t, "a piped upload cut halfway", err, codes.Canceled)
 
 	// The download: the device holds data, padded to 1 MB. The cut

@@ -115,6 +115,15 @@ func TestContentConnections(t *testing.T) {
 	if len(rec.got) != 5 || fake.piped.Load() != 5 {
 		t.Fatalf("calls named content connections %q and %d transfers were piped, want 5 and 5", rec.got, fake.piped.Load())
 	}
+	// Their checks were the CRC-32C, so petreld was not asked for the
+	// SHA-256, until the caller asks for it.
+	if fake.hashed.Load() != 0 {
+		t.Fatalf("%d block uploads on content connections asked petreld for the SHA-256 unasked", fake.hashed.Load())
+	}
+	blockSum := sha256.Sum256(blockContent)
+	if info, err := c.UploadBlock(ctx, "alice:disk", bytes.NewReader(blockContent), int64(len(blockContent)), false, nil, client.WithSHA256()); err != nil || info.GetSha256() != hex.EncodeToString(blockSum[:]) || fake.hashed.Load() != 1 {
+		t.Fatalf("an upload asking for the SHA-256: %v, %v, %d asked", info, err, fake.hashed.Load())
+	}
 
 	// An image petreld holds already is answered before its content is
 	// read: the client's writes fail, and the answer comes.
@@ -131,8 +140,8 @@ func TestContentConnections(t *testing.T) {
 	if ref, err := c.UploadImageFile(ctx, bigPath, nil); err != nil || ref.GetSha256() != hex.EncodeToString(bigSum[:]) {
 		t.Fatalf("an image petreld holds: %v, %v", ref, err)
 	}
-	if len(rec.got) != 6 || fake.piped.Load() != 6 {
-		t.Fatalf("calls named content connections %q and %d transfers were piped, want 6 and 6", rec.got, fake.piped.Load())
+	if len(rec.got) != 7 || fake.piped.Load() != 7 {
+		t.Fatalf("calls named content connections %q and %d transfers were piped, want 7 and 7", rec.got, fake.piped.Load())
 	}
 
 	e.srv.content.setTimes(contentTTL, 200*time.Millisecond)
@@ -181,7 +190,7 @@ func TestContentConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Cut once petreld has the pipe.
-	for deadline := time.Now().Add(5 * time.Second); fake.piped.Load() != 7; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); fake.piped.Load() != 8; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the upload did not reach petreld")
 		}

@@ -200,7 +200,7 @@ func (p *proxy) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) error {
 		return err
 	}
 	request := func(tok string) *daemonv1.BlockChunk {
-		return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), Gzip: first.GetGzip(), Marked: first.GetMarked(), LocalFile: tok}
+		return &daemonv1.BlockChunk{Name: first.GetName(), Total: first.GetTotal(), Gzip: first.GetGzip(), Marked: first.GetMarked(), SkipSha256: first.GetSkipSha256(), LocalFile: tok}
 	}
 	trailer := func(sha string) *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Sha256: sha} }
 	if first.GetLocalFile() != "" {

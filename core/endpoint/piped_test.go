@@ -36,6 +36,9 @@ type pipedDaemon struct {
 	// that carried content in their messages, cancelled the block
 	// uploads whose call was cut after their content.
 	piped, streamed, cancelled atomic.Int32
+	// hashed counts the block uploads that came without skip_sha256, and
+	// so ask for the SHA-256 in the answer.
+	hashed atomic.Int32
 	// has is the SHA-256 of an image it holds already (a string).
 	has atomic.Value
 }
@@ -120,7 +123,12 @@ func (f *pipedDaemon) BlockUpload(stream daemonv1.Daemon_BlockUploadServer) erro
 	if !checksums[sum] || !bytes.Equal(got, blockContent) || first.GetTotal() != int64(len(got)) {
 		return status.Errorf(codes.InvalidArgument, "received %d bytes and checksum %q, not what was sent", len(got), sum)
 	}
-	return stream.SendAndClose(&daemonv1.BlockInfo{Name: first.GetName(), Sha256: sum})
+	if first.GetSkipSha256() {
+		return stream.SendAndClose(&daemonv1.BlockInfo{Name: first.GetName()})
+	}
+	f.hashed.Add(1)
+	digest := sha256.Sum256(got)
+	return stream.SendAndClose(&daemonv1.BlockInfo{Name: first.GetName(), Sha256: hex.EncodeToString(digest[:])})
 }
 
 func (f *pipedDaemon) UploadImage(stream daemonv1.Daemon_UploadImageServer) error {

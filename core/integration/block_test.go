@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +39,14 @@ func TestBlockDevices(t *testing.T) {
 			t.Fatalf("download%s: content differs (%d bytes)", gz, len(got))
 		}
 	}
-	e.mustPetrel("block", "upload", "team:disk", src, "--gzip")
+	// The SHA-256 is printed when asked for, and then it is the file's.
+	if out := e.mustPetrel("block", "upload", "team:disk", src, "--gzip"); strings.Contains(out, "sha256") {
+		t.Fatalf("an upload not asked for the SHA-256 printed one: %q", out)
+	}
+	sum := sha256.Sum256(data)
+	if out := e.mustPetrel("block", "upload", "team:disk", src, "--sha256"); !strings.Contains(out, "(sha256 "+hex.EncodeToString(sum[:])+")") {
+		t.Fatalf("petrel block upload --sha256 printed %q, want the file's SHA-256 %x", out, sum)
+	}
 	list := e.mustPetrel("block", "team")
 	if !strings.Contains(list, "team:disk") || !strings.Contains(list, "8M") {
 		t.Fatalf("block list:\n%s", list)

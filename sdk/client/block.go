@@ -101,11 +101,38 @@ func (w *streamWriter) sendChunk(p []byte, compressed bool) error {
 	return w.stream.Send(msg)
 }
 
+// BlockUploadOption changes how UploadBlock and UploadBlockFile upload.
+type BlockUploadOption func(*blockUpload)
+
+// blockUpload holds the options of one block upload.
+type blockUpload struct {
+	sha256 bool
+}
+
+// WithSHA256 asks petreld for the SHA-256 of the content it stored, in
+// BlockInfo.sha256. Without it the digest is there only where it is the
+// transfer's check (content streamed in the call): a passed file and a
+// content connection skip it (BlockChunk.skip_sha256), which spares
+// petreld's host the hashing, the largest part of its CPU in an upload.
+func WithSHA256() BlockUploadOption {
+	return func(o *blockUpload) { o.sha256 = true }
+}
+
+// blockUploadOptions applies opts.
+func blockUploadOptions(opts []BlockUploadOption) blockUpload {
+	var o blockUpload
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // UploadBlock replaces block device name's content with r (total bytes,
 // or 0 when unknown), optionally compressing it on the wire. The daemon
-// changes the device only once the SHA-256 computed here matches what it
+// changes the device only once the checksum computed here (the CRC-32C
+// on a content connection, otherwise the SHA-256) matches what it
 // received.
-func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, total int64, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
+func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, total int64, compress bool, progress Progress, opts ...BlockUploadOption) (*daemonv1.BlockInfo, error) {
 	// Cancelling on return ends the stream on every path: an upload
 	// abandoned on an error is discarded by the daemon at once.
 	ctx, cancel := context.WithCancel(ctx)
@@ -115,7 +142,7 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 	// compressed in marked chunks.
 	if (!compress && total > 0) || marked {
 		if cc := c.openContent(ctx); cc != nil {
-			return c.uploadBlockBeside(ctx, cc, name, r, total, compress, progress)
+			return c.uploadBlockBeside(ctx, cc, name, r, total, compress, progress, blockUploadOptions(opts))
 		}
 	}
 	stream, err := c.API.BlockUpload(ctx)
@@ -186,7 +213,7 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 // files (package fdpass) is passed the open file and reads it itself,
 // without compression or a checksum of the client's: the content then
 // crosses no channel that could alter it.
-func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
+func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compress bool, progress Progress, opts ...BlockUploadOption) (*daemonv1.BlockInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -202,9 +229,10 @@ func (c *Client) UploadBlockFile(ctx context.Context, name, path string, compres
 		return nil, fmt.Errorf("upload to %s: %w", name, err)
 	}
 	if ok {
-		return uploadPassed(ctx, f, fi.Size(), progress, c.API.BlockUpload, &daemonv1.BlockChunk{Name: name, Total: fi.Size(), LocalFile: tok})
+		first := &daemonv1.BlockChunk{Name: name, Total: fi.Size(), LocalFile: tok, SkipSha256: !blockUploadOptions(opts).sha256}
+		return uploadPassed(ctx, f, fi.Size(), progress, c.API.BlockUpload, first)
 	}
-	return c.UploadBlock(ctx, name, f, fi.Size(), compress, progress)
+	return c.UploadBlock(ctx, name, f, fi.Size(), compress, progress, opts...)
 }
 
 // downloadReader turns download chunks into a reader.

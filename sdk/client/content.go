@@ -152,13 +152,13 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 // or not) to block device name on the content connection cc, with its
 // CRC-32C after it on the call: TLS protects the bytes on the network,
 // and the CRC catches what a relay could still do to them (lose, repeat
-// or reorder some) for a small part of SHA-256's cost. petreld still
-// reports the content's SHA-256. Compressed, the content goes in frames
-// of marked chunks (transfer.FrameSink); otherwise as it is, total
-// bytes.
-func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, name string, r io.Reader, total int64, compress bool, progress Progress) (*daemonv1.BlockInfo, error) {
+// or reorder some) for a small part of SHA-256's cost. petreld reports
+// the content's SHA-256 only with o.sha256. Compressed, the content goes
+// in frames of marked chunks (transfer.FrameSink); otherwise as it is,
+// total bytes.
+func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, name string, r io.Reader, total int64, compress bool, progress Progress, o blockUpload) (*daemonv1.BlockInfo, error) {
 	h := crc32.New(castagnoli)
-	first := &daemonv1.BlockChunk{Name: name, Total: total, LocalFile: cc.Token}
+	first := &daemonv1.BlockChunk{Name: name, Total: total, LocalFile: cc.Token, SkipSha256: !o.sha256}
 	format, size := besideFormat(raw), total
 	if compress {
 		first.Gzip, first.Marked = true, true

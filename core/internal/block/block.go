@@ -335,9 +335,12 @@ type Upload struct {
 	done    bool
 }
 
-// BeginUpload starts replacing a device's content. The device must exist
-// and be idle; it stays reserved until Commit or Abort.
-func (m *Manager) BeginUpload(n string) (*Upload, error) {
+// BeginUpload starts replacing a device's content, hashing it with
+// SHA-256 when digest is set (Commit checks and returns the digest) and
+// not otherwise, for an upload checked another way or not at all, which
+// spares the hashing's CPU. The device must exist and be idle; it stays
+// reserved until Commit or Abort.
+func (m *Manager) BeginUpload(n string, digest bool) (*Upload, error) {
 	d, err := m.Get(n)
 	if err != nil {
 		return nil, err
@@ -352,12 +355,17 @@ func (m *Manager) BeginUpload(n string) (*Upload, error) {
 		return nil, fmt.Errorf("upload to %s: %w", d.Name, err)
 	}
 	p, _ := parse(d.Name)
-	h := sha256.New()
-	fan := transfer.NewFanout(func(b []byte) error {
-		h.Write(b)
-		return nil
-	}, transfer.NewFileSink(f).Write)
-	return &Upload{m: m, dev: p, tok: tok, size: d.SizeMB * MB, f: f, h: h, fan: fan}, nil
+	u := &Upload{m: m, dev: p, tok: tok, size: d.SizeMB * MB, f: f}
+	sinks := []transfer.Sink{transfer.NewFileSink(f).Write}
+	if digest {
+		u.h = sha256.New()
+		sinks = append(sinks, func(b []byte) error {
+			u.h.Write(b)
+			return nil
+		})
+	}
+	u.fan = transfer.NewFanout(sinks...)
+	return u, nil
 }
 
 // tooLarge is the error of an upload that exceeds its device.
@@ -398,7 +406,8 @@ func (u *Upload) Written() int64 { return u.written }
 
 // Commit checks the content's SHA-256 (hex) against want and, if it
 // matches, makes it the device's content (padded to the device size),
-// atomically. It returns the digest.
+// atomically. It returns the digest, or "" for an upload begun without
+// one (which cannot check a want).
 func (u *Upload) Commit(want string) (string, error) {
 	if u.done {
 		return "", errors.New("upload already finished")
@@ -407,7 +416,13 @@ func (u *Upload) Commit(want string) (string, error) {
 		u.Abort()
 		return "", fmt.Errorf("upload to %s: %w", u.dev, err)
 	}
-	got := hex.EncodeToString(u.h.Sum(nil))
+	got := ""
+	if u.h != nil {
+		got = hex.EncodeToString(u.h.Sum(nil))
+	} else if want != "" {
+		u.Abort()
+		return "", fmt.Errorf("%w: upload to %s was not hashed, so its SHA-256 cannot be checked; the device is unchanged", ErrInvalid, u.dev)
+	}
 	if want != "" && !strings.EqualFold(want, got) {
 		u.Abort()
 		return "", fmt.Errorf("%w: checksum mismatch: sent %s, received %s; the device is unchanged", ErrInvalid, want, got)

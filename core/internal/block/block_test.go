@@ -70,12 +70,12 @@ func TestUploadDownloadAtomic(t *testing.T) {
 	m, _ := Open(t.TempDir())
 	m.Create("disk", 1)
 	data := bytes.Repeat([]byte("petrel"), 1000)
-	u, err := m.BeginUpload("disk")
+	u, err := m.BeginUpload("disk", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.Write(data)
-	if _, err := m.BeginUpload("disk"); !errors.Is(err, ErrBusy) {
+	if _, err := m.BeginUpload("disk", true); !errors.Is(err, ErrBusy) {
 		t.Fatalf("concurrent upload: %v", err)
 	}
 	if _, err := m.Acquire("disk", "vm"); !errors.Is(err, ErrBusy) {
@@ -94,12 +94,12 @@ func TestUploadDownloadAtomic(t *testing.T) {
 	}
 
 	// A wrong checksum and an aborted upload leave the old content.
-	u, _ = m.BeginUpload("disk")
+	u, _ = m.BeginUpload("disk", true)
 	u.Write([]byte("garbage"))
 	if _, err := u.Commit(sum([]byte("other"))); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad checksum: %v", err)
 	}
-	u, _ = m.BeginUpload("disk")
+	u, _ = m.BeginUpload("disk", true)
 	u.Write([]byte("half"))
 	u.Abort()
 	out.Reset()
@@ -112,8 +112,30 @@ func TestUploadDownloadAtomic(t *testing.T) {
 		t.Fatalf("temporary files left: %v", tmps)
 	}
 
+	// Unhashed: stored without a digest, and no digest can be checked.
+	u, _ = m.BeginUpload("disk", false)
+	u.Write([]byte("unhashed"))
+	if got, err := u.Commit(""); err != nil || got != "" {
+		t.Fatalf("unhashed upload: %q %v", got, err)
+	}
+	out.Reset()
+	m.Download("disk", &out)
+	if !bytes.HasPrefix(out.Bytes(), []byte("unhashed\x00")) {
+		t.Fatal("unhashed upload not stored")
+	}
+	u, _ = m.BeginUpload("disk", false)
+	u.Write([]byte("other"))
+	if _, err := u.Commit(sum([]byte("other"))); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("checking an unhashed upload: %v", err)
+	}
+	out.Reset()
+	m.Download("disk", &out)
+	if !bytes.HasPrefix(out.Bytes(), []byte("unhashed\x00")) {
+		t.Fatal("an upload that could not be checked changed the device")
+	}
+
 	// Too large.
-	u, _ = m.BeginUpload("disk")
+	u, _ = m.BeginUpload("disk", true)
 	if _, err := u.Write(make([]byte, MB+1)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized upload: %v", err)
 	}
@@ -130,7 +152,7 @@ func TestOneUserAtATime(t *testing.T) {
 		t.Fatalf("second VM: %v", err)
 	}
 	for name, op := range map[string]func() error{
-		"upload":   func() error { _, err := m.BeginUpload("disk"); return err },
+		"upload":   func() error { _, err := m.BeginUpload("disk", true); return err },
 		"download": func() error { _, _, err := m.Download("disk", &bytes.Buffer{}); return err },
 		"destroy":  func() error { return m.Destroy("disk") },
 	} {

@@ -1081,7 +1081,8 @@ type BlockInfo struct {
 	SizeMb int64                  `protobuf:"varint,2,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
 	// VM using the device, if any.
 	InUseBy string `protobuf:"bytes,3,opt,name=in_use_by,json=inUseBy,proto3" json:"in_use_by,omitempty"`
-	// SHA-256 of the content, after an upload.
+	// SHA-256 of the content, after an upload, unless the upload skipped
+	// it (BlockChunk.skip_sha256).
 	Sha256        string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1344,9 +1345,19 @@ type BlockChunk struct {
 	// content connection, in place of sha256: TLS already protects those
 	// bytes on the network, and what is left to catch is a relay that
 	// lost, repeated or reordered some, which a CRC does for a small part of
-	// SHA-256's cost. The device's SHA-256 is still what BlockInfo
-	// reports.
-	Crc32C        *uint32 `protobuf:"fixed32,9,opt,name=crc32c,proto3,oneof" json:"crc32c,omitempty"`
+	// SHA-256's cost. petreld still reports the SHA-256 of what it stored
+	// (BlockInfo.sha256) unless the upload skips it.
+	Crc32C *uint32 `protobuf:"fixed32,9,opt,name=crc32c,proto3,oneof" json:"crc32c,omitempty"`
+	// Upload (first chunk only): petreld does not compute the SHA-256 of
+	// what it stores, and BlockInfo.sha256 stays empty. A caller sets it
+	// where the SHA-256 is not the transfer's check (a passed regular file,
+	// which needs none; a content connection, checked by its crc32c) and
+	// it has no use for the digest: hashing is the largest part of the
+	// host's CPU in a remote upload (about a quarter of what the client,
+	// petrel-endpoint and petreld use together on one host). An upload
+	// that sets it and then sends only a sha256 as its check is refused;
+	// earlier daemons ignore it and report the digest.
+	SkipSha256    bool `protobuf:"varint,10,opt,name=skip_sha256,json=skipSha256,proto3" json:"skip_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1442,6 +1453,13 @@ func (x *BlockChunk) GetCrc32C() uint32 {
 		return *x.Crc32C
 	}
 	return 0
+}
+
+func (x *BlockChunk) GetSkipSha256() bool {
+	if x != nil {
+		return x.SkipSha256
+	}
+	return false
 }
 
 // BlockDownloadRequest asks for a device's content.
@@ -3935,7 +3953,7 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aorphans\x18\x02 \x03(\tR\aorphans\"A\n" +
 	"\x12BlockCreateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
-	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\xf4\x01\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"\x95\x02\n" +
 	"\n" +
 	"BlockChunk\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -3948,7 +3966,10 @@ const file_daemon_v1_daemon_proto_rawDesc = "" +
 	"chunk_gzip\x18\a \x01(\bR\tchunkGzip\x12\x1d\n" +
 	"\n" +
 	"local_file\x18\b \x01(\tR\tlocalFile\x12\x1b\n" +
-	"\x06crc32c\x18\t \x01(\aH\x00R\x06crc32c\x88\x01\x01B\t\n" +
+	"\x06crc32c\x18\t \x01(\aH\x00R\x06crc32c\x88\x01\x01\x12\x1f\n" +
+	"\vskip_sha256\x18\n" +
+	" \x01(\bR\n" +
+	"skipSha256B\t\n" +
 	"\a_crc32c\"\x8d\x01\n" +
 	"\x14BlockDownloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
