@@ -158,8 +158,10 @@ CRC-32C of what it received matches FILE's (the SHA-256, with an endpoint
 that streams the content in the call).
 
 With --sha256 the daemon also computes the SHA-256 of what it stored,
-which is printed; it costs the daemon's host more CPU than the rest of
-the upload does, and an upload checked by its SHA-256 prints it anyway.`,
+which is printed. Hashing is most of the daemon's CPU in an upload
+(more than the copy itself on its own host), so it is left out unless
+asked for; an upload checked by its SHA-256 (streamed in the call)
+prints it anyway.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			if err := inputFile("file", pos[1]); err != nil {

@@ -1352,9 +1352,9 @@ type BlockChunk struct {
 	// what it stores, and BlockInfo.sha256 stays empty. A caller sets it
 	// where the SHA-256 is not the transfer's check (a passed regular file,
 	// which needs none; a content connection, checked by its crc32c) and
-	// it has no use for the digest: hashing is the largest part of the
-	// host's CPU in a remote upload (about a quarter of what the client,
-	// petrel-endpoint and petreld use together on one host). An upload
+	// it has no use for the digest: hashing is petreld's largest single
+	// cost in an upload (in a remote one, about a quarter of what the
+	// client, petrel-endpoint and petreld use together on one host). An upload
 	// that sets it and then sends only a sha256 as its check is refused;
 	// earlier daemons ignore it and report the digest.
 	SkipSha256    bool `protobuf:"varint,10,opt,name=skip_sha256,json=skipSha256,proto3" json:"skip_sha256,omitempty"`
