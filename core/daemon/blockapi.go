@@ -3,12 +3,10 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"os"
 	"time"
@@ -229,7 +227,7 @@ func (s *server) blockUploadFile(stream daemonv1.Daemon_BlockUploadServer, d blo
 		}
 		src = transfer.NewFramesReader(src)
 	}
-	crc := crc32.New(castagnoli)
+	crc := transfer.NewCRC32C()
 	if pipe {
 		src = io.TeeReader(src, crc)
 	}
@@ -328,10 +326,7 @@ func (s *server) BlockDownload(req *daemonv1.BlockDownloadRequest, stream daemon
 		// shrink: together one gzip stream, as clients expect.
 		// Framed on the download's writing goroutine, sent on the
 		// GzipChunks' own.
-		gz = transfer.NewGzipChunks(func(b []byte) error {
-			_, err := send.Write(b)
-			return err
-		})
+		gz = transfer.NewGzipChunks(transfer.WriterSink(send))
 		defer gz.Close()
 		w = sinkWriter(gz.Write)
 	}
@@ -426,7 +421,7 @@ func (s *server) downloadPiped(name string, f *os.File, crc, gz bool) (*daemonv1
 	}
 	var h hash.Hash = sha256.New()
 	if crc {
-		h = crc32.New(castagnoli)
+		h = transfer.NewCRC32C()
 	}
 	if _, err := s.d.blocks.DownloadHashed(name, w, h); err != nil {
 		return nil, err
@@ -440,12 +435,7 @@ func (s *server) downloadPiped(name string, f *os.File, crc, gz bool) (*daemonv1
 		}
 	}
 	if crc {
-		return &daemonv1.BlockChunk{Crc32C: proto.Uint32(binary.BigEndian.Uint32(h.Sum(nil)))}, nil
+		return &daemonv1.BlockChunk{Crc32C: proto.Uint32(h.(hash.Hash32).Sum32())}, nil
 	}
 	return &daemonv1.BlockChunk{Sha256: hex.EncodeToString(h.Sum(nil))}, nil
 }
-
-// castagnoli is CRC-32C's table, for the checks of transfers whose
-// content came from or goes to a content connection through
-// petrel-endpoint (BlockChunk.crc32c).
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)

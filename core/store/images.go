@@ -90,10 +90,7 @@ func (s *Store) StageImage(r io.Reader, maxBytes int64) (*StagedImage, error) {
 	// Hashing and writing (with write-back started as the content
 	// arrives) run on goroutines of their own while r is read.
 	h := sha256.New()
-	fan := transfer.NewFanout(func(b []byte) error {
-		h.Write(b)
-		return nil
-	}, transfer.NewFileSink(f).Write)
+	fan := transfer.NewFanout(transfer.HashSink(h), transfer.NewFileSink(f).Write)
 	n, err := fan.ReadFrom(io.LimitReader(r, limit))
 	if err != nil {
 		fan.Abort(err)

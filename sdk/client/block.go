@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -36,14 +35,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.progress(c.n, c.total)
 	}
 	return n, err
-}
-
-// hashSink feeds a hash; it never fails.
-func hashSink(h hash.Hash) transfer.Sink {
-	return func(b []byte) error {
-		h.Write(b)
-		return nil
-	}
 }
 
 // streamWriter sends written bytes as upload chunks.
@@ -179,7 +170,7 @@ func (c *Client) UploadBlock(ctx context.Context, name string, r io.Reader, tota
 		send, finish = gz.Write, gz.Finish // empty content is still a gzip stream
 	}
 	defer func() { stopSender() }()
-	fan := transfer.NewFanout(hashSink(h), send)
+	fan := transfer.NewFanout(transfer.HashSink(h), send)
 	_, copyErr := fan.ReadFrom(&countingReader{r: r, total: total, progress: progress})
 	if copyErr != nil {
 		// The stream is abandoned: cancelling first ends a send of the
@@ -351,7 +342,7 @@ func (c *Client) downloadBlockStream(ctx context.Context, name, path string, tmp
 	// Receiving, hashing and writing (with write-back started as the
 	// content arrives) run on goroutines of their own, chunk by chunk.
 	h := sha256.New()
-	fan := transfer.NewFanout(hashSink(h), transfer.NewFileSink(tmp).Write)
+	fan := transfer.NewFanout(transfer.HashSink(h), transfer.NewFileSink(tmp).Write)
 	n, err := fan.ReadFrom(&countingReader{r: src, total: head.GetTotal(), progress: progress})
 	if err != nil {
 		fan.Abort(err)

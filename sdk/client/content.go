@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 
@@ -64,10 +63,7 @@ type besideFormat func(w io.Writer) (send transfer.Sink, finish, stop func() err
 // raw sends the content as it is, size bytes that the first message
 // declares.
 func raw(w io.Writer) (transfer.Sink, func() error, func() error) {
-	return func(b []byte) error {
-		_, err := w.Write(b)
-		return err
-	}, nil, nil
+	return transfer.WriterSink(w), nil, nil
 }
 
 // framed sends the content as marked chunks in frames (transfer.FrameSink),
@@ -114,6 +110,9 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 	}
 	n, err := fan.ReadFrom(src)
 	if err != nil {
+		// Closing the connection first ends a write that waits for an
+		// endpoint that stopped reading, which Abort waits for.
+		cc.Abort()
 		fan.Abort(err)
 	} else if err = fan.Close(); err == nil && size > 0 && n != size {
 		err = fmt.Errorf("the content ended after %d of its %d bytes", n, size)
@@ -157,7 +156,7 @@ func uploadBeside[Req, Resp any](ctx context.Context, cc *contentconn.Conn,
 // in frames of marked chunks (transfer.FrameSink); otherwise as it is,
 // total bytes.
 func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, name string, r io.Reader, total int64, compress bool, progress Progress, o blockUpload) (*daemonv1.BlockInfo, error) {
-	h := crc32.New(castagnoli)
+	h := transfer.NewCRC32C()
 	first := &daemonv1.BlockChunk{Name: name, Total: total, LocalFile: cc.Token, SkipSha256: !o.sha256}
 	format, size := besideFormat(raw), total
 	if compress {
@@ -165,7 +164,7 @@ func (c *Client) uploadBlockBeside(ctx context.Context, cc *contentconn.Conn, na
 		format, size = framed, 0
 	}
 	resp, err := uploadBeside(ctx, cc, c.API.BlockUpload, first,
-		&countingReader{r: r, total: total, progress: progress}, size, format, []transfer.Sink{hashSink(h)},
+		&countingReader{r: r, total: total, progress: progress}, size, format, []transfer.Sink{transfer.HashSink(h)},
 		func() *daemonv1.BlockChunk { return &daemonv1.BlockChunk{Crc32C: proto.Uint32(h.Sum32())} })
 	if err != nil {
 		return nil, fmt.Errorf("upload to %s: %w", name, err)
@@ -194,8 +193,8 @@ func (c *Client) downloadBlockBeside(ctx context.Context, cc *contentconn.Conn, 
 		}
 		src = transfer.NewFramesReader(cc)
 	}
-	h := crc32.New(castagnoli)
-	fan := transfer.NewFanout(hashSink(h), transfer.NewFileSink(tmp).Write)
+	h := transfer.NewCRC32C()
+	fan := transfer.NewFanout(transfer.HashSink(h), transfer.NewFileSink(tmp).Write)
 	n, err := fan.ReadFrom(&countingReader{r: src, total: head.GetTotal(), progress: progress})
 	if err != nil {
 		fan.Abort(err)
@@ -236,6 +235,3 @@ func (c *Client) downloadBlockBeside(ctx context.Context, cc *contentconn.Conn, 
 	}
 	return n, nil
 }
-
-// castagnoli is CRC-32C's table.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)

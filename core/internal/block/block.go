@@ -359,10 +359,7 @@ func (m *Manager) BeginUpload(n string, digest bool) (*Upload, error) {
 	sinks := []transfer.Sink{transfer.NewFileSink(f).Write}
 	if digest {
 		u.h = sha256.New()
-		sinks = append(sinks, func(b []byte) error {
-			u.h.Write(b)
-			return nil
-		})
+		sinks = append(sinks, transfer.HashSink(u.h))
 	}
 	u.fan = transfer.NewFanout(sinks...)
 	return u, nil
@@ -487,13 +484,7 @@ func (m *Manager) DownloadHashed(n string, w io.Writer, h hash.Hash) (int64, err
 		return 0, fmt.Errorf("download %s: %w", d.Name, err)
 	}
 	defer f.Close()
-	fan := transfer.NewFanout(func(b []byte) error {
-		h.Write(b)
-		return nil
-	}, func(b []byte) error {
-		_, err := w.Write(b)
-		return err
-	})
+	fan := transfer.NewFanout(transfer.HashSink(h), transfer.WriterSink(w))
 	n64, err := fan.ReadFrom(f)
 	if err != nil {
 		fan.Abort(err)
