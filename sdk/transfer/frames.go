@@ -47,14 +47,22 @@ func EndFrames(w io.Writer) error {
 	return err
 }
 
+// readFrame fills b from r, which is inside a transfer's frames: r
+// ending before b is full, even before its first byte, is
+// io.ErrUnexpectedEOF, since only the ending frame ends them.
+func readFrame(r io.Reader, b []byte) error {
+	_, err := io.ReadFull(r, b)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
 // readHeader reads a frame header into h and returns the length and
 // mark it holds. A stream that ends before the ending frame is
 // io.ErrUnexpectedEOF.
 func readHeader(r io.Reader, h []byte) (int, bool, error) {
-	if _, err := io.ReadFull(r, h[:4]); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	if err := readFrame(r, h[:4]); err != nil {
 		return 0, false, err
 	}
 	v := binary.BigEndian.Uint32(h[:4])
@@ -90,10 +98,7 @@ func NewFramesReader(r io.Reader) *MarkedReader {
 			buf = make([]byte, MaxFrame)
 		}
 		buf = buf[:n]
-		if _, err := io.ReadFull(r, buf); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
+		if err := readFrame(r, buf); err != nil {
 			return nil, false, err
 		}
 		return buf, true, nil
@@ -119,10 +124,7 @@ func CopyFrames(put func([]byte) error, r io.Reader, buf []byte) error {
 		have := 4
 		for n > 0 {
 			m := min(len(buf)-have, n)
-			if _, err := io.ReadFull(r, buf[have:have+m]); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
-				}
+			if err := readFrame(r, buf[have:have+m]); err != nil {
 				return err
 			}
 			if err := put(buf[:have+m]); err != nil {
